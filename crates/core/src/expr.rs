@@ -1,0 +1,607 @@
+//! `${{ CEL }}` expressions and the templates that hold them.
+//!
+//! A string that is exactly one `${{ expr }}` yields the expression's typed value; a string with
+//! text around expressions is interpolation and yields a string. Expressions are compiled once at
+//! registration. A plain path (`input.email`, `steps.user.user.id`) is the common case and is
+//! evaluated by walking maps directly, without building a CEL context; anything else runs in the
+//! CEL interpreter.
+
+use std::{collections::HashMap, fmt, sync::Arc, sync::LazyLock};
+
+use cel::{
+    Context, Env, Program, Value as Cel,
+    common::ast::{EntryExpr, Expr as Ast, IdedExpr},
+    objects::{Key, KeyRef},
+};
+
+use crate::value::{self, type_name};
+
+/// Largest expression source accepted, in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+
+/// The variables an expression may read.
+pub const VARIABLES: &[&str] = &["input", "steps", "item", "index", "execution", "event"];
+
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+
+/// A compiled `${{ }}` expression.
+#[derive(Clone)]
+pub struct Expr {
+    source: Arc<str>,
+    kind: ExprKind,
+    refs: Arc<[Reference]>,
+}
+
+#[derive(Clone)]
+enum ExprKind {
+    /// `root.a.b.c`: evaluated by map lookups.
+    Path { root: Root, keys: Arc<[Key]> },
+    Cel(Arc<Program>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Root {
+    Input,
+    Steps,
+    Item,
+    Index,
+    Execution,
+    Event,
+}
+
+impl Root {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "input" => Self::Input,
+            "steps" => Self::Steps,
+            "item" => Self::Item,
+            "index" => Self::Index,
+            "execution" => Self::Execution,
+            "event" => Self::Event,
+            _ => return None,
+        })
+    }
+}
+
+/// A variable path an expression reads: `steps.user.user.id` is root `steps`, segments
+/// `[user, user, id]`. `guarded` is set when the path appears inside `has(...)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub root: String,
+    pub segments: Vec<String>,
+    pub guarded: bool,
+}
+
+impl Reference {
+    /// The step a `steps.X...` reference reads, if any.
+    pub fn step(&self) -> Option<&str> {
+        (self.root == "steps").then(|| self.segments.first().map(String::as_str)).flatten()
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.root)?;
+        for s in &self.segments {
+            write!(f, ".{s}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExprError {
+    #[error("invalid CEL expression `{text}`: {message}")]
+    Parse { text: String, message: String },
+    #[error("expression is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("unterminated `${{{{`: every `${{{{` needs a closing `}}}}`")]
+    Unterminated,
+    #[error("empty expression `${{{{ }}}}`")]
+    Empty,
+}
+
+/// A runtime evaluation failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("evaluating `{expression}`: {message}")]
+pub struct EvalError {
+    pub expression: String,
+    pub message: String,
+}
+
+/// What an expression can read while it is evaluated.
+pub struct Scope<'a> {
+    pub input: &'a Cel,
+    /// Completed steps' outputs keyed by step id.
+    pub steps: &'a HashMap<Key, Cel>,
+    pub item: Option<&'a Cel>,
+    pub index: Option<i64>,
+    pub execution: &'a Cel,
+}
+
+impl Expr {
+    pub fn compile(source: &str) -> Result<Self, ExprError> {
+        let source = source.trim();
+        if source.is_empty() {
+            return Err(ExprError::Empty);
+        }
+        if source.len() > MAX_EXPRESSION_BYTES {
+            return Err(ExprError::TooLarge { size: source.len(), limit: MAX_EXPRESSION_BYTES });
+        }
+        let program = ENV.compile(source).map_err(|e| ExprError::Parse {
+            text: source.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let mut refs = Vec::new();
+        collect_refs(program.expression(), &mut Vec::new(), false, &mut refs);
+        let kind = match plain_path(program.expression()) {
+            Some((root, segments)) => ExprKind::Path {
+                root,
+                keys: segments.iter().map(|s| value::key(s)).collect(),
+            },
+            None => ExprKind::Cel(Arc::new(program)),
+        };
+        Ok(Self { source: Arc::from(source), kind, refs: refs.into() })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn references(&self) -> &[Reference] {
+        &self.refs
+    }
+
+    /// Whether the expression is a plain variable path (and so has a statically known type).
+    pub fn as_path(&self) -> Option<&Reference> {
+        match self.kind {
+            ExprKind::Path { .. } => self.refs.first(),
+            ExprKind::Cel(_) => None,
+        }
+    }
+
+    pub fn eval(&self, scope: &Scope<'_>) -> Result<Cel, EvalError> {
+        match &self.kind {
+            ExprKind::Path { root, keys } => self.eval_path(*root, keys, scope),
+            ExprKind::Cel(program) => {
+                let mut ctx = Context::with_env(ENV.clone());
+                ctx.add_variable_from_value("input", scope.input.clone());
+                ctx.add_variable_from_value("steps", value::map(scope.steps.clone()));
+                ctx.add_variable_from_value("execution", scope.execution.clone());
+                if let Some(item) = scope.item {
+                    ctx.add_variable_from_value("item", item.clone());
+                }
+                if let Some(index) = scope.index {
+                    ctx.add_variable_from_value("index", Cel::Int(index));
+                }
+                program.execute(&ctx).map_err(|e| self.error(e.to_string()))
+            }
+        }
+    }
+
+    fn eval_path(&self, root: Root, keys: &[Key], scope: &Scope<'_>) -> Result<Cel, EvalError> {
+        let mut rest = keys;
+        let mut current: &Cel = match root {
+            Root::Input => scope.input,
+            Root::Execution => scope.execution,
+            Root::Item => scope.item.ok_or_else(|| self.error("`item` is only set inside for_each"))?,
+            Root::Index => {
+                return match (scope.index, keys.is_empty()) {
+                    (Some(i), true) => Ok(Cel::Int(i)),
+                    _ => Err(self.error("`index` is only set inside for_each")),
+                };
+            }
+            Root::Event => return Err(self.error("`event` is only set in event-triggered runs")),
+            Root::Steps => {
+                let Some((step, tail)) = keys.split_first() else {
+                    return Ok(value::map(scope.steps.clone()));
+                };
+                rest = tail;
+                scope.steps.get(step).ok_or_else(|| {
+                    self.error(format!(
+                        "step `{}` has no output (it was skipped or has not run)",
+                        key_str(step)
+                    ))
+                })?
+            }
+        };
+        for k in rest {
+            current = match current {
+                Cel::Map(m) => m.get(&key_ref(k)).ok_or_else(|| {
+                    self.error(format!("no field `{}` in the value read", key_str(k)))
+                })?,
+                other => {
+                    return Err(self.error(format!(
+                        "cannot read `{}` of a {}",
+                        key_str(k),
+                        type_name(other)
+                    )));
+                }
+            };
+        }
+        Ok(current.clone())
+    }
+
+    fn error(&self, message: impl Into<String>) -> EvalError {
+        EvalError { expression: self.source.to_string(), message: message.into() }
+    }
+}
+
+impl fmt::Debug for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "${{{{ {} }}}}", self.source)
+    }
+}
+
+fn key_ref(k: &Key) -> KeyRef<'_> {
+    match k {
+        Key::String(s) => KeyRef::String(s),
+        Key::Int(i) => KeyRef::Int(*i),
+        Key::Uint(u) => KeyRef::Uint(*u),
+        Key::Bool(b) => KeyRef::Bool(*b),
+    }
+}
+
+fn key_str(k: &Key) -> String {
+    match k {
+        Key::String(s) => s.to_string(),
+        Key::Int(i) => i.to_string(),
+        Key::Uint(u) => u.to_string(),
+        Key::Bool(b) => b.to_string(),
+    }
+}
+
+fn plain_path(e: &IdedExpr) -> Option<(Root, Vec<String>)> {
+    let mut segments = Vec::new();
+    let mut cur = e;
+    loop {
+        match &cur.expr {
+            Ast::Ident(name) => {
+                segments.reverse();
+                return Root::parse(name).map(|r| (r, segments));
+            }
+            Ast::Select(s) if !s.test => {
+                segments.push(s.field.clone());
+                cur = &s.operand;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Collects the variable paths an expression reads. Comprehension variables (from `map`,
+/// `filter`, `all`, ...) are tracked in `bound` so they are not mistaken for free variables.
+fn collect_refs(e: &IdedExpr, bound: &mut Vec<String>, guarded: bool, out: &mut Vec<Reference>) {
+    match &e.expr {
+        Ast::Ident(name) => {
+            if !bound.contains(name) {
+                out.push(Reference { root: name.clone(), segments: Vec::new(), guarded });
+            }
+        }
+        Ast::Select(s) => {
+            // Walk down a select chain to its root identifier when there is one.
+            let mut segments = vec![s.field.clone()];
+            let mut cur = &s.operand;
+            let guarded = guarded || s.test;
+            loop {
+                match &cur.expr {
+                    Ast::Select(inner) => {
+                        segments.push(inner.field.clone());
+                        cur = &inner.operand;
+                    }
+                    Ast::Ident(name) => {
+                        if !bound.contains(name) {
+                            segments.reverse();
+                            out.push(Reference { root: name.clone(), segments, guarded });
+                        }
+                        return;
+                    }
+                    _ => {
+                        collect_refs(cur, bound, guarded, out);
+                        return;
+                    }
+                }
+            }
+        }
+        Ast::Call(c) => {
+            if let Some(t) = &c.target {
+                collect_refs(t, bound, guarded, out);
+            }
+            for a in &c.args {
+                collect_refs(a, bound, guarded, out);
+            }
+        }
+        Ast::Comprehension(c) => {
+            collect_refs(&c.iter_range, bound, guarded, out);
+            collect_refs(&c.accu_init, bound, guarded, out);
+            let before = bound.len();
+            bound.push(c.iter_var.clone());
+            if let Some(v) = &c.iter_var2 {
+                bound.push(v.clone());
+            }
+            bound.push(c.accu_var.clone());
+            collect_refs(&c.loop_cond, bound, guarded, out);
+            collect_refs(&c.loop_step, bound, guarded, out);
+            collect_refs(&c.result, bound, guarded, out);
+            bound.truncate(before);
+        }
+        Ast::List(l) => {
+            for item in &l.elements {
+                collect_refs(item, bound, guarded, out);
+            }
+        }
+        Ast::Map(m) => {
+            for entry in &m.entries {
+                if let EntryExpr::MapEntry(me) = &entry.expr {
+                    collect_refs(&me.key, bound, guarded, out);
+                    collect_refs(&me.value, bound, guarded, out);
+                }
+            }
+        }
+        Ast::Struct(s) => {
+            for entry in &s.entries {
+                if let EntryExpr::StructField(f) = &entry.expr {
+                    collect_refs(&f.value, bound, guarded, out);
+                }
+            }
+        }
+        Ast::Literal(_) | Ast::Unspecified => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Templates
+
+/// A JSON value in which strings may hold `${{ }}` expressions.
+#[derive(Clone, Debug)]
+pub enum Template {
+    /// No expression anywhere inside (kept in both forms so evaluation does not convert).
+    Literal(serde_json::Value, Cel),
+    /// The whole string is one expression: its typed value.
+    Expr(Expr),
+    /// Text around expressions: a string.
+    Interpolate(Vec<Segment>),
+    Object(Vec<(String, Template)>),
+    List(Vec<Template>),
+}
+
+#[derive(Clone, Debug)]
+pub enum Segment {
+    Text(String),
+    Expr(Expr),
+}
+
+/// A template failed to compile at `path`.
+#[derive(Debug, Clone)]
+pub struct TemplateError {
+    pub path: String,
+    pub error: ExprError,
+}
+
+impl Template {
+    /// Compiles a JSON value, collecting an error per bad expression (with its path below `path`).
+    pub fn compile(value: &serde_json::Value, path: &str, errors: &mut Vec<TemplateError>) -> Self {
+        match value {
+            serde_json::Value::String(s) => match parse_string(s) {
+                Ok(t) => t,
+                Err(error) => {
+                    errors.push(TemplateError { path: path.to_string(), error });
+                    literal(value)
+                }
+            },
+            serde_json::Value::Object(o) => {
+                let fields: Vec<(String, Template)> = o
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Template::compile(v, &format!("{path}.{k}"), errors)))
+                    .collect();
+                if fields.iter().all(|(_, t)| matches!(t, Template::Literal(..))) {
+                    literal(value)
+                } else {
+                    Template::Object(fields)
+                }
+            }
+            serde_json::Value::Array(a) => {
+                let items: Vec<Template> = a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Template::compile(v, &format!("{path}[{i}]"), errors))
+                    .collect();
+                if items.iter().all(|t| matches!(t, Template::Literal(..))) {
+                    literal(value)
+                } else {
+                    Template::List(items)
+                }
+            }
+            other => literal(other),
+        }
+    }
+
+    /// Every expression in the template, each with its path.
+    pub fn expressions<'a>(&'a self, path: &str, out: &mut Vec<(String, &'a Expr)>) {
+        match self {
+            Template::Literal(..) => {}
+            Template::Expr(e) => out.push((path.to_string(), e)),
+            Template::Interpolate(segments) => {
+                for s in segments {
+                    if let Segment::Expr(e) = s {
+                        out.push((path.to_string(), e));
+                    }
+                }
+            }
+            Template::Object(fields) => {
+                for (k, t) in fields {
+                    t.expressions(&format!("{path}.{k}"), out);
+                }
+            }
+            Template::List(items) => {
+                for (i, t) in items.iter().enumerate() {
+                    t.expressions(&format!("{path}[{i}]"), out);
+                }
+            }
+        }
+    }
+
+    pub fn eval(&self, scope: &Scope<'_>) -> Result<Cel, EvalError> {
+        match self {
+            Template::Literal(_, v) => Ok(v.clone()),
+            Template::Expr(e) => e.eval(scope),
+            Template::Interpolate(segments) => {
+                let mut out = String::new();
+                for s in segments {
+                    match s {
+                        Segment::Text(t) => out.push_str(t),
+                        Segment::Expr(e) => append_display(&mut out, &e.eval(scope)?),
+                    }
+                }
+                Ok(Cel::String(Arc::new(out)))
+            }
+            Template::Object(fields) => {
+                let mut out = HashMap::with_capacity(fields.len());
+                for (k, t) in fields {
+                    out.insert(value::key(k), t.eval(scope)?);
+                }
+                Ok(value::map(out))
+            }
+            Template::List(items) => Ok(Cel::List(Arc::new(
+                items.iter().map(|t| t.eval(scope)).collect::<Result<_, _>>()?,
+            ))),
+        }
+    }
+}
+
+fn literal(v: &serde_json::Value) -> Template {
+    Template::Literal(v.clone(), value::serde_to_cel(v))
+}
+
+fn append_display(out: &mut String, v: &Cel) {
+    use std::fmt::Write;
+    let _ = match v {
+        Cel::String(s) => write!(out, "{s}"),
+        Cel::Int(i) => write!(out, "{i}"),
+        Cel::UInt(u) => write!(out, "{u}"),
+        Cel::Float(f) => write!(out, "{f}"),
+        Cel::Bool(b) => write!(out, "{b}"),
+        Cel::Null => Ok(()),
+        other => write!(out, "{}", value::cel_to_serde(other)),
+    };
+}
+
+/// Compiles a field that holds one expression (`when`, `for_each`): either `${{ expr }}` or the
+/// bare expression.
+pub fn parse_single(s: &str) -> Result<Expr, ExprError> {
+    if !s.contains("${{") {
+        return Expr::compile(s);
+    }
+    match parse_string(s)? {
+        Template::Expr(e) => Ok(e),
+        _ => Err(ExprError::Parse {
+            text: s.to_string(),
+            message: "must be exactly one `${{ expression }}` with no text around it".into(),
+        }),
+    }
+}
+
+/// Splits a string into text and `${{ }}` expressions.
+fn parse_string(s: &str) -> Result<Template, ExprError> {
+    if !s.contains("${{") {
+        return Ok(literal(&serde_json::Value::String(s.to_string())));
+    }
+    let mut segments = Vec::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${{") {
+        if start > 0 {
+            segments.push(Segment::Text(rest[..start].to_string()));
+        }
+        let after = &rest[start + 3..];
+        let end = find_close(after).ok_or(ExprError::Unterminated)?;
+        segments.push(Segment::Expr(Expr::compile(&after[..end])?));
+        rest = &after[end + 2..];
+    }
+    if !rest.is_empty() {
+        segments.push(Segment::Text(rest.to_string()));
+    }
+    if let [Segment::Expr(e)] = segments.as_slice() {
+        return Ok(Template::Expr(e.clone()));
+    }
+    Ok(Template::Interpolate(segments))
+}
+
+/// Position of the `}}` closing an expression, skipping quoted strings (CEL map literals and
+/// strings may contain braces).
+fn find_close(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' => i += 1,
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' => quote = Some(b),
+            None if b == b'}' && bytes.get(i + 1) == Some(&b'}') => return Some(i),
+            None => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope_eval(t: &Template, input: serde_json::Value) -> Cel {
+        let input = value::serde_to_cel(&input);
+        let steps = HashMap::new();
+        let exec = Cel::Null;
+        t.eval(&Scope { input: &input, steps: &steps, item: None, index: None, execution: &exec })
+            .unwrap()
+    }
+
+    fn template(s: &str) -> Template {
+        let mut errors = Vec::new();
+        let t = Template::compile(&serde_json::Value::String(s.into()), "x", &mut errors);
+        assert!(errors.is_empty(), "{:?}", errors.first().map(|e| e.error.to_string()));
+        t
+    }
+
+    #[test]
+    fn whole_expression_keeps_its_type() {
+        let t = template("${{ input.n * 2 }}");
+        assert_eq!(scope_eval(&t, serde_json::json!({"n": 21})), Cel::Int(42));
+    }
+
+    #[test]
+    fn interpolation_yields_a_string() {
+        let t = template("Welcome ${{ input.name }} (${{ input.n }})!");
+        let v = scope_eval(&t, serde_json::json!({"name": "Ada", "n": 3}));
+        assert_eq!(v, Cel::String(Arc::new("Welcome Ada (3)!".into())));
+    }
+
+    #[test]
+    fn references_are_collected_with_guards() {
+        let e = Expr::compile("has(steps.avatar.asset) ? steps.avatar.asset.url : input.x").unwrap();
+        let refs: Vec<String> = e.references().iter().map(ToString::to_string).collect();
+        assert_eq!(refs, ["steps.avatar.asset", "steps.avatar.asset.url", "input.x"]);
+        assert!(e.references()[0].guarded);
+        let e = Expr::compile("input.items.map(i, i.price).sum()").unwrap_or_else(|_| {
+            Expr::compile("input.items.map(i, i.price)").unwrap()
+        });
+        assert!(e.references().iter().all(|r| r.root == "input"));
+    }
+
+    #[test]
+    fn braces_inside_strings_do_not_close() {
+        let t = template("${{ {'a': '}}'}.a }}");
+        assert_eq!(scope_eval(&t, serde_json::json!({})), Cel::String(Arc::new("}}".into())));
+    }
+
+    #[test]
+    fn bad_expressions_are_reported() {
+        let mut errors = Vec::new();
+        Template::compile(&serde_json::json!({"a": "${{ input. }}", "b": "${{ x"}), "with", &mut errors);
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].path, "with.a");
+    }
+}

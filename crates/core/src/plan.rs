@@ -1,0 +1,571 @@
+//! Compiling a pattern document into an executable plan: every check of DESIGN.md §3 (actions
+//! resolve, `with` fits the input message, expressions parse and their paths exist, the step graph
+//! is acyclic, ids are unique), all diagnostics collected, then the DAG the engine runs.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use cel::objects::Key;
+
+use crate::{
+    catalog::{Action, Catalog},
+    diagnostic::{Diagnostic, Diagnostics, name_list, suggest},
+    expr::{self, Expr, Template, TemplateError},
+    input::InputSchema,
+    pb,
+    typecheck::{self, Ty, TypeEnv},
+    value,
+};
+
+/// Most steps a pattern may have.
+pub const MAX_STEPS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Ephemeral,
+    Durable,
+}
+
+/// Retry policy of a step, with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub multiplier: f64,
+    /// gRPC code names that are retried.
+    pub retry_on: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            multiplier: 2.0,
+            retry_on: vec!["UNAVAILABLE".into(), "RESOURCE_EXHAUSTED".into(), "ABORTED".into()],
+        }
+    }
+}
+
+/// A validated pattern, ready to execute. Cheap to share (`Arc<CompiledPattern>`).
+#[derive(Debug)]
+pub struct CompiledPattern {
+    pub name: Arc<str>,
+    pub version: Arc<str>,
+    pub document: pb::Pattern,
+    pub durability: Durability,
+    pub timeout: Option<Duration>,
+    pub input: InputSchema,
+    pub steps: Vec<CompiledStep>,
+    /// Output mapping (an object template); `None` returns every step's output.
+    pub output: Option<Vec<OutputField>>,
+    /// Steps with no dependencies: where execution starts.
+    pub roots: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub struct OutputField {
+    pub name: String,
+    pub key: Key,
+    pub template: Template,
+    /// Steps whose output this field reads: when one of them was skipped the field is left out.
+    pub reads_steps: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub struct CompiledStep {
+    pub index: usize,
+    pub id: Arc<str>,
+    pub key: Key,
+    pub action: Action,
+    /// The request template; evaluates to a map converted into the action's input message.
+    pub request: Template,
+    pub when: Option<Expr>,
+    pub deps: Vec<usize>,
+    pub dependants: Vec<usize>,
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub stream: bool,
+}
+
+/// Compiles and validates a document against the catalog. On success also returns warnings.
+pub fn compile(
+    doc: &pb::Pattern,
+    catalog: &Catalog,
+) -> Result<(CompiledPattern, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut diags = Diagnostics::default();
+    check_header(doc, &mut diags);
+    let input = InputSchema::new(
+        doc.input.as_ref().map(value::struct_to_serde).unwrap_or(serde_json::Value::Null),
+    );
+    if !input.as_json().is_null() {
+        for (path, msg) in input.lint() {
+            diags.error(path, msg);
+        }
+    }
+
+    // Ids first: every later check refers to steps by id.
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (i, step) in doc.steps.iter().enumerate() {
+        let path = format!("steps[{i}].id");
+        if step.id.is_empty() {
+            diags.error(path, "every step needs an id");
+        } else if !is_identifier(&step.id) {
+            diags.error(
+                path,
+                format!("`{}` is not a valid id: use letters, digits and _ (so `steps.{}` reads it)", step.id, step.id),
+            );
+        } else if let Some(first) = ids.insert(&step.id, i) {
+            ids.insert(&step.id, first);
+            diags.error(path, format!("duplicate id `{}` (first used by steps[{first}])", step.id));
+        }
+    }
+
+    // Resolve actions and compile every template and expression.
+    let mut drafts = Vec::with_capacity(doc.steps.len());
+    for (i, step) in doc.steps.iter().enumerate() {
+        drafts.push(draft_step(i, step, catalog, &mut diags));
+    }
+
+    // Type environment: step output types are known once actions resolve.
+    let env = Env {
+        input: &input,
+        step_types: drafts
+            .iter()
+            .zip(&doc.steps)
+            .filter_map(|(d, s)| {
+                let action = d.action.as_ref()?;
+                let out = Ty::of_message(&action.method.output());
+                let ty = if action.is_server_streaming() { Ty::List(Box::new(out)) } else { out };
+                Some((s.id.clone(), ty))
+            })
+            .collect(),
+    };
+
+    // References: every expression's variables exist, every path resolves; edges of the graph.
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); doc.steps.len()];
+    for (i, (draft, step)) in drafts.iter().zip(&doc.steps).enumerate() {
+        let mut exprs = Vec::new();
+        draft.request.expressions(&format!("steps[{i}].with"), &mut exprs);
+        if let Some(w) = &draft.when {
+            exprs.push((format!("steps[{i}].when"), w));
+        }
+        for (path, e) in &exprs {
+            for r in e.references() {
+                if let Some(target) = check_reference(r, &path, &ids, &env, Some(&step.id), &mut diags) {
+                    if target == i {
+                        diags.error(path.clone(), format!("step `{}` reads its own output", step.id));
+                    } else if !deps[i].contains(&target) {
+                        deps[i].push(target);
+                    }
+                }
+            }
+        }
+        for (j, dep) in step.depends_on.iter().enumerate() {
+            match ids.get(dep.as_str()) {
+                Some(&t) if t == i => diags.error(format!("steps[{i}].depends_on[{j}]"), "a step cannot depend on itself"),
+                Some(&t) => {
+                    if !deps[i].contains(&t) {
+                        deps[i].push(t);
+                    }
+                }
+                None => diags.error(format!("steps[{i}].depends_on[{j}]"), unknown_step(dep, &ids)),
+            }
+        }
+        if let Some(action) = &draft.action {
+            typecheck::check_message_template(
+                &draft.request,
+                &action.method.input(),
+                &format!("steps[{i}].with"),
+                &env,
+                &mut diags,
+            );
+        }
+    }
+
+    // Output mapping.
+    let mut output = None;
+    if let Some(out) = &doc.output {
+        let mut fields = Vec::new();
+        for (name, v) in &out.fields {
+            let path = format!("output.{name}");
+            let mut errors = Vec::new();
+            let template = Template::compile(&value::struct_value_to_serde(v), &path, &mut errors);
+            report_template_errors(errors, &mut diags);
+            let mut exprs = Vec::new();
+            template.expressions(&path, &mut exprs);
+            let mut reads_steps = Vec::new();
+            for (p, e) in &exprs {
+                for r in e.references() {
+                    if let Some(t) = check_reference(r, p, &ids, &env, None, &mut diags) {
+                        if !reads_steps.contains(&t) {
+                            reads_steps.push(t);
+                        }
+                    }
+                }
+            }
+            fields.push(OutputField { key: value::key(name), name: name.clone(), template, reads_steps });
+        }
+        output = Some(fields);
+    }
+
+    if !diags.has_errors() {
+        check_cycles(&deps, doc, &mut diags);
+    }
+    if diags.has_errors() {
+        return Err(diags.into_vec());
+    }
+
+    let mut dependants = vec![Vec::new(); doc.steps.len()];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependants[d].push(i);
+        }
+    }
+    let roots = (0..doc.steps.len()).filter(|&i| deps[i].is_empty()).collect();
+    let steps = drafts
+        .into_iter()
+        .zip(&doc.steps)
+        .zip(deps.into_iter().zip(dependants))
+        .enumerate()
+        .filter_map(|(i, ((draft, step), (deps, dependants)))| {
+            Some(CompiledStep {
+                index: i,
+                id: Arc::from(step.id.as_str()),
+                key: value::key(&step.id),
+                action: draft.action?,
+                request: draft.request,
+                when: draft.when,
+                deps,
+                dependants,
+                timeout: draft.timeout,
+                retry: draft.retry,
+                stream: step.stream,
+            })
+        })
+        .collect();
+    let pattern = CompiledPattern {
+        name: Arc::from(doc.name.as_str()),
+        version: Arc::from(doc.version.as_str()),
+        document: doc.clone(),
+        durability: if doc.durability == "durable" { Durability::Durable } else { Durability::Ephemeral },
+        timeout: doc.timeout.and_then(|d| to_duration(&d)),
+        input,
+        steps,
+        output,
+        roots,
+    };
+    Ok((pattern, diags.into_vec()))
+}
+
+struct Draft {
+    action: Option<Action>,
+    request: Template,
+    when: Option<Expr>,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+}
+
+fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnostics) -> Draft {
+    let action = if step.call.is_empty() {
+        diags.error(format!("steps[{i}].call"), "every step needs a `call` (an action `package.Service/Method`)");
+        None
+    } else {
+        match catalog.action(&step.call) {
+            Some(a) if a.is_client_streaming() => {
+                diags.error(
+                    format!("steps[{i}].call"),
+                    format!("`{}` is a client-streaming method; patterns can call unary and server-streaming methods", step.call),
+                );
+                None
+            }
+            Some(a) => Some(a.clone()),
+            None => {
+                let hint = suggest(&step.call, catalog.action_names())
+                    .map(|s| format!(" Did you mean `{s}`?"))
+                    .unwrap_or_default();
+                diags.error(
+                    format!("steps[{i}].call"),
+                    format!(
+                        "unknown action `{}`: it is not in the catalog.{hint} (`nexus services` lists the actions)",
+                        step.call
+                    ),
+                );
+                None
+            }
+        }
+    };
+    if step.stream && action.as_ref().is_some_and(|a| !a.is_server_streaming()) {
+        diags.error(format!("steps[{i}].stream"), format!("`{}` is not a server-streaming method", step.call));
+    }
+    let mut errors = Vec::new();
+    let with_json = step
+        .with
+        .as_ref()
+        .map(value::struct_to_serde)
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    let request = Template::compile(&with_json, &format!("steps[{i}].with"), &mut errors);
+    report_template_errors(errors, diags);
+    let when = (!step.when.is_empty())
+        .then(|| match expr::parse_single(&step.when) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                diags.error(format!("steps[{i}].when"), e.to_string());
+                None
+            }
+        })
+        .flatten();
+    if !step.for_each.is_empty() {
+        diags.error(format!("steps[{i}].for_each"), "for_each is not supported by this Nexus version yet");
+    }
+    if step.compensate.is_some() {
+        diags.error(format!("steps[{i}].compensate"), "compensate is not supported by this Nexus version yet");
+    }
+    let timeout = match step.timeout {
+        Some(d) => match to_duration(&d) {
+            Some(t) if !t.is_zero() => Some(t),
+            _ => {
+                diags.error(format!("steps[{i}].timeout"), "must be a positive duration such as \"2s\"");
+                None
+            }
+        },
+        None => None,
+    };
+    let retry = retry_policy(i, step.retry.as_ref(), diags);
+    Draft { action, request, when, timeout, retry }
+}
+
+fn retry_policy(i: usize, r: Option<&pb::RetryPolicy>, diags: &mut Diagnostics) -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    let Some(r) = r else { return p };
+    let path = format!("steps[{i}].retry");
+    if r.max_attempts > 100 {
+        diags.error(format!("{path}.max_attempts"), "at most 100 attempts");
+    }
+    p.max_attempts = r.max_attempts.max(1);
+    if let Some(d) = r.initial_backoff.and_then(|d| to_duration(&d)) {
+        p.initial_backoff = d;
+    }
+    if let Some(d) = r.max_backoff.and_then(|d| to_duration(&d)) {
+        p.max_backoff = d;
+    }
+    if r.multiplier != 0.0 {
+        if r.multiplier < 1.0 {
+            diags.error(format!("{path}.multiplier"), "must be at least 1");
+        }
+        p.multiplier = r.multiplier;
+    }
+    if !r.retry_on.is_empty() {
+        for (j, code) in r.retry_on.iter().enumerate() {
+            if !GRPC_CODES.contains(&code.as_str()) {
+                diags.error(format!("{path}.retry_on[{j}]"), format!("unknown gRPC code `{code}`; use one of {}", GRPC_CODES.join(", ")));
+            }
+        }
+        p.retry_on = r.retry_on.clone();
+    }
+    p
+}
+
+/// gRPC status code names, as written in `retry_on`.
+pub const GRPC_CODES: &[&str] = &[
+    "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+];
+
+fn report_template_errors(errors: Vec<TemplateError>, diags: &mut Diagnostics) {
+    for e in errors {
+        diags.error(e.path, e.error.to_string());
+    }
+}
+
+fn check_header(doc: &pb::Pattern, diags: &mut Diagnostics) {
+    if doc.name.is_empty() {
+        diags.error("name", "a pattern needs a name");
+    } else if !is_pattern_name(&doc.name) {
+        diags.error("name", format!("`{}` is not a valid name: start with a lowercase letter, then lowercase letters, digits, `_`, `-` or `.` (at most 128)", doc.name));
+    }
+    if doc.version.is_empty() {
+        diags.error("version", "a pattern needs a semantic version such as 1.0.0");
+    } else if let Err(e) = semver::Version::parse(&doc.version) {
+        diags.error("version", format!("`{}` is not a semantic version (MAJOR.MINOR.PATCH): {e}", doc.version));
+    }
+    if !matches!(doc.visibility.as_str(), "" | "private" | "tenant" | "public") {
+        diags.error("visibility", format!("`{}` is not one of private, tenant, public", doc.visibility));
+    }
+    if !matches!(doc.durability.as_str(), "" | "ephemeral" | "durable") {
+        diags.error("durability", format!("`{}` is not one of ephemeral, durable", doc.durability));
+    }
+    if doc.durability == "durable" {
+        diags.error("durability", "durable executions are not supported by this Nexus version yet; use ephemeral");
+    }
+    if let Some(t) = &doc.timeout {
+        if to_duration(t).is_none_or(|d| d.is_zero()) {
+            diags.error("timeout", "must be a positive duration such as \"30s\"");
+        }
+    }
+    if doc.steps.is_empty() {
+        diags.error("steps", "a pattern needs at least one step");
+    }
+    if doc.steps.len() > MAX_STEPS {
+        diags.error("steps", format!("{} steps; the limit is {MAX_STEPS}", doc.steps.len()));
+    }
+}
+
+fn is_pattern_name(s: &str) -> bool {
+    s.len() <= 128
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+}
+
+fn is_identifier(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub fn to_duration(d: &prost_types::Duration) -> Option<Duration> {
+    if d.seconds < 0 || d.nanos < 0 {
+        return None;
+    }
+    Some(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+fn unknown_step(name: &str, ids: &HashMap<&str, usize>) -> String {
+    let mut names: Vec<&str> = ids.keys().copied().collect();
+    names.sort_unstable();
+    let hint = suggest(name, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+    format!("there is no step `{name}`{hint}; the steps are: {}", name_list(names))
+}
+
+struct Env<'a> {
+    input: &'a InputSchema,
+    step_types: HashMap<String, Ty>,
+}
+
+impl Env<'_> {
+    fn resolve(&self, r: &expr::Reference) -> Result<Ty, String> {
+        match r.root.as_str() {
+            "input" => self.input.resolve(&r.segments).map(|t| Ty::of_input(&t)),
+            "steps" => {
+                let Some((step, rest)) = r.segments.split_first() else { return Ok(Ty::Dyn) };
+                let Some(mut ty) = self.step_types.get(step).cloned() else { return Ok(Ty::Dyn) };
+                let mut walked = format!("steps.{step}");
+                for seg in rest {
+                    ty = ty.select(seg, &walked)?;
+                    walked.push('.');
+                    walked.push_str(seg);
+                }
+                Ok(ty)
+            }
+            _ => Ok(Ty::Dyn),
+        }
+    }
+}
+
+impl TypeEnv for Env<'_> {
+    fn type_of(&self, e: &Expr) -> Ty {
+        match e.as_path() {
+            Some(r) => self.resolve(r).unwrap_or(Ty::Dyn),
+            None => Ty::Dyn,
+        }
+    }
+}
+
+/// Checks one reference; returns the index of the step it reads, if any.
+fn check_reference(
+    r: &expr::Reference,
+    path: &str,
+    ids: &HashMap<&str, usize>,
+    env: &Env<'_>,
+    in_step: Option<&str>,
+    diags: &mut Diagnostics,
+) -> Option<usize> {
+    if !expr::VARIABLES.contains(&r.root.as_str()) {
+        diags.error(path, format!("unknown variable `{}`; expressions can read {}", r.root, expr::VARIABLES.join(", ")));
+        return None;
+    }
+    match r.root.as_str() {
+        "item" | "index" => {
+            diags.error(path, format!("`{}` is only defined inside a for_each step", r.root));
+            None
+        }
+        "steps" => {
+            let Some(step) = r.step() else {
+                diags.error(path, "read a step's output as `steps.<id>`");
+                return None;
+            };
+            let Some(&target) = ids.get(step) else {
+                diags.error(path, unknown_step(step, ids));
+                return None;
+            };
+            if in_step != Some(step) {
+                if let Err(msg) = env.resolve(r) {
+                    diags.error(path, msg);
+                }
+            }
+            Some(target)
+        }
+        "input" => {
+            if let Err(msg) = env.resolve(r) {
+                diags.error(path, msg);
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+fn check_cycles(deps: &[Vec<usize>], doc: &pb::Pattern, diags: &mut Diagnostics) {
+    // Kahn's algorithm; whatever cannot be ordered sits on or behind a cycle.
+    let n = deps.len();
+    let mut indegree: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut dependants = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependants[d].push(i);
+        }
+    }
+    let mut queue: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut done = vec![false; n];
+    while let Some(i) = queue.pop() {
+        done[i] = true;
+        for &j in &dependants[i] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                queue.push(j);
+            }
+        }
+    }
+    // Report each cycle once, by walking dependencies from an unfinished step until one repeats.
+    let mut reported = vec![false; n];
+    for start in 0..n {
+        if done[start] || reported[start] {
+            continue;
+        }
+        let mut path = vec![start];
+        let mut cur = start;
+        loop {
+            let Some(&next) = deps[cur].iter().find(|&&d| !done[d]) else { break };
+            if let Some(pos) = path.iter().position(|&p| p == next) {
+                let cycle = &path[pos..];
+                if cycle.iter().all(|&c| !reported[c]) {
+                    let names: Vec<&str> = cycle.iter().rev().map(|&c| doc.steps[c].id.as_str()).collect();
+                    let first = *cycle.iter().min().unwrap_or(&start);
+                    diags.error(
+                        format!("steps[{first}]"),
+                        format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+                    );
+                }
+                for &c in cycle {
+                    reported[c] = true;
+                }
+                break;
+            }
+            path.push(next);
+            cur = next;
+        }
+        reported[start] = true;
+    }
+}
