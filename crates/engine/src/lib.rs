@@ -1,1 +1,16 @@
-//! placeholder
+//! Nexus engine: executes compiled patterns.
+//!
+//! One task per execution, steps as futures started as soon as their dependencies finish,
+//! per-attempt and per-execution deadlines, retries with backoff and jitter. The engine talks to
+//! the world only through the [`Invoker`] trait (and keeps finished executions in a [`History`]);
+//! it never opens a socket itself.
+
+mod executor;
+mod history;
+mod invoker;
+mod record;
+
+pub use executor::{Engine, EngineError, ExecuteRequest, MAX_COLLECTED_STREAM_MESSAGES, code_name};
+pub use history::{History, HistoryFilter};
+pub use invoker::{Call, CallError, Invoker, MessageStream};
+pub use record::{Attempt, ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus};

@@ -1,1 +1,55 @@
-//! placeholder
+//! Nexus store: where registered patterns live (and, later, the execution journal).
+//!
+//! One trait, [`PatternStore`]; the embedded implementation is SQLite ([`SqliteStore`]), created
+//! automatically in the data directory or in memory. Migrations are embedded in the binary and
+//! applied at start.
+
+mod migrate;
+mod sqlite;
+
+use std::time::SystemTime;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open the store at {location}: {source}")]
+    Open { location: String, source: sqlx::Error },
+    #[error("store migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+    #[error("store error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A registered pattern version as stored: the document in its JSON form plus indexable fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPattern {
+    pub name: String,
+    pub version: String,
+    pub owner: String,
+    pub description: String,
+    /// The pattern document (proto3 JSON mapping, proto field names).
+    pub document: String,
+    pub registered_at: SystemTime,
+}
+
+/// What happened to an insert: versions are immutable, so the same name and version may only be
+/// registered again with the identical document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Created,
+    /// The identical document was already registered (an idempotent retry).
+    Identical,
+    /// A different document holds this name and version.
+    Conflict,
+}
+
+#[async_trait::async_trait]
+pub trait PatternStore: Send + Sync + 'static {
+    async fn insert_pattern(&self, pattern: &StoredPattern) -> Result<InsertOutcome>;
+
+    /// Every registered version, oldest registration first.
+    async fn list_patterns(&self) -> Result<Vec<StoredPattern>>;
+}

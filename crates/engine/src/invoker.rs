@@ -1,0 +1,42 @@
+//! The engine's view of the backends: call an action with a request and get a response.
+
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use nexus_core::Action;
+use prost_reflect::DynamicMessage;
+
+/// One call of an action.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub action: Action,
+    pub request: DynamicMessage,
+    /// Time left for this attempt; sent to the backend as the gRPC deadline.
+    pub timeout: Option<Duration>,
+    /// `<execution>/<step>`: the same on every attempt so backends can de-duplicate.
+    pub idempotency_key: String,
+}
+
+/// A failed call, in gRPC terms.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct CallError {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl CallError {
+    pub fn new(code: tonic::Code, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+pub type MessageStream = BoxStream<'static, Result<DynamicMessage, CallError>>;
+
+/// Calls actions. Implemented over gRPC by the server crate, and by scripted fakes in tests.
+#[async_trait::async_trait]
+pub trait Invoker: Send + Sync + 'static {
+    async fn unary(&self, call: Call) -> Result<DynamicMessage, CallError>;
+
+    async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError>;
+}

@@ -1,0 +1,91 @@
+//! What an execution leaves behind: status, per-step attempts with timings, requests, responses
+//! and errors. Payloads stay in their native form (messages, CEL values) and are converted to JSON
+//! only when someone reads them.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use cel::Value as Cel;
+use prost_reflect::DynamicMessage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecutionStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Compensated,
+}
+
+impl ExecutionStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Pending | Self::Running)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+/// An execution or step failure: a gRPC code and a message a person can act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecError {
+    pub code: tonic::Code,
+    pub message: String,
+    /// The step that failed; `None` for execution-level failures (deadline, bad output mapping).
+    pub step_id: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    /// `Ok` or the failure's code.
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepResponse {
+    Message(DynamicMessage),
+    Stream(Vec<DynamicMessage>),
+}
+
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub step_id: Arc<str>,
+    pub call: Arc<str>,
+    pub status: StepStatus,
+    pub started_at: Option<SystemTime>,
+    pub duration: Duration,
+    pub request: Option<DynamicMessage>,
+    pub response: Option<StepResponse>,
+    pub error: Option<ExecError>,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutionRecord {
+    pub id: Arc<str>,
+    pub pattern_name: Arc<str>,
+    pub pattern_version: Arc<str>,
+    pub status: ExecutionStatus,
+    pub input: Cel,
+    /// The output mapping's result (a map), when the execution succeeded.
+    pub output: Option<Cel>,
+    pub error: Option<ExecError>,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub steps: Vec<StepRecord>,
+    pub idempotency_key: Option<String>,
+}
