@@ -1,1 +1,153 @@
-//! placeholder
+//! Nexus server: configuration, wiring, and the one port that serves native gRPC, gRPC-Web and
+//! Connect unary JSON (plus gRPC server reflection and `grpc.health.v1`).
+//!
+//! Architecture invariant: this is the only crate that reads configuration or binds sockets;
+//! everything is assembled in [`Nexus::start`] by constructor injection of `Arc<dyn Trait>`.
+
+mod api;
+mod config;
+mod connect;
+mod convert;
+mod discovery;
+mod error;
+mod invoker;
+mod registry;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use nexus_engine::{Engine, History};
+use nexus_store::{PatternStore, SqliteStore};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tower::Layer;
+
+pub use api::EXECUTION_ID_HEADER;
+pub use config::{Config, ConfigError, ServiceConfig, parse_duration};
+pub use error::RpcStatus;
+pub use invoker::{DynamicCodec, GrpcInvoker};
+
+/// The generated NexusService server and client (messages live in `nexus_core::pb`).
+pub mod proto {
+    #![allow(clippy::all)]
+    tonic::include_proto!("nexus.v1");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("building the catalog: {0}")]
+    Discovery(#[from] discovery::DiscoveryError),
+    #[error("{0}")]
+    Store(#[from] nexus_store::Error),
+    #[error("loading patterns: {0}")]
+    Registry(#[from] error::ApiError),
+    #[error("{0}")]
+    Invoker(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("building gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A running Nexus server.
+pub struct Nexus {
+    addr: SocketAddr,
+    services: usize,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Nexus {
+    /// Builds the catalog, opens the store, loads patterns, binds the port and starts serving.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let catalog = Arc::new(discovery::build_catalog(&config.services, config.discovery_timeout).await?);
+        let store: Arc<dyn PatternStore> = if config.in_memory {
+            Arc::new(SqliteStore::in_memory().await?)
+        } else {
+            Arc::new(SqliteStore::open(&config.data_dir).await?)
+        };
+        let registry = Arc::new(registry::Registry::load(store, catalog.clone()).await?);
+        let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
+        let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)));
+        let app = router(api::Api::new(registry, engine)).await?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
+        Ok(Self { addr, services: catalog.services().len(), shutdown: Some(tx), task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Number of backend services in the catalog.
+    pub fn service_count(&self) -> usize {
+        self.services
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to `grace`), and returns.
+    pub async fn shutdown(mut self, grace: Duration) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
+            self.task.abort();
+        }
+    }
+
+    /// Runs until the server stops (it stops on [`Nexus::shutdown`] or a fatal error).
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+async fn router(api: api::Api) -> Result<axum::Router, StartError> {
+    use proto::nexus_service_server::NexusServiceServer;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<NexusServiceServer<api::Api>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nexus_core::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nexus_core::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let grpc = tonic::service::Routes::new(NexusServiceServer::new(api))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .prepare()
+        .into_axum_router();
+    let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc.clone());
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([http::Method::POST, http::Method::GET, http::Method::OPTIONS])
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers([
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderName::from_static("grpc-message"),
+            http::HeaderName::from_static("grpc-status-details-bin"),
+            http::HeaderName::from_static(EXECUTION_ID_HEADER),
+        ])
+        .max_age(Duration::from_secs(3600));
+    Ok(axum::Router::new()
+        .fallback_service(grpc_web)
+        .layer(axum::middleware::from_fn_with_state(grpc, connect::middleware))
+        .layer(cors))
+}

@@ -1,0 +1,214 @@
+//! `nexus.v1.NexusService`: the RPCs, thin over the registry, the engine and the catalog.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use nexus_core::{pb, value};
+use nexus_engine::{Engine, EngineError, ExecuteRequest, ExecutionStatus, HistoryFilter};
+use tonic::{Code, Request, Response, Status, metadata::MetadataValue};
+
+use crate::{
+    convert,
+    error::{ApiError, status_with_detail},
+    proto::nexus_service_server::NexusService,
+    registry::{ListFilter, Registry},
+};
+
+/// Metadata (header or trailer) naming the execution an ExecutePattern call ran.
+pub const EXECUTION_ID_HEADER: &str = "nexus-execution-id";
+
+pub struct Api {
+    registry: Arc<Registry>,
+    engine: Engine,
+}
+
+impl Api {
+    pub fn new(registry: Arc<Registry>, engine: Engine) -> Self {
+        Self { registry, engine }
+    }
+}
+
+fn pattern_of(p: Option<pb::Pattern>) -> Result<pb::Pattern, Status> {
+    p.ok_or_else(|| Status::invalid_argument("`pattern` is required"))
+}
+
+/// The caller's deadline, from the `grpc-timeout` header (`100m`, `5S`, ...).
+fn deadline<T>(req: &Request<T>) -> Option<Instant> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(Instant::now() + d)
+}
+
+fn page_size(requested: u32) -> usize {
+    match requested {
+        0 => 50,
+        n => (n as usize).min(1000),
+    }
+}
+
+#[tonic::async_trait]
+impl NexusService for Api {
+    async fn register_pattern(
+        &self,
+        req: Request<pb::RegisterPatternRequest>,
+    ) -> Result<Response<pb::RegisterPatternResponse>, Status> {
+        let pattern = pattern_of(req.into_inner().pattern)?;
+        let r = self.registry.register(pattern).await?;
+        if r.created {
+            tracing::info!(pattern = %r.name, version = %r.version, "pattern registered");
+        }
+        Ok(Response::new(pb::RegisterPatternResponse {
+            pattern_ref: Some(pb::PatternRef { name: r.name, version: r.version }),
+            diagnostics: r.warnings.iter().map(pb::Diagnostic::from).collect(),
+            created: r.created,
+        }))
+    }
+
+    async fn validate_pattern(
+        &self,
+        req: Request<pb::ValidatePatternRequest>,
+    ) -> Result<Response<pb::ValidatePatternResponse>, Status> {
+        let pattern = pattern_of(req.into_inner().pattern)?;
+        let (valid, diags) = match self.registry.validate(&pattern) {
+            Ok(w) => (true, w),
+            Err(d) => (false, d),
+        };
+        Ok(Response::new(pb::ValidatePatternResponse {
+            valid,
+            diagnostics: diags.iter().map(pb::Diagnostic::from).collect(),
+        }))
+    }
+
+    async fn get_pattern(&self, req: Request<pb::GetPatternRequest>) -> Result<Response<pb::Pattern>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(self.registry.get(&r.name, &r.version)?.document))
+    }
+
+    async fn list_patterns(
+        &self,
+        req: Request<pb::ListPatternsRequest>,
+    ) -> Result<Response<pb::ListPatternsResponse>, Status> {
+        let r = req.into_inner();
+        let all = self.registry.list(&ListFilter { query: r.query, owner: r.owner, tag: r.tag });
+        let start: usize = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token.parse().map_err(|_| Status::invalid_argument("invalid page_token"))?
+        };
+        let size = page_size(r.page_size);
+        let end = (start + size).min(all.len());
+        let patterns = all.get(start..end).map(<[_]>::to_vec).unwrap_or_default();
+        let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
+        Ok(Response::new(pb::ListPatternsResponse { patterns, next_page_token }))
+    }
+
+    async fn execute_pattern(
+        &self,
+        req: Request<pb::ExecutePatternRequest>,
+    ) -> Result<Response<pb::ExecutePatternResponse>, Status> {
+        let deadline = deadline(&req);
+        let r = req.into_inner();
+        if r.pattern_name.is_empty() {
+            return Err(Status::invalid_argument("`pattern_name` is required"));
+        }
+        let pattern = self.registry.executable(&r.pattern_name, &r.version)?;
+        let input = match &r.input {
+            Some(s) => value::struct_to_cel(s),
+            None => value::map(Default::default()),
+        };
+        let record = self
+            .engine
+            .execute(ExecuteRequest {
+                pattern,
+                input,
+                deadline,
+                idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
+            })
+            .await
+            .map_err(|e| match e {
+                EngineError::InvalidInput(_) => Status::invalid_argument(e.to_string()),
+            })?;
+        let response = convert::response(&record);
+        let id = MetadataValue::try_from(&*record.id).ok();
+        if record.status == ExecutionStatus::Succeeded {
+            let mut resp = Response::new(response);
+            if let Some(id) = id {
+                resp.metadata_mut().insert(EXECUTION_ID_HEADER, id);
+            }
+            return Ok(resp);
+        }
+        let (code, message) = match &record.error {
+            Some(e) => (e.code, e.message.clone()),
+            None => (Code::Unknown, "the execution did not succeed".to_string()),
+        };
+        let mut status = status_with_detail(code, message, "nexus.v1.ExecutePatternResponse", &response);
+        if let Some(id) = id {
+            status.metadata_mut().insert(EXECUTION_ID_HEADER, id);
+        }
+        Err(status)
+    }
+
+    async fn get_execution(&self, req: Request<pb::GetExecutionRequest>) -> Result<Response<pb::Execution>, Status> {
+        let id = req.into_inner().execution_id;
+        let record = self.engine.history().get(&id).ok_or_else(|| {
+            Status::not_found(format!(
+                "no execution `{id}` (ephemeral executions are kept in memory: the most recent ones, until restart)"
+            ))
+        })?;
+        Ok(Response::new(convert::execution(&record, true)))
+    }
+
+    async fn list_executions(
+        &self,
+        req: Request<pb::ListExecutionsRequest>,
+    ) -> Result<Response<pb::ListExecutionsResponse>, Status> {
+        let r = req.into_inner();
+        let filter = HistoryFilter {
+            pattern_name: (!r.pattern_name.is_empty()).then_some(r.pattern_name),
+            status: convert::status_from_pb(r.status),
+            before: (!r.page_token.is_empty()).then_some(r.page_token),
+            limit: page_size(r.page_size),
+        };
+        let (records, more) = self.engine.history().list(&filter);
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListExecutionsResponse {
+            executions: records.iter().map(|r| convert::execution(r, false)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _req: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let services = self.registry.catalog().services().iter().map(convert::service).collect();
+        Ok(Response::new(pb::ListServicesResponse { services }))
+    }
+
+    async fn describe_action(&self, req: Request<pb::DescribeActionRequest>) -> Result<Response<pb::Action>, Status> {
+        let name = req.into_inner().name;
+        let catalog = self.registry.catalog();
+        let action = catalog.action(&name).ok_or_else(|| {
+            let hint = nexus_core::diagnostic::suggest(&name, catalog.action_names())
+                .map(|s| format!(" Did you mean `{s}`?"))
+                .unwrap_or_default();
+            Status::from(ApiError::NotFound(format!("no action `{name}` in the catalog.{hint}")))
+        })?;
+        Ok(Response::new(convert::action(action)))
+    }
+}

@@ -1,0 +1,222 @@
+//! Configuration in layers: defaults → `nexus.toml` → `NEXUS_*` environment → command-line flags
+//! (applied by the CLI), then [`Config::validate`] with messages that name the key.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the one port serving gRPC, gRPC-Web and Connect JSON.
+    pub listen: SocketAddr,
+    /// Where the embedded SQLite store lives.
+    pub data_dir: PathBuf,
+    /// Keep everything in memory (nothing survives a restart).
+    pub in_memory: bool,
+    /// Finished ephemeral executions kept for GetExecution / ListExecutions.
+    pub execution_history: usize,
+    /// How long to wait for a backend's descriptors at start.
+    #[serde(with = "humantime_secs")]
+    pub discovery_timeout: std::time::Duration,
+    pub services: Vec<ServiceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from(".nexus"),
+            in_memory: false,
+            execution_history: 10_000,
+            discovery_timeout: std::time::Duration::from_secs(10),
+            services: Vec::new(),
+        }
+    }
+}
+
+/// A backend plugged into the catalog: `[[services]]` in nexus.toml or `--service NAME=URL`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// A name for the backend (used in logs and ListServices).
+    pub name: String,
+    /// `http://host:port` of the backend's gRPC server.
+    pub endpoint: String,
+    /// A compiled `FileDescriptorSet` file, instead of server reflection.
+    #[serde(default)]
+    pub descriptor_set: Option<PathBuf>,
+    /// `.proto` files to compile, instead of server reflection.
+    #[serde(default)]
+    pub protos: Vec<PathBuf>,
+    /// Include paths for `protos` (default: each file's directory).
+    #[serde(default)]
+    pub include: Vec<PathBuf>,
+    /// Only these services (fully qualified); default: every service the backend offers.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+impl ServiceConfig {
+    /// Parses `NAME=URL` as given to `--service`.
+    pub fn from_flag(s: &str) -> Result<Self, ConfigError> {
+        let (name, endpoint) = s.split_once('=').ok_or_else(|| {
+            invalid("--service", format!("`{s}` must be NAME=URL, e.g. users=http://127.0.0.1:50061"))
+        })?;
+        Ok(Self {
+            name: name.trim().to_string(),
+            endpoint: endpoint.trim().to_string(),
+            descriptor_set: None,
+            protos: Vec::new(),
+            include: Vec::new(),
+            services: Vec::new(),
+        })
+    }
+}
+
+mod humantime_secs {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+impl Config {
+    /// Defaults, overlaid with the file at `path` when given.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let mut config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        // Relative files in the config are relative to the config file, not to the cwd.
+        if let Some(dir) = path.parent() {
+            for s in &mut config.services {
+                if let Some(ds) = &mut s.descriptor_set {
+                    *ds = dir.join(&*ds);
+                }
+                for p in s.protos.iter_mut().chain(s.include.iter_mut()) {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY` and `NEXUS_SERVICES`
+    /// (comma-separated NAME=URL).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("NEXUS_LISTEN") {
+            self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
+        }
+        if let Some(v) = env("NEXUS_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("NEXUS_IN_MEMORY") {
+            self.in_memory = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = env("NEXUS_SERVICES") {
+            for s in v.split(',').filter(|s| !s.trim().is_empty()) {
+                self.services.push(ServiceConfig::from_flag(s)?);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.execution_history == 0 {
+            return Err(invalid("execution_history", "must be at least 1"));
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            let key = format!("services[{i}]");
+            if s.name.is_empty() {
+                return Err(invalid(format!("{key}.name"), "every service needs a name"));
+            }
+            if self.services[..i].iter().any(|o| o.name == s.name) {
+                return Err(invalid(format!("{key}.name"), format!("service name `{}` is used twice", s.name)));
+            }
+            match url::Url::parse(&s.endpoint) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                Ok(_) | Err(_) => {
+                    return Err(invalid(
+                        format!("{key}.endpoint"),
+                        format!("`{}` is not an http(s)://host:port URL", s.endpoint),
+                    ));
+                }
+            }
+            if s.descriptor_set.is_some() && !s.protos.is_empty() {
+                return Err(invalid(format!("{key}"), "give either descriptor_set or protos, not both"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_services_from_toml_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:6000\"\n[[services]]\nname = \"users\"\nendpoint = \"http://127.0.0.1:1\"\ndescriptor_set = \"users.bin\"\n",
+        )
+        .unwrap();
+        let mut c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.listen.port(), 6000);
+        assert_eq!(c.services[0].descriptor_set.as_deref(), Some(dir.path().join("users.bin").as_path()));
+        c.apply_env(|k| (k == "NEXUS_SERVICES").then(|| "a=http://127.0.0.1:2".to_string())).unwrap();
+        assert_eq!(c.services.len(), 2);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = Config::default();
+        c.services.push(ServiceConfig::from_flag("x=not a url").unwrap());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("services[0].endpoint"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(&path, "lisen = 1\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+    }
+}

@@ -1,0 +1,197 @@
+//! The Connect protocol's unary JSON, so `curl` and `fetch` can call Nexus:
+//! `POST /nexus.v1.NexusService/ExecutePattern` with `Content-Type: application/json`.
+//!
+//! Rather than a second implementation of every RPC, a Connect request is translated into a gRPC
+//! request (JSON → protobuf via the API's descriptors), served by the same tonic service, and the
+//! gRPC response (or status) translated back. One code path serves all three transports.
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use base64::Engine as _;
+use bytes::{BufMut, BytesMut};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use prost::Message;
+use prost_reflect::{DeserializeOptions, DynamicMessage, MethodDescriptor, SerializeOptions};
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::error::{RpcStatus, TYPE_URL_PREFIX};
+
+/// Largest Connect request body accepted.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+const SERVICE: &str = "nexus.v1.NexusService";
+
+/// Axum middleware: Connect unary JSON requests are answered here, everything else passes on.
+pub async fn middleware(State(grpc): State<axum::Router>, req: Request, next: Next) -> Response {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let path = req.uri().path();
+    if req.method() != http::Method::POST || !is_json || !path.starts_with(&format!("/{SERVICE}/")) {
+        return next.run(req).await;
+    }
+    let method_name = path.rsplit('/').next().unwrap_or_default().to_string();
+    let Some(method) = nexus_core::descriptor_pool()
+        .get_service_by_name(SERVICE)
+        .and_then(|s| s.methods().find(|m| m.name() == method_name))
+    else {
+        return connect_error(tonic::Code::Unimplemented, &format!("{SERVICE} has no method `{method_name}`"), &[], HeaderMap::new());
+    };
+    if method.is_client_streaming() || method.is_server_streaming() {
+        return connect_error(
+            tonic::Code::Unimplemented,
+            &format!("{method_name} is a streaming method: use gRPC or gRPC-Web for it"),
+            &[],
+            HeaderMap::new(),
+        );
+    }
+    match unary(grpc, method, req).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Result<Response, Response> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        connect_error(
+            tonic::Code::ResourceExhausted,
+            &format!("cannot read the request body (limit {MAX_BODY_BYTES} bytes): {e}"),
+            &[],
+            HeaderMap::new(),
+        )
+    })?;
+    let invalid = |msg: String| connect_error(tonic::Code::InvalidArgument, &msg, &[], HeaderMap::new());
+    let json: serde_json::Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("the request body is not valid JSON: {e}")))?
+    };
+    let message = DynamicMessage::deserialize_with_options(method.input(), json, &DeserializeOptions::new())
+        .map_err(|e| invalid(format!("the request does not match {}: {e}", method.input().full_name())))?;
+
+    let payload = message.encode_to_vec();
+    let mut frame = BytesMut::with_capacity(payload.len() + 5);
+    frame.put_u8(0);
+    frame.put_u32(payload.len() as u32);
+    frame.put_slice(&payload);
+
+    let mut grpc_req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(parts.uri)
+        .version(http::Version::HTTP_2)
+        .body(Body::from(frame.freeze()))
+        .map_err(|e| connect_error(tonic::Code::Internal, &e.to_string(), &[], HeaderMap::new()))?;
+    let headers = grpc_req.headers_mut();
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        if n == "content-type" || n == "content-length" || n.starts_with("connect-") || n == "accept-encoding" {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(ms) = parts.headers.get("connect-timeout-ms").and_then(|v| v.to_str().ok()) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{}m", ms.trim())) {
+            headers.insert("grpc-timeout", v);
+        }
+    }
+
+    let response = match grpc.oneshot(grpc_req).await {
+        Ok(r) => r,
+        Err(e) => match e {},
+    };
+    let (rparts, rbody) = response.into_parts();
+    let collected = rbody
+        .collect()
+        .await
+        .map_err(|e| connect_error(tonic::Code::Internal, &format!("reading the response: {e}"), &[], HeaderMap::new()))?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
+    // A trailers-only response (typical for errors) carries the status in the headers.
+    let lookup = |name: &str| trailers.get(name).or_else(|| rparts.headers.get(name)).and_then(|v| v.to_str().ok());
+    let code = lookup("grpc-status").and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
+    let mut extra = HeaderMap::new();
+    for (name, value) in rparts.headers.iter().chain(trailers.iter()) {
+        if name.as_str().starts_with("nexus-") {
+            extra.insert(name.clone(), value.clone());
+        }
+    }
+    if code != 0 {
+        let message = lookup("grpc-message")
+            .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
+            .unwrap_or_default();
+        let details = lookup("grpc-status-details-bin").map(decode_details).unwrap_or_default();
+        return Err(connect_error(tonic::Code::from(code), &message, &details, extra));
+    }
+    if data.len() < 5 {
+        return Err(connect_error(tonic::Code::Internal, "the service returned no message", &[], extra));
+    }
+    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    let bytes = data.slice(5..(5 + len).min(data.len()));
+    let out = DynamicMessage::decode(method.output(), bytes)
+        .map_err(|e| connect_error(tonic::Code::Internal, &format!("decoding the response: {e}"), &[], extra.clone()))?;
+    let json = out
+        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().use_proto_field_name(true))
+        .map_err(|e| connect_error(tonic::Code::Internal, &e.to_string(), &[], extra.clone()))?;
+    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response();
+    resp.headers_mut().extend(extra);
+    Ok(resp)
+}
+
+/// Decodes `grpc-status-details-bin` into Connect error details (`type`, `value`, `debug`).
+fn decode_details(b64: &str) -> Vec<serde_json::Value> {
+    let engine = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let Ok(bytes) = engine.decode(b64.trim_end_matches('=')) else { return Vec::new() };
+    let Ok(status) = RpcStatus::decode(bytes.as_slice()) else { return Vec::new() };
+    status
+        .details
+        .iter()
+        .map(|any| {
+            let type_name = any.type_url.strip_prefix(TYPE_URL_PREFIX).unwrap_or(&any.type_url);
+            let debug = nexus_core::descriptor_pool()
+                .get_message_by_name(type_name)
+                .and_then(|desc| DynamicMessage::decode(desc, any.value.as_slice()).ok())
+                .and_then(|m| {
+                    m.serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().use_proto_field_name(true))
+                        .ok()
+                });
+            json!({"type": type_name, "value": engine.encode(&any.value), "debug": debug})
+        })
+        .collect()
+}
+
+/// The Connect error body, with the HTTP status the Connect protocol assigns to each code.
+fn connect_error(code: tonic::Code, message: &str, details: &[serde_json::Value], extra: HeaderMap) -> Response {
+    use tonic::Code as C;
+    let http = match code {
+        C::Cancelled => 499,
+        C::InvalidArgument | C::FailedPrecondition | C::OutOfRange => 400,
+        C::DeadlineExceeded => 504,
+        C::NotFound => 404,
+        C::AlreadyExists | C::Aborted => 409,
+        C::PermissionDenied => 403,
+        C::ResourceExhausted => 429,
+        C::Unimplemented => 501,
+        C::Unavailable => 503,
+        C::Unauthenticated => 401,
+        _ => 500,
+    };
+    let name = nexus_engine::code_name(code).to_lowercase().replace("cancelled", "canceled");
+    let mut body = json!({"code": name, "message": message});
+    if !details.is_empty() {
+        body["details"] = serde_json::Value::Array(details.to_vec());
+    }
+    let status = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    resp.headers_mut().extend(extra);
+    resp
+}

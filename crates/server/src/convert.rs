@@ -1,0 +1,155 @@
+//! Engine records and catalog entries into their `nexus.v1` messages (the API boundary: proto types
+//! stop here).
+
+use std::time::{Duration, SystemTime};
+
+use nexus_core::{Action, ServiceEntry, pb, value};
+use nexus_engine::{ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus, code_name};
+
+pub fn status(s: ExecutionStatus) -> pb::ExecutionStatus {
+    match s {
+        ExecutionStatus::Pending => pb::ExecutionStatus::Pending,
+        ExecutionStatus::Running => pb::ExecutionStatus::Running,
+        ExecutionStatus::Succeeded => pb::ExecutionStatus::Succeeded,
+        ExecutionStatus::Failed => pb::ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled => pb::ExecutionStatus::Cancelled,
+        ExecutionStatus::Compensated => pb::ExecutionStatus::Compensated,
+    }
+}
+
+pub fn status_from_pb(s: i32) -> Option<ExecutionStatus> {
+    Some(match pb::ExecutionStatus::try_from(s).ok()? {
+        pb::ExecutionStatus::Unspecified => return None,
+        pb::ExecutionStatus::Pending => ExecutionStatus::Pending,
+        pb::ExecutionStatus::Running => ExecutionStatus::Running,
+        pb::ExecutionStatus::Succeeded => ExecutionStatus::Succeeded,
+        pb::ExecutionStatus::Failed => ExecutionStatus::Failed,
+        pb::ExecutionStatus::Cancelled => ExecutionStatus::Cancelled,
+        pb::ExecutionStatus::Compensated => ExecutionStatus::Compensated,
+    })
+}
+
+fn step_status(s: StepStatus) -> pb::StepStatus {
+    match s {
+        StepStatus::Pending => pb::StepStatus::Pending,
+        StepStatus::Running => pb::StepStatus::Running,
+        StepStatus::Succeeded => pb::StepStatus::Succeeded,
+        StepStatus::Failed => pb::StepStatus::Failed,
+        StepStatus::Skipped => pb::StepStatus::Skipped,
+        StepStatus::Cancelled => pb::StepStatus::Cancelled,
+    }
+}
+
+pub fn error(e: &ExecError) -> pb::ExecutionError {
+    pb::ExecutionError {
+        code: code_name(e.code).to_string(),
+        message: e.message.clone(),
+        step_id: e.step_id.as_deref().unwrap_or_default().to_string(),
+    }
+}
+
+pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    t.into()
+}
+
+pub fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+pub fn response(r: &ExecutionRecord) -> pb::ExecutePatternResponse {
+    pb::ExecutePatternResponse {
+        execution_id: r.id.to_string(),
+        status: status(r.status) as i32,
+        output: r.output.as_ref().map(value::cel_to_struct),
+        error: r.error.as_ref().map(error),
+    }
+}
+
+fn message_struct(m: &prost_reflect::DynamicMessage) -> Option<prost_types::Struct> {
+    value::serde_to_struct(&value::message_to_serde(m))
+}
+
+fn step(s: &StepRecord, with_payloads: bool) -> pb::StepRun {
+    let response = match (&s.response, with_payloads) {
+        (Some(StepResponse::Message(m)), true) => message_struct(m),
+        (Some(StepResponse::Stream(ms)), true) => Some(prost_types::Struct {
+            fields: [(
+                "messages".to_string(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::ListValue(prost_types::ListValue {
+                        values: ms
+                            .iter()
+                            .map(|m| value::serde_to_struct_value(&value::message_to_serde(m)))
+                            .collect(),
+                    })),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        }),
+        _ => None,
+    };
+    pb::StepRun {
+        step_id: s.step_id.to_string(),
+        call: s.call.to_string(),
+        status: step_status(s.status) as i32,
+        started_at: s.started_at.map(timestamp),
+        duration: Some(duration(s.duration)),
+        request: if with_payloads { s.request.as_ref().and_then(message_struct) } else { None },
+        response,
+        error: s.error.as_ref().map(error),
+        attempts: s
+            .attempts
+            .iter()
+            .map(|a| pb::StepAttempt {
+                attempt: a.number,
+                started_at: Some(timestamp(a.started_at)),
+                duration: Some(duration(a.duration)),
+                code: code_name(a.code).to_string(),
+                message: a.message.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The full execution; `with_payloads` false leaves out inputs, outputs, requests and responses.
+pub fn execution(r: &ExecutionRecord, with_payloads: bool) -> pb::Execution {
+    pb::Execution {
+        id: r.id.to_string(),
+        pattern_name: r.pattern_name.to_string(),
+        pattern_version: r.pattern_version.to_string(),
+        status: status(r.status) as i32,
+        input: if with_payloads { Some(value::cel_to_struct(&r.input)) } else { None },
+        output: if with_payloads { r.output.as_ref().map(value::cel_to_struct) } else { None },
+        error: r.error.as_ref().map(error),
+        started_at: Some(timestamp(r.started_at)),
+        duration: Some(duration(r.duration)),
+        steps: r.steps.iter().map(|s| step(s, with_payloads)).collect(),
+        idempotency_key: r.idempotency_key.clone().unwrap_or_default(),
+    }
+}
+
+pub fn action(a: &Action) -> pb::Action {
+    let (service, method) = a.name.split_once('/').unwrap_or((&a.name, ""));
+    pb::Action {
+        name: a.name.to_string(),
+        service: service.to_string(),
+        method: method.to_string(),
+        input_type: a.method.input().full_name().to_string(),
+        output_type: a.method.output().full_name().to_string(),
+        client_streaming: a.is_client_streaming(),
+        server_streaming: a.is_server_streaming(),
+        input_schema: value::serde_to_struct(&a.input_schema()),
+        output_schema: value::serde_to_struct(&a.output_schema()),
+    }
+}
+
+pub fn service(s: &ServiceEntry) -> pb::Service {
+    pb::Service {
+        name: s.name.clone(),
+        endpoint: s.endpoint.clone(),
+        backend: s.backend.to_string(),
+        source: s.source.as_str().to_string(),
+        actions: s.actions.iter().map(action).collect(),
+    }
+}

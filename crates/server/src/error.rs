@@ -1,0 +1,76 @@
+//! API errors and the one place that maps them to gRPC status codes.
+
+use nexus_core::{Diagnostic, pb};
+use prost::Message;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{}", describe_diagnostics(.0))]
+    InvalidPattern(Vec<Diagnostic>),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("the pattern store is unavailable: {0}")]
+    Store(#[from] nexus_store::Error),
+}
+
+fn describe_diagnostics(diags: &[Diagnostic]) -> String {
+    let errors: Vec<String> = diags.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+    format!("the pattern has {} problem(s):\n{}", errors.len(), errors.join("\n"))
+}
+
+/// `google.rpc.Status`, the conventional payload of the `grpc-status-details-bin` trailer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<prost_types::Any>,
+}
+
+pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
+
+/// A status whose details carry `detail` (packed in `google.rpc.Status`), so clients get the
+/// structured form (every diagnostic, the failed execution) and not only the message.
+pub fn status_with_detail(code: Code, message: String, type_name: &str, detail: &impl Message) -> Status {
+    let rpc = RpcStatus {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: format!("{TYPE_URL_PREFIX}{type_name}"),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    Status::with_details(code, message, rpc.encode_to_vec().into())
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let message = e.to_string();
+        match e {
+            ApiError::InvalidPattern(diags) => {
+                let detail = pb::ValidatePatternResponse {
+                    valid: false,
+                    diagnostics: diags.iter().map(pb::Diagnostic::from).collect(),
+                };
+                status_with_detail(Code::InvalidArgument, message, "nexus.v1.ValidatePatternResponse", &detail)
+            }
+            ApiError::InvalidArgument(_) => Status::invalid_argument(message),
+            ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::AlreadyExists(_) => Status::already_exists(message),
+            ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ApiError::Store(_) => {
+                tracing::error!("{message}");
+                Status::unavailable(message)
+            }
+        }
+    }
+}

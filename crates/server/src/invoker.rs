@@ -1,0 +1,133 @@
+//! The gRPC invoker: calls any catalog action with a `DynamicMessage`, over one pooled HTTP/2
+//! channel per backend.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Buf;
+use futures::StreamExt;
+use http::uri::PathAndQuery;
+use nexus_core::Catalog;
+use nexus_engine::{Call, CallError, Invoker, MessageStream};
+use prost::Message;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
+use tonic::{
+    Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+/// Invokes actions over gRPC. Channels connect lazily and reconnect on their own.
+pub struct GrpcInvoker {
+    channels: HashMap<Arc<str>, Channel>,
+}
+
+impl GrpcInvoker {
+    pub fn new(catalog: &Catalog) -> Result<Self, String> {
+        let mut channels = HashMap::new();
+        for s in catalog.services() {
+            if channels.contains_key(&s.backend) {
+                continue;
+            }
+            let endpoint = Endpoint::from_shared(s.endpoint.clone())
+                .map_err(|e| format!("backend `{}`: invalid endpoint {}: {e}", s.backend, s.endpoint))?
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5))
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_while_idle(true);
+            channels.insert(s.backend.clone(), endpoint.connect_lazy());
+        }
+        Ok(Self { channels })
+    }
+
+    fn client(&self, call: &Call) -> Result<(tonic::client::Grpc<Channel>, PathAndQuery), CallError> {
+        let channel = self.channels.get(&call.action.backend).ok_or_else(|| {
+            CallError::new(tonic::Code::Unavailable, format!("no channel for backend `{}`", call.action.backend))
+        })?;
+        let path = PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(call.action.path.as_bytes()))
+            .map_err(|e| CallError::new(tonic::Code::Internal, format!("bad method path: {e}")))?;
+        Ok((tonic::client::Grpc::new(channel.clone()), path))
+    }
+}
+
+fn request(call: Call) -> tonic::Request<DynamicMessage> {
+    let mut req = tonic::Request::new(call.request);
+    if let Some(t) = call.timeout {
+        req.set_timeout(t);
+    }
+    if let Ok(v) = MetadataValue::try_from(call.idempotency_key.as_str()) {
+        req.metadata_mut().insert("nexus-idempotency-key", v);
+    }
+    req
+}
+
+fn status_to_error(s: Status) -> CallError {
+    CallError::new(s.code(), s.message().to_string())
+}
+
+#[async_trait::async_trait]
+impl Invoker for GrpcInvoker {
+    async fn unary(&self, call: Call) -> Result<DynamicMessage, CallError> {
+        let (mut grpc, path) = self.client(&call)?;
+        let codec = DynamicCodec(call.action.method.output());
+        grpc.ready().await.map_err(|e| CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend)))?;
+        grpc.unary(request(call), path, codec).await.map(tonic::Response::into_inner).map_err(status_to_error)
+    }
+
+    async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError> {
+        let (mut grpc, path) = self.client(&call)?;
+        let codec = DynamicCodec(call.action.method.output());
+        grpc.ready().await.map_err(|e| CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend)))?;
+        let stream = grpc
+            .server_streaming(request(call), path, codec)
+            .await
+            .map_err(status_to_error)?
+            .into_inner();
+        Ok(stream.map(|r| r.map_err(status_to_error)).boxed())
+    }
+}
+
+/// A tonic codec for messages known only at run time.
+#[derive(Clone)]
+pub struct DynamicCodec(pub MessageDescriptor);
+
+impl Codec for DynamicCodec {
+    type Encode = DynamicMessage;
+    type Decode = DynamicMessage;
+    type Encoder = DynamicEncoder;
+    type Decoder = DynamicDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        DynamicEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        DynamicDecoder(self.0.clone())
+    }
+}
+
+pub struct DynamicEncoder;
+
+impl Encoder for DynamicEncoder {
+    type Item = DynamicMessage;
+    type Error = Status;
+
+    fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.encoded_len());
+        item.encode(dst).map_err(|e| Status::internal(format!("encoding request: {e}")))
+    }
+}
+
+pub struct DynamicDecoder(MessageDescriptor);
+
+impl Decoder for DynamicDecoder {
+    type Item = DynamicMessage;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Status> {
+        let len = src.remaining();
+        let msg = DynamicMessage::decode(self.0.clone(), src.copy_to_bytes(len))
+            .map_err(|e| Status::internal(format!("decoding {} response: {e}", self.0.full_name())))?;
+        Ok(Some(msg))
+    }
+}
