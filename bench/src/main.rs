@@ -1,1 +1,55 @@
-fn main() {}
+//! `nexus-bench`: prints Nexus's hot-path latency and throughput against direct calls.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Benchmark user_creation through Nexus against direct calls (loopback only)")]
+struct Args {
+    /// Sequential executions measured for latency.
+    #[arg(long, default_value_t = 5_000)]
+    latency_requests: usize,
+    /// Executions measured for throughput.
+    #[arg(long, default_value_t = 40_000)]
+    throughput_requests: usize,
+    /// Concurrent clients in the throughput phase.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Time limit of each phase, in seconds.
+    #[arg(long, default_value_t = 15)]
+    max_phase_secs: u64,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let options = nexus_bench::Options {
+        latency_requests: args.latency_requests,
+        throughput_requests: args.throughput_requests,
+        concurrency: args.concurrency,
+        max_phase_time: Duration::from_secs(args.max_phase_secs),
+        warmup_requests: (args.latency_requests / 5).max(10),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(nexus_bench::run(&options))?;
+    if args.json {
+        let s = |s: &nexus_bench::Stats| serde_json::json!({"count": s.count, "p50_us": s.p50_us, "p99_us": s.p99_us, "per_sec": s.per_sec});
+        println!(
+            "{}",
+            serde_json::json!({
+                "direct_latency": s(&report.direct_latency),
+                "nexus_latency": s(&report.nexus_latency),
+                "direct_throughput": s(&report.direct_throughput),
+                "nexus_throughput": s(&report.nexus_throughput),
+                "overhead_per_step_ms": report.overhead_per_step_ms(),
+                "throughput_ratio": report.throughput_ratio(),
+            })
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}

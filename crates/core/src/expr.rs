@@ -130,7 +130,7 @@ impl Expr {
         }
         let program = ENV.compile(source).map_err(|e| ExprError::Parse {
             text: source.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: clean_parse_error(&e.to_string()),
         })?;
         let mut refs = Vec::new();
         collect_refs(program.expression(), &mut Vec::new(), false, &mut refs);
@@ -231,6 +231,13 @@ impl fmt::Debug for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "${{{{ {} }}}}", self.source)
     }
+}
+
+/// The CEL parser's first line, without its `ERROR: <input>:` prefix and source excerpt.
+fn clean_parse_error(raw: &str) -> String {
+    let first = raw.trim().lines().next().unwrap_or_default();
+    let first = first.trim_start_matches("ERROR: ").trim_start_matches("<input>:");
+    format!("at {first}")
 }
 
 fn key_ref(k: &Key) -> KeyRef<'_> {

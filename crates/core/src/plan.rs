@@ -210,11 +210,11 @@ pub fn compile(
         output = Some(fields);
     }
 
-    if !diags.has_errors() {
-        check_cycles(&deps, doc, &mut diags);
-    }
+    // The graph is checked even when other checks failed: a cycle is independent of them, and
+    // an author should see every problem in one round trip.
+    check_cycles(&deps, doc, &mut diags);
     if diags.has_errors() {
-        return Err(diags.into_vec());
+        return Err(sorted(diags.into_vec()));
     }
 
     let mut dependants = vec![Vec::new(); doc.steps.len()];
@@ -256,7 +256,21 @@ pub fn compile(
         output,
         roots,
     };
-    Ok((pattern, diags.into_vec()))
+    Ok((pattern, sorted(diags.into_vec())))
+}
+
+/// Document order: header fields, then steps by index, then the output mapping (stable within).
+fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by_key(|d| {
+        if let Some(rest) = d.path.strip_prefix("steps[") {
+            (1, rest.split(']').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0))
+        } else if d.path.starts_with("output") {
+            (2, 0)
+        } else {
+            (0, 0)
+        }
+    });
+    diags
 }
 
 struct Draft {

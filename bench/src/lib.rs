@@ -1,0 +1,249 @@
+//! The hot-path benchmark: the 3-step `user_creation` pattern through Nexus against the same three
+//! calls made directly to the same demo services, in the same process and the same run.
+//!
+//! Everything runs on loopback (127.0.0.1) and every phase is bounded by a request count AND a
+//! time limit, so the benchmark always stops by itself.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use nexus_core::{document, pb, value};
+use nexus_demo::pb::{
+    asset::{UploadAssetRequest, asset_service_client::AssetServiceClient},
+    notification::{SendEmailRequest, notification_service_client::NotificationServiceClient},
+    user::{CreateUserRequest, user_service_client::UserServiceClient},
+};
+use nexus_server::proto::nexus_service_client::NexusServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Steps in the measured pattern (the per-step overhead divides by this).
+pub const STEPS: u32 = 3;
+
+const PATTERN: &str = include_str!("../../patterns/user_creation.yaml");
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Requests in the sequential latency phase (concurrency 1).
+    pub latency_requests: usize,
+    /// Requests in the throughput phase, split across `concurrency` clients.
+    pub throughput_requests: usize,
+    pub concurrency: usize,
+    /// Upper bound on each phase, whatever the request counts.
+    pub max_phase_time: Duration,
+    pub warmup_requests: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            latency_requests: 5_000,
+            throughput_requests: 40_000,
+            concurrency: 8,
+            max_phase_time: Duration::from_secs(15),
+            warmup_requests: 1_000,
+        }
+    }
+}
+
+/// Latency percentiles and throughput of one phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub count: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub per_sec: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub direct_latency: Stats,
+    pub nexus_latency: Stats,
+    pub direct_throughput: Stats,
+    pub nexus_throughput: Stats,
+    pub concurrency: usize,
+}
+
+impl Report {
+    /// Added latency per step at p50, in milliseconds.
+    pub fn overhead_per_step_ms(&self) -> f64 {
+        (self.nexus_latency.p50_us - self.direct_latency.p50_us) / 1000.0 / f64::from(STEPS)
+    }
+
+    /// Nexus executions/s over direct executions/s at `concurrency` clients.
+    pub fn throughput_ratio(&self) -> f64 {
+        self.nexus_throughput.per_sec / self.direct_throughput.per_sec.max(f64::MIN_POSITIVE)
+    }
+
+    pub fn render(&self) -> String {
+        let row = |name: &str, s: &Stats| {
+            format!("{name:<34} {:>8} {:>10.1} {:>10.1} {:>12.0}\n", s.count, s.p50_us, s.p99_us, s.per_sec)
+        };
+        let mut out = format!("{:<34} {:>8} {:>10} {:>10} {:>12}\n", "phase", "execs", "p50 µs", "p99 µs", "execs/s");
+        out += &row("direct, 1 client", &self.direct_latency);
+        out += &row("nexus, 1 client", &self.nexus_latency);
+        out += &row(&format!("direct, {} clients", self.concurrency), &self.direct_throughput);
+        out += &row(&format!("nexus, {} clients", self.concurrency), &self.nexus_throughput);
+        out += &format!(
+            "\nnexus overhead per step at p50: {:.3} ms (target ≤ 0.050)\n",
+            self.overhead_per_step_ms()
+        );
+        out += &format!(
+            "nexus / direct throughput at {} clients: {:.2} (target ≥ 0.50)\n",
+            self.concurrency,
+            self.throughput_ratio()
+        );
+        out
+    }
+}
+
+/// Starts the demo services and Nexus on loopback, then measures both paths.
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    let (backend, _handle, demo) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await?;
+    let mut config = nexus_server::Config {
+        listen: "127.0.0.1:0".parse()?,
+        in_memory: true,
+        ..nexus_server::Config::default()
+    };
+    config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
+    let nexus = nexus_server::Nexus::start(config).await?;
+    let nexus_url = format!("http://{}", nexus.local_addr());
+    let backend_url = format!("http://{backend}");
+
+    let mut client = NexusServiceClient::new(channel(&nexus_url).await?);
+    client
+        .register_pattern(pb::RegisterPatternRequest { pattern: Some(document::parse(PATTERN)?) })
+        .await
+        .context("registering user_creation")?;
+
+    let counter = Arc::new(AtomicU64::new(0));
+    let direct = Target::Direct(Arc::new(backend_url));
+    let via_nexus = Target::Nexus(Arc::new(nexus_url));
+
+    // Warm both paths (connections, allocator, branch predictors) before measuring.
+    phase(&direct, 1, options.warmup_requests, options.max_phase_time, &counter).await?;
+    phase(&via_nexus, 1, options.warmup_requests, options.max_phase_time, &counter).await?;
+
+    let direct_latency = phase(&direct, 1, options.latency_requests, options.max_phase_time, &counter).await?;
+    let nexus_latency = phase(&via_nexus, 1, options.latency_requests, options.max_phase_time, &counter).await?;
+    let c = options.concurrency;
+    let direct_throughput = phase(&direct, c, options.throughput_requests, options.max_phase_time, &counter).await?;
+    let nexus_throughput = phase(&via_nexus, c, options.throughput_requests, options.max_phase_time, &counter).await?;
+
+    nexus.shutdown(Duration::from_secs(5)).await;
+    let _ = demo.shutdown().await;
+    Ok(Report { direct_latency, nexus_latency, direct_throughput, nexus_throughput, concurrency: c })
+}
+
+#[derive(Clone)]
+enum Target {
+    Direct(Arc<String>),
+    Nexus(Arc<String>),
+}
+
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_string())?.tcp_nodelay(true).connect().await?)
+}
+
+/// Runs `total` executions over `clients` concurrent clients (each with its own connection).
+async fn phase(target: &Target, clients: usize, total: usize, limit: Duration, counter: &Arc<AtomicU64>) -> anyhow::Result<Stats> {
+    let per_client = total.div_ceil(clients.max(1));
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let target = target.clone();
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move { client_loop(target, per_client, deadline, counter).await }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1);
+        latencies[i].as_secs_f64() * 1e6
+    };
+    Ok(Stats { count: latencies.len(), p50_us: pct(0.50), p99_us: pct(0.99), per_sec: latencies.len() as f64 / elapsed.as_secs_f64() })
+}
+
+async fn client_loop(target: Target, n: usize, deadline: Instant, counter: Arc<AtomicU64>) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(n);
+    match target {
+        Target::Direct(url) => {
+            let ch = channel(&url).await?;
+            let mut users = UserServiceClient::new(ch.clone());
+            let mut assets = AssetServiceClient::new(ch.clone());
+            let mut mail = NotificationServiceClient::new(ch);
+            for _ in 0..n {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                // The same work as user_creation: create the user, then the avatar upload and the
+                // welcome email concurrently.
+                let user = users
+                    .create_user(CreateUserRequest {
+                        email: format!("user{i}@bench.local"),
+                        display_name: format!("User {i}"),
+                        roles: Vec::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .user
+                    .unwrap_or_default();
+                let (a, m) = tokio::join!(
+                    assets.upload_asset(UploadAssetRequest {
+                        owner_id: user.id.clone(),
+                        source_url: format!("https://example.com/{i}.png"),
+                        content_type: String::new(),
+                    }),
+                    mail.send_email(SendEmailRequest {
+                        to: format!("user{i}@bench.local"),
+                        subject: format!("Welcome User {i}"),
+                        body: format!("Your account {} is ready.", user.id),
+                    })
+                );
+                a?;
+                m?;
+                latencies.push(t.elapsed());
+            }
+        }
+        Target::Nexus(url) => {
+            let mut client = NexusServiceClient::new(channel(&url).await?);
+            for _ in 0..n {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let input = serde_json::json!({
+                    "email": format!("user{i}@bench.local"),
+                    "name": format!("User {i}"),
+                    "avatar_url": format!("https://example.com/{i}.png"),
+                });
+                let t = Instant::now();
+                client
+                    .execute_pattern(pb::ExecutePatternRequest {
+                        pattern_name: "user_creation".into(),
+                        version: String::new(),
+                        input: value::serde_to_struct(&input),
+                        idempotency_key: String::new(),
+                    })
+                    .await?;
+                latencies.push(t.elapsed());
+            }
+        }
+    }
+    Ok(latencies)
+}

@@ -1,0 +1,14 @@
+//! Nexus integration tests over real sockets: demo backends and a Nexus server on 127.0.0.1:0,
+//! driven through the public API. One test binary (fast to link) with a module per area.
+
+#[path = "api/common.rs"]
+mod common;
+
+#[path = "api/catalog.rs"]
+mod catalog;
+#[path = "api/execution.rs"]
+mod execution;
+#[path = "api/transports.rs"]
+mod transports;
+#[path = "api/validation.rs"]
+mod validation;

@@ -1,0 +1,224 @@
+//! The harness every area shares: the demo backends and a Nexus server on ephemeral ports of
+//! 127.0.0.1, a connected gRPC client, and helpers for documents, `Struct`s and status details.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, ensure};
+use nexus_core::{pb, value};
+use nexus_demo::{DemoHandle, DemoOptions, DemoServer};
+use nexus_server::{
+    Config, EXECUTION_ID_HEADER, Nexus, RpcStatus, ServiceConfig,
+    proto::nexus_service_client::NexusServiceClient,
+};
+use prost::Message;
+use tonic::transport::Channel;
+
+pub type Client = NexusServiceClient<Channel>;
+
+/// A running Nexus in front of the demo services. Dropping it stops both (the servers watch the
+/// guards' channels); [`Harness::stop`] also waits for Nexus to drain.
+pub struct Harness {
+    pub client: Client,
+    pub addr: SocketAddr,
+    pub demo: DemoHandle,
+    nexus: Option<Nexus>,
+    _demo_server: DemoServer,
+}
+
+#[derive(Default)]
+pub struct Options {
+    /// Keep patterns in SQLite under this directory instead of in memory.
+    pub data_dir: Option<PathBuf>,
+    /// More backends, in the `--service NAME=URL` form.
+    pub services: Vec<String>,
+}
+
+impl Harness {
+    pub async fn start() -> Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Result<Self> {
+        let (demo_addr, demo, demo_server) = nexus_demo::spawn(DemoOptions::default())
+            .await
+            .context("starting the demo services")?;
+        let mut config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Config::default()
+        };
+        match options.data_dir {
+            Some(dir) => config.data_dir = dir,
+            None => config.in_memory = true,
+        }
+        config.services.push(ServiceConfig::from_flag(&format!(
+            "demo=http://{demo_addr}"
+        ))?);
+        for flag in &options.services {
+            config.services.push(ServiceConfig::from_flag(flag)?);
+        }
+        let nexus = Nexus::start(config).await.context("starting nexus")?;
+        let addr = nexus.local_addr();
+        let client = NexusServiceClient::connect(format!("http://{addr}"))
+            .await
+            .context("connecting to nexus")?;
+        Ok(Self {
+            client,
+            addr,
+            demo,
+            nexus: Some(nexus),
+            _demo_server: demo_server,
+        })
+    }
+
+    /// Stops Nexus gracefully (and then, by dropping its guard, the demo services).
+    pub async fn stop(mut self) {
+        if let Some(nexus) = self.nexus.take() {
+            nexus.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// A pattern document from the repository's `patterns/` directory.
+pub fn pattern_file(name: &str) -> Result<pb::Pattern> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../patterns")
+        .join(format!("{name}.yaml"));
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    nexus_core::document::parse(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// A pattern document written inline in a test.
+pub fn pattern(yaml: &str) -> Result<pb::Pattern> {
+    nexus_core::document::parse(yaml).context("parsing the test's pattern document")
+}
+
+pub async fn register(
+    client: &mut Client,
+    pattern: pb::Pattern,
+) -> Result<pb::RegisterPatternResponse> {
+    let name = pattern.name.clone();
+    let response = client
+        .register_pattern(pb::RegisterPatternRequest {
+            pattern: Some(pattern),
+        })
+        .await
+        .with_context(|| format!("registering {name}"))?;
+    Ok(response.into_inner())
+}
+
+/// Registers both example patterns of the repository.
+pub async fn register_examples(client: &mut Client) -> Result<()> {
+    for name in ["user_creation", "subscribe_live_stream"] {
+        let r = register(client, pattern_file(name)?).await?;
+        ensure!(r.created, "{name} was not created: {r:?}");
+    }
+    Ok(())
+}
+
+/// A JSON object as a `google.protobuf.Struct`.
+pub fn to_struct(json: serde_json::Value) -> Result<prost_types::Struct> {
+    value::serde_to_struct(&json).ok_or_else(|| anyhow!("{json} is not a JSON object"))
+}
+
+pub fn to_json(s: &prost_types::Struct) -> serde_json::Value {
+    value::struct_to_serde(s)
+}
+
+pub fn execute_request(
+    pattern_name: &str,
+    input: serde_json::Value,
+) -> Result<pb::ExecutePatternRequest> {
+    Ok(pb::ExecutePatternRequest {
+        pattern_name: pattern_name.to_string(),
+        input: Some(to_struct(input)?),
+        ..Default::default()
+    })
+}
+
+/// An email no other call of this test binary uses (the demo refuses duplicate emails).
+pub fn unique_email(tag: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{tag}-{}@example.com", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Decodes `details[0]` of the `google.rpc.Status` in a gRPC error, checking its type.
+pub fn status_detail<T: Message + Default>(status: &tonic::Status, type_name: &str) -> Result<T> {
+    let rpc = RpcStatus::decode(status.details())
+        .context("grpc-status-details-bin is not a google.rpc.Status")?;
+    ensure!(
+        rpc.code == status.code() as i32,
+        "details code {} differs from the status code {:?}",
+        rpc.code,
+        status.code()
+    );
+    let any = rpc
+        .details
+        .first()
+        .ok_or_else(|| anyhow!("the status has no details: {status:?}"))?;
+    ensure!(
+        any.type_url == format!("type.googleapis.com/{type_name}"),
+        "details[0] is {}, expected {type_name}",
+        any.type_url
+    );
+    T::decode(any.value.as_slice()).with_context(|| format!("decoding {type_name}"))
+}
+
+/// The `nexus-execution-id` metadata of a response or a status.
+pub fn execution_id(metadata: &tonic::metadata::MetadataMap) -> Result<String> {
+    let id = metadata
+        .get(EXECUTION_ID_HEADER)
+        .ok_or_else(|| anyhow!("no {EXECUTION_ID_HEADER} metadata in {metadata:?}"))?
+        .to_str()
+        .context("execution id is not ASCII")?;
+    ensure!(!id.is_empty(), "empty execution id");
+    Ok(id.to_string())
+}
+
+pub async fn get_execution(client: &mut Client, id: &str) -> Result<pb::Execution> {
+    Ok(client
+        .get_execution(pb::GetExecutionRequest {
+            execution_id: id.to_string(),
+        })
+        .await
+        .with_context(|| format!("GetExecution {id}"))?
+        .into_inner())
+}
+
+pub fn step<'a>(execution: &'a pb::Execution, id: &str) -> Result<&'a pb::StepRun> {
+    execution
+        .steps
+        .iter()
+        .find(|s| s.step_id == id)
+        .ok_or_else(|| anyhow!("execution {} has no step `{id}`", execution.id))
+}
+
+/// Checks the output shape of a user_creation run that had an avatar.
+pub fn check_user_creation_output(output: &serde_json::Value) -> Result<()> {
+    let obj = output
+        .as_object()
+        .ok_or_else(|| anyhow!("output is not an object: {output}"))?;
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    ensure!(
+        keys == ["avatar_url", "email_id", "user_id"],
+        "output keys {keys:?} in {output}"
+    );
+    let text = |k: &str| {
+        obj.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+    };
+    ensure!(
+        text("user_id").starts_with("usr_") && text("user_id").len() > 4,
+        "user_id in {output}"
+    );
+    ensure!(!text("avatar_url").is_empty(), "avatar_url in {output}");
+    ensure!(!text("email_id").is_empty(), "email_id in {output}");
+    Ok(())
+}
