@@ -89,10 +89,7 @@ impl Report {
         out += &row("nexus, 1 client", &self.nexus_latency);
         out += &row(&format!("direct, {} clients", self.concurrency), &self.direct_throughput);
         out += &row(&format!("nexus, {} clients", self.concurrency), &self.nexus_throughput);
-        out += &format!(
-            "\nnexus overhead per step at p50: {:.3} ms (target ≤ 0.050)\n",
-            self.overhead_per_step_ms()
-        );
+        out += &format!("\nnexus overhead per step at p50: {:.3} ms (target ≤ 0.050)\n", self.overhead_per_step_ms());
         out += &format!(
             "nexus / direct throughput at {} clients: {:.2} (target ≥ 0.50)\n",
             self.concurrency,
@@ -105,11 +102,8 @@ impl Report {
 /// Starts the demo services and Nexus on loopback, then measures both paths.
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let (backend, _handle, demo) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await?;
-    let mut config = nexus_server::Config {
-        listen: "127.0.0.1:0".parse()?,
-        in_memory: true,
-        ..nexus_server::Config::default()
-    };
+    let mut config =
+        nexus_server::Config { listen: "127.0.0.1:0".parse()?, in_memory: true, ..nexus_server::Config::default() };
     config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
     let nexus = nexus_server::Nexus::start(config).await?;
     let nexus_url = format!("http://{}", nexus.local_addr());
@@ -151,7 +145,13 @@ async fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 /// Runs `total` executions over `clients` concurrent clients (each with its own connection).
-async fn phase(target: &Target, clients: usize, total: usize, limit: Duration, counter: &Arc<AtomicU64>) -> anyhow::Result<Stats> {
+async fn phase(
+    target: &Target,
+    clients: usize,
+    total: usize,
+    limit: Duration,
+    counter: &Arc<AtomicU64>,
+) -> anyhow::Result<Stats> {
     let per_client = total.div_ceil(clients.max(1));
     let started = Instant::now();
     let deadline = started + limit;
@@ -174,10 +174,20 @@ async fn phase(target: &Target, clients: usize, total: usize, limit: Duration, c
         let i = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1);
         latencies[i].as_secs_f64() * 1e6
     };
-    Ok(Stats { count: latencies.len(), p50_us: pct(0.50), p99_us: pct(0.99), per_sec: latencies.len() as f64 / elapsed.as_secs_f64() })
+    Ok(Stats {
+        count: latencies.len(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+    })
 }
 
-async fn client_loop(target: Target, n: usize, deadline: Instant, counter: Arc<AtomicU64>) -> anyhow::Result<Vec<Duration>> {
+async fn client_loop(
+    target: Target,
+    n: usize,
+    deadline: Instant,
+    counter: Arc<AtomicU64>,
+) -> anyhow::Result<Vec<Duration>> {
     let mut latencies = Vec::with_capacity(n);
     match target {
         Target::Direct(url) => {

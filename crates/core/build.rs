@@ -10,9 +10,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["nexus/v1/nexus.proto"], [&proto_root])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("nexus_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure()
-        .build_client(false)
-        .build_server(false)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_client(false).build_server(false).compile_fds(fds)?;
     Ok(())
 }

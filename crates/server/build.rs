@@ -6,8 +6,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     println!("cargo:rerun-if-changed={}", proto_root.join("nexus").display());
     let fds = protox::compile(["nexus/v1/nexus.proto"], [&proto_root])?;
-    tonic_prost_build::configure()
-        .extern_path(".nexus.v1", "::nexus_core::pb")
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().extern_path(".nexus.v1", "::nexus_core::pb").compile_fds(fds)?;
     Ok(())
 }

@@ -8,9 +8,7 @@ use tonic::{Request, Response, Status};
 use crate::control::{CallKind, DemoHandle, lock};
 use crate::method;
 use crate::pb::asset::asset_service_server::AssetService;
-use crate::pb::asset::{
-    Asset, GetAssetRequest, GetAssetResponse, UploadAssetRequest, UploadAssetResponse,
-};
+use crate::pb::asset::{Asset, GetAssetRequest, GetAssetResponse, UploadAssetRequest, UploadAssetResponse};
 
 const CDN_BASE: &str = "https://cdn.demo.local/assets";
 
@@ -27,10 +25,7 @@ struct Library {
 
 impl Assets {
     pub(crate) fn new(control: DemoHandle) -> Self {
-        Self {
-            control,
-            library: Mutex::new(Library::default()),
-        }
+        Self { control, library: Mutex::new(Library::default()) }
     }
 }
 
@@ -40,10 +35,7 @@ impl AssetService for Assets {
         &self,
         request: Request<UploadAssetRequest>,
     ) -> Result<Response<UploadAssetResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::UPLOAD_ASSET, &request, CallKind::Unary)
-            .await?;
+        let _call = self.control.admit(method::UPLOAD_ASSET, &request, CallKind::Unary).await?;
         let request = request.into_inner();
         if request.source_url.trim().is_empty() {
             return Err(Status::invalid_argument("source_url must not be empty"));
@@ -69,14 +61,8 @@ impl AssetService for Assets {
         Ok(Response::new(UploadAssetResponse { asset: Some(asset) }))
     }
 
-    async fn get_asset(
-        &self,
-        request: Request<GetAssetRequest>,
-    ) -> Result<Response<GetAssetResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::GET_ASSET, &request, CallKind::Unary)
-            .await?;
+    async fn get_asset(&self, request: Request<GetAssetRequest>) -> Result<Response<GetAssetResponse>, Status> {
+        let _call = self.control.admit(method::GET_ASSET, &request, CallKind::Unary).await?;
         let asset_id = request.into_inner().asset_id;
         let asset = lock(&self.library)
             .by_id
@@ -118,18 +104,9 @@ mod tests {
 
     #[test]
     fn content_type_follows_the_extension() {
-        assert_eq!(
-            guess_content_type("https://x.test/a/avatar.PNG"),
-            "image/png"
-        );
-        assert_eq!(
-            guess_content_type("https://x.test/pic.jpeg?size=2#top"),
-            "image/jpeg"
-        );
-        assert_eq!(
-            guess_content_type("https://x.test/v1.2/blob"),
-            "application/octet-stream"
-        );
+        assert_eq!(guess_content_type("https://x.test/a/avatar.PNG"), "image/png");
+        assert_eq!(guess_content_type("https://x.test/pic.jpeg?size=2#top"), "image/jpeg");
+        assert_eq!(guess_content_type("https://x.test/v1.2/blob"), "application/octet-stream");
         assert_eq!(guess_content_type(""), "application/octet-stream");
     }
 }

@@ -16,8 +16,8 @@ use crate::control::{CallKind, DemoHandle, InFlight, SubscriptionLease, lock};
 use crate::method;
 use crate::pb::broadcast::broadcast_service_server::BroadcastService;
 use crate::pb::broadcast::{
-    Broadcast, CheckAccessRequest, CheckAccessResponse, Chunk, CreateBroadcastRequest,
-    CreateBroadcastResponse, SubscribeRequest,
+    Broadcast, CheckAccessRequest, CheckAccessResponse, Chunk, CreateBroadcastRequest, CreateBroadcastResponse,
+    SubscribeRequest,
 };
 
 /// Chunks of a broadcast created without a chunk count, and of an unregistered public one.
@@ -38,17 +38,11 @@ struct Schedule {
 
 impl Broadcasts {
     pub(crate) fn new(control: DemoHandle) -> Self {
-        Self {
-            control,
-            schedule: Mutex::new(Schedule::default()),
-        }
+        Self { control, schedule: Mutex::new(Schedule::default()) }
     }
 
     fn chunk_count(&self, broadcast_id: &str) -> Option<i32> {
-        lock(&self.schedule)
-            .by_id
-            .get(broadcast_id)
-            .map(|broadcast| broadcast.chunk_count)
+        lock(&self.schedule).by_id.get(broadcast_id).map(|broadcast| broadcast.chunk_count)
     }
 }
 
@@ -58,10 +52,7 @@ impl BroadcastService for Broadcasts {
         &self,
         request: Request<CreateBroadcastRequest>,
     ) -> Result<Response<CreateBroadcastResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::CREATE_BROADCAST, &request, CallKind::Unary)
-            .await?;
+        let _call = self.control.admit(method::CREATE_BROADCAST, &request, CallKind::Unary).await?;
         let request = request.into_inner();
         let chunk_count = match request.chunk_count {
             0 => DEFAULT_CHUNK_COUNT,
@@ -79,25 +70,18 @@ impl BroadcastService for Broadcasts {
             owner_id: request.owner_id,
             chunk_count,
         };
-        schedule
-            .by_id
-            .insert(broadcast.id.clone(), broadcast.clone());
-        Ok(Response::new(CreateBroadcastResponse {
-            broadcast: Some(broadcast),
-        }))
+        schedule.by_id.insert(broadcast.id.clone(), broadcast.clone());
+        Ok(Response::new(CreateBroadcastResponse { broadcast: Some(broadcast) }))
     }
 
     async fn check_access(
         &self,
         request: Request<CheckAccessRequest>,
     ) -> Result<Response<CheckAccessResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::CHECK_ACCESS, &request, CallKind::Unary)
-            .await?;
+        let _call = self.control.admit(method::CHECK_ACCESS, &request, CallKind::Unary).await?;
         let request = request.into_inner();
-        let known = request.broadcast_id.starts_with(PUBLIC_PREFIX)
-            || self.chunk_count(&request.broadcast_id).is_some();
+        let known =
+            request.broadcast_id.starts_with(PUBLIC_PREFIX) || self.chunk_count(&request.broadcast_id).is_some();
         // A denial is a successful answer, not an error: patterns branch on `allowed`.
         let response = if known {
             CheckAccessResponse {
@@ -117,14 +101,8 @@ impl BroadcastService for Broadcasts {
 
     type SubscribeStream = ChunkStream;
 
-    async fn subscribe(
-        &self,
-        request: Request<SubscribeRequest>,
-    ) -> Result<Response<ChunkStream>, Status> {
-        let call = self
-            .control
-            .admit(method::SUBSCRIBE, &request, CallKind::Stream)
-            .await?;
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<ChunkStream>, Status> {
+        let call = self.control.admit(method::SUBSCRIBE, &request, CallKind::Stream).await?;
         let request = request.into_inner();
         if request.max_chunks < 0 {
             return Err(Status::invalid_argument("max_chunks must not be negative"));
@@ -134,14 +112,9 @@ impl BroadcastService for Broadcasts {
         // none, so max_chunks sets it.
         let total = match self.chunk_count(&request.broadcast_id) {
             Some(count) => max_chunks.map_or(count, |max| max.min(count)),
-            None if request.broadcast_id.starts_with(PUBLIC_PREFIX) => {
-                max_chunks.unwrap_or(DEFAULT_CHUNK_COUNT)
-            }
+            None if request.broadcast_id.starts_with(PUBLIC_PREFIX) => max_chunks.unwrap_or(DEFAULT_CHUNK_COUNT),
             None => {
-                return Err(Status::not_found(format!(
-                    "broadcast {} not found",
-                    request.broadcast_id
-                )));
+                return Err(Status::not_found(format!("broadcast {} not found", request.broadcast_id)));
             }
         };
 

@@ -97,21 +97,17 @@ impl DemoHandle {
 
     /// Sets the probability (clamped to 0..=1) that a unary call fails with UNAVAILABLE.
     pub fn set_failure_rate(&self, rate: f64) {
-        self.inner
-            .failure_rate
-            .store(clamp_rate(rate).to_bits(), Ordering::Relaxed);
+        self.inner.failure_rate.store(clamp_rate(rate).to_bits(), Ordering::Relaxed);
     }
 
     /// Values of the `nexus-idempotency-key` metadata received by `method`, in arrival order.
     pub fn idempotency_keys(&self, method: &str) -> Vec<String> {
-        self.read(method, |state| state.idempotency_keys.clone())
-            .unwrap_or_default()
+        self.read(method, |state| state.idempotency_keys.clone()).unwrap_or_default()
     }
 
     /// The most recent `traceparent` metadata value received by `method`.
     pub fn last_traceparent(&self, method: &str) -> Option<String> {
-        self.read(method, |state| state.last_traceparent.clone())
-            .flatten()
+        self.read(method, |state| state.last_traceparent.clone()).flatten()
     }
 
     /// Subscribe streams that started sending chunks.
@@ -164,10 +160,7 @@ impl DemoHandle {
                 (None, CallKind::Stream) => Duration::ZERO,
             }
         });
-        let guard = InFlight {
-            handle: self.clone(),
-            method,
-        };
+        let guard = InFlight { handle: self.clone(), method };
 
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -186,9 +179,7 @@ impl DemoHandle {
         if kind == CallKind::Unary {
             let rate = f64::from_bits(self.inner.failure_rate.load(Ordering::Relaxed));
             if rate > 0.0 && rand::random::<f64>() < rate {
-                return Err(Status::unavailable(format!(
-                    "injected random failure for {method}"
-                )));
+                return Err(Status::unavailable(format!("injected random failure for {method}")));
             }
         }
         Ok(guard)
@@ -197,10 +188,7 @@ impl DemoHandle {
     /// Counts a Subscribe as started and returns the lease that counts it as ended exactly once.
     pub(crate) fn start_subscription(&self) -> Arc<SubscriptionLease> {
         self.inner.subscribes_started.fetch_add(1, Ordering::SeqCst);
-        Arc::new(SubscriptionLease {
-            handle: self.clone(),
-            ended: AtomicBool::new(false),
-        })
+        Arc::new(SubscriptionLease { handle: self.clone(), ended: AtomicBool::new(false) })
     }
 
     fn read<R>(&self, method: &str, f: impl FnOnce(&MethodState) -> R) -> Option<R> {
@@ -246,27 +234,17 @@ pub(crate) struct SubscriptionLease {
 impl SubscriptionLease {
     pub(crate) fn end(&self) {
         if !self.ended.swap(true, Ordering::SeqCst) {
-            self.handle
-                .inner
-                .subscribes_ended
-                .fetch_add(1, Ordering::SeqCst);
+            self.handle.inner.subscribes_ended.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
 
 fn metadata_text(metadata: &tonic::metadata::MetadataMap, key: &str) -> Option<String> {
-    metadata
-        .get(key)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
+    metadata.get(key).and_then(|value| value.to_str().ok()).map(str::to_owned)
 }
 
 fn clamp_rate(rate: f64) -> f64 {
-    if rate.is_nan() {
-        0.0
-    } else {
-        rate.clamp(0.0, 1.0)
-    }
+    if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) }
 }
 
 /// The counters stay meaningful after a panic elsewhere, so a poisoned lock is simply reused.

@@ -37,10 +37,7 @@ async fn main() -> anyhow::Result<()> {
 
     let args = Args::parse();
     if !(0.0..=1.0).contains(&args.failure_rate) {
-        bail!(
-            "--failure-rate must be between 0 and 1, got {}",
-            args.failure_rate
-        );
+        bail!("--failure-rate must be between 0 and 1, got {}", args.failure_rate);
     }
     let options = DemoOptions {
         latency: Duration::from_millis(args.latency_ms),
@@ -48,9 +45,7 @@ async fn main() -> anyhow::Result<()> {
         chunk_interval: Duration::from_millis(args.chunk_interval_ms),
     };
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;
     let address = listener.local_addr()?;
     println!("nexus-demo listening on {address} (h2c, with gRPC reflection)");
     for service in SERVICE_NAMES {

@@ -7,9 +7,7 @@ use tonic::{Request, Response, Status};
 use crate::control::{CallKind, DemoHandle};
 use crate::method;
 use crate::pb::notification::notification_service_server::NotificationService;
-use crate::pb::notification::{
-    SendEmailRequest, SendEmailResponse, SendPushRequest, SendPushResponse,
-};
+use crate::pb::notification::{SendEmailRequest, SendEmailResponse, SendPushRequest, SendPushResponse};
 
 pub(crate) struct Notifications {
     control: DemoHandle,
@@ -18,10 +16,7 @@ pub(crate) struct Notifications {
 
 impl Notifications {
     pub(crate) fn new(control: DemoHandle) -> Self {
-        Self {
-            control,
-            last_message: AtomicU64::new(0),
-        }
+        Self { control, last_message: AtomicU64::new(0) }
     }
 
     fn next_message_id(&self) -> String {
@@ -32,37 +27,19 @@ impl Notifications {
 
 #[tonic::async_trait]
 impl NotificationService for Notifications {
-    async fn send_email(
-        &self,
-        request: Request<SendEmailRequest>,
-    ) -> Result<Response<SendEmailResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::SEND_EMAIL, &request, CallKind::Unary)
-            .await?;
+    async fn send_email(&self, request: Request<SendEmailRequest>) -> Result<Response<SendEmailResponse>, Status> {
+        let _call = self.control.admit(method::SEND_EMAIL, &request, CallKind::Unary).await?;
         if request.get_ref().to.trim().is_empty() {
             return Err(Status::invalid_argument("to must not be empty"));
         }
-        Ok(Response::new(SendEmailResponse {
-            message_id: self.next_message_id(),
-            accepted: true,
-        }))
+        Ok(Response::new(SendEmailResponse { message_id: self.next_message_id(), accepted: true }))
     }
 
-    async fn send_push(
-        &self,
-        request: Request<SendPushRequest>,
-    ) -> Result<Response<SendPushResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::SEND_PUSH, &request, CallKind::Unary)
-            .await?;
+    async fn send_push(&self, request: Request<SendPushRequest>) -> Result<Response<SendPushResponse>, Status> {
+        let _call = self.control.admit(method::SEND_PUSH, &request, CallKind::Unary).await?;
         if request.get_ref().user_id.trim().is_empty() {
             return Err(Status::invalid_argument("user_id must not be empty"));
         }
-        Ok(Response::new(SendPushResponse {
-            message_id: self.next_message_id(),
-            devices: 1,
-        }))
+        Ok(Response::new(SendPushResponse { message_id: self.next_message_id(), devices: 1 }))
     }
 }

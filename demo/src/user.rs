@@ -10,8 +10,7 @@ use crate::control::{CallKind, DemoHandle, lock};
 use crate::method;
 use crate::pb::user::user_service_server::UserService;
 use crate::pb::user::{
-    CreateUserRequest, CreateUserResponse, DeleteUserRequest, DeleteUserResponse, GetUserRequest,
-    GetUserResponse, User,
+    CreateUserRequest, CreateUserResponse, DeleteUserRequest, DeleteUserResponse, GetUserRequest, GetUserResponse, User,
 };
 
 pub(crate) struct Users {
@@ -29,23 +28,14 @@ struct Directory {
 
 impl Users {
     pub(crate) fn new(control: DemoHandle) -> Self {
-        Self {
-            control,
-            directory: Mutex::new(Directory::default()),
-        }
+        Self { control, directory: Mutex::new(Directory::default()) }
     }
 }
 
 #[tonic::async_trait]
 impl UserService for Users {
-    async fn create_user(
-        &self,
-        request: Request<CreateUserRequest>,
-    ) -> Result<Response<CreateUserResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::CREATE_USER, &request, CallKind::Unary)
-            .await?;
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
+        let _call = self.control.admit(method::CREATE_USER, &request, CallKind::Unary).await?;
         let request = request.into_inner();
         let email = request.email.trim();
         if email.is_empty() {
@@ -55,9 +45,7 @@ impl UserService for Users {
 
         let mut directory = lock(&self.directory);
         if directory.by_email.contains_key(&email_key) {
-            return Err(Status::already_exists(format!(
-                "a user with email {email} already exists"
-            )));
+            return Err(Status::already_exists(format!("a user with email {email} already exists")));
         }
         directory.last_sequence += 1;
         let sequence = directory.last_sequence;
@@ -74,14 +62,8 @@ impl UserService for Users {
         Ok(Response::new(CreateUserResponse { user: Some(user) }))
     }
 
-    async fn get_user(
-        &self,
-        request: Request<GetUserRequest>,
-    ) -> Result<Response<GetUserResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::GET_USER, &request, CallKind::Unary)
-            .await?;
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
+        let _call = self.control.admit(method::GET_USER, &request, CallKind::Unary).await?;
         let user_id = request.into_inner().user_id;
         let user = lock(&self.directory)
             .by_id
@@ -91,20 +73,12 @@ impl UserService for Users {
         Ok(Response::new(GetUserResponse { user: Some(user) }))
     }
 
-    async fn delete_user(
-        &self,
-        request: Request<DeleteUserRequest>,
-    ) -> Result<Response<DeleteUserResponse>, Status> {
-        let _call = self
-            .control
-            .admit(method::DELETE_USER, &request, CallKind::Unary)
-            .await?;
+    async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Result<Response<DeleteUserResponse>, Status> {
+        let _call = self.control.admit(method::DELETE_USER, &request, CallKind::Unary).await?;
         let user_id = request.into_inner().user_id;
         let mut directory = lock(&self.directory);
-        let user = directory
-            .by_id
-            .remove(&user_id)
-            .ok_or_else(|| Status::not_found(format!("user {user_id} not found")))?;
+        let user =
+            directory.by_id.remove(&user_id).ok_or_else(|| Status::not_found(format!("user {user_id} not found")))?;
         // Freeing the email lets a compensation (delete) followed by a retry (create) succeed.
         directory.by_email.remove(&user.email.to_lowercase());
         Ok(Response::new(DeleteUserResponse { deleted: true }))

@@ -15,25 +15,16 @@ struct Fixture {
 
 async fn start(options: DemoOptions) -> anyhow::Result<Fixture> {
     let (address, handle, server) = nexus_demo::spawn(options).await?;
-    let channel = Channel::from_shared(format!("http://{address}"))?
-        .connect()
-        .await
-        .context("connecting to the demo server")?;
-    Ok(Fixture {
-        handle,
-        server,
-        channel,
-    })
+    let channel =
+        Channel::from_shared(format!("http://{address}"))?.connect().await.context("connecting to the demo server")?;
+    Ok(Fixture { handle, server, channel })
 }
 
 /// Polls `condition` until it holds, because some counters move just after a response is sent.
 async fn eventually(what: &str, condition: impl Fn() -> bool) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !condition() {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        ensure!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
@@ -47,11 +38,7 @@ mod users {
     use super::*;
 
     fn create(email: &str) -> CreateUserRequest {
-        CreateUserRequest {
-            email: email.into(),
-            display_name: "Ada".into(),
-            roles: vec!["admin".into()],
-        }
+        CreateUserRequest { email: email.into(), display_name: "Ada".into(), roles: vec!["admin".into()] }
     }
 
     #[tokio::test]
@@ -59,25 +46,14 @@ mod users {
         let fixture = start(DemoOptions::default()).await?;
         let mut client = UserServiceClient::new(fixture.channel.clone());
 
-        let user = client
-            .create_user(create("ada@example.com"))
-            .await?
-            .into_inner()
-            .user
-            .context("user")?;
+        let user = client.create_user(create("ada@example.com")).await?.into_inner().user.context("user")?;
         assert_eq!(user.id, "usr_000001");
         assert_eq!(user.email, "ada@example.com");
         assert_eq!(user.roles, ["admin"]);
         assert_eq!(user.sequence, 1);
         assert!(user.created_at.is_some());
 
-        let fetched = client
-            .get_user(GetUserRequest {
-                user_id: user.id.clone(),
-            })
-            .await?
-            .into_inner()
-            .user;
+        let fetched = client.get_user(GetUserRequest { user_id: user.id.clone() }).await?.into_inner().user;
         assert_eq!(fetched.as_ref(), Some(&user));
 
         let duplicate = client.create_user(create("ADA@example.com")).await;
@@ -85,26 +61,11 @@ mod users {
         let empty = client.create_user(create("  ")).await;
         assert_eq!(empty.err().map(|s| s.code()), Some(Code::InvalidArgument));
 
-        let deleted = client
-            .delete_user(DeleteUserRequest {
-                user_id: user.id.clone(),
-            })
-            .await?
-            .into_inner();
+        let deleted = client.delete_user(DeleteUserRequest { user_id: user.id.clone() }).await?.into_inner();
         assert!(deleted.deleted);
         for result in [
-            client
-                .get_user(GetUserRequest {
-                    user_id: user.id.clone(),
-                })
-                .await
-                .map(drop),
-            client
-                .delete_user(DeleteUserRequest {
-                    user_id: user.id.clone(),
-                })
-                .await
-                .map(drop),
+            client.get_user(GetUserRequest { user_id: user.id.clone() }).await.map(drop),
+            client.delete_user(DeleteUserRequest { user_id: user.id.clone() }).await.map(drop),
         ] {
             assert_eq!(result.err().map(|s| s.code()), Some(Code::NotFound));
         }
@@ -141,27 +102,14 @@ mod assets {
             .into_inner()
             .asset
             .context("asset")?;
-        assert_eq!(
-            asset.url,
-            format!("https://cdn.demo.local/assets/{}", asset.id)
-        );
+        assert_eq!(asset.url, format!("https://cdn.demo.local/assets/{}", asset.id));
         assert_eq!(asset.content_type, "image/png");
         assert_eq!(asset.owner_id, "usr_000001");
 
-        let fetched = client
-            .get_asset(GetAssetRequest {
-                asset_id: asset.id.clone(),
-            })
-            .await?
-            .into_inner()
-            .asset;
+        let fetched = client.get_asset(GetAssetRequest { asset_id: asset.id.clone() }).await?.into_inner().asset;
         assert_eq!(fetched, Some(asset));
 
-        let missing = client
-            .get_asset(GetAssetRequest {
-                asset_id: "ast_999999".into(),
-            })
-            .await;
+        let missing = client.get_asset(GetAssetRequest { asset_id: "ast_999999".into() }).await;
         assert_eq!(missing.err().map(|s| s.code()), Some(Code::NotFound));
         Ok(())
     }
@@ -186,35 +134,18 @@ mod notifications {
                 subject: "Welcome".into(),
                 body: "Hello".into(),
             });
-            request
-                .metadata_mut()
-                .insert(nexus_demo::IDEMPOTENCY_KEY_HEADER, key.parse()?);
-            request
-                .metadata_mut()
-                .insert(nexus_demo::TRACEPARENT_HEADER, TRACEPARENT.parse()?);
+            request.metadata_mut().insert(nexus_demo::IDEMPOTENCY_KEY_HEADER, key.parse()?);
+            request.metadata_mut().insert(nexus_demo::TRACEPARENT_HEADER, TRACEPARENT.parse()?);
             let response = client.send_email(request).await?.into_inner();
             assert!(response.accepted);
             assert!(response.message_id.starts_with("msg_"));
         }
-        assert_eq!(
-            fixture.handle.idempotency_keys(method::SEND_EMAIL),
-            ["key-1", "key-1", "key-2"]
-        );
-        assert_eq!(
-            fixture
-                .handle
-                .last_traceparent(method::SEND_EMAIL)
-                .as_deref(),
-            Some(TRACEPARENT)
-        );
+        assert_eq!(fixture.handle.idempotency_keys(method::SEND_EMAIL), ["key-1", "key-1", "key-2"]);
+        assert_eq!(fixture.handle.last_traceparent(method::SEND_EMAIL).as_deref(), Some(TRACEPARENT));
         assert_eq!(fixture.handle.last_traceparent(method::SEND_PUSH), None);
 
         let push = client
-            .send_push(SendPushRequest {
-                user_id: "usr_000001".into(),
-                title: "Hi".into(),
-                body: "There".into(),
-            })
+            .send_push(SendPushRequest { user_id: "usr_000001".into(), title: "Hi".into(), body: "There".into() })
             .await?
             .into_inner();
         assert!(!push.message_id.is_empty());
@@ -230,26 +161,17 @@ mod broadcasts {
     use super::*;
 
     fn subscribe(broadcast_id: &str, max_chunks: i32) -> SubscribeRequest {
-        SubscribeRequest {
-            broadcast_id: broadcast_id.into(),
-            token: String::new(),
-            max_chunks,
-        }
+        SubscribeRequest { broadcast_id: broadcast_id.into(), token: String::new(), max_chunks }
     }
 
     #[tokio::test]
     async fn check_access() -> anyhow::Result<()> {
         let fixture = start(DemoOptions::default()).await?;
         let mut client = BroadcastServiceClient::new(fixture.channel.clone());
-        let check = |broadcast_id: &str| CheckAccessRequest {
-            broadcast_id: broadcast_id.into(),
-            user_id: "usr_000001".into(),
-        };
+        let check =
+            |broadcast_id: &str| CheckAccessRequest { broadcast_id: broadcast_id.into(), user_id: "usr_000001".into() };
 
-        let public = client
-            .check_access(check("public-news"))
-            .await?
-            .into_inner();
+        let public = client.check_access(check("public-news")).await?.into_inner();
         assert!(public.allowed);
         assert!(!public.token.is_empty());
 
@@ -275,33 +197,17 @@ mod broadcasts {
 
     #[tokio::test]
     async fn subscribe_streams_chunks_in_order() -> anyhow::Result<()> {
-        let fixture = start(DemoOptions {
-            chunk_interval: Duration::from_millis(1),
-            ..DemoOptions::default()
-        })
-        .await?;
+        let fixture = start(DemoOptions { chunk_interval: Duration::from_millis(1), ..DemoOptions::default() }).await?;
         let mut client = BroadcastServiceClient::new(fixture.channel.clone());
 
-        let mut stream = client
-            .subscribe(subscribe("public-news", 5))
-            .await?
-            .into_inner();
+        let mut stream = client.subscribe(subscribe("public-news", 5)).await?.into_inner();
         let mut texts = Vec::new();
         while let Some(chunk) = stream.message().await? {
             assert_eq!(chunk.broadcast_id, "public-news");
             assert_eq!(chunk.sequence, i64::try_from(texts.len())? + 1);
             texts.push(chunk.text);
         }
-        assert_eq!(
-            texts,
-            [
-                "chunk 1 of 5",
-                "chunk 2 of 5",
-                "chunk 3 of 5",
-                "chunk 4 of 5",
-                "chunk 5 of 5"
-            ]
-        );
+        assert_eq!(texts, ["chunk 1 of 5", "chunk 2 of 5", "chunk 3 of 5", "chunk 4 of 5", "chunk 5 of 5"]);
         let handle = &fixture.handle;
         eventually("the subscribe to end", || handle.subscribes_ended() == 1).await?;
         assert_eq!(handle.subscribes_started(), 1);
@@ -309,19 +215,12 @@ mod broadcasts {
 
         // A registered broadcast has its own length, which max_chunks may only shorten.
         let created = client
-            .create_broadcast(CreateBroadcastRequest {
-                title: "Short".into(),
-                owner_id: String::new(),
-                chunk_count: 3,
-            })
+            .create_broadcast(CreateBroadcastRequest { title: "Short".into(), owner_id: String::new(), chunk_count: 3 })
             .await?
             .into_inner()
             .broadcast
             .context("broadcast")?;
-        let mut stream = client
-            .subscribe(subscribe(&created.id, 100))
-            .await?
-            .into_inner();
+        let mut stream = client.subscribe(subscribe(&created.id, 100)).await?.into_inner();
         let mut count = 0;
         while stream.message().await?.is_some() {
             count += 1;
@@ -335,16 +234,10 @@ mod broadcasts {
 
     #[tokio::test]
     async fn subscribe_ends_when_client_drops_mid_stream() -> anyhow::Result<()> {
-        let fixture = start(DemoOptions {
-            chunk_interval: Duration::from_millis(20),
-            ..DemoOptions::default()
-        })
-        .await?;
+        let fixture =
+            start(DemoOptions { chunk_interval: Duration::from_millis(20), ..DemoOptions::default() }).await?;
         let mut client = BroadcastServiceClient::new(fixture.channel.clone());
-        let mut stream = client
-            .subscribe(subscribe("public-live", 1000))
-            .await?
-            .into_inner();
+        let mut stream = client.subscribe(subscribe("public-live", 1000)).await?.into_inner();
         for expected in 1..=2 {
             let chunk = stream.message().await?.context("chunk")?;
             assert_eq!(chunk.sequence, expected);
@@ -354,15 +247,9 @@ mod broadcasts {
         assert_eq!(handle.in_flight(method::SUBSCRIBE), 1);
 
         drop(stream);
-        eventually("the dropped subscribe to end", || {
-            handle.subscribes_ended() == 1
-        })
-        .await?;
+        eventually("the dropped subscribe to end", || handle.subscribes_ended() == 1).await?;
         assert_eq!(handle.subscribes_active(), 0);
-        eventually("the subscribe call to leave flight", || {
-            handle.in_flight(method::SUBSCRIBE) == 0
-        })
-        .await?;
+        eventually("the subscribe call to leave flight", || handle.in_flight(method::SUBSCRIBE) == 0).await?;
         Ok(())
     }
 }
@@ -380,26 +267,15 @@ mod injection {
     async fn fail_next_fails_exactly_n_calls() -> anyhow::Result<()> {
         let fixture = start(DemoOptions::default()).await?;
         let mut client = UserServiceClient::new(fixture.channel.clone());
-        fixture
-            .handle
-            .fail_next(method::GET_USER, 2, Code::ResourceExhausted);
+        fixture.handle.fail_next(method::GET_USER, 2, Code::ResourceExhausted);
         let mut codes = Vec::new();
         for _ in 0..4 {
-            let result = client
-                .get_user(GetUserRequest {
-                    user_id: "usr_404".into(),
-                })
-                .await;
+            let result = client.get_user(GetUserRequest { user_id: "usr_404".into() }).await;
             codes.push(result.err().map(|s| s.code()));
         }
         assert_eq!(
             codes,
-            [
-                Some(Code::ResourceExhausted),
-                Some(Code::ResourceExhausted),
-                Some(Code::NotFound),
-                Some(Code::NotFound)
-            ]
+            [Some(Code::ResourceExhausted), Some(Code::ResourceExhausted), Some(Code::NotFound), Some(Code::NotFound)]
         );
         assert_eq!(fixture.handle.calls(method::GET_USER), 4);
         Ok(())
@@ -407,15 +283,9 @@ mod injection {
 
     #[tokio::test]
     async fn failure_rate_one_fails_every_unary_call() -> anyhow::Result<()> {
-        let fixture = start(DemoOptions {
-            failure_rate: 1.0,
-            ..DemoOptions::default()
-        })
-        .await?;
+        let fixture = start(DemoOptions { failure_rate: 1.0, ..DemoOptions::default() }).await?;
         let mut client = UserServiceClient::new(fixture.channel.clone());
-        let request = || GetUserRequest {
-            user_id: "usr_404".into(),
-        };
+        let request = || GetUserRequest { user_id: "usr_404".into() };
         let failed = client.get_user(request()).await;
         assert_eq!(failed.err().map(|s| s.code()), Some(Code::Unavailable));
         fixture.handle.set_failure_rate(0.0);
@@ -427,9 +297,7 @@ mod injection {
     #[tokio::test]
     async fn latency_holds_concurrent_calls_in_flight() -> anyhow::Result<()> {
         let fixture = start(DemoOptions::default()).await?;
-        fixture
-            .handle
-            .set_latency(method::SEND_EMAIL, Duration::from_millis(200));
+        fixture.handle.set_latency(method::SEND_EMAIL, Duration::from_millis(200));
         let client = NotificationServiceClient::new(fixture.channel.clone());
         let started = tokio::time::Instant::now();
         let calls = (0..4).map(|i| {
@@ -470,20 +338,14 @@ mod reflection {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
-        let mut responses = client
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await?
-            .into_inner();
+        let mut responses = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
         let response = responses.message().await?.context("reflection response")?;
         let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
             anyhow::bail!("unexpected reflection response: {response:?}");
         };
         let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
         for service in nexus_demo::SERVICE_NAMES {
-            ensure!(
-                names.iter().any(|n| n == service),
-                "{service} missing from {names:?}"
-            );
+            ensure!(names.iter().any(|n| n == service), "{service} missing from {names:?}");
         }
         Ok(())
     }

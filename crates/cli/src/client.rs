@@ -15,7 +15,9 @@ pub async fn connect(target: &Target) -> anyhow::Result<NexusServiceClient<Chann
         .with_context(|| format!("invalid address {}", target.addr))?
         .connect()
         .await
-        .with_context(|| format!("cannot reach Nexus at {} (is `nexus serve` running? set --addr or NEXUS_ADDR)", target.addr))?;
+        .with_context(|| {
+            format!("cannot reach Nexus at {} (is `nexus serve` running? set --addr or NEXUS_ADDR)", target.addr)
+        })?;
     Ok(NexusServiceClient::new(channel))
 }
 
@@ -23,10 +25,10 @@ pub async fn connect(target: &Target) -> anyhow::Result<NexusServiceClient<Chann
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     if let Ok(rpc) = nexus_server::RpcStatus::decode(s.details()) {
         for any in &rpc.details {
-            if any.type_url.ends_with("nexus.v1.ValidatePatternResponse") {
-                if let Ok(v) = pb::ValidatePatternResponse::decode(any.value.as_slice()) {
-                    return anyhow::anyhow!("{}", render::diagnostics_report(&v.diagnostics));
-                }
+            if any.type_url.ends_with("nexus.v1.ValidatePatternResponse")
+                && let Ok(v) = pb::ValidatePatternResponse::decode(any.value.as_slice())
+            {
+                return anyhow::anyhow!("{}", render::diagnostics_report(&v.diagnostics));
             }
         }
     }
@@ -54,7 +56,10 @@ pub async fn register(target: &Target, files: &[PathBuf]) -> anyhow::Result<()> 
                 let r = r.into_inner();
                 let p = r.pattern_ref.unwrap_or_default();
                 if target.json {
-                    println!("{}", serde_json::json!({"file": f, "name": p.name, "version": p.version, "created": r.created}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": f, "name": p.name, "version": p.version, "created": r.created})
+                    );
                 } else {
                     let what = if r.created { "registered" } else { "already registered (identical)" };
                     println!("{what} {}@{} from {}", p.name, p.version, f.display());
@@ -86,7 +91,8 @@ pub async fn validate(target: &Target, files: &[PathBuf]) -> anyhow::Result<()> 
             .map_err(status_error)?
             .into_inner();
         if target.json {
-            let diags: Vec<_> = r.diagnostics.iter().map(|d| serde_json::json!({"path": d.path, "message": d.message})).collect();
+            let diags: Vec<_> =
+                r.diagnostics.iter().map(|d| serde_json::json!({"path": d.path, "message": d.message})).collect();
             println!("{}", serde_json::json!({"file": f, "valid": r.valid, "diagnostics": diags}));
         } else if r.valid {
             println!("{}: valid", f.display());
@@ -103,7 +109,12 @@ pub async fn validate(target: &Target, files: &[PathBuf]) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn list(target: &Target, query: Option<String>, owner: Option<String>, tag: Option<String>) -> anyhow::Result<()> {
+pub async fn list(
+    target: &Target,
+    query: Option<String>,
+    owner: Option<String>,
+    tag: Option<String>,
+) -> anyhow::Result<()> {
     let mut client = connect(target).await?;
     let mut token = String::new();
     let mut all = Vec::new();
@@ -161,7 +172,8 @@ pub async fn run(
     idempotency_key: Option<String>,
 ) -> anyhow::Result<()> {
     let input: serde_json::Value = serde_json::from_str(input).context("--input must be a JSON object")?;
-    let input = value::serde_to_struct(&input).context("--input must be a JSON object, e.g. '{\"email\": \"a@b.c\"}'")?;
+    let input =
+        value::serde_to_struct(&input).context("--input must be a JSON object, e.g. '{\"email\": \"a@b.c\"}'")?;
     let mut client = connect(target).await?;
     let result = client
         .execute_pattern(pb::ExecutePatternRequest {
@@ -178,11 +190,8 @@ pub async fn run(
             None => return Err(status_error(s.clone())),
         },
     };
-    let execution = client
-        .get_execution(pb::GetExecutionRequest { execution_id: id })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let execution =
+        client.get_execution(pb::GetExecutionRequest { execution_id: id }).await.map_err(status_error)?.into_inner();
     if target.json {
         println!("{}", render::execution_json(&execution));
     } else {
@@ -218,7 +227,12 @@ pub async fn services(target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn executions(target: &Target, id: Option<String>, pattern: Option<String>, limit: u32) -> anyhow::Result<()> {
+pub async fn executions(
+    target: &Target,
+    id: Option<String>,
+    pattern: Option<String>,
+    limit: u32,
+) -> anyhow::Result<()> {
     let mut client = connect(target).await?;
     if let Some(id) = id {
         let e = client
@@ -244,7 +258,15 @@ pub async fn executions(target: &Target, id: Option<String>, pattern: Option<Str
         .map_err(status_error)?
         .into_inner();
     if target.json {
-        println!("{}", serde_json::Value::Array(r.executions.iter().map(|e| serde_json::from_str(&render::execution_json(e)).unwrap_or_default()).collect()));
+        println!(
+            "{}",
+            serde_json::Value::Array(
+                r.executions
+                    .iter()
+                    .map(|e| serde_json::from_str(&render::execution_json(e)).unwrap_or_default())
+                    .collect()
+            )
+        );
     } else {
         print!("{}", render::execution_table(&r.executions));
     }

@@ -23,7 +23,8 @@ pub fn pattern_table(patterns: &[pb::Pattern]) -> String {
     }
     let mut out = format!("{:<28} {:<10} {:<16} {:<6} DESCRIPTION\n", "NAME", "VERSION", "OWNER", "STEPS");
     for p in patterns {
-        let _ = writeln!(out, "{:<28} {:<10} {:<16} {:<6} {}", p.name, p.version, p.owner, p.steps.len(), p.description);
+        let _ =
+            writeln!(out, "{:<28} {:<10} {:<16} {:<6} {}", p.name, p.version, p.owner, p.steps.len(), p.description);
     }
     out
 }
@@ -94,7 +95,8 @@ pub fn timeline(e: &pb::Execution) -> String {
                 let to = from + ms(s.duration.as_ref());
                 let lead = ((from / total) * width).round() as usize;
                 let len = (((to - from) / total) * width).round().max(1.0) as usize;
-                let attempts = if s.attempts.len() > 1 { format!("  ({} attempts)", s.attempts.len()) } else { String::new() };
+                let attempts =
+                    if s.attempts.len() > 1 { format!("  ({} attempts)", s.attempts.len()) } else { String::new() };
                 let _ = writeln!(
                     out,
                     "  {mark} {:<id_w$}  {:<22} {:>8.2} → {:>8.2} ms  {}{}{attempts}",

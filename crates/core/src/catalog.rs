@@ -127,9 +127,8 @@ impl CatalogBuilder {
         fds: prost_types::FileDescriptorSet,
         services: &[String],
     ) -> Result<&mut Self, CatalogError> {
-        let pool = DescriptorPool::from_file_descriptor_set(fds).map_err(|e| {
-            CatalogError::Descriptors { backend: backend.to_string(), message: e.to_string() }
-        })?;
+        let pool = DescriptorPool::from_file_descriptor_set(fds)
+            .map_err(|e| CatalogError::Descriptors { backend: backend.to_string(), message: e.to_string() })?;
         let backend_name: Arc<str> = Arc::from(backend);
         let wanted: Vec<_> = if services.is_empty() {
             pool.services().collect()
@@ -146,13 +145,10 @@ impl CatalogBuilder {
         };
         for service in wanted {
             // Reflection and health are infrastructure, not actions a pattern should call.
-            if service.full_name().starts_with("grpc.reflection.")
-                || service.full_name().starts_with("grpc.health.")
-            {
+            if service.full_name().starts_with("grpc.reflection.") || service.full_name().starts_with("grpc.health.") {
                 continue;
             }
-            if let Some(existing) = self.catalog.services.iter().find(|s| s.name == service.full_name())
-            {
+            if let Some(existing) = self.catalog.services.iter().find(|s| s.name == service.full_name()) {
                 return Err(CatalogError::Duplicate {
                     service: service.full_name().to_string(),
                     first: existing.backend.to_string(),

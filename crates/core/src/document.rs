@@ -33,8 +33,7 @@ pub fn parse(text: &str) -> Result<pb::Pattern, DocumentError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(DocumentError::TooLarge { size: text.len(), limit: MAX_DOCUMENT_BYTES });
     }
-    let value: serde_json::Value =
-        serde_norway::from_str(text).map_err(|e| DocumentError::Syntax(e.to_string()))?;
+    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| DocumentError::Syntax(e.to_string()))?;
     from_json(value)
 }
 
@@ -54,10 +53,9 @@ pub fn from_json(value: serde_json::Value) -> Result<pb::Pattern, DocumentError>
         let path = track.path().to_string();
         DocumentError::Shape { path: if path == "." { String::new() } else { path }, message: e.to_string() }
     })?;
-    message.transcode_to::<pb::Pattern>().map_err(|e| DocumentError::Shape {
-        path: String::new(),
-        message: e.to_string(),
-    })
+    message
+        .transcode_to::<pb::Pattern>()
+        .map_err(|e| DocumentError::Shape { path: String::new(), message: e.to_string() })
 }
 
 struct MessageSeed(MessageDescriptor);
@@ -77,9 +75,7 @@ pub fn to_json(pattern: &pb::Pattern) -> serde_json::Value {
         return serde_json::Value::Null;
     }
     let options = SerializeOptions::new().use_proto_field_name(true);
-    message
-        .serialize_with_options(serde_json::value::Serializer, &options)
-        .unwrap_or(serde_json::Value::Null)
+    message.serialize_with_options(serde_json::value::Serializer, &options).unwrap_or(serde_json::Value::Null)
 }
 
 /// The YAML text of a pattern, as an author would write it.

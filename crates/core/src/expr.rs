@@ -35,7 +35,10 @@ pub struct Expr {
 #[derive(Clone)]
 enum ExprKind {
     /// `root.a.b.c`: evaluated by map lookups.
-    Path { root: Root, keys: Arc<[Key]> },
+    Path {
+        root: Root,
+        keys: Arc<[Key]>,
+    },
     Cel(Arc<Program>),
 }
 
@@ -128,17 +131,13 @@ impl Expr {
         if source.len() > MAX_EXPRESSION_BYTES {
             return Err(ExprError::TooLarge { size: source.len(), limit: MAX_EXPRESSION_BYTES });
         }
-        let program = ENV.compile(source).map_err(|e| ExprError::Parse {
-            text: source.to_string(),
-            message: clean_parse_error(&e.to_string()),
-        })?;
+        let program = ENV
+            .compile(source)
+            .map_err(|e| ExprError::Parse { text: source.to_string(), message: clean_parse_error(&e.to_string()) })?;
         let mut refs = Vec::new();
         collect_refs(program.expression(), &mut Vec::new(), false, &mut refs);
         let kind = match plain_path(program.expression()) {
-            Some((root, segments)) => ExprKind::Path {
-                root,
-                keys: segments.iter().map(|s| value::key(s)).collect(),
-            },
+            Some((root, segments)) => ExprKind::Path { root, keys: segments.iter().map(|s| value::key(s)).collect() },
             None => ExprKind::Cel(Arc::new(program)),
         };
         Ok(Self { source: Arc::from(source), kind, refs: refs.into() })
@@ -198,24 +197,17 @@ impl Expr {
                 };
                 rest = tail;
                 scope.steps.get(step).ok_or_else(|| {
-                    self.error(format!(
-                        "step `{}` has no output (it was skipped or has not run)",
-                        key_str(step)
-                    ))
+                    self.error(format!("step `{}` has no output (it was skipped or has not run)", key_str(step)))
                 })?
             }
         };
         for k in rest {
             current = match current {
-                Cel::Map(m) => m.get(&key_ref(k)).ok_or_else(|| {
-                    self.error(format!("no field `{}` in the value read", key_str(k)))
-                })?,
+                Cel::Map(m) => m
+                    .get(&key_ref(k))
+                    .ok_or_else(|| self.error(format!("no field `{}` in the value read", key_str(k))))?,
                 other => {
-                    return Err(self.error(format!(
-                        "cannot read `{}` of a {}",
-                        key_str(k),
-                        type_name(other)
-                    )));
+                    return Err(self.error(format!("cannot read `{}` of a {}", key_str(k), type_name(other))));
                 }
             };
         }
@@ -397,10 +389,8 @@ impl Template {
                 }
             },
             serde_json::Value::Object(o) => {
-                let fields: Vec<(String, Template)> = o
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Template::compile(v, &format!("{path}.{k}"), errors)))
-                    .collect();
+                let fields: Vec<(String, Template)> =
+                    o.iter().map(|(k, v)| (k.clone(), Template::compile(v, &format!("{path}.{k}"), errors))).collect();
                 if fields.iter().all(|(_, t)| matches!(t, Template::Literal(..))) {
                     literal(value)
                 } else {
@@ -408,11 +398,8 @@ impl Template {
                 }
             }
             serde_json::Value::Array(a) => {
-                let items: Vec<Template> = a
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| Template::compile(v, &format!("{path}[{i}]"), errors))
-                    .collect();
+                let items: Vec<Template> =
+                    a.iter().enumerate().map(|(i, v)| Template::compile(v, &format!("{path}[{i}]"), errors)).collect();
                 if items.iter().all(|t| matches!(t, Template::Literal(..))) {
                     literal(value)
                 } else {
@@ -469,9 +456,9 @@ impl Template {
                 }
                 Ok(value::map(out))
             }
-            Template::List(items) => Ok(Cel::List(Arc::new(
-                items.iter().map(|t| t.eval(scope)).collect::<Result<_, _>>()?,
-            ))),
+            Template::List(items) => {
+                Ok(Cel::List(Arc::new(items.iter().map(|t| t.eval(scope)).collect::<Result<_, _>>()?)))
+            }
         }
     }
 }
@@ -562,8 +549,7 @@ mod tests {
         let input = value::serde_to_cel(&input);
         let steps = HashMap::new();
         let exec = Cel::Null;
-        t.eval(&Scope { input: &input, steps: &steps, item: None, index: None, execution: &exec })
-            .unwrap()
+        t.eval(&Scope { input: &input, steps: &steps, item: None, index: None, execution: &exec }).unwrap()
     }
 
     fn template(s: &str) -> Template {
@@ -592,9 +578,8 @@ mod tests {
         let refs: Vec<String> = e.references().iter().map(ToString::to_string).collect();
         assert_eq!(refs, ["steps.avatar.asset", "steps.avatar.asset.url", "input.x"]);
         assert!(e.references()[0].guarded);
-        let e = Expr::compile("input.items.map(i, i.price).sum()").unwrap_or_else(|_| {
-            Expr::compile("input.items.map(i, i.price)").unwrap()
-        });
+        let e = Expr::compile("input.items.map(i, i.price).sum()")
+            .unwrap_or_else(|_| Expr::compile("input.items.map(i, i.price)").unwrap());
         assert!(e.references().iter().all(|r| r.root == "input"));
     }
 

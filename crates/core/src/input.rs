@@ -69,10 +69,11 @@ impl InputSchema {
                     }
                 },
                 None => {
-                    if let Some(t) = node_type(obj) {
-                        if t != InputType::Object && t != InputType::Any {
-                            return Err(format!("`{walked}` is {t:?} in the input schema, it has no `{seg}`"));
-                        }
+                    if let Some(t) = node_type(obj)
+                        && t != InputType::Object
+                        && t != InputType::Any
+                    {
+                        return Err(format!("`{walked}` is {t:?} in the input schema, it has no `{seg}`"));
                     }
                     return Ok(InputType::Any);
                 }
@@ -120,10 +121,9 @@ fn lint_node(node: &Json, path: &str, out: &mut Vec<(String, String)>) {
         None => {}
         Some(Json::String(t)) if TYPES.contains(&t.as_str()) => {}
         Some(Json::Array(ts)) if ts.iter().all(|t| t.as_str().is_some_and(|t| TYPES.contains(&t))) => {}
-        Some(other) => out.push((
-            format!("{path}.type"),
-            format!("unknown type {other}; use one of {}", TYPES.join(", ")),
-        )),
+        Some(other) => {
+            out.push((format!("{path}.type"), format!("unknown type {other}; use one of {}", TYPES.join(", "))))
+        }
     }
     if let Some(props) = obj.get("properties") {
         match props.as_object() {
@@ -208,10 +208,10 @@ fn validate_node(schema: &Json, v: &Cel, path: &str, out: &mut Vec<(String, Stri
                 }
                 if matches!(obj.get("additionalProperties"), Some(Json::Bool(false))) {
                     for k in m.map.keys() {
-                        if let cel::objects::Key::String(k) = k {
-                            if !props.contains_key(k.as_str()) {
-                                out.push((format!("{path}.{k}"), "property is not allowed by the input schema".into()));
-                            }
+                        if let cel::objects::Key::String(k) = k
+                            && !props.contains_key(k.as_str())
+                        {
+                            out.push((format!("{path}.{k}"), "property is not allowed by the input schema".into()));
                         }
                     }
                 }

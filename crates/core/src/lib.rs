@@ -30,8 +30,7 @@ pub mod pb {
 }
 
 /// Encoded `FileDescriptorSet` of `nexus/v1/nexus.proto` and its imports.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/nexus_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nexus_descriptor.bin"));
 
 /// The descriptor pool of the Nexus API, decoded once.
 pub fn descriptor_pool() -> &'static DescriptorPool {

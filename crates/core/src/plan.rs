@@ -90,15 +90,10 @@ pub struct CompiledStep {
 }
 
 /// Compiles and validates a document against the catalog. On success also returns warnings.
-pub fn compile(
-    doc: &pb::Pattern,
-    catalog: &Catalog,
-) -> Result<(CompiledPattern, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut diags = Diagnostics::default();
     check_header(doc, &mut diags);
-    let input = InputSchema::new(
-        doc.input.as_ref().map(value::struct_to_serde).unwrap_or(serde_json::Value::Null),
-    );
+    let input = InputSchema::new(doc.input.as_ref().map(value::struct_to_serde).unwrap_or(serde_json::Value::Null));
     if !input.as_json().is_null() {
         for (path, msg) in input.lint() {
             diags.error(path, msg);
@@ -153,7 +148,7 @@ pub fn compile(
         }
         for (path, e) in &exprs {
             for r in e.references() {
-                if let Some(target) = check_reference(r, &path, &ids, &env, Some(&step.id), &mut diags) {
+                if let Some(target) = check_reference(r, path, &ids, &env, Some(&step.id), &mut diags) {
                     if target == i {
                         diags.error(path.clone(), format!("step `{}` reads its own output", step.id));
                     } else if !deps[i].contains(&target) {
@@ -164,7 +159,9 @@ pub fn compile(
         }
         for (j, dep) in step.depends_on.iter().enumerate() {
             match ids.get(dep.as_str()) {
-                Some(&t) if t == i => diags.error(format!("steps[{i}].depends_on[{j}]"), "a step cannot depend on itself"),
+                Some(&t) if t == i => {
+                    diags.error(format!("steps[{i}].depends_on[{j}]"), "a step cannot depend on itself")
+                }
                 Some(&t) => {
                     if !deps[i].contains(&t) {
                         deps[i].push(t);
@@ -198,10 +195,10 @@ pub fn compile(
             let mut reads_steps = Vec::new();
             for (p, e) in &exprs {
                 for r in e.references() {
-                    if let Some(t) = check_reference(r, p, &ids, &env, None, &mut diags) {
-                        if !reads_steps.contains(&t) {
-                            reads_steps.push(t);
-                        }
+                    if let Some(t) = check_reference(r, p, &ids, &env, None, &mut diags)
+                        && !reads_steps.contains(&t)
+                    {
+                        reads_steps.push(t);
                     }
                 }
             }
@@ -290,7 +287,10 @@ fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnost
             Some(a) if a.is_client_streaming() => {
                 diags.error(
                     format!("steps[{i}].call"),
-                    format!("`{}` is a client-streaming method; patterns can call unary and server-streaming methods", step.call),
+                    format!(
+                        "`{}` is a client-streaming method; patterns can call unary and server-streaming methods",
+                        step.call
+                    ),
                 );
                 None
             }
@@ -314,11 +314,8 @@ fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnost
         diags.error(format!("steps[{i}].stream"), format!("`{}` is not a server-streaming method", step.call));
     }
     let mut errors = Vec::new();
-    let with_json = step
-        .with
-        .as_ref()
-        .map(value::struct_to_serde)
-        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    let with_json =
+        step.with.as_ref().map(value::struct_to_serde).unwrap_or_else(|| serde_json::Value::Object(Default::default()));
     let request = Template::compile(&with_json, &format!("steps[{i}].with"), &mut errors);
     report_template_errors(errors, diags);
     let when = (!step.when.is_empty())
@@ -373,7 +370,10 @@ fn retry_policy(i: usize, r: Option<&pb::RetryPolicy>, diags: &mut Diagnostics) 
     if !r.retry_on.is_empty() {
         for (j, code) in r.retry_on.iter().enumerate() {
             if !GRPC_CODES.contains(&code.as_str()) {
-                diags.error(format!("{path}.retry_on[{j}]"), format!("unknown gRPC code `{code}`; use one of {}", GRPC_CODES.join(", ")));
+                diags.error(
+                    format!("{path}.retry_on[{j}]"),
+                    format!("unknown gRPC code `{code}`; use one of {}", GRPC_CODES.join(", ")),
+                );
             }
         }
         p.retry_on = r.retry_on.clone();
@@ -383,9 +383,22 @@ fn retry_policy(i: usize, r: Option<&pb::RetryPolicy>, diags: &mut Diagnostics) 
 
 /// gRPC status code names, as written in `retry_on`.
 pub const GRPC_CODES: &[&str] = &[
-    "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
 ];
 
 fn report_template_errors(errors: Vec<TemplateError>, diags: &mut Diagnostics) {
@@ -414,10 +427,10 @@ fn check_header(doc: &pb::Pattern, diags: &mut Diagnostics) {
     if doc.durability == "durable" {
         diags.error("durability", "durable executions are not supported by this Nexus version yet; use ephemeral");
     }
-    if let Some(t) = &doc.timeout {
-        if to_duration(t).is_none_or(|d| d.is_zero()) {
-            diags.error("timeout", "must be a positive duration such as \"30s\"");
-        }
+    if let Some(t) = &doc.timeout
+        && to_duration(t).is_none_or(|d| d.is_zero())
+    {
+        diags.error("timeout", "must be a positive duration such as \"30s\"");
     }
     if doc.steps.is_empty() {
         diags.error("steps", "a pattern needs at least one step");
@@ -497,7 +510,8 @@ fn check_reference(
     diags: &mut Diagnostics,
 ) -> Option<usize> {
     if !expr::VARIABLES.contains(&r.root.as_str()) {
-        diags.error(path, format!("unknown variable `{}`; expressions can read {}", r.root, expr::VARIABLES.join(", ")));
+        diags
+            .error(path, format!("unknown variable `{}`; expressions can read {}", r.root, expr::VARIABLES.join(", ")));
         return None;
     }
     match r.root.as_str() {
@@ -514,10 +528,10 @@ fn check_reference(
                 diags.error(path, unknown_step(step, ids));
                 return None;
             };
-            if in_step != Some(step) {
-                if let Err(msg) = env.resolve(r) {
-                    diags.error(path, msg);
-                }
+            if in_step != Some(step)
+                && let Err(msg) = env.resolve(r)
+            {
+                diags.error(path, msg);
             }
             Some(target)
         }
@@ -560,8 +574,7 @@ fn check_cycles(deps: &[Vec<usize>], doc: &pb::Pattern, diags: &mut Diagnostics)
         }
         let mut path = vec![start];
         let mut cur = start;
-        loop {
-            let Some(&next) = deps[cur].iter().find(|&&d| !done[d]) else { break };
+        while let Some(&next) = deps[cur].iter().find(|&&d| !done[d]) {
             if let Some(pos) = path.iter().position(|&p| p == next) {
                 let cycle = &path[pos..];
                 if cycle.iter().all(|&c| !reported[c]) {

@@ -41,11 +41,7 @@ fn field_schema(field: &FieldDescriptor, seen: &mut BTreeSet<String>) -> Value {
         return json!({"type": "object", "additionalProperties": kind_schema(&value.kind(), seen)});
     }
     let item = kind_schema(&field.kind(), seen);
-    if field.cardinality() == Cardinality::Repeated {
-        json!({"type": "array", "items": item})
-    } else {
-        item
-    }
+    if field.cardinality() == Cardinality::Repeated { json!({"type": "array", "items": item}) } else { item }
 }
 
 fn kind_schema(kind: &Kind, seen: &mut BTreeSet<String>) -> Value {

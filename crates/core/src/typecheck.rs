@@ -56,10 +56,10 @@ impl Ty {
     }
 
     pub fn of_field(field: &FieldDescriptor) -> Ty {
-        if field.is_map() {
-            if let Kind::Message(entry) = field.kind() {
-                return Ty::Map(Box::new(Ty::of_kind(&entry.map_entry_value_field().kind())));
-            }
+        if field.is_map()
+            && let Kind::Message(entry) = field.kind()
+        {
+            return Ty::Map(Box::new(Ty::of_kind(&entry.map_entry_value_field().kind())));
         }
         let t = Ty::of_kind(&field.kind());
         if field.cardinality() == Cardinality::Repeated { Ty::List(Box::new(t)) } else { t }
@@ -103,22 +103,20 @@ impl Ty {
                 Ty::Map(v) => (**v).clone(),
                 _ => Ty::Dyn,
             }),
-            Ty::Message(m) => {
-                match m.get_field_by_name(segment).or_else(|| m.get_field_by_json_name(segment)) {
-                    Some(f) => Ok(Ty::of_field(&f)),
-                    None => {
-                        let names: Vec<String> = m.fields().map(|f| f.name().to_string()).collect();
-                        let hint = suggest(segment, names.iter().map(String::as_str))
-                            .map(|s| format!(" (did you mean `{s}`?)"))
-                            .unwrap_or_default();
-                        Err(format!(
-                            "`{walked}` is a {} which has no field `{segment}`{hint}; its fields are: {}",
-                            m.full_name(),
-                            name_list(names.iter().map(String::as_str))
-                        ))
-                    }
+            Ty::Message(m) => match m.get_field_by_name(segment).or_else(|| m.get_field_by_json_name(segment)) {
+                Some(f) => Ok(Ty::of_field(&f)),
+                None => {
+                    let names: Vec<String> = m.fields().map(|f| f.name().to_string()).collect();
+                    let hint = suggest(segment, names.iter().map(String::as_str))
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    Err(format!(
+                        "`{walked}` is a {} which has no field `{segment}`{hint}; its fields are: {}",
+                        m.full_name(),
+                        name_list(names.iter().map(String::as_str))
+                    ))
                 }
-            }
+            },
             other => Err(format!("`{walked}` is a {}; it has no field `{segment}`", other.describe())),
         }
     }
@@ -150,8 +148,16 @@ fn kind_mismatch(src: &Ty, kind: &Kind) -> Option<String> {
 fn is_integer(k: &Kind) -> bool {
     matches!(
         k,
-        Kind::Int32 | Kind::Int64 | Kind::Sint32 | Kind::Sint64 | Kind::Sfixed32 | Kind::Sfixed64
-            | Kind::Uint32 | Kind::Uint64 | Kind::Fixed32 | Kind::Fixed64
+        Kind::Int32
+            | Kind::Int64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Sfixed32
+            | Kind::Sfixed64
+            | Kind::Uint32
+            | Kind::Uint64
+            | Kind::Fixed32
+            | Kind::Fixed64
     )
 }
 
@@ -226,13 +232,7 @@ fn lookup_field(desc: &MessageDescriptor, name: &str) -> Result<FieldDescriptor,
     })
 }
 
-fn check_field_template(
-    t: &Template,
-    field: &FieldDescriptor,
-    path: &str,
-    env: &dyn TypeEnv,
-    diags: &mut Diagnostics,
-) {
+fn check_field_template(t: &Template, field: &FieldDescriptor, path: &str, env: &dyn TypeEnv, diags: &mut Diagnostics) {
     match t {
         Template::Literal(json, _) => check_literal_field(json, field, path, diags),
         Template::Expr(e) => {
@@ -389,28 +389,26 @@ fn check_literal_kind(json: &Json, kind: &Kind, path: &str, diags: &mut Diagnost
             format!("{s:?} is not a value of {} (one of: {})", e.full_name(), names.join(", "))
         }),
         (Kind::Enum(_), Json::Number(n)) => n.as_i64().is_none().then(|| format!("{n} is not an enum number")),
-        (Kind::Message(m), v) => {
-            match (m.full_name(), v) {
-                ("google.protobuf.Timestamp", Json::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
-                    .err()
-                    .map(|e| format!("{s:?} is not an RFC 3339 timestamp: {e}")),
-                ("google.protobuf.Duration", Json::String(s)) => (!s.ends_with('s')
-                    || s.trim_end_matches('s').parse::<f64>().is_err())
-                .then(|| format!("{s:?} is not a duration like \"1.5s\"")),
-                ("google.protobuf.Value", _) => None,
-                (name, v) if is_scalar_wkt(name) => {
-                    if let Some(k) = wrapped_kind(m) {
-                        check_literal_kind(v, &k, path, diags);
-                    }
-                    None
+        (Kind::Message(m), v) => match (m.full_name(), v) {
+            ("google.protobuf.Timestamp", Json::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                .err()
+                .map(|e| format!("{s:?} is not an RFC 3339 timestamp: {e}")),
+            ("google.protobuf.Duration", Json::String(s)) => (!s.ends_with('s')
+                || s.trim_end_matches('s').parse::<f64>().is_err())
+            .then(|| format!("{s:?} is not a duration like \"1.5s\"")),
+            ("google.protobuf.Value", _) => None,
+            (name, v) if is_scalar_wkt(name) => {
+                if let Some(k) = wrapped_kind(m) {
+                    check_literal_kind(v, &k, path, diags);
                 }
-                (_, Json::Object(_)) => {
-                    check_literal_message(v, m, path, diags);
-                    None
-                }
-                (_, other) => Some(format!("expects a {} object, got {}", m.full_name(), json_type(other))),
+                None
             }
-        }
+            (_, Json::Object(_)) => {
+                check_literal_message(v, m, path, diags);
+                None
+            }
+            (_, other) => Some(format!("expects a {} object, got {}", m.full_name(), json_type(other))),
+        },
         (k, other) => Some(format!("expects {}, got {}", kind_name(k), json_type(other))),
     };
     if let Some(p) = problem {

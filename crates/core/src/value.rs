@@ -10,8 +10,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use cel::{Value as Cel, objects::Key, objects::Map as CelMap};
 use prost_reflect::{
-    Cardinality, DynamicMessage, ReflectMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor,
-    Value as PValue,
+    Cardinality, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value as PValue,
 };
 use prost_types::value::Kind as SKind;
 
@@ -68,8 +67,9 @@ pub fn message_to_cel(msg: &DynamicMessage) -> Cel {
     let mut out = HashMap::with_capacity(desc.fields().len());
     for field in desc.fields() {
         let present = msg.has_field(&field);
-        if !present && (matches!(field.kind(), Kind::Message(_)) && !field.is_list() && !field.is_map()
-            || field.containing_oneof().is_some())
+        if !present
+            && (matches!(field.kind(), Kind::Message(_)) && !field.is_list() && !field.is_map()
+                || field.containing_oneof().is_some())
         {
             continue;
         }
@@ -81,9 +81,7 @@ pub fn message_to_cel(msg: &DynamicMessage) -> Cel {
 
 fn field_value_to_cel(v: &PValue, field: &FieldDescriptor) -> Cel {
     match v {
-        PValue::List(items) => {
-            Cel::List(Arc::new(items.iter().map(|i| scalar_to_cel(i, &field.kind())).collect()))
-        }
+        PValue::List(items) => Cel::List(Arc::new(items.iter().map(|i| scalar_to_cel(i, &field.kind())).collect())),
         PValue::Map(entries) => {
             let value_kind = match field.kind() {
                 Kind::Message(entry) => entry.map_entry_value_field().kind(),
@@ -141,9 +139,7 @@ fn well_known_to_cel(msg: &DynamicMessage) -> Option<Cel> {
         }
         "google.protobuf.Duration" => {
             let d: prost_types::Duration = msg.transcode_to().ok()?;
-            Some(Cel::Duration(
-                cel_duration(d.seconds, d.nanos),
-            ))
+            Some(Cel::Duration(cel_duration(d.seconds, d.nanos)))
         }
         "google.protobuf.Struct" => {
             let s: prost_types::Struct = msg.transcode_to().ok()?;
@@ -200,19 +196,13 @@ pub fn json_value_to_cel(v: &prost_types::Value) -> Cel {
         Some(SKind::StringValue(s)) => Cel::String(Arc::new(s.clone())),
         Some(SKind::BoolValue(b)) => Cel::Bool(*b),
         Some(SKind::StructValue(s)) => struct_to_cel(s),
-        Some(SKind::ListValue(l)) => {
-            Cel::List(Arc::new(l.values.iter().map(json_value_to_cel).collect()))
-        }
+        Some(SKind::ListValue(l)) => Cel::List(Arc::new(l.values.iter().map(json_value_to_cel).collect())),
     }
 }
 
 fn number_to_cel(n: f64) -> Cel {
     // 2^63 is exactly representable; anything integral below it in magnitude fits an i64.
-    if n.fract() == 0.0 && n.abs() < 9.223_372_036_854_776e18 {
-        Cel::Int(n as i64)
-    } else {
-        Cel::Float(n)
-    }
+    if n.fract() == 0.0 && n.abs() < 9.223_372_036_854_776e18 { Cel::Int(n as i64) } else { Cel::Float(n) }
 }
 
 pub fn serde_to_cel(v: &serde_json::Value) -> Cel {
@@ -226,9 +216,7 @@ pub fn serde_to_cel(v: &serde_json::Value) -> Cel {
         },
         serde_json::Value::String(s) => Cel::String(Arc::new(s.clone())),
         serde_json::Value::Array(a) => Cel::List(Arc::new(a.iter().map(serde_to_cel).collect())),
-        serde_json::Value::Object(o) => {
-            map(o.iter().map(|(k, v)| (key(k), serde_to_cel(v))).collect())
-        }
+        serde_json::Value::Object(o) => map(o.iter().map(|(k, v)| (key(k), serde_to_cel(v))).collect()),
     }
 }
 
@@ -251,12 +239,8 @@ pub fn cel_to_json_value(v: &Cel) -> prost_types::Value {
         Cel::String(s) => SKind::StringValue(s.to_string()),
         Cel::Bytes(b) => SKind::StringValue(base64_encode(b)),
         Cel::Duration(d) => SKind::StringValue(format_duration(d)),
-        Cel::Timestamp(t) => {
-            SKind::StringValue(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        }
-        Cel::List(l) => SKind::ListValue(prost_types::ListValue {
-            values: l.iter().map(cel_to_json_value).collect(),
-        }),
+        Cel::Timestamp(t) => SKind::StringValue(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        Cel::List(l) => SKind::ListValue(prost_types::ListValue { values: l.iter().map(cel_to_json_value).collect() }),
         Cel::Map(m) => SKind::StructValue(map_to_struct(m)),
         Cel::Function(..) | Cel::Opaque(_) | Cel::Struct(_) => SKind::NullValue(0),
     };
@@ -281,9 +265,9 @@ fn map_to_struct(m: &CelMap) -> prost_types::Struct {
 pub fn cel_to_struct(v: &Cel) -> prost_types::Struct {
     match v {
         Cel::Map(m) => map_to_struct(m),
-        other => prost_types::Struct {
-            fields: [("value".to_string(), cel_to_json_value(other))].into_iter().collect(),
-        },
+        other => {
+            prost_types::Struct { fields: [("value".to_string(), cel_to_json_value(other))].into_iter().collect() }
+        }
     }
 }
 
@@ -304,16 +288,12 @@ pub fn struct_value_to_serde(v: &prost_types::Value) -> serde_json::Value {
         Some(SKind::StringValue(s)) => serde_json::Value::String(s.clone()),
         Some(SKind::BoolValue(b)) => serde_json::Value::Bool(*b),
         Some(SKind::StructValue(s)) => struct_to_serde(s),
-        Some(SKind::ListValue(l)) => {
-            serde_json::Value::Array(l.values.iter().map(struct_value_to_serde).collect())
-        }
+        Some(SKind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(struct_value_to_serde).collect()),
     }
 }
 
 pub fn struct_to_serde(s: &prost_types::Struct) -> serde_json::Value {
-    serde_json::Value::Object(
-        s.fields.iter().map(|(k, v)| (k.clone(), struct_value_to_serde(v))).collect(),
-    )
+    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), struct_value_to_serde(v))).collect())
 }
 
 pub fn serde_to_struct_value(v: &serde_json::Value) -> prost_types::Value {
@@ -322,9 +302,9 @@ pub fn serde_to_struct_value(v: &serde_json::Value) -> prost_types::Value {
         serde_json::Value::Bool(b) => SKind::BoolValue(*b),
         serde_json::Value::Number(n) => SKind::NumberValue(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => SKind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => SKind::ListValue(prost_types::ListValue {
-            values: a.iter().map(serde_to_struct_value).collect(),
-        }),
+        serde_json::Value::Array(a) => {
+            SKind::ListValue(prost_types::ListValue { values: a.iter().map(serde_to_struct_value).collect() })
+        }
         serde_json::Value::Object(o) => SKind::StructValue(prost_types::Struct {
             fields: o.iter().map(|(k, v)| (k.clone(), serde_to_struct_value(v))).collect(),
         }),
@@ -343,8 +323,7 @@ pub fn serde_to_struct(v: &serde_json::Value) -> Option<prost_types::Struct> {
 /// A message in its proto3 JSON mapping (proto field names), for execution records.
 pub fn message_to_serde(msg: &DynamicMessage) -> serde_json::Value {
     let options = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
-    msg.serialize_with_options(serde_json::value::Serializer, &options)
-        .unwrap_or(serde_json::Value::Null)
+    msg.serialize_with_options(serde_json::value::Serializer, &options).unwrap_or(serde_json::Value::Null)
 }
 
 fn format_duration(d: &chrono::Duration) -> String {
@@ -359,8 +338,7 @@ fn format_duration(d: &chrono::Duration) -> String {
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
@@ -380,11 +358,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 // CEL -> protobuf
 
 /// Puts `value` into `field` of `msg`, converting by the field's declared type.
-pub fn set_field(
-    msg: &mut DynamicMessage,
-    field: &FieldDescriptor,
-    value: &Cel,
-) -> Result<(), ConvertError> {
+pub fn set_field(msg: &mut DynamicMessage, field: &FieldDescriptor, value: &Cel) -> Result<(), ConvertError> {
     if matches!(value, Cel::Null) {
         // null means "not set", as in the proto3 JSON mapping.
         return Ok(());
@@ -419,8 +393,7 @@ pub fn to_field_value(value: &Cel, field: &FieldDescriptor) -> Result<PValue, Co
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                to_kind_value(item, &kind)
-                    .map_err(|e| ConvertError { message: format!("[{i}]: {}", e.message) })
+                to_kind_value(item, &kind).map_err(|e| ConvertError { message: format!("[{i}]: {}", e.message) })
             })
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(PValue::List(items));
@@ -518,15 +491,13 @@ pub fn to_message(value: &Cel, desc: &MessageDescriptor) -> Result<DynamicMessag
     match desc.full_name() {
         "google.protobuf.Timestamp" => {
             let ts = match value {
-                Cel::Timestamp(t) => prost_types::Timestamp {
-                    seconds: t.timestamp(),
-                    nanos: t.timestamp_subsec_nanos() as i32,
-                },
+                Cel::Timestamp(t) => {
+                    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+                }
                 Cel::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
-                    Ok(t) => prost_types::Timestamp {
-                        seconds: t.timestamp(),
-                        nanos: t.timestamp_subsec_nanos() as i32,
-                    },
+                    Ok(t) => {
+                        prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+                    }
                     Err(e) => return err(format!("expects an RFC 3339 timestamp: {e}")),
                 },
                 other => return err(format!("expects a timestamp, got {}", type_name(other))),
@@ -567,20 +538,17 @@ pub fn to_message(value: &Cel, desc: &MessageDescriptor) -> Result<DynamicMessag
         let Key::String(name) = k else {
             return err(format!("{} field names must be strings", desc.full_name()));
         };
-        let Some(field) = desc.get_field_by_name(name).or_else(|| desc.get_field_by_json_name(name))
-        else {
+        let Some(field) = desc.get_field_by_name(name).or_else(|| desc.get_field_by_json_name(name)) else {
             return err(format!("{} has no field `{name}`", desc.full_name()));
         };
-        set_field(&mut msg, &field, v)
-            .map_err(|e| ConvertError { message: format!("{name}: {}", e.message) })?;
+        set_field(&mut msg, &field, v).map_err(|e| ConvertError { message: format!("{name}: {}", e.message) })?;
     }
     Ok(msg)
 }
 
 fn wrapper_field(desc: &MessageDescriptor) -> Option<FieldDescriptor> {
     let name = desc.full_name();
-    if name.starts_with("google.protobuf.") && name.ends_with("Value") && name != "google.protobuf.Value"
-    {
+    if name.starts_with("google.protobuf.") && name.ends_with("Value") && name != "google.protobuf.Value" {
         desc.get_field(1)
     } else {
         None

@@ -226,16 +226,15 @@ impl<'a> Run<'a> {
     }
 
     /// Starts every ready step (skipping those whose `when` is false, which may make more ready).
-    fn start(&mut self, ready: &mut Vec<usize>, running: &mut FuturesUnordered<StepFuture<'a>>) -> Result<(), ExecError> {
+    fn start(
+        &mut self,
+        ready: &mut Vec<usize>,
+        running: &mut FuturesUnordered<StepFuture<'a>>,
+    ) -> Result<(), ExecError> {
         while let Some(i) = ready.pop() {
             let step: &'a CompiledStep = &self.pattern.steps[i];
-            let scope = Scope {
-                input: &self.input,
-                steps: &self.outputs,
-                item: None,
-                index: None,
-                execution: &self.execution,
-            };
+            let scope =
+                Scope { input: &self.input, steps: &self.outputs, item: None, index: None, execution: &self.execution };
             if let Some(when) = &step.when {
                 match when.eval(&scope) {
                     Ok(Cel::Bool(true)) => {}
@@ -246,11 +245,11 @@ impl<'a> Run<'a> {
                         continue;
                     }
                     Ok(other) => {
-                        return Err(self.fail_step(i, Code::InvalidArgument, format!(
-                            "`when` must be a bool, got {} from `{}`",
-                            value::type_name(&other),
-                            when.source()
-                        )));
+                        return Err(self.fail_step(
+                            i,
+                            Code::InvalidArgument,
+                            format!("`when` must be a bool, got {} from `{}`", value::type_name(&other), when.source()),
+                        ));
                     }
                     Err(e) => return Err(self.fail_step(i, Code::InvalidArgument, format!("`when`: {e}"))),
                 }
@@ -261,10 +260,13 @@ impl<'a> Run<'a> {
             };
             let request = match value::to_message(&request, &step.action.method.input()) {
                 Ok(m) => m,
-                Err(e) => return Err(self.fail_step(i, Code::InvalidArgument, format!(
-                    "building the {} request: {e}",
-                    step.action.method.input().full_name()
-                ))),
+                Err(e) => {
+                    return Err(self.fail_step(
+                        i,
+                        Code::InvalidArgument,
+                        format!("building the {} request: {e}", step.action.method.input().full_name()),
+                    ));
+                }
             };
             let record = &mut self.steps[i];
             record.status = StepStatus::Running;
@@ -302,13 +304,17 @@ impl<'a> Run<'a> {
             Err(e) => {
                 let attempts = record.attempts.len();
                 let tries = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
-                Err(self.fail_step(i, e.code, format!(
-                    "step `{}` ({}) failed{tries}: {}: {}",
-                    step.id,
-                    step.action.name,
-                    code_name(e.code),
-                    e.message
-                )))
+                Err(self.fail_step(
+                    i,
+                    e.code,
+                    format!(
+                        "step `{}` ({}) failed{tries}: {}: {}",
+                        step.id,
+                        step.action.name,
+                        code_name(e.code),
+                        e.message
+                    ),
+                ))
             }
         }
     }
@@ -337,13 +343,8 @@ impl<'a> Run<'a> {
     }
 
     fn output(&self) -> Result<Cel, ExecError> {
-        let scope = Scope {
-            input: &self.input,
-            steps: &self.outputs,
-            item: None,
-            index: None,
-            execution: &self.execution,
-        };
+        let scope =
+            Scope { input: &self.input, steps: &self.outputs, item: None, index: None, execution: &self.execution };
         let Some(fields) = &self.pattern.output else {
             return Ok(value::map(self.outputs.clone()));
         };
@@ -419,7 +420,8 @@ async fn attempt_step(
             return (step.index, Err(error), attempts);
         }
         tokio::time::sleep(sleep).await;
-        backoff = Duration::from_secs_f64((backoff.as_secs_f64() * policy.multiplier).min(policy.max_backoff.as_secs_f64()));
+        backoff =
+            Duration::from_secs_f64((backoff.as_secs_f64() * policy.multiplier).min(policy.max_backoff.as_secs_f64()));
     }
 }
 
@@ -433,7 +435,9 @@ async fn call_once(invoker: &dyn Invoker, streaming: bool, call: Call) -> Result
         if messages.len() == MAX_COLLECTED_STREAM_MESSAGES {
             return Err(CallError::new(
                 Code::ResourceExhausted,
-                format!("the stream sent more than {MAX_COLLECTED_STREAM_MESSAGES} messages; use ExecutePatternStream to consume it"),
+                format!(
+                    "the stream sent more than {MAX_COLLECTED_STREAM_MESSAGES} messages; use ExecutePatternStream to consume it"
+                ),
             ));
         }
         messages.push(m?);

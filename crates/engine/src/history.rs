@@ -17,7 +17,7 @@ pub struct History {
 
 struct Inner {
     by_id: HashMap<Arc<str>, Arc<ExecutionRecord>>,
-    /// Oldest first.
+    /// Sorted by id, i.e. by start time, oldest first.
     order: VecDeque<Arc<str>>,
 }
 
@@ -32,15 +32,16 @@ pub struct HistoryFilter {
 
 impl History {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            inner: Mutex::new(Inner { by_id: HashMap::new(), order: VecDeque::new() }),
-            capacity: capacity.max(1),
-        }
+        Self { inner: Mutex::new(Inner { by_id: HashMap::new(), order: VecDeque::new() }), capacity: capacity.max(1) }
     }
 
     pub fn insert(&self, record: Arc<ExecutionRecord>) {
         let mut inner = self.lock();
-        inner.order.push_back(record.id.clone());
+        // Ids are time-ordered (UUIDv7) by start; executions finish out of order, so keep `order`
+        // sorted by id: listing and the `before` page cursor then agree. Most inserts land at or
+        // near the end.
+        let pos = inner.order.partition_point(|id| **id < *record.id);
+        inner.order.insert(pos, record.id.clone());
         inner.by_id.insert(record.id.clone(), record);
         while inner.order.len() > self.capacity {
             if let Some(old) = inner.order.pop_front() {

@@ -179,7 +179,7 @@ impl Config {
                 }
             }
             if s.descriptor_set.is_some() && !s.protos.is_empty() {
-                return Err(invalid(format!("{key}"), "give either descriptor_set or protos, not both"));
+                return Err(invalid(key.to_string(), "give either descriptor_set or protos, not both"));
             }
         }
         Ok(())

@@ -43,7 +43,12 @@ pub async fn middleware(State(grpc): State<axum::Router>, req: Request, next: Ne
         .get_service_by_name(SERVICE)
         .and_then(|s| s.methods().find(|m| m.name() == method_name))
     else {
-        return connect_error(tonic::Code::Unimplemented, &format!("{SERVICE} has no method `{method_name}`"), &[], HeaderMap::new());
+        return connect_error(
+            tonic::Code::Unimplemented,
+            &format!("{SERVICE} has no method `{method_name}`"),
+            &[],
+            HeaderMap::new(),
+        );
     };
     if method.is_client_streaming() || method.is_server_streaming() {
         return connect_error(
@@ -99,10 +104,10 @@ async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Re
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    if let Some(ms) = parts.headers.get("connect-timeout-ms").and_then(|v| v.to_str().ok()) {
-        if let Ok(v) = HeaderValue::from_str(&format!("{}m", ms.trim())) {
-            headers.insert("grpc-timeout", v);
-        }
+    if let Some(ms) = parts.headers.get("connect-timeout-ms").and_then(|v| v.to_str().ok())
+        && let Ok(v) = HeaderValue::from_str(&format!("{}m", ms.trim()))
+    {
+        headers.insert("grpc-timeout", v);
     }
 
     let response = match grpc.oneshot(grpc_req).await {
@@ -110,10 +115,9 @@ async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Re
         Err(e) => match e {},
     };
     let (rparts, rbody) = response.into_parts();
-    let collected = rbody
-        .collect()
-        .await
-        .map_err(|e| connect_error(tonic::Code::Internal, &format!("reading the response: {e}"), &[], HeaderMap::new()))?;
+    let collected = rbody.collect().await.map_err(|e| {
+        connect_error(tonic::Code::Internal, &format!("reading the response: {e}"), &[], HeaderMap::new())
+    })?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
     let data = collected.to_bytes();
     // A trailers-only response (typical for errors) carries the status in the headers.
@@ -137,8 +141,9 @@ async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Re
     }
     let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
     let bytes = data.slice(5..(5 + len).min(data.len()));
-    let out = DynamicMessage::decode(method.output(), bytes)
-        .map_err(|e| connect_error(tonic::Code::Internal, &format!("decoding the response: {e}"), &[], extra.clone()))?;
+    let out = DynamicMessage::decode(method.output(), bytes).map_err(|e| {
+        connect_error(tonic::Code::Internal, &format!("decoding the response: {e}"), &[], extra.clone())
+    })?;
     let json = out
         .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().use_proto_field_name(true))
         .map_err(|e| connect_error(tonic::Code::Internal, &e.to_string(), &[], extra.clone()))?;
@@ -161,8 +166,11 @@ fn decode_details(b64: &str) -> Vec<serde_json::Value> {
                 .get_message_by_name(type_name)
                 .and_then(|desc| DynamicMessage::decode(desc, any.value.as_slice()).ok())
                 .and_then(|m| {
-                    m.serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().use_proto_field_name(true))
-                        .ok()
+                    m.serialize_with_options(
+                        serde_json::value::Serializer,
+                        &SerializeOptions::new().use_proto_field_name(true),
+                    )
+                    .ok()
                 });
             json!({"type": type_name, "value": engine.encode(&any.value), "debug": debug})
         })

@@ -77,10 +77,7 @@ fn step(s: &StepRecord, with_payloads: bool) -> pb::StepRun {
                 "messages".to_string(),
                 prost_types::Value {
                     kind: Some(prost_types::value::Kind::ListValue(prost_types::ListValue {
-                        values: ms
-                            .iter()
-                            .map(|m| value::serde_to_struct_value(&value::message_to_serde(m)))
-                            .collect(),
+                        values: ms.iter().map(|m| value::serde_to_struct_value(&value::message_to_serde(m))).collect(),
                     })),
                 },
             )]

@@ -49,19 +49,18 @@ async fn descriptors_of(
     if let Some(path) = &s.descriptor_set {
         let bytes = std::fs::read(path)
             .map_err(|e| backend_error(s, format!("cannot read descriptor_set {}: {e}", path.display())))?;
-        let fds = FileDescriptorSet::decode(bytes.as_slice()).map_err(|e| {
-            backend_error(s, format!("{} is not a FileDescriptorSet: {e}", path.display()))
-        })?;
+        let fds = FileDescriptorSet::decode(bytes.as_slice())
+            .map_err(|e| backend_error(s, format!("{} is not a FileDescriptorSet: {e}", path.display())))?;
         return Ok((fds, DescriptorSource::DescriptorSet));
     }
     if !s.protos.is_empty() {
         let mut includes = s.include.clone();
         if includes.is_empty() {
             for p in &s.protos {
-                if let Some(dir) = p.parent() {
-                    if !includes.contains(&dir.to_path_buf()) {
-                        includes.push(dir.to_path_buf());
-                    }
+                if let Some(dir) = p.parent()
+                    && !includes.contains(&dir.to_path_buf())
+                {
+                    includes.push(dir.to_path_buf());
                 }
             }
         }
@@ -75,15 +74,16 @@ async fn descriptors_of(
                     .unwrap_or_else(|| p.clone())
             })
             .collect();
-        let fds = protox::compile(&files, &includes)
-            .map_err(|e| backend_error(s, format!("compiling protos: {e}")))?;
+        let fds = protox::compile(&files, &includes).map_err(|e| backend_error(s, format!("compiling protos: {e}")))?;
         return Ok((fds, DescriptorSource::Protos));
     }
     match tokio::time::timeout(timeout, reflect(s)).await {
         Ok(r) => r.map(|fds| (fds, DescriptorSource::Reflection)),
         Err(_) => Err(backend_error(
             s,
-            format!("no answer to gRPC server reflection within {timeout:?}; is the backend running and does it serve reflection?"),
+            format!(
+                "no answer to gRPC server reflection within {timeout:?}; is the backend running and does it serve reflection?"
+            ),
         )),
     }
 }
@@ -101,7 +101,9 @@ async fn reflect(s: &ServiceConfig) -> Result<FileDescriptorSet, DiscoveryError>
     let mut responses = client
         .server_reflection_info(ReceiverStream::new(rx))
         .await
-        .map_err(|e| backend_error(s, format!("reflection call failed: {} (does it serve grpc.reflection.v1?)", e.message())))?
+        .map_err(|e| {
+            backend_error(s, format!("reflection call failed: {} (does it serve grpc.reflection.v1?)", e.message()))
+        })?
         .into_inner();
     let mut ask = async |req: MessageRequest| -> Result<MessageResponse, DiscoveryError> {
         tx.send(ServerReflectionRequest { host: String::new(), message_request: Some(req) })
@@ -138,17 +140,18 @@ async fn reflect(s: &ServiceConfig) -> Result<FileDescriptorSet, DiscoveryError>
     }
 
     let mut files: BTreeMap<String, FileDescriptorProto> = BTreeMap::new();
-    let absorb = |resp: MessageResponse, files: &mut BTreeMap<String, FileDescriptorProto>| -> Result<(), DiscoveryError> {
-        let MessageResponse::FileDescriptorResponse(fdr) = resp else {
-            return Err(backend_error(s, "unexpected reflection answer"));
+    let absorb =
+        |resp: MessageResponse, files: &mut BTreeMap<String, FileDescriptorProto>| -> Result<(), DiscoveryError> {
+            let MessageResponse::FileDescriptorResponse(fdr) = resp else {
+                return Err(backend_error(s, "unexpected reflection answer"));
+            };
+            for bytes in fdr.file_descriptor_proto {
+                let file = FileDescriptorProto::decode(bytes.as_slice())
+                    .map_err(|e| backend_error(s, format!("undecodable file descriptor: {e}")))?;
+                files.insert(file.name().to_string(), file);
+            }
+            Ok(())
         };
-        for bytes in fdr.file_descriptor_proto {
-            let file = FileDescriptorProto::decode(bytes.as_slice())
-                .map_err(|e| backend_error(s, format!("undecodable file descriptor: {e}")))?;
-            files.insert(file.name().to_string(), file);
-        }
-        Ok(())
-    };
     for service in &services {
         let resp = ask(MessageRequest::FileContainingSymbol(service.clone())).await?;
         absorb(resp, &mut files)?;

@@ -61,7 +61,14 @@ fn request(call: Call) -> tonic::Request<DynamicMessage> {
     req
 }
 
-fn status_to_error(s: Status) -> CallError {
+fn status_to_error(s: Status, timeout: Option<Duration>) -> CallError {
+    // tonic's channel enforces the deadline it sends and reports its expiry as CANCELLED
+    // "Timeout expired"; to the pattern it is a deadline, and `retry_on: [DEADLINE_EXCEEDED]`
+    // must see it as one.
+    if s.code() == tonic::Code::Cancelled && s.message() == "Timeout expired" {
+        let within = timeout.map(|t| format!(" within {t:?}")).unwrap_or_default();
+        return CallError::new(tonic::Code::DeadlineExceeded, format!("no response{within}"));
+    }
     CallError::new(s.code(), s.message().to_string())
 }
 
@@ -70,20 +77,29 @@ impl Invoker for GrpcInvoker {
     async fn unary(&self, call: Call) -> Result<DynamicMessage, CallError> {
         let (mut grpc, path) = self.client(&call)?;
         let codec = DynamicCodec(call.action.method.output());
-        grpc.ready().await.map_err(|e| CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend)))?;
-        grpc.unary(request(call), path, codec).await.map(tonic::Response::into_inner).map_err(status_to_error)
+        let timeout = call.timeout;
+        grpc.ready().await.map_err(|e| {
+            CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend))
+        })?;
+        grpc.unary(request(call), path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| status_to_error(s, timeout))
     }
 
     async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError> {
         let (mut grpc, path) = self.client(&call)?;
         let codec = DynamicCodec(call.action.method.output());
-        grpc.ready().await.map_err(|e| CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend)))?;
+        let timeout = call.timeout;
+        grpc.ready().await.map_err(|e| {
+            CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend))
+        })?;
         let stream = grpc
             .server_streaming(request(call), path, codec)
             .await
-            .map_err(status_to_error)?
+            .map_err(|s| status_to_error(s, timeout))?
             .into_inner();
-        Ok(stream.map(|r| r.map_err(status_to_error)).boxed())
+        Ok(stream.map(move |r| r.map_err(|s| status_to_error(s, timeout))).boxed())
     }
 }
 

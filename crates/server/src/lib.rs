@@ -77,6 +77,12 @@ impl Nexus {
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let (tx, rx) = oneshot::channel::<()>();
+        // Small messages: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to responses.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service())
                 .with_graceful_shutdown(async move {

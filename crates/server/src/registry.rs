@@ -141,9 +141,9 @@ impl Registry {
     /// One version; `version` empty or `latest` means the highest.
     pub fn get(&self, name: &str, version: &str) -> Result<Entry, ApiError> {
         let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let versions = patterns
-            .get(name)
-            .ok_or_else(|| ApiError::NotFound(format!("no pattern named `{name}` (ListPatterns shows what is registered)")))?;
+        let versions = patterns.get(name).ok_or_else(|| {
+            ApiError::NotFound(format!("no pattern named `{name}` (ListPatterns shows what is registered)"))
+        })?;
         if version.is_empty() || version == "latest" {
             return versions
                 .values()

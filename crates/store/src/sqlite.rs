@@ -33,10 +33,8 @@ impl SqliteStore {
     /// Opens (creating if needed) `nexus.db` in `dir`, which is created too.
     pub async fn open(dir: &Path) -> Result<Self> {
         let location = dir.join("nexus.db").display().to_string();
-        std::fs::create_dir_all(dir).map_err(|e| Error::Open {
-            location: location.clone(),
-            source: sqlx::Error::Io(e),
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Open { location: location.clone(), source: sqlx::Error::Io(e) })?;
         let options = SqliteConnectOptions::new()
             .filename(dir.join("nexus.db"))
             .create_if_missing(true)

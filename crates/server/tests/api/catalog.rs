@@ -26,12 +26,7 @@ use crate::common::{Harness, Options, execute_request, pattern, register, to_jso
 #[tokio::test]
 async fn list_services_shows_the_demo_services_with_schemas() -> Result<()> {
     let mut h = Harness::start().await?;
-    let services = h
-        .client
-        .list_services(pb::ListServicesRequest {})
-        .await?
-        .into_inner()
-        .services;
+    let services = h.client.list_services(pb::ListServicesRequest {}).await?.into_inner().services;
     let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     let mut expected = nexus_demo::SERVICE_NAMES.to_vec();
@@ -39,78 +34,36 @@ async fn list_services_shows_the_demo_services_with_schemas() -> Result<()> {
     ensure!(names == expected, "services {names:?}");
     for s in &services {
         ensure!(s.backend == "demo", "{}: backend {:?}", s.name, s.backend);
-        ensure!(
-            s.source == "reflection",
-            "{}: source {:?}",
-            s.name,
-            s.source
-        );
-        ensure!(
-            s.endpoint.starts_with("http://127.0.0.1:"),
-            "{}: endpoint {:?}",
-            s.name,
-            s.endpoint
-        );
+        ensure!(s.source == "reflection", "{}: source {:?}", s.name, s.source);
+        ensure!(s.endpoint.starts_with("http://127.0.0.1:"), "{}: endpoint {:?}", s.name, s.endpoint);
         ensure!(!s.actions.is_empty(), "{} has no actions", s.name);
         for a in &s.actions {
-            ensure!(
-                a.name == format!("{}/{}", s.name, a.method),
-                "action {} of {}",
-                a.name,
-                s.name
-            );
+            ensure!(a.name == format!("{}/{}", s.name, a.method), "action {} of {}", a.name, s.name);
             ensure!(a.service == s.name, "{}: service {:?}", a.name, a.service);
-            let input = a
-                .input_schema
-                .as_ref()
-                .map(to_json)
-                .ok_or_else(|| anyhow!("{} has no input_schema", a.name))?;
-            ensure!(
-                input["type"] == "object" && input["properties"].is_object(),
-                "{}: {input}",
-                a.name
-            );
+            let input =
+                a.input_schema.as_ref().map(to_json).ok_or_else(|| anyhow!("{} has no input_schema", a.name))?;
+            ensure!(input["type"] == "object" && input["properties"].is_object(), "{}: {input}", a.name);
             ensure!(a.output_schema.is_some(), "{} has no output_schema", a.name);
         }
     }
 
-    let user = services
-        .iter()
-        .find(|s| s.name == "demo.user.v1.UserService")
-        .ok_or_else(|| anyhow!("no users"))?;
+    let user = services.iter().find(|s| s.name == "demo.user.v1.UserService").ok_or_else(|| anyhow!("no users"))?;
     let create = user
         .actions
         .iter()
         .find(|a| a.name == nexus_demo::method::CREATE_USER)
         .ok_or_else(|| anyhow!("no CreateUser in {user:?}"))?;
-    ensure!(
-        create.input_type == "demo.user.v1.CreateUserRequest",
-        "{create:?}"
-    );
-    ensure!(
-        create.output_type == "demo.user.v1.CreateUserResponse",
-        "{create:?}"
-    );
-    let schema = to_json(
-        create
-            .input_schema
-            .as_ref()
-            .ok_or_else(|| anyhow!("no schema"))?,
-    );
-    ensure!(
-        schema["properties"]["email"]["type"] == "string",
-        "{schema}"
-    );
+    ensure!(create.input_type == "demo.user.v1.CreateUserRequest", "{create:?}");
+    ensure!(create.output_type == "demo.user.v1.CreateUserResponse", "{create:?}");
+    let schema = to_json(create.input_schema.as_ref().ok_or_else(|| anyhow!("no schema"))?);
+    ensure!(schema["properties"]["email"]["type"] == "string", "{schema}");
     ensure!(schema["properties"]["roles"]["type"] == "array", "{schema}");
     let subscribe = services
         .iter()
         .flat_map(|s| &s.actions)
         .find(|a| a.name == nexus_demo::method::SUBSCRIBE)
         .ok_or_else(|| anyhow!("no Subscribe"))?;
-    ensure!(
-        subscribe.server_streaming && !subscribe.client_streaming,
-        "{subscribe:?}"
-    );
+    ensure!(subscribe.server_streaming && !subscribe.client_streaming, "{subscribe:?}");
     h.stop().await;
     Ok(())
 }
@@ -120,22 +73,14 @@ async fn describe_action_finds_known_and_rejects_unknown_actions() -> Result<()>
     let mut h = Harness::start().await?;
     let action = h
         .client
-        .describe_action(pb::DescribeActionRequest {
-            name: nexus_demo::method::SEND_EMAIL.into(),
-        })
+        .describe_action(pb::DescribeActionRequest { name: nexus_demo::method::SEND_EMAIL.into() })
         .await?
         .into_inner();
-    ensure!(
-        action.method == "SendEmail"
-            && action.input_type == "demo.notification.v1.SendEmailRequest",
-        "{action:?}"
-    );
+    ensure!(action.method == "SendEmail" && action.input_type == "demo.notification.v1.SendEmailRequest", "{action:?}");
 
     let err = h
         .client
-        .describe_action(pb::DescribeActionRequest {
-            name: "demo.user.v1.UserService/CreateUzer".into(),
-        })
+        .describe_action(pb::DescribeActionRequest { name: "demo.user.v1.UserService/CreateUzer".into() })
         .await
         .err()
         .ok_or_else(|| anyhow!("an unknown action was described"))?;
@@ -197,10 +142,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
         let this = self.clone();
         Box::pin(async move {
             if req.uri().path() != ECHO_PATH {
-                return Ok(
-                    tonic::Status::unimplemented(format!("no method {}", req.uri().path()))
-                        .into_http(),
-                );
+                return Ok(tonic::Status::unimplemented(format!("no method {}", req.uri().path())).into_http());
             }
             let mut grpc = tonic::server::Grpc::new(DynamicCodec(this.input.clone()));
             Ok(grpc.unary(this, req).await)
@@ -214,9 +156,7 @@ impl tonic::server::UnaryService<DynamicMessage> for EchoServer {
 
     fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
         let request = request.into_inner();
-        let text = request
-            .get_field_by_name("text")
-            .and_then(|v| v.as_str().map(ToString::to_string));
+        let text = request.get_field_by_name("text").and_then(|v| v.as_str().map(ToString::to_string));
         let times = request.get_field_by_name("times").and_then(|v| v.as_i32());
         let (Some(text), Some(times)) = (text, times) else {
             return std::future::ready(Err(tonic::Status::invalid_argument(format!(
@@ -247,91 +187,49 @@ async fn start_echo_backend() -> Result<EchoBackend> {
     std::fs::write(dir.path().join("echo.proto"), ECHO_PROTO)?;
     let fds = protox::compile(["echo.proto"], [dir.path()]).context("compiling echo.proto")?;
     let encoded = fds.encode_to_vec();
-    let pool =
-        DescriptorPool::decode(encoded.as_slice()).context("building the descriptor pool")?;
-    let message = |name: &str| {
-        pool.get_message_by_name(name)
-            .ok_or_else(|| anyhow!("no {name} in echo.proto"))
-    };
+    let pool = DescriptorPool::decode(encoded.as_slice()).context("building the descriptor pool")?;
+    let message = |name: &str| pool.get_message_by_name(name).ok_or_else(|| anyhow!("no {name} in echo.proto"));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let echo = EchoServer {
         input: message("test.echo.v1.EchoRequest")?,
         output: message("test.echo.v1.EchoReply")?,
         seen: seen.clone(),
     };
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(&encoded)
-        .build_v1()?;
+    let reflection =
+        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(&encoded).build_v1()?;
 
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .add_service(echo)
-        .add_service(reflection);
-    tokio::spawn(
-        server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stopped.await;
-        }),
-    );
-    Ok(EchoBackend {
-        addr,
-        seen,
-        _stop: stop,
-    })
+    let server = tonic::transport::Server::builder().add_service(echo).add_service(reflection);
+    tokio::spawn(server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        let _ = stopped.await;
+    }));
+    Ok(EchoBackend { addr, seen, _stop: stop })
 }
 
 #[tokio::test]
 async fn a_backend_plugged_in_by_flag_is_discovered_type_checked_and_called() -> Result<()> {
     let echo = start_echo_backend().await?;
-    let mut h = Harness::start_with(Options {
-        services: vec![format!("echo=http://{}", echo.addr)],
-        ..Options::default()
-    })
-    .await?;
+    let mut h =
+        Harness::start_with(Options { services: vec![format!("echo=http://{}", echo.addr)], ..Options::default() })
+            .await?;
 
     // Discovered over reflection, with the schema of a message no Nexus code was built with.
-    let services = h
-        .client
-        .list_services(pb::ListServicesRequest {})
-        .await?
-        .into_inner()
-        .services;
-    let service = services
-        .iter()
-        .find(|s| s.name == "test.echo.v1.EchoService")
-        .ok_or_else(|| {
-            anyhow!(
-                "echo is not in the catalog: {:?}",
-                services.iter().map(|s| &s.name).collect::<Vec<_>>()
-            )
-        })?;
-    ensure!(
-        service.backend == "echo" && service.source == "reflection",
-        "{service:?}"
-    );
-    ensure!(
-        service.endpoint == format!("http://{}", echo.addr),
-        "{service:?}"
-    );
+    let services = h.client.list_services(pb::ListServicesRequest {}).await?.into_inner().services;
+    let service = services.iter().find(|s| s.name == "test.echo.v1.EchoService").ok_or_else(|| {
+        anyhow!("echo is not in the catalog: {:?}", services.iter().map(|s| &s.name).collect::<Vec<_>>())
+    })?;
+    ensure!(service.backend == "echo" && service.source == "reflection", "{service:?}");
+    ensure!(service.endpoint == format!("http://{}", echo.addr), "{service:?}");
     let action = h
         .client
-        .describe_action(pb::DescribeActionRequest {
-            name: "test.echo.v1.EchoService/Echo".into(),
-        })
+        .describe_action(pb::DescribeActionRequest { name: "test.echo.v1.EchoService/Echo".into() })
         .await?
         .into_inner();
-    let schema = to_json(
-        action
-            .input_schema
-            .as_ref()
-            .ok_or_else(|| anyhow!("no input schema"))?,
-    );
+    let schema = to_json(action.input_schema.as_ref().ok_or_else(|| anyhow!("no input schema"))?);
     ensure!(schema["properties"]["text"]["type"] == "string", "{schema}");
-    ensure!(
-        schema["properties"]["times"]["type"] == "integer",
-        "{schema}"
-    );
+    ensure!(schema["properties"]["times"]["type"] == "integer", "{schema}");
 
     // Type-checked against those descriptors.
     let bad = pattern(
@@ -344,17 +242,10 @@ steps:
     with: {text: "hi", times: "twice", volume: 11}
 "#,
     )?;
-    let v = h
-        .client
-        .validate_pattern(pb::ValidatePatternRequest { pattern: Some(bad) })
-        .await?
-        .into_inner();
+    let v = h.client.validate_pattern(pb::ValidatePatternRequest { pattern: Some(bad) }).await?.into_inner();
     let mut paths: Vec<&str> = v.diagnostics.iter().map(|d| d.path.as_str()).collect();
     paths.sort_unstable();
-    ensure!(
-        !v.valid && paths == ["steps[0].with.times", "steps[0].with.volume"],
-        "{v:?}"
-    );
+    ensure!(!v.valid && paths == ["steps[0].with.times", "steps[0].with.volume"], "{v:?}");
 
     // And called.
     let doc = pattern(
@@ -377,21 +268,10 @@ output:
 "#,
     )?;
     register(&mut h.client, doc).await?;
-    let response = h
-        .client
-        .execute_pattern(execute_request("echo_twice", json!({"text": "hello"}))?)
-        .await?
-        .into_inner();
-    ensure!(
-        response.status == pb::ExecutionStatus::Succeeded as i32,
-        "{response:?}"
-    );
-    let output = to_json(
-        response
-            .output
-            .as_ref()
-            .ok_or_else(|| anyhow!("no output"))?,
-    );
+    let response =
+        h.client.execute_pattern(execute_request("echo_twice", json!({"text": "hello"}))?).await?.into_inner();
+    ensure!(response.status == pb::ExecutionStatus::Succeeded as i32, "{response:?}");
+    let output = to_json(response.output.as_ref().ok_or_else(|| anyhow!("no output"))?);
     ensure!(output == json!({"reply": "hello hello"}), "{output}");
     let seen = echo.seen.lock().map_err(|_| anyhow!("poisoned"))?.clone();
     ensure!(seen == [("hello".to_string(), 2)], "echo received {seen:?}");

@@ -12,8 +12,7 @@ use anyhow::{Context, Result, anyhow, ensure};
 use nexus_core::{pb, value};
 use nexus_demo::{DemoHandle, DemoOptions, DemoServer};
 use nexus_server::{
-    Config, EXECUTION_ID_HEADER, Nexus, RpcStatus, ServiceConfig,
-    proto::nexus_service_client::NexusServiceClient,
+    Config, EXECUTION_ID_HEADER, Nexus, RpcStatus, ServiceConfig, proto::nexus_service_client::NexusServiceClient,
 };
 use prost::Message;
 use tonic::transport::Channel;
@@ -44,35 +43,21 @@ impl Harness {
     }
 
     pub async fn start_with(options: Options) -> Result<Self> {
-        let (demo_addr, demo, demo_server) = nexus_demo::spawn(DemoOptions::default())
-            .await
-            .context("starting the demo services")?;
-        let mut config = Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..Config::default()
-        };
+        let (demo_addr, demo, demo_server) =
+            nexus_demo::spawn(DemoOptions::default()).await.context("starting the demo services")?;
+        let mut config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() };
         match options.data_dir {
             Some(dir) => config.data_dir = dir,
             None => config.in_memory = true,
         }
-        config.services.push(ServiceConfig::from_flag(&format!(
-            "demo=http://{demo_addr}"
-        ))?);
+        config.services.push(ServiceConfig::from_flag(&format!("demo=http://{demo_addr}"))?);
         for flag in &options.services {
             config.services.push(ServiceConfig::from_flag(flag)?);
         }
         let nexus = Nexus::start(config).await.context("starting nexus")?;
         let addr = nexus.local_addr();
-        let client = NexusServiceClient::connect(format!("http://{addr}"))
-            .await
-            .context("connecting to nexus")?;
-        Ok(Self {
-            client,
-            addr,
-            demo,
-            nexus: Some(nexus),
-            _demo_server: demo_server,
-        })
+        let client = NexusServiceClient::connect(format!("http://{addr}")).await.context("connecting to nexus")?;
+        Ok(Self { client, addr, demo, nexus: Some(nexus), _demo_server: demo_server })
     }
 
     /// Stops Nexus gracefully (and then, by dropping its guard, the demo services).
@@ -85,11 +70,8 @@ impl Harness {
 
 /// A pattern document from the repository's `patterns/` directory.
 pub fn pattern_file(name: &str) -> Result<pb::Pattern> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../patterns")
-        .join(format!("{name}.yaml"));
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../patterns").join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     nexus_core::document::parse(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -98,15 +80,10 @@ pub fn pattern(yaml: &str) -> Result<pb::Pattern> {
     nexus_core::document::parse(yaml).context("parsing the test's pattern document")
 }
 
-pub async fn register(
-    client: &mut Client,
-    pattern: pb::Pattern,
-) -> Result<pb::RegisterPatternResponse> {
+pub async fn register(client: &mut Client, pattern: pb::Pattern) -> Result<pb::RegisterPatternResponse> {
     let name = pattern.name.clone();
     let response = client
-        .register_pattern(pb::RegisterPatternRequest {
-            pattern: Some(pattern),
-        })
+        .register_pattern(pb::RegisterPatternRequest { pattern: Some(pattern) })
         .await
         .with_context(|| format!("registering {name}"))?;
     Ok(response.into_inner())
@@ -130,10 +107,7 @@ pub fn to_json(s: &prost_types::Struct) -> serde_json::Value {
     value::struct_to_serde(s)
 }
 
-pub fn execute_request(
-    pattern_name: &str,
-    input: serde_json::Value,
-) -> Result<pb::ExecutePatternRequest> {
+pub fn execute_request(pattern_name: &str, input: serde_json::Value) -> Result<pb::ExecutePatternRequest> {
     Ok(pb::ExecutePatternRequest {
         pattern_name: pattern_name.to_string(),
         input: Some(to_struct(input)?),
@@ -149,18 +123,14 @@ pub fn unique_email(tag: &str) -> String {
 
 /// Decodes `details[0]` of the `google.rpc.Status` in a gRPC error, checking its type.
 pub fn status_detail<T: Message + Default>(status: &tonic::Status, type_name: &str) -> Result<T> {
-    let rpc = RpcStatus::decode(status.details())
-        .context("grpc-status-details-bin is not a google.rpc.Status")?;
+    let rpc = RpcStatus::decode(status.details()).context("grpc-status-details-bin is not a google.rpc.Status")?;
     ensure!(
         rpc.code == status.code() as i32,
         "details code {} differs from the status code {:?}",
         rpc.code,
         status.code()
     );
-    let any = rpc
-        .details
-        .first()
-        .ok_or_else(|| anyhow!("the status has no details: {status:?}"))?;
+    let any = rpc.details.first().ok_or_else(|| anyhow!("the status has no details: {status:?}"))?;
     ensure!(
         any.type_url == format!("type.googleapis.com/{type_name}"),
         "details[0] is {}, expected {type_name}",
@@ -182,9 +152,7 @@ pub fn execution_id(metadata: &tonic::metadata::MetadataMap) -> Result<String> {
 
 pub async fn get_execution(client: &mut Client, id: &str) -> Result<pb::Execution> {
     Ok(client
-        .get_execution(pb::GetExecutionRequest {
-            execution_id: id.to_string(),
-        })
+        .get_execution(pb::GetExecutionRequest { execution_id: id.to_string() })
         .await
         .with_context(|| format!("GetExecution {id}"))?
         .into_inner())
@@ -200,24 +168,12 @@ pub fn step<'a>(execution: &'a pb::Execution, id: &str) -> Result<&'a pb::StepRu
 
 /// Checks the output shape of a user_creation run that had an avatar.
 pub fn check_user_creation_output(output: &serde_json::Value) -> Result<()> {
-    let obj = output
-        .as_object()
-        .ok_or_else(|| anyhow!("output is not an object: {output}"))?;
+    let obj = output.as_object().ok_or_else(|| anyhow!("output is not an object: {output}"))?;
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    ensure!(
-        keys == ["avatar_url", "email_id", "user_id"],
-        "output keys {keys:?} in {output}"
-    );
-    let text = |k: &str| {
-        obj.get(k)
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-    };
-    ensure!(
-        text("user_id").starts_with("usr_") && text("user_id").len() > 4,
-        "user_id in {output}"
-    );
+    ensure!(keys == ["avatar_url", "email_id", "user_id"], "output keys {keys:?} in {output}");
+    let text = |k: &str| obj.get(k).and_then(serde_json::Value::as_str).unwrap_or_default();
+    ensure!(text("user_id").starts_with("usr_") && text("user_id").len() > 4, "user_id in {output}");
     ensure!(!text("avatar_url").is_empty(), "avatar_url in {output}");
     ensure!(!text("email_id").is_empty(), "email_id in {output}");
     Ok(())

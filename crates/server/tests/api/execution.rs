@@ -10,8 +10,8 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::common::{
-    Harness, execute_request, execution_id, get_execution, pattern, register, register_examples,
-    status_detail, step, to_json, unique_email,
+    Harness, execute_request, execution_id, get_execution, pattern, register, register_examples, status_detail, step,
+    to_json, unique_email,
 };
 
 const TWO_NOTIFICATIONS: &str = r#"
@@ -35,16 +35,8 @@ output:
   push_id: "${{ steps.push.message_id }}"
 "#;
 
-async fn execute_err(
-    h: &mut Harness,
-    name: &str,
-    input: serde_json::Value,
-) -> Result<tonic::Status> {
-    h.client
-        .execute_pattern(execute_request(name, input)?)
-        .await
-        .err()
-        .ok_or_else(|| anyhow!("{name} succeeded"))
+async fn execute_err(h: &mut Harness, name: &str, input: serde_json::Value) -> Result<tonic::Status> {
+    h.client.execute_pattern(execute_request(name, input)?).await.err().ok_or_else(|| anyhow!("{name} succeeded"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,48 +45,20 @@ async fn independent_steps_run_concurrently() -> Result<()> {
     register(&mut h.client, pattern(TWO_NOTIFICATIONS)?).await?;
     let input = json!({"email": "a@example.com", "user_id": "usr_1"});
     // Warm up: the first call opens Nexus's channel to the backend.
-    h.client
-        .execute_pattern(execute_request("notify_both", input.clone())?)
-        .await?;
+    h.client.execute_pattern(execute_request("notify_both", input.clone())?).await?;
 
-    h.demo
-        .set_latency(method::SEND_EMAIL, Duration::from_millis(200));
-    h.demo
-        .set_latency(method::SEND_PUSH, Duration::from_millis(200));
+    h.demo.set_latency(method::SEND_EMAIL, Duration::from_millis(200));
+    h.demo.set_latency(method::SEND_PUSH, Duration::from_millis(200));
     let started = Instant::now();
-    let response = h
-        .client
-        .execute_pattern(execute_request("notify_both", input)?)
-        .await?
-        .into_inner();
+    let response = h.client.execute_pattern(execute_request("notify_both", input)?).await?.into_inner();
     let elapsed = started.elapsed();
     println!("two 200 ms steps took {elapsed:?}");
-    ensure!(
-        response.status == pb::ExecutionStatus::Succeeded as i32,
-        "{response:?}"
-    );
-    let output = to_json(
-        response
-            .output
-            .as_ref()
-            .ok_or_else(|| anyhow!("no output"))?,
-    );
-    ensure!(
-        output["email_id"].is_string() && output["push_id"].is_string(),
-        "{output}"
-    );
-    ensure!(
-        elapsed >= Duration::from_millis(200),
-        "faster than one step: {elapsed:?}"
-    );
-    ensure!(
-        elapsed < Duration::from_millis(350),
-        "the steps did not overlap: {elapsed:?}"
-    );
-    ensure!(
-        h.demo.calls(method::SEND_EMAIL) == 2 && h.demo.calls(method::SEND_PUSH) == 2,
-        "calls"
-    );
+    ensure!(response.status == pb::ExecutionStatus::Succeeded as i32, "{response:?}");
+    let output = to_json(response.output.as_ref().ok_or_else(|| anyhow!("no output"))?);
+    ensure!(output["email_id"].is_string() && output["push_id"].is_string(), "{output}");
+    ensure!(elapsed >= Duration::from_millis(200), "faster than one step: {elapsed:?}");
+    ensure!(elapsed < Duration::from_millis(350), "the steps did not overlap: {elapsed:?}");
+    ensure!(h.demo.calls(method::SEND_EMAIL) == 2 && h.demo.calls(method::SEND_PUSH) == 2, "calls");
     h.stop().await;
     Ok(())
 }
@@ -105,69 +69,30 @@ async fn a_backend_down_after_retries_fails_with_unavailable() -> Result<()> {
     register_examples(&mut h.client).await?;
     h.demo.fail_next(method::CREATE_USER, 5, Code::Unavailable);
 
-    let status = execute_err(
-        &mut h,
-        "user_creation",
-        json!({"email": unique_email("down"), "name": "Ada"}),
-    )
-    .await?;
+    let status = execute_err(&mut h, "user_creation", json!({"email": unique_email("down"), "name": "Ada"})).await?;
     ensure!(status.code() == Code::Unavailable, "{status:?}");
-    ensure!(
-        status.message().contains("`user`"),
-        "the message should name the step: {}",
-        status.message()
-    );
+    ensure!(status.message().contains("`user`"), "the message should name the step: {}", status.message());
     let id = execution_id(status.metadata())?;
-    let response: pb::ExecutePatternResponse =
-        status_detail(&status, "nexus.v1.ExecutePatternResponse")?;
+    let response: pb::ExecutePatternResponse = status_detail(&status, "nexus.v1.ExecutePatternResponse")?;
     ensure!(response.execution_id == id, "{response:?} vs {id}");
-    ensure!(
-        response.status == pb::ExecutionStatus::Failed as i32,
-        "{response:?}"
-    );
-    let error = response
-        .error
-        .as_ref()
-        .ok_or_else(|| anyhow!("no error in {response:?}"))?;
-    ensure!(
-        error.code == "UNAVAILABLE" && error.step_id == "user",
-        "{error:?}"
-    );
+    ensure!(response.status == pb::ExecutionStatus::Failed as i32, "{response:?}");
+    let error = response.error.as_ref().ok_or_else(|| anyhow!("no error in {response:?}"))?;
+    ensure!(error.code == "UNAVAILABLE" && error.step_id == "user", "{error:?}");
 
     let execution = get_execution(&mut h.client, &id).await?;
-    ensure!(
-        execution.status == pb::ExecutionStatus::Failed as i32,
-        "{execution:?}"
-    );
+    ensure!(execution.status == pb::ExecutionStatus::Failed as i32, "{execution:?}");
     let user = step(&execution, "user")?;
     ensure!(user.status == pb::StepStatus::Failed as i32, "{user:?}");
-    ensure!(
-        user.attempts.len() == 3,
-        "max_attempts is 3: {:#?}",
-        user.attempts
-    );
+    ensure!(user.attempts.len() == 3, "max_attempts is 3: {:#?}", user.attempts);
     for (i, a) in user.attempts.iter().enumerate() {
-        ensure!(
-            a.attempt as usize == i + 1 && a.code == "UNAVAILABLE",
-            "{a:?}"
-        );
+        ensure!(a.attempt as usize == i + 1 && a.code == "UNAVAILABLE", "{a:?}");
     }
-    ensure!(
-        h.demo.calls(method::CREATE_USER) == 3,
-        "CreateUser called {} times",
-        h.demo.calls(method::CREATE_USER)
-    );
+    ensure!(h.demo.calls(method::CREATE_USER) == 3, "CreateUser called {} times", h.demo.calls(method::CREATE_USER));
     // Retries carry the same idempotency key.
     let keys = h.demo.idempotency_keys(method::CREATE_USER);
-    ensure!(
-        keys.len() == 3 && keys.iter().all(|k| *k == keys[0]),
-        "{keys:?}"
-    );
+    ensure!(keys.len() == 3 && keys.iter().all(|k| *k == keys[0]), "{keys:?}");
     // Nothing after the failed step ran.
-    ensure!(
-        h.demo.calls(method::SEND_EMAIL) == 0 && h.demo.calls(method::UPLOAD_ASSET) == 0,
-        "later steps ran"
-    );
+    ensure!(h.demo.calls(method::SEND_EMAIL) == 0 && h.demo.calls(method::UPLOAD_ASSET) == 0, "later steps ran");
     h.stop().await;
     Ok(())
 }
@@ -187,23 +112,16 @@ steps:
 "#,
     )?;
     register(&mut h.client, doc).await?;
-    h.demo
-        .set_latency(method::SEND_PUSH, Duration::from_secs(1));
+    h.demo.set_latency(method::SEND_PUSH, Duration::from_secs(1));
     let started = Instant::now();
     let status = execute_err(&mut h, "impatient", json!({})).await?;
     let elapsed = started.elapsed();
     ensure!(status.code() == Code::DeadlineExceeded, "{status:?}");
-    ensure!(
-        elapsed < Duration::from_millis(900),
-        "the step timeout was not applied: {elapsed:?}"
-    );
+    ensure!(elapsed < Duration::from_millis(900), "the step timeout was not applied: {elapsed:?}");
     let execution = get_execution(&mut h.client, &execution_id(status.metadata())?).await?;
     let push = step(&execution, "push")?;
     ensure!(push.status == pb::StepStatus::Failed as i32, "{push:?}");
-    ensure!(
-        push.attempts.len() == 1 && push.attempts[0].code == "DEADLINE_EXCEEDED",
-        "{push:?}"
-    );
+    ensure!(push.attempts.len() == 1 && push.attempts[0].code == "DEADLINE_EXCEEDED", "{push:?}");
     h.stop().await;
     Ok(())
 }
@@ -214,55 +132,21 @@ async fn a_false_when_skips_the_step_and_its_output() -> Result<()> {
     register_examples(&mut h.client).await?;
     let response = h
         .client
-        .execute_pattern(execute_request(
-            "user_creation",
-            json!({"email": unique_email("noavatar"), "name": "Ada"}),
-        )?)
+        .execute_pattern(execute_request("user_creation", json!({"email": unique_email("noavatar"), "name": "Ada"}))?)
         .await?;
     let id = execution_id(response.metadata())?;
     let response = response.into_inner();
-    ensure!(
-        response.status == pb::ExecutionStatus::Succeeded as i32,
-        "{response:?}"
-    );
-    let output = to_json(
-        response
-            .output
-            .as_ref()
-            .ok_or_else(|| anyhow!("no output"))?,
-    );
-    ensure!(
-        output.get("avatar_url").is_none(),
-        "a skipped step's field must be left out: {output}"
-    );
-    ensure!(
-        output["user_id"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("usr_")),
-        "{output}"
-    );
-    ensure!(
-        output["email_id"].as_str().is_some_and(|s| !s.is_empty()),
-        "{output}"
-    );
+    ensure!(response.status == pb::ExecutionStatus::Succeeded as i32, "{response:?}");
+    let output = to_json(response.output.as_ref().ok_or_else(|| anyhow!("no output"))?);
+    ensure!(output.get("avatar_url").is_none(), "a skipped step's field must be left out: {output}");
+    ensure!(output["user_id"].as_str().is_some_and(|s| s.starts_with("usr_")), "{output}");
+    ensure!(output["email_id"].as_str().is_some_and(|s| !s.is_empty()), "{output}");
 
     let execution = get_execution(&mut h.client, &id).await?;
-    ensure!(
-        step(&execution, "avatar")?.status == pb::StepStatus::Skipped as i32,
-        "{execution:#?}"
-    );
-    ensure!(
-        step(&execution, "user")?.status == pb::StepStatus::Succeeded as i32,
-        "{execution:#?}"
-    );
-    ensure!(
-        step(&execution, "welcome")?.status == pb::StepStatus::Succeeded as i32,
-        "{execution:#?}"
-    );
-    ensure!(
-        h.demo.calls(method::UPLOAD_ASSET) == 0,
-        "UploadAsset was called"
-    );
+    ensure!(step(&execution, "avatar")?.status == pb::StepStatus::Skipped as i32, "{execution:#?}");
+    ensure!(step(&execution, "user")?.status == pb::StepStatus::Succeeded as i32, "{execution:#?}");
+    ensure!(step(&execution, "welcome")?.status == pb::StepStatus::Succeeded as i32, "{execution:#?}");
+    ensure!(h.demo.calls(method::UPLOAD_ASSET) == 0, "UploadAsset was called");
     h.stop().await;
     Ok(())
 }
@@ -273,15 +157,8 @@ async fn input_that_violates_the_schema_is_invalid_argument() -> Result<()> {
     register_examples(&mut h.client).await?;
     let status = execute_err(&mut h, "user_creation", json!({"name": "Ada"})).await?;
     ensure!(status.code() == Code::InvalidArgument, "{status:?}");
-    ensure!(
-        status.message().contains("input.email"),
-        "the message should name input.email: {}",
-        status.message()
-    );
-    ensure!(
-        h.demo.calls(method::CREATE_USER) == 0,
-        "a backend was called with invalid input"
-    );
+    ensure!(status.message().contains("input.email"), "the message should name input.email: {}", status.message());
+    ensure!(h.demo.calls(method::CREATE_USER) == 0, "a backend was called with invalid input");
     h.stop().await;
     Ok(())
 }
@@ -305,71 +182,35 @@ async fn list_executions_is_newest_first() -> Result<()> {
     let status = execute_err(&mut h, "user_creation", json!({"name": "no email"})).await?;
     ensure!(status.code() == Code::InvalidArgument, "{status:?}");
     h.demo.fail_next(method::CREATE_USER, 3, Code::Unavailable);
-    let status = execute_err(
-        &mut h,
-        "user_creation",
-        json!({"email": unique_email("list"), "name": "x"}),
-    )
-    .await?;
+    let status = execute_err(&mut h, "user_creation", json!({"email": unique_email("list"), "name": "x"})).await?;
     ids.push(execution_id(status.metadata())?);
 
     let listed = h
         .client
-        .list_executions(pb::ListExecutionsRequest {
-            pattern_name: "user_creation".into(),
-            ..Default::default()
-        })
+        .list_executions(pb::ListExecutionsRequest { pattern_name: "user_creation".into(), ..Default::default() })
         .await?
         .into_inner();
     let listed_ids: Vec<&str> = listed.executions.iter().map(|e| e.id.as_str()).collect();
     let expected: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    ensure!(listed_ids == expected, "listed {listed_ids:?}, expected newest first {expected:?}");
+    let started: Vec<_> = listed.executions.iter().map(|e| e.started_at.unwrap_or_default()).collect();
     ensure!(
-        listed_ids == expected,
-        "listed {listed_ids:?}, expected newest first {expected:?}"
-    );
-    let started: Vec<_> = listed
-        .executions
-        .iter()
-        .map(|e| e.started_at.unwrap_or_default())
-        .collect();
-    ensure!(
-        started
-            .windows(2)
-            .all(|w| (w[0].seconds, w[0].nanos) >= (w[1].seconds, w[1].nanos)),
+        started.windows(2).all(|w| (w[0].seconds, w[0].nanos) >= (w[1].seconds, w[1].nanos)),
         "started_at not descending: {started:?}"
     );
-    ensure!(
-        listed.executions[0].status == pb::ExecutionStatus::Failed as i32,
-        "{:?}",
-        listed.executions[0]
-    );
+    ensure!(listed.executions[0].status == pb::ExecutionStatus::Failed as i32, "{:?}", listed.executions[0]);
 
     // Filtered by status, and paginated.
     let failed = h
         .client
-        .list_executions(pb::ListExecutionsRequest {
-            status: pb::ExecutionStatus::Failed as i32,
-            ..Default::default()
-        })
+        .list_executions(pb::ListExecutionsRequest { status: pb::ExecutionStatus::Failed as i32, ..Default::default() })
         .await?
         .into_inner();
-    ensure!(
-        failed.executions.len() == 1 && failed.executions[0].id == ids[3],
-        "{failed:?}"
-    );
-    let page = h
-        .client
-        .list_executions(pb::ListExecutionsRequest {
-            page_size: 2,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    ensure!(failed.executions.len() == 1 && failed.executions[0].id == ids[3], "{failed:?}");
+    let page =
+        h.client.list_executions(pb::ListExecutionsRequest { page_size: 2, ..Default::default() }).await?.into_inner();
     let page_ids: Vec<&str> = page.executions.iter().map(|e| e.id.as_str()).collect();
-    ensure!(
-        page_ids == expected[..2] && !page.next_page_token.is_empty(),
-        "{page:?}"
-    );
+    ensure!(page_ids == expected[..2] && !page.next_page_token.is_empty(), "{page:?}");
     let rest = h
         .client
         .list_executions(pb::ListExecutionsRequest {
@@ -380,10 +221,7 @@ async fn list_executions_is_newest_first() -> Result<()> {
         .await?
         .into_inner();
     let rest_ids: Vec<&str> = rest.executions.iter().map(|e| e.id.as_str()).collect();
-    ensure!(
-        rest_ids == expected[2..] && rest.next_page_token.is_empty(),
-        "{rest:?}"
-    );
+    ensure!(rest_ids == expected[2..] && rest.next_page_token.is_empty(), "{rest:?}");
     h.stop().await;
     Ok(())
 }
@@ -393,39 +231,21 @@ async fn list_executions_is_newest_first() -> Result<()> {
 async fn list_executions_orders_and_pages_overlapping_executions() -> Result<()> {
     let mut h = Harness::start().await?;
     for (name, call, with) in [
-        (
-            "slow_push",
-            "demo.notification.v1.NotificationService/SendPush",
-            "{user_id: usr_1, title: Hi}",
-        ),
-        (
-            "quick_email",
-            "demo.notification.v1.NotificationService/SendEmail",
-            "{to: a@example.com}",
-        ),
+        ("slow_push", "demo.notification.v1.NotificationService/SendPush", "{user_id: usr_1, title: Hi}"),
+        ("quick_email", "demo.notification.v1.NotificationService/SendEmail", "{to: a@example.com}"),
     ] {
-        let doc = format!(
-            "name: {name}\nversion: 1.0.0\nsteps:\n  - id: only\n    call: {call}\n    with: {with}\n"
-        );
+        let doc = format!("name: {name}\nversion: 1.0.0\nsteps:\n  - id: only\n    call: {call}\n    with: {with}\n");
         register(&mut h.client, pattern(&doc)?).await?;
     }
-    h.demo
-        .set_latency(method::SEND_PUSH, Duration::from_millis(400));
+    h.demo.set_latency(method::SEND_PUSH, Duration::from_millis(400));
 
     // slow starts first and finishes last; quick starts second and finishes first.
     let mut client = h.client.clone();
     let slow = tokio::spawn(async move {
-        client
-            .execute_pattern(execute_request("slow_push", json!({}))?)
-            .await
-            .map_err(anyhow::Error::from)
+        client.execute_pattern(execute_request("slow_push", json!({}))?).await.map_err(anyhow::Error::from)
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let quick = h
-        .client
-        .execute_pattern(execute_request("quick_email", json!({}))?)
-        .await?
-        .into_inner();
+    let quick = h.client.execute_pattern(execute_request("quick_email", json!({}))?).await?.into_inner();
     let slow = slow.await??.into_inner();
 
     let newest_first = [quick.execution_id.as_str(), slow.execution_id.as_str()];
@@ -452,16 +272,9 @@ async fn list_executions_orders_and_pages_overlapping_executions() -> Result<()>
     paged_sorted.sort();
     let mut all: Vec<String> = newest_first.iter().map(ToString::to_string).collect();
     all.sort();
-    ensure!(
-        paged_sorted == all,
-        "paging with page_size 1 returned {paged:?}, expected each of {all:?} once"
-    );
+    ensure!(paged_sorted == all, "paging with page_size 1 returned {paged:?}, expected each of {all:?} once");
 
-    let listed = h
-        .client
-        .list_executions(pb::ListExecutionsRequest::default())
-        .await?
-        .into_inner();
+    let listed = h.client.list_executions(pb::ListExecutionsRequest::default()).await?.into_inner();
     let listed_ids: Vec<&str> = listed.executions.iter().map(|e| e.id.as_str()).collect();
     println!("listed {listed_ids:?}, started newest first {newest_first:?}");
     ensure!(

@@ -11,13 +11,10 @@ use hyper_util::rt::TokioIo;
 use nexus_core::pb;
 use prost::Message;
 use serde_json::json;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::common::{
-    Harness, check_user_creation_output, execute_request, execution_id, register_examples, to_json,
-    unique_email,
+    Harness, check_user_creation_output, execute_request, execution_id, register_examples, to_json, unique_email,
 };
 
 const EXECUTE_PATH: &str = "/nexus.v1.NexusService/ExecutePattern";
@@ -29,32 +26,18 @@ async fn http1_post(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Result<http::Response<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .context("connecting")?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP/1.1 handshake")?;
+    let stream = tokio::net::TcpStream::connect(addr).await.context("connecting")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP/1.1 handshake")?;
     let connection = tokio::spawn(connection);
     let mut request = http::Request::post(path).header(HOST, addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = sender
-        .send_request(request.body(Full::new(body))?)
-        .await
-        .context("sending the request")?;
-    ensure!(
-        response.version() == http::Version::HTTP_11,
-        "answered over {:?}",
-        response.version()
-    );
+    let response = sender.send_request(request.body(Full::new(body))?).await.context("sending the request")?;
+    ensure!(response.version() == http::Version::HTTP_11, "answered over {:?}", response.version());
     let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .context("reading the response body")?
-        .to_bytes();
+    let body = body.collect().await.context("reading the response body")?.to_bytes();
     drop(sender);
     connection.abort();
     Ok(http::Response::from_parts(parts, body))
@@ -76,34 +59,20 @@ struct GrpcWebBody {
 }
 
 fn parse_grpc_web(mut body: Bytes) -> Result<GrpcWebBody> {
-    let mut out = GrpcWebBody {
-        messages: Vec::new(),
-        trailers: HashMap::new(),
-    };
+    let mut out = GrpcWebBody { messages: Vec::new(), trailers: HashMap::new() };
     while body.has_remaining() {
-        ensure!(
-            body.remaining() >= 5,
-            "truncated frame header ({} bytes left)",
-            body.remaining()
-        );
+        ensure!(body.remaining() >= 5, "truncated frame header ({} bytes left)", body.remaining());
         let flag = body.get_u8();
         let len = body.get_u32() as usize;
-        ensure!(
-            body.remaining() >= len,
-            "frame of {len} bytes, only {} left",
-            body.remaining()
-        );
+        ensure!(body.remaining() >= len, "frame of {len} bytes, only {} left", body.remaining());
         let payload = body.split_to(len);
         match flag {
             0 => out.messages.push(payload),
             0x80 => {
                 let text = std::str::from_utf8(&payload).context("trailer frame is not UTF-8")?;
                 for line in text.split("\r\n").filter(|l| !l.is_empty()) {
-                    let (k, v) = line
-                        .split_once(':')
-                        .ok_or_else(|| anyhow!("bad trailer line {line:?}"))?;
-                    out.trailers
-                        .insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    let (k, v) = line.split_once(':').ok_or_else(|| anyhow!("bad trailer line {line:?}"))?;
+                    out.trailers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
                 }
             }
             other => bail!("unexpected frame flag {other:#x}"),
@@ -115,19 +84,13 @@ fn parse_grpc_web(mut body: Bytes) -> Result<GrpcWebBody> {
 /// `grpc-status` of a gRPC-Web response: in the trailer frame, or in the headers when the server
 /// answered trailers-only.
 fn grpc_web_status(response: &http::Response<Bytes>, body: &GrpcWebBody) -> Option<String> {
-    body.trailers.get("grpc-status").cloned().or_else(|| {
-        response
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .map(ToString::to_string)
-    })
+    body.trailers
+        .get("grpc-status")
+        .cloned()
+        .or_else(|| response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(ToString::to_string))
 }
 
-async fn execute_grpc_web(
-    addr: SocketAddr,
-    request: &pb::ExecutePatternRequest,
-) -> Result<pb::ExecutePatternResponse> {
+async fn execute_grpc_web(addr: SocketAddr, request: &pb::ExecutePatternRequest) -> Result<pb::ExecutePatternResponse> {
     let response = http1_post(
         addr,
         EXECUTE_PATH,
@@ -139,20 +102,9 @@ async fn execute_grpc_web(
         frame(0, &request.encode_to_vec()),
     )
     .await?;
-    ensure!(
-        response.status() == http::StatusCode::OK,
-        "HTTP {}",
-        response.status()
-    );
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    ensure!(
-        content_type.starts_with("application/grpc-web"),
-        "content-type {content_type:?}"
-    );
+    ensure!(response.status() == http::StatusCode::OK, "HTTP {}", response.status());
+    let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    ensure!(content_type.starts_with("application/grpc-web"), "content-type {content_type:?}");
     let id_header = response.headers().get("nexus-execution-id").cloned();
     let body = parse_grpc_web(response.body().clone())?;
     ensure!(
@@ -161,18 +113,10 @@ async fn execute_grpc_web(
         grpc_web_status(&response, &body),
         body.trailers
     );
-    ensure!(
-        body.messages.len() == 1,
-        "{} message frames",
-        body.messages.len()
-    );
-    let decoded = pb::ExecutePatternResponse::decode(body.messages[0].clone())
-        .context("decoding the response")?;
+    ensure!(body.messages.len() == 1, "{} message frames", body.messages.len());
+    let decoded = pb::ExecutePatternResponse::decode(body.messages[0].clone()).context("decoding the response")?;
     if let Some(id) = id_header {
-        ensure!(
-            id.to_str().ok() == Some(decoded.execution_id.as_str()),
-            "nexus-execution-id {id:?} vs {decoded:?}"
-        );
+        ensure!(id.to_str().ok() == Some(decoded.execution_id.as_str()), "nexus-execution-id {id:?} vs {decoded:?}");
     }
     Ok(decoded)
 }
@@ -185,28 +129,14 @@ async fn connect_post(
     let response = http1_post(
         addr,
         &format!("/nexus.v1.NexusService/{method}"),
-        &[
-            ("content-type", "application/json"),
-            ("connect-protocol-version", "1"),
-        ],
+        &[("content-type", "application/json"), ("connect-protocol-version", "1")],
         Bytes::from(body.to_string()),
     )
     .await?;
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    ensure!(
-        content_type.starts_with("application/json"),
-        "content-type {content_type:?}"
-    );
-    let json: serde_json::Value = serde_json::from_slice(response.body()).with_context(|| {
-        format!(
-            "body is not JSON: {:?}",
-            String::from_utf8_lossy(response.body())
-        )
-    })?;
+    let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    ensure!(content_type.starts_with("application/json"), "content-type {content_type:?}");
+    let json: serde_json::Value = serde_json::from_slice(response.body())
+        .with_context(|| format!("body is not JSON: {:?}", String::from_utf8_lossy(response.body())))?;
     Ok((response.status(), json))
 }
 
@@ -236,88 +166,42 @@ fn shape(output: &serde_json::Value) -> Vec<(String, &'static str)> {
 async fn user_creation_runs_over_grpc_grpc_web_and_connect() -> Result<()> {
     let mut h = Harness::start().await?;
     register_examples(&mut h.client).await?;
-    let input = |tag: &str| json!({"email": unique_email(tag), "name": "Ada", "avatar_url": "https://img.example.com/ada.png"});
+    let input =
+        |tag: &str| json!({"email": unique_email(tag), "name": "Ada", "avatar_url": "https://img.example.com/ada.png"});
 
     // Native gRPC over HTTP/2.
-    let response = h
-        .client
-        .execute_pattern(execute_request("user_creation", input("grpc"))?)
-        .await?;
+    let response = h.client.execute_pattern(execute_request("user_creation", input("grpc"))?).await?;
     let grpc_id = execution_id(response.metadata())?;
     let grpc = response.into_inner();
-    ensure!(
-        grpc.execution_id == grpc_id,
-        "metadata id {grpc_id} vs body {}",
-        grpc.execution_id
-    );
-    ensure!(
-        grpc.status == pb::ExecutionStatus::Succeeded as i32,
-        "{grpc:?}"
-    );
-    let grpc_output = to_json(
-        grpc.output
-            .as_ref()
-            .ok_or_else(|| anyhow!("no output: {grpc:?}"))?,
-    );
+    ensure!(grpc.execution_id == grpc_id, "metadata id {grpc_id} vs body {}", grpc.execution_id);
+    ensure!(grpc.status == pb::ExecutionStatus::Succeeded as i32, "{grpc:?}");
+    let grpc_output = to_json(grpc.output.as_ref().ok_or_else(|| anyhow!("no output: {grpc:?}"))?);
     check_user_creation_output(&grpc_output).context("gRPC")?;
 
     // gRPC-Web over HTTP/1.1.
-    let web = execute_grpc_web(
-        h.addr,
-        &execute_request("user_creation", input("grpc-web"))?,
-    )
-    .await?;
-    ensure!(
-        web.status == pb::ExecutionStatus::Succeeded as i32,
-        "{web:?}"
-    );
+    let web = execute_grpc_web(h.addr, &execute_request("user_creation", input("grpc-web"))?).await?;
+    ensure!(web.status == pb::ExecutionStatus::Succeeded as i32, "{web:?}");
     ensure!(!web.execution_id.is_empty(), "{web:?}");
-    let web_output = to_json(
-        web.output
-            .as_ref()
-            .ok_or_else(|| anyhow!("no output: {web:?}"))?,
-    );
+    let web_output = to_json(web.output.as_ref().ok_or_else(|| anyhow!("no output: {web:?}"))?);
     check_user_creation_output(&web_output).context("gRPC-Web")?;
 
     // Connect unary JSON over HTTP/1.1, request and response in the proto3 JSON mapping.
-    let (status, body) = connect_post(
-        h.addr,
-        "ExecutePattern",
-        json!({"pattern_name": "user_creation", "input": input("connect")}),
-    )
-    .await?;
+    let (status, body) =
+        connect_post(h.addr, "ExecutePattern", json!({"pattern_name": "user_creation", "input": input("connect")}))
+            .await?;
     ensure!(status == http::StatusCode::OK, "HTTP {status}: {body}");
-    ensure!(
-        body["execution_id"].as_str().is_some_and(|s| !s.is_empty()),
-        "{body}"
-    );
+    ensure!(body["execution_id"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
     ensure!(body["status"] == "EXECUTION_STATUS_SUCCEEDED", "{body}");
     let connect_output = body["output"].clone();
     check_user_creation_output(&connect_output).context("Connect")?;
 
     println!("gRPC:     {grpc_output}\ngRPC-Web: {web_output}\nConnect:  {connect_output}");
-    ensure!(
-        shape(&grpc_output) == shape(&web_output),
-        "gRPC {grpc_output} vs gRPC-Web {web_output}"
-    );
-    ensure!(
-        shape(&grpc_output) == shape(&connect_output),
-        "gRPC {grpc_output} vs Connect {connect_output}"
-    );
-    let mut ids = [
-        &grpc_output["user_id"],
-        &web_output["user_id"],
-        &connect_output["user_id"],
-    ];
+    ensure!(shape(&grpc_output) == shape(&web_output), "gRPC {grpc_output} vs gRPC-Web {web_output}");
+    ensure!(shape(&grpc_output) == shape(&connect_output), "gRPC {grpc_output} vs Connect {connect_output}");
+    let mut ids = [&grpc_output["user_id"], &web_output["user_id"], &connect_output["user_id"]];
     ids.sort_by_key(|v| v.to_string());
-    ensure!(
-        ids[0] != ids[1] && ids[1] != ids[2],
-        "three runs, three users: {ids:?}"
-    );
-    ensure!(
-        h.demo.calls(nexus_demo::method::CREATE_USER) == 3,
-        "CreateUser calls"
-    );
+    ensure!(ids[0] != ids[1] && ids[1] != ids[2], "three runs, three users: {ids:?}");
+    ensure!(h.demo.calls(nexus_demo::method::CREATE_USER) == 3, "CreateUser calls");
     h.stop().await;
     Ok(())
 }
@@ -325,23 +209,11 @@ async fn user_creation_runs_over_grpc_grpc_web_and_connect() -> Result<()> {
 #[tokio::test]
 async fn connect_unknown_pattern_is_404_not_found() -> Result<()> {
     let h = Harness::start().await?;
-    let (status, body) = connect_post(
-        h.addr,
-        "ExecutePattern",
-        json!({"pattern_name": "no_such_pattern", "input": {}}),
-    )
-    .await?;
-    ensure!(
-        status == http::StatusCode::NOT_FOUND,
-        "HTTP {status}: {body}"
-    );
+    let (status, body) =
+        connect_post(h.addr, "ExecutePattern", json!({"pattern_name": "no_such_pattern", "input": {}})).await?;
+    ensure!(status == http::StatusCode::NOT_FOUND, "HTTP {status}: {body}");
     ensure!(body["code"] == "not_found", "{body}");
-    ensure!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("no_such_pattern")),
-        "{body}"
-    );
+    ensure!(body["message"].as_str().is_some_and(|m| m.contains("no_such_pattern")), "{body}");
     h.stop().await;
     Ok(())
 }
@@ -354,25 +226,14 @@ async fn connect_invalid_pattern_is_400_with_diagnostics_in_details() -> Result<
         "version": "1.0.0",
         "steps": [{"id": "user", "call": "demo.user.v1.UserService/CreateUzer", "with": {"email": "a@b.c"}}],
     });
-    let (status, body) =
-        connect_post(h.addr, "RegisterPattern", json!({"pattern": pattern})).await?;
-    ensure!(
-        status == http::StatusCode::BAD_REQUEST,
-        "HTTP {status}: {body}"
-    );
+    let (status, body) = connect_post(h.addr, "RegisterPattern", json!({"pattern": pattern})).await?;
+    ensure!(status == http::StatusCode::BAD_REQUEST, "HTTP {status}: {body}");
     ensure!(body["code"] == "invalid_argument", "{body}");
     let detail = &body["details"][0];
-    ensure!(
-        detail["type"] == "nexus.v1.ValidatePatternResponse",
-        "{body}"
-    );
-    ensure!(
-        detail["value"].as_str().is_some_and(|v| !v.is_empty()),
-        "{body}"
-    );
-    let diagnostics = detail["debug"]["diagnostics"]
-        .as_array()
-        .ok_or_else(|| anyhow!("no debug diagnostics: {body}"))?;
+    ensure!(detail["type"] == "nexus.v1.ValidatePatternResponse", "{body}");
+    ensure!(detail["value"].as_str().is_some_and(|v| !v.is_empty()), "{body}");
+    let diagnostics =
+        detail["debug"]["diagnostics"].as_array().ok_or_else(|| anyhow!("no debug diagnostics: {body}"))?;
     ensure!(diagnostics.len() == 1, "{body}");
     ensure!(diagnostics[0]["path"] == "steps[0].call", "{body}");
     h.stop().await;
@@ -386,25 +247,15 @@ async fn grpc_web_error_status_arrives_with_the_response() -> Result<()> {
     let response = http1_post(
         h.addr,
         EXECUTE_PATH,
-        &[
-            ("content-type", "application/grpc-web+proto"),
-            ("x-grpc-web", "1"),
-        ],
+        &[("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1")],
         frame(0, &request.encode_to_vec()),
     )
     .await?;
-    ensure!(
-        response.status() == http::StatusCode::OK,
-        "HTTP {}",
-        response.status()
-    );
+    ensure!(response.status() == http::StatusCode::OK, "HTTP {}", response.status());
     let body = parse_grpc_web(response.body().clone())?;
     ensure!(body.messages.is_empty(), "an error carries no message");
     let status = grpc_web_status(&response, &body);
-    ensure!(
-        status.as_deref() == Some("5"),
-        "grpc-status {status:?} (expected NOT_FOUND = 5)"
-    );
+    ensure!(status.as_deref() == Some("5"), "grpc-status {status:?} (expected NOT_FOUND = 5)");
     h.stop().await;
     Ok(())
 }
@@ -412,31 +263,14 @@ async fn grpc_web_error_status_arrives_with_the_response() -> Result<()> {
 #[tokio::test]
 async fn health_check_reports_serving() -> Result<()> {
     let h = Harness::start().await?;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.addr))?
-        .connect()
-        .await?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.addr))?.connect().await?;
     let mut health = HealthClient::new(channel);
     for service in ["", "nexus.v1.NexusService"] {
-        let r = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await?
-            .into_inner();
-        ensure!(
-            r.status == ServingStatus::Serving as i32,
-            "service {service:?}: {r:?}"
-        );
+        let r = health.check(HealthCheckRequest { service: service.into() }).await?.into_inner();
+        ensure!(r.status == ServingStatus::Serving as i32, "service {service:?}: {r:?}");
     }
-    let unknown = health
-        .check(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
-        .await;
-    ensure!(
-        matches!(&unknown, Err(s) if s.code() == tonic::Code::NotFound),
-        "{unknown:?}"
-    );
+    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await;
+    ensure!(matches!(&unknown, Err(s) if s.code() == tonic::Code::NotFound), "{unknown:?}");
     h.stop().await;
     Ok(())
 }

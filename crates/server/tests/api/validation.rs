@@ -61,21 +61,13 @@ fn check_diagnostics(diagnostics: &[pb::Diagnostic], expected: &[(&str, &str)]) 
     }
     for (path, word) in expected {
         let at: Vec<&pb::Diagnostic> = diagnostics.iter().filter(|d| d.path == *path).collect();
-        ensure!(
-            at.len() == 1,
-            "expected one diagnostic at `{path}`, got {}: {diagnostics:#?}",
-            at.len()
-        );
+        ensure!(at.len() == 1, "expected one diagnostic at `{path}`, got {}: {diagnostics:#?}", at.len());
         ensure!(
             at[0].message.contains(word),
             "the diagnostic at `{path}` does not mention `{word}`: {}",
             at[0].message
         );
-        ensure!(
-            at[0].severity == pb::Severity::Error as i32,
-            "not an error: {:?}",
-            at[0]
-        );
+        ensure!(at[0].severity == pb::Severity::Error as i32, "not an error: {:?}", at[0]);
     }
     ensure!(
         diagnostics.len() == expected.len(),
@@ -99,8 +91,7 @@ async fn register_reports_every_mistake_at_its_path() -> Result<()> {
     let mut h = Harness::start().await?;
     let status = register_error(&mut h, pattern(MANY_MISTAKES)?).await?;
     ensure!(status.code() == Code::InvalidArgument, "{status:?}");
-    let detail: pb::ValidatePatternResponse =
-        status_detail(&status, "nexus.v1.ValidatePatternResponse")?;
+    let detail: pb::ValidatePatternResponse = status_detail(&status, "nexus.v1.ValidatePatternResponse")?;
     ensure!(!detail.valid, "{detail:?}");
     println!("RegisterPattern diagnostics:");
     check_diagnostics(&detail.diagnostics, EXPECTED)?;
@@ -130,15 +121,11 @@ steps:
     )?;
     let status = register_error(&mut h, doc).await?;
     ensure!(status.code() == Code::InvalidArgument, "{status:?}");
-    let detail: pb::ValidatePatternResponse =
-        status_detail(&status, "nexus.v1.ValidatePatternResponse")?;
+    let detail: pb::ValidatePatternResponse = status_detail(&status, "nexus.v1.ValidatePatternResponse")?;
     check_diagnostics(&detail.diagnostics, &[("steps[0]", "cycle")])?;
     let message = &detail.diagnostics[0].message;
     for id in ["first", "second", "third"] {
-        ensure!(
-            message.contains(id),
-            "the cycle message does not name `{id}`: {message}"
-        );
+        ensure!(message.contains(id), "the cycle message does not name `{id}`: {message}");
     }
     h.stop().await;
     Ok(())
@@ -150,9 +137,7 @@ async fn validate_pattern_is_a_dry_run() -> Result<()> {
 
     let invalid = h
         .client
-        .validate_pattern(pb::ValidatePatternRequest {
-            pattern: Some(pattern(MANY_MISTAKES)?),
-        })
+        .validate_pattern(pb::ValidatePatternRequest { pattern: Some(pattern(MANY_MISTAKES)?) })
         .await?
         .into_inner();
     ensure!(!invalid.valid, "{invalid:?}");
@@ -160,47 +145,22 @@ async fn validate_pattern_is_a_dry_run() -> Result<()> {
     check_diagnostics(&invalid.diagnostics, EXPECTED)?;
     // The same diagnostics as RegisterPattern's.
     let status = register_error(&mut h, pattern(MANY_MISTAKES)?).await?;
-    let registered: pb::ValidatePatternResponse =
-        status_detail(&status, "nexus.v1.ValidatePatternResponse")?;
-    ensure!(
-        registered.diagnostics == invalid.diagnostics,
-        "{registered:#?}\nvs\n{invalid:#?}"
-    );
+    let registered: pb::ValidatePatternResponse = status_detail(&status, "nexus.v1.ValidatePatternResponse")?;
+    ensure!(registered.diagnostics == invalid.diagnostics, "{registered:#?}\nvs\n{invalid:#?}");
 
     // A valid document validates, and is still not stored.
     let valid = h
         .client
-        .validate_pattern(pb::ValidatePatternRequest {
-            pattern: Some(pattern_file("user_creation")?),
-        })
+        .validate_pattern(pb::ValidatePatternRequest { pattern: Some(pattern_file("user_creation")?) })
         .await?
         .into_inner();
     ensure!(valid.valid, "{valid:?}");
-    ensure!(
-        valid
-            .diagnostics
-            .iter()
-            .all(|d| d.severity != pb::Severity::Error as i32),
-        "{valid:?}"
-    );
+    ensure!(valid.diagnostics.iter().all(|d| d.severity != pb::Severity::Error as i32), "{valid:?}");
     for name in ["many_mistakes", "user_creation"] {
-        let got = h
-            .client
-            .get_pattern(pb::GetPatternRequest {
-                name: name.into(),
-                version: String::new(),
-            })
-            .await;
-        ensure!(
-            matches!(&got, Err(s) if s.code() == Code::NotFound),
-            "{name}: {got:?}"
-        );
+        let got = h.client.get_pattern(pb::GetPatternRequest { name: name.into(), version: String::new() }).await;
+        ensure!(matches!(&got, Err(s) if s.code() == Code::NotFound), "{name}: {got:?}");
     }
-    let listed = h
-        .client
-        .list_patterns(pb::ListPatternsRequest::default())
-        .await?
-        .into_inner();
+    let listed = h.client.list_patterns(pb::ListPatternsRequest::default()).await?.into_inner();
     ensure!(listed.patterns.is_empty(), "{listed:?}");
     h.stop().await;
     Ok(())
@@ -212,37 +172,22 @@ async fn versions_are_immutable_and_reregistering_is_idempotent() -> Result<()> 
     let doc = pattern_file("user_creation")?;
     let first = register(&mut h.client, doc.clone()).await?;
     ensure!(first.created, "{first:?}");
-    let r = first
-        .pattern_ref
-        .as_ref()
-        .ok_or_else(|| anyhow!("no pattern_ref"))?;
-    ensure!(
-        r.name == "user_creation" && r.version == "1.0.0",
-        "{first:?}"
-    );
+    let r = first.pattern_ref.as_ref().ok_or_else(|| anyhow!("no pattern_ref"))?;
+    ensure!(r.name == "user_creation" && r.version == "1.0.0", "{first:?}");
 
     let again = register(&mut h.client, doc.clone()).await?;
-    ensure!(
-        !again.created,
-        "re-registering the identical document must not create: {again:?}"
-    );
+    ensure!(!again.created, "re-registering the identical document must not create: {again:?}");
 
     let mut changed = doc.clone();
     changed.description = "Something else entirely.".into();
     let status = register_error(&mut h, changed.clone()).await?;
     ensure!(status.code() == Code::AlreadyExists, "{status:?}");
-    ensure!(
-        status.message().contains("1.0.1"),
-        "the message should suggest the next version: {status:?}"
-    );
+    ensure!(status.message().contains("1.0.1"), "the message should suggest the next version: {status:?}");
 
     // The stored version is the first one, and a new version number is accepted.
     let stored = h
         .client
-        .get_pattern(pb::GetPatternRequest {
-            name: "user_creation".into(),
-            version: "1.0.0".into(),
-        })
+        .get_pattern(pb::GetPatternRequest { name: "user_creation".into(), version: "1.0.0".into() })
         .await?
         .into_inner();
     ensure!(stored.description == doc.description, "{stored:?}");
@@ -250,10 +195,7 @@ async fn versions_are_immutable_and_reregistering_is_idempotent() -> Result<()> 
     ensure!(register(&mut h.client, changed).await?.created, "1.0.1");
     let latest = h
         .client
-        .get_pattern(pb::GetPatternRequest {
-            name: "user_creation".into(),
-            version: String::new(),
-        })
+        .get_pattern(pb::GetPatternRequest { name: "user_creation".into(), version: String::new() })
         .await?
         .into_inner();
     ensure!(latest.version == "1.0.1", "{latest:?}");
@@ -264,10 +206,7 @@ async fn versions_are_immutable_and_reregistering_is_idempotent() -> Result<()> 
 #[tokio::test]
 async fn registered_patterns_survive_a_restart() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let options = || Options {
-        data_dir: Some(dir.path().to_path_buf()),
-        ..Options::default()
-    };
+    let options = || Options { data_dir: Some(dir.path().to_path_buf()), ..Options::default() };
 
     let mut h = Harness::start_with(options()).await?;
     register(&mut h.client, pattern_file("user_creation")?).await?;
@@ -275,29 +214,16 @@ async fn registered_patterns_survive_a_restart() -> Result<()> {
     h.stop().await;
 
     let mut h = Harness::start_with(options()).await?;
-    let listed = h
-        .client
-        .list_patterns(pb::ListPatternsRequest::default())
-        .await?
-        .into_inner();
+    let listed = h.client.list_patterns(pb::ListPatternsRequest::default()).await?.into_inner();
     let names: Vec<&str> = listed.patterns.iter().map(|p| p.name.as_str()).collect();
-    ensure!(
-        names == ["subscribe_live_stream", "user_creation"],
-        "after restart: {names:?}"
-    );
+    ensure!(names == ["subscribe_live_stream", "user_creation"], "after restart: {names:?}");
     let stored = h
         .client
-        .get_pattern(pb::GetPatternRequest {
-            name: "user_creation".into(),
-            version: "1.0.0".into(),
-        })
+        .get_pattern(pb::GetPatternRequest { name: "user_creation".into(), version: "1.0.0".into() })
         .await?
         .into_inner();
     let original = pattern_file("user_creation")?;
-    ensure!(
-        stored.steps == original.steps && stored.output == original.output,
-        "{stored:#?}"
-    );
+    ensure!(stored.steps == original.steps && stored.output == original.output, "{stored:#?}");
     ensure!(stored.registered_at.is_some(), "{stored:?}");
     // Still executable against the (new) demo backends, and still immutable.
     let response = h
@@ -308,10 +234,7 @@ async fn registered_patterns_survive_a_restart() -> Result<()> {
         )?)
         .await?
         .into_inner();
-    ensure!(
-        response.status == pb::ExecutionStatus::Succeeded as i32,
-        "{response:?}"
-    );
+    ensure!(response.status == pb::ExecutionStatus::Succeeded as i32, "{response:?}");
     let again = register(&mut h.client, pattern_file("user_creation")?).await?;
     ensure!(!again.created, "{again:?}");
     h.stop().await;
