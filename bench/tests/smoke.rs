@@ -1,5 +1,7 @@
 //! Keeps the benchmark runnable: a tiny run must complete and produce sane figures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     pin::Pin,
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use cel::{Value as Cel, objects::Key};
@@ -20,6 +20,7 @@ use nexus_core::{
 };
 use prost_reflect::DynamicMessage;
 use rand::Rng;
+use tokio::time::Instant;
 use tonic::Code;
 
 use crate::{
@@ -43,7 +44,7 @@ pub struct ExecuteRequest {
     pub pattern: Arc<CompiledPattern>,
     pub input: Cel,
     /// The caller's deadline; the pattern's own timeout applies too, whichever is sooner.
-    pub deadline: Option<Instant>,
+    pub deadline: Option<std::time::Instant>,
     pub idempotency_key: Option<String>,
 }
 
@@ -74,7 +75,7 @@ impl Engine {
                 return Err(EngineError::InvalidInput(problems));
             }
         }
-        let deadline = match (req.deadline, req.pattern.timeout) {
+        let deadline = match (req.deadline.map(Instant::from_std), req.pattern.timeout) {
             (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
             (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
         };
@@ -88,6 +89,25 @@ impl Engine {
     }
 }
 
+/// Maps the engine's monotonic clock to wall-clock timestamps for the record. Durations and
+/// deadlines use tokio's clock (monotonic, and virtual in tests); a timestamp is the execution's
+/// wall-clock start plus the monotonic offset, so a timeline never goes backwards.
+#[derive(Clone, Copy)]
+struct Timeline {
+    origin: Instant,
+    wall: SystemTime,
+}
+
+impl Timeline {
+    fn start() -> Self {
+        Self { origin: Instant::now(), wall: SystemTime::now() }
+    }
+
+    fn wall(&self, t: Instant) -> SystemTime {
+        self.wall + t.saturating_duration_since(self.origin)
+    }
+}
+
 /// The state of one execution while it runs.
 struct Run<'a> {
     pattern: &'a CompiledPattern,
@@ -96,8 +116,9 @@ struct Run<'a> {
     input: Cel,
     execution: Cel,
     deadline: Option<Instant>,
-    started: Instant,
-    started_at: SystemTime,
+    timeline: Timeline,
+    /// When each running step started (monotonic), for its duration.
+    step_started: Vec<Option<Instant>>,
     outputs: HashMap<Key, Cel>,
     skipped: Vec<bool>,
     waiting_on: Vec<usize>,
@@ -141,8 +162,8 @@ impl<'a> Run<'a> {
             input,
             execution,
             deadline,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
+            timeline: Timeline::start(),
+            step_started: vec![None; pattern.steps.len()],
             outputs: HashMap::with_capacity(pattern.steps.len()),
             skipped: vec![false; pattern.steps.len()],
             waiting_on: pattern.steps.iter().map(|s| s.deps.len()).collect(),
@@ -160,7 +181,7 @@ impl<'a> Run<'a> {
         let deadline = self.deadline;
         let timer = async move {
             match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
+                Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
@@ -184,7 +205,7 @@ impl<'a> Run<'a> {
                         code: Code::DeadlineExceeded,
                         message: format!(
                             "the execution ran out of time after {:?}; still running: {}",
-                            self.started.elapsed(),
+                            self.timeline.origin.elapsed(),
                             in_flight.join(", ")
                         ),
                         step_id: None,
@@ -195,12 +216,10 @@ impl<'a> Run<'a> {
         // Dropping the futures cancels the calls still in flight.
         drop(running);
         let now = Instant::now();
-        for s in &mut self.steps {
+        for (s, started) in self.steps.iter_mut().zip(&self.step_started) {
             if s.status == StepStatus::Running {
                 s.status = StepStatus::Cancelled;
-                if let Some(started) = s.started_at {
-                    s.duration = SystemTime::now().duration_since(started).unwrap_or_default();
-                }
+                s.duration = started.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
             }
         }
         let (status, output, error) = match failure {
@@ -218,8 +237,8 @@ impl<'a> Run<'a> {
             input: self.input,
             output,
             error,
-            started_at: self.started_at,
-            duration: now.duration_since(self.started),
+            started_at: self.timeline.wall,
+            duration: now.saturating_duration_since(self.timeline.origin),
             steps: self.steps,
             idempotency_key: None,
         }
@@ -268,12 +287,14 @@ impl<'a> Run<'a> {
                     ));
                 }
             };
+            let now = Instant::now();
+            self.step_started[i] = Some(now);
             let record = &mut self.steps[i];
             record.status = StepStatus::Running;
-            record.started_at = Some(SystemTime::now());
+            record.started_at = Some(self.timeline.wall(now));
             record.request = Some(request.clone());
             let key = format!("{}/{}", self.id, step.id);
-            running.push(Box::pin(attempt_step(self.invoker, step, request, self.deadline, key)));
+            running.push(Box::pin(attempt_step(self.invoker, step, request, self.deadline, key, self.timeline)));
         }
         Ok(())
     }
@@ -287,7 +308,7 @@ impl<'a> Run<'a> {
     ) -> Result<(), ExecError> {
         let step = &self.pattern.steps[i];
         let record = &mut self.steps[i];
-        record.duration = record.started_at.and_then(|s| SystemTime::now().duration_since(s).ok()).unwrap_or_default();
+        record.duration = self.step_started[i].map(|t| t.elapsed()).unwrap_or_default();
         record.attempts = attempts;
         match result {
             Ok(response) => {
@@ -373,6 +394,7 @@ async fn attempt_step(
     request: DynamicMessage,
     deadline: Option<Instant>,
     idempotency_key: String,
+    timeline: Timeline,
 ) -> (usize, Result<StepResponse, CallError>, Vec<Attempt>) {
     let policy = &step.retry;
     let mut attempts = Vec::with_capacity(1);
@@ -386,7 +408,6 @@ async fn attempt_step(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let started_at = SystemTime::now();
         let call = Call {
             action: step.action.clone(),
             request: request.clone(),
@@ -397,12 +418,17 @@ async fn attempt_step(
             Some(t) if t.is_zero() => Err(CallError::new(Code::DeadlineExceeded, "no time left before the call")),
             Some(t) => tokio::time::timeout(t, call_once(invoker, step.action.is_server_streaming(), call))
                 .await
-                .unwrap_or_else(|_| Err(CallError::new(Code::DeadlineExceeded, format!("no response within {t:?}")))),
+                .unwrap_or_else(|_| {
+                    // Say which limit ran out: the step's own timeout or the whole execution's.
+                    let by_execution = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
+                    let what = if by_execution { "the execution's deadline" } else { "the step's timeout" };
+                    Err(CallError::new(Code::DeadlineExceeded, format!("no response within {t:?} ({what})")))
+                }),
             None => call_once(invoker, step.action.is_server_streaming(), call).await,
         };
         attempts.push(Attempt {
             number,
-            started_at,
+            started_at: timeline.wall(now),
             duration: now.elapsed(),
             code: result.as_ref().map_or_else(|e| e.code, |_| Code::Ok),
             message: result.as_ref().err().map(|e| e.message.clone()).unwrap_or_default(),

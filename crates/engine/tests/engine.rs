@@ -1,0 +1,398 @@
+//! Data-driven engine tests: a pattern document and a scripted fake backend in, the trace of calls
+//! and the execution record out. Time is tokio's paused clock, so latencies and timeouts are exact
+//! and the traces deterministic.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::{
+    collections::HashMap,
+    fmt::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use expect_test::{Expect, expect};
+use nexus_core::{Catalog, catalog::DescriptorSource, document, value};
+use nexus_engine::{
+    Call, CallError, Engine, ExecuteRequest, ExecutionRecord, History, Invoker, MessageStream, StepResponse, code_name,
+};
+use prost::Message;
+use prost_reflect::DynamicMessage;
+use tokio::time::Instant;
+use tonic::Code;
+
+/// What the fake backend does on one call of a method.
+#[derive(Clone)]
+struct Reply {
+    latency: Duration,
+    result: Result<serde_json::Value, Code>,
+}
+
+fn ok(latency_ms: u64, body: serde_json::Value) -> Reply {
+    Reply { latency: Duration::from_millis(latency_ms), result: Ok(body) }
+}
+
+fn fail(latency_ms: u64, code: Code) -> Reply {
+    Reply { latency: Duration::from_millis(latency_ms), result: Err(code) }
+}
+
+/// A backend scripted per method: each call takes the next reply (the last one repeats).
+struct Script {
+    replies: Mutex<HashMap<String, Vec<Reply>>>,
+    log: Mutex<Vec<(Duration, String)>>,
+    start: Instant,
+}
+
+impl Script {
+    fn new(replies: &[(&str, Vec<Reply>)]) -> Arc<Self> {
+        Arc::new(Self {
+            replies: Mutex::new(replies.iter().map(|(m, r)| (m.to_string(), r.clone())).collect()),
+            log: Mutex::new(Vec::new()),
+            start: Instant::now(),
+        })
+    }
+
+    fn event(&self, what: String) {
+        self.log.lock().unwrap().push((self.start.elapsed(), what));
+    }
+
+    fn trace(&self) -> String {
+        let mut out = String::new();
+        for (t, what) in self.log.lock().unwrap().iter() {
+            let _ = writeln!(out, "{}ms {what}", t.as_millis());
+        }
+        out
+    }
+}
+
+/// Ends the "call" event when dropped, so a cancelled call shows in the trace.
+struct CallGuard<'a> {
+    script: &'a Script,
+    method: String,
+    done: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.script.event(format!("cancelled {}", self.method));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Invoker for Script {
+    async fn unary(&self, call: Call) -> Result<DynamicMessage, CallError> {
+        let method = call.action.name.rsplit('/').next().unwrap_or_default().to_string();
+        let request = value::message_to_serde(&call.request);
+        self.event(format!("call {method} {request} key={}", call.idempotency_key.split('/').nth(1).unwrap_or("")));
+        let reply = {
+            let mut replies = self.replies.lock().unwrap();
+            let queue = replies.get_mut(&*call.action.name).expect("scripted method");
+            if queue.len() > 1 { queue.remove(0) } else { queue[0].clone() }
+        };
+        let mut guard = CallGuard { script: self, method: method.clone(), done: false };
+        tokio::time::sleep(reply.latency).await;
+        guard.done = true;
+        match reply.result {
+            Ok(body) => {
+                self.event(format!("reply {method} ok"));
+                DynamicMessage::deserialize(call.action.method.output(), body)
+                    .map_err(|e| CallError::new(Code::Internal, e.to_string()))
+            }
+            Err(code) => {
+                self.event(format!("reply {method} {}", code_name(code)));
+                Err(CallError::new(code, "scripted failure"))
+            }
+        }
+    }
+
+    async fn server_streaming(&self, _call: Call) -> Result<MessageStream, CallError> {
+        Err(CallError::new(Code::Unimplemented, "not scripted"))
+    }
+}
+
+fn catalog() -> Catalog {
+    let fds = prost_types::FileDescriptorSet::decode(nexus_demo::FILE_DESCRIPTOR_SET).unwrap();
+    let mut b = Catalog::builder();
+    b.add_backend("demo", "http://127.0.0.1:1", DescriptorSource::DescriptorSet, fds, &[]).unwrap();
+    b.build()
+}
+
+const CREATE_USER: &str = "demo.user.v1.UserService/CreateUser";
+const UPLOAD: &str = "demo.asset.v1.AssetService/UploadAsset";
+const EMAIL: &str = "demo.notification.v1.NotificationService/SendEmail";
+const PUSH: &str = "demo.notification.v1.NotificationService/SendPush";
+
+const USER_CREATION: &str = r#"
+name: user_creation
+version: 1.0.0
+input: {type: object, required: [email, name], properties: {email: {type: string}, name: {type: string}, avatar_url: {type: string}}}
+steps:
+  - id: user
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "${{ input.email }}", display_name: "${{ input.name }}"}
+    retry: {max_attempts: 3, initial_backoff: 0.1s, multiplier: 2}
+    timeout: 1s
+  - id: avatar
+    when: "${{ has(input.avatar_url) }}"
+    call: demo.asset.v1.AssetService/UploadAsset
+    with: {owner_id: "${{ steps.user.user.id }}", source_url: "${{ input.avatar_url }}"}
+  - id: welcome
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "${{ input.email }}", subject: "Welcome ${{ input.name }}"}
+    depends_on: [user]
+output:
+  user_id: "${{ steps.user.user.id }}"
+  avatar_url: "${{ steps.avatar.asset.url }}"
+"#;
+
+async fn run(doc: &str, script: &Arc<Script>, input: serde_json::Value) -> Arc<ExecutionRecord> {
+    let (pattern, _) = nexus_core::compile(&document::parse(doc).unwrap(), &catalog())
+        .unwrap_or_else(|d| panic!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
+    let engine = Engine::new(script.clone(), Arc::new(History::new(100)));
+    engine
+        .execute(ExecuteRequest {
+            pattern: Arc::new(pattern),
+            input: value::serde_to_cel(&input),
+            deadline: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+}
+
+/// The record, one line per step: status, attempts (code after duration) and the error.
+fn summary(r: &ExecutionRecord) -> String {
+    let mut out = format!("{:?}", r.status);
+    if let Some(e) = &r.error {
+        let _ = write!(out, " {}: {}", code_name(e.code), e.message);
+    }
+    out.push('\n');
+    for s in &r.steps {
+        let attempts: Vec<String> =
+            s.attempts.iter().map(|a| format!("{}ms:{}", a.duration.as_millis(), code_name(a.code))).collect();
+        let _ = write!(out, "  {} {:?} [{}]", s.step_id, s.status, attempts.join(" "));
+        if let Some(StepResponse::Message(m)) = &s.response {
+            let _ = write!(out, " -> {}", value::message_to_serde(m));
+        }
+        out.push('\n');
+    }
+    if let Some(o) = &r.output {
+        let mut v = value::cel_to_serde(o);
+        if let Some(m) = v.as_object_mut() {
+            m.sort_keys();
+        }
+        let _ = writeln!(out, "output {v}");
+    }
+    out
+}
+
+fn check(script: &Script, record: &ExecutionRecord, trace: Expect, result: Expect) {
+    trace.assert_eq(&script.trace());
+    result.assert_eq(&summary(record));
+}
+
+fn user_ok() -> Reply {
+    ok(10, serde_json::json!({"user": {"id": "usr_1", "email": "a@b.c"}}))
+}
+
+#[tokio::test(start_paused = true)]
+async fn independent_steps_run_in_parallel_after_their_dependency() {
+    let script = Script::new(&[
+        (CREATE_USER, vec![user_ok()]),
+        (UPLOAD, vec![ok(30, serde_json::json!({"asset": {"id": "ast_1", "url": "https://cdn/a.png"}}))]),
+        (EMAIL, vec![ok(20, serde_json::json!({"message_id": "m1"}))]),
+    ]);
+    let input = serde_json::json!({"email": "a@b.c", "name": "Ada", "avatar_url": "https://x/a.png"});
+    let record = run(USER_CREATION, &script, input).await;
+    check(
+        &script,
+        &record,
+        expect![[r#"
+            0ms call CreateUser {"email":"a@b.c","display_name":"Ada"} key=user
+            10ms reply CreateUser ok
+            10ms call SendEmail {"to":"a@b.c","subject":"Welcome Ada"} key=welcome
+            10ms call UploadAsset {"owner_id":"usr_1","source_url":"https://x/a.png"} key=avatar
+            30ms reply SendEmail ok
+            40ms reply UploadAsset ok
+        "#]],
+        expect![[r#"
+            Succeeded
+              user Succeeded [10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
+              avatar Succeeded [30ms:OK] -> {"asset":{"id":"ast_1","url":"https://cdn/a.png"}}
+              welcome Succeeded [20ms:OK] -> {"message_id":"m1"}
+            output {"avatar_url":"https://cdn/a.png","user_id":"usr_1"}
+        "#]],
+    );
+    assert_eq!(record.duration, Duration::from_millis(40), "two parallel branches: 10 + max(30, 20)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_false_condition_skips_the_step_and_its_output_field() {
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
+    let record = run(USER_CREATION, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    check(
+        &script,
+        &record,
+        expect![[r#"
+            0ms call CreateUser {"email":"a@b.c","display_name":"Ada"} key=user
+            10ms reply CreateUser ok
+            10ms call SendEmail {"to":"a@b.c","subject":"Welcome Ada"} key=welcome
+            15ms reply SendEmail ok
+        "#]],
+        expect![[r#"
+            Succeeded
+              user Succeeded [10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
+              avatar Skipped []
+              welcome Succeeded [5ms:OK] -> {}
+            output {"user_id":"usr_1"}
+        "#]],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_with_backoff_and_the_same_idempotency_key() {
+    let script = Script::new(&[
+        (CREATE_USER, vec![fail(1, Code::Unavailable), fail(1, Code::Unavailable), user_ok()]),
+        (EMAIL, vec![ok(5, serde_json::json!({}))]),
+    ]);
+    let record = run(USER_CREATION, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    assert_eq!(record.steps[0].attempts.len(), 3);
+    // Backoff with jitter: the second attempt starts 50-100 ms after the first failure, the third
+    // 100-200 ms after the second.
+    let a = &record.steps[0].attempts;
+    let gap1 = a[1].started_at.duration_since(a[0].started_at).unwrap();
+    let gap2 = a[2].started_at.duration_since(a[1].started_at).unwrap();
+    assert!(gap1 >= Duration::from_millis(50) && gap1 <= Duration::from_millis(102), "{gap1:?}");
+    assert!(gap2 >= Duration::from_millis(100) && gap2 <= Duration::from_millis(202), "{gap2:?}");
+    let calls: Vec<String> =
+        script.trace().lines().filter(|l| l.contains("call CreateUser")).map(str::to_string).collect();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|c| c.ends_with("key=user")), "{calls:?}");
+    expect![[r#"
+        Succeeded
+          user Succeeded [1ms:UNAVAILABLE 1ms:UNAVAILABLE 10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
+          avatar Skipped []
+          welcome Succeeded [5ms:OK] -> {}
+        output {"user_id":"usr_1"}
+    "#]]
+    .assert_eq(&summary(&record));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_failure_is_not_retried_and_stops_the_execution() {
+    let script =
+        Script::new(&[(CREATE_USER, vec![fail(3, Code::AlreadyExists)]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
+    let record = run(USER_CREATION, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    check(
+        &script,
+        &record,
+        expect![[r#"
+                0ms call CreateUser {"email":"a@b.c","display_name":"Ada"} key=user
+                3ms reply CreateUser ALREADY_EXISTS
+        "#]],
+        expect![[r#"
+            Failed ALREADY_EXISTS: step `user` (demo.user.v1.UserService/CreateUser) failed: ALREADY_EXISTS: scripted failure
+              user Failed [3ms:ALREADY_EXISTS]
+              avatar Pending []
+              welcome Pending []
+        "#]],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_attempt_hits_the_step_timeout() {
+    let script = Script::new(&[(CREATE_USER, vec![ok(5_000, serde_json::json!({}))])]);
+    let record = run(USER_CREATION, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    check(
+        &script,
+        &record,
+        expect![[r#"
+            0ms call CreateUser {"email":"a@b.c","display_name":"Ada"} key=user
+            1000ms cancelled CreateUser
+        "#]],
+        expect![[r#"
+            Failed DEADLINE_EXCEEDED: step `user` (demo.user.v1.UserService/CreateUser) failed: DEADLINE_EXCEEDED: no response within 1s (the step's timeout)
+              user Failed [1000ms:DEADLINE_EXCEEDED]
+              avatar Pending []
+              welcome Pending []
+        "#]],
+    );
+}
+
+const FAN: &str = r#"
+name: fan
+version: 1.0.0
+timeout: 2s
+steps:
+  - id: email
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "x@y.z"}
+  - id: push
+    call: demo.notification.v1.NotificationService/SendPush
+    with: {user_id: "u1"}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_cancels_the_steps_still_in_flight() {
+    let script =
+        Script::new(&[(EMAIL, vec![fail(10, Code::InvalidArgument)]), (PUSH, vec![ok(1_000, serde_json::json!({}))])]);
+    let record = run(FAN, &script, serde_json::json!({})).await;
+    check(
+        &script,
+        &record,
+        expect![[r#"
+            0ms call SendEmail {"to":"x@y.z"} key=email
+            0ms call SendPush {"user_id":"u1"} key=push
+            10ms reply SendEmail INVALID_ARGUMENT
+            10ms cancelled SendPush
+        "#]],
+        expect![[r#"
+            Failed INVALID_ARGUMENT: step `email` (demo.notification.v1.NotificationService/SendEmail) failed: INVALID_ARGUMENT: scripted failure
+              email Failed [10ms:INVALID_ARGUMENT]
+              push Cancelled []
+        "#]],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_execution_deadline_bounds_every_step() {
+    let script =
+        Script::new(&[(EMAIL, vec![ok(5, serde_json::json!({}))]), (PUSH, vec![ok(3_000, serde_json::json!({}))])]);
+    let record = run(FAN, &script, serde_json::json!({})).await;
+    check(
+        &script,
+        &record,
+        expect![[r#"
+            0ms call SendEmail {"to":"x@y.z"} key=email
+            0ms call SendPush {"user_id":"u1"} key=push
+            5ms reply SendEmail ok
+            2000ms cancelled SendPush
+        "#]],
+        expect![[r#"
+            Failed DEADLINE_EXCEEDED: step `push` (demo.notification.v1.NotificationService/SendPush) failed: DEADLINE_EXCEEDED: no response within 2s (the execution's deadline)
+              email Succeeded [5ms:OK] -> {}
+              push Failed [2000ms:DEADLINE_EXCEEDED]
+        "#]],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn input_that_violates_the_schema_is_refused_before_any_call() {
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()])]);
+    let (pattern, _) = nexus_core::compile(&document::parse(USER_CREATION).unwrap(), &catalog()).unwrap();
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
+    let err = engine
+        .execute(ExecuteRequest {
+            pattern: Arc::new(pattern),
+            input: value::serde_to_cel(&serde_json::json!({"name": 3})),
+            deadline: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    expect![[r#"the input does not match the pattern's input schema: input.email: required property is missing; input.name: expected "string", got int"#]]
+        .assert_eq(&err.to_string());
+    assert_eq!(script.trace(), "");
+}
