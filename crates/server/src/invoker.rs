@@ -19,7 +19,19 @@ use tonic::{
 
 /// Invokes actions over gRPC. Channels connect lazily and reconnect on their own.
 pub struct GrpcInvoker {
-    channels: HashMap<Arc<str>, Channel>,
+    /// Several HTTP/2 connections per backend, used round-robin: one connection is driven by one
+    /// task, and under load that task becomes the bottleneck long before the backend does.
+    channels: HashMap<Arc<str>, Vec<Channel>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// Connections per backend (env `NEXUS_BACKEND_CONNECTIONS`, default: the number of cores).
+fn connections_per_backend() -> usize {
+    std::env::var("NEXUS_BACKEND_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .clamp(1, 64)
 }
 
 impl GrpcInvoker {
@@ -35,14 +47,19 @@ impl GrpcInvoker {
                 .connect_timeout(Duration::from_secs(5))
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_while_idle(true);
-            channels.insert(s.backend.clone(), endpoint.connect_lazy());
+            let pool = (0..connections_per_backend()).map(|_| endpoint.connect_lazy()).collect();
+            channels.insert(s.backend.clone(), pool);
         }
-        Ok(Self { channels })
+        Ok(Self { channels, next: std::sync::atomic::AtomicUsize::new(0) })
     }
 
     fn client(&self, call: &Call) -> Result<(tonic::client::Grpc<Channel>, PathAndQuery), CallError> {
-        let channel = self.channels.get(&call.action.backend).ok_or_else(|| {
+        let pool = self.channels.get(&call.action.backend).ok_or_else(|| {
             CallError::new(tonic::Code::Unavailable, format!("no channel for backend `{}`", call.action.backend))
+        })?;
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % pool.len().max(1);
+        let channel = pool.get(i).ok_or_else(|| {
+            CallError::new(tonic::Code::Unavailable, format!("no connection to backend `{}`", call.action.backend))
         })?;
         let path = PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(call.action.path.as_bytes()))
             .map_err(|e| CallError::new(tonic::Code::Internal, format!("bad method path: {e}")))?;

@@ -84,7 +84,7 @@ impl Nexus {
             }
         });
         let task = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service())
+            axum::serve(listener, tower::make::Shared::new(app))
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
                 })
@@ -123,7 +123,38 @@ impl Nexus {
     }
 }
 
-async fn router(api: api::Api) -> Result<axum::Router, StartError> {
+/// Sends native gRPC straight to the tonic routes and everything else (gRPC-Web, Connect JSON,
+/// CORS preflights) through the translating layers. Native gRPC is the hot path: it should not
+/// pay for middleware that only browsers and `curl` need.
+#[derive(Clone)]
+struct Dispatch {
+    grpc: axum::Router,
+    web: axum::Router,
+}
+
+impl tower::Service<axum::extract::Request> for Dispatch {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        // Routers are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let native = req.version() == http::Version::HTTP_2
+            && req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/grpc") && !ct.starts_with("application/grpc-web"));
+        let router = if native { &mut self.grpc } else { &mut self.web };
+        tower::Service::call(router, req)
+    }
+}
+
+async fn router(api: api::Api) -> Result<Dispatch, StartError> {
     use proto::nexus_service_server::NexusServiceServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -152,8 +183,9 @@ async fn router(api: api::Api) -> Result<axum::Router, StartError> {
             http::HeaderName::from_static(EXECUTION_ID_HEADER),
         ])
         .max_age(Duration::from_secs(3600));
-    Ok(axum::Router::new()
+    let web = axum::Router::new()
         .fallback_service(grpc_web)
-        .layer(axum::middleware::from_fn_with_state(grpc, connect::middleware))
-        .layer(cors))
+        .layer(axum::middleware::from_fn_with_state(grpc.clone(), connect::middleware))
+        .layer(cors);
+    Ok(Dispatch { grpc, web })
 }
