@@ -278,3 +278,70 @@ output:
     h.stop().await;
     Ok(())
 }
+
+/// `[[services]]` entries may name a descriptor set file or `.proto` files instead of relying on
+/// reflection; both must produce the same catalog and a runnable pattern.
+#[tokio::test]
+async fn services_from_a_descriptor_set_file_or_proto_files() -> anyhow::Result<()> {
+    use std::path::PathBuf;
+
+    use nexus_server::{Config, Nexus, ServiceConfig};
+
+    let (demo_addr, _demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let fds_path = dir.path().join("demo.binpb");
+    std::fs::write(&fds_path, nexus_demo::FILE_DESCRIPTOR_SET)?;
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+
+    let endpoint = format!("http://{demo_addr}");
+    let from_set =
+        ServiceConfig { descriptor_set: Some(fds_path), ..ServiceConfig::from_flag(&format!("set={endpoint}"))? };
+    let from_protos = ServiceConfig {
+        protos: vec![
+            proto_root.join("demo/user/v1/user.proto"),
+            proto_root.join("demo/notification/v1/notification.proto"),
+        ],
+        include: vec![proto_root.clone()],
+        ..ServiceConfig::from_flag(&format!("protos={endpoint}"))?
+    };
+    for (service, expected_source, expected_services) in
+        [(from_set, "descriptor_set", 4usize), (from_protos, "protos", 2usize)]
+    {
+        let config =
+            Config { listen: "127.0.0.1:0".parse()?, in_memory: true, services: vec![service], ..Config::default() };
+        let nexus = Nexus::start(config).await?;
+        let mut client = nexus_server::proto::nexus_service_client::NexusServiceClient::connect(format!(
+            "http://{}",
+            nexus.local_addr()
+        ))
+        .await?;
+        let services = client.list_services(nexus_core::pb::ListServicesRequest {}).await?.into_inner().services;
+        assert_eq!(services.len(), expected_services, "{services:?}");
+        assert!(services.iter().all(|s| s.source == expected_source), "{services:?}");
+
+        let doc = crate::common::pattern(
+            r#"
+name: welcome_only
+version: 1.0.0
+steps:
+  - id: user
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "${{ input.email }}", display_name: "Someone"}
+  - id: mail
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "${{ steps.user.user.email }}", subject: "hi"}
+output: {id: "${{ steps.mail.message_id }}"}
+"#,
+        )?;
+        crate::common::register(&mut client, doc).await?;
+        let email = crate::common::unique_email(expected_source);
+        let out = client
+            .execute_pattern(crate::common::execute_request("welcome_only", serde_json::json!({"email": email}))?)
+            .await?
+            .into_inner();
+        let output = crate::common::to_json(&out.output.unwrap_or_default());
+        assert!(output["id"].as_str().is_some_and(|id| id.starts_with("msg_")), "{output}");
+        nexus.shutdown(std::time::Duration::from_secs(5)).await;
+    }
+    Ok(())
+}
