@@ -86,8 +86,25 @@ pub struct CompiledStep {
     pub dependants: Vec<usize>,
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// Forward each message of a server-streaming action to the caller as it arrives.
     pub stream: bool,
+    /// `for_each`: the step runs once per item of this list.
+    pub for_each: Option<Expr>,
+    /// Fan-out concurrency cap (for_each).
+    pub concurrency: usize,
+    pub compensate: Option<Compensation>,
 }
+
+/// The action that undoes a completed step when its execution fails.
+#[derive(Debug)]
+pub struct Compensation {
+    pub action: Action,
+    pub request: Template,
+}
+
+/// Default and largest fan-out concurrency of a for_each step.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+pub const MAX_CONCURRENCY: usize = 1000;
 
 /// Compiles and validates a document against the catalog. On success also returns warnings.
 pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern, Vec<Diagnostic>), Vec<Diagnostic>> {
@@ -132,30 +149,65 @@ pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern,
             .filter_map(|(d, s)| {
                 let action = d.action.as_ref()?;
                 let out = Ty::of_message(&action.method.output());
-                let ty = if action.is_server_streaming() { Ty::List(Box::new(out)) } else { out };
+                // A forwarded stream keeps only its last message; a collected one is a list.
+                let ty = if action.is_server_streaming() && !s.stream { Ty::List(Box::new(out)) } else { out };
+                let ty = if d.for_each.is_some() { Ty::List(Box::new(ty)) } else { ty };
                 Some((s.id.clone(), ty))
             })
             .collect(),
     };
+    let conditional: Vec<bool> = doc.steps.iter().map(|s| !s.when.is_empty()).collect();
 
     // References: every expression's variables exist, every path resolves; edges of the graph.
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); doc.steps.len()];
     for (i, (draft, step)) in drafts.iter().zip(&doc.steps).enumerate() {
         let mut exprs = Vec::new();
         draft.request.expressions(&format!("steps[{i}].with"), &mut exprs);
+        let fan_out = draft.for_each.is_some();
+        let item_scope = exprs.len();
         if let Some(w) = &draft.when {
             exprs.push((format!("steps[{i}].when"), w));
         }
-        for (path, e) in &exprs {
+        if let Some(f) = &draft.for_each {
+            exprs.push((format!("steps[{i}].for_each"), f));
+        }
+        for (n, (path, e)) in exprs.iter().enumerate() {
+            // `item` and `index` exist in the request of a for_each step only.
+            let scope = Scope { in_step: Some(&step.id), items: fan_out && n < item_scope };
             for r in e.references() {
-                if let Some(target) = check_reference(r, path, &ids, &env, Some(&step.id), &mut diags) {
+                if let Some(target) = check_reference(r, path, &ids, &env, scope, &mut diags) {
                     if target == i {
                         diags.error(path.clone(), format!("step `{}` reads its own output", step.id));
-                    } else if !deps[i].contains(&target) {
+                        continue;
+                    }
+                    if !deps[i].contains(&target) {
                         deps[i].push(target);
+                    }
+                    check_guard(r, e, target, &conditional, doc, path, &mut diags);
+                }
+            }
+        }
+        if let Some(c) = &draft.compensate {
+            let mut cexprs = Vec::new();
+            c.request.expressions(&format!("steps[{i}].compensate.with"), &mut cexprs);
+            for (path, e) in &cexprs {
+                for r in e.references() {
+                    // A compensation runs after its own step succeeded: it may read its output.
+                    let scope = Scope { in_step: None, items: false };
+                    if let Some(target) = check_reference(r, path, &ids, &env, scope, &mut diags)
+                        && target != i
+                    {
+                        check_guard(r, e, target, &conditional, doc, path, &mut diags);
                     }
                 }
             }
+            typecheck::check_message_template(
+                &c.request,
+                &c.action.method.input(),
+                &format!("steps[{i}].compensate.with"),
+                &env,
+                &mut diags,
+            );
         }
         for (j, dep) in step.depends_on.iter().enumerate() {
             match ids.get(dep.as_str()) {
@@ -195,7 +247,8 @@ pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern,
             let mut reads_steps = Vec::new();
             for (p, e) in &exprs {
                 for r in e.references() {
-                    if let Some(t) = check_reference(r, p, &ids, &env, None, &mut diags)
+                    let scope = Scope { in_step: None, items: false };
+                    if let Some(t) = check_reference(r, p, &ids, &env, scope, &mut diags)
                         && !reads_steps.contains(&t)
                     {
                         reads_steps.push(t);
@@ -239,6 +292,12 @@ pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern,
                 timeout: draft.timeout,
                 retry: draft.retry,
                 stream: step.stream,
+                for_each: draft.for_each,
+                concurrency: match step.concurrency {
+                    0 => DEFAULT_CONCURRENCY,
+                    n => (n as usize).min(MAX_CONCURRENCY),
+                },
+                compensate: draft.compensate,
             })
         })
         .collect();
@@ -274,6 +333,8 @@ struct Draft {
     action: Option<Action>,
     request: Template,
     when: Option<Expr>,
+    for_each: Option<Expr>,
+    compensate: Option<Compensation>,
     timeout: Option<Duration>,
     retry: RetryPolicy,
 }
@@ -327,12 +388,52 @@ fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnost
             }
         })
         .flatten();
-    if !step.for_each.is_empty() {
-        diags.error(format!("steps[{i}].for_each"), "for_each is not supported by this Nexus version yet");
+    let for_each = (!step.for_each.is_empty())
+        .then(|| match expr::parse_single(&step.for_each) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                diags.error(format!("steps[{i}].for_each"), e.to_string());
+                None
+            }
+        })
+        .flatten();
+    if step.concurrency as usize > MAX_CONCURRENCY {
+        diags.error(format!("steps[{i}].concurrency"), format!("at most {MAX_CONCURRENCY}"));
     }
-    if step.compensate.is_some() {
-        diags.error(format!("steps[{i}].compensate"), "compensate is not supported by this Nexus version yet");
+    if step.concurrency > 0 && for_each.is_none() {
+        diags.warning(format!("steps[{i}].concurrency"), "has no effect without for_each");
     }
+    if step.stream && for_each.is_some() {
+        diags.error(format!("steps[{i}].stream"), "a streaming step cannot also fan out with for_each");
+    }
+    let compensate = step.compensate.as_ref().and_then(|c| {
+        let path = format!("steps[{i}].compensate");
+        let action = match catalog.action(&c.call) {
+            Some(a) if a.is_client_streaming() || a.is_server_streaming() => {
+                diags.error(
+                    format!("{path}.call"),
+                    format!("`{}` is a streaming method; compensations must be unary", c.call),
+                );
+                return None;
+            }
+            Some(a) => a.clone(),
+            None => {
+                let hint = suggest(&c.call, catalog.action_names())
+                    .map(|s| format!(" Did you mean `{s}`?"))
+                    .unwrap_or_default();
+                diags.error(
+                    format!("{path}.call"),
+                    format!("unknown action `{}`: it is not in the catalog.{hint}", c.call),
+                );
+                return None;
+            }
+        };
+        let mut errors = Vec::new();
+        let with_json = c.with.as_ref().map(value::struct_to_serde).unwrap_or_else(|| serde_json::json!({}));
+        let request = Template::compile(&with_json, &format!("{path}.with"), &mut errors);
+        report_template_errors(errors, diags);
+        Some(Compensation { action, request })
+    });
     let timeout = match step.timeout {
         Some(d) => match to_duration(&d) {
             Some(t) if !t.is_zero() => Some(t),
@@ -344,7 +445,7 @@ fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnost
         None => None,
     };
     let retry = retry_policy(i, step.retry.as_ref(), diags);
-    Draft { action, request, when, timeout, retry }
+    Draft { action, request, when, for_each, compensate, timeout, retry }
 }
 
 fn retry_policy(i: usize, r: Option<&pb::RetryPolicy>, diags: &mut Diagnostics) -> RetryPolicy {
@@ -501,22 +602,32 @@ impl TypeEnv for Env<'_> {
 }
 
 /// Checks one reference; returns the index of the step it reads, if any.
+/// Where an expression is evaluated, for what it may read.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    /// The step the expression belongs to (it may not read its own output).
+    in_step: Option<&'a str>,
+    /// `item` and `index` are defined (the request of a for_each step).
+    items: bool,
+}
+
 fn check_reference(
     r: &expr::Reference,
     path: &str,
     ids: &HashMap<&str, usize>,
     env: &Env<'_>,
-    in_step: Option<&str>,
+    scope: Scope<'_>,
     diags: &mut Diagnostics,
 ) -> Option<usize> {
+    let in_step = scope.in_step;
     if !expr::VARIABLES.contains(&r.root.as_str()) {
         diags
             .error(path, format!("unknown variable `{}`; expressions can read {}", r.root, expr::VARIABLES.join(", ")));
         return None;
     }
     match r.root.as_str() {
-        "item" | "index" => {
-            diags.error(path, format!("`{}` is only defined inside a for_each step", r.root));
+        "item" | "index" if !scope.items => {
+            diags.error(path, format!("`{}` is only defined in the `with` of a for_each step", r.root));
             None
         }
         "steps" => {
@@ -542,6 +653,32 @@ fn check_reference(
             None
         }
         _ => None,
+    }
+}
+
+/// A step with `when` may be skipped and then has no output: reading it must be guarded with
+/// `has(steps.X...)` somewhere in the same expression (e.g. `has(steps.x.y) ? steps.x.y : ""`).
+fn check_guard(
+    r: &expr::Reference,
+    e: &Expr,
+    target: usize,
+    conditional: &[bool],
+    doc: &pb::Pattern,
+    path: &str,
+    diags: &mut Diagnostics,
+) {
+    if !conditional[target] || r.guarded {
+        return;
+    }
+    let id = &doc.steps[target].id;
+    let guarded = e.references().iter().any(|o| o.guarded && o.step() == Some(id.as_str()));
+    if !guarded {
+        diags.error(
+            path,
+            format!(
+                "`{r}` reads step `{id}`, which has a `when` and may be skipped; guard it, e.g. `has({r}) ? {r} : ...`, or depend on it with depends_on only"
+            ),
+        );
     }
 }
 

@@ -2,12 +2,13 @@
 //!
 //! A step starts the moment its last dependency finishes (or is skipped); independent steps run
 //! concurrently on the execution's task. The first step that fails for good fails the execution:
-//! the steps still in flight are dropped, which cancels their gRPC calls.
+//! the steps still in flight are dropped, which cancels their gRPC calls, and the completed steps
+//! that declare `compensate` are compensated in reverse order of completion.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
@@ -20,23 +21,39 @@ use nexus_core::{
 };
 use prost_reflect::DynamicMessage;
 use rand::Rng;
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 use tonic::Code;
 
 use crate::{
+    events::{Emitter, Event, ExecutionEvent, RunningExecution},
     history::History,
     invoker::{Call, CallError, Invoker},
-    record::{Attempt, ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus},
+    record::{
+        Attempt, CompensationRecord, ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus,
+    },
 };
 
-/// Most messages a streaming step collects when its pattern runs through unary ExecutePattern.
+/// Most messages a streaming step collects when it is not forwarded (`stream: false`).
 pub const MAX_COLLECTED_STREAM_MESSAGES: usize = 10_000;
+/// Most items a for_each step fans out to.
+pub const MAX_FAN_OUT: usize = 10_000;
+/// Time a compensation call gets when its step declares no timeout.
+pub const DEFAULT_COMPENSATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs patterns. Cheap to clone; one per process.
 #[derive(Clone)]
 pub struct Engine {
     invoker: Arc<dyn Invoker>,
     history: Arc<History>,
+    running: Arc<Mutex<HashMap<Arc<str>, Arc<RunningExecution>>>>,
+    idempotency: Arc<Mutex<Idempotency>>,
+}
+
+/// Executions by (pattern, idempotency key), bounded like the history.
+#[derive(Default)]
+struct Idempotency {
+    cells: HashMap<(Arc<str>, String), Arc<tokio::sync::OnceCell<Arc<ExecutionRecord>>>>,
+    order: VecDeque<(Arc<str>, String)>,
 }
 
 /// One request to run a pattern.
@@ -46,6 +63,8 @@ pub struct ExecuteRequest {
     /// The caller's deadline; the pattern's own timeout applies too, whichever is sooner.
     pub deadline: Option<std::time::Instant>,
     pub idempotency_key: Option<String>,
+    /// The caller's W3C `traceparent`, continued by every backend call.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,34 +77,124 @@ fn describe(problems: &[(String, String)]) -> String {
     problems.iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("; ")
 }
 
+/// Removes a running execution from the registry however its future ends (even when dropped).
+struct Registration<'a> {
+    engine: &'a Engine,
+    id: Arc<str>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.engine.lock_running().remove(&self.id);
+    }
+}
+
 impl Engine {
     pub fn new(invoker: Arc<dyn Invoker>, history: Arc<History>) -> Self {
-        Self { invoker, history }
+        Self { invoker, history, running: Arc::default(), idempotency: Arc::default() }
     }
 
     pub fn history(&self) -> &Arc<History> {
         &self.history
     }
 
-    /// Runs an execution to its end and records it in the history.
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<RunningExecution>>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A running execution (for WatchExecution and CancelExecution).
+    pub fn running(&self, id: &str) -> Option<Arc<RunningExecution>> {
+        self.lock_running().get(id).cloned()
+    }
+
+    /// Cancels a running execution; false when it is not running (finished or unknown).
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.running(id) {
+            Some(r) => {
+                r.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs an execution to its end and records it in the history. With an idempotency key
+    /// already used for this pattern, returns the first execution's record instead (waiting for
+    /// it if it is still running).
     pub async fn execute(&self, req: ExecuteRequest) -> Result<Arc<ExecutionRecord>, EngineError> {
+        self.check_input(&req)?;
+        let Some(key) = req.idempotency_key.clone() else {
+            return Ok(self.run(req, None).await);
+        };
+        let cell = {
+            let mut idem = self.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let k = (req.pattern.name.clone(), key);
+            match idem.cells.get(&k) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Arc::new(tokio::sync::OnceCell::new());
+                    idem.cells.insert(k.clone(), c.clone());
+                    idem.order.push_back(k);
+                    while idem.order.len() > self.history.capacity() {
+                        if let Some(old) = idem.order.pop_front() {
+                            idem.cells.remove(&old);
+                        }
+                    }
+                    c
+                }
+            }
+        };
+        Ok(cell.get_or_init(|| self.run(req, None)).await.clone())
+    }
+
+    /// Like [`Engine::execute`], sending every event to `events` as it happens. The channel is
+    /// bounded: a slow reader slows the execution (and the backend streams it forwards). When the
+    /// receiver is dropped the execution is cancelled.
+    pub async fn execute_observed(
+        &self,
+        req: ExecuteRequest,
+        events: mpsc::Sender<ExecutionEvent>,
+    ) -> Result<Arc<ExecutionRecord>, EngineError> {
+        self.check_input(&req)?;
+        Ok(self.run(req, Some(events)).await)
+    }
+
+    /// Checks the input against the pattern's input schema (also done by `execute`).
+    pub fn check_input(&self, req: &ExecuteRequest) -> Result<(), EngineError> {
         if !req.pattern.input.is_empty() {
             let problems = req.pattern.input.validate(&req.input);
             if !problems.is_empty() {
                 return Err(EngineError::InvalidInput(problems));
             }
         }
+        Ok(())
+    }
+
+    async fn run(&self, req: ExecuteRequest, direct: Option<mpsc::Sender<ExecutionEvent>>) -> Arc<ExecutionRecord> {
         let deadline = match (req.deadline.map(Instant::from_std), req.pattern.timeout) {
             (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
             (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
         };
-        let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().simple().to_string());
-        let run = Run::new(&req.pattern, self.invoker.as_ref(), id, req.input, deadline);
+        let uuid = uuid::Uuid::now_v7();
+        let id: Arc<str> = Arc::from(uuid.simple().to_string());
+        let running = Arc::new(RunningExecution::new(id.clone()));
+        self.lock_running().insert(id.clone(), running.clone());
+        let _registration = Registration { engine: self, id: id.clone() };
+        let trace_id = req
+            .traceparent
+            .as_deref()
+            .and_then(|t| t.split('-').nth(1))
+            .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid.simple().to_string());
+        let emitter = Emitter { running, direct };
+        let run = Run::new(&req.pattern, self.invoker.as_ref(), id, req.input, deadline, emitter.clone(), trace_id);
         let mut record = run.go().await;
         record.idempotency_key = req.idempotency_key;
         let record = Arc::new(record);
         self.history.insert(record.clone());
-        Ok(record)
+        emitter.emit(Event::Finished(record.clone())).await;
+        record
     }
 }
 
@@ -108,6 +217,28 @@ impl Timeline {
     }
 }
 
+/// What a step future hands back.
+struct StepDone {
+    index: usize,
+    result: Result<StepResponse, CallError>,
+    attempts: Vec<Attempt>,
+}
+
+type StepFuture<'a> = Pin<Box<dyn Future<Output = StepDone> + Send + 'a>>;
+
+/// Everything a step's calls need, shared by its attempts and items. Owned (cheap clones) so the
+/// step futures do not borrow the `Run`, which they run alongside.
+#[derive(Clone)]
+struct CallContext<'a> {
+    invoker: &'a dyn Invoker,
+    step: &'a CompiledStep,
+    deadline: Option<Instant>,
+    timeline: Timeline,
+    execution_id: Arc<str>,
+    trace_id: Arc<str>,
+    emitter: Emitter,
+}
+
 /// The state of one execution while it runs.
 struct Run<'a> {
     pattern: &'a CompiledPattern,
@@ -117,15 +248,17 @@ struct Run<'a> {
     execution: Cel,
     deadline: Option<Instant>,
     timeline: Timeline,
+    emitter: Emitter,
+    trace_id: Arc<str>,
     /// When each running step started (monotonic), for its duration.
     step_started: Vec<Option<Instant>>,
     outputs: HashMap<Key, Cel>,
     skipped: Vec<bool>,
     waiting_on: Vec<usize>,
+    /// Steps in the order they succeeded (compensation runs in reverse).
+    completed: Vec<usize>,
     steps: Vec<StepRecord>,
 }
-
-type StepFuture<'a> = Pin<Box<dyn Future<Output = (usize, Result<StepResponse, CallError>, Vec<Attempt>)> + Send + 'a>>;
 
 impl<'a> Run<'a> {
     fn new(
@@ -134,6 +267,8 @@ impl<'a> Run<'a> {
         id: Arc<str>,
         input: Cel,
         deadline: Option<Instant>,
+        emitter: Emitter,
+        trace_id: String,
     ) -> Self {
         let execution = value::map(HashMap::from([
             (value::key("id"), Cel::String(Arc::new(id.to_string()))),
@@ -153,6 +288,8 @@ impl<'a> Run<'a> {
                 response: None,
                 error: None,
                 attempts: Vec::new(),
+                compensation: None,
+                items: 0,
             })
             .collect();
         Self {
@@ -163,21 +300,38 @@ impl<'a> Run<'a> {
             execution,
             deadline,
             timeline: Timeline::start(),
+            emitter,
+            trace_id: Arc::from(trace_id),
             step_started: vec![None; pattern.steps.len()],
             outputs: HashMap::with_capacity(pattern.steps.len()),
             skipped: vec![false; pattern.steps.len()],
             waiting_on: pattern.steps.iter().map(|s| s.deps.len()).collect(),
+            completed: Vec::with_capacity(pattern.steps.len()),
             steps,
         }
     }
 
+    fn scope(&self) -> Scope<'_> {
+        Scope { input: &self.input, steps: &self.outputs, item: None, index: None, execution: &self.execution }
+    }
+
     async fn go(mut self) -> ExecutionRecord {
+        let emitter = self.emitter.clone();
+        emitter
+            .emit(Event::Started {
+                pattern_name: self.pattern.name.clone(),
+                pattern_version: self.pattern.version.clone(),
+            })
+            .await;
         let mut running: FuturesUnordered<StepFuture<'a>> = FuturesUnordered::new();
         let mut failure: Option<ExecError> = None;
+        let mut cancelled = false;
         let mut ready: Vec<usize> = self.pattern.roots.iter().rev().copied().collect();
-        if let Err(e) = self.start(&mut ready, &mut running) {
+        let mut events = Vec::new();
+        if let Err(e) = self.start(&mut ready, &mut running, &mut events) {
             failure = Some(e);
         }
+        self.flush(&mut events).await;
         let deadline = self.deadline;
         let timer = async move {
             match deadline {
@@ -186,15 +340,25 @@ impl<'a> Run<'a> {
             }
         };
         tokio::pin!(timer);
+        let cancel = emitter.running.cancel.clone();
         while failure.is_none() && !running.is_empty() {
             tokio::select! {
                 biased;
-                Some((i, result, attempts)) = running.next() => {
-                    if let Err(e) = self.finish(i, result, attempts, &mut ready) {
+                () = cancel.cancelled() => {
+                    cancelled = true;
+                    failure = Some(ExecError { code: Code::Cancelled, message: "the execution was cancelled".into(), step_id: None });
+                }
+                () = emitter.closed() => {
+                    cancelled = true;
+                    failure = Some(ExecError { code: Code::Cancelled, message: "the caller went away".into(), step_id: None });
+                }
+                Some(done) = running.next() => {
+                    if let Err(e) = self.finish(done, &mut ready, &mut events) {
                         failure = Some(e);
-                    } else if let Err(e) = self.start(&mut ready, &mut running) {
+                    } else if let Err(e) = self.start(&mut ready, &mut running, &mut events) {
                         failure = Some(e);
                     }
+                    self.flush(&mut events).await;
                 }
                 () = &mut timer => {
                     let in_flight: Vec<&str> = self.steps.iter()
@@ -223,7 +387,23 @@ impl<'a> Run<'a> {
             }
         }
         let (status, output, error) = match failure {
-            Some(e) => (ExecutionStatus::Failed, None, Some(e)),
+            Some(e) => {
+                let (compensated, compensation_error) = self.compensate().await;
+                let status = match (cancelled, compensated, &compensation_error) {
+                    (true, _, None) => ExecutionStatus::Cancelled,
+                    (false, true, None) => ExecutionStatus::Compensated,
+                    _ => ExecutionStatus::Failed,
+                };
+                let error = match compensation_error {
+                    Some(c) => ExecError {
+                        code: e.code,
+                        message: format!("{}; then {}", e.message, c.message),
+                        step_id: e.step_id,
+                    },
+                    None => e,
+                };
+                (status, None, Some(error))
+            }
             None => match self.output() {
                 Ok(out) => (ExecutionStatus::Succeeded, Some(out), None),
                 Err(e) => (ExecutionStatus::Failed, None, Some(e)),
@@ -238,9 +418,16 @@ impl<'a> Run<'a> {
             output,
             error,
             started_at: self.timeline.wall,
-            duration: now.saturating_duration_since(self.timeline.origin),
+            duration: Instant::now().saturating_duration_since(self.timeline.origin),
             steps: self.steps,
             idempotency_key: None,
+        }
+    }
+
+    /// Sends the events collected while the state was borrowed.
+    async fn flush(&self, events: &mut Vec<Event>) {
+        for e in events.drain(..) {
+            self.emitter.emit(e).await;
         }
     }
 
@@ -249,17 +436,20 @@ impl<'a> Run<'a> {
         &mut self,
         ready: &mut Vec<usize>,
         running: &mut FuturesUnordered<StepFuture<'a>>,
+        events: &mut Vec<Event>,
     ) -> Result<(), ExecError> {
+        let listening = self.emitter.listening();
         while let Some(i) = ready.pop() {
             let step: &'a CompiledStep = &self.pattern.steps[i];
-            let scope =
-                Scope { input: &self.input, steps: &self.outputs, item: None, index: None, execution: &self.execution };
             if let Some(when) = &step.when {
-                match when.eval(&scope) {
+                match when.eval(&self.scope()) {
                     Ok(Cel::Bool(true)) => {}
                     Ok(Cel::Bool(false)) => {
                         self.steps[i].status = StepStatus::Skipped;
                         self.skipped[i] = true;
+                        if listening {
+                            events.push(Event::StepSkipped { step: step.id.clone() });
+                        }
                         self.release_dependants(i, ready);
                         continue;
                     }
@@ -273,59 +463,103 @@ impl<'a> Run<'a> {
                     Err(e) => return Err(self.fail_step(i, Code::InvalidArgument, format!("`when`: {e}"))),
                 }
             }
-            let request = match step.request.eval(&scope) {
-                Ok(v) => v,
-                Err(e) => return Err(self.fail_step(i, Code::InvalidArgument, format!("building the request: {e}"))),
-            };
-            let request = match value::to_message(&request, &step.action.method.input()) {
-                Ok(m) => m,
-                Err(e) => {
-                    return Err(self.fail_step(
-                        i,
-                        Code::InvalidArgument,
-                        format!("building the {} request: {e}", step.action.method.input().full_name()),
-                    ));
-                }
+            let requests = match self.build_requests(step) {
+                Ok(r) => r,
+                Err((code, message)) => return Err(self.fail_step(i, code, message)),
             };
             let now = Instant::now();
             self.step_started[i] = Some(now);
             let record = &mut self.steps[i];
             record.status = StepStatus::Running;
             record.started_at = Some(self.timeline.wall(now));
-            record.request = Some(request.clone());
-            let key = format!("{}/{}", self.id, step.id);
-            running.push(Box::pin(attempt_step(self.invoker, step, request, self.deadline, key, self.timeline)));
+            if listening {
+                events.push(Event::StepStarted { step: step.id.clone(), attempt: 1 });
+            }
+            let ctx = CallContext {
+                invoker: self.invoker,
+                step,
+                deadline: self.deadline,
+                timeline: self.timeline,
+                execution_id: self.id.clone(),
+                trace_id: self.trace_id.clone(),
+                emitter: self.emitter.clone(),
+            };
+            match requests {
+                Requests::One(request) => {
+                    self.steps[i].request = Some(request.clone());
+                    running.push(Box::pin(async move {
+                        let (result, attempts) = attempt(&ctx, request, None).await;
+                        StepDone { index: i, result, attempts }
+                    }));
+                }
+                Requests::Items(requests) => {
+                    self.steps[i].items = requests.len() as u32;
+                    running.push(Box::pin(fan_out(ctx, i, requests)));
+                }
+            }
         }
         Ok(())
     }
 
-    fn finish(
-        &mut self,
-        i: usize,
-        result: Result<StepResponse, CallError>,
-        attempts: Vec<Attempt>,
-        ready: &mut Vec<usize>,
-    ) -> Result<(), ExecError> {
+    fn build_requests(&self, step: &CompiledStep) -> Result<Requests, (Code, String)> {
+        let input = step.action.method.input();
+        let build = |scope: &Scope<'_>| -> Result<DynamicMessage, (Code, String)> {
+            let v =
+                step.request.eval(scope).map_err(|e| (Code::InvalidArgument, format!("building the request: {e}")))?;
+            value::to_message(&v, &input)
+                .map_err(|e| (Code::InvalidArgument, format!("building the {} request: {e}", input.full_name())))
+        };
+        let Some(for_each) = &step.for_each else {
+            return build(&self.scope()).map(Requests::One);
+        };
+        let items = match for_each.eval(&self.scope()) {
+            Ok(Cel::List(items)) => items,
+            Ok(other) => {
+                return Err((
+                    Code::InvalidArgument,
+                    format!("`for_each` must be a list, got {} from `{}`", value::type_name(&other), for_each.source()),
+                ));
+            }
+            Err(e) => return Err((Code::InvalidArgument, format!("`for_each`: {e}"))),
+        };
+        if items.len() > MAX_FAN_OUT {
+            return Err((
+                Code::ResourceExhausted,
+                format!("for_each has {} items; the limit is {MAX_FAN_OUT}", items.len()),
+            ));
+        }
+        let mut requests = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let scope = Scope { item: Some(item), index: Some(index as i64), ..self.scope() };
+            requests.push(build(&scope).map_err(|(c, m)| (c, format!("item {index}: {m}")))?);
+        }
+        Ok(Requests::Items(requests))
+    }
+
+    fn finish(&mut self, done: StepDone, ready: &mut Vec<usize>, events: &mut Vec<Event>) -> Result<(), ExecError> {
+        let i = done.index;
         let step = &self.pattern.steps[i];
         let record = &mut self.steps[i];
         record.duration = self.step_started[i].map(|t| t.elapsed()).unwrap_or_default();
-        record.attempts = attempts;
-        match result {
+        record.attempts = done.attempts;
+        match done.result {
             Ok(response) => {
-                let output = match &response {
-                    StepResponse::Message(m) => message_to_cel(m),
-                    StepResponse::Stream(ms) => Cel::List(Arc::new(ms.iter().map(message_to_cel).collect())),
-                };
+                let output = response_to_cel(&response, &step.action.method.output());
                 record.status = StepStatus::Succeeded;
                 record.response = Some(response);
+                if self.emitter.listening() {
+                    events.push(Event::StepSucceeded { step: step.id.clone(), duration: record.duration });
+                }
                 self.outputs.insert(step.key.clone(), output);
+                self.completed.push(i);
                 self.release_dependants(i, ready);
                 Ok(())
             }
             Err(e) => {
                 let attempts = record.attempts.len();
                 let tries = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
-                Err(self.fail_step(
+                let duration = record.duration;
+                let error = self.fail_step(
                     i,
                     e.code,
                     format!(
@@ -335,7 +569,11 @@ impl<'a> Run<'a> {
                         code_name(e.code),
                         e.message
                     ),
-                ))
+                );
+                if self.emitter.listening() {
+                    events.push(Event::StepFailed { step: step.id.clone(), error: error.clone(), duration });
+                }
+                Err(error)
             }
         }
     }
@@ -363,12 +601,76 @@ impl<'a> Run<'a> {
         error
     }
 
+    /// Runs the compensations of completed steps, newest first. Returns whether any ran and the
+    /// first compensation failure.
+    async fn compensate(&mut self) -> (bool, Option<ExecError>) {
+        let mut ran = false;
+        let mut first_error = None;
+        let completed = std::mem::take(&mut self.completed);
+        for &i in completed.iter().rev() {
+            let step: &'a CompiledStep = &self.pattern.steps[i];
+            let Some(comp) = &step.compensate else { continue };
+            ran = true;
+            let started = Instant::now();
+            let result = match comp
+                .request
+                .eval(&self.scope())
+                .map_err(|e| CallError::new(Code::InvalidArgument, e.to_string()))
+                .and_then(|v| {
+                    value::to_message(&v, &comp.action.method.input())
+                        .map_err(|e| CallError::new(Code::InvalidArgument, e.to_string()))
+                }) {
+                Ok(request) => {
+                    let timeout = step.timeout.unwrap_or(DEFAULT_COMPENSATION_TIMEOUT);
+                    let call = Call {
+                        action: comp.action.clone(),
+                        request,
+                        timeout: Some(timeout),
+                        idempotency_key: format!("{}/{}/compensate", self.id, step.id),
+                        traceparent: Some(traceparent(&self.trace_id)),
+                    };
+                    match tokio::time::timeout(timeout, self.invoker.unary(call)).await {
+                        Ok(r) => r.map(|_| ()),
+                        Err(_) => {
+                            Err(CallError::new(Code::DeadlineExceeded, format!("no response within {timeout:?}")))
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let duration = started.elapsed();
+            let error = result.err().map(|e| ExecError {
+                code: e.code,
+                message: format!(
+                    "compensating step `{}` ({}) failed: {}: {}",
+                    step.id,
+                    comp.action.name,
+                    code_name(e.code),
+                    e.message
+                ),
+                step_id: Some(step.id.clone()),
+            });
+            if first_error.is_none() {
+                first_error.clone_from(&error);
+            }
+            self.emitter.emit(Event::StepCompensated { step: step.id.clone(), error: error.clone(), duration }).await;
+            self.steps[i].compensation = Some(CompensationRecord {
+                call: comp.action.name.clone(),
+                status: if error.is_some() { StepStatus::Failed } else { StepStatus::Succeeded },
+                started_at: self.timeline.wall(started),
+                duration,
+                error,
+            });
+        }
+        self.completed = completed;
+        (ran, first_error)
+    }
+
     fn output(&self) -> Result<Cel, ExecError> {
-        let scope =
-            Scope { input: &self.input, steps: &self.outputs, item: None, index: None, execution: &self.execution };
         let Some(fields) = &self.pattern.output else {
             return Ok(value::map(self.outputs.clone()));
         };
+        let scope = self.scope();
         let mut out = HashMap::with_capacity(fields.len());
         for field in fields {
             // A field that reads a skipped step is left out rather than failing the execution:
@@ -387,23 +689,75 @@ impl<'a> Run<'a> {
     }
 }
 
+enum Requests {
+    One(DynamicMessage),
+    Items(Vec<DynamicMessage>),
+}
+
+fn response_to_cel(response: &StepResponse, output: &prost_reflect::MessageDescriptor) -> Cel {
+    match response {
+        StepResponse::Message(m) => message_to_cel(m),
+        StepResponse::Stream(ms) => Cel::List(Arc::new(ms.iter().map(message_to_cel).collect())),
+        StepResponse::Forwarded { last, .. } => match last {
+            Some(m) => message_to_cel(m),
+            None => message_to_cel(&DynamicMessage::new(output.clone())),
+        },
+        StepResponse::Items(items) => Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, output)).collect())),
+    }
+}
+
+/// A W3C trace context header continuing `trace_id` with a new span for one call.
+fn traceparent(trace_id: &str) -> String {
+    let span: u64 = rand::rng().random::<u64>() | 1;
+    format!("00-{trace_id}-{span:016x}-01")
+}
+
+/// Runs a for_each step: every item's call, at most `concurrency` at a time, outputs in item
+/// order; the first failure fails the step (and drops the calls still in flight).
+async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<DynamicMessage>) -> StepDone {
+    let concurrency = ctx.step.concurrency.max(1);
+    let ctx = &ctx;
+    let mut results = futures::stream::iter(requests.into_iter().enumerate())
+        .map(|(item, request)| attempt(ctx, request, Some(item as u32)))
+        .buffered(concurrency);
+    let mut responses = Vec::new();
+    let mut attempts = Vec::new();
+    while let Some((result, mut a)) = results.next().await {
+        attempts.append(&mut a);
+        match result {
+            Ok(r) => responses.push(r),
+            Err(e) => {
+                let item = responses.len();
+                return StepDone {
+                    index,
+                    result: Err(CallError::new(e.code, format!("item {item}: {}", e.message))),
+                    attempts,
+                };
+            }
+        }
+    }
+    StepDone { index, result: Ok(StepResponse::Items(responses)), attempts }
+}
+
 /// Calls a step's action, retrying per its policy within the execution's deadline.
-async fn attempt_step(
-    invoker: &dyn Invoker,
-    step: &CompiledStep,
+async fn attempt(
+    ctx: &CallContext<'_>,
     request: DynamicMessage,
-    deadline: Option<Instant>,
-    idempotency_key: String,
-    timeline: Timeline,
-) -> (usize, Result<StepResponse, CallError>, Vec<Attempt>) {
+    item: Option<u32>,
+) -> (Result<StepResponse, CallError>, Vec<Attempt>) {
+    let step = ctx.step;
     let policy = &step.retry;
     let mut attempts = Vec::with_capacity(1);
     let mut backoff = policy.initial_backoff;
     let mut number = 0;
+    let idempotency_key = match item {
+        Some(i) => format!("{}/{}/{i}", ctx.execution_id, step.id),
+        None => format!("{}/{}", ctx.execution_id, step.id),
+    };
     loop {
         number += 1;
         let now = Instant::now();
-        let remaining = deadline.map(|d| d.saturating_duration_since(now));
+        let remaining = ctx.deadline.map(|d| d.saturating_duration_since(now));
         let timeout = match (step.timeout, remaining) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -413,56 +767,77 @@ async fn attempt_step(
             request: request.clone(),
             timeout,
             idempotency_key: idempotency_key.clone(),
+            traceparent: Some(traceparent(&ctx.trace_id)),
         };
         let result = match timeout {
             Some(t) if t.is_zero() => Err(CallError::new(Code::DeadlineExceeded, "no time left before the call")),
-            Some(t) => tokio::time::timeout(t, call_once(invoker, step.action.is_server_streaming(), call))
-                .await
-                .unwrap_or_else(|_| {
-                    // Say which limit ran out: the step's own timeout or the whole execution's.
-                    let by_execution = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
-                    let what = if by_execution { "the execution's deadline" } else { "the step's timeout" };
-                    Err(CallError::new(Code::DeadlineExceeded, format!("no response within {t:?} ({what})")))
-                }),
-            None => call_once(invoker, step.action.is_server_streaming(), call).await,
+            Some(t) => tokio::time::timeout(t, call_once(ctx, call)).await.unwrap_or_else(|_| {
+                // Say which limit ran out: the step's own timeout or the whole execution's.
+                let by_execution = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
+                let what = if by_execution { "the execution's deadline" } else { "the step's timeout" };
+                Err(CallError::new(Code::DeadlineExceeded, format!("no response within {t:?} ({what})")))
+            }),
+            None => call_once(ctx, call).await,
         };
         attempts.push(Attempt {
             number,
-            started_at: timeline.wall(now),
+            item,
+            started_at: ctx.timeline.wall(now),
             duration: now.elapsed(),
             code: result.as_ref().map_or_else(|e| e.code, |_| Code::Ok),
             message: result.as_ref().err().map(|e| e.message.clone()).unwrap_or_default(),
         });
         let error = match result {
-            Ok(r) => return (step.index, Ok(r), attempts),
+            Ok(r) => return (Ok(r), attempts),
             Err(e) => e,
         };
         let retryable = number < policy.max_attempts && policy.retry_on.iter().any(|c| c == code_name(error.code));
         // Full jitter: sleep a random time up to the current backoff, so retries of many
         // executions against one recovering backend spread out instead of arriving together.
         let sleep = Duration::from_secs_f64(backoff.as_secs_f64() * rand::rng().random_range(0.5..=1.0));
-        let fits = deadline.is_none_or(|d| Instant::now() + sleep < d);
+        let fits = ctx.deadline.is_none_or(|d| Instant::now() + sleep < d);
         if !retryable || !fits {
-            return (step.index, Err(error), attempts);
+            return (Err(error), attempts);
         }
+        let err = ExecError { code: error.code, message: error.message.clone(), step_id: Some(step.id.clone()) };
+        ctx.emitter.emit(Event::StepRetrying { step: step.id.clone(), attempt: number + 1, error: err }).await;
         tokio::time::sleep(sleep).await;
         backoff =
             Duration::from_secs_f64((backoff.as_secs_f64() * policy.multiplier).min(policy.max_backoff.as_secs_f64()));
     }
 }
 
-async fn call_once(invoker: &dyn Invoker, streaming: bool, call: Call) -> Result<StepResponse, CallError> {
-    if !streaming {
-        return invoker.unary(call).await.map(StepResponse::Message);
+async fn call_once(ctx: &CallContext<'_>, call: Call) -> Result<StepResponse, CallError> {
+    let step = ctx.step;
+    if !step.action.is_server_streaming() {
+        return ctx.invoker.unary(call).await.map(StepResponse::Message);
     }
-    let mut stream = invoker.server_streaming(call).await?;
+    let mut stream = ctx.invoker.server_streaming(call).await?;
+    if step.stream {
+        // Forward each message as it arrives. `emit` waits for room in the caller's channel, so
+        // a slow caller stops this loop, which stops reading the backend stream: HTTP/2 flow
+        // control then holds the backend. Memory stays bounded by the channel and the windows.
+        let mut count = 0u64;
+        let mut last = None;
+        while let Some(m) = stream.next().await {
+            let m = m?;
+            if ctx.emitter.listening()
+                && !ctx.emitter.emit(Event::Message { step: step.id.clone(), index: count, message: m.clone() }).await
+            {
+                return Err(CallError::new(Code::Cancelled, "the caller went away"));
+            }
+            count += 1;
+            last = Some(m);
+        }
+        return Ok(StepResponse::Forwarded { last, count });
+    }
     let mut messages = Vec::new();
     while let Some(m) = stream.next().await {
         if messages.len() == MAX_COLLECTED_STREAM_MESSAGES {
             return Err(CallError::new(
                 Code::ResourceExhausted,
                 format!(
-                    "the stream sent more than {MAX_COLLECTED_STREAM_MESSAGES} messages; use ExecutePatternStream to consume it"
+                    "the stream sent more than {MAX_COLLECTED_STREAM_MESSAGES} messages; mark the step `stream: true` and use ExecutePatternStream"
                 ),
             ));
         }

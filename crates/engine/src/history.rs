@@ -50,6 +50,10 @@ impl History {
         }
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<ExecutionRecord>> {
         self.lock().by_id.get(id).cloned()
     }

@@ -13,8 +13,10 @@ pub struct Call {
     pub request: DynamicMessage,
     /// Time left for this attempt; sent to the backend as the gRPC deadline.
     pub timeout: Option<Duration>,
-    /// `<execution>/<step>`: the same on every attempt so backends can de-duplicate.
+    /// `<execution>/<step>[/<item>]`: the same on every attempt so backends can de-duplicate.
     pub idempotency_key: String,
+    /// W3C trace context (`traceparent`) of this call.
+    pub traceparent: Option<String>,
 }
 
 /// A failed call, in gRPC terms.

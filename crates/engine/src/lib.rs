@@ -5,12 +5,16 @@
 //! the world only through the [`Invoker`] trait (and keeps finished executions in a [`History`]);
 //! it never opens a socket itself.
 
+mod events;
 mod executor;
 mod history;
 mod invoker;
 mod record;
 
-pub use executor::{Engine, EngineError, ExecuteRequest, MAX_COLLECTED_STREAM_MESSAGES, code_name};
+pub use events::{Event, ExecutionEvent, RunningExecution};
+pub use executor::{Engine, EngineError, ExecuteRequest, MAX_COLLECTED_STREAM_MESSAGES, MAX_FAN_OUT, code_name};
 pub use history::{History, HistoryFilter};
 pub use invoker::{Call, CallError, Invoker, MessageStream};
-pub use record::{Attempt, ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus};
+pub use record::{
+    Attempt, CompensationRecord, ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus,
+};

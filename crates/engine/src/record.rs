@@ -48,6 +48,8 @@ pub struct ExecError {
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub number: u32,
+    /// The for_each item this attempt called for.
+    pub item: Option<u32>,
     pub started_at: SystemTime,
     pub duration: Duration,
     /// `Ok` or the failure's code.
@@ -58,7 +60,25 @@ pub struct Attempt {
 #[derive(Debug, Clone)]
 pub enum StepResponse {
     Message(DynamicMessage),
+    /// A server-streaming action's messages, collected.
     Stream(Vec<DynamicMessage>),
+    /// A forwarded stream (`stream: true`): its last message and how many were forwarded.
+    Forwarded {
+        last: Option<DynamicMessage>,
+        count: u64,
+    },
+    /// A for_each step: one response per item, in item order.
+    Items(Vec<StepResponse>),
+}
+
+/// The compensation of a completed step, run when its execution failed or was cancelled.
+#[derive(Debug, Clone)]
+pub struct CompensationRecord {
+    pub call: Arc<str>,
+    pub status: StepStatus,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub error: Option<ExecError>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +92,9 @@ pub struct StepRecord {
     pub response: Option<StepResponse>,
     pub error: Option<ExecError>,
     pub attempts: Vec<Attempt>,
+    pub compensation: Option<CompensationRecord>,
+    /// Items of a for_each step.
+    pub items: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -157,6 +157,7 @@ async fn run(doc: &str, script: &Arc<Script>, input: serde_json::Value) -> Arc<E
             input: value::serde_to_cel(&input),
             deadline: None,
             idempotency_key: None,
+            traceparent: None,
         })
         .await
         .unwrap()
@@ -389,6 +390,7 @@ async fn input_that_violates_the_schema_is_refused_before_any_call() {
             input: value::serde_to_cel(&serde_json::json!({"name": 3})),
             deadline: None,
             idempotency_key: None,
+            traceparent: None,
         })
         .await
         .unwrap_err();

@@ -1,12 +1,15 @@
 //! `nexus.v1.NexusService`: the RPCs, thin over the registry, the engine and the catalog.
 
 use std::{
+    pin::Pin,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use futures::{Stream, StreamExt};
+
 use nexus_core::{pb, value};
-use nexus_engine::{Engine, EngineError, ExecuteRequest, ExecutionStatus, HistoryFilter};
+use nexus_engine::{Engine, EngineError, Event, ExecuteRequest, ExecutionEvent, ExecutionStatus, HistoryFilter};
 use tonic::{Code, Request, Response, Status, metadata::MetadataValue};
 
 use crate::{
@@ -49,6 +52,48 @@ fn deadline<T>(req: &Request<T>) -> Option<Instant> {
         _ => return None,
     };
     Some(Instant::now() + d)
+}
+
+fn traceparent<T>(req: &Request<T>) -> Option<String> {
+    req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Events buffered between an execution and its ExecutePatternStream caller. Small on purpose:
+/// it is what lets a slow reader hold back the execution (and the backend streams it forwards).
+pub const STREAM_BUFFER: usize = 16;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecutionEvent, Status>> + Send>>;
+
+fn finished_stream(record: &nexus_engine::ExecutionRecord) -> EventStream {
+    let event = ExecutionEvent {
+        execution_id: record.id.clone(),
+        time: std::time::SystemTime::now(),
+        event: Event::Finished(Arc::new(record.clone())),
+    };
+    Box::pin(futures::stream::once(async move { Ok(convert::event(&event)) }))
+}
+
+impl Api {
+    fn execute_request(&self, req: Request<pb::ExecutePatternRequest>) -> Result<ExecuteRequest, Status> {
+        let deadline = deadline(&req);
+        let traceparent = traceparent(&req);
+        let r = req.into_inner();
+        if r.pattern_name.is_empty() {
+            return Err(Status::invalid_argument("`pattern_name` is required"));
+        }
+        let pattern = self.registry.executable(&r.pattern_name, &r.version)?;
+        let input = match &r.input {
+            Some(s) => value::struct_to_cel(s),
+            None => value::map(Default::default()),
+        };
+        Ok(ExecuteRequest {
+            pattern,
+            input,
+            deadline,
+            idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
+            traceparent,
+        })
+    }
 }
 
 fn page_size(requested: u32) -> usize {
@@ -118,28 +163,10 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<pb::ExecutePatternResponse>, Status> {
-        let deadline = deadline(&req);
-        let r = req.into_inner();
-        if r.pattern_name.is_empty() {
-            return Err(Status::invalid_argument("`pattern_name` is required"));
-        }
-        let pattern = self.registry.executable(&r.pattern_name, &r.version)?;
-        let input = match &r.input {
-            Some(s) => value::struct_to_cel(s),
-            None => value::map(Default::default()),
-        };
-        let record = self
-            .engine
-            .execute(ExecuteRequest {
-                pattern,
-                input,
-                deadline,
-                idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
-            })
-            .await
-            .map_err(|e| match e {
-                EngineError::InvalidInput(_) => Status::invalid_argument(e.to_string()),
-            })?;
+        let request = self.execute_request(req)?;
+        let record = self.engine.execute(request).await.map_err(|e| match e {
+            EngineError::InvalidInput(_) => Status::invalid_argument(e.to_string()),
+        })?;
         let response = convert::response(&record);
         let id = MetadataValue::try_from(&*record.id).ok();
         if record.status == ExecutionStatus::Succeeded {
@@ -158,6 +185,70 @@ impl NexusService for Api {
             status.metadata_mut().insert(EXECUTION_ID_HEADER, id);
         }
         Err(status)
+    }
+
+    type ExecutePatternStreamStream = EventStream;
+
+    async fn execute_pattern_stream(
+        &self,
+        req: Request<pb::ExecutePatternRequest>,
+    ) -> Result<Response<Self::ExecutePatternStreamStream>, Status> {
+        let request = self.execute_request(req)?;
+        self.engine.check_input(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let engine = self.engine.clone();
+        // The execution runs on its own task; when the caller goes away the stream (and `rx`) is
+        // dropped, the engine notices and cancels the execution and its backend calls.
+        tokio::spawn(async move {
+            let _ = engine.execute_observed(request, tx).await;
+        });
+        let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| Ok(convert::event(&e)));
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    type WatchExecutionStream = EventStream;
+
+    async fn watch_execution(
+        &self,
+        req: Request<pb::WatchExecutionRequest>,
+    ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let id = req.into_inner().execution_id;
+        let not_found = || Status::not_found(format!("no execution `{id}`"));
+        let Some(running) = self.engine.running(&id) else {
+            let record = self.engine.history().get(&id).ok_or_else(not_found)?;
+            return Ok(Response::new(finished_stream(&record)));
+        };
+        let rx = running.subscribe();
+        // It may have finished between the lookup and the subscription: then the history has it.
+        if let Some(record) = self.engine.history().get(&id) {
+            return Ok(Response::new(finished_stream(&record)));
+        }
+        let events = tokio_stream::wrappers::BroadcastStream::new(rx)
+            // A watcher that falls behind loses events (it never slows the execution).
+            .filter_map(|r| std::future::ready(r.ok()))
+            .scan(false, |done, e| {
+                if *done {
+                    return std::future::ready(None);
+                }
+                *done = matches!(e.event, Event::Finished(_));
+                std::future::ready(Some(Ok(convert::event(&e))))
+            });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn cancel_execution(
+        &self,
+        req: Request<pb::CancelExecutionRequest>,
+    ) -> Result<Response<pb::CancelExecutionResponse>, Status> {
+        let r = req.into_inner();
+        if self.engine.cancel(&r.execution_id) {
+            tracing::info!(execution = %r.execution_id, reason = %r.reason, "execution cancelled");
+            return Ok(Response::new(pb::CancelExecutionResponse { cancelled: true }));
+        }
+        match self.engine.history().get(&r.execution_id) {
+            Some(_) => Ok(Response::new(pb::CancelExecutionResponse { cancelled: false })),
+            None => Err(Status::not_found(format!("no execution `{}`", r.execution_id))),
+        }
     }
 
     async fn get_execution(&self, req: Request<pb::GetExecutionRequest>) -> Result<Response<pb::Execution>, Status> {

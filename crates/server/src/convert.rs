@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use nexus_core::{Action, ServiceEntry, pb, value};
-use nexus_engine::{ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus, code_name};
+use nexus_engine::{
+    Event, ExecError, ExecutionEvent, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus, code_name,
+};
 
 pub fn status(s: ExecutionStatus) -> pb::ExecutionStatus {
     match s {
@@ -69,23 +71,49 @@ fn message_struct(m: &prost_reflect::DynamicMessage) -> Option<prost_types::Stru
     value::serde_to_struct(&value::message_to_serde(m))
 }
 
+fn list_struct(key: &str, values: Vec<prost_types::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: [(
+            key.to_string(),
+            prost_types::Value { kind: Some(prost_types::value::Kind::ListValue(prost_types::ListValue { values })) },
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+fn response_value(r: &StepResponse) -> prost_types::Value {
+    let as_value =
+        |s: Option<prost_types::Struct>| prost_types::Value { kind: s.map(prost_types::value::Kind::StructValue) };
+    as_value(response_struct(r))
+}
+
+/// A step's response as a `Struct`: the message; `{messages: [...]}` for a collected stream;
+/// `{last: ..., count: n}` for a forwarded one; `{items: [...]}` for a for_each step.
+fn response_struct(r: &StepResponse) -> Option<prost_types::Struct> {
+    match r {
+        StepResponse::Message(m) => message_struct(m),
+        StepResponse::Stream(ms) => Some(list_struct(
+            "messages",
+            ms.iter().map(|m| value::serde_to_struct_value(&value::message_to_serde(m))).collect(),
+        )),
+        StepResponse::Forwarded { last, count } => {
+            let mut fields = std::collections::BTreeMap::new();
+            fields.insert(
+                "count".to_string(),
+                prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(*count as f64)) },
+            );
+            if let Some(m) = last {
+                fields.insert("last".to_string(), value::serde_to_struct_value(&value::message_to_serde(m)));
+            }
+            Some(prost_types::Struct { fields })
+        }
+        StepResponse::Items(items) => Some(list_struct("items", items.iter().map(response_value).collect())),
+    }
+}
+
 fn step(s: &StepRecord, with_payloads: bool) -> pb::StepRun {
-    let response = match (&s.response, with_payloads) {
-        (Some(StepResponse::Message(m)), true) => message_struct(m),
-        (Some(StepResponse::Stream(ms)), true) => Some(prost_types::Struct {
-            fields: [(
-                "messages".to_string(),
-                prost_types::Value {
-                    kind: Some(prost_types::value::Kind::ListValue(prost_types::ListValue {
-                        values: ms.iter().map(|m| value::serde_to_struct_value(&value::message_to_serde(m))).collect(),
-                    })),
-                },
-            )]
-            .into_iter()
-            .collect(),
-        }),
-        _ => None,
-    };
+    let response = if with_payloads { s.response.as_ref().and_then(response_struct) } else { None };
     pb::StepRun {
         step_id: s.step_id.to_string(),
         call: s.call.to_string(),
@@ -95,6 +123,14 @@ fn step(s: &StepRecord, with_payloads: bool) -> pb::StepRun {
         request: if with_payloads { s.request.as_ref().and_then(message_struct) } else { None },
         response,
         error: s.error.as_ref().map(error),
+        compensation: s.compensation.as_ref().map(|c| pb::CompensationRun {
+            call: c.call.to_string(),
+            status: step_status(c.status) as i32,
+            started_at: Some(timestamp(c.started_at)),
+            duration: Some(duration(c.duration)),
+            error: c.error.as_ref().map(error),
+        }),
+        items: s.items,
         attempts: s
             .attempts
             .iter()
@@ -149,4 +185,32 @@ pub fn service(s: &ServiceEntry) -> pb::Service {
         source: s.source.as_str().to_string(),
         actions: s.actions.iter().map(action).collect(),
     }
+}
+
+fn step_event(step: &str, attempt: u32, d: Option<std::time::Duration>, e: Option<&ExecError>) -> pb::StepEvent {
+    pb::StepEvent { step_id: step.to_string(), attempt, duration: d.map(duration), error: e.map(error) }
+}
+
+/// An engine event as the API's `ExecutionEvent`.
+pub fn event(e: &ExecutionEvent) -> pb::ExecutionEvent {
+    use pb::execution_event::Event as E;
+    let event = match &e.event {
+        Event::Started { pattern_name, pattern_version } => E::Started(pb::ExecutionStarted {
+            pattern_name: pattern_name.to_string(),
+            pattern_version: pattern_version.to_string(),
+        }),
+        Event::StepStarted { step, attempt } => E::StepStarted(step_event(step, *attempt, None, None)),
+        Event::StepSucceeded { step, duration } => E::StepSucceeded(step_event(step, 0, Some(*duration), None)),
+        Event::StepFailed { step, error, duration } => E::StepFailed(step_event(step, 0, Some(*duration), Some(error))),
+        Event::StepRetrying { step, attempt, error } => E::StepRetrying(step_event(step, *attempt, None, Some(error))),
+        Event::StepSkipped { step } => E::StepSkipped(step_event(step, 0, None, None)),
+        Event::StepCompensated { step, error, duration } => {
+            E::StepCompensated(step_event(step, 0, Some(*duration), error.as_ref()))
+        }
+        Event::Message { step, index, message } => {
+            E::Message(pb::StreamMessage { step_id: step.to_string(), index: *index, message: message_struct(message) })
+        }
+        Event::Finished(record) => E::Finished(response(record)),
+    };
+    pb::ExecutionEvent { execution_id: e.execution_id.to_string(), time: Some(timestamp(e.time)), event: Some(event) }
 }

@@ -75,6 +75,9 @@ fn request(call: Call) -> tonic::Request<DynamicMessage> {
     if let Ok(v) = MetadataValue::try_from(call.idempotency_key.as_str()) {
         req.metadata_mut().insert("nexus-idempotency-key", v);
     }
+    if let Some(tp) = call.traceparent.as_deref().and_then(|t| MetadataValue::try_from(t).ok()) {
+        req.metadata_mut().insert("traceparent", tp);
+    }
     req
 }
 

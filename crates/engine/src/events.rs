@@ -1,0 +1,122 @@
+//! What an execution tells its observers while it runs: the caller of ExecutePatternStream (over
+//! a bounded channel, so a slow reader slows the execution down: backpressure) and any number of
+//! WatchExecution watchers (over a broadcast channel: a slow watcher loses events, never slows
+//! the execution).
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, SystemTime},
+};
+
+use prost_reflect::DynamicMessage;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::record::{ExecError, ExecutionRecord};
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started {
+        pattern_name: Arc<str>,
+        pattern_version: Arc<str>,
+    },
+    StepStarted {
+        step: Arc<str>,
+        attempt: u32,
+    },
+    StepSucceeded {
+        step: Arc<str>,
+        duration: Duration,
+    },
+    StepFailed {
+        step: Arc<str>,
+        error: ExecError,
+        duration: Duration,
+    },
+    StepRetrying {
+        step: Arc<str>,
+        attempt: u32,
+        error: ExecError,
+    },
+    StepSkipped {
+        step: Arc<str>,
+    },
+    StepCompensated {
+        step: Arc<str>,
+        error: Option<ExecError>,
+        duration: Duration,
+    },
+    /// One message of a `stream: true` step.
+    Message {
+        step: Arc<str>,
+        index: u64,
+        message: DynamicMessage,
+    },
+    Finished(Arc<ExecutionRecord>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutionEvent {
+    pub execution_id: Arc<str>,
+    pub time: SystemTime,
+    pub event: Event,
+}
+
+/// Capacity of the broadcast buffer each watched execution gets.
+pub const WATCH_BUFFER: usize = 1024;
+
+/// A running execution, as the engine's registry knows it.
+pub struct RunningExecution {
+    pub id: Arc<str>,
+    pub cancel: CancellationToken,
+    /// Created on the first WatchExecution, so unwatched executions pay nothing for it.
+    watch: OnceLock<broadcast::Sender<ExecutionEvent>>,
+}
+
+impl RunningExecution {
+    pub fn new(id: Arc<str>) -> Self {
+        Self { id, cancel: CancellationToken::new(), watch: OnceLock::new() }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ExecutionEvent> {
+        self.watch.get_or_init(|| broadcast::channel(WATCH_BUFFER).0).subscribe()
+    }
+}
+
+/// Sends an execution's events to whoever listens. Cheap to clone into step futures.
+#[derive(Clone)]
+pub struct Emitter {
+    pub(crate) running: Arc<RunningExecution>,
+    pub(crate) direct: Option<mpsc::Sender<ExecutionEvent>>,
+}
+
+impl Emitter {
+    /// Whether anyone could hear an event (building one is skipped otherwise).
+    pub fn listening(&self) -> bool {
+        self.direct.is_some() || self.running.watch.get().is_some_and(|w| w.receiver_count() > 0)
+    }
+
+    /// Delivers to the direct observer (waiting for room: backpressure) and to the watchers.
+    /// Returns false when the direct observer has gone away.
+    pub async fn emit(&self, event: Event) -> bool {
+        if !self.listening() {
+            return true;
+        }
+        let event = ExecutionEvent { execution_id: self.running.id.clone(), time: SystemTime::now(), event };
+        if let Some(w) = self.running.watch.get() {
+            let _ = w.send(event.clone());
+        }
+        match &self.direct {
+            Some(tx) => tx.send(event).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// Resolves when the direct observer has gone away (never, when there is none).
+    pub async fn closed(&self) {
+        match &self.direct {
+            Some(tx) => tx.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+}
