@@ -49,11 +49,16 @@ pub struct Engine {
     idempotency: Arc<Mutex<Idempotency>>,
 }
 
+/// (pattern name, idempotency key).
+type IdempotencyKey = (Arc<str>, String);
+/// Set once by the first execution with a key; later requests with the key wait on it.
+type FirstExecution = Arc<tokio::sync::OnceCell<Arc<ExecutionRecord>>>;
+
 /// Executions by (pattern, idempotency key), bounded like the history.
 #[derive(Default)]
 struct Idempotency {
-    cells: HashMap<(Arc<str>, String), Arc<tokio::sync::OnceCell<Arc<ExecutionRecord>>>>,
-    order: VecDeque<(Arc<str>, String)>,
+    cells: HashMap<IdempotencyKey, FirstExecution>,
+    order: VecDeque<IdempotencyKey>,
 }
 
 /// One request to run a pattern.
