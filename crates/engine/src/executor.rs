@@ -717,22 +717,23 @@ fn traceparent(trace_id: &str) -> String {
     format!("00-{trace_id}-{span:016x}-01")
 }
 
-/// Runs a for_each step: every item's call, at most `concurrency` at a time, outputs in item
-/// order; the first failure fails the step (and drops the calls still in flight).
+/// Runs a for_each step: every item's call, at most `concurrency` at a time (a slow item does not
+/// hold a slot once others finish), outputs in item order; the first failure fails the step (and
+/// drops the calls still in flight).
 async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<DynamicMessage>) -> StepDone {
     let concurrency = ctx.step.concurrency.max(1);
     let ctx = &ctx;
+    let n = requests.len();
     let mut results = futures::stream::iter(requests.into_iter().enumerate())
-        .map(|(item, request)| attempt(ctx, request, Some(item as u32)))
-        .buffered(concurrency);
-    let mut responses = Vec::new();
+        .map(|(item, request)| async move { (item, attempt(ctx, request, Some(item as u32)).await) })
+        .buffer_unordered(concurrency);
+    let mut responses: Vec<Option<StepResponse>> = (0..n).map(|_| None).collect();
     let mut attempts = Vec::new();
-    while let Some((result, mut a)) = results.next().await {
+    while let Some((item, (result, mut a))) = results.next().await {
         attempts.append(&mut a);
         match result {
-            Ok(r) => responses.push(r),
+            Ok(r) => responses[item] = Some(r),
             Err(e) => {
-                let item = responses.len();
                 return StepDone {
                     index,
                     result: Err(CallError::new(e.code, format!("item {item}: {}", e.message))),
@@ -741,7 +742,8 @@ async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<DynamicMessag
             }
         }
     }
-    StepDone { index, result: Ok(StepResponse::Items(responses)), attempts }
+    attempts.sort_by_key(|a| (a.item, a.number));
+    StepDone { index, result: Ok(StepResponse::Items(responses.into_iter().flatten().collect())), attempts }
 }
 
 /// Calls a step's action, retrying per its policy within the execution's deadline.

@@ -85,7 +85,10 @@ impl Invoker for Script {
     async fn unary(&self, call: Call) -> Result<DynamicMessage, CallError> {
         let method = call.action.name.rsplit('/').next().unwrap_or_default().to_string();
         let request = value::message_to_serde(&call.request);
-        self.event(format!("call {method} {request} key={}", call.idempotency_key.split('/').nth(1).unwrap_or("")));
+        self.event(format!(
+            "call {method} {request} key={}",
+            call.idempotency_key.split_once('/').map_or("", |(_, k)| k)
+        ));
         let reply = {
             let mut replies = self.replies.lock().unwrap();
             let queue = replies.get_mut(&*call.action.name).expect("scripted method");
@@ -397,4 +400,204 @@ async fn input_that_violates_the_schema_is_refused_before_any_call() {
     expect![[r#"the input does not match the pattern's input schema: input.email: required property is missing; input.name: expected "string", got int"#]]
         .assert_eq(&err.to_string());
     assert_eq!(script.trace(), "");
+}
+
+const DELETE_USER: &str = "demo.user.v1.UserService/DeleteUser";
+
+#[tokio::test(start_paused = true)]
+async fn for_each_fans_out_under_the_concurrency_cap_and_keeps_item_order() {
+    let doc = r#"
+name: fan_out
+version: 1.0.0
+input: {type: object, properties: {emails: {type: array, items: {type: string}}}}
+steps:
+  - id: mail
+    call: demo.notification.v1.NotificationService/SendEmail
+    for_each: "${{ input.emails }}"
+    concurrency: 2
+    with: {to: "${{ item }}", subject: "n${{ index }}"}
+output:
+  ids: "${{ steps.mail.map(m, m.message_id) }}"
+"#;
+    // Item 0 is slow: items 1 and 2 finish first, yet the output stays in item order.
+    let script = Script::new(&[(
+        EMAIL,
+        vec![
+            ok(30, serde_json::json!({"message_id": "m0"})),
+            ok(10, serde_json::json!({"message_id": "m1"})),
+            ok(10, serde_json::json!({"message_id": "m2"})),
+            ok(10, serde_json::json!({"message_id": "m3"})),
+        ],
+    )]);
+    let record = run(doc, &script, serde_json::json!({"emails": ["a@x", "b@x", "c@x", "d@x"]})).await;
+    check(
+        &script,
+        &record,
+        expect![[r#"
+            0ms call SendEmail {"to":"a@x","subject":"n0"} key=mail/0
+            0ms call SendEmail {"to":"b@x","subject":"n1"} key=mail/1
+            10ms reply SendEmail ok
+            10ms call SendEmail {"to":"c@x","subject":"n2"} key=mail/2
+            20ms reply SendEmail ok
+            20ms call SendEmail {"to":"d@x","subject":"n3"} key=mail/3
+            30ms reply SendEmail ok
+            30ms reply SendEmail ok
+        "#]],
+        expect![[r#"
+            Succeeded
+              mail Succeeded [30ms:OK 10ms:OK 10ms:OK 10ms:OK]
+            output {"ids":["m0","m1","m2","m3"]}
+        "#]],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_compensates_completed_steps_in_reverse_completion_order() {
+    let doc = r#"
+name: saga
+version: 1.0.0
+steps:
+  - id: first
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "one@x"}
+    compensate: {call: demo.user.v1.UserService/DeleteUser, with: {user_id: "${{ steps.first.user.id }}"}}
+  - id: second
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "two@x"}
+    depends_on: [first]
+    compensate: {call: demo.user.v1.UserService/DeleteUser, with: {user_id: "${{ steps.second.user.id }}"}}
+  - id: notify
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "${{ steps.second.user.email }}"}
+"#;
+    let script = Script::new(&[
+        (
+            CREATE_USER,
+            vec![
+                ok(5, serde_json::json!({"user": {"id": "usr_1", "email": "one@x"}})),
+                ok(5, serde_json::json!({"user": {"id": "usr_2", "email": "two@x"}})),
+            ],
+        ),
+        (EMAIL, vec![fail(5, Code::FailedPrecondition)]),
+        (DELETE_USER, vec![ok(1, serde_json::json!({"deleted": true}))]),
+    ]);
+    let record = run(doc, &script, serde_json::json!({})).await;
+    check(
+        &script,
+        &record,
+        expect![[r#"
+        0ms call CreateUser {"email":"one@x"} key=first
+        5ms reply CreateUser ok
+        5ms call CreateUser {"email":"two@x"} key=second
+        10ms reply CreateUser ok
+        10ms call SendEmail {"to":"two@x"} key=notify
+        15ms reply SendEmail FAILED_PRECONDITION
+        15ms call DeleteUser {"user_id":"usr_2"} key=second/compensate
+        16ms reply DeleteUser ok
+        16ms call DeleteUser {"user_id":"usr_1"} key=first/compensate
+        17ms reply DeleteUser ok
+    "#]],
+        expect![[r#"
+        Compensated FAILED_PRECONDITION: step `notify` (demo.notification.v1.NotificationService/SendEmail) failed: FAILED_PRECONDITION: scripted failure
+          first Succeeded [5ms:OK] -> {"user":{"id":"usr_1","email":"one@x"}}
+          second Succeeded [5ms:OK] -> {"user":{"id":"usr_2","email":"two@x"}}
+          notify Failed [5ms:FAILED_PRECONDITION]
+    "#]],
+    );
+    let comp: Vec<_> = record.steps.iter().map(|s| s.compensation.as_ref().map(|c| c.status)).collect();
+    assert_eq!(comp, [Some(nexus_engine::StepStatus::Succeeded), Some(nexus_engine::StepStatus::Succeeded), None]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_compensation_fails_the_execution_with_both_errors() {
+    let doc = r#"
+name: saga
+version: 1.0.0
+steps:
+  - id: first
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "one@x"}
+    compensate: {call: demo.user.v1.UserService/DeleteUser, with: {user_id: "${{ steps.first.user.id }}"}}
+  - id: notify
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "${{ steps.first.user.email }}"}
+"#;
+    let script = Script::new(&[
+        (CREATE_USER, vec![user_ok()]),
+        (EMAIL, vec![fail(5, Code::Internal)]),
+        (DELETE_USER, vec![fail(1, Code::Unavailable)]),
+    ]);
+    let record = run(doc, &script, serde_json::json!({})).await;
+    expect![[r#"
+        Failed INTERNAL: step `notify` (demo.notification.v1.NotificationService/SendEmail) failed: INTERNAL: scripted failure; then compensating step `first` (demo.user.v1.UserService/DeleteUser) failed: UNAVAILABLE: scripted failure
+          first Succeeded [10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
+          notify Failed [5ms:INTERNAL]
+    "#]].assert_eq(&summary(&record));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_stops_in_flight_calls_and_compensates() {
+    let doc = r#"
+name: cancellable
+version: 1.0.0
+steps:
+  - id: first
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "one@x"}
+    compensate: {call: demo.user.v1.UserService/DeleteUser, with: {user_id: "${{ steps.first.user.id }}"}}
+  - id: slow
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "${{ steps.first.user.email }}"}
+"#;
+    let script = Script::new(&[
+        (CREATE_USER, vec![user_ok()]),
+        (EMAIL, vec![ok(60_000, serde_json::json!({}))]),
+        (DELETE_USER, vec![ok(1, serde_json::json!({"deleted": true}))]),
+    ]);
+    let (pattern, _) = nexus_core::compile(&document::parse(doc).unwrap(), &catalog()).unwrap();
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let request = ExecuteRequest {
+        pattern: Arc::new(pattern),
+        input: value::serde_to_cel(&serde_json::json!({})),
+        deadline: None,
+        idempotency_key: None,
+        traceparent: None,
+    };
+    let task = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.execute_observed(request, tx).await.unwrap() }
+    });
+    // Cancel once `slow` is in flight.
+    let mut id = None;
+    while let Some(e) = rx.recv().await {
+        id = Some(e.execution_id.clone());
+        if matches!(&e.event, nexus_engine::Event::StepStarted { step, .. } if &**step == "slow") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(engine.cancel(&e.execution_id));
+        }
+        if matches!(e.event, nexus_engine::Event::Finished(_)) {
+            break;
+        }
+    }
+    let record = task.await.unwrap();
+    assert_eq!(Some(record.id.clone()), id);
+    check(
+        &script,
+        &record,
+        expect![[r#"
+        0ms call CreateUser {"email":"one@x"} key=first
+        10ms reply CreateUser ok
+        10ms call SendEmail {"to":"a@b.c"} key=slow
+        110ms cancelled SendEmail
+        110ms call DeleteUser {"user_id":"usr_1"} key=first/compensate
+        111ms reply DeleteUser ok
+    "#]],
+        expect![[r#"
+        Cancelled CANCELLED: the execution was cancelled
+          first Succeeded [10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
+          slow Cancelled []
+    "#]],
+    );
+    assert!(!engine.cancel(&record.id), "a finished execution cannot be cancelled");
 }
