@@ -272,3 +272,40 @@ pub async fn executions(
     }
     Ok(())
 }
+
+/// Runs a pattern over ExecutePatternStream, printing events as they happen.
+pub async fn follow(target: &Target, name: &str, input: &str, version: Option<String>) -> anyhow::Result<()> {
+    use pb::execution_event::Event as E;
+    let input: serde_json::Value = serde_json::from_str(input).context("--input must be a JSON object")?;
+    let input = value::serde_to_struct(&input).context("--input must be a JSON object")?;
+    let mut client = connect(target).await?;
+    let mut stream = client
+        .execute_pattern_stream(pb::ExecutePatternRequest {
+            pattern_name: name.to_string(),
+            version: version.unwrap_or_default(),
+            input: Some(input),
+            idempotency_key: String::new(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = stream.message().await.map_err(status_error)? {
+        if target.json {
+            println!("{}", render::message_json(&event, "nexus.v1.ExecutionEvent"));
+        } else if let Some(line) = render::event_line(&event) {
+            println!("{line}");
+        }
+        if let Some(E::Finished(f)) = event.event {
+            last = Some(f);
+        }
+    }
+    match last {
+        Some(f) if f.status == pb::ExecutionStatus::Succeeded as i32 => Ok(()),
+        Some(f) => {
+            let e = f.error.unwrap_or_default();
+            Err(anyhow::anyhow!("the execution did not succeed: {}: {}", e.code, e.message))
+        }
+        None => Err(anyhow::anyhow!("the stream ended without a result")),
+    }
+}

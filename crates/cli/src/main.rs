@@ -53,6 +53,9 @@ enum Command {
         version: Option<String>,
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Show each step and each streamed message live (ExecutePatternStream).
+        #[arg(long, short)]
+        follow: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -169,8 +172,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client::list(&target, query, owner, tag).await
         }
         Command::Pattern(PatternCommand::Show { name, version, target }) => client::show(&target, &name, version).await,
-        Command::Run { name, input, version, idempotency_key, target } => {
-            client::run(&target, &name, &input, version, idempotency_key).await
+        Command::Run { name, input, version, idempotency_key, follow, target } => {
+            if follow {
+                client::follow(&target, &name, &input, version).await
+            } else {
+                client::run(&target, &name, &input, version, idempotency_key).await
+            }
         }
         Command::Services { target } => client::services(&target).await,
         Command::Executions { id, pattern, limit, target } => client::executions(&target, id, pattern, limit).await,

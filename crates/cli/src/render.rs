@@ -160,3 +160,35 @@ pub fn message_json(message: &impl Message, type_name: &str) -> serde_json::Valu
 pub fn execution_json(e: &pb::Execution) -> String {
     message_json(e, "nexus.v1.Execution").to_string()
 }
+
+/// One line per event of a followed execution.
+pub fn event_line(e: &pb::ExecutionEvent) -> Option<String> {
+    use pb::execution_event::Event as E;
+    let err = |s: &pb::StepEvent| s.error.as_ref().map(|e| format!("{}: {}", e.code, e.message)).unwrap_or_default();
+    Some(match e.event.as_ref()? {
+        E::Started(s) => format!("execution {} of {}@{} started", e.execution_id, s.pattern_name, s.pattern_version),
+        E::StepStarted(s) => format!("  ▶ {}", s.step_id),
+        E::StepSucceeded(s) => format!("  ✓ {}  {:.2} ms", s.step_id, ms(s.duration.as_ref())),
+        E::StepFailed(s) => format!("  ✗ {}  {}", s.step_id, err(s)),
+        E::StepRetrying(s) => format!("  ↻ {}  attempt {} after {}", s.step_id, s.attempt, err(s)),
+        E::StepSkipped(s) => format!("  - {}  skipped", s.step_id),
+        E::StepCompensated(s) => match &s.error {
+            Some(_) => format!("  ↶ {}  compensation failed: {}", s.step_id, err(s)),
+            None => format!("  ↶ {}  compensated", s.step_id),
+        },
+        E::Message(m) => format!(
+            "  ⤷ {} #{} {}",
+            m.step_id,
+            m.index,
+            m.message.as_ref().map(|s| value::struct_to_serde(s).to_string()).unwrap_or_default()
+        ),
+        E::Finished(f) => {
+            let status = status_name(f.status);
+            let output = f.output.as_ref().map(|o| value::struct_to_serde(o).to_string()).unwrap_or_default();
+            match &f.error {
+                Some(err) => format!("{status}: {}: {}", err.code, err.message),
+                None => format!("{status} {output}"),
+            }
+        }
+    })
+}

@@ -91,6 +91,20 @@ fn client_commands_talk_to_a_running_nexus() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["status"], "EXECUTION_STATUS_SUCCEEDED");
 
+    // --follow shows each step and every streamed chunk live.
+    let (ok, stdout, stderr) = run(&[
+        "run",
+        "subscribe_live_stream",
+        "--follow",
+        "--input",
+        r#"{"broadcast_id": "public-cli", "user_id": "u1", "max_chunks": 3}"#,
+    ]);
+    assert!(ok, "{stderr}");
+    for line in ["✓ access", "⤷ live #0", "⤷ live #2", "SUCCEEDED"] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("⤷ live #3"), "{stdout}");
+
     // Invalid documents: every problem, with its path, and a failing exit code.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");

@@ -25,6 +25,8 @@ pub struct Harness {
     pub client: Client,
     pub addr: SocketAddr,
     pub demo: DemoHandle,
+    /// Where the demo services listen, for calling them directly.
+    pub demo_addr: SocketAddr,
     nexus: Option<Nexus>,
     _demo_server: DemoServer,
 }
@@ -35,6 +37,8 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// More backends, in the `--service NAME=URL` form.
     pub services: Vec<String>,
+    /// Start-up behaviour of the demo services (e.g. the Subscribe chunk interval).
+    pub demo: DemoOptions,
 }
 
 impl Harness {
@@ -44,7 +48,7 @@ impl Harness {
 
     pub async fn start_with(options: Options) -> Result<Self> {
         let (demo_addr, demo, demo_server) =
-            nexus_demo::spawn(DemoOptions::default()).await.context("starting the demo services")?;
+            nexus_demo::spawn(options.demo.clone()).await.context("starting the demo services")?;
         let mut config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() };
         match options.data_dir {
             Some(dir) => config.data_dir = dir,
@@ -57,7 +61,7 @@ impl Harness {
         let nexus = Nexus::start(config).await.context("starting nexus")?;
         let addr = nexus.local_addr();
         let client = NexusServiceClient::connect(format!("http://{addr}")).await.context("connecting to nexus")?;
-        Ok(Self { client, addr, demo, nexus: Some(nexus), _demo_server: demo_server })
+        Ok(Self { client, addr, demo, demo_addr, nexus: Some(nexus), _demo_server: demo_server })
     }
 
     /// Stops Nexus gracefully (and then, by dropping its guard, the demo services).

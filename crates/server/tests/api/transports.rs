@@ -20,7 +20,7 @@ use crate::common::{
 const EXECUTE_PATH: &str = "/nexus.v1.NexusService/ExecutePattern";
 
 /// One request over a fresh HTTP/1.1 connection (no HTTP/2, no upgrade), whole body collected.
-async fn http1_post(
+pub(crate) async fn http1_post(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
@@ -44,7 +44,7 @@ async fn http1_post(
 }
 
 /// A gRPC(-Web) length-prefixed message frame.
-fn frame(flag: u8, payload: &[u8]) -> Bytes {
+pub(crate) fn frame(flag: u8, payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 5);
     b.put_u8(flag);
     b.put_u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
@@ -53,12 +53,12 @@ fn frame(flag: u8, payload: &[u8]) -> Bytes {
 }
 
 /// A gRPC-Web response body: the message frames and the trailers (from the 0x80 frame).
-struct GrpcWebBody {
-    messages: Vec<Bytes>,
-    trailers: HashMap<String, String>,
+pub(crate) struct GrpcWebBody {
+    pub(crate) messages: Vec<Bytes>,
+    pub(crate) trailers: HashMap<String, String>,
 }
 
-fn parse_grpc_web(mut body: Bytes) -> Result<GrpcWebBody> {
+pub(crate) fn parse_grpc_web(mut body: Bytes) -> Result<GrpcWebBody> {
     let mut out = GrpcWebBody { messages: Vec::new(), trailers: HashMap::new() };
     while body.has_remaining() {
         ensure!(body.remaining() >= 5, "truncated frame header ({} bytes left)", body.remaining());
@@ -83,7 +83,7 @@ fn parse_grpc_web(mut body: Bytes) -> Result<GrpcWebBody> {
 
 /// `grpc-status` of a gRPC-Web response: in the trailer frame, or in the headers when the server
 /// answered trailers-only.
-fn grpc_web_status(response: &http::Response<Bytes>, body: &GrpcWebBody) -> Option<String> {
+pub(crate) fn grpc_web_status(response: &http::Response<Bytes>, body: &GrpcWebBody) -> Option<String> {
     body.trailers
         .get("grpc-status")
         .cloned()
