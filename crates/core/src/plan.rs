@@ -73,12 +73,51 @@ pub struct OutputField {
     pub reads_steps: Vec<usize>,
 }
 
+/// What a step calls: a backend action, or another registered pattern (run in-process).
+#[derive(Debug, Clone)]
+pub enum Target {
+    Action(Action),
+    Pattern(Arc<CompiledPattern>),
+}
+
+impl Target {
+    pub fn is_server_streaming(&self) -> bool {
+        matches!(self, Target::Action(a) if a.is_server_streaming())
+    }
+}
+
+/// Finds registered patterns for `call: pattern:NAME@VERSION` steps.
+pub trait PatternLookup {
+    /// `version` is an exact semantic version or `latest`.
+    fn lookup(&self, name: &str, version: &str) -> Option<Arc<CompiledPattern>>;
+}
+
+/// No patterns (for documents checked without a registry).
+pub struct NoPatterns;
+
+impl PatternLookup for NoPatterns {
+    fn lookup(&self, _: &str, _: &str) -> Option<Arc<CompiledPattern>> {
+        None
+    }
+}
+
+/// The prefix of a sub-pattern call: `pattern:NAME@VERSION`.
+pub const PATTERN_CALL_PREFIX: &str = "pattern:";
+
+/// Splits `pattern:NAME@VERSION` (VERSION defaults to `latest`).
+pub fn parse_pattern_call(call: &str) -> Option<(&str, &str)> {
+    let rest = call.strip_prefix(PATTERN_CALL_PREFIX)?;
+    Some(rest.split_once('@').unwrap_or((rest, "latest")))
+}
+
 #[derive(Debug)]
 pub struct CompiledStep {
     pub index: usize,
     pub id: Arc<str>,
     pub key: Key,
-    pub action: Action,
+    /// The `call` as written (resolved): an action name or `pattern:NAME@VERSION`.
+    pub call: Arc<str>,
+    pub target: Target,
     /// The request template; evaluates to a map converted into the action's input message.
     pub request: Template,
     pub when: Option<Expr>,
@@ -107,7 +146,11 @@ pub const DEFAULT_CONCURRENCY: usize = 10;
 pub const MAX_CONCURRENCY: usize = 1000;
 
 /// Compiles and validates a document against the catalog. On success also returns warnings.
-pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub fn compile(
+    doc: &pb::Pattern,
+    catalog: &Catalog,
+    patterns: &dyn PatternLookup,
+) -> Result<(CompiledPattern, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut diags = Diagnostics::default();
     check_header(doc, &mut diags);
     let input = InputSchema::new(doc.input.as_ref().map(value::struct_to_serde).unwrap_or(serde_json::Value::Null));
@@ -137,7 +180,7 @@ pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern,
     // Resolve actions and compile every template and expression.
     let mut drafts = Vec::with_capacity(doc.steps.len());
     for (i, step) in doc.steps.iter().enumerate() {
-        drafts.push(draft_step(i, step, catalog, &mut diags));
+        drafts.push(draft_step(i, step, catalog, patterns, &mut diags));
     }
 
     // Type environment: step output types are known once actions resolve.
@@ -147,10 +190,17 @@ pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern,
             .iter()
             .zip(&doc.steps)
             .filter_map(|(d, s)| {
-                let action = d.action.as_ref()?;
-                let out = Ty::of_message(&action.method.output());
-                // A forwarded stream keeps only its last message; a collected one is a list.
-                let ty = if action.is_server_streaming() && !s.stream { Ty::List(Box::new(out)) } else { out };
+                let ty = match d.target.as_ref()? {
+                    Target::Action(action) => {
+                        let out = Ty::of_message(&action.method.output());
+                        // A forwarded stream keeps only its last message; a collected one is a list.
+                        if action.is_server_streaming() && !s.stream { Ty::List(Box::new(out)) } else { out }
+                    }
+                    Target::Pattern(p) => match &p.output {
+                        Some(fields) => Ty::Record(fields.iter().map(|f| f.name.clone()).collect()),
+                        None => Ty::Dyn,
+                    },
+                };
                 let ty = if d.for_each.is_some() { Ty::List(Box::new(ty)) } else { ty };
                 Some((s.id.clone(), ty))
             })
@@ -222,14 +272,18 @@ pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern,
                 None => diags.error(format!("steps[{i}].depends_on[{j}]"), unknown_step(dep, &ids)),
             }
         }
-        if let Some(action) = &draft.action {
-            typecheck::check_message_template(
+        match &draft.target {
+            Some(Target::Action(action)) => typecheck::check_message_template(
                 &draft.request,
                 &action.method.input(),
                 &format!("steps[{i}].with"),
                 &env,
                 &mut diags,
-            );
+            ),
+            Some(Target::Pattern(callee)) => {
+                check_pattern_input(&draft.request, callee, &format!("steps[{i}].with"), &mut diags)
+            }
+            None => {}
         }
     }
 
@@ -284,7 +338,8 @@ pub fn compile(doc: &pb::Pattern, catalog: &Catalog) -> Result<(CompiledPattern,
                 index: i,
                 id: Arc::from(step.id.as_str()),
                 key: value::key(&step.id),
-                action: draft.action?,
+                call: Arc::from(step.call.as_str()),
+                target: draft.target?,
                 request: draft.request,
                 when: draft.when,
                 deps,
@@ -330,7 +385,7 @@ fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
 }
 
 struct Draft {
-    action: Option<Action>,
+    target: Option<Target>,
     request: Template,
     when: Option<Expr>,
     for_each: Option<Expr>,
@@ -339,10 +394,29 @@ struct Draft {
     retry: RetryPolicy,
 }
 
-fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnostics) -> Draft {
-    let action = if step.call.is_empty() {
+fn draft_step(
+    i: usize,
+    step: &pb::Step,
+    catalog: &Catalog,
+    patterns: &dyn PatternLookup,
+    diags: &mut Diagnostics,
+) -> Draft {
+    let target = if step.call.is_empty() {
         diags.error(format!("steps[{i}].call"), "every step needs a `call` (an action `package.Service/Method`)");
         None
+    } else if let Some((name, version)) = parse_pattern_call(&step.call) {
+        match patterns.lookup(name, version) {
+            Some(p) => Some(Target::Pattern(p)),
+            None => {
+                diags.error(
+                    format!("steps[{i}].call"),
+                    format!(
+                        "no registered pattern {name}@{version} to call (register it first; `nexus pattern list` shows what is registered)"
+                    ),
+                );
+                None
+            }
+        }
     } else {
         match catalog.action(&step.call) {
             Some(a) if a.is_client_streaming() => {
@@ -355,7 +429,7 @@ fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnost
                 );
                 None
             }
-            Some(a) => Some(a.clone()),
+            Some(a) => Some(Target::Action(a.clone())),
             None => {
                 let hint = suggest(&step.call, catalog.action_names())
                     .map(|s| format!(" Did you mean `{s}`?"))
@@ -363,7 +437,7 @@ fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnost
                 diags.error(
                     format!("steps[{i}].call"),
                     format!(
-                        "unknown action `{}`: it is not in the catalog.{hint} (`nexus services` lists the actions)",
+                        "unknown action `{}`: it is not in the catalog.{hint} (`nexus services` lists the actions; a pattern is called as `pattern:NAME@VERSION`)",
                         step.call
                     ),
                 );
@@ -371,7 +445,7 @@ fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnost
             }
         }
     };
-    if step.stream && action.as_ref().is_some_and(|a| !a.is_server_streaming()) {
+    if step.stream && target.as_ref().is_some_and(|t| !t.is_server_streaming()) {
         diags.error(format!("steps[{i}].stream"), format!("`{}` is not a server-streaming method", step.call));
     }
     let mut errors = Vec::new();
@@ -445,7 +519,7 @@ fn draft_step(i: usize, step: &pb::Step, catalog: &Catalog, diags: &mut Diagnost
         None => None,
     };
     let retry = retry_policy(i, step.retry.as_ref(), diags);
-    Draft { action, request, when, for_each, compensate, timeout, retry }
+    Draft { target, request, when, for_each, compensate, timeout, retry }
 }
 
 fn retry_policy(i: usize, r: Option<&pb::RetryPolicy>, diags: &mut Diagnostics) -> RetryPolicy {
@@ -653,6 +727,32 @@ fn check_reference(
             None
         }
         _ => None,
+    }
+}
+
+/// The `with` of a sub-pattern call must fit the callee's input schema: declared properties only
+/// (unless it allows more) and every required property given.
+fn check_pattern_input(t: &Template, callee: &CompiledPattern, path: &str, diags: &mut Diagnostics) {
+    let keys: Vec<&str> = match t {
+        Template::Object(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
+        Template::Literal(serde_json::Value::Object(o), _) => o.keys().map(String::as_str).collect(),
+        Template::Expr(_) => return,
+        _ => {
+            diags.error(path, format!("the input of pattern {} must be an object", callee.name));
+            return;
+        }
+    };
+    for k in &keys {
+        if let Err(msg) = callee.input.resolve(&[k.to_string()]) {
+            diags.error(format!("{path}.{k}"), format!("pattern {}@{}: {msg}", callee.name, callee.version));
+        }
+    }
+    if let Some(required) = callee.input.as_json().get("required").and_then(serde_json::Value::as_array) {
+        for r in required.iter().filter_map(serde_json::Value::as_str) {
+            if !keys.contains(&r) {
+                diags.error(path, format!("pattern {}@{} requires input `{r}`", callee.name, callee.version));
+            }
+        }
     }
 }
 

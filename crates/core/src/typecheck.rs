@@ -24,6 +24,8 @@ pub enum Ty {
     Message(MessageDescriptor),
     List(Box<Ty>),
     Map(Box<Ty>),
+    /// An object with known keys and values of unknown type (a sub-pattern's output).
+    Record(Vec<String>),
 }
 
 impl Ty {
@@ -41,6 +43,7 @@ impl Ty {
             Ty::Message(m) => format!("message {}", m.full_name()),
             Ty::List(t) => format!("list of {}", t.describe()),
             Ty::Map(t) => format!("map of {}", t.describe()),
+            Ty::Record(keys) => format!("object with {}", keys.join(", ")),
         }
     }
 
@@ -117,6 +120,16 @@ impl Ty {
                     ))
                 }
             },
+            Ty::Record(keys) if keys.iter().any(|k| k == segment) => Ok(Ty::Dyn),
+            Ty::Record(keys) => {
+                let hint = suggest(segment, keys.iter().map(String::as_str))
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                Err(format!(
+                    "`{walked}` has no `{segment}`{hint}; the called pattern outputs: {}",
+                    name_list(keys.iter().map(String::as_str))
+                ))
+            }
             other => Err(format!("`{walked}` is a {}; it has no field `{segment}`", other.describe())),
         }
     }
@@ -135,7 +148,7 @@ fn kind_mismatch(src: &Ty, kind: &Kind) -> Option<String> {
         (Ty::Timestamp | Ty::String, Kind::Message(m)) if m.full_name() == "google.protobuf.Timestamp" => true,
         (Ty::Duration, Kind::Message(m)) if m.full_name() == "google.protobuf.Duration" => true,
         (_, Kind::Message(m)) if m.full_name() == "google.protobuf.Value" => true,
-        (Ty::Map(_), Kind::Message(m)) => !is_scalar_wkt(m.full_name()),
+        (Ty::Map(_) | Ty::Record(_), Kind::Message(m)) => !is_scalar_wkt(m.full_name()),
         (Ty::Message(a), Kind::Message(b)) => a.full_name() == b.full_name(),
         (t, Kind::Message(m)) if is_scalar_wkt(m.full_name()) => {
             return kind_mismatch(t, &wrapped_kind(m)?);

@@ -15,7 +15,7 @@ use std::{
 use cel::{Value as Cel, objects::Key};
 use futures::{StreamExt, stream::FuturesUnordered};
 use nexus_core::{
-    CompiledPattern, CompiledStep,
+    CompiledPattern, CompiledStep, Target,
     expr::Scope,
     value::{self, message_to_cel},
 };
@@ -37,6 +37,8 @@ use crate::{
 pub const MAX_COLLECTED_STREAM_MESSAGES: usize = 10_000;
 /// Most items a for_each step fans out to.
 pub const MAX_FAN_OUT: usize = 10_000;
+/// Deepest nesting of sub-pattern calls.
+pub const MAX_PATTERN_DEPTH: u32 = 8;
 /// Time a compensation call gets when its step declares no timeout.
 pub const DEFAULT_COMPENSATION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -193,7 +195,17 @@ impl Engine {
             .map(str::to_string)
             .unwrap_or_else(|| uuid.simple().to_string());
         let emitter = Emitter { running, direct };
-        let run = Run::new(&req.pattern, self.invoker.as_ref(), id, req.input, deadline, emitter.clone(), trace_id);
+        let run = Run::new(
+            &req.pattern,
+            self.invoker.as_ref(),
+            &self.history,
+            id,
+            req.input,
+            deadline,
+            emitter.clone(),
+            trace_id,
+            0,
+        );
         let mut record = run.go().await;
         record.idempotency_key = req.idempotency_key;
         let record = Arc::new(record);
@@ -236,6 +248,8 @@ type StepFuture<'a> = Pin<Box<dyn Future<Output = StepDone> + Send + 'a>>;
 #[derive(Clone)]
 struct CallContext<'a> {
     invoker: &'a dyn Invoker,
+    history: &'a History,
+    depth: u32,
     step: &'a CompiledStep,
     deadline: Option<Instant>,
     timeline: Timeline,
@@ -248,6 +262,9 @@ struct CallContext<'a> {
 struct Run<'a> {
     pattern: &'a CompiledPattern,
     invoker: &'a dyn Invoker,
+    history: &'a History,
+    /// Nesting depth: 0 for a top-level execution, +1 per sub-pattern call.
+    depth: u32,
     id: Arc<str>,
     input: Cel,
     execution: Cel,
@@ -266,14 +283,17 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         pattern: &'a CompiledPattern,
         invoker: &'a dyn Invoker,
+        history: &'a History,
         id: Arc<str>,
         input: Cel,
         deadline: Option<Instant>,
         emitter: Emitter,
         trace_id: String,
+        depth: u32,
     ) -> Self {
         let execution = value::map(HashMap::from([
             (value::key("id"), Cel::String(Arc::new(id.to_string()))),
@@ -285,7 +305,7 @@ impl<'a> Run<'a> {
             .iter()
             .map(|s| StepRecord {
                 step_id: s.id.clone(),
-                call: s.action.name.clone(),
+                call: s.call.clone(),
                 status: StepStatus::Pending,
                 started_at: None,
                 duration: Duration::ZERO,
@@ -300,6 +320,8 @@ impl<'a> Run<'a> {
         Self {
             pattern,
             invoker,
+            history,
+            depth,
             id,
             input,
             execution,
@@ -482,6 +504,8 @@ impl<'a> Run<'a> {
             }
             let ctx = CallContext {
                 invoker: self.invoker,
+                history: self.history,
+                depth: self.depth,
                 step,
                 deadline: self.deadline,
                 timeline: self.timeline,
@@ -491,7 +515,9 @@ impl<'a> Run<'a> {
             };
             match requests {
                 Requests::One(request) => {
-                    self.steps[i].request = Some(request.clone());
+                    if let Request::Message(m) = &request {
+                        self.steps[i].request = Some(m.clone());
+                    }
                     running.push(Box::pin(async move {
                         let (result, attempts) = attempt(&ctx, request, None).await;
                         StepDone { index: i, result, attempts }
@@ -507,12 +533,18 @@ impl<'a> Run<'a> {
     }
 
     fn build_requests(&self, step: &CompiledStep) -> Result<Requests, (Code, String)> {
-        let input = step.action.method.input();
-        let build = |scope: &Scope<'_>| -> Result<DynamicMessage, (Code, String)> {
+        let build = |scope: &Scope<'_>| -> Result<Request, (Code, String)> {
             let v =
                 step.request.eval(scope).map_err(|e| (Code::InvalidArgument, format!("building the request: {e}")))?;
-            value::to_message(&v, &input)
-                .map_err(|e| (Code::InvalidArgument, format!("building the {} request: {e}", input.full_name())))
+            match &step.target {
+                Target::Action(a) => {
+                    let input = a.method.input();
+                    value::to_message(&v, &input).map(Request::Message).map_err(|e| {
+                        (Code::InvalidArgument, format!("building the {} request: {e}", input.full_name()))
+                    })
+                }
+                Target::Pattern(_) => Ok(Request::Input(v)),
+            }
         };
         let Some(for_each) = &step.for_each else {
             return build(&self.scope()).map(Requests::One);
@@ -549,7 +581,7 @@ impl<'a> Run<'a> {
         record.attempts = done.attempts;
         match done.result {
             Ok(response) => {
-                let output = response_to_cel(&response, &step.action.method.output());
+                let output = response_to_cel(&response, &step.target);
                 record.status = StepStatus::Succeeded;
                 record.response = Some(response);
                 if self.emitter.listening() {
@@ -567,13 +599,7 @@ impl<'a> Run<'a> {
                 let error = self.fail_step(
                     i,
                     e.code,
-                    format!(
-                        "step `{}` ({}) failed{tries}: {}: {}",
-                        step.id,
-                        step.action.name,
-                        code_name(e.code),
-                        e.message
-                    ),
+                    format!("step `{}` ({}) failed{tries}: {}: {}", step.id, step.call, code_name(e.code), e.message),
                 );
                 if self.emitter.listening() {
                     events.push(Event::StepFailed { step: step.id.clone(), error: error.clone(), duration });
@@ -597,7 +623,7 @@ impl<'a> Run<'a> {
         let message = if message.starts_with("step `") {
             message
         } else {
-            format!("step `{}` ({}): {message}", step.id, step.action.name)
+            format!("step `{}` ({}): {message}", step.id, step.call)
         };
         let error = ExecError { code, message, step_id: Some(step.id.clone()) };
         let record = &mut self.steps[i];
@@ -694,20 +720,29 @@ impl<'a> Run<'a> {
     }
 }
 
-enum Requests {
-    One(DynamicMessage),
-    Items(Vec<DynamicMessage>),
+/// One call's request: a message for an action, a CEL value (the input) for a sub-pattern.
+#[derive(Clone)]
+enum Request {
+    Message(DynamicMessage),
+    Input(Cel),
 }
 
-fn response_to_cel(response: &StepResponse, output: &prost_reflect::MessageDescriptor) -> Cel {
+enum Requests {
+    One(Request),
+    Items(Vec<Request>),
+}
+
+fn response_to_cel(response: &StepResponse, target: &Target) -> Cel {
     match response {
         StepResponse::Message(m) => message_to_cel(m),
         StepResponse::Stream(ms) => Cel::List(Arc::new(ms.iter().map(message_to_cel).collect())),
-        StepResponse::Forwarded { last, .. } => match last {
-            Some(m) => message_to_cel(m),
-            None => message_to_cel(&DynamicMessage::new(output.clone())),
+        StepResponse::Forwarded { last, .. } => match (last, target) {
+            (Some(m), _) => message_to_cel(m),
+            (None, Target::Action(a)) => message_to_cel(&DynamicMessage::new(a.method.output())),
+            (None, Target::Pattern(_)) => Cel::Null,
         },
-        StepResponse::Items(items) => Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, output)).collect())),
+        StepResponse::Items(items) => Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, target)).collect())),
+        StepResponse::Pattern { output, .. } => output.clone(),
     }
 }
 
@@ -720,7 +755,7 @@ fn traceparent(trace_id: &str) -> String {
 /// Runs a for_each step: every item's call, at most `concurrency` at a time (a slow item does not
 /// hold a slot once others finish), outputs in item order; the first failure fails the step (and
 /// drops the calls still in flight).
-async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<DynamicMessage>) -> StepDone {
+async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<Request>) -> StepDone {
     let concurrency = ctx.step.concurrency.max(1);
     let ctx = &ctx;
     let n = requests.len();
@@ -749,7 +784,7 @@ async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<DynamicMessag
 /// Calls a step's action, retrying per its policy within the execution's deadline.
 async fn attempt(
     ctx: &CallContext<'_>,
-    request: DynamicMessage,
+    request: Request,
     item: Option<u32>,
 ) -> (Result<StepResponse, CallError>, Vec<Attempt>) {
     let step = ctx.step;
@@ -769,22 +804,16 @@ async fn attempt(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let call = Call {
-            action: step.action.clone(),
-            request: request.clone(),
-            timeout,
-            idempotency_key: idempotency_key.clone(),
-            traceparent: Some(traceparent(&ctx.trace_id)),
-        };
+        let once = call_once(ctx, &request, timeout, &idempotency_key);
         let result = match timeout {
             Some(t) if t.is_zero() => Err(CallError::new(Code::DeadlineExceeded, "no time left before the call")),
-            Some(t) => tokio::time::timeout(t, call_once(ctx, call)).await.unwrap_or_else(|_| {
+            Some(t) => tokio::time::timeout(t, once).await.unwrap_or_else(|_| {
                 // Say which limit ran out: the step's own timeout or the whole execution's.
                 let by_execution = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
                 let what = if by_execution { "the execution's deadline" } else { "the step's timeout" };
                 Err(CallError::new(Code::DeadlineExceeded, format!("no response within {t:?} ({what})")))
             }),
-            None => call_once(ctx, call).await,
+            None => once.await,
         };
         attempts.push(Attempt {
             number,
@@ -814,9 +843,26 @@ async fn attempt(
     }
 }
 
-async fn call_once(ctx: &CallContext<'_>, call: Call) -> Result<StepResponse, CallError> {
+async fn call_once(
+    ctx: &CallContext<'_>,
+    request: &Request,
+    timeout: Option<Duration>,
+    idempotency_key: &str,
+) -> Result<StepResponse, CallError> {
     let step = ctx.step;
-    if !step.action.is_server_streaming() {
+    let (action, message) = match (&step.target, request) {
+        (Target::Action(a), Request::Message(m)) => (a, m),
+        (Target::Pattern(p), Request::Input(input)) => return run_pattern(ctx, p, input.clone()).await,
+        _ => return Err(CallError::new(Code::Internal, "request does not match the step's target")),
+    };
+    let call = Call {
+        action: action.clone(),
+        request: message.clone(),
+        timeout,
+        idempotency_key: idempotency_key.to_string(),
+        traceparent: Some(traceparent(&ctx.trace_id)),
+    };
+    if !action.is_server_streaming() {
         return ctx.invoker.unary(call).await.map(StepResponse::Message);
     }
     let mut stream = ctx.invoker.server_streaming(call).await?;
@@ -851,6 +897,65 @@ async fn call_once(ctx: &CallContext<'_>, call: Call) -> Result<StepResponse, Ca
         messages.push(m?);
     }
     Ok(StepResponse::Stream(messages))
+}
+
+/// Runs a registered pattern as a step, in-process: a child execution with its own id (recorded in
+/// the history), the parent's trace and remaining deadline, and no event observers.
+async fn run_pattern(
+    ctx: &CallContext<'_>,
+    callee: &Arc<CompiledPattern>,
+    input: Cel,
+) -> Result<StepResponse, CallError> {
+    if ctx.depth + 1 > MAX_PATTERN_DEPTH {
+        return Err(CallError::new(
+            Code::ResourceExhausted,
+            format!("sub-patterns nest deeper than {MAX_PATTERN_DEPTH} levels"),
+        ));
+    }
+    if !callee.input.is_empty() {
+        let problems = callee.input.validate(&input);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+            return Err(CallError::new(
+                Code::InvalidArgument,
+                format!("input of pattern {}@{}: {}", callee.name, callee.version, list.join("; ")),
+            ));
+        }
+    }
+    let deadline = match (ctx.deadline, callee.timeout) {
+        (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
+        (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
+    };
+    let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().simple().to_string());
+    let emitter = Emitter { running: Arc::new(RunningExecution::new(id.clone())), direct: None };
+    let child = Run::new(
+        callee,
+        ctx.invoker,
+        ctx.history,
+        id,
+        input,
+        deadline,
+        emitter,
+        ctx.trace_id.to_string(),
+        ctx.depth + 1,
+    );
+    let record = Arc::new(Box::pin(child.go()).await);
+    ctx.history.insert(record.clone());
+    match (record.status, &record.output) {
+        (ExecutionStatus::Succeeded, output) => {
+            Ok(StepResponse::Pattern { execution_id: record.id.clone(), output: output.clone().unwrap_or(Cel::Null) })
+        }
+        (status, _) => {
+            let (code, message) = match &record.error {
+                Some(e) => (e.code, e.message.clone()),
+                None => (Code::Unknown, format!("{status:?}")),
+            };
+            Err(CallError::new(
+                code,
+                format!("pattern {}@{} (execution {}) {status:?}: {message}", callee.name, callee.version, record.id),
+            ))
+        }
+    }
 }
 
 /// The canonical upper-case name of a gRPC code (`UNAVAILABLE`).

@@ -69,6 +69,11 @@ pub enum StepResponse {
     },
     /// A for_each step: one response per item, in item order.
     Items(Vec<StepResponse>),
+    /// A sub-pattern call: the child execution and its output.
+    Pattern {
+        execution_id: Arc<str>,
+        output: Cel,
+    },
 }
 
 /// The compensation of a completed step, run when its execution failed or was cancelled.

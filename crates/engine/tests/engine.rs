@@ -151,7 +151,7 @@ output:
 "#;
 
 async fn run(doc: &str, script: &Arc<Script>, input: serde_json::Value) -> Arc<ExecutionRecord> {
-    let (pattern, _) = nexus_core::compile(&document::parse(doc).unwrap(), &catalog())
+    let (pattern, _) = nexus_core::compile(&document::parse(doc).unwrap(), &catalog(), &nexus_core::NoPatterns)
         .unwrap_or_else(|d| panic!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
     let engine = Engine::new(script.clone(), Arc::new(History::new(100)));
     engine
@@ -385,7 +385,8 @@ async fn the_execution_deadline_bounds_every_step() {
 #[tokio::test(start_paused = true)]
 async fn input_that_violates_the_schema_is_refused_before_any_call() {
     let script = Script::new(&[(CREATE_USER, vec![user_ok()])]);
-    let (pattern, _) = nexus_core::compile(&document::parse(USER_CREATION).unwrap(), &catalog()).unwrap();
+    let (pattern, _) =
+        nexus_core::compile(&document::parse(USER_CREATION).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
     let err = engine
         .execute(ExecuteRequest {
@@ -554,7 +555,8 @@ steps:
         (EMAIL, vec![ok(60_000, serde_json::json!({}))]),
         (DELETE_USER, vec![ok(1, serde_json::json!({"deleted": true}))]),
     ]);
-    let (pattern, _) = nexus_core::compile(&document::parse(doc).unwrap(), &catalog()).unwrap();
+    let (pattern, _) =
+        nexus_core::compile(&document::parse(doc).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let request = ExecuteRequest {
@@ -600,4 +602,87 @@ steps:
     "#]],
     );
     assert!(!engine.cancel(&record.id), "a finished execution cannot be cancelled");
+}
+
+/// A test registry of compiled patterns, for sub-pattern calls.
+struct Registered(HashMap<String, Arc<nexus_core::CompiledPattern>>);
+
+impl nexus_core::PatternLookup for Registered {
+    fn lookup(&self, name: &str, version: &str) -> Option<Arc<nexus_core::CompiledPattern>> {
+        self.0.get(&format!("{name}@{version}")).cloned()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pattern_runs_another_pattern_as_a_step() {
+    let callee = r#"
+name: make_user
+version: 1.0.0
+input: {type: object, required: [email], properties: {email: {type: string}}}
+steps:
+  - id: create
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "${{ input.email }}"}
+output:
+  user_id: "${{ steps.create.user.id }}"
+"#;
+    let caller = r#"
+name: onboard
+version: 1.0.0
+steps:
+  - id: user
+    call: pattern:make_user@1.0.0
+    with: {email: "a@b.c"}
+  - id: mail
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "a@b.c", subject: "Hi ${{ steps.user.user_id }}"}
+output:
+  user: "${{ steps.user.user_id }}"
+"#;
+    let (callee, _) =
+        nexus_core::compile(&document::parse(callee).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
+    let registry = Registered(HashMap::from([("make_user@1.0.0".to_string(), Arc::new(callee))]));
+
+    // The type check reaches into the callee: its input schema and its output mapping.
+    let bad = caller
+        .replace("{email: \"a@b.c\"}", "{mail: \"a@b.c\"}")
+        .replace("steps.user.user_id }}\"}", "steps.user.userid }}\"}");
+    let errors = nexus_core::compile(&document::parse(&bad).unwrap(), &catalog(), &registry).unwrap_err();
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    expect![[r#"
+        [
+            "error: steps[0].with.mail: pattern make_user@1.0.0: `input` has no property `mail` (did you mean `email`?); the input schema declares: email",
+            "error: steps[0].with: pattern make_user@1.0.0 requires input `email`",
+            "error: steps[1].with.subject: `steps.user` has no `userid` (did you mean `user_id`?); the called pattern outputs: user_id",
+        ]
+    "#]].assert_debug_eq(&errors);
+
+    let (pattern, _) = nexus_core::compile(&document::parse(caller).unwrap(), &catalog(), &registry).unwrap();
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
+    let history = Arc::new(History::new(10));
+    let engine = Engine::new(script.clone(), history.clone());
+    let record = engine
+        .execute(ExecuteRequest {
+            pattern: Arc::new(pattern),
+            input: value::serde_to_cel(&serde_json::json!({})),
+            deadline: None,
+            idempotency_key: None,
+            traceparent: None,
+        })
+        .await
+        .unwrap();
+    check(&script, &record, expect![[r#"
+        0ms call CreateUser {"email":"a@b.c"} key=create
+        10ms reply CreateUser ok
+        10ms call SendEmail {"to":"a@b.c","subject":"Hi usr_1"} key=mail
+        15ms reply SendEmail ok
+    "#]], expect![[r#"
+        Succeeded
+          user Succeeded [10ms:OK]
+          mail Succeeded [5ms:OK] -> {}
+        output {"user":"usr_1"}
+    "#]]);
+    let (all, _) = history.list(&nexus_engine::HistoryFilter::default());
+    let names: Vec<&str> = all.iter().map(|r| &*r.pattern_name).collect();
+    assert_eq!(names, ["make_user", "onboard"], "the child execution is recorded too (newest first)");
 }

@@ -109,6 +109,14 @@ fn response_struct(r: &StepResponse) -> Option<prost_types::Struct> {
             Some(prost_types::Struct { fields })
         }
         StepResponse::Items(items) => Some(list_struct("items", items.iter().map(response_value).collect())),
+        StepResponse::Pattern { execution_id, output } => {
+            let mut s = value::cel_to_struct(output);
+            s.fields.insert(
+                "_execution_id".to_string(),
+                prost_types::Value { kind: Some(prost_types::value::Kind::StringValue(execution_id.to_string())) },
+            );
+            Some(s)
+        }
     }
 }
 

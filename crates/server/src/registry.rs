@@ -9,7 +9,7 @@ use std::{
     time::SystemTime,
 };
 
-use nexus_core::{Catalog, CompiledPattern, Diagnostic, compile, document, pb};
+use nexus_core::{Catalog, CompiledPattern, Diagnostic, PatternLookup, compile, document, parse_pattern_call, pb};
 use nexus_store::{InsertOutcome, PatternStore, StoredPattern};
 
 use crate::error::ApiError;
@@ -64,7 +64,7 @@ impl Registry {
                 }
             };
             doc.registered_at = Some(s.registered_at.into());
-            let compiled = match compile(&doc, &registry.catalog) {
+            let compiled = match compile(&doc, &registry.catalog, &registry) {
                 Ok((p, _)) => Ok(Arc::new(p)),
                 Err(diags) => {
                     tracing::warn!(
@@ -92,7 +92,12 @@ impl Registry {
 
     /// Type-checks a document without storing it.
     pub fn validate(&self, doc: &pb::Pattern) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
-        compile(doc, &self.catalog).map(|(_, warnings)| warnings)
+        let mut doc = doc.clone();
+        let mut resolved = self.resolve_latest(&mut doc);
+        compile(&doc, &self.catalog, self).map(|(_, mut warnings)| {
+            warnings.append(&mut resolved);
+            warnings
+        })
     }
 
     /// Validates and stores a new immutable version.
@@ -104,7 +109,9 @@ impl Registry {
         if doc.durability.is_empty() {
             doc.durability = "ephemeral".into();
         }
-        let (compiled, warnings) = compile(&doc, &self.catalog).map_err(ApiError::InvalidPattern)?;
+        let mut resolved = self.resolve_latest(&mut doc);
+        let (compiled, mut warnings) = compile(&doc, &self.catalog, self).map_err(ApiError::InvalidPattern)?;
+        warnings.append(&mut resolved);
         let canonical = document::to_json(&doc).to_string();
         let now = SystemTime::now();
         let outcome = self
@@ -136,6 +143,28 @@ impl Registry {
             }
         };
         Ok(Registered { name: doc.name, version: doc.version, created, warnings })
+    }
+
+    /// Rewrites `call: pattern:NAME@latest` (or without a version) to the concrete latest version,
+    /// so a registered version always runs the same sub-pattern version, before and after a
+    /// restart. Each rewrite is reported as a warning.
+    fn resolve_latest(&self, doc: &mut pb::Pattern) -> Vec<Diagnostic> {
+        let mut notes = Vec::new();
+        for (i, step) in doc.steps.iter_mut().enumerate() {
+            let Some((name, version)) = parse_pattern_call(&step.call) else { continue };
+            if version != "latest" {
+                continue;
+            }
+            if let Ok(entry) = self.get(name, "latest") {
+                let resolved = format!("pattern:{name}@{}", entry.document.version);
+                notes.push(Diagnostic::warning(
+                    format!("steps[{i}].call"),
+                    format!("`{}` resolved to `{resolved}`", step.call),
+                ));
+                step.call = resolved;
+            }
+        }
+        notes
     }
 
     /// One version; `version` empty or `latest` means the highest.
@@ -203,5 +232,11 @@ fn next_version(v: &str) -> String {
             v.to_string()
         }
         Err(_) => "a higher version".into(),
+    }
+}
+
+impl PatternLookup for Registry {
+    fn lookup(&self, name: &str, version: &str) -> Option<Arc<CompiledPattern>> {
+        self.get(name, version).ok()?.compiled.ok()
     }
 }

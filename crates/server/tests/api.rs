@@ -8,6 +8,8 @@ mod common;
 mod catalog;
 #[path = "api/execution.rs"]
 mod execution;
+#[path = "api/semantics.rs"]
+mod semantics;
 #[path = "api/transports.rs"]
 mod transports;
 #[path = "api/validation.rs"]
