@@ -671,17 +671,22 @@ output:
         })
         .await
         .unwrap();
-    check(&script, &record, expect![[r#"
+    check(
+        &script,
+        &record,
+        expect![[r#"
         0ms call CreateUser {"email":"a@b.c"} key=create
         10ms reply CreateUser ok
         10ms call SendEmail {"to":"a@b.c","subject":"Hi usr_1"} key=mail
         15ms reply SendEmail ok
-    "#]], expect![[r#"
+    "#]],
+        expect![[r#"
         Succeeded
           user Succeeded [10ms:OK]
           mail Succeeded [5ms:OK] -> {}
         output {"user":"usr_1"}
-    "#]]);
+    "#]],
+    );
     let (all, _) = history.list(&nexus_engine::HistoryFilter::default());
     let names: Vec<&str> = all.iter().map(|r| &*r.pattern_name).collect();
     assert_eq!(names, ["make_user", "onboard"], "the child execution is recorded too (newest first)");

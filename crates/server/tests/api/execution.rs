@@ -284,3 +284,68 @@ async fn list_executions_orders_and_pages_overlapping_executions() -> Result<()>
     h.stop().await;
     Ok(())
 }
+
+/// A registered pattern is an action: `pattern:user_creation@latest` is resolved to the concrete
+/// version at registration (and stays so), type-checked against the callee, and run in-process.
+#[tokio::test]
+async fn a_pattern_calls_a_registered_pattern_as_a_step() -> Result<()> {
+    let mut h = Harness::start().await?;
+    register_examples(&mut h.client).await?;
+    let caller = pattern(
+        r#"
+name: onboarding
+version: 1.0.0
+input: {type: object, required: [email], properties: {email: {type: string}}}
+steps:
+  - id: account
+    call: pattern:user_creation@latest
+    with: {email: "${{ input.email }}", name: "New user"}
+  - id: push
+    call: demo.notification.v1.NotificationService/SendPush
+    with: {user_id: "${{ steps.account.user_id }}", title: "Welcome"}
+output:
+  user_id: "${{ steps.account.user_id }}"
+  push_id: "${{ steps.push.message_id }}"
+"#,
+    )?;
+    let r = register(&mut h.client, caller).await?;
+    ensure!(
+        r.diagnostics.iter().any(|d| d.message.contains("pattern:user_creation@1.0.0")),
+        "@latest is resolved and reported: {:?}",
+        r.diagnostics
+    );
+    let stored = h
+        .client
+        .get_pattern(pb::GetPatternRequest { name: "onboarding".into(), version: String::new() })
+        .await?
+        .into_inner();
+    ensure!(stored.steps[0].call == "pattern:user_creation@1.0.0", "{}", stored.steps[0].call);
+
+    let out = h.client.execute_pattern(execute_request("onboarding", json!({"email": unique_email("sub")}))?).await?;
+    let output = to_json(&out.into_inner().output.unwrap_or_default());
+    ensure!(output["user_id"].as_str().is_some_and(|u| u.starts_with("usr_")), "{output}");
+    ensure!(output["push_id"].as_str().is_some_and(|u| u.starts_with("msg_")), "{output}");
+
+    // The callee's contract is checked: an unknown input and an unknown output are refused.
+    let bad = pattern(
+        r#"
+name: onboarding_bad
+version: 1.0.0
+steps:
+  - id: account
+    call: pattern:user_creation@1.0.0
+    with: {mail: "x@y.z"}
+  - id: push
+    call: demo.notification.v1.NotificationService/SendPush
+    with: {user_id: "${{ steps.account.userid }}"}
+"#,
+    )?;
+    let status = h.client.register_pattern(pb::RegisterPatternRequest { pattern: Some(bad) }).await.unwrap_err();
+    ensure!(status.code() == Code::InvalidArgument, "{status:?}");
+    let detail: pb::ValidatePatternResponse = status_detail(&status, "nexus.v1.ValidatePatternResponse")?;
+    let paths: Vec<&str> = detail.diagnostics.iter().map(|d| d.path.as_str()).collect();
+    // `mail` is not an input of user_creation; `email` and `name` are required; `userid` is not an output.
+    ensure!(paths == ["steps[0].with.mail", "steps[0].with", "steps[0].with", "steps[1].with.user_id"], "{paths:?}");
+    h.stop().await;
+    Ok(())
+}
