@@ -257,3 +257,82 @@ async fn client_loop(
     }
     Ok(latencies)
 }
+
+/// Figures of the slow-reader streaming run.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamReport {
+    pub consumed: u64,
+    pub elapsed: Duration,
+    pub rss_start_kib: u64,
+    pub rss_max_kib: u64,
+}
+
+impl StreamReport {
+    pub fn render(&self) -> String {
+        format!(
+            "slow reader: {} messages in {:.1} s ({:.0}/s); RSS {:.1} MiB at start, {:.1} MiB at most (+{:.1} MiB)\n",
+            self.consumed,
+            self.elapsed.as_secs_f64(),
+            self.consumed as f64 / self.elapsed.as_secs_f64(),
+            self.rss_start_kib as f64 / 1024.0,
+            self.rss_max_kib as f64 / 1024.0,
+            (self.rss_max_kib.saturating_sub(self.rss_start_kib)) as f64 / 1024.0,
+        )
+    }
+}
+
+/// Resident set size of this process, in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// A backend that streams as fast as it can (no pause between chunks) through Nexus to a reader
+/// that takes `per_message` for each message, for `duration`: memory must not grow with the
+/// amount the backend could have produced (backpressure), and the stream must keep flowing.
+pub async fn slow_stream(duration: Duration, per_message: Duration) -> anyhow::Result<StreamReport> {
+    let options = nexus_demo::DemoOptions { chunk_interval: Duration::ZERO, ..nexus_demo::DemoOptions::default() };
+    let (backend, _handle, demo) = nexus_demo::spawn(options).await?;
+    let mut config =
+        nexus_server::Config { listen: "127.0.0.1:0".parse()?, in_memory: true, ..nexus_server::Config::default() };
+    config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
+    let nexus = nexus_server::Nexus::start(config).await?;
+    let mut client = NexusServiceClient::new(channel(&format!("http://{}", nexus.local_addr())).await?);
+    let doc = include_str!("../../patterns/subscribe_live_stream.yaml");
+    client.register_pattern(pb::RegisterPatternRequest { pattern: Some(document::parse(doc)?) }).await?;
+    let input = serde_json::json!({"broadcast_id": "public-bench", "user_id": "u", "max_chunks": 2_000_000_000});
+    let rss_start_kib = rss_kib();
+    let mut stream = client
+        .execute_pattern_stream(pb::ExecutePatternRequest {
+            pattern_name: "subscribe_live_stream".into(),
+            version: String::new(),
+            input: value::serde_to_struct(&input),
+            idempotency_key: String::new(),
+        })
+        .await?
+        .into_inner();
+    let started = Instant::now();
+    let mut consumed = 0u64;
+    let mut rss_max_kib = rss_start_kib;
+    while started.elapsed() < duration {
+        let Some(event) = stream.message().await? else { break };
+        if matches!(event.event, Some(pb::execution_event::Event::Message(_))) {
+            consumed += 1;
+            tokio::time::sleep(per_message).await;
+            if consumed % 100 == 0 {
+                rss_max_kib = rss_max_kib.max(rss_kib());
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    drop(stream);
+    nexus.shutdown(Duration::from_secs(5)).await;
+    let _ = demo.shutdown().await;
+    Ok(StreamReport { consumed, elapsed, rss_start_kib, rss_max_kib })
+}

@@ -27,6 +27,9 @@ struct Args {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// Instead: stream through Nexus to a slow reader for this many seconds and report memory.
+    #[arg(long)]
+    slow_stream_secs: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +42,11 @@ fn main() -> anyhow::Result<()> {
         warmup_requests: (args.latency_requests / 5).max(10),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(secs) = args.slow_stream_secs {
+        let report = runtime.block_on(nexus_bench::slow_stream(Duration::from_secs(secs), Duration::from_millis(1)))?;
+        print!("{}", report.render());
+        return Ok(());
+    }
     let report = runtime.block_on(nexus_bench::run(&options))?;
     if args.json {
         let s = |s: &nexus_bench::Stats| serde_json::json!({"count": s.count, "p50_us": s.p50_us, "p99_us": s.p99_us, "per_sec": s.per_sec});

@@ -19,3 +19,13 @@ async fn a_small_run_measures_both_paths() {
     }
     assert!(report.render().contains("overhead per step"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stream_reader_keeps_memory_bounded() {
+    let report = nexus_bench::slow_stream(Duration::from_secs(2), Duration::from_millis(2)).await.expect("stream run");
+    println!("{}", report.render());
+    assert!(report.consumed > 50, "the stream kept flowing: {report:?}");
+    // The backend could produce millions of chunks in that time; backpressure must hold it back.
+    let growth_mib = report.rss_max_kib.saturating_sub(report.rss_start_kib) / 1024;
+    assert!(growth_mib < 64, "RSS grew by {growth_mib} MiB: {report:?}");
+}
