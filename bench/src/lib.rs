@@ -325,7 +325,7 @@ pub async fn slow_stream(duration: Duration, per_message: Duration) -> anyhow::R
         if matches!(event.event, Some(pb::execution_event::Event::Message(_))) {
             consumed += 1;
             tokio::time::sleep(per_message).await;
-            if consumed % 100 == 0 {
+            if consumed.is_multiple_of(100) {
                 rss_max_kib = rss_max_kib.max(rss_kib());
             }
         }
