@@ -4,7 +4,10 @@
 //! the execution).
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU8, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -69,13 +72,38 @@ pub const WATCH_BUFFER: usize = 1024;
 pub struct RunningExecution {
     pub id: Arc<str>,
     pub cancel: CancellationToken,
+    /// RUNNING, then either FINISHING (its outcome is decided) or CANCELLED: whichever of the
+    /// execution and a CancelExecution gets there first wins, so a cancel is either honoured
+    /// (compensation, CANCELLED) or refused (`cancelled: false`), never acknowledged and ignored.
+    state: AtomicU8,
     /// Created on the first WatchExecution, so unwatched executions pay nothing for it.
     watch: OnceLock<broadcast::Sender<ExecutionEvent>>,
 }
 
+const RUNNING: u8 = 0;
+const FINISHING: u8 = 1;
+const CANCELLED: u8 = 2;
+
 impl RunningExecution {
     pub fn new(id: Arc<str>) -> Self {
-        Self { id, cancel: CancellationToken::new(), watch: OnceLock::new() }
+        Self { id, cancel: CancellationToken::new(), state: AtomicU8::new(RUNNING), watch: OnceLock::new() }
+    }
+
+    /// Requests cancellation; false when the execution's outcome was already decided.
+    pub fn request_cancel(&self) -> bool {
+        let won = self.state.compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if won {
+            self.cancel.cancel();
+        }
+        won
+    }
+
+    /// Decides the outcome; false when a cancellation got there first.
+    pub(crate) fn begin_finishing(&self) -> bool {
+        match self.state.compare_exchange(RUNNING, FINISHING, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            Err(state) => state != CANCELLED,
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ExecutionEvent> {

@@ -116,13 +116,7 @@ impl Engine {
 
     /// Cancels a running execution; false when it is not running (finished or unknown).
     pub fn cancel(&self, id: &str) -> bool {
-        match self.running(id) {
-            Some(r) => {
-                r.cancel.cancel();
-                true
-            }
-            None => false,
-        }
+        self.running(id).is_some_and(|r| r.request_cancel())
     }
 
     /// Runs an execution to its end and records it in the history. With an idempotency key
@@ -186,7 +180,7 @@ impl Engine {
         let id: Arc<str> = Arc::from(uuid.simple().to_string());
         let running = Arc::new(RunningExecution::new(id.clone()));
         self.lock_running().insert(id.clone(), running.clone());
-        let _registration = Registration { engine: self, id: id.clone() };
+        let registration = Registration { engine: self, id: id.clone() };
         let trace_id = req
             .traceparent
             .as_deref()
@@ -210,6 +204,9 @@ impl Engine {
         record.idempotency_key = req.idempotency_key;
         let record = Arc::new(record);
         self.history.insert(record.clone());
+        // Deregistered before the last event: from here on CancelExecution says "already
+        // finished", and watchers hold their own receivers.
+        drop(registration);
         emitter.emit(Event::Finished(record.clone())).await;
         record
     }
@@ -367,15 +364,21 @@ impl<'a> Run<'a> {
             }
         };
         tokio::pin!(timer);
+        // Created once, not per loop turn: each `cancelled()`/`closed()` future registers a waiter
+        // under a lock when first polled.
         let cancel = emitter.running.cancel.clone();
+        let cancelled_fut = cancel.cancelled();
+        tokio::pin!(cancelled_fut);
+        let closed = emitter.closed();
+        tokio::pin!(closed);
         while failure.is_none() && !running.is_empty() {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => {
+                () = &mut cancelled_fut => {
                     cancelled = true;
                     failure = Some(ExecError { code: Code::Cancelled, message: "the execution was cancelled".into(), step_id: None });
                 }
-                () = emitter.closed() => {
+                () = &mut closed => {
                     cancelled = true;
                     failure = Some(ExecError { code: Code::Cancelled, message: "the caller went away".into(), step_id: None });
                 }
@@ -406,6 +409,16 @@ impl<'a> Run<'a> {
         }
         // Dropping the futures cancels the calls still in flight.
         drop(running);
+        // A cancellation that arrived while the last events were being delivered (or as the last
+        // step finished) still counts: the outcome is decided here, atomically.
+        if !emitter.running.begin_finishing() && !cancelled {
+            cancelled = true;
+            failure.get_or_insert_with(|| ExecError {
+                code: Code::Cancelled,
+                message: "the execution was cancelled".into(),
+                step_id: None,
+            });
+        }
         let now = Instant::now();
         for (s, started) in self.steps.iter_mut().zip(&self.step_started) {
             if s.status == StepStatus::Running {
@@ -474,6 +487,9 @@ impl<'a> Run<'a> {
                     Ok(Cel::Bool(false)) => {
                         self.steps[i].status = StepStatus::Skipped;
                         self.skipped[i] = true;
+                        // A skipped step reads as an empty object, so `has(steps.x.field)` is
+                        // simply false (CEL's has() still needs `steps.x` itself to exist).
+                        self.outputs.insert(step.key.clone(), value::map(HashMap::new()));
                         if listening {
                             events.push(Event::StepSkipped { step: step.id.clone() });
                         }
@@ -699,7 +715,13 @@ impl<'a> Run<'a> {
 
     fn output(&self) -> Result<Cel, ExecError> {
         let Some(fields) = &self.pattern.output else {
-            return Ok(value::map(self.outputs.clone()));
+            let ran = self
+                .pattern
+                .steps
+                .iter()
+                .filter(|s| !self.skipped[s.index])
+                .filter_map(|s| self.outputs.get(&s.key).map(|v| (s.key.clone(), v.clone())));
+            return Ok(value::map(ran.collect()));
         };
         let scope = self.scope();
         let mut out = HashMap::with_capacity(fields.len());

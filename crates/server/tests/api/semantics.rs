@@ -659,6 +659,67 @@ async fn cancel_execution_stops_in_flight_calls_and_compensates() -> Result<()> 
     Ok(())
 }
 
+/// CancelExecution's answer must match what happens: `cancelled: true` means the execution ends
+/// CANCELLED; an execution that ends otherwise must have been answered `cancelled: false`. The
+/// callers here read nothing until after the cancel, over a connection whose HTTP/2 stream window
+/// is one byte, so each execution stalls in its event channel at a different point: while
+/// streaming, after its last step (events still to flush), or with only `finished` left to send.
+#[tokio::test]
+async fn cancel_answers_true_only_for_executions_it_cancels() -> Result<()> {
+    let options = Options {
+        demo: DemoOptions { chunk_interval: Duration::from_millis(2), ..DemoOptions::default() },
+        ..Options::default()
+    };
+    let h = Harness::start_with(options).await?;
+    let mut client = h.client.clone();
+    register_examples(&mut client).await?;
+    let stalled = tonic::transport::Endpoint::from_shared(format!("http://{}", h.addr))?
+        .initial_stream_window_size(Some(1))
+        .connect()
+        .await?;
+
+    let run = |max_chunks: i64| {
+        let (mut caller, mut client) = (Client::new(stalled.clone()), h.client.clone());
+        async move {
+            let mut stream = caller.execute_pattern_stream(live_request(max_chunks)?).await?.into_inner();
+            let id = next_event(&mut stream).await?.ok_or_else(|| anyhow!("no first event"))?.execution_id;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let recorded = client
+                .get_execution(pb::GetExecutionRequest { execution_id: id.clone() })
+                .await
+                .ok()
+                .map(|e| e.into_inner().status());
+            let cancelled = client
+                .cancel_execution(pb::CancelExecutionRequest { execution_id: id.clone(), reason: "test".into() })
+                .await?
+                .into_inner()
+                .cancelled;
+            let end = collect_events(&mut stream).await?;
+            let end = end.last().and_then(finished).ok_or_else(|| anyhow!("no finished event"))?.status();
+            let last = get_execution(&mut client, &id).await?.status();
+            Ok::<_, anyhow::Error>((max_chunks, recorded, cancelled, end, last))
+        }
+    };
+    let results = futures::future::join_all((8..=24).map(run)).await;
+    let mut wrong = Vec::new();
+    for r in results {
+        let (max_chunks, recorded, cancelled, end, last) = r?;
+        println!(
+            "max_chunks {max_chunks}: recorded before the cancel {recorded:?}, cancelled {cancelled}, ended {end:?}"
+        );
+        ensure!(end == last, "the finished event says {end:?}, GetExecution {last:?}");
+        let expected = if cancelled { pb::ExecutionStatus::Cancelled } else { pb::ExecutionStatus::Succeeded };
+        if end != expected {
+            wrong.push(format!(
+                "max_chunks {max_chunks}: cancelled={cancelled} but ended {end:?} (recorded before: {recorded:?})"
+            ));
+        }
+    }
+    ensure!(wrong.is_empty(), "CancelExecution's answer does not match the outcome:\n{}", wrong.join("\n"));
+    h.stop().await;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // 9. WatchExecution.
 
