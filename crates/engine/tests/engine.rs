@@ -110,8 +110,25 @@ impl Invoker for Script {
         }
     }
 
-    async fn server_streaming(&self, _call: Call) -> Result<MessageStream, CallError> {
-        Err(CallError::new(Code::Unimplemented, "not scripted"))
+    /// A scripted stream: the method's replies are its messages, one per reply, each after its
+    /// latency (a failed reply ends the stream with that error).
+    async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError> {
+        let method = call.action.name.rsplit('/').next().unwrap_or_default().to_string();
+        self.event(format!("call {method} {}", value::message_to_serde(&call.request)));
+        let replies = self.replies.lock().unwrap().get(&*call.action.name).cloned().expect("scripted method");
+        let desc = call.action.method.output();
+        let stream = futures::StreamExt::then(futures::stream::iter(replies), move |reply| {
+            let desc = desc.clone();
+            async move {
+                tokio::time::sleep(reply.latency).await;
+                match reply.result {
+                    Ok(body) => DynamicMessage::deserialize(desc, body)
+                        .map_err(|e| CallError::new(Code::Internal, e.to_string())),
+                    Err(code) => Err(CallError::new(code, "scripted stream failure")),
+                }
+            }
+        });
+        Ok(Box::pin(stream))
     }
 }
 
@@ -690,4 +707,91 @@ output:
     let (all, _) = history.list(&nexus_engine::HistoryFilter::default());
     let names: Vec<&str> = all.iter().map(|r| &*r.pattern_name).collect();
     assert_eq!(names, ["make_user", "onboard"], "the child execution is recorded too (newest first)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_step_forwards_each_message_as_it_arrives() {
+    let doc = r#"
+name: live
+version: 1.0.0
+steps:
+  - id: live
+    call: demo.broadcast.v1.BroadcastService/Subscribe
+    stream: true
+    with: {broadcast_id: "b1"}
+output:
+  last: "${{ steps.live.sequence }}"
+"#;
+    let chunk = |n: u64| ok(10, serde_json::json!({"broadcast_id": "b1", "sequence": n.to_string()}));
+    let script = Script::new(&[("demo.broadcast.v1.BroadcastService/Subscribe", vec![chunk(1), chunk(2), chunk(3)])]);
+    let (pattern, _) =
+        nexus_core::compile(&document::parse(doc).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let request = ExecuteRequest {
+        pattern: Arc::new(pattern),
+        input: value::serde_to_cel(&serde_json::json!({})),
+        deadline: None,
+        idempotency_key: None,
+        traceparent: None,
+    };
+    let task = tokio::spawn(async move { engine.execute_observed(request, tx).await.unwrap() });
+    let start = tokio::time::Instant::now();
+    let mut trace = String::new();
+    while let Some(e) = rx.recv().await {
+        let at = start.elapsed().as_millis();
+        let line = match &e.event {
+            nexus_engine::Event::Started { .. } => "started".to_string(),
+            nexus_engine::Event::StepStarted { step, .. } => format!("step {step} started"),
+            nexus_engine::Event::Message { step, index, message } => {
+                format!("{step} #{index} {}", value::message_to_serde(message))
+            }
+            nexus_engine::Event::StepSucceeded { step, .. } => format!("step {step} succeeded"),
+            nexus_engine::Event::Finished(r) => format!("finished {:?}", r.status),
+            other => format!("{other:?}"),
+        };
+        let _ = writeln!(trace, "{at}ms {line}");
+        // A slow reader: the next message is not read from the backend until this one is taken.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let record = task.await.unwrap();
+    expect![[r#"
+        0ms started
+        25ms step live started
+        50ms live #0 {"broadcast_id":"b1","sequence":"1"}
+        75ms live #1 {"broadcast_id":"b1","sequence":"2"}
+        100ms live #2 {"broadcast_id":"b1","sequence":"3"}
+        125ms step live succeeded
+        150ms finished Succeeded
+    "#]].assert_eq(&trace);
+    expect![[r#"
+        Succeeded
+          live Succeeded [75ms:OK]
+        output {"last":3}
+    "#]].assert_eq(&summary(&record));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idempotency_key_runs_the_pattern_once() {
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
+    let (pattern, _) =
+        nexus_core::compile(&document::parse(USER_CREATION).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
+    let pattern = Arc::new(pattern);
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
+    let request = |key: &str| ExecuteRequest {
+        pattern: pattern.clone(),
+        input: value::serde_to_cel(&serde_json::json!({"email": "a@b.c", "name": "Ada"})),
+        deadline: None,
+        idempotency_key: Some(key.to_string()),
+        traceparent: None,
+    };
+    // Two concurrent requests and a later one with the same key share one execution.
+    let (a, b) = tokio::join!(engine.execute(request("k1")), engine.execute(request("k1")));
+    let c = engine.execute(request("k1")).await.unwrap();
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((&a.id, &b.id), (&c.id, &c.id));
+    let other = engine.execute(request("k2")).await.unwrap();
+    assert_ne!(other.id, a.id);
+    let creates = script.trace().lines().filter(|l| l.contains("call CreateUser")).count();
+    assert_eq!(creates, 2, "one execution per key:\n{}", script.trace());
 }
