@@ -134,6 +134,9 @@ struct ServeArgs {
     /// Keep patterns in memory only.
     #[arg(long)]
     in_memory: bool,
+    /// Share state with other replicas in PostgreSQL (postgres://user:password@host/db).
+    #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -199,7 +202,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.in_memory {
         config.in_memory = true;
     }
-    let store = if config.in_memory { "in memory".to_string() } else { config.data_dir.display().to_string() };
+    if let Some(url) = args.database_url {
+        config.store.url = Some(url);
+    }
+    let store = match (&config.store.url, config.in_memory) {
+        (Some(url), _) => nexus_store::redact_url(url),
+        (None, true) => "in memory".to_string(),
+        (None, false) => config.data_dir.display().to_string(),
+    };
     let nexus = nexus_server::Nexus::start(config).await.context("nexus could not start")?;
     println!("nexus listening on http://{} (store: {store}, {} services)", nexus.local_addr(), nexus.service_count());
     tokio::select! {

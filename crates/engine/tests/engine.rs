@@ -763,12 +763,14 @@ output:
         100ms live #2 {"broadcast_id":"b1","sequence":"3"}
         125ms step live succeeded
         150ms finished Succeeded
-    "#]].assert_eq(&trace);
+    "#]]
+    .assert_eq(&trace);
     expect![[r#"
         Succeeded
           live Succeeded [75ms:OK]
         output {"last":3}
-    "#]].assert_eq(&summary(&record));
+    "#]]
+    .assert_eq(&summary(&record));
 }
 
 #[tokio::test(start_paused = true)]

@@ -74,14 +74,14 @@ fn finished_stream(record: &nexus_engine::ExecutionRecord) -> EventStream {
 }
 
 impl Api {
-    fn execute_request(&self, req: Request<pb::ExecutePatternRequest>) -> Result<ExecuteRequest, Status> {
+    async fn execute_request(&self, req: Request<pb::ExecutePatternRequest>) -> Result<ExecuteRequest, Status> {
         let deadline = deadline(&req);
         let traceparent = traceparent(&req);
         let r = req.into_inner();
         if r.pattern_name.is_empty() {
             return Err(Status::invalid_argument("`pattern_name` is required"));
         }
-        let pattern = self.registry.executable(&r.pattern_name, &r.version)?;
+        let pattern = self.registry.executable_fresh(&r.pattern_name, &r.version).await?;
         let input = match &r.input {
             Some(s) => value::struct_to_cel(s),
             None => value::map(Default::default()),
@@ -138,7 +138,7 @@ impl NexusService for Api {
 
     async fn get_pattern(&self, req: Request<pb::GetPatternRequest>) -> Result<Response<pb::Pattern>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.registry.get(&r.name, &r.version)?.document))
+        Ok(Response::new(self.registry.get_fresh(&r.name, &r.version).await?.document))
     }
 
     async fn list_patterns(
@@ -163,7 +163,7 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<pb::ExecutePatternResponse>, Status> {
-        let request = self.execute_request(req)?;
+        let request = self.execute_request(req).await?;
         let record = self.engine.execute(request).await.map_err(|e| match e {
             EngineError::InvalidInput(_) => Status::invalid_argument(e.to_string()),
         })?;
@@ -193,7 +193,7 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<Self::ExecutePatternStreamStream>, Status> {
-        let request = self.execute_request(req)?;
+        let request = self.execute_request(req).await?;
         self.engine.check_input(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let engine = self.engine.clone();

@@ -37,6 +37,21 @@ pub struct Config {
     #[serde(with = "humantime_secs")]
     pub discovery_timeout: std::time::Duration,
     pub services: Vec<ServiceConfig>,
+    /// The shared store (cluster mode); SQLite in `data_dir` when not set.
+    pub store: StoreConfig,
+    /// How often a replica looks for patterns registered by the others (bounds how stale
+    /// `latest` can be; an unknown exact version is looked up at once).
+    #[serde(with = "humantime_secs")]
+    pub refresh_interval: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host:5432/db`.
+    pub url: Option<String>,
+    /// Schema (search path) to use inside the database; it must exist.
+    pub schema: Option<String>,
 }
 
 impl Default for Config {
@@ -48,6 +63,8 @@ impl Default for Config {
             execution_history: 10_000,
             discovery_timeout: std::time::Duration::from_secs(10),
             services: Vec::new(),
+            store: StoreConfig::default(),
+            refresh_interval: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -137,8 +154,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY` and `NEXUS_SERVICES`
-    /// (comma-separated NAME=URL).
+    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_DATABASE_URL` and
+    /// `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -149,6 +166,9 @@ impl Config {
         if let Some(v) = env("NEXUS_IN_MEMORY") {
             self.in_memory = matches!(v.as_str(), "1" | "true" | "yes");
         }
+        if let Some(v) = env("NEXUS_DATABASE_URL") {
+            self.store.url = Some(v);
+        }
         if let Some(v) = env("NEXUS_SERVICES") {
             for s in v.split(',').filter(|s| !s.trim().is_empty()) {
                 self.services.push(ServiceConfig::from_flag(s)?);
@@ -158,6 +178,17 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.store.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "store.url",
+                    format!("`{}` is not a postgres:// URL", nexus_store::redact_url(url)),
+                ));
+            }
+            if self.in_memory {
+                return Err(invalid("store.url", "give either a database URL or --in-memory, not both"));
+            }
+        }
         if self.execution_history == 0 {
             return Err(invalid("execution_history", "must be at least 1"));
         }

@@ -16,12 +16,12 @@ mod registry;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use nexus_engine::{Engine, History};
-use nexus_store::{PatternStore, SqliteStore};
+use nexus_store::{PatternStore, PgStore, SqliteStore};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower::Layer;
 
 pub use api::EXECUTION_ID_HEADER;
-pub use config::{Config, ConfigError, ServiceConfig, parse_duration};
+pub use config::{Config, ConfigError, ServiceConfig, StoreConfig, parse_duration};
 pub use error::RpcStatus;
 pub use invoker::{DynamicCodec, GrpcInvoker};
 
@@ -62,12 +62,13 @@ impl Nexus {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let catalog = Arc::new(discovery::build_catalog(&config.services, config.discovery_timeout).await?);
-        let store: Arc<dyn PatternStore> = if config.in_memory {
-            Arc::new(SqliteStore::in_memory().await?)
-        } else {
-            Arc::new(SqliteStore::open(&config.data_dir).await?)
+        let store: Arc<dyn PatternStore> = match (&config.store.url, config.in_memory) {
+            (Some(url), _) => Arc::new(PgStore::connect(url, config.store.schema.as_deref()).await?),
+            (None, true) => Arc::new(SqliteStore::in_memory().await?),
+            (None, false) => Arc::new(SqliteStore::open(&config.data_dir).await?),
         };
         let registry = Arc::new(registry::Registry::load(store, catalog.clone()).await?);
+        let refresher = tokio::spawn(refresh_loop(registry.clone(), config.refresh_interval));
         let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
         let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)));
         let app = router(api::Api::new(registry, engine)).await?;
@@ -84,11 +85,13 @@ impl Nexus {
             }
         });
         let task = tokio::spawn(async move {
-            axum::serve(listener, tower::make::Shared::new(app))
+            let served = axum::serve(listener, tower::make::Shared::new(app))
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
                 })
-                .await
+                .await;
+            refresher.abort();
+            served
         });
         tracing::info!(%addr, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
         Ok(Self { addr, services: catalog.services().len(), shutdown: Some(tx), task })
@@ -119,6 +122,21 @@ impl Nexus {
         match (&mut self.task).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Picks up patterns registered by other replicas sharing the store.
+async fn refresh_loop(registry: Arc<registry::Registry>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match registry.refresh().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} pattern version(s) registered elsewhere are now available"),
+            Err(e) => tracing::warn!("refreshing patterns from the store: {e}"),
         }
     }
 }

@@ -46,9 +46,20 @@ pub struct ListFilter {
 impl Registry {
     /// Loads every stored version and compiles it against `catalog`.
     pub async fn load(store: Arc<dyn PatternStore>, catalog: Arc<Catalog>) -> Result<Self, ApiError> {
-        let stored = store.list_patterns().await?;
         let registry = Self { store, catalog, patterns: RwLock::new(HashMap::new()) };
+        registry.refresh().await?;
+        Ok(registry)
+    }
+
+    /// Adds the versions other replicas registered since the last look (versions are immutable,
+    /// so what is already known never needs reloading). Returns how many were added.
+    pub async fn refresh(&self) -> Result<usize, ApiError> {
+        let stored = self.store.list_patterns().await?;
+        let mut added = 0;
         for s in stored {
+            if self.contains(&s.name, &s.version) {
+                continue;
+            }
             let json: serde_json::Value = match serde_json::from_str(&s.document) {
                 Ok(v) => v,
                 Err(e) => {
@@ -64,7 +75,7 @@ impl Registry {
                 }
             };
             doc.registered_at = Some(s.registered_at.into());
-            let compiled = match compile(&doc, &registry.catalog, &registry) {
+            let compiled = match compile(&doc, &self.catalog, self) {
                 Ok((p, _)) => Ok(Arc::new(p)),
                 Err(diags) => {
                     tracing::warn!(
@@ -75,9 +86,39 @@ impl Registry {
                     Err(Arc::from(diags))
                 }
             };
-            registry.insert(doc, compiled);
+            self.insert(doc, compiled);
+            added += 1;
         }
-        Ok(registry)
+        Ok(added)
+    }
+
+    fn contains(&self, name: &str, version: &str) -> bool {
+        let Ok(v) = semver::Version::parse(version) else { return false };
+        let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        patterns.get(name).is_some_and(|versions| versions.contains_key(&v))
+    }
+
+    /// Like [`Registry::get`], but on a miss looks in the store first: a version registered on
+    /// another replica is usable here at once.
+    pub async fn get_fresh(&self, name: &str, version: &str) -> Result<Entry, ApiError> {
+        match self.get(name, version) {
+            Err(ApiError::NotFound(_)) => {
+                self.refresh().await?;
+                self.get(name, version)
+            }
+            other => other,
+        }
+    }
+
+    /// The compiled form of a version, ready to run (looking in the store on a miss).
+    pub async fn executable_fresh(&self, name: &str, version: &str) -> Result<Arc<CompiledPattern>, ApiError> {
+        match self.executable(name, version) {
+            Err(ApiError::NotFound(_)) => {
+                self.refresh().await?;
+                self.executable(name, version)
+            }
+            other => other,
+        }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {

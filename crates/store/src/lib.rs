@@ -1,14 +1,18 @@
 //! Nexus store: where registered patterns live (and, later, the execution journal).
 //!
-//! One trait, [`PatternStore`]; the embedded implementation is SQLite ([`SqliteStore`]), created
-//! automatically in the data directory or in memory. Migrations are embedded in the binary and
+//! One trait, [`PatternStore`], two implementations: SQLite ([`SqliteStore`], embedded default,
+//! created automatically in the data directory or in memory) and PostgreSQL ([`PgStore`], shared by
+//! replicas). Both pass the same [`conformance`] suite. Migrations are embedded in the binary and
 //! applied at start.
 
+pub mod conformance;
 mod migrate;
+mod postgres;
 mod sqlite;
 
 use std::time::SystemTime;
 
+pub use postgres::{PgStore, redact_url};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! Embedded, ordered schema migrations, applied once each inside a transaction.
 
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
 use crate::{Error, Result};
 
@@ -41,5 +41,49 @@ pub async fn sqlite(pool: &SqlitePool) -> Result<()> {
             .await?;
         tx.commit().await?;
     }
+    Ok(())
+}
+
+/// The same schema for PostgreSQL.
+const POSTGRES: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE patterns (
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        owner TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        document TEXT NOT NULL,
+        registered_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (name, version)
+    );",
+)];
+
+/// Arbitrary constant: the advisory lock that serialises migrations of replicas starting at once.
+const MIGRATION_LOCK: i64 = 0x6e65_7875_735f_6d67;
+
+pub async fn postgres(pool: &PgPool) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    for &(version, sql) in POSTGRES {
+        let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if done.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| Error::Migration { version, source })?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)")
+            .bind(version)
+            .bind(crate::sqlite::now_ms())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }

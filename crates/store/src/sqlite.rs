@@ -76,18 +76,12 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl PatternStore for SqliteStore {
     async fn insert_pattern(&self, p: &StoredPattern) -> Result<InsertOutcome> {
-        let mut tx = self.pool.begin().await?;
-        let existing: Option<(String,)> =
-            sqlx::query_as("SELECT document FROM patterns WHERE name = ? AND version = ?")
-                .bind(&p.name)
-                .bind(&p.version)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some((doc,)) = existing {
-            return Ok(if doc == p.document { InsertOutcome::Identical } else { InsertOutcome::Conflict });
-        }
-        sqlx::query(
-            "INSERT INTO patterns (name, version, owner, description, document, registered_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        // One atomic statement, no read-then-write transaction: two deferred transactions that
+        // both read and then try to write deadlock in SQLite ("database is locked") regardless of
+        // the busy timeout, while single writes simply queue behind each other.
+        let inserted = sqlx::query(
+            "INSERT INTO patterns (name, version, owner, description, document, registered_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, version) DO NOTHING",
         )
         .bind(&p.name)
         .bind(&p.version)
@@ -95,10 +89,18 @@ impl PatternStore for SqliteStore {
         .bind(&p.description)
         .bind(&p.document)
         .bind(to_ms(p.registered_at))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(InsertOutcome::Created)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(InsertOutcome::Created);
+        }
+        let (doc,): (String,) = sqlx::query_as("SELECT document FROM patterns WHERE name = ? AND version = ?")
+            .bind(&p.name)
+            .bind(&p.version)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(if doc == p.document { InsertOutcome::Identical } else { InsertOutcome::Conflict })
     }
 
     async fn list_patterns(&self) -> Result<Vec<StoredPattern>> {

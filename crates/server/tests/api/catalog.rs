@@ -345,3 +345,59 @@ output: {id: "${{ steps.mail.message_id }}"}
     }
     Ok(())
 }
+
+/// Two replicas on one PostgreSQL schema: a version registered on one is executable on the other
+/// at once (no restart), and `latest` follows within the refresh interval.
+#[tokio::test]
+async fn replicas_on_postgres_share_patterns() -> anyhow::Result<()> {
+    use nexus_server::{Config, Nexus, ServiceConfig, StoreConfig};
+    use sqlx::Connection;
+
+    let url =
+        std::env::var("NEXUS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("nexus_test_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&url).await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await?;
+
+    let (demo_addr, _demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await?;
+    let replica = || Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        services: vec![ServiceConfig::from_flag(&format!("demo=http://{demo_addr}")).expect("flag")],
+        store: StoreConfig { url: Some(url.clone()), schema: Some(schema.clone()) },
+        refresh_interval: std::time::Duration::from_millis(200),
+        ..Config::default()
+    };
+    let a = Nexus::start(replica()).await?;
+    let b = Nexus::start(replica()).await?;
+    let client = |n: &Nexus| {
+        nexus_server::proto::nexus_service_client::NexusServiceClient::connect(format!("http://{}", n.local_addr()))
+    };
+    let (mut ca, mut cb) = (client(&a).await?, client(&b).await?);
+
+    crate::common::register(&mut ca, crate::common::pattern_file("user_creation")?).await?;
+    let email = crate::common::unique_email("replica");
+    let out = cb
+        .execute_pattern(crate::common::execute_request(
+            "user_creation",
+            serde_json::json!({"email": email, "name": "R"}),
+        )?)
+        .await?
+        .into_inner();
+    assert!(!out.execution_id.is_empty());
+
+    // A newer version registered on A becomes B's `latest` within the refresh interval.
+    let mut v2 = crate::common::pattern_file("user_creation")?;
+    v2.version = "1.1.0".into();
+    crate::common::register(&mut ca, v2).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let latest = cb
+        .get_pattern(nexus_core::pb::GetPatternRequest { name: "user_creation".into(), version: String::new() })
+        .await?
+        .into_inner();
+    assert_eq!(latest.version, "1.1.0");
+
+    a.shutdown(std::time::Duration::from_secs(5)).await;
+    b.shutdown(std::time::Duration::from_secs(5)).await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await?;
+    Ok(())
+}

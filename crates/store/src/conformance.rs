@@ -1,0 +1,81 @@
+//! The store conformance suite: one set of behaviours every [`PatternStore`] must show, run
+//! against SQLite and PostgreSQL alike (see `tests/conformance.rs`).
+
+// A check that panics is a failed check: the assertions are what this module is for.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, SystemTime};
+
+use crate::{InsertOutcome, PatternStore, StoredPattern};
+
+fn pattern(name: &str, version: &str, document: &str, at: SystemTime) -> StoredPattern {
+    StoredPattern {
+        name: name.into(),
+        version: version.into(),
+        owner: "team".into(),
+        description: format!("{name} {version}"),
+        document: document.into(),
+        registered_at: at,
+    }
+}
+
+/// Registered versions are immutable: the identical document again is an idempotent success,
+/// a different one a conflict, and the stored one never changes.
+pub async fn check_versions_are_immutable(store: &dyn PatternStore) {
+    let now = SystemTime::now();
+    let p = pattern("immutable", "1.0.0", r#"{"name":"immutable"}"#, now);
+    assert_eq!(store.insert_pattern(&p).await.unwrap(), InsertOutcome::Created);
+    assert_eq!(store.insert_pattern(&p).await.unwrap(), InsertOutcome::Identical);
+    let changed = pattern("immutable", "1.0.0", r#"{"name":"immutable","x":1}"#, now);
+    assert_eq!(store.insert_pattern(&changed).await.unwrap(), InsertOutcome::Conflict);
+    let all = store.list_patterns().await.unwrap();
+    let stored: Vec<_> = all.iter().filter(|s| s.name == "immutable").collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].document, p.document);
+}
+
+/// Every version is listed with all its fields, oldest registration first; timestamps keep
+/// millisecond precision.
+pub async fn check_lists_every_version_in_registration_order(store: &dyn PatternStore) {
+    let base = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    for (i, v) in ["1.0.0", "1.1.0", "2.0.0"].iter().enumerate() {
+        let p = pattern("ordered", v, &format!("{{\"v\":\"{v}\"}}"), base + Duration::from_millis(i as u64));
+        assert_eq!(store.insert_pattern(&p).await.unwrap(), InsertOutcome::Created);
+    }
+    let all = store.list_patterns().await.unwrap();
+    let ordered: Vec<_> = all.iter().filter(|s| s.name == "ordered").collect();
+    let versions: Vec<&str> = ordered.iter().map(|s| s.version.as_str()).collect();
+    assert_eq!(versions, ["1.0.0", "1.1.0", "2.0.0"]);
+    assert_eq!(ordered[0].registered_at, base);
+    assert_eq!(ordered[1].owner, "team");
+    assert_eq!(ordered[2].description, "ordered 2.0.0");
+    assert_eq!(ordered[2].document, "{\"v\":\"2.0.0\"}");
+}
+
+/// Concurrent registrations of the same new version: exactly one creates it, the others see
+/// the identical document.
+pub async fn check_concurrent_registrations_create_once(store: &dyn PatternStore) {
+    let p = pattern("racy", "1.0.0", r#"{"name":"racy"}"#, SystemTime::now());
+    let outcomes = futures::future::join_all((0..8).map(|_| store.insert_pattern(&p))).await;
+    let created = outcomes.iter().filter(|o| matches!(o, Ok(InsertOutcome::Created))).count();
+    let identical = outcomes.iter().filter(|o| matches!(o, Ok(InsertOutcome::Identical))).count();
+    assert_eq!((created, identical), (1, 7), "{outcomes:?}");
+}
+
+/// Documents survive byte for byte (unicode, quotes, long text).
+pub async fn check_documents_round_trip_exactly(store: &dyn PatternStore) {
+    let doc = format!("{{\"description\":\"naïve — “quoted” \\\\ {}\"}}", "x".repeat(100_000));
+    let p = pattern("exact", "1.0.0", &doc, SystemTime::now());
+    store.insert_pattern(&p).await.unwrap();
+    let all = store.list_patterns().await.unwrap();
+    let stored = all.iter().find(|s| s.name == "exact").unwrap();
+    assert_eq!(stored.document, doc);
+}
+
+/// Runs every check on `store` (which must start empty).
+pub async fn run_all(store: &dyn PatternStore) {
+    check_versions_are_immutable(store).await;
+    check_lists_every_version_in_registration_order(store).await;
+    check_concurrent_registrations_create_once(store).await;
+    check_documents_round_trip_exactly(store).await;
+}
