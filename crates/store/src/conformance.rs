@@ -79,3 +79,46 @@ pub async fn run_all(store: &dyn PatternStore) {
     check_concurrent_registrations_create_once(store).await;
     check_documents_round_trip_exactly(store).await;
 }
+
+/// A durable execution's journal: start, completed steps in order, finish (which compacts the
+/// step results), lookups by id and idempotency key.
+pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
+    use crate::{FinishedExecution, JournalStart};
+    let id = format!("exec-{}", uuid::Uuid::now_v7().simple());
+    let start = JournalStart {
+        id: id.clone(),
+        pattern_name: "durable".into(),
+        pattern_version: "1.0.0".into(),
+        input: r#"{"email":"a@b.c"}"#.into(),
+        idempotency_key: Some(format!("key-{id}")),
+        started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+    };
+    journal.start_execution(&start).await.unwrap();
+    journal.complete_step(&id, "user", r#"{"m":"AAE="}"#).await.unwrap();
+    journal.complete_step(&id, "mail", r#"{"m":"AAI="}"#).await.unwrap();
+    // Journaling a step again (a retried write) keeps one result.
+    journal.complete_step(&id, "user", r#"{"m":"AAE="}"#).await.unwrap();
+
+    let unfinished = journal.unfinished_executions().await.unwrap();
+    let mine = unfinished.iter().find(|u| u.start.id == id).expect("the execution is unfinished");
+    assert_eq!(mine.start, start);
+    let steps: Vec<&str> = mine.steps.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(steps.len(), 2);
+    assert!(steps.contains(&"user") && steps.contains(&"mail"), "{steps:?}");
+    assert_eq!(journal.execution_by_idempotency_key("durable", &format!("key-{id}")).await.unwrap(), Some(id.clone()));
+    assert!(journal.finished_execution(&id).await.unwrap().is_none());
+
+    // The same idempotency key cannot start a second execution.
+    let twin = JournalStart { id: format!("{id}-twin"), ..start.clone() };
+    assert!(journal.start_execution(&twin).await.is_err());
+
+    let finished = FinishedExecution {
+        id: id.clone(),
+        pattern_name: "durable".into(),
+        status: "SUCCEEDED".into(),
+        record: "{}".into(),
+    };
+    journal.finish_execution(&finished).await.unwrap();
+    assert!(journal.unfinished_executions().await.unwrap().iter().all(|u| u.start.id != id));
+    assert_eq!(journal.finished_execution(&id).await.unwrap(), Some(finished));
+}

@@ -6,6 +6,7 @@
 //! applied at start.
 
 pub mod conformance;
+mod journal;
 mod migrate;
 mod postgres;
 mod sqlite;
@@ -56,4 +57,54 @@ pub trait PatternStore: Send + Sync + 'static {
 
     /// Every registered version, oldest registration first.
     async fn list_patterns(&self) -> Result<Vec<StoredPattern>>;
+}
+
+/// A durable execution as journaled when it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalStart {
+    pub id: String,
+    pub pattern_name: String,
+    pub pattern_version: String,
+    /// The execution input, JSON.
+    pub input: String,
+    pub idempotency_key: Option<String>,
+    pub started_at: SystemTime,
+}
+
+/// A durable execution that has not finished: what recovery needs to resume it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnfinishedExecution {
+    pub start: JournalStart,
+    /// Completed steps: (step id, journaled result), in completion order.
+    pub steps: Vec<(String, String)>,
+}
+
+/// A finished durable execution's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedExecution {
+    pub id: String,
+    pub pattern_name: String,
+    pub status: String,
+    /// The execution record (the API's `Execution`, JSON).
+    pub record: String,
+}
+
+/// The journal of durable executions: the start, every completed step's result, the end. A write
+/// returns once it is durable (committed); the engine starts no dependant of a step before the
+/// step's result is journaled.
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync + 'static {
+    async fn start_execution(&self, start: &JournalStart) -> Result<()>;
+
+    async fn complete_step(&self, execution_id: &str, step_id: &str, result: &str) -> Result<()>;
+
+    /// Marks the execution finished; its step results are compacted away (the record keeps them).
+    async fn finish_execution(&self, finished: &FinishedExecution) -> Result<()>;
+
+    async fn unfinished_executions(&self) -> Result<Vec<UnfinishedExecution>>;
+
+    async fn finished_execution(&self, id: &str) -> Result<Option<FinishedExecution>>;
+
+    /// The execution that used `key` for `pattern_name`, finished or not.
+    async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>>;
 }

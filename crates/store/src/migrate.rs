@@ -5,9 +5,10 @@ use sqlx::{PgPool, SqlitePool};
 use crate::{Error, Result};
 
 /// (version, SQL). Append only: a released migration never changes.
-const SQLITE: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE patterns (
+const SQLITE: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE patterns (
         name TEXT NOT NULL,
         version TEXT NOT NULL,
         owner TEXT NOT NULL DEFAULT '',
@@ -16,7 +17,32 @@ const SQLITE: &[(i64, &str)] = &[(
         registered_at_ms INTEGER NOT NULL,
         PRIMARY KEY (name, version)
     );",
-)];
+    ),
+    (2, JOURNAL),
+];
+
+/// Durable executions (same SQL for both stores).
+const JOURNAL: &str = "
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        pattern_name TEXT NOT NULL,
+        pattern_version TEXT NOT NULL,
+        input TEXT NOT NULL,
+        idempotency_key TEXT,
+        started_at_ms BIGINT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'RUNNING',
+        record TEXT
+    );
+    CREATE INDEX executions_unfinished ON executions (status) WHERE status = 'RUNNING';
+    CREATE UNIQUE INDEX executions_idempotency ON executions (pattern_name, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE step_results (
+        execution_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        result TEXT NOT NULL,
+        PRIMARY KEY (execution_id, step_id)
+    );";
 
 pub async fn sqlite(pool: &SqlitePool) -> Result<()> {
     sqlx::query(
@@ -45,9 +71,10 @@ pub async fn sqlite(pool: &SqlitePool) -> Result<()> {
 }
 
 /// The same schema for PostgreSQL.
-const POSTGRES: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE patterns (
+const POSTGRES: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE patterns (
         name TEXT NOT NULL,
         version TEXT NOT NULL,
         owner TEXT NOT NULL DEFAULT '',
@@ -56,7 +83,9 @@ const POSTGRES: &[(i64, &str)] = &[(
         registered_at_ms BIGINT NOT NULL,
         PRIMARY KEY (name, version)
     );",
-)];
+    ),
+    (2, JOURNAL),
+];
 
 /// Arbitrary constant: the advisory lock that serialises migrations of replicas starting at once.
 const MIGRATION_LOCK: i64 = 0x6e65_7875_735f_6d67;

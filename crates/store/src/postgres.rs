@@ -10,7 +10,7 @@ use sqlx::{
 use crate::{Error, InsertOutcome, PatternStore, Result, StoredPattern};
 
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 /// The URL with its password replaced, for logs and error messages.

@@ -14,7 +14,7 @@ use sqlx::{
 use crate::{Error, InsertOutcome, PatternStore, Result, StoredPattern};
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -11,6 +11,7 @@ use sqlx::Connection;
 async fn sqlite_in_memory() {
     let store = SqliteStore::in_memory().await.unwrap();
     conformance::run_all(&store).await;
+    conformance::check_journal_lifecycle(&store).await;
 }
 
 #[tokio::test]
@@ -18,6 +19,7 @@ async fn sqlite_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     conformance::run_all(&store).await;
+    conformance::check_journal_lifecycle(&store).await;
 }
 
 pub fn database_url() -> String {
@@ -50,6 +52,7 @@ async fn postgres() {
     let schema = Schema::create().await;
     let store = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
     conformance::run_all(&store).await;
+    conformance::check_journal_lifecycle(&store).await;
     // A second replica on the same schema: migrations are idempotent and the data is shared.
     let replica = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
     use nexus_store::PatternStore;

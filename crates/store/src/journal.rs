@@ -1,0 +1,142 @@
+//! The execution journal in SQL, for both stores. The statements are the same but for placeholder
+//! syntax (`?n` in SQLite, `$n` in PostgreSQL), so each is written once with `$n` and rewritten
+//! for SQLite.
+
+use std::{
+    sync::atomic::{AtomicI64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use sqlx::Row;
+
+use crate::{FinishedExecution, JournalStart, Result, UnfinishedExecution};
+
+/// Orders step results by completion within an execution (a process-wide counter seeded by the
+/// clock, so it also grows across restarts).
+static SEQ: AtomicI64 = AtomicI64::new(0);
+
+fn next_seq() -> i64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+    let prev = SEQ.fetch_max(now, Ordering::Relaxed).max(now);
+    SEQ.fetch_add(1, Ordering::Relaxed).max(prev) + 1
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// `$1, $2` → `?1, ?2` for SQLite (numbered, so the binding order is the same in both).
+fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+const START: &str = "INSERT INTO executions (id, pattern_name, pattern_version, input, idempotency_key, started_at_ms)
+    VALUES ($1, $2, $3, $4, $5, $6)";
+const STEP: &str = "INSERT INTO step_results (execution_id, step_id, seq, result) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result";
+const FINISH: &str = "UPDATE executions SET status = $2, record = $3 WHERE id = $1";
+const COMPACT: &str = "DELETE FROM step_results WHERE execution_id = $1";
+const UNFINISHED: &str = "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms
+    FROM executions WHERE status = 'RUNNING' ORDER BY started_at_ms";
+const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
+const FINISHED: &str = "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
+const BY_KEY: &str = "SELECT id FROM executions WHERE pattern_name = $1 AND idempotency_key = $2";
+
+macro_rules! journal_impl {
+    ($store:ty, $sql:expr) => {
+        #[async_trait::async_trait]
+        impl crate::Journal for $store {
+            async fn start_execution(&self, s: &JournalStart) -> Result<()> {
+                sqlx::query(&$sql(START))
+                    .bind(&s.id)
+                    .bind(&s.pattern_name)
+                    .bind(&s.pattern_version)
+                    .bind(&s.input)
+                    .bind(&s.idempotency_key)
+                    .bind(ms(s.started_at))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn complete_step(&self, execution_id: &str, step_id: &str, result: &str) -> Result<()> {
+                sqlx::query(&$sql(STEP))
+                    .bind(execution_id)
+                    .bind(step_id)
+                    .bind(next_seq())
+                    .bind(result)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn finish_execution(&self, f: &FinishedExecution) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(&$sql(FINISH)).bind(&f.id).bind(&f.status).bind(&f.record).execute(&mut *tx).await?;
+                sqlx::query(&$sql(COMPACT)).bind(&f.id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn unfinished_executions(&self) -> Result<Vec<UnfinishedExecution>> {
+                let rows = sqlx::query(&$sql(UNFINISHED)).fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let id: String = r.try_get("id")?;
+                    let steps = sqlx::query(&$sql(STEPS_OF))
+                        .bind(&id)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .into_iter()
+                        .map(|s| Ok((s.try_get("step_id")?, s.try_get("result")?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    out.push(UnfinishedExecution {
+                        start: JournalStart {
+                            id,
+                            pattern_name: r.try_get("pattern_name")?,
+                            pattern_version: r.try_get("pattern_version")?,
+                            input: r.try_get("input")?,
+                            idempotency_key: r.try_get("idempotency_key")?,
+                            started_at: from_ms(r.try_get("started_at_ms")?),
+                        },
+                        steps,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn finished_execution(&self, id: &str) -> Result<Option<FinishedExecution>> {
+                let row = sqlx::query(&$sql(FINISHED)).bind(id).fetch_optional(&self.pool).await?;
+                row.map(|r| {
+                    Ok(FinishedExecution {
+                        id: r.try_get("id")?,
+                        pattern_name: r.try_get("pattern_name")?,
+                        status: r.try_get("status")?,
+                        record: r.try_get::<Option<String>, _>("record")?.unwrap_or_default(),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>> {
+                let row = sqlx::query(&$sql(BY_KEY)).bind(pattern_name).bind(key).fetch_optional(&self.pool).await?;
+                row.map(|r| r.try_get("id").map_err(Into::into)).transpose()
+            }
+        }
+    };
+}
+
+journal_impl!(crate::SqliteStore, sqlite_sql);
+journal_impl!(crate::PgStore, str::to_string);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_rewritten_for_sqlite() {
+        assert_eq!(super::sqlite_sql("a = $2 AND b = $12"), "a = ?2 AND b = ?12");
+    }
+}
