@@ -599,9 +599,6 @@ fn check_header(doc: &pb::Pattern, diags: &mut Diagnostics) {
     if !matches!(doc.durability.as_str(), "" | "ephemeral" | "durable") {
         diags.error("durability", format!("`{}` is not one of ephemeral, durable", doc.durability));
     }
-    if doc.durability == "durable" {
-        diags.error("durability", "durable executions are not supported by this Nexus version yet; use ephemeral");
-    }
     if let Some(t) = &doc.timeout
         && to_duration(t).is_none_or(|d| d.is_zero())
     {

@@ -16,6 +16,7 @@ use cel::{Value as Cel, objects::Key};
 use futures::{StreamExt, stream::FuturesUnordered};
 use nexus_core::{
     CompiledPattern, CompiledStep, Target,
+    plan::Durability,
     expr::Scope,
     value::{self, message_to_cel},
 };
@@ -28,6 +29,7 @@ use crate::{
     events::{Emitter, Event, ExecutionEvent, RunningExecution},
     history::History,
     invoker::{Call, CallError, Invoker},
+    journal::{Journal, JournalStart, decode_result, encode_result},
     record::{
         Attempt, CompensationRecord, ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus,
     },
@@ -47,6 +49,7 @@ pub const DEFAULT_COMPENSATION_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Engine {
     invoker: Arc<dyn Invoker>,
     history: Arc<History>,
+    journal: Option<Arc<dyn Journal>>,
     running: Arc<Mutex<HashMap<Arc<str>, Arc<RunningExecution>>>>,
     idempotency: Arc<Mutex<Idempotency>>,
 }
@@ -98,7 +101,40 @@ impl Drop for Registration<'_> {
 
 impl Engine {
     pub fn new(invoker: Arc<dyn Invoker>, history: Arc<History>) -> Self {
-        Self { invoker, history, running: Arc::default(), idempotency: Arc::default() }
+        Self { invoker, history, journal: None, running: Arc::default(), idempotency: Arc::default() }
+    }
+
+    /// Journals durable patterns' executions here (without a journal, durable patterns run as
+    /// ephemeral ones would).
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Resumes a durable execution from its journal after a restart: journaled steps keep their
+    /// results and are not called again; the others run (a step that was in flight is called
+    /// again with the same idempotency key). The deadline restarts from now.
+    pub async fn resume(
+        &self,
+        pattern: Arc<CompiledPattern>,
+        id: Arc<str>,
+        input: Cel,
+        idempotency_key: Option<String>,
+        completed: &[(String, String)],
+    ) -> Arc<ExecutionRecord> {
+        let mut prefilled: Vec<Option<StepResponse>> = pattern.steps.iter().map(|_| None).collect();
+        for (step_id, result) in completed {
+            let Some(step) = pattern.steps.iter().find(|s| &*s.id == step_id) else {
+                tracing::warn!(execution = %id, step = %step_id, "journaled step is not in the pattern; ignored");
+                continue;
+            };
+            match decode_result(result, &step.target) {
+                Ok(r) => prefilled[step.index] = Some(r),
+                Err(e) => tracing::warn!(execution = %id, step = %step_id, "undecodable journal entry ({e}); the step runs again"),
+            }
+        }
+        let req = ExecuteRequest { pattern, input, deadline: None, idempotency_key, traceparent: None };
+        self.run_with(req, None, Some(id), prefilled).await
     }
 
     pub fn history(&self) -> &Arc<History> {
@@ -172,12 +208,24 @@ impl Engine {
     }
 
     async fn run(&self, req: ExecuteRequest, direct: Option<mpsc::Sender<ExecutionEvent>>) -> Arc<ExecutionRecord> {
+        let prefilled = req.pattern.steps.iter().map(|_| None).collect();
+        self.run_with(req, direct, None, prefilled).await
+    }
+
+    async fn run_with(
+        &self,
+        req: ExecuteRequest,
+        direct: Option<mpsc::Sender<ExecutionEvent>>,
+        resumed_id: Option<Arc<str>>,
+        prefilled: Vec<Option<StepResponse>>,
+    ) -> Arc<ExecutionRecord> {
         let deadline = match (req.deadline.map(Instant::from_std), req.pattern.timeout) {
             (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
             (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
         };
         let uuid = uuid::Uuid::now_v7();
-        let id: Arc<str> = Arc::from(uuid.simple().to_string());
+        let resuming = resumed_id.is_some();
+        let id: Arc<str> = resumed_id.unwrap_or_else(|| Arc::from(uuid.simple().to_string()));
         let running = Arc::new(RunningExecution::new(id.clone()));
         self.lock_running().insert(id.clone(), running.clone());
         let registration = Registration { engine: self, id: id.clone() };
@@ -189,7 +237,18 @@ impl Engine {
             .map(str::to_string)
             .unwrap_or_else(|| uuid.simple().to_string());
         let emitter = Emitter { running, direct };
-        let run = Run::new(
+        let journal = match req.pattern.durability {
+            Durability::Durable => self.journal.as_deref(),
+            Durability::Ephemeral => None,
+        };
+        let journal_start = journal.filter(|_| !resuming).map(|_| JournalStart {
+            id: id.clone(),
+            pattern_name: req.pattern.name.clone(),
+            pattern_version: req.pattern.version.clone(),
+            input: value::cel_to_serde(&req.input),
+            idempotency_key: req.idempotency_key.clone(),
+        });
+        let mut run = Run::new(
             &req.pattern,
             self.invoker.as_ref(),
             &self.history,
@@ -200,8 +259,16 @@ impl Engine {
             trace_id,
             0,
         );
+        run.journal = journal;
+        run.prefilled = prefilled;
+        run.journal_start = journal_start;
         let mut record = run.go().await;
         record.idempotency_key = req.idempotency_key;
+        if let Some(j) = journal {
+            if let Err(e) = j.finished(&record).await {
+                tracing::error!(execution = %record.id, "journaling the end of the execution: {e}");
+            }
+        }
         let record = Arc::new(record);
         self.history.insert(record.clone());
         // Deregistered before the last event: from here on CancelExecution says "already
@@ -269,6 +336,12 @@ struct Run<'a> {
     timeline: Timeline,
     emitter: Emitter,
     trace_id: Arc<str>,
+    /// Set for durable executions.
+    journal: Option<&'a dyn Journal>,
+    /// Journaled at the start (a resumed execution is already journaled).
+    journal_start: Option<JournalStart>,
+    /// Results of steps completed before a restart (resume), by step index.
+    prefilled: Vec<Option<StepResponse>>,
     /// When each running step started (monotonic), for its duration.
     step_started: Vec<Option<Instant>>,
     outputs: HashMap<Key, Cel>,
@@ -326,6 +399,9 @@ impl<'a> Run<'a> {
             timeline: Timeline::start(),
             emitter,
             trace_id: Arc::from(trace_id),
+            journal: None,
+            journal_start: None,
+            prefilled: Vec::new(),
             step_started: vec![None; pattern.steps.len()],
             outputs: HashMap::with_capacity(pattern.steps.len()),
             skipped: vec![false; pattern.steps.len()],
@@ -352,8 +428,16 @@ impl<'a> Run<'a> {
         let mut cancelled = false;
         let mut ready: Vec<usize> = self.pattern.roots.iter().rev().copied().collect();
         let mut events = Vec::new();
-        if let Err(e) = self.start(&mut ready, &mut running, &mut events) {
-            failure = Some(e);
+        // A durable execution exists once its start is journaled, before any step runs.
+        if let (Some(j), Some(start)) = (self.journal, self.journal_start.take()) {
+            if let Err(e) = j.start(&start).await {
+                failure = Some(ExecError { code: Code::Unavailable, message: e.to_string(), step_id: None });
+            }
+        }
+        if failure.is_none() {
+            if let Err(e) = self.start(&mut ready, &mut running, &mut events) {
+                failure = Some(e);
+            }
         }
         self.flush(&mut events).await;
         let deadline = self.deadline;
@@ -383,6 +467,18 @@ impl<'a> Run<'a> {
                     failure = Some(ExecError { code: Code::Cancelled, message: "the caller went away".into(), step_id: None });
                 }
                 Some(done) = running.next() => {
+                    // Journaled before any dependant can start (finish() releases them).
+                    if let (Some(j), Ok(response)) = (self.journal, &done.result) {
+                        let step = &self.pattern.steps[done.index];
+                        if let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(response)).await {
+                            failure = Some(ExecError {
+                                code: Code::Unavailable,
+                                message: format!("journaling the result of step `{}`: {e}", step.id),
+                                step_id: Some(step.id.clone()),
+                            });
+                            continue;
+                        }
+                    }
                     if let Err(e) = self.finish(done, &mut ready, &mut events) {
                         failure = Some(e);
                     } else if let Err(e) = self.start(&mut ready, &mut running, &mut events) {
@@ -481,6 +577,17 @@ impl<'a> Run<'a> {
         let listening = self.emitter.listening();
         while let Some(i) = ready.pop() {
             let step: &'a CompiledStep = &self.pattern.steps[i];
+            // Completed before a restart: keep the journaled result, do not call again.
+            if let Some(response) = self.prefilled.get_mut(i).and_then(Option::take) {
+                let output = response_to_cel(&response, &step.target);
+                let record = &mut self.steps[i];
+                record.status = StepStatus::Succeeded;
+                record.response = Some(response);
+                self.outputs.insert(step.key.clone(), output);
+                self.completed.push(i);
+                self.release_dependants(i, ready);
+                continue;
+            }
             if let Some(when) = &step.when {
                 match when.eval(&self.scope()) {
                     Ok(Cel::Bool(true)) => {}

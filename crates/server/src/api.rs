@@ -25,11 +25,52 @@ pub const EXECUTION_ID_HEADER: &str = "nexus-execution-id";
 pub struct Api {
     registry: Arc<Registry>,
     engine: Engine,
+    /// Durable executions outlive the in-memory history: finished ones are read back from here.
+    journal: Arc<dyn nexus_store::Journal>,
 }
 
 impl Api {
-    pub fn new(registry: Arc<Registry>, engine: Engine) -> Self {
-        Self { registry, engine }
+    pub fn new(registry: Arc<Registry>, engine: Engine, journal: Arc<dyn nexus_store::Journal>) -> Self {
+        Self { registry, engine, journal }
+    }
+
+    /// An execution from the history, or (durable ones, after a restart) from the journal.
+    async fn find_execution(&self, id: &str) -> Result<Option<pb::Execution>, Status> {
+        if let Some(r) = self.engine.history().get(id) {
+            return Ok(Some(convert::execution(&r, true)));
+        }
+        let finished = self.journal.finished_execution(id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(finished.and_then(|f| convert::execution_from_json(&f.record)))
+    }
+
+    /// A durable execution that used this idempotency key before a restart: wait for it (it may
+    /// be resuming) and answer with its result.
+    async fn durable_by_key(&self, request: &ExecuteRequest) -> Result<Option<pb::ExecutePatternResponse>, Status> {
+        let Some(key) = &request.idempotency_key else { return Ok(None) };
+        if request.pattern.durability != nexus_core::plan::Durability::Durable {
+            return Ok(None);
+        }
+        let id = self
+            .journal
+            .execution_by_idempotency_key(&request.pattern.name, key)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let Some(id) = id else { return Ok(None) };
+        let until = request.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        loop {
+            if let Some(e) = self.find_execution(&id).await? {
+                return Ok(Some(pb::ExecutePatternResponse {
+                    execution_id: e.id,
+                    status: e.status,
+                    output: e.output,
+                    error: e.error,
+                }));
+            }
+            if Instant::now() >= until {
+                return Err(Status::deadline_exceeded(format!("execution {id} with this idempotency key is still running")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -164,6 +205,9 @@ impl NexusService for Api {
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<pb::ExecutePatternResponse>, Status> {
         let request = self.execute_request(req).await?;
+        if let Some(previous) = self.durable_by_key(&request).await? {
+            return Ok(Response::new(previous));
+        }
         let record = self.engine.execute(request).await.map_err(|e| match e {
             EngineError::InvalidInput(_) => Status::invalid_argument(e.to_string()),
         })?;
@@ -253,12 +297,15 @@ impl NexusService for Api {
 
     async fn get_execution(&self, req: Request<pb::GetExecutionRequest>) -> Result<Response<pb::Execution>, Status> {
         let id = req.into_inner().execution_id;
-        let record = self.engine.history().get(&id).ok_or_else(|| {
-            Status::not_found(format!(
+        match self.find_execution(&id).await? {
+            Some(e) => Ok(Response::new(e)),
+            None if self.engine.running(&id).is_some() => Err(Status::failed_precondition(format!(
+                "execution `{id}` is still running (WatchExecution follows it live)"
+            ))),
+            None => Err(Status::not_found(format!(
                 "no execution `{id}` (ephemeral executions are kept in memory: the most recent ones, until restart)"
-            ))
-        })?;
-        Ok(Response::new(convert::execution(&record, true)))
+            ))),
+        }
     }
 
     async fn list_executions(

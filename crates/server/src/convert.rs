@@ -222,3 +222,25 @@ pub fn event(e: &ExecutionEvent) -> pb::ExecutionEvent {
     };
     pb::ExecutionEvent { execution_id: e.execution_id.to_string(), time: Some(timestamp(e.time)), event: Some(event) }
 }
+
+/// Any `nexus.v1` message as JSON (proto field names), through the API's descriptors.
+pub fn message_json(message: &impl prost::Message, type_name: &str) -> serde_json::Value {
+    use prost_reflect::{DynamicMessage, SerializeOptions};
+    let Some(desc) = nexus_core::descriptor_pool().get_message_by_name(type_name) else {
+        return serde_json::Value::Null;
+    };
+    let Ok(dynamic) = DynamicMessage::decode(desc, message.encode_to_vec().as_slice()) else {
+        return serde_json::Value::Null;
+    };
+    dynamic
+        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().use_proto_field_name(true))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A journaled `Execution` (JSON) back into its message.
+pub fn execution_from_json(json: &str) -> Option<pb::Execution> {
+    use prost_reflect::DynamicMessage;
+    let desc = nexus_core::descriptor_pool().get_message_by_name("nexus.v1.Execution")?;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    DynamicMessage::deserialize(desc, value).ok()?.transcode_to().ok()
+}

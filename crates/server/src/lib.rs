@@ -11,6 +11,7 @@ mod convert;
 mod discovery;
 mod error;
 mod invoker;
+mod journal;
 mod registry;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -62,16 +63,31 @@ impl Nexus {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let catalog = Arc::new(discovery::build_catalog(&config.services, config.discovery_timeout).await?);
-        let store: Arc<dyn PatternStore> = match (&config.store.url, config.in_memory) {
-            (Some(url), _) => Arc::new(PgStore::connect(url, config.store.schema.as_deref()).await?),
-            (None, true) => Arc::new(SqliteStore::in_memory().await?),
-            (None, false) => Arc::new(SqliteStore::open(&config.data_dir).await?),
-        };
+        let (store, journal_store): (Arc<dyn PatternStore>, Arc<dyn nexus_store::Journal>) =
+            match (&config.store.url, config.in_memory) {
+                (Some(url), _) => {
+                    let s = Arc::new(PgStore::connect(url, config.store.schema.as_deref()).await?);
+                    (s.clone(), s)
+                }
+                (None, true) => {
+                    let s = Arc::new(SqliteStore::in_memory().await?);
+                    (s.clone(), s)
+                }
+                (None, false) => {
+                    let s = Arc::new(SqliteStore::open(&config.data_dir).await?);
+                    (s.clone(), s)
+                }
+            };
         let registry = Arc::new(registry::Registry::load(store, catalog.clone()).await?);
         let refresher = tokio::spawn(refresh_loop(registry.clone(), config.refresh_interval));
         let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
-        let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)));
-        let app = router(api::Api::new(registry, engine)).await?;
+        let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)))
+            .with_journal(Arc::new(journal::StoreBackedJournal { store: journal_store.clone() }));
+        let resumed = journal::resume_unfinished(journal_store.as_ref(), &registry, &engine).await;
+        if resumed > 0 {
+            tracing::info!("resumed {resumed} durable execution(s) left unfinished by a previous run");
+        }
+        let app = router(api::Api::new(registry, engine, journal_store)).await?;
 
         let listener = TcpListener::bind(config.listen)
             .await

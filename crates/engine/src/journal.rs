@@ -1,0 +1,95 @@
+//! Durable executions: what the engine journals and how a journaled step result is encoded.
+//!
+//! A durable execution journals its start, then each step's result BEFORE any dependant of that
+//! step starts, then its end. After a crash, [`crate::Engine::resume`] rebuilds the execution from
+//! the journal: journaled steps are not called again; a step that was in flight is called again
+//! with the same idempotency key (`<execution>/<step>`), so backends can de-duplicate.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use cel::Value as Cel;
+use nexus_core::{Target, value};
+use prost::Message;
+use prost_reflect::DynamicMessage;
+
+use crate::record::{ExecutionRecord, StepResponse};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the execution journal is unavailable: {0}")]
+pub struct JournalError(pub String);
+
+/// The start of a durable execution, as journaled.
+#[derive(Debug, Clone)]
+pub struct JournalStart {
+    pub id: Arc<str>,
+    pub pattern_name: Arc<str>,
+    pub pattern_version: Arc<str>,
+    pub input: serde_json::Value,
+    pub idempotency_key: Option<String>,
+}
+
+/// Where durable executions are journaled (implemented over the store by the server).
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync + 'static {
+    async fn start(&self, start: &JournalStart) -> Result<(), JournalError>;
+
+    /// Returns once the result is durable.
+    async fn step_completed(&self, execution_id: &str, step_id: &str, result: &str) -> Result<(), JournalError>;
+
+    async fn finished(&self, record: &ExecutionRecord) -> Result<(), JournalError>;
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A step result as journal text: protobuf bytes for messages (exact, whatever the types), JSON
+/// for a sub-pattern's output.
+pub fn encode_result(r: &StepResponse) -> String {
+    fn enc(r: &StepResponse) -> serde_json::Value {
+        let b = |m: &DynamicMessage| serde_json::Value::String(B64.encode(m.encode_to_vec()));
+        match r {
+            StepResponse::Message(m) => serde_json::json!({ "m": b(m) }),
+            StepResponse::Stream(ms) => serde_json::json!({ "s": ms.iter().map(b).collect::<Vec<_>>() }),
+            StepResponse::Forwarded { last, count } => serde_json::json!({ "f": last.as_ref().map(b), "n": count }),
+            StepResponse::Items(items) => serde_json::json!({ "i": items.iter().map(enc).collect::<Vec<_>>() }),
+            StepResponse::Pattern { execution_id, output } => {
+                serde_json::json!({ "p": &**execution_id, "o": value::cel_to_serde(output) })
+            }
+        }
+    }
+    enc(r).to_string()
+}
+
+/// Decodes a journaled result for a step with this target.
+pub fn decode_result(text: &str, target: &Target) -> Result<StepResponse, String> {
+    fn msg(v: &serde_json::Value, target: &Target) -> Result<DynamicMessage, String> {
+        let Target::Action(a) = target else { return Err("a message result for a sub-pattern step".into()) };
+        let bytes = B64.decode(v.as_str().ok_or("message is not a string")?).map_err(|e| e.to_string())?;
+        DynamicMessage::decode(a.method.output(), bytes.as_slice()).map_err(|e| e.to_string())
+    }
+    fn dec(v: &serde_json::Value, target: &Target) -> Result<StepResponse, String> {
+        if let Some(m) = v.get("m") {
+            return msg(m, target).map(StepResponse::Message);
+        }
+        if let Some(s) = v.get("s").and_then(serde_json::Value::as_array) {
+            return s.iter().map(|m| msg(m, target)).collect::<Result<_, _>>().map(StepResponse::Stream);
+        }
+        if let Some(n) = v.get("n").and_then(serde_json::Value::as_u64) {
+            let last = match v.get("f") {
+                Some(serde_json::Value::Null) | None => None,
+                Some(m) => Some(msg(m, target)?),
+            };
+            return Ok(StepResponse::Forwarded { last, count: n });
+        }
+        if let Some(items) = v.get("i").and_then(serde_json::Value::as_array) {
+            return items.iter().map(|i| dec(i, target)).collect::<Result<_, _>>().map(StepResponse::Items);
+        }
+        if let Some(id) = v.get("p").and_then(serde_json::Value::as_str) {
+            let output = v.get("o").map_or(Cel::Null, value::serde_to_cel);
+            return Ok(StepResponse::Pattern { execution_id: Arc::from(id), output });
+        }
+        Err(format!("unknown journal entry {v}"))
+    }
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    dec(&v, target)
+}
