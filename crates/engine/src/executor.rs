@@ -417,12 +417,6 @@ impl<'a> Run<'a> {
 
     async fn go(mut self) -> ExecutionRecord {
         let emitter = self.emitter.clone();
-        emitter
-            .emit(Event::Started {
-                pattern_name: self.pattern.name.clone(),
-                pattern_version: self.pattern.version.clone(),
-            })
-            .await;
         let mut running: FuturesUnordered<StepFuture<'a>> = FuturesUnordered::new();
         let mut failure: Option<ExecError> = None;
         let mut cancelled = false;
@@ -434,6 +428,13 @@ impl<'a> Run<'a> {
                 failure = Some(ExecError { code: Code::Unavailable, message: e.to_string(), step_id: None });
             }
         }
+        // Announced after the journal has it: a caller that saw `started` can always find it.
+        emitter
+            .emit(Event::Started {
+                pattern_name: self.pattern.name.clone(),
+                pattern_version: self.pattern.version.clone(),
+            })
+            .await;
         if failure.is_none() {
             if let Err(e) = self.start(&mut ready, &mut running, &mut events) {
                 failure = Some(e);
