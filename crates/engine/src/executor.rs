@@ -16,8 +16,8 @@ use cel::{Value as Cel, objects::Key};
 use futures::{StreamExt, stream::FuturesUnordered};
 use nexus_core::{
     CompiledPattern, CompiledStep, Target,
-    plan::Durability,
     expr::Scope,
+    plan::Durability,
     value::{self, message_to_cel},
 };
 use prost_reflect::DynamicMessage;
@@ -130,7 +130,9 @@ impl Engine {
             };
             match decode_result(result, &step.target) {
                 Ok(r) => prefilled[step.index] = Some(r),
-                Err(e) => tracing::warn!(execution = %id, step = %step_id, "undecodable journal entry ({e}); the step runs again"),
+                Err(e) => {
+                    tracing::warn!(execution = %id, step = %step_id, "undecodable journal entry ({e}); the step runs again")
+                }
             }
         }
         let req = ExecuteRequest { pattern, input, deadline: None, idempotency_key, traceparent: None };

@@ -67,7 +67,9 @@ impl Api {
                 }));
             }
             if Instant::now() >= until {
-                return Err(Status::deadline_exceeded(format!("execution {id} with this idempotency key is still running")));
+                return Err(Status::deadline_exceeded(format!(
+                    "execution {id} with this idempotency key is still running"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
