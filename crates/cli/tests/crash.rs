@@ -110,10 +110,10 @@ async fn crash_once(demo: &nexus_demo::DemoHandle, backend: &str, kill_after: Op
         Some(delay) => tokio::time::sleep(delay).await,
         None => loop {
             let e = events.message().await.unwrap().expect("events until s2 succeeds");
-            if let Some(pb::execution_event::Event::StepSucceeded(s)) = &e.event {
-                if s.step_id == "s2" {
-                    break;
-                }
+            if let Some(pb::execution_event::Event::StepSucceeded(s)) = &e.event
+                && s.step_id == "s2"
+            {
+                break;
             }
         },
     }

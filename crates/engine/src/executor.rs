@@ -266,10 +266,10 @@ impl Engine {
         run.journal_start = journal_start;
         let mut record = run.go().await;
         record.idempotency_key = req.idempotency_key;
-        if let Some(j) = journal {
-            if let Err(e) = j.finished(&record).await {
-                tracing::error!(execution = %record.id, "journaling the end of the execution: {e}");
-            }
+        if let Some(j) = journal
+            && let Err(e) = j.finished(&record).await
+        {
+            tracing::error!(execution = %record.id, "journaling the end of the execution: {e}");
         }
         let record = Arc::new(record);
         self.history.insert(record.clone());
@@ -425,10 +425,10 @@ impl<'a> Run<'a> {
         let mut ready: Vec<usize> = self.pattern.roots.iter().rev().copied().collect();
         let mut events = Vec::new();
         // A durable execution exists once its start is journaled, before any step runs.
-        if let (Some(j), Some(start)) = (self.journal, self.journal_start.take()) {
-            if let Err(e) = j.start(&start).await {
-                failure = Some(ExecError { code: Code::Unavailable, message: e.to_string(), step_id: None });
-            }
+        if let (Some(j), Some(start)) = (self.journal, self.journal_start.take())
+            && let Err(e) = j.start(&start).await
+        {
+            failure = Some(ExecError { code: Code::Unavailable, message: e.to_string(), step_id: None });
         }
         // Announced after the journal has it: a caller that saw `started` can always find it.
         emitter
@@ -437,10 +437,10 @@ impl<'a> Run<'a> {
                 pattern_version: self.pattern.version.clone(),
             })
             .await;
-        if failure.is_none() {
-            if let Err(e) = self.start(&mut ready, &mut running, &mut events) {
-                failure = Some(e);
-            }
+        if failure.is_none()
+            && let Err(e) = self.start(&mut ready, &mut running, &mut events)
+        {
+            failure = Some(e);
         }
         self.flush(&mut events).await;
         let deadline = self.deadline;
