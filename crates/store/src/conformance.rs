@@ -2,7 +2,7 @@
 //! against SQLite and PostgreSQL alike (see `tests/conformance.rs`).
 
 // A check that panics is a failed check: the assertions are what this module is for.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, SystemTime};
 
