@@ -37,6 +37,10 @@ pub struct Options {
     /// Upper bound on each phase, whatever the request counts.
     pub max_phase_time: Duration,
     pub warmup_requests: usize,
+    /// Run the pattern as `durability: durable` (journaled in the store).
+    pub durable: bool,
+    /// Journal in this PostgreSQL database (a fresh schema is created) instead of SQLite.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -47,6 +51,8 @@ impl Default for Options {
             concurrency: 8,
             max_phase_time: Duration::from_secs(15),
             warmup_requests: 1_000,
+            durable: false,
+            database_url: None,
         }
     }
 }
@@ -102,16 +108,32 @@ impl Report {
 /// Starts the demo services and Nexus on loopback, then measures both paths.
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let (backend, _handle, demo) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await?;
-    let mut config =
-        nexus_server::Config { listen: "127.0.0.1:0".parse()?, in_memory: true, ..nexus_server::Config::default() };
+    // A real file (WAL) when durable, so the journal costs what it costs in production.
+    let data_dir = tempfile::tempdir()?;
+    let mut config = nexus_server::Config {
+        listen: "127.0.0.1:0".parse()?,
+        in_memory: !options.durable,
+        data_dir: data_dir.path().to_path_buf(),
+        ..nexus_server::Config::default()
+    };
+    let mut schema = None;
+    if let (true, Some(url)) = (options.durable, &options.database_url) {
+        let name = format!("nexus_bench_{}", std::process::id());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).execute(&mut conn).await?;
+        config.store = nexus_server::StoreConfig { url: Some(url.clone()), schema: Some(name.clone()) };
+        schema = Some((conn, name));
+    }
     config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
     let nexus = nexus_server::Nexus::start(config).await?;
     let nexus_url = format!("http://{}", nexus.local_addr());
     let backend_url = format!("http://{backend}");
 
     let mut client = NexusServiceClient::new(channel(&nexus_url).await?);
+    let text =
+        if options.durable { PATTERN.replace("durability: ephemeral", "durability: durable") } else { PATTERN.to_string() };
     client
-        .register_pattern(pb::RegisterPatternRequest { pattern: Some(document::parse(PATTERN)?) })
+        .register_pattern(pb::RegisterPatternRequest { pattern: Some(document::parse(&text)?) })
         .await
         .context("registering user_creation")?;
 
@@ -131,6 +153,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
 
     nexus.shutdown(Duration::from_secs(5)).await;
     let _ = demo.shutdown().await;
+    if let Some((mut conn, name)) = schema {
+        sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE")).execute(&mut conn).await?;
+    }
     Ok(Report { direct_latency, nexus_latency, direct_throughput, nexus_throughput, concurrency: c })
 }
 

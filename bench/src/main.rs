@@ -27,6 +27,12 @@ struct Args {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// Run user_creation as a durable pattern (journaled; SQLite file unless --database-url).
+    #[arg(long)]
+    durable: bool,
+    /// With --durable: journal in PostgreSQL (a temporary schema is created and dropped).
+    #[arg(long)]
+    database_url: Option<String>,
     /// Instead: stream through Nexus to a slow reader for this many seconds and report memory.
     #[arg(long)]
     slow_stream_secs: Option<u64>,
@@ -40,6 +46,8 @@ fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         max_phase_time: Duration::from_secs(args.max_phase_secs),
         warmup_requests: (args.latency_requests / 5).max(10),
+        durable: args.durable,
+        database_url: args.database_url.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(secs) = args.slow_stream_secs {

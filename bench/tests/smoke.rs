@@ -12,6 +12,8 @@ async fn a_small_run_measures_both_paths() {
         concurrency: 4,
         max_phase_time: Duration::from_secs(10),
         warmup_requests: 10,
+        durable: false,
+        database_url: None,
     };
     let report = nexus_bench::run(&options).await.expect("benchmark run");
     for s in [report.direct_latency, report.nexus_latency, report.direct_throughput, report.nexus_throughput] {
