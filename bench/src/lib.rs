@@ -120,7 +120,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     if let (true, Some(url)) = (options.durable, &options.database_url) {
         let name = format!("nexus_bench_{}", std::process::id());
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
-        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).execute(&mut conn).await?;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
+            .execute(&mut conn)
+            .await?;
         config.store = nexus_server::StoreConfig { url: Some(url.clone()), schema: Some(name.clone()) };
         schema = Some((conn, name));
     }
@@ -130,8 +132,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let backend_url = format!("http://{backend}");
 
     let mut client = NexusServiceClient::new(channel(&nexus_url).await?);
-    let text =
-        if options.durable { PATTERN.replace("durability: ephemeral", "durability: durable") } else { PATTERN.to_string() };
+    let text = if options.durable {
+        PATTERN.replace("durability: ephemeral", "durability: durable")
+    } else {
+        PATTERN.to_string()
+    };
     client
         .register_pattern(pb::RegisterPatternRequest { pattern: Some(document::parse(&text)?) })
         .await

@@ -3,52 +3,109 @@
 use std::sync::Arc;
 
 use nexus_engine::{Engine, ExecutionRecord, Journal, JournalError, JournalStart};
-use nexus_store::{FinishedExecution, Journal as StoreJournal};
+use nexus_store::{FinishedExecution, Journal as StoreJournal, JournalOp};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{convert, registry::Registry};
 
-/// Journals durable executions in the store (SQLite or PostgreSQL).
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Journals durable executions in the store (SQLite or PostgreSQL), with group commit: writes
+/// queue while a transaction commits and the next transaction takes them all, so the number of
+/// commits does not grow with the number of executions in flight. Each write still returns only
+/// once it is committed.
 pub struct StoreBackedJournal {
-    pub store: Arc<dyn StoreJournal>,
+    queue: mpsc::Sender<Pending>,
 }
 
-fn err(e: nexus_store::Error) -> JournalError {
-    JournalError(e.to_string())
+struct Pending {
+    op: JournalOp,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+impl StoreBackedJournal {
+    pub fn new(store: Arc<dyn StoreJournal>) -> Self {
+        let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(group_commit(store, rx));
+        Self { queue }
+    }
+
+    async fn write(&self, op: JournalOp) -> Result<(), JournalError> {
+        let (done, committed) = oneshot::channel();
+        self.queue.send(Pending { op, done }).await.map_err(|_| JournalError("the journal writer stopped".into()))?;
+        committed.await.map_err(|_| JournalError("the journal writer stopped".into()))?.map_err(JournalError)
+    }
+}
+
+async fn group_commit(store: Arc<dyn StoreJournal>, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<JournalOp> = batch.iter().map(|p| p.op.clone()).collect();
+        match store.apply(&ops).await {
+            Ok(()) => {
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Ok(()));
+                }
+            }
+            // One bad write (say, a duplicate idempotency key) must not fail the others: redo
+            // them one by one so each gets its own answer.
+            Err(_) if batch.len() > 1 => {
+                for p in batch.drain(..) {
+                    let r = store.apply(std::slice::from_ref(&p.op)).await.map_err(|e| e.to_string());
+                    let _ = p.done.send(r);
+                }
+            }
+            Err(e) => {
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Journal for StoreBackedJournal {
     async fn start(&self, s: &JournalStart) -> Result<(), JournalError> {
-        self.store
-            .start_execution(&nexus_store::JournalStart {
-                id: s.id.to_string(),
-                pattern_name: s.pattern_name.to_string(),
-                pattern_version: s.pattern_version.to_string(),
-                input: s.input.to_string(),
-                idempotency_key: s.idempotency_key.clone(),
-                started_at: std::time::SystemTime::now(),
-            })
-            .await
-            .map_err(err)
+        self.write(JournalOp::Start(nexus_store::JournalStart {
+            id: s.id.to_string(),
+            pattern_name: s.pattern_name.to_string(),
+            pattern_version: s.pattern_version.to_string(),
+            input: s.input.to_string(),
+            idempotency_key: s.idempotency_key.clone(),
+            started_at: std::time::SystemTime::now(),
+        }))
+        .await
     }
 
     async fn step_completed(&self, execution_id: &str, step_id: &str, result: &str) -> Result<(), JournalError> {
-        self.store.complete_step(execution_id, step_id, result).await.map_err(err)
+        self.write(JournalOp::Step {
+            execution_id: execution_id.to_string(),
+            step_id: step_id.to_string(),
+            result: result.to_string(),
+        })
+        .await
     }
 
     async fn finished(&self, record: &ExecutionRecord) -> Result<(), JournalError> {
         let execution = convert::execution(record, true);
         let status = convert::status(record.status).as_str_name().trim_start_matches("EXECUTION_STATUS_").to_string();
         let json = convert::message_json(&execution, "nexus.v1.Execution");
-        self.store
-            .finish_execution(&FinishedExecution {
-                id: record.id.to_string(),
-                pattern_name: record.pattern_name.to_string(),
-                status,
-                record: json.to_string(),
-            })
-            .await
-            .map_err(err)
+        self.write(JournalOp::Finish(FinishedExecution {
+            id: record.id.to_string(),
+            pattern_name: record.pattern_name.to_string(),
+            status,
+            record: json.to_string(),
+        }))
+        .await
     }
 }
 

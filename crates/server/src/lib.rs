@@ -82,7 +82,7 @@ impl Nexus {
         let refresher = tokio::spawn(refresh_loop(registry.clone(), config.refresh_interval));
         let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
         let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)))
-            .with_journal(Arc::new(journal::StoreBackedJournal { store: journal_store.clone() }));
+            .with_journal(Arc::new(journal::StoreBackedJournal::new(journal_store.clone())));
         let resumed = journal::resume_unfinished(journal_store.as_ref(), &registry, &engine).await;
         if resumed > 0 {
             tracing::info!("resumed {resumed} durable execution(s) left unfinished by a previous run");

@@ -122,3 +122,37 @@ pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
     assert!(journal.unfinished_executions().await.unwrap().iter().all(|u| u.start.id != id));
     assert_eq!(journal.finished_execution(&id).await.unwrap(), Some(finished));
 }
+
+/// A batch applies all its writes in one transaction, or none of them.
+pub async fn check_journal_batches_are_atomic(journal: &dyn crate::Journal) {
+    use crate::{FinishedExecution, JournalOp, JournalStart};
+    let id = format!("batch-{}", uuid::Uuid::now_v7().simple());
+    let start = |id: &str| JournalStart {
+        id: id.to_string(),
+        pattern_name: "batched".into(),
+        pattern_version: "1.0.0".into(),
+        input: "{}".into(),
+        idempotency_key: None,
+        started_at: SystemTime::now(),
+    };
+    let ops = vec![
+        JournalOp::Start(start(&id)),
+        JournalOp::Step { execution_id: id.clone(), step_id: "a".into(), result: "{}".into() },
+    ];
+    journal.apply(&ops).await.unwrap();
+    let unfinished = journal.unfinished_executions().await.unwrap();
+    assert_eq!(unfinished.iter().find(|u| u.start.id == id).map(|u| u.steps.len()), Some(1));
+
+    // The second start of the same id fails, so the whole batch (with its finish) is rolled back.
+    let bad = vec![
+        JournalOp::Finish(FinishedExecution {
+            id: id.clone(),
+            pattern_name: "batched".into(),
+            status: "SUCCEEDED".into(),
+            record: "{}".into(),
+        }),
+        JournalOp::Start(start(&id)),
+    ];
+    assert!(journal.apply(&bad).await.is_err());
+    assert!(journal.finished_execution(&id).await.unwrap().is_none(), "the failed batch left nothing behind");
+}

@@ -9,7 +9,7 @@ use std::{
 
 use sqlx::Row;
 
-use crate::{FinishedExecution, JournalStart, Result, UnfinishedExecution};
+use crate::{FinishedExecution, JournalOp, JournalStart, Result, UnfinishedExecution};
 
 /// Orders step results by completion within an execution (a process-wide counter seeded by the
 /// clock, so it also grows across restarts).
@@ -78,6 +78,45 @@ macro_rules! journal_impl {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(&$sql(FINISH)).bind(&f.id).bind(&f.status).bind(&f.record).execute(&mut *tx).await?;
                 sqlx::query(&$sql(COMPACT)).bind(&f.id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn apply(&self, ops: &[JournalOp]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for op in ops {
+                    match op {
+                        JournalOp::Start(s) => {
+                            sqlx::query(&$sql(START))
+                                .bind(&s.id)
+                                .bind(&s.pattern_name)
+                                .bind(&s.pattern_version)
+                                .bind(&s.input)
+                                .bind(&s.idempotency_key)
+                                .bind(ms(s.started_at))
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        JournalOp::Step { execution_id, step_id, result } => {
+                            sqlx::query(&$sql(STEP))
+                                .bind(execution_id)
+                                .bind(step_id)
+                                .bind(next_seq())
+                                .bind(result)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        JournalOp::Finish(f) => {
+                            sqlx::query(&$sql(FINISH))
+                                .bind(&f.id)
+                                .bind(&f.status)
+                                .bind(&f.record)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(&$sql(COMPACT)).bind(&f.id).execute(&mut *tx).await?;
+                        }
+                    }
+                }
                 tx.commit().await?;
                 Ok(())
             }

@@ -89,6 +89,14 @@ pub struct FinishedExecution {
     pub record: String,
 }
 
+/// One journal write, for [`Journal::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum JournalOp {
+    Start(JournalStart),
+    Step { execution_id: String, step_id: String, result: String },
+    Finish(FinishedExecution),
+}
+
 /// The journal of durable executions: the start, every completed step's result, the end. A write
 /// returns once it is durable (committed); the engine starts no dependant of a step before the
 /// step's result is journaled.
@@ -104,6 +112,9 @@ pub trait Journal: Send + Sync + 'static {
     async fn unfinished_executions(&self) -> Result<Vec<UnfinishedExecution>>;
 
     async fn finished_execution(&self, id: &str) -> Result<Option<FinishedExecution>>;
+
+    /// Applies several writes in one transaction (one commit: group commit). All or none.
+    async fn apply(&self, ops: &[JournalOp]) -> Result<()>;
 
     /// The execution that used `key` for `pattern_name`, finished or not.
     async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>>;

@@ -12,6 +12,7 @@ async fn sqlite_in_memory() {
     let store = SqliteStore::in_memory().await.unwrap();
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
+    conformance::check_journal_batches_are_atomic(&store).await;
 }
 
 #[tokio::test]
@@ -20,6 +21,7 @@ async fn sqlite_on_disk() {
     let store = SqliteStore::open(dir.path()).await.unwrap();
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
+    conformance::check_journal_batches_are_atomic(&store).await;
 }
 
 pub fn database_url() -> String {
@@ -53,6 +55,7 @@ async fn postgres() {
     let store = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
+    conformance::check_journal_batches_are_atomic(&store).await;
     // A second replica on the same schema: migrations are idempotent and the data is shared.
     let replica = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
     use nexus_store::PatternStore;
