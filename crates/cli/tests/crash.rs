@@ -59,12 +59,17 @@ impl Drop for Server {
 }
 
 fn serve(data_dir: &Path, backend: &str) -> Server {
+    serve_with(data_dir, backend, &[])
+}
+
+fn serve_with(data_dir: &Path, backend: &str, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
         .args(["serve", "--listen", "127.0.0.1:0", "--service"])
         .arg(format!("demo=http://{backend}"))
         .arg("--data-dir")
         .arg(data_dir)
         .env("NEXUS_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -181,4 +186,86 @@ async fn twenty_kills_at_random_points_lose_nothing_and_repeat_no_completed_step
         println!("run {n:>2}: killed after {:>3} ms, calls per step {calls:?}", kill_after.as_millis());
     }
     println!("20 kills: 0 executions lost, {repeated} in-flight step(s) called again, 0 completed steps re-executed");
+}
+
+/// Two replicas on PostgreSQL under a steady load of durable executions; one is killed with
+/// SIGKILL: every execution started on it completes on the other, within the lease timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_s_executions_are_taken_over_by_another() {
+    use sqlx::Connection;
+    let url =
+        std::env::var("NEXUS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("nexus_test_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.unwrap();
+
+    let (backend, demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await.unwrap();
+    slow_demo(&demo);
+    let backend = backend.to_string();
+    let env = [
+        ("NEXUS_DATABASE_URL", url.as_str()),
+        ("NEXUS_DATABASE_SCHEMA", schema.as_str()),
+        ("NEXUS_LEASE_TIMEOUT", "1s"),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = serve_with(dir_a.path(), &backend, &env);
+    let b = serve_with(dir_b.path(), &backend, &env);
+    let mut ca = client(&a.addr).await;
+    ca.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
+        .await
+        .unwrap();
+
+    // A steady load on A: a new durable execution every 40 ms.
+    let mut ids = Vec::new();
+    let mut streams = Vec::new();
+    for n in 0..12 {
+        let input = nexus_core::value::serde_to_struct(&serde_json::json!({"email": format!("takeover{n}@x.y")}));
+        let mut events = ca
+            .execute_pattern_stream(pb::ExecutePatternRequest {
+                pattern_name: "durable_five".into(),
+                input,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(events.message().await.unwrap().unwrap().execution_id);
+        streams.push(events);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    drop(a); // SIGKILL, with executions at every step
+    let killed = Instant::now();
+    drop(streams);
+
+    let mut cb = client(&b.addr).await;
+    let mut first_done = None;
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match cb.get_execution(pb::GetExecutionRequest { execution_id: id.clone() }).await {
+                Ok(e) if e.get_ref().status == pb::ExecutionStatus::Succeeded as i32 => break,
+                Ok(e) => panic!("{id} ended {:?}", e.into_inner().status),
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(s) => panic!("{id} was lost: {s:?}"),
+            }
+        }
+        first_done.get_or_insert_with(|| killed.elapsed());
+    }
+    let all_done = killed.elapsed();
+    for (i, m) in METHODS.iter().enumerate() {
+        let keys = demo.idempotency_keys(m);
+        for id in &ids {
+            let n = keys.iter().filter(|k| **k == format!("{id}/s{}", i + 1)).count();
+            assert!((1..=2).contains(&n), "{id} step s{}: {n} calls", i + 1);
+        }
+    }
+    println!(
+        "replica killed with {} durable executions in flight: first finished on the other replica after {:?}, all after {:?} (lease timeout 1s)",
+        ids.len(),
+        first_done.unwrap_or_default(),
+        all_done
+    );
+    assert!(all_done < Duration::from_secs(8), "take-over took {all_done:?}");
+    drop(b);
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await.unwrap();
 }

@@ -43,6 +43,10 @@ pub struct Config {
     /// `latest` can be; an unknown exact version is looked up at once).
     #[serde(with = "humantime_secs")]
     pub refresh_interval: std::time::Duration,
+    /// How long a replica's claim on a durable execution lasts without a heartbeat: when a
+    /// replica dies, another takes its executions over within about this long.
+    #[serde(with = "humantime_secs")]
+    pub lease_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -65,6 +69,7 @@ impl Default for Config {
             services: Vec::new(),
             store: StoreConfig::default(),
             refresh_interval: std::time::Duration::from_secs(2),
+            lease_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -166,6 +171,12 @@ impl Config {
         if let Some(v) = env("NEXUS_IN_MEMORY") {
             self.in_memory = matches!(v.as_str(), "1" | "true" | "yes");
         }
+        if let Some(v) = env("NEXUS_LEASE_TIMEOUT") {
+            self.lease_timeout = parse_duration(&v).map_err(|e| invalid("NEXUS_LEASE_TIMEOUT", e))?;
+        }
+        if let Some(v) = env("NEXUS_DATABASE_SCHEMA") {
+            self.store.schema = Some(v);
+        }
         if let Some(v) = env("NEXUS_DATABASE_URL") {
             self.store.url = Some(v);
         }
@@ -188,6 +199,9 @@ impl Config {
             if self.in_memory {
                 return Err(invalid("store.url", "give either a database URL or --in-memory, not both"));
             }
+        }
+        if self.lease_timeout < std::time::Duration::from_millis(300) {
+            return Err(invalid("lease_timeout", "must be at least 300ms (heartbeats run every third of it)"));
         }
         if self.execution_history == 0 {
             return Err(invalid("execution_history", "must be at least 1"));

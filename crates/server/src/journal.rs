@@ -17,6 +17,9 @@ const MAX_BATCH: usize = 512;
 /// once it is committed.
 pub struct StoreBackedJournal {
     queue: mpsc::Sender<Pending>,
+    /// This replica, and how long its claim on an execution it starts lasts.
+    owner: Arc<str>,
+    lease: std::time::Duration,
 }
 
 struct Pending {
@@ -25,10 +28,10 @@ struct Pending {
 }
 
 impl StoreBackedJournal {
-    pub fn new(store: Arc<dyn StoreJournal>) -> Self {
+    pub fn new(store: Arc<dyn StoreJournal>, owner: Arc<str>, lease: std::time::Duration) -> Self {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(group_commit(store, rx));
-        Self { queue }
+        Self { queue, owner, lease }
     }
 
     async fn write(&self, op: JournalOp) -> Result<(), JournalError> {
@@ -82,6 +85,8 @@ impl Journal for StoreBackedJournal {
             input: s.input.to_string(),
             idempotency_key: s.idempotency_key.clone(),
             started_at: std::time::SystemTime::now(),
+            owner: self.owner.to_string(),
+            lease_until: std::time::SystemTime::now() + self.lease,
         }))
         .await
     }
@@ -109,36 +114,60 @@ impl Journal for StoreBackedJournal {
     }
 }
 
-/// Resumes every durable execution a previous process left unfinished. Returns how many.
-pub async fn resume_unfinished(store: &dyn StoreJournal, registry: &Registry, engine: &Engine) -> usize {
-    let unfinished = match store.unfinished_executions().await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!("reading unfinished executions from the journal: {e}");
-            return 0;
+/// Keeps this replica's leases alive and takes over durable executions whose lease ran out (a
+/// replica died, or this process restarted). `take_all_at_start`: with an embedded SQLite store
+/// no other replica can exist, so everything unfinished is this node's to resume at once.
+pub async fn lease_loop(
+    store: Arc<dyn StoreJournal>,
+    registry: Arc<Registry>,
+    engine: Engine,
+    owner: Arc<str>,
+    lease: std::time::Duration,
+    take_all_at_start: bool,
+) {
+    use std::time::SystemTime;
+    let mut first = true;
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = SystemTime::now();
+        if let Err(e) = store.renew_leases(&owner, now + lease).await {
+            tracing::warn!("renewing leases: {e}");
         }
-    };
-    let mut resumed = 0;
-    for u in unfinished {
-        let pattern = match registry.executable_fresh(&u.start.pattern_name, &u.start.pattern_version).await {
-            Ok(p) => p,
+        // "Expired before the far future" is everything: the embedded node's own leftovers.
+        let cutoff =
+            if first && take_all_at_start { now + std::time::Duration::from_secs(100 * 365 * 86_400) } else { now };
+        first = false;
+        let claimed = match store.claim_expired(&owner, cutoff, now + lease, 100).await {
+            Ok(c) => c,
             Err(e) => {
-                tracing::error!(execution = %u.start.id, "cannot resume: {e}");
+                tracing::warn!("claiming expired executions: {e}");
                 continue;
             }
         };
-        let input = serde_json::from_str::<serde_json::Value>(&u.start.input)
-            .map(|v| nexus_core::value::serde_to_cel(&v))
-            .unwrap_or(cel::Value::Null);
-        tracing::info!(
-            execution = %u.start.id, pattern = %u.start.pattern_name, completed_steps = u.steps.len(),
-            "resuming a durable execution"
-        );
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine.resume(pattern, Arc::from(u.start.id.as_str()), input, u.start.idempotency_key, &u.steps).await;
-        });
-        resumed += 1;
+        for u in claimed {
+            if engine.running(&u.start.id).is_some() {
+                continue; // ours already (a late heartbeat let our own lease lapse)
+            }
+            let pattern = match registry.executable_fresh(&u.start.pattern_name, &u.start.pattern_version).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(execution = %u.start.id, "cannot resume: {e}");
+                    continue;
+                }
+            };
+            let input = serde_json::from_str::<serde_json::Value>(&u.start.input)
+                .map(|v| nexus_core::value::serde_to_cel(&v))
+                .unwrap_or(cel::Value::Null);
+            tracing::info!(
+                execution = %u.start.id, pattern = %u.start.pattern_name, completed_steps = u.steps.len(),
+                "taking over a durable execution"
+            );
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine.resume(pattern, Arc::from(u.start.id.as_str()), input, u.start.idempotency_key, &u.steps).await;
+            });
+        }
     }
-    resumed
 }

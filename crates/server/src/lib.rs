@@ -56,6 +56,9 @@ pub struct Nexus {
     services: usize,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    journal: Arc<dyn nexus_store::Journal>,
+    /// This replica's name in the journal's leases.
+    owner: Arc<str>,
 }
 
 impl Nexus {
@@ -81,13 +84,19 @@ impl Nexus {
         let registry = Arc::new(registry::Registry::load(store, catalog.clone()).await?);
         let refresher = tokio::spawn(refresh_loop(registry.clone(), config.refresh_interval));
         let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
-        let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)))
-            .with_journal(Arc::new(journal::StoreBackedJournal::new(journal_store.clone())));
-        let resumed = journal::resume_unfinished(journal_store.as_ref(), &registry, &engine).await;
-        if resumed > 0 {
-            tracing::info!("resumed {resumed} durable execution(s) left unfinished by a previous run");
-        }
-        let app = router(api::Api::new(registry, engine, journal_store)).await?;
+        let owner: Arc<str> = Arc::from(format!("replica-{}", uuid::Uuid::now_v7().simple()));
+        let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history))).with_journal(Arc::new(
+            journal::StoreBackedJournal::new(journal_store.clone(), owner.clone(), config.lease_timeout),
+        ));
+        let leases = tokio::spawn(journal::lease_loop(
+            journal_store.clone(),
+            registry.clone(),
+            engine.clone(),
+            owner.clone(),
+            config.lease_timeout,
+            config.store.url.is_none(),
+        ));
+        let app = router(api::Api::new(registry, engine, journal_store.clone())).await?;
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -107,10 +116,11 @@ impl Nexus {
                 })
                 .await;
             refresher.abort();
+            leases.abort();
             served
         });
         tracing::info!(%addr, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
-        Ok(Self { addr, services: catalog.services().len(), shutdown: Some(tx), task })
+        Ok(Self { addr, services: catalog.services().len(), shutdown: Some(tx), task, journal: journal_store, owner })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -130,6 +140,13 @@ impl Nexus {
         if tokio::time::timeout(grace, &mut self.task).await.is_err() {
             tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
             self.task.abort();
+        }
+        // Hand unfinished durable executions back: another replica takes them over at once
+        // instead of waiting for the lease to run out.
+        match self.journal.release_leases(&self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("released {n} durable execution(s) for another replica to continue"),
+            Err(e) => tracing::warn!("releasing leases: {e}"),
         }
     }
 

@@ -92,6 +92,8 @@ pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
         input: r#"{"email":"a@b.c"}"#.into(),
         idempotency_key: Some(format!("key-{id}")),
         started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+        owner: "replica-a".into(),
+        lease_until: SystemTime::UNIX_EPOCH + Duration::from_millis(4_000_000_000_000),
     };
     journal.start_execution(&start).await.unwrap();
     journal.complete_step(&id, "user", r#"{"m":"AAE="}"#).await.unwrap();
@@ -134,6 +136,8 @@ pub async fn check_journal_batches_are_atomic(journal: &dyn crate::Journal) {
         input: "{}".into(),
         idempotency_key: None,
         started_at: SystemTime::now(),
+        owner: "replica-a".into(),
+        lease_until: SystemTime::now() + Duration::from_secs(3600),
     };
     let ops = vec![
         JournalOp::Start(start(&id)),
@@ -155,4 +159,52 @@ pub async fn check_journal_batches_are_atomic(journal: &dyn crate::Journal) {
     ];
     assert!(journal.apply(&bad).await.is_err());
     assert!(journal.finished_execution(&id).await.unwrap().is_none(), "the failed batch left nothing behind");
+}
+
+/// Leases: only expired executions are claimed, each by one claimer; renewing and releasing
+/// touch only the owner's unfinished executions.
+pub async fn check_leases(journal: &dyn crate::Journal) {
+    use crate::JournalStart;
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+    let start = |n: usize, owner: &str, lease_until: SystemTime| JournalStart {
+        id: format!("lease-{tag}-{n}"),
+        pattern_name: "leased".into(),
+        pattern_version: "1.0.0".into(),
+        input: "{}".into(),
+        idempotency_key: None,
+        started_at: now,
+        owner: format!("{owner}-{tag}"),
+        lease_until,
+    };
+    let later = now + Duration::from_secs(10);
+    let earlier = now - Duration::from_secs(10);
+    journal.start_execution(&start(1, "alive", later)).await.unwrap();
+    journal.start_execution(&start(2, "alive", later)).await.unwrap();
+    for n in 3..9 {
+        journal.start_execution(&start(n, "dead", earlier)).await.unwrap();
+    }
+    let mine = |u: &Vec<crate::UnfinishedExecution>| {
+        let mut ids: Vec<String> =
+            u.iter().filter(|e| e.start.id.starts_with(&format!("lease-{tag}"))).map(|e| e.start.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+
+    // Two claimers at once split the six expired executions between them, none twice.
+    let (c1, c2) = (format!("c1-{tag}"), format!("c2-{tag}"));
+    let (a, b) =
+        futures::join!(journal.claim_expired(&c1, now, later, 100), journal.claim_expired(&c2, now, later, 100));
+    let (a, b) = (mine(&a.unwrap()), mine(&b.unwrap()));
+    let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
+    all.sort();
+    let expected: Vec<String> = (3..9).map(|n| format!("lease-{tag}-{n}")).collect();
+    assert_eq!(all, expected, "claimed {a:?} and {b:?}");
+    assert!(mine(&journal.claim_expired(&format!("c3-{tag}"), now, later, 100).await.unwrap()).is_empty());
+
+    assert_eq!(journal.renew_leases(&format!("alive-{tag}"), later).await.unwrap(), 2);
+    assert_eq!(journal.release_leases(&format!("alive-{tag}")).await.unwrap(), 2);
+    let taken = journal.claim_expired(&format!("c3-{tag}"), now, later, 1).await.unwrap();
+    assert_eq!(mine(&taken).len(), 1, "the limit is honoured");
+    assert!(taken[0].start.owner == format!("c3-{tag}") && taken[0].start.lease_until == later, "{taken:?}");
 }

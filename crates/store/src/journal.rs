@@ -34,14 +34,19 @@ fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-const START: &str = "INSERT INTO executions (id, pattern_name, pattern_version, input, idempotency_key, started_at_ms)
-    VALUES ($1, $2, $3, $4, $5, $6)";
+const START: &str = "INSERT INTO executions
+    (id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 const STEP: &str = "INSERT INTO step_results (execution_id, step_id, seq, result) VALUES ($1, $2, $3, $4)
     ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result";
 const FINISH: &str = "UPDATE executions SET status = $2, record = $3 WHERE id = $1";
 const COMPACT: &str = "DELETE FROM step_results WHERE execution_id = $1";
-const UNFINISHED: &str = "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms
+const COLUMNS: &str = "id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms";
+const UNFINISHED: &str =
+    "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms
     FROM executions WHERE status = 'RUNNING' ORDER BY started_at_ms";
+const RENEW: &str = "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING'";
+const RELEASE: &str = "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING'";
 const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
 const FINISHED: &str = "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
 const BY_KEY: &str = "SELECT id FROM executions WHERE pattern_name = $1 AND idempotency_key = $2";
@@ -58,6 +63,8 @@ macro_rules! journal_impl {
                     .bind(&s.input)
                     .bind(&s.idempotency_key)
                     .bind(ms(s.started_at))
+                    .bind(&s.owner)
+                    .bind(ms(s.lease_until))
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -94,6 +101,8 @@ macro_rules! journal_impl {
                                 .bind(&s.input)
                                 .bind(&s.idempotency_key)
                                 .bind(ms(s.started_at))
+                                .bind(&s.owner)
+                                .bind(ms(s.lease_until))
                                 .execute(&mut *tx)
                                 .await?;
                         }
@@ -125,25 +134,38 @@ macro_rules! journal_impl {
                 let rows = sqlx::query(&$sql(UNFINISHED)).fetch_all(&self.pool).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
-                    let id: String = r.try_get("id")?;
-                    let steps = sqlx::query(&$sql(STEPS_OF))
-                        .bind(&id)
-                        .fetch_all(&self.pool)
-                        .await?
-                        .into_iter()
-                        .map(|s| Ok((s.try_get("step_id")?, s.try_get("result")?)))
-                        .collect::<Result<Vec<_>>>()?;
-                    out.push(UnfinishedExecution {
-                        start: JournalStart {
-                            id,
-                            pattern_name: r.try_get("pattern_name")?,
-                            pattern_version: r.try_get("pattern_version")?,
-                            input: r.try_get("input")?,
-                            idempotency_key: r.try_get("idempotency_key")?,
-                            started_at: from_ms(r.try_get("started_at_ms")?),
-                        },
-                        steps,
-                    });
+                    out.push(self.with_steps(&r).await?);
+                }
+                Ok(out)
+            }
+
+            async fn renew_leases(&self, owner: &str, until: SystemTime) -> Result<u64> {
+                let done = sqlx::query(&$sql(RENEW)).bind(owner).bind(ms(until)).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn release_leases(&self, owner: &str) -> Result<u64> {
+                let done = sqlx::query(&$sql(RELEASE)).bind(owner).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn claim_expired(
+                &self,
+                owner: &str,
+                now: SystemTime,
+                until: SystemTime,
+                limit: u32,
+            ) -> Result<Vec<UnfinishedExecution>> {
+                let rows = sqlx::query(&$sql(&self.claim_sql()))
+                    .bind(owner)
+                    .bind(ms(until))
+                    .bind(ms(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push(self.with_steps(&r).await?);
                 }
                 Ok(out)
             }
@@ -168,6 +190,66 @@ macro_rules! journal_impl {
         }
     };
 }
+
+/// Rebuilds an unfinished execution from its row and its journaled steps.
+macro_rules! with_steps_impl {
+    ($store:ty, $row:ty, $sql:expr, $claim:expr) => {
+        impl $store {
+            async fn with_steps(&self, r: &$row) -> Result<UnfinishedExecution> {
+                let id: String = r.try_get("id")?;
+                let steps = sqlx::query(&$sql(STEPS_OF))
+                    .bind(&id)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(|s| Ok((s.try_get("step_id")?, s.try_get("result")?)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(UnfinishedExecution {
+                    start: JournalStart {
+                        id,
+                        pattern_name: r.try_get("pattern_name")?,
+                        pattern_version: r.try_get("pattern_version")?,
+                        input: r.try_get("input")?,
+                        idempotency_key: r.try_get("idempotency_key")?,
+                        started_at: from_ms(r.try_get("started_at_ms")?),
+                        owner: r.try_get("owner")?,
+                        lease_until: from_ms(r.try_get("lease_until_ms")?),
+                    },
+                    steps,
+                })
+            }
+
+            fn claim_sql(&self) -> String {
+                $claim
+            }
+        }
+    };
+}
+
+// PostgreSQL: concurrent claimers skip each other's rows instead of waiting or double-claiming.
+with_steps_impl!(
+    crate::PgStore,
+    sqlx::postgres::PgRow,
+    str::to_string,
+    format!(
+        "UPDATE executions SET owner = $1, lease_until_ms = $2 WHERE id IN (
+            SELECT id FROM executions WHERE status = 'RUNNING' AND lease_until_ms < $3
+            ORDER BY started_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED)
+         RETURNING {COLUMNS}"
+    )
+);
+// SQLite has a single writer: the UPDATE is atomic as it is.
+with_steps_impl!(
+    crate::SqliteStore,
+    sqlx::sqlite::SqliteRow,
+    sqlite_sql,
+    format!(
+        "UPDATE executions SET owner = $1, lease_until_ms = $2 WHERE id IN (
+            SELECT id FROM executions WHERE status = 'RUNNING' AND lease_until_ms < $3
+            ORDER BY started_at_ms LIMIT $4)
+         RETURNING {COLUMNS}"
+    )
+);
 
 journal_impl!(crate::SqliteStore, sqlite_sql);
 journal_impl!(crate::PgStore, str::to_string);

@@ -69,6 +69,9 @@ pub struct JournalStart {
     pub input: String,
     pub idempotency_key: Option<String>,
     pub started_at: SystemTime,
+    /// The replica running it, and until when its lease holds (millisecond precision).
+    pub owner: String,
+    pub lease_until: SystemTime,
 }
 
 /// A durable execution that has not finished: what recovery needs to resume it.
@@ -115,6 +118,23 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Applies several writes in one transaction (one commit: group commit). All or none.
     async fn apply(&self, ops: &[JournalOp]) -> Result<()>;
+
+    /// Extends the leases of every unfinished execution `owner` runs; returns how many.
+    async fn renew_leases(&self, owner: &str, until: SystemTime) -> Result<u64>;
+
+    /// Takes over up to `limit` unfinished executions whose lease ran out before `now` (their
+    /// replica died or left): they become `owner`'s until `until`. Concurrent claimers never
+    /// get the same execution (`FOR UPDATE SKIP LOCKED` in PostgreSQL; SQLite has one writer).
+    async fn claim_expired(
+        &self,
+        owner: &str,
+        now: SystemTime,
+        until: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<UnfinishedExecution>>;
+
+    /// Gives up `owner`'s leases at once (graceful shutdown), so another replica takes over.
+    async fn release_leases(&self, owner: &str) -> Result<u64>;
 
     /// The execution that used `key` for `pattern_name`, finished or not.
     async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>>;

@@ -19,7 +19,13 @@ const SQLITE: &[(i64, &str)] = &[
     );",
     ),
     (2, JOURNAL),
+    (3, LEASES),
 ];
+
+/// Which replica runs an unfinished durable execution, and until when (cluster mode).
+const LEASES: &str = "
+    ALTER TABLE executions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN lease_until_ms BIGINT NOT NULL DEFAULT 0;";
 
 /// Durable executions (same SQL for both stores).
 const JOURNAL: &str = "
@@ -85,6 +91,7 @@ const POSTGRES: &[(i64, &str)] = &[
     );",
     ),
     (2, JOURNAL),
+    (3, LEASES),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations of replicas starting at once.

@@ -13,6 +13,7 @@ async fn sqlite_in_memory() {
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
     conformance::check_journal_batches_are_atomic(&store).await;
+    conformance::check_leases(&store).await;
 }
 
 #[tokio::test]
@@ -22,6 +23,7 @@ async fn sqlite_on_disk() {
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
     conformance::check_journal_batches_are_atomic(&store).await;
+    conformance::check_leases(&store).await;
 }
 
 pub fn database_url() -> String {
@@ -56,6 +58,7 @@ async fn postgres() {
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
     conformance::check_journal_batches_are_atomic(&store).await;
+    conformance::check_leases(&store).await;
     // A second replica on the same schema: migrations are idempotent and the data is shared.
     let replica = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
     use nexus_store::PatternStore;
