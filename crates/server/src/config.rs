@@ -47,6 +47,9 @@ pub struct Config {
     /// replica dies, another takes its executions over within about this long.
     #[serde(with = "humantime_secs")]
     pub lease_timeout: std::time::Duration,
+    /// Finished durable executions older than this are deleted from the journal.
+    #[serde(with = "humantime_secs")]
+    pub retention: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -70,6 +73,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             refresh_interval: std::time::Duration::from_secs(2),
             lease_timeout: std::time::Duration::from_secs(5),
+            retention: std::time::Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -132,7 +136,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "s" | "" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+        "d" => n * 86_400.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)")),
     };
     Ok(std::time::Duration::from_secs_f64(secs))
 }

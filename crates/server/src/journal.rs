@@ -124,14 +124,25 @@ pub async fn lease_loop(
     owner: Arc<str>,
     lease: std::time::Duration,
     take_all_at_start: bool,
+    retention: std::time::Duration,
 ) {
     use std::time::SystemTime;
     let mut first = true;
+    let mut last_prune: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = SystemTime::now();
+        // Retention: at most once a minute, whichever replica gets there.
+        if last_prune.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+            last_prune = Some(tokio::time::Instant::now());
+            match store.prune_finished(now - retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("retention: deleted {n} finished execution(s) older than {retention:?}"),
+                Err(e) => tracing::warn!("retention: {e}"),
+            }
+        }
         if let Err(e) = store.renew_leases(&owner, now + lease).await {
             tracing::warn!("renewing leases: {e}");
         }

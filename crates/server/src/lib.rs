@@ -95,6 +95,7 @@ impl Nexus {
             owner.clone(),
             config.lease_timeout,
             config.store.url.is_none(),
+            config.retention,
         ));
         let app = router(api::Api::new(registry, engine, journal_store.clone())).await?;
 

@@ -123,6 +123,14 @@ pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
     journal.finish_execution(&finished).await.unwrap();
     assert!(journal.unfinished_executions().await.unwrap().iter().all(|u| u.start.id != id));
     assert_eq!(journal.finished_execution(&id).await.unwrap(), Some(finished));
+
+    // Retention: finished executions older than the cutoff go, newer ones and unfinished stay.
+    let cutoff = start.started_at + Duration::from_millis(1);
+    journal.prune_finished(start.started_at).await.unwrap();
+    assert!(journal.finished_execution(&id).await.unwrap().is_some(), "not older than the cutoff");
+    assert!(journal.prune_finished(cutoff).await.unwrap() >= 1);
+    assert!(journal.finished_execution(&id).await.unwrap().is_none(), "pruned");
+    assert!(journal.execution_by_idempotency_key("durable", &format!("key-{id}")).await.unwrap().is_none());
 }
 
 /// A batch applies all its writes in one transaction, or none of them.

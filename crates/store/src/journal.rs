@@ -45,6 +45,7 @@ const COLUMNS: &str = "id, pattern_name, pattern_version, input, idempotency_key
 const UNFINISHED: &str =
     "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms
     FROM executions WHERE status = 'RUNNING' ORDER BY started_at_ms";
+const PRUNE: &str = "DELETE FROM executions WHERE status <> 'RUNNING' AND started_at_ms < $1";
 const RENEW: &str = "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING'";
 const RELEASE: &str = "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING'";
 const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
@@ -141,6 +142,11 @@ macro_rules! journal_impl {
 
             async fn renew_leases(&self, owner: &str, until: SystemTime) -> Result<u64> {
                 let done = sqlx::query(&$sql(RENEW)).bind(owner).bind(ms(until)).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn prune_finished(&self, before: SystemTime) -> Result<u64> {
+                let done = sqlx::query(&$sql(PRUNE)).bind(ms(before)).execute(&self.pool).await?;
                 Ok(done.rows_affected())
             }
 

@@ -136,6 +136,9 @@ pub trait Journal: Send + Sync + 'static {
     /// Gives up `owner`'s leases at once (graceful shutdown), so another replica takes over.
     async fn release_leases(&self, owner: &str) -> Result<u64>;
 
+    /// Deletes finished executions that started before `before` (retention); returns how many.
+    async fn prune_finished(&self, before: SystemTime) -> Result<u64>;
+
     /// The execution that used `key` for `pattern_name`, finished or not.
     async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>>;
 }
