@@ -23,6 +23,9 @@ struct Directory {
     by_id: HashMap<String, User>,
     /// Normalised email → user id, so duplicates are refused regardless of case.
     by_email: HashMap<String, String>,
+    /// `nexus-idempotency-key` → the user that call created: a retried call (same key) gets the
+    /// same user back instead of ALREADY_EXISTS, as a well-behaved backend should.
+    by_idempotency_key: HashMap<String, String>,
     last_sequence: i64,
 }
 
@@ -36,7 +39,15 @@ impl Users {
 impl UserService for Users {
     async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
         let _call = self.control.admit(method::CREATE_USER, &request, CallKind::Unary).await?;
+        let key =
+            request.metadata().get(crate::IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let request = request.into_inner();
+        if let Some(key) = &key {
+            let directory = lock(&self.directory);
+            if let Some(user) = directory.by_idempotency_key.get(key).and_then(|id| directory.by_id.get(id)) {
+                return Ok(Response::new(CreateUserResponse { user: Some(user.clone()) }));
+            }
+        }
         let email = request.email.trim();
         if email.is_empty() {
             return Err(Status::invalid_argument("email must not be empty"));
@@ -59,6 +70,9 @@ impl UserService for Users {
         };
         directory.by_email.insert(email_key, user.id.clone());
         directory.by_id.insert(user.id.clone(), user.clone());
+        if let Some(key) = key {
+            directory.by_idempotency_key.insert(key, user.id.clone());
+        }
         Ok(Response::new(CreateUserResponse { user: Some(user) }))
     }
 

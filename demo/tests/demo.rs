@@ -41,6 +41,24 @@ mod users {
         CreateUserRequest { email: email.into(), display_name: "Ada".into(), roles: vec!["admin".into()] }
     }
 
+    /// A retried CreateUser (same `nexus-idempotency-key`) returns the user the first call made.
+    #[tokio::test]
+    async fn a_retried_create_with_the_same_key_returns_the_same_user() -> anyhow::Result<()> {
+        let fixture = start(DemoOptions::default()).await?;
+        let mut client = UserServiceClient::new(fixture.channel.clone());
+        let keyed = |key: &str| {
+            let mut r = tonic::Request::new(create("grace@example.com"));
+            r.metadata_mut().insert("nexus-idempotency-key", key.parse().expect("ascii"));
+            r
+        };
+        let first = client.create_user(keyed("exec/user")).await?.into_inner().user.context("user")?;
+        let again = client.create_user(keyed("exec/user")).await?.into_inner().user.context("user")?;
+        assert_eq!(first, again);
+        let other = client.create_user(keyed("other/user")).await.expect_err("a new key is a new create");
+        assert_eq!(other.code(), Code::AlreadyExists);
+        Ok(())
+    }
+
     #[tokio::test]
     async fn create_get_delete() -> anyhow::Result<()> {
         let fixture = start(DemoOptions::default()).await?;
