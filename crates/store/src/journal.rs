@@ -1,6 +1,6 @@
-//! The execution journal in SQL, for both stores. The statements are the same but for placeholder
-//! syntax (`?n` in SQLite, `$n` in PostgreSQL), so each is written once with `$n` and rewritten
-//! for SQLite.
+//! The SQL both stores share: patterns and the execution journal. The statements are the same but
+//! for placeholder syntax (`?n` in SQLite, `$n` in PostgreSQL), so each is written once with `$n`
+//! and rewritten for SQLite; the implementations are one macro instantiated for each store.
 
 use std::{
     sync::atomic::{AtomicI64, Ordering},
@@ -9,7 +9,7 @@ use std::{
 
 use sqlx::Row;
 
-use crate::{FinishedExecution, JournalOp, JournalStart, Result, UnfinishedExecution};
+use crate::{FinishedExecution, InsertOutcome, JournalOp, JournalStart, Result, StoredPattern, UnfinishedExecution};
 
 /// Orders step results by completion within an execution (a process-wide counter seeded by the
 /// clock, so it also grows across restarts).
@@ -21,7 +21,7 @@ fn next_seq() -> i64 {
     SEQ.fetch_add(1, Ordering::Relaxed).max(prev) + 1
 }
 
-fn ms(t: SystemTime) -> i64 {
+pub(crate) fn ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -51,6 +51,59 @@ const RELEASE: &str = "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1
 const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
 const FINISHED: &str = "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
 const BY_KEY: &str = "SELECT id FROM executions WHERE pattern_name = $1 AND idempotency_key = $2";
+
+const INSERT_PATTERN: &str = "INSERT INTO patterns (name, version, owner, description, document, registered_at_ms)
+    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, version) DO NOTHING";
+const PATTERN_DOCUMENT: &str = "SELECT document FROM patterns WHERE name = $1 AND version = $2";
+const LIST_PATTERNS: &str = "SELECT name, version, owner, description, document, registered_at_ms FROM patterns
+    ORDER BY registered_at_ms, name, version";
+
+macro_rules! pattern_store_impl {
+    ($store:ty, $sql:expr) => {
+        #[async_trait::async_trait]
+        impl crate::PatternStore for $store {
+            async fn insert_pattern(&self, p: &StoredPattern) -> Result<InsertOutcome> {
+                // One atomic statement, then a read: no read-then-write transaction, which in
+                // SQLite deadlocks two writers ("database is locked") whatever the busy timeout.
+                let inserted = sqlx::query(&$sql(INSERT_PATTERN))
+                    .bind(&p.name)
+                    .bind(&p.version)
+                    .bind(&p.owner)
+                    .bind(&p.description)
+                    .bind(&p.document)
+                    .bind(ms(p.registered_at))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if inserted == 1 {
+                    return Ok(InsertOutcome::Created);
+                }
+                let (doc,): (String,) = sqlx::query_as(&$sql(PATTERN_DOCUMENT))
+                    .bind(&p.name)
+                    .bind(&p.version)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(if doc == p.document { InsertOutcome::Identical } else { InsertOutcome::Conflict })
+            }
+
+            async fn list_patterns(&self) -> Result<Vec<StoredPattern>> {
+                let rows = sqlx::query(&$sql(LIST_PATTERNS)).fetch_all(&self.pool).await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(StoredPattern {
+                            name: r.try_get("name")?,
+                            version: r.try_get("version")?,
+                            owner: r.try_get("owner")?,
+                            description: r.try_get("description")?,
+                            document: r.try_get("document")?,
+                            registered_at: from_ms(r.try_get("registered_at_ms")?),
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
 
 macro_rules! journal_impl {
     ($store:ty, $sql:expr) => {
@@ -257,6 +310,8 @@ with_steps_impl!(
     )
 );
 
+pattern_store_impl!(crate::SqliteStore, sqlite_sql);
+pattern_store_impl!(crate::PgStore, str::to_string);
 journal_impl!(crate::SqliteStore, sqlite_sql);
 journal_impl!(crate::PgStore, str::to_string);
 

@@ -2,12 +2,9 @@
 
 use std::{str::FromStr, time::Duration};
 
-use sqlx::{
-    Row,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::{Error, InsertOutcome, PatternStore, Result, StoredPattern};
+use crate::{Error, Result};
 
 pub struct PgStore {
     pub(crate) pool: PgPool,
@@ -24,14 +21,6 @@ pub fn redact_url(url: &str) -> String {
         }
         Err(_) => "(an unparsable database URL)".to_string(),
     }
-}
-
-fn to_ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn from_ms(ms: i64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
 impl PgStore {
@@ -52,55 +41,6 @@ impl PgStore {
             .map_err(open_err)?;
         crate::migrate::postgres(&pool).await?;
         Ok(Self { pool })
-    }
-}
-
-#[async_trait::async_trait]
-impl PatternStore for PgStore {
-    async fn insert_pattern(&self, p: &StoredPattern) -> Result<InsertOutcome> {
-        let inserted = sqlx::query(
-            "INSERT INTO patterns (name, version, owner, description, document, registered_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, version) DO NOTHING",
-        )
-        .bind(&p.name)
-        .bind(&p.version)
-        .bind(&p.owner)
-        .bind(&p.description)
-        .bind(&p.document)
-        .bind(to_ms(p.registered_at))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            return Ok(InsertOutcome::Created);
-        }
-        let (doc,): (String,) = sqlx::query_as("SELECT document FROM patterns WHERE name = $1 AND version = $2")
-            .bind(&p.name)
-            .bind(&p.version)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(if doc == p.document { InsertOutcome::Identical } else { InsertOutcome::Conflict })
-    }
-
-    async fn list_patterns(&self) -> Result<Vec<StoredPattern>> {
-        let rows = sqlx::query(
-            "SELECT name, version, owner, description, document, registered_at_ms FROM patterns
-             ORDER BY registered_at_ms, name, version",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredPattern {
-                    name: r.try_get("name")?,
-                    version: r.try_get("version")?,
-                    owner: r.try_get("owner")?,
-                    description: r.try_get("description")?,
-                    document: r.try_get("document")?,
-                    registered_at: from_ms(r.try_get("registered_at_ms")?),
-                })
-            })
-            .collect()
     }
 }
 

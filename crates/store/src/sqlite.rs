@@ -3,30 +3,19 @@
 use std::{
     path::Path,
     str::FromStr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
-use sqlx::{
-    Row,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{Error, InsertOutcome, PatternStore, Result, StoredPattern};
+use crate::{Error, Result};
 
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn to_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    crate::journal::ms(SystemTime::now())
 }
 
 impl SqliteStore {
@@ -73,60 +62,10 @@ impl SqliteStore {
     }
 }
 
-#[async_trait::async_trait]
-impl PatternStore for SqliteStore {
-    async fn insert_pattern(&self, p: &StoredPattern) -> Result<InsertOutcome> {
-        // One atomic statement, no read-then-write transaction: two deferred transactions that
-        // both read and then try to write deadlock in SQLite ("database is locked") regardless of
-        // the busy timeout, while single writes simply queue behind each other.
-        let inserted = sqlx::query(
-            "INSERT INTO patterns (name, version, owner, description, document, registered_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, version) DO NOTHING",
-        )
-        .bind(&p.name)
-        .bind(&p.version)
-        .bind(&p.owner)
-        .bind(&p.description)
-        .bind(&p.document)
-        .bind(to_ms(p.registered_at))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            return Ok(InsertOutcome::Created);
-        }
-        let (doc,): (String,) = sqlx::query_as("SELECT document FROM patterns WHERE name = ? AND version = ?")
-            .bind(&p.name)
-            .bind(&p.version)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(if doc == p.document { InsertOutcome::Identical } else { InsertOutcome::Conflict })
-    }
-
-    async fn list_patterns(&self) -> Result<Vec<StoredPattern>> {
-        let rows = sqlx::query(
-            "SELECT name, version, owner, description, document, registered_at_ms FROM patterns ORDER BY registered_at_ms, name, version",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredPattern {
-                    name: r.try_get("name")?,
-                    version: r.try_get("version")?,
-                    owner: r.try_get("owner")?,
-                    description: r.try_get("description")?,
-                    document: r.try_get("document")?,
-                    registered_at: from_ms(r.try_get("registered_at_ms")?),
-                })
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{InsertOutcome, PatternStore, StoredPattern};
 
     fn pattern(doc: &str) -> StoredPattern {
         StoredPattern {
