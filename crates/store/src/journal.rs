@@ -109,38 +109,22 @@ macro_rules! journal_impl {
     ($store:ty, $sql:expr) => {
         #[async_trait::async_trait]
         impl crate::Journal for $store {
+            // The single writes are one-op batches: one code path binds each statement.
             async fn start_execution(&self, s: &JournalStart) -> Result<()> {
-                sqlx::query(&$sql(START))
-                    .bind(&s.id)
-                    .bind(&s.pattern_name)
-                    .bind(&s.pattern_version)
-                    .bind(&s.input)
-                    .bind(&s.idempotency_key)
-                    .bind(ms(s.started_at))
-                    .bind(&s.owner)
-                    .bind(ms(s.lease_until))
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
+                self.apply(&[JournalOp::Start(s.clone())]).await
             }
 
             async fn complete_step(&self, execution_id: &str, step_id: &str, result: &str) -> Result<()> {
-                sqlx::query(&$sql(STEP))
-                    .bind(execution_id)
-                    .bind(step_id)
-                    .bind(next_seq())
-                    .bind(result)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
+                self.apply(&[JournalOp::Step {
+                    execution_id: execution_id.to_string(),
+                    step_id: step_id.to_string(),
+                    result: result.to_string(),
+                }])
+                .await
             }
 
             async fn finish_execution(&self, f: &FinishedExecution) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query(&$sql(FINISH)).bind(&f.id).bind(&f.status).bind(&f.record).execute(&mut *tx).await?;
-                sqlx::query(&$sql(COMPACT)).bind(&f.id).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(())
+                self.apply(&[JournalOp::Finish(f.clone())]).await
             }
 
             async fn apply(&self, ops: &[JournalOp]) -> Result<()> {
