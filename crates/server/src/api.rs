@@ -40,7 +40,7 @@ impl Api {
             return Ok(Some(convert::execution(&r, true)));
         }
         let finished = self.journal.finished_execution(id).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(finished.and_then(|f| convert::execution_from_json(&f.record)))
+        Ok(finished.and_then(|f| convert::execution_from_journal(&f.record)))
     }
 
     /// A durable execution that used this idempotency key before a restart: wait for it (it may

@@ -223,24 +223,22 @@ pub fn event(e: &ExecutionEvent) -> pb::ExecutionEvent {
     pb::ExecutionEvent { execution_id: e.execution_id.to_string(), time: Some(timestamp(e.time)), event: Some(event) }
 }
 
-/// Any `nexus.v1` message as JSON (proto field names), through the API's descriptors.
-pub fn message_json(message: &impl prost::Message, type_name: &str) -> serde_json::Value {
-    use prost_reflect::{DynamicMessage, SerializeOptions};
-    let Some(desc) = nexus_core::descriptor_pool().get_message_by_name(type_name) else {
-        return serde_json::Value::Null;
-    };
-    let Ok(dynamic) = DynamicMessage::decode(desc, message.encode_to_vec().as_slice()) else {
-        return serde_json::Value::Null;
-    };
-    dynamic
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().use_proto_field_name(true))
-        .unwrap_or(serde_json::Value::Null)
+/// A finished execution compacted to its summary for the journal: status, input, output, error
+/// and every step's status, timings, attempts and compensation — without step requests and
+/// responses. Stored as base64 protobuf: no reflection on the hot path of every durable execution.
+pub fn execution_summary_for_journal(r: &ExecutionRecord) -> String {
+    use base64::Engine as _;
+    use prost::Message;
+    let mut summary = execution(r, false);
+    summary.input = Some(value::cel_to_struct(&r.input));
+    summary.output = r.output.as_ref().map(value::cel_to_struct);
+    base64::engine::general_purpose::STANDARD.encode(summary.encode_to_vec())
 }
 
-/// A journaled `Execution` (JSON) back into its message.
-pub fn execution_from_json(json: &str) -> Option<pb::Execution> {
-    use prost_reflect::DynamicMessage;
-    let desc = nexus_core::descriptor_pool().get_message_by_name("nexus.v1.Execution")?;
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
-    DynamicMessage::deserialize(desc, value).ok()?.transcode_to().ok()
+/// A journaled execution summary back into its message.
+pub fn execution_from_journal(text: &str) -> Option<pb::Execution> {
+    use base64::Engine as _;
+    use prost::Message;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
+    pb::Execution::decode(bytes.as_slice()).ok()
 }

@@ -101,14 +101,12 @@ impl Journal for StoreBackedJournal {
     }
 
     async fn finished(&self, record: &ExecutionRecord) -> Result<(), JournalError> {
-        let execution = convert::execution(record, true);
         let status = convert::status(record.status).as_str_name().trim_start_matches("EXECUTION_STATUS_").to_string();
-        let json = convert::message_json(&execution, "nexus.v1.Execution");
         self.write(JournalOp::Finish(FinishedExecution {
             id: record.id.to_string(),
             pattern_name: record.pattern_name.to_string(),
             status,
-            record: json.to_string(),
+            record: convert::execution_summary_for_journal(record),
         }))
         .await
     }
