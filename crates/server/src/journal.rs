@@ -28,9 +28,15 @@ struct Pending {
 }
 
 impl StoreBackedJournal {
-    pub fn new(store: Arc<dyn StoreJournal>, owner: Arc<str>, lease: std::time::Duration) -> Self {
+    /// `writers`: transactions in flight at once (1 for SQLite, which has a single writer anyway;
+    /// more for PostgreSQL, where commits wait on the server's fsync and can overlap). Each
+    /// execution awaits its writes in order, so writers never reorder one execution's entries.
+    pub fn new(store: Arc<dyn StoreJournal>, owner: Arc<str>, lease: std::time::Duration, writers: usize) -> Self {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(group_commit(store, rx));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(group_commit(store.clone(), rx.clone()));
+        }
         Self { queue, owner, lease }
     }
 
@@ -41,14 +47,19 @@ impl StoreBackedJournal {
     }
 }
 
-async fn group_commit(store: Arc<dyn StoreJournal>, mut rx: mpsc::Receiver<Pending>) {
+async fn group_commit(store: Arc<dyn StoreJournal>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+    loop {
+        {
+            // Take what is queued (waiting for at least one write), then let another writer in.
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
             }
         }
         let ops: Vec<JournalOp> = batch.iter().map(|p| p.op.clone()).collect();

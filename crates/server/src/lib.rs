@@ -86,7 +86,12 @@ impl Nexus {
         let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
         let owner: Arc<str> = Arc::from(format!("replica-{}", uuid::Uuid::now_v7().simple()));
         let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history))).with_journal(Arc::new(
-            journal::StoreBackedJournal::new(journal_store.clone(), owner.clone(), config.lease_timeout),
+            journal::StoreBackedJournal::new(
+                journal_store.clone(),
+                owner.clone(),
+                config.lease_timeout,
+                if config.store.url.is_some() { 4 } else { 1 },
+            ),
         ));
         let leases = tokio::spawn(journal::lease_loop(
             journal_store.clone(),
