@@ -64,6 +64,8 @@ pub struct Stats {
     pub p50_us: f64,
     pub p99_us: f64,
     pub per_sec: f64,
+    /// CPU time of the whole process (client, Nexus and demo services) per execution, in µs.
+    pub cpu_us_per_exec: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +75,8 @@ pub struct Report {
     pub direct_throughput: Stats,
     pub nexus_throughput: Stats,
     pub concurrency: usize,
+    /// Resident set size of the process (client + Nexus + demo services) after the run.
+    pub rss_after_kib: u64,
 }
 
 impl Report {
@@ -88,9 +92,15 @@ impl Report {
 
     pub fn render(&self) -> String {
         let row = |name: &str, s: &Stats| {
-            format!("{name:<34} {:>8} {:>10.1} {:>10.1} {:>12.0}\n", s.count, s.p50_us, s.p99_us, s.per_sec)
+            format!(
+                "{name:<34} {:>8} {:>10.1} {:>10.1} {:>12.0} {:>12.1}\n",
+                s.count, s.p50_us, s.p99_us, s.per_sec, s.cpu_us_per_exec
+            )
         };
-        let mut out = format!("{:<34} {:>8} {:>10} {:>10} {:>12}\n", "phase", "execs", "p50 µs", "p99 µs", "execs/s");
+        let mut out = format!(
+            "{:<34} {:>8} {:>10} {:>10} {:>12} {:>12}\n",
+            "phase", "execs", "p50 µs", "p99 µs", "execs/s", "CPU µs/exec"
+        );
         out += &row("direct, 1 client", &self.direct_latency);
         out += &row("nexus, 1 client", &self.nexus_latency);
         out += &row(&format!("direct, {} clients", self.concurrency), &self.direct_throughput);
@@ -100,6 +110,15 @@ impl Report {
             "nexus / direct throughput at {} clients: {:.2} (target ≥ 0.50)\n",
             self.concurrency,
             self.throughput_ratio()
+        );
+        out += &format!(
+            "CPU per execution added by nexus at {} clients: {:.1} µs (whole process, nexus minus direct)\n",
+            self.concurrency,
+            self.nexus_throughput.cpu_us_per_exec - self.direct_throughput.cpu_us_per_exec
+        );
+        out += &format!(
+            "RSS after the run (client + nexus + demo services): {:.1} MiB\n",
+            self.rss_after_kib as f64 / 1024.0
         );
         out
     }
@@ -161,7 +180,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     if let Some((mut conn, name)) = schema {
         sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE")).execute(&mut conn).await?;
     }
-    Ok(Report { direct_latency, nexus_latency, direct_throughput, nexus_throughput, concurrency: c })
+    Ok(Report {
+        rss_after_kib: rss_kib(),
+        direct_latency,
+        nexus_latency,
+        direct_throughput,
+        nexus_throughput,
+        concurrency: c,
+    })
 }
 
 #[derive(Clone)]
@@ -183,6 +209,7 @@ async fn phase(
     counter: &Arc<AtomicU64>,
 ) -> anyhow::Result<Stats> {
     let per_client = total.div_ceil(clients.max(1));
+    let cpu_start = process_cpu();
     let started = Instant::now();
     let deadline = started + limit;
     let mut tasks = Vec::with_capacity(clients);
@@ -196,6 +223,7 @@ async fn phase(
         latencies.extend(t.await??);
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_start);
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -209,7 +237,19 @@ async fn phase(
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+        cpu_us_per_exec: cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64,
     })
+}
+
+/// User + system CPU time this process has used so far.
+pub fn process_cpu() -> Duration {
+    // /proc/self/stat fields 14 and 15 (utime, stime) are in clock ticks (100 Hz on Linux).
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
+    let Some(after_comm) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return Duration::ZERO };
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // After the command name, utime is the 12th field and stime the 13th (0-based 11 and 12).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 async fn client_loop(

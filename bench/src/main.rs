@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     }
     let report = runtime.block_on(nexus_bench::run(&options))?;
     if args.json {
-        let s = |s: &nexus_bench::Stats| serde_json::json!({"count": s.count, "p50_us": s.p50_us, "p99_us": s.p99_us, "per_sec": s.per_sec});
+        let s = |s: &nexus_bench::Stats| serde_json::json!({"count": s.count, "p50_us": s.p50_us, "p99_us": s.p99_us, "per_sec": s.per_sec, "cpu_us_per_exec": s.cpu_us_per_exec});
         println!(
             "{}",
             serde_json::json!({
@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
                 "nexus_throughput": s(&report.nexus_throughput),
                 "overhead_per_step_ms": report.overhead_per_step_ms(),
                 "throughput_ratio": report.throughput_ratio(),
+                "rss_after_kib": report.rss_after_kib,
             })
         );
     } else {
