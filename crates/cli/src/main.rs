@@ -216,8 +216,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         r = shutdown_signal() => r?,
         _ = std::future::pending::<()>() => {}
     }
-    println!("shutting down: draining in-flight requests");
-    nexus.shutdown(std::time::Duration::from_secs(30)).await;
+    let grace = nexus.shutdown_grace();
+    println!("shutting down: durable executions handed back to the cluster, ephemeral ones get {grace:?} to finish");
+    nexus.shutdown(grace).await;
     Ok(())
 }
 

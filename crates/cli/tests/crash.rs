@@ -85,6 +85,22 @@ async fn client(addr: &str) -> NexusServiceClient<tonic::transport::Channel> {
     NexusServiceClient::connect(addr.to_string()).await.unwrap()
 }
 
+/// Waits for the execution to succeed (it may be running, here or on another replica, or not
+/// visible yet while it is being taken over); panics if it ends otherwise or is lost.
+async fn succeeded(c: &mut NexusServiceClient<tonic::transport::Channel>, id: &str, within: Duration) -> pb::Execution {
+    let deadline = Instant::now() + within;
+    loop {
+        let running = match c.get_execution(pb::GetExecutionRequest { execution_id: id.to_string() }).await {
+            Ok(e) if e.get_ref().status == pb::ExecutionStatus::Succeeded as i32 => return e.into_inner(),
+            Ok(e) if e.get_ref().status == pb::ExecutionStatus::Running as i32 => format!("{:?}", e.get_ref().steps),
+            Ok(e) => panic!("execution {id} ended {:?}", e.into_inner()),
+            Err(s) => format!("{s:?}"),
+        };
+        assert!(Instant::now() < deadline, "execution {id} did not finish within {within:?}: {running}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn counts(demo: &nexus_demo::DemoHandle) -> [u64; 5] {
     METHODS.map(|m| demo.calls(m))
 }
@@ -127,15 +143,7 @@ async fn crash_once(demo: &nexus_demo::DemoHandle, backend: &str, kill_after: Op
 
     let server = serve(dir.path(), backend);
     let mut c = client(&server.addr).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let execution = loop {
-        match c.get_execution(pb::GetExecutionRequest { execution_id: id.clone() }).await {
-            Ok(e) if e.get_ref().status == pb::ExecutionStatus::Succeeded as i32 => break e.into_inner(),
-            Ok(e) => panic!("execution {id} ended {:?}", e.into_inner()),
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(s) => panic!("execution {id} was lost: {s:?}"),
-        }
-    };
+    let execution = succeeded(&mut c, &id, Duration::from_secs(20)).await;
     let output = nexus_core::value::struct_to_serde(&execution.output.unwrap_or_default());
     assert_eq!(output["access"], true, "{output}");
     let after = counts(demo);
@@ -188,16 +196,240 @@ async fn twenty_kills_at_random_points_lose_nothing_and_repeat_no_completed_step
     println!("20 kills: 0 executions lost, {repeated} in-flight step(s) called again, 0 completed steps re-executed");
 }
 
+/// A schema of its own in the test database for one test (dropped by [`PgSchema::drop_now`]).
+struct PgSchema {
+    url: String,
+    schema: String,
+    admin: sqlx::PgConnection,
+}
+
+impl PgSchema {
+    async fn new() -> Self {
+        use sqlx::Connection;
+        let url = std::env::var("NEXUS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("nexus_test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.unwrap();
+        Self { url, schema, admin }
+    }
+
+    async fn drop_now(mut self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema)).execute(&mut self.admin).await.unwrap();
+    }
+}
+
+async fn start_durable(
+    c: &mut NexusServiceClient<tonic::transport::Channel>,
+    email: &str,
+) -> tonic::Streaming<pb::ExecutionEvent> {
+    let input = nexus_core::value::serde_to_struct(&serde_json::json!({ "email": email }));
+    c.execute_pattern_stream(pb::ExecutePatternRequest {
+        pattern_name: "durable_five".into(),
+        input,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Every step of every execution was called once or twice (twice only when it was in flight at a
+/// hand-over), always with that step's idempotency key.
+fn assert_steps_called_once_or_twice(demo: &nexus_demo::DemoHandle, ids: &[String]) {
+    for (i, m) in METHODS.iter().enumerate() {
+        let keys = demo.idempotency_keys(m);
+        for id in ids {
+            let n = keys.iter().filter(|k| **k == format!("{id}/s{}", i + 1)).count();
+            assert!((1..=2).contains(&n), "{id} step s{}: {n} calls", i + 1);
+        }
+    }
+}
+
+/// SIGTERM hands durable executions back at once: with a 10 s lease, the other replica finishes
+/// them all long before the lease could have run out, and the stopping replica exits promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_durable_executions_to_another_replica_at_once() {
+    let db = PgSchema::new().await;
+    let (backend, demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await.unwrap();
+    slow_demo(&demo);
+    let backend = backend.to_string();
+    let env = [
+        ("NEXUS_DATABASE_URL", db.url.as_str()),
+        ("NEXUS_DATABASE_SCHEMA", db.schema.as_str()),
+        ("NEXUS_LEASE_TIMEOUT", "10s"),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = serve_with(dir_a.path(), &backend, &env);
+    let b = serve_with(dir_b.path(), &backend, &env);
+    let mut ca = client(&a.addr).await;
+    ca.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut streams = Vec::new();
+    for n in 0..8 {
+        let mut events = start_durable(&mut ca, &format!("term{n}@x.y")).await;
+        ids.push(events.message().await.unwrap().unwrap().execution_id);
+        streams.push(events);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let status = Command::new("kill").args(["-TERM", &a.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let termed = Instant::now();
+
+    // The callers on A hear that their execution moved on (it has no outcome here).
+    for mut events in streams {
+        let last = loop {
+            match events.message().await {
+                Ok(Some(e)) => {
+                    if let Some(pb::execution_event::Event::Finished(f)) = e.event {
+                        break f;
+                    }
+                }
+                other => panic!("the stream ended without a final event: {other:?}"),
+            }
+        };
+        assert_eq!(last.status, pb::ExecutionStatus::Running as i32, "{last:?}");
+        assert!(last.error.unwrap().message.contains("continues on another replica"));
+    }
+    let exit = loop {
+        if let Some(s) = a.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(termed.elapsed() < Duration::from_secs(5), "the replica did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    let exited = termed.elapsed();
+
+    let mut cb = client(&b.addr).await;
+    for id in &ids {
+        succeeded(&mut cb, id, Duration::from_secs(20)).await;
+    }
+    let all_done = termed.elapsed();
+    assert_steps_called_once_or_twice(&demo, &ids);
+    println!(
+        "SIGTERM with {} durable executions in flight: replica exited after {exited:?}, all finished on the other after {all_done:?} (lease timeout 10s)",
+        ids.len()
+    );
+    assert!(all_done < Duration::from_secs(3), "hand-over took {all_done:?}: the leases were not released");
+    drop(b);
+    db.drop_now().await;
+}
+
+/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones: a
+/// database outage, as the replica sees it.
+struct Outage {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Outage {
+    async fn proxy(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: connection reset
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                conns2.lock().unwrap().push(h);
+            }
+        });
+        Self { addr, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The database goes away for 2 s while durable executions run: their journal writes wait for
+/// it, and every execution succeeds once it is back; nothing is lost or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_during_operation_delays_durable_executions_but_loses_none() {
+    let db = PgSchema::new().await;
+    let parsed = url::Url::parse(&db.url).unwrap();
+    let target = format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap_or(5432));
+    let outage = Outage::proxy(target).await;
+    let mut proxied = parsed.clone();
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied.set_port(Some(outage.addr.port())).unwrap();
+    let proxied = proxied.to_string();
+
+    let (backend, demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await.unwrap();
+    slow_demo(&demo);
+    let env = [("NEXUS_DATABASE_URL", proxied.as_str()), ("NEXUS_DATABASE_SCHEMA", db.schema.as_str())];
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(dir.path(), &backend.to_string(), &env);
+    let mut c = client(&server.addr).await;
+    c.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut streams = Vec::new();
+    for n in 0..6 {
+        let mut events = start_durable(&mut c, &format!("outage{n}@x.y")).await;
+        ids.push(events.message().await.unwrap().unwrap().execution_id);
+        streams.push(events);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    outage.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    outage.restore();
+    let restored = Instant::now();
+    // Each caller's stream ends with success: the executions waited for the database.
+    for (id, mut events) in ids.iter().zip(streams) {
+        let last = loop {
+            match events.message().await {
+                Ok(Some(e)) => {
+                    if let Some(pb::execution_event::Event::Finished(f)) = e.event {
+                        break f;
+                    }
+                }
+                other => panic!("{id}: the stream ended without a final event: {other:?}"),
+            }
+        };
+        assert_eq!(last.status, pb::ExecutionStatus::Succeeded as i32, "{id}: {last:?}");
+    }
+    for id in &ids {
+        succeeded(&mut c, id, Duration::from_secs(10)).await;
+    }
+    assert_steps_called_once_or_twice(&demo, &ids);
+    println!(
+        "2 s database outage with {} durable executions in flight: all succeeded {:?} after it ended",
+        ids.len(),
+        restored.elapsed()
+    );
+    drop(server);
+    db.drop_now().await;
+}
+
 /// Two replicas on PostgreSQL under a steady load of durable executions; one is killed with
 /// SIGKILL: every execution started on it completes on the other, within the lease timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_s_executions_are_taken_over_by_another() {
-    use sqlx::Connection;
-    let url =
-        std::env::var("NEXUS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("nexus_test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.unwrap();
+    let db = PgSchema::new().await;
+    let (url, schema) = (db.url.clone(), db.schema.clone());
 
     let (backend, demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await.unwrap();
     slow_demo(&demo);
@@ -240,15 +472,7 @@ async fn a_killed_replica_s_executions_are_taken_over_by_another() {
     let mut cb = client(&b.addr).await;
     let mut first_done = None;
     for id in &ids {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match cb.get_execution(pb::GetExecutionRequest { execution_id: id.clone() }).await {
-                Ok(e) if e.get_ref().status == pb::ExecutionStatus::Succeeded as i32 => break,
-                Ok(e) => panic!("{id} ended {:?}", e.into_inner().status),
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(s) => panic!("{id} was lost: {s:?}"),
-            }
-        }
+        succeeded(&mut cb, id, Duration::from_secs(20)).await;
         first_done.get_or_insert_with(|| killed.elapsed());
     }
     let all_done = killed.elapsed();
@@ -267,5 +491,5 @@ async fn a_killed_replica_s_executions_are_taken_over_by_another() {
     );
     assert!(all_done < Duration::from_secs(8), "take-over took {all_done:?}");
     drop(b);
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await.unwrap();
+    db.drop_now().await;
 }

@@ -71,6 +71,9 @@ pub const WATCH_BUFFER: usize = 1024;
 /// A running execution, as the engine's registry knows it.
 pub struct RunningExecution {
     pub id: Arc<str>,
+    /// Journaled: its lease is renewed while it runs here, and it is suspended (not drained) at
+    /// shutdown.
+    pub durable: bool,
     pub cancel: CancellationToken,
     /// RUNNING, then either FINISHING (its outcome is decided) or CANCELLED: whichever of the
     /// execution and a CancelExecution gets there first wins, so a cancel is either honoured
@@ -83,10 +86,24 @@ pub struct RunningExecution {
 const RUNNING: u8 = 0;
 const FINISHING: u8 = 1;
 const CANCELLED: u8 = 2;
+const SUSPENDED: u8 = 3;
+
+/// How an execution's run ends, decided once (see [`RunningExecution::begin_finishing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Runs to its outcome (success, failure, compensation).
+    Finish,
+    /// A CancelExecution won: compensate, then CANCELLED.
+    Cancelled,
+    /// Stopped here without an outcome: a durable execution stays unfinished in the journal and
+    /// continues wherever it is claimed next (this replica is shutting down, or the store is
+    /// unreachable). Nothing is compensated, nothing is journaled as finished.
+    Suspended,
+}
 
 impl RunningExecution {
-    pub fn new(id: Arc<str>) -> Self {
-        Self { id, cancel: CancellationToken::new(), state: AtomicU8::new(RUNNING), watch: OnceLock::new() }
+    pub fn new(id: Arc<str>, durable: bool) -> Self {
+        Self { id, durable, cancel: CancellationToken::new(), state: AtomicU8::new(RUNNING), watch: OnceLock::new() }
     }
 
     /// Requests cancellation; false when the execution's outcome was already decided.
@@ -98,11 +115,23 @@ impl RunningExecution {
         won
     }
 
-    /// Decides the outcome; false when a cancellation got there first.
-    pub(crate) fn begin_finishing(&self) -> bool {
+    /// Stops the execution here without an outcome (see [`Ending::Suspended`]); false when its
+    /// outcome was already decided.
+    pub fn request_suspend(&self) -> bool {
+        let won = self.state.compare_exchange(RUNNING, SUSPENDED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if won {
+            self.cancel.cancel();
+        }
+        won
+    }
+
+    /// Decides how the run ends: whichever of the execution, a cancellation and a suspension
+    /// gets there first wins.
+    pub(crate) fn begin_finishing(&self) -> Ending {
         match self.state.compare_exchange(RUNNING, FINISHING, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => true,
-            Err(state) => state != CANCELLED,
+            Ok(_) | Err(FINISHING) => Ending::Finish,
+            Err(CANCELLED) => Ending::Cancelled,
+            Err(_) => Ending::Suspended,
         }
     }
 

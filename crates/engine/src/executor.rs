@@ -26,7 +26,7 @@ use tokio::{sync::mpsc, time::Instant};
 use tonic::Code;
 
 use crate::{
-    events::{Emitter, Event, ExecutionEvent, RunningExecution},
+    events::{Emitter, Ending, Event, ExecutionEvent, RunningExecution},
     history::History,
     invoker::{Call, CallError, Invoker},
     journal::{Journal, JournalStart, decode_result, encode_result},
@@ -52,6 +52,9 @@ pub struct Engine {
     journal: Option<Arc<dyn Journal>>,
     running: Arc<Mutex<HashMap<Arc<str>, Arc<RunningExecution>>>>,
     idempotency: Arc<Mutex<Idempotency>>,
+    /// Set by [`Engine::suspend_durable`]: this process is leaving, durable executions are for
+    /// other replicas now.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// (pattern name, idempotency key).
@@ -101,7 +104,14 @@ impl Drop for Registration<'_> {
 
 impl Engine {
     pub fn new(invoker: Arc<dyn Invoker>, history: Arc<History>) -> Self {
-        Self { invoker, history, journal: None, running: Arc::default(), idempotency: Arc::default() }
+        Self {
+            invoker,
+            history,
+            journal: None,
+            running: Arc::default(),
+            idempotency: Arc::default(),
+            closing: Arc::default(),
+        }
     }
 
     /// Journals durable patterns' executions here (without a journal, durable patterns run as
@@ -152,6 +162,21 @@ impl Engine {
         self.lock_running().get(id).cloned()
     }
 
+    /// Ids of the durable executions running here (their leases are this process's to renew).
+    pub fn running_durable(&self) -> Vec<Arc<str>> {
+        self.lock_running().values().filter(|r| r.durable).map(|r| r.id.clone()).collect()
+    }
+
+    /// Graceful shutdown: stops every durable execution running here where it is, without an
+    /// outcome (they stay unfinished in the journal, for another replica to continue from the
+    /// last journaled step), and refuses new durable executions. Ephemeral executions are not
+    /// touched: they finish here. Returns how many were stopped.
+    pub fn suspend_durable(&self) -> usize {
+        self.closing.store(true, std::sync::atomic::Ordering::Release);
+        let running: Vec<_> = self.lock_running().values().filter(|r| r.durable).cloned().collect();
+        running.iter().filter(|r| r.request_suspend()).count()
+    }
+
     /// Cancels a running execution; false when it is not running (finished or unknown).
     pub fn cancel(&self, id: &str) -> bool {
         self.running(id).is_some_and(|r| r.request_cancel())
@@ -165,15 +190,15 @@ impl Engine {
         let Some(key) = req.idempotency_key.clone() else {
             return Ok(self.run(req, None).await);
         };
+        let k = (req.pattern.name.clone(), key);
         let cell = {
             let mut idem = self.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let k = (req.pattern.name.clone(), key);
             match idem.cells.get(&k) {
                 Some(c) => c.clone(),
                 None => {
                     let c = Arc::new(tokio::sync::OnceCell::new());
                     idem.cells.insert(k.clone(), c.clone());
-                    idem.order.push_back(k);
+                    idem.order.push_back(k.clone());
                     while idem.order.len() > self.history.capacity() {
                         if let Some(old) = idem.order.pop_front() {
                             idem.cells.remove(&old);
@@ -183,7 +208,13 @@ impl Engine {
                 }
             }
         };
-        Ok(cell.get_or_init(|| self.run(req, None)).await.clone())
+        let record = cell.get_or_init(|| self.run(req, None)).await.clone();
+        if record.status == ExecutionStatus::Running {
+            // Suspended here: the execution continues elsewhere and the journal answers for the
+            // key from now on.
+            self.idempotency.lock().unwrap_or_else(std::sync::PoisonError::into_inner).cells.remove(&k);
+        }
+        Ok(record)
     }
 
     /// Like [`Engine::execute`], sending every event to `events` as it happens. The channel is
@@ -228,7 +259,11 @@ impl Engine {
         let uuid = uuid::Uuid::now_v7();
         let resuming = resumed_id.is_some();
         let id: Arc<str> = resumed_id.unwrap_or_else(|| Arc::from(uuid.simple().to_string()));
-        let running = Arc::new(RunningExecution::new(id.clone()));
+        let journal = match req.pattern.durability {
+            Durability::Durable => self.journal.as_deref(),
+            Durability::Ephemeral => None,
+        };
+        let running = Arc::new(RunningExecution::new(id.clone(), journal.is_some()));
         self.lock_running().insert(id.clone(), running.clone());
         let registration = Registration { engine: self, id: id.clone() };
         let trace_id = req
@@ -239,10 +274,6 @@ impl Engine {
             .map(str::to_string)
             .unwrap_or_else(|| uuid.simple().to_string());
         let emitter = Emitter { running, direct };
-        let journal = match req.pattern.durability {
-            Durability::Durable => self.journal.as_deref(),
-            Durability::Ephemeral => None,
-        };
         let journal_start = journal.filter(|_| !resuming).map(|_| JournalStart {
             id: id.clone(),
             pattern_name: req.pattern.name.clone(),
@@ -264,15 +295,32 @@ impl Engine {
         run.journal = journal;
         run.prefilled = prefilled;
         run.journal_start = journal_start;
+        let refused = journal.is_some() && !resuming && self.closing.load(std::sync::atomic::Ordering::Acquire);
+        if refused {
+            // Not journaled yet, so nothing to hand over: the caller retries on another replica.
+            run.journal_start = None;
+            run.refused = Some(ExecError {
+                code: Code::Unavailable,
+                message:
+                    "this Nexus replica is shutting down and takes no new durable executions; retry on another replica"
+                        .into(),
+                step_id: None,
+            });
+        }
         let mut record = run.go().await;
         record.idempotency_key = req.idempotency_key;
-        if let Some(j) = journal
+        let suspended = record.status == ExecutionStatus::Running;
+        if suspended {
+            tracing::info!(execution = %record.id, "durable execution suspended here; it continues where it is claimed next");
+        } else if let Some(j) = journal.filter(|_| !refused)
             && let Err(e) = j.finished(&record).await
         {
             tracing::error!(execution = %record.id, "journaling the end of the execution: {e}");
         }
         let record = Arc::new(record);
-        self.history.insert(record.clone());
+        if !suspended {
+            self.history.insert(record.clone());
+        }
         // Deregistered before the last event: from here on CancelExecution says "already
         // finished", and watchers hold their own receivers.
         drop(registration);
@@ -342,6 +390,8 @@ struct Run<'a> {
     journal: Option<&'a dyn Journal>,
     /// Journaled at the start (a resumed execution is already journaled).
     journal_start: Option<JournalStart>,
+    /// Set when the execution must not start at all (this process is shutting down).
+    refused: Option<ExecError>,
     /// Results of steps completed before a restart (resume), by step index.
     prefilled: Vec<Option<StepResponse>>,
     /// When each running step started (monotonic), for its duration.
@@ -403,6 +453,7 @@ impl<'a> Run<'a> {
             trace_id: Arc::from(trace_id),
             journal: None,
             journal_start: None,
+            refused: None,
             prefilled: Vec::new(),
             step_started: vec![None; pattern.steps.len()],
             outputs: HashMap::with_capacity(pattern.steps.len()),
@@ -420,10 +471,10 @@ impl<'a> Run<'a> {
     async fn go(mut self) -> ExecutionRecord {
         let emitter = self.emitter.clone();
         let mut running: FuturesUnordered<StepFuture<'a>> = FuturesUnordered::new();
-        let mut failure: Option<ExecError> = None;
         let mut cancelled = false;
         let mut ready: Vec<usize> = self.pattern.roots.iter().rev().copied().collect();
         let mut events = Vec::new();
+        let mut failure = self.refused.take();
         // A durable execution exists once its start is journaled, before any step runs.
         if let (Some(j), Some(start)) = (self.journal, self.journal_start.take())
             && let Err(e) = j.start(&start).await
@@ -462,6 +513,7 @@ impl<'a> Run<'a> {
             tokio::select! {
                 biased;
                 () = &mut cancelled_fut => {
+                    // Suspended or cancelled: decided below, when the outcome is settled.
                     cancelled = true;
                     failure = Some(ExecError { code: Code::Cancelled, message: "the execution was cancelled".into(), step_id: None });
                 }
@@ -474,6 +526,10 @@ impl<'a> Run<'a> {
                     if let (Some(j), Ok(response)) = (self.journal, &done.result) {
                         let step = &self.pattern.steps[done.index];
                         if let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(response)).await {
+                            // The journal still holds the execution as running: stop here without
+                            // an outcome and let it resume from the journal once the store is back
+                            // (failing it would need the journal too, and would lose its progress).
+                            emitter.running.request_suspend();
                             failure = Some(ExecError {
                                 code: Code::Unavailable,
                                 message: format!("journaling the result of step `{}`: {e}", step.id),
@@ -510,7 +566,8 @@ impl<'a> Run<'a> {
         drop(running);
         // A cancellation that arrived while the last events were being delivered (or as the last
         // step finished) still counts: the outcome is decided here, atomically.
-        if !emitter.running.begin_finishing() && !cancelled {
+        let ending = emitter.running.begin_finishing();
+        if ending == Ending::Cancelled && !cancelled {
             cancelled = true;
             failure.get_or_insert_with(|| ExecError {
                 code: Code::Cancelled,
@@ -526,6 +583,20 @@ impl<'a> Run<'a> {
             }
         }
         let (status, output, error) = match failure {
+            // Left to whoever claims it next: no compensation, no outcome.
+            _ if ending == Ending::Suspended => {
+                let message = match failure {
+                    Some(e) if e.code == Code::Unavailable => format!(
+                        "{}; the execution stays journaled and resumes from its last completed step once the store is reachable (GetExecution `{}` returns its result)",
+                        e.message, self.id
+                    ),
+                    _ => format!(
+                        "this Nexus replica is shutting down; durable execution `{}` continues on another replica (GetExecution returns its result)",
+                        self.id
+                    ),
+                };
+                (ExecutionStatus::Running, None, Some(ExecError { code: Code::Unavailable, message, step_id: None }))
+            }
             Some(e) => {
                 let (compensated, compensation_error) = self.compensate().await;
                 let status = match (cancelled, compensated, &compensation_error) {
@@ -1059,7 +1130,7 @@ async fn run_pattern(
         (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
     };
     let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().simple().to_string());
-    let emitter = Emitter { running: Arc::new(RunningExecution::new(id.clone())), direct: None };
+    let emitter = Emitter { running: Arc::new(RunningExecution::new(id.clone(), false)), direct: None };
     let child = Run::new(
         callee,
         ctx.invoker,

@@ -797,3 +797,142 @@ async fn an_idempotency_key_runs_the_pattern_once() {
     let creates = script.trace().lines().filter(|l| l.contains("call CreateUser")).count();
     assert_eq!(creates, 2, "one execution per key:\n{}", script.trace());
 }
+
+/// A journal in memory that can be told to refuse step writes (the store is unreachable).
+#[derive(Default)]
+struct MemJournal {
+    writes: Mutex<Vec<String>>,
+    fail_steps: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl nexus_engine::Journal for MemJournal {
+    async fn start(&self, s: &nexus_engine::JournalStart) -> Result<(), nexus_engine::JournalError> {
+        self.writes.lock().unwrap().push(format!("start {}", s.pattern_name));
+        Ok(())
+    }
+
+    async fn step_completed(&self, _: &str, step_id: &str, _: &str) -> Result<(), nexus_engine::JournalError> {
+        if self.fail_steps.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(nexus_engine::JournalError("connection refused".into()));
+        }
+        self.writes.lock().unwrap().push(format!("step {step_id}"));
+        Ok(())
+    }
+
+    async fn finished(&self, r: &ExecutionRecord) -> Result<(), nexus_engine::JournalError> {
+        self.writes.lock().unwrap().push(format!("finished {:?}", r.status));
+        Ok(())
+    }
+}
+
+const DURABLE_SAGA: &str = r#"
+name: durable_saga
+version: 1.0.0
+durability: durable
+steps:
+  - id: first
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "one@x"}
+    compensate: {call: demo.user.v1.UserService/DeleteUser, with: {user_id: "${{ steps.first.user.id }}"}}
+  - id: notify
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "${{ steps.first.user.email }}"}
+"#;
+
+fn durable_engine(script: &Arc<Script>) -> (Engine, Arc<MemJournal>, Arc<nexus_core::CompiledPattern>) {
+    let (pattern, _) =
+        nexus_core::compile(&document::parse(DURABLE_SAGA).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
+    let journal = Arc::new(MemJournal::default());
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10))).with_journal(journal.clone());
+    (engine, journal, Arc::new(pattern))
+}
+
+fn request(pattern: &Arc<nexus_core::CompiledPattern>) -> ExecuteRequest {
+    ExecuteRequest {
+        pattern: pattern.clone(),
+        input: value::serde_to_cel(&serde_json::json!({})),
+        deadline: None,
+        idempotency_key: None,
+        traceparent: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_journal_suspends_the_execution_instead_of_failing_or_compensating_it() {
+    let script = Script::new(&[
+        (CREATE_USER, vec![ok(5, serde_json::json!({"user": {"id": "usr_1", "email": "one@x"}}))]),
+        (EMAIL, vec![ok(5, serde_json::json!({}))]),
+        (DELETE_USER, vec![ok(1, serde_json::json!({"deleted": true}))]),
+    ]);
+    let (engine, journal, pattern) = durable_engine(&script);
+    journal.fail_steps.store(true, std::sync::atomic::Ordering::SeqCst);
+    let record = engine.execute(request(&pattern)).await.unwrap();
+    // Left running in the journal (the only place that could record an outcome is down): no
+    // compensation, no `finished`, not in this node's history; it resumes from the journal,
+    // where `first` is not recorded, so it is called again (same idempotency key).
+    expect![[r#"
+        0ms call CreateUser {"email":"one@x"} key=first
+        5ms reply CreateUser ok
+    "#]]
+    .assert_eq(&script.trace());
+    let id = &record.id;
+    assert_eq!(
+        summary(&record),
+        format!(
+            "Running UNAVAILABLE: journaling the result of step `first`: the execution journal is unavailable: \
+             connection refused; the execution stays journaled and resumes from its last completed step once \
+             the store is reachable (GetExecution `{id}` returns its result)\n  \
+             first Cancelled []\n  notify Pending []\n"
+        )
+    );
+    assert_eq!(*journal.writes.lock().unwrap(), ["start durable_saga"]);
+    assert!(engine.history().get(&record.id).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutting_down_hands_durable_executions_back_and_lets_ephemeral_ones_finish() {
+    let script = Script::new(&[
+        (
+            CREATE_USER,
+            vec![
+                ok(5, serde_json::json!({"user": {"id": "usr_1", "email": "one@x"}})),
+                ok(5, serde_json::json!({"user": {"id": "usr_2", "email": "two@x"}})),
+            ],
+        ),
+        (EMAIL, vec![ok(100, serde_json::json!({})), ok(100, serde_json::json!({}))]),
+        (DELETE_USER, vec![ok(1, serde_json::json!({"deleted": true}))]),
+    ]);
+    let (engine, journal, durable) = durable_engine(&script);
+    let (ephemeral, _) = nexus_core::compile(
+        &document::parse(&DURABLE_SAGA.replace("durability: durable", "durability: ephemeral")).unwrap(),
+        &catalog(),
+        &nexus_core::NoPatterns,
+    )
+    .unwrap();
+    let ephemeral = Arc::new(ephemeral);
+    let d = tokio::spawn({
+        let (engine, durable) = (engine.clone(), durable.clone());
+        async move { engine.execute(request(&durable)).await.unwrap() }
+    });
+    let e = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.execute(request(&ephemeral)).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await; // both are in their 100 ms SendEmail
+    assert_eq!(engine.running_durable().len(), 1);
+    assert_eq!(engine.suspend_durable(), 1);
+    let (d, e) = (d.await.unwrap(), e.await.unwrap());
+    assert_eq!(d.status, nexus_engine::ExecutionStatus::Running, "{:?}", d.error);
+    assert!(d.error.as_ref().unwrap().message.contains("continues on another replica"), "{:?}", d.error);
+    assert_eq!(e.status, nexus_engine::ExecutionStatus::Succeeded, "{:?}", e.error);
+    assert_eq!(*journal.writes.lock().unwrap(), ["start durable_saga", "step first"], "no outcome journaled");
+    assert!(!script.trace().contains("DeleteUser"), "nothing compensated:\n{}", script.trace());
+    // New durable executions are refused before anything is journaled or called.
+    let calls = script.trace().lines().count();
+    let refused = engine.execute(request(&durable)).await.unwrap();
+    assert_eq!(refused.status, nexus_engine::ExecutionStatus::Failed);
+    assert_eq!(refused.error.as_ref().unwrap().code, Code::Unavailable);
+    assert_eq!(script.trace().lines().count(), calls);
+    assert_eq!(journal.writes.lock().unwrap().len(), 2);
+}

@@ -39,8 +39,16 @@ impl Api {
         if let Some(r) = self.engine.history().get(id) {
             return Ok(Some(convert::execution(&r, true)));
         }
-        let finished = self.journal.finished_execution(id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let unavailable = |e: nexus_store::Error| Status::unavailable(e.to_string());
+        let finished = self.journal.finished_execution(id).await.map_err(unavailable)?;
         Ok(finished.and_then(|f| convert::execution_from_journal(&f.record)))
+    }
+
+    /// A durable execution that is still running on another replica (or waiting to be taken
+    /// over after a replica left): its journaled progress so far.
+    async fn find_running_elsewhere(&self, id: &str) -> Result<Option<pb::Execution>, Status> {
+        let unfinished = self.journal.unfinished_execution(id).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(unfinished.map(|u| convert::running_from_journal(&u)))
     }
 
     /// A durable execution that used this idempotency key before a restart: wait for it (it may
@@ -304,9 +312,12 @@ impl NexusService for Api {
             None if self.engine.running(&id).is_some() => Err(Status::failed_precondition(format!(
                 "execution `{id}` is still running (WatchExecution follows it live)"
             ))),
-            None => Err(Status::not_found(format!(
-                "no execution `{id}` (ephemeral executions are kept in memory: the most recent ones, until restart)"
-            ))),
+            None => match self.find_running_elsewhere(&id).await? {
+                Some(e) => Ok(Response::new(e)),
+                None => Err(Status::not_found(format!(
+                    "no execution `{id}` (ephemeral executions are kept in memory: the most recent ones, until restart)"
+                ))),
+            },
         }
     }
 

@@ -50,6 +50,15 @@ pub struct Config {
     /// Finished durable executions older than this are deleted from the journal.
     #[serde(with = "humantime_secs")]
     pub retention: std::time::Duration,
+    /// While the store is unreachable, a durable execution's journal write waits (retrying) this
+    /// long; after that the execution is suspended: it stays journaled and resumes, here or on
+    /// another replica, once the store is back. Nothing is lost either way.
+    #[serde(with = "humantime_secs")]
+    pub outage_wait: std::time::Duration,
+    /// Graceful shutdown: how long in-flight ephemeral executions get to finish (durable ones
+    /// are handed back at once).
+    #[serde(with = "humantime_secs")]
+    pub shutdown_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -74,6 +83,8 @@ impl Default for Config {
             refresh_interval: std::time::Duration::from_secs(2),
             lease_timeout: std::time::Duration::from_secs(5),
             retention: std::time::Duration::from_secs(7 * 86_400),
+            outage_wait: std::time::Duration::from_secs(30),
+            shutdown_grace: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -164,8 +175,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_DATABASE_URL` and
-    /// `NEXUS_SERVICES` (comma-separated NAME=URL).
+    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_DATABASE_URL`,
+    /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`
+    /// and `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -178,6 +190,12 @@ impl Config {
         }
         if let Some(v) = env("NEXUS_LEASE_TIMEOUT") {
             self.lease_timeout = parse_duration(&v).map_err(|e| invalid("NEXUS_LEASE_TIMEOUT", e))?;
+        }
+        if let Some(v) = env("NEXUS_OUTAGE_WAIT") {
+            self.outage_wait = parse_duration(&v).map_err(|e| invalid("NEXUS_OUTAGE_WAIT", e))?;
+        }
+        if let Some(v) = env("NEXUS_SHUTDOWN_GRACE") {
+            self.shutdown_grace = parse_duration(&v).map_err(|e| invalid("NEXUS_SHUTDOWN_GRACE", e))?;
         }
         if let Some(v) = env("NEXUS_DATABASE_SCHEMA") {
             self.store.schema = Some(v);

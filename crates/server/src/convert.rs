@@ -242,3 +242,28 @@ pub fn execution_from_journal(text: &str) -> Option<pb::Execution> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
     pb::Execution::decode(bytes.as_slice()).ok()
 }
+
+/// A durable execution still unfinished in the journal (running on another replica, or waiting
+/// to be taken over): RUNNING, with the steps journaled as completed so far.
+pub fn running_from_journal(u: &nexus_store::UnfinishedExecution) -> pb::Execution {
+    let input = serde_json::from_str::<serde_json::Value>(&u.start.input).ok().map(|v| value::serde_to_struct(&v));
+    pb::Execution {
+        id: u.start.id.clone(),
+        pattern_name: u.start.pattern_name.clone(),
+        pattern_version: u.start.pattern_version.clone(),
+        status: pb::ExecutionStatus::Running as i32,
+        input: input.flatten(),
+        started_at: Some(timestamp(u.start.started_at)),
+        steps: u
+            .steps
+            .iter()
+            .map(|(step_id, _)| pb::StepRun {
+                step_id: step_id.clone(),
+                status: pb::StepStatus::Succeeded as i32,
+                ..Default::default()
+            })
+            .collect(),
+        idempotency_key: u.start.idempotency_key.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}

@@ -20,30 +20,85 @@ pub struct StoreBackedJournal {
     /// This replica, and how long its claim on an execution it starts lasts.
     owner: Arc<str>,
     lease: std::time::Duration,
+    /// How long a write waits for an unreachable store before giving up.
+    outage_wait: std::time::Duration,
 }
 
 struct Pending {
     op: JournalOp,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), WriteError>>,
+}
+
+#[derive(Debug, Clone)]
+struct WriteError {
+    message: String,
+    /// The store may accept it later (unreachable, restarting, busy).
+    transient: bool,
+}
+
+impl From<nexus_store::Error> for WriteError {
+    fn from(e: nexus_store::Error) -> Self {
+        Self { transient: e.is_transient(), message: e.to_string() }
+    }
 }
 
 impl StoreBackedJournal {
     /// `writers`: transactions in flight at once (1 for SQLite, which has a single writer anyway;
     /// more for PostgreSQL, where commits wait on the server's fsync and can overlap). Each
     /// execution awaits its writes in order, so writers never reorder one execution's entries.
-    pub fn new(store: Arc<dyn StoreJournal>, owner: Arc<str>, lease: std::time::Duration, writers: usize) -> Self {
+    pub fn new(
+        store: Arc<dyn StoreJournal>,
+        owner: Arc<str>,
+        lease: std::time::Duration,
+        outage_wait: std::time::Duration,
+        writers: usize,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..writers.max(1) {
             tokio::spawn(group_commit(store.clone(), rx.clone()));
         }
-        Self { queue, owner, lease }
+        Self { queue, owner, lease, outage_wait }
     }
 
+    /// Returns once `op` is committed. While the store is unreachable the write waits and tries
+    /// again (backing off up to 1 s) for `outage_wait`; only then does it fail, and the engine
+    /// suspends the execution (it stays journaled as running and resumes once the store is back).
     async fn write(&self, op: JournalOp) -> Result<(), JournalError> {
-        let (done, committed) = oneshot::channel();
-        self.queue.send(Pending { op, done }).await.map_err(|_| JournalError("the journal writer stopped".into()))?;
-        committed.await.map_err(|_| JournalError("the journal writer stopped".into()))?.map_err(JournalError)
+        let give_up = tokio::time::Instant::now() + self.outage_wait;
+        let mut backoff = std::time::Duration::from_millis(50);
+        let mut warned = false;
+        loop {
+            let (done, committed) = oneshot::channel();
+            let pending = Pending { op: op.clone(), done };
+            self.queue.send(pending).await.map_err(|_| JournalError("the journal writer stopped".into()))?;
+            let e = match committed.await.map_err(|_| JournalError("the journal writer stopped".into()))? {
+                Ok(()) => {
+                    if warned {
+                        tracing::info!("the store is reachable again; journal writes go through");
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            if !e.transient || tokio::time::Instant::now() + backoff > give_up {
+                return Err(JournalError(if e.transient {
+                    format!("{} (still failing after {:?})", e.message, self.outage_wait)
+                } else {
+                    e.message
+                }));
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!(
+                    "journal write failed, waiting for the store (up to {:?}): {}",
+                    self.outage_wait,
+                    e.message
+                );
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+        }
     }
 }
 
@@ -71,15 +126,17 @@ async fn group_commit(store: Arc<dyn StoreJournal>, rx: Arc<tokio::sync::Mutex<m
             }
             // One bad write (say, a duplicate idempotency key) must not fail the others: redo
             // them one by one so each gets its own answer.
-            Err(_) if batch.len() > 1 => {
+            // (An unreachable store fails them all alike: no point in trying one by one.)
+            Err(e) if batch.len() > 1 && !e.is_transient() => {
                 for p in batch.drain(..) {
-                    let r = store.apply(std::slice::from_ref(&p.op)).await.map_err(|e| e.to_string());
+                    let r = store.apply(std::slice::from_ref(&p.op)).await.map_err(WriteError::from);
                     let _ = p.done.send(r);
                 }
             }
             Err(e) => {
+                let e = WriteError::from(e);
                 for p in batch.drain(..) {
-                    let _ = p.done.send(Err(e.to_string()));
+                    let _ = p.done.send(Err(e.clone()));
                 }
             }
         }
@@ -138,7 +195,10 @@ pub async fn lease_loop(
     use std::time::SystemTime;
     let mut first = true;
     let mut last_prune: Option<tokio::time::Instant> = None;
-    let mut tick = tokio::time::interval(lease / 3);
+    // Heartbeats at a third of the lease at most; take-overs looked for at least twice a second,
+    // so an execution handed back at shutdown (lease released) moves on within ~0.5 s whatever
+    // the lease timeout.
+    let mut tick = tokio::time::interval((lease / 3).min(std::time::Duration::from_millis(500)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -152,7 +212,8 @@ pub async fn lease_loop(
                 Err(e) => tracing::warn!("retention: {e}"),
             }
         }
-        if let Err(e) = store.renew_leases(&owner, now + lease).await {
+        let running: Vec<String> = engine.running_durable().iter().map(|id| id.to_string()).collect();
+        if let Err(e) = store.renew_leases(&owner, &running, now + lease).await {
             tracing::warn!("renewing leases: {e}");
         }
         // "Expired before the far future" is everything: the embedded node's own leftovers.

@@ -59,6 +59,10 @@ pub struct Nexus {
     journal: Arc<dyn nexus_store::Journal>,
     /// This replica's name in the journal's leases.
     owner: Arc<str>,
+    engine: Engine,
+    /// Heartbeats, take-overs and retention.
+    leases: JoinHandle<()>,
+    grace: Duration,
 }
 
 impl Nexus {
@@ -90,6 +94,7 @@ impl Nexus {
                 journal_store.clone(),
                 owner.clone(),
                 config.lease_timeout,
+                config.outage_wait,
                 if config.store.url.is_some() { 4 } else { 1 },
             ),
         ));
@@ -102,7 +107,7 @@ impl Nexus {
             config.store.url.is_none(),
             config.retention,
         ));
-        let app = router(api::Api::new(registry, engine, journal_store.clone())).await?;
+        let app = router(api::Api::new(registry, engine.clone(), journal_store.clone())).await?;
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -122,11 +127,20 @@ impl Nexus {
                 })
                 .await;
             refresher.abort();
-            leases.abort();
             served
         });
         tracing::info!(%addr, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
-        Ok(Self { addr, services: catalog.services().len(), shutdown: Some(tx), task, journal: journal_store, owner })
+        Ok(Self {
+            addr,
+            services: catalog.services().len(),
+            shutdown: Some(tx),
+            task,
+            journal: journal_store,
+            owner,
+            engine,
+            leases,
+            grace: config.shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -138,21 +152,38 @@ impl Nexus {
         self.services
     }
 
-    /// Stops accepting connections, lets in-flight requests finish (up to `grace`), and returns.
+    /// The grace period configured for [`Nexus::shutdown`] (`shutdown_grace`).
+    pub fn shutdown_grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Graceful shutdown: stops accepting connections and new executions, hands every durable
+    /// execution running here back at once (stopped where it is, its lease released, so another
+    /// replica continues it from its last journaled step — or this node after a restart), lets
+    /// in-flight ephemeral executions and other requests finish within `grace`, and returns.
     pub async fn shutdown(mut self, grace: Duration) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // No more heartbeats or take-overs from here: this replica is leaving.
+        self.leases.abort();
+        let handed = self.engine.suspend_durable();
+        // Their tasks stop at the next await; give them a moment so no late journal write of
+        // theirs lands after another replica has taken over.
+        let settle = tokio::time::Instant::now() + Duration::from_millis(500);
+        while !self.engine.running_durable().is_empty() && tokio::time::Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        match self.journal.release_leases(&self.owner).await {
+            Ok(n) if n > 0 || handed > 0 => {
+                tracing::info!("handed {n} durable execution(s) back for another replica to continue")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("releasing leases: {e}"),
+        }
         if tokio::time::timeout(grace, &mut self.task).await.is_err() {
             tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
             self.task.abort();
-        }
-        // Hand unfinished durable executions back: another replica takes them over at once
-        // instead of waiting for the lease to run out.
-        match self.journal.release_leases(&self.owner).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("released {n} durable execution(s) for another replica to continue"),
-            Err(e) => tracing::warn!("releasing leases: {e}"),
         }
     }
 

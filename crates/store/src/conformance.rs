@@ -109,6 +109,7 @@ pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
     assert!(steps.contains(&"user") && steps.contains(&"mail"), "{steps:?}");
     assert_eq!(journal.execution_by_idempotency_key("durable", &format!("key-{id}")).await.unwrap(), Some(id.clone()));
     assert!(journal.finished_execution(&id).await.unwrap().is_none());
+    assert_eq!(journal.unfinished_execution(&id).await.unwrap().as_ref(), Some(mine));
 
     // The same idempotency key cannot start a second execution.
     let twin = JournalStart { id: format!("{id}-twin"), ..start.clone() };
@@ -123,6 +124,7 @@ pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
     journal.finish_execution(&finished).await.unwrap();
     assert!(journal.unfinished_executions().await.unwrap().iter().all(|u| u.start.id != id));
     assert_eq!(journal.finished_execution(&id).await.unwrap(), Some(finished));
+    assert!(journal.unfinished_execution(&id).await.unwrap().is_none());
 
     // Retention: finished executions older than the cutoff go, newer ones and unfinished stay.
     let cutoff = start.started_at + Duration::from_millis(1);
@@ -210,7 +212,11 @@ pub async fn check_leases(journal: &dyn crate::Journal) {
     assert_eq!(all, expected, "claimed {a:?} and {b:?}");
     assert!(mine(&journal.claim_expired(&format!("c3-{tag}"), now, later, 100).await.unwrap()).is_empty());
 
-    assert_eq!(journal.renew_leases(&format!("alive-{tag}"), later).await.unwrap(), 2);
+    // Only the executions the owner still runs are renewed (one it stopped running lapses).
+    let running = [format!("lease-{tag}-1"), format!("lease-{tag}-2"), format!("lease-{tag}-3")];
+    assert_eq!(journal.renew_leases(&format!("alive-{tag}"), &running[..1], later).await.unwrap(), 1);
+    assert_eq!(journal.renew_leases(&format!("alive-{tag}"), &running, later).await.unwrap(), 2);
+    assert_eq!(journal.renew_leases(&format!("alive-{tag}"), &[], later).await.unwrap(), 0);
     assert_eq!(journal.release_leases(&format!("alive-{tag}")).await.unwrap(), 2);
     let taken = journal.claim_expired(&format!("c3-{tag}"), now, later, 1).await.unwrap();
     assert_eq!(mine(&taken).len(), 1, "the limit is honoured");

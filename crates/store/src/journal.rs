@@ -46,9 +46,12 @@ const UNFINISHED: &str =
     "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms
     FROM executions WHERE status = 'RUNNING' ORDER BY started_at_ms";
 const PRUNE: &str = "DELETE FROM executions WHERE status <> 'RUNNING' AND started_at_ms < $1";
-const RENEW: &str = "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING'";
+const RENEW: &str = "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING' AND id IN";
 const RELEASE: &str = "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING'";
 const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
+const UNFINISHED_ONE: &str =
+    "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms
+    FROM executions WHERE id = $1 AND status = 'RUNNING'";
 const FINISHED: &str = "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
 const BY_KEY: &str = "SELECT id FROM executions WHERE pattern_name = $1 AND idempotency_key = $2";
 
@@ -177,8 +180,19 @@ macro_rules! journal_impl {
                 Ok(out)
             }
 
-            async fn renew_leases(&self, owner: &str, until: SystemTime) -> Result<u64> {
-                let done = sqlx::query(&$sql(RENEW)).bind(owner).bind(ms(until)).execute(&self.pool).await?;
+            async fn renew_leases(&self, owner: &str, running: &[String], until: SystemTime) -> Result<u64> {
+                if running.is_empty() {
+                    return Ok(0);
+                }
+                // The ids travel as one JSON array parameter (no statement per id, no size-bound
+                // IN list).
+                let ids = serde_json::to_string(running).unwrap_or_else(|_| "[]".into());
+                let done = sqlx::query(&$sql(&self.renew_sql()))
+                    .bind(owner)
+                    .bind(ms(until))
+                    .bind(ids)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected())
             }
 
@@ -226,6 +240,13 @@ macro_rules! journal_impl {
                 .transpose()
             }
 
+            async fn unfinished_execution(&self, id: &str) -> Result<Option<UnfinishedExecution>> {
+                match sqlx::query(&$sql(UNFINISHED_ONE)).bind(id).fetch_optional(&self.pool).await? {
+                    Some(r) => Ok(Some(self.with_steps(&r).await?)),
+                    None => Ok(None),
+                }
+            }
+
             async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>> {
                 let row = sqlx::query(&$sql(BY_KEY)).bind(pattern_name).bind(key).fetch_optional(&self.pool).await?;
                 row.map(|r| r.try_get("id").map_err(Into::into)).transpose()
@@ -236,7 +257,7 @@ macro_rules! journal_impl {
 
 /// Rebuilds an unfinished execution from its row and its journaled steps.
 macro_rules! with_steps_impl {
-    ($store:ty, $row:ty, $sql:expr, $claim:expr) => {
+    ($store:ty, $row:ty, $sql:expr, $claim:expr, $renew:expr) => {
         impl $store {
             async fn with_steps(&self, r: &$row) -> Result<UnfinishedExecution> {
                 let id: String = r.try_get("id")?;
@@ -265,6 +286,10 @@ macro_rules! with_steps_impl {
             fn claim_sql(&self) -> String {
                 $claim
             }
+
+            fn renew_sql(&self) -> String {
+                $renew
+            }
         }
     };
 }
@@ -279,7 +304,8 @@ with_steps_impl!(
             SELECT id FROM executions WHERE status = 'RUNNING' AND lease_until_ms < $3
             ORDER BY started_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED)
          RETURNING {COLUMNS}"
-    )
+    ),
+    format!("{RENEW} (SELECT jsonb_array_elements_text($3::jsonb))")
 );
 // SQLite has a single writer: the UPDATE is atomic as it is.
 with_steps_impl!(
@@ -291,7 +317,8 @@ with_steps_impl!(
             SELECT id FROM executions WHERE status = 'RUNNING' AND lease_until_ms < $3
             ORDER BY started_at_ms LIMIT $4)
          RETURNING {COLUMNS}"
-    )
+    ),
+    format!("{RENEW} (SELECT value FROM json_each($3))")
 );
 
 pattern_store_impl!(crate::SqliteStore, sqlite_sql);

@@ -26,6 +26,27 @@ pub enum Error {
     Database(#[from] sqlx::Error),
 }
 
+impl Error {
+    /// Whether trying again later may succeed: the database is unreachable, restarting or busy,
+    /// as opposed to a write it refuses (a constraint) or data it cannot read.
+    pub fn is_transient(&self) -> bool {
+        let e = match self {
+            Self::Database(e) => e,
+            Self::Open { .. } | Self::Migration { .. } => return false,
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => matches!(db.kind(), sqlx::error::ErrorKind::Other),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A registered pattern version as stored: the document in its JSON form plus indexable fields.
@@ -116,11 +137,17 @@ pub trait Journal: Send + Sync + 'static {
 
     async fn finished_execution(&self, id: &str) -> Result<Option<FinishedExecution>>;
 
+    /// An unfinished execution (running on some replica, or waiting to be taken over) with its
+    /// journaled steps.
+    async fn unfinished_execution(&self, id: &str) -> Result<Option<UnfinishedExecution>>;
+
     /// Applies several writes in one transaction (one commit: group commit). All or none.
     async fn apply(&self, ops: &[JournalOp]) -> Result<()>;
 
-    /// Extends the leases of every unfinished execution `owner` runs; returns how many.
-    async fn renew_leases(&self, owner: &str, until: SystemTime) -> Result<u64>;
+    /// Extends `owner`'s leases on those of `running` that are unfinished; returns how many. An
+    /// execution `owner` holds but no longer runs (it stopped it) is not renewed: its lease runs
+    /// out and it is claimed again, by this replica or another.
+    async fn renew_leases(&self, owner: &str, running: &[String], until: SystemTime) -> Result<u64>;
 
     /// Takes over up to `limit` unfinished executions whose lease ran out before `now` (their
     /// replica died or left): they become `owner`'s until `until`. Concurrent claimers never
