@@ -41,6 +41,9 @@ pub struct Options {
     pub durable: bool,
     /// Journal in this PostgreSQL database (a fresh schema is created) instead of SQLite.
     pub database_url: Option<String>,
+    /// Run Nexus as its own process (this executable, re-run with `--serve-nexus`), so its CPU
+    /// time and memory are measured alone. Otherwise it runs in the benchmark's process.
+    pub nexus_process: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -53,6 +56,7 @@ impl Default for Options {
             warmup_requests: 1_000,
             durable: false,
             database_url: None,
+            nexus_process: None,
         }
     }
 }
@@ -75,7 +79,20 @@ pub struct Report {
     pub direct_throughput: Stats,
     pub nexus_throughput: Stats,
     pub concurrency: usize,
+    /// The pattern ran durable (journaled).
+    pub durable: bool,
     /// Resident set size of the process (client + Nexus + demo services) after the run.
+    pub rss_after_kib: u64,
+    /// Measured on Nexus's own process, when it runs as one.
+    pub nexus_alone: Option<NexusAlone>,
+}
+
+/// Nexus measured as its own process.
+#[derive(Debug, Clone, Copy)]
+pub struct NexusAlone {
+    /// Nexus's CPU time per execution in the throughput phase, in µs.
+    pub cpu_us_per_exec: f64,
+    /// Nexus's resident set size after the run, in KiB.
     pub rss_after_kib: u64,
 }
 
@@ -105,21 +122,53 @@ impl Report {
         out += &row("nexus, 1 client", &self.nexus_latency);
         out += &row(&format!("direct, {} clients", self.concurrency), &self.direct_throughput);
         out += &row(&format!("nexus, {} clients", self.concurrency), &self.nexus_throughput);
-        out += &format!("\nnexus overhead per step at p50: {:.3} ms (target ≤ 0.050)\n", self.overhead_per_step_ms());
+        // The targets of the issues: ephemeral (hot path) and durable (journaled, SQLite).
+        let (step_target, cpu_target, rss_target) = if self.durable { (0.3, 300.0, 64.0) } else { (0.05, 0.0, 0.0) };
         out += &format!(
-            "nexus / direct throughput at {} clients: {:.2} (target ≥ 0.50)\n",
-            self.concurrency,
-            self.throughput_ratio()
+            "\nnexus overhead per step at p50: {:.3} ms (target ≤ {step_target})\n",
+            self.overhead_per_step_ms()
         );
-        out += &format!(
-            "CPU per execution added by nexus at {} clients: {:.1} µs (whole process, nexus minus direct)\n",
-            self.concurrency,
-            self.nexus_throughput.cpu_us_per_exec - self.direct_throughput.cpu_us_per_exec
-        );
-        out += &format!(
-            "RSS after the run (client + nexus + demo services): {:.1} MiB\n",
-            self.rss_after_kib as f64 / 1024.0
-        );
+        if self.durable {
+            out += &format!(
+                "durable executions/s at {} clients: {:.0} (target ≥ 2700 on SQLite)\n",
+                self.concurrency, self.nexus_throughput.per_sec
+            );
+        } else {
+            out += &format!(
+                "nexus / direct throughput at {} clients: {:.2} (target ≥ 0.50)\n",
+                self.concurrency,
+                self.throughput_ratio()
+            );
+        }
+        match &self.nexus_alone {
+            Some(n) => {
+                let target =
+                    |t: f64, unit: &str| if t > 0.0 { format!(" (target ≤ {t} {unit})") } else { String::new() };
+                out += &format!(
+                    "nexus process alone at {} clients: {:.1} µs CPU per execution{}; RSS after the run {:.1} MiB{}\n",
+                    self.concurrency,
+                    n.cpu_us_per_exec,
+                    target(cpu_target, "µs"),
+                    n.rss_after_kib as f64 / 1024.0,
+                    target(rss_target, "MiB"),
+                );
+                out += &format!(
+                    "RSS after the run of the benchmark process (client + demo services): {:.1} MiB\n",
+                    self.rss_after_kib as f64 / 1024.0
+                );
+            }
+            None => {
+                out += &format!(
+                    "CPU per execution added by nexus at {} clients: {:.1} µs (whole process, nexus minus direct)\n",
+                    self.concurrency,
+                    self.nexus_throughput.cpu_us_per_exec - self.direct_throughput.cpu_us_per_exec
+                );
+                out += &format!(
+                    "RSS after the run (client + nexus + demo services): {:.1} MiB\n",
+                    self.rss_after_kib as f64 / 1024.0
+                )
+            }
+        }
         out
     }
 }
@@ -146,8 +195,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         schema = Some((conn, name));
     }
     config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
-    let nexus = nexus_server::Nexus::start(config).await?;
-    let nexus_url = format!("http://{}", nexus.local_addr());
+    let nexus = match &options.nexus_process {
+        Some(exe) => RunningNexus::Process(NexusProcess::spawn(exe, &config)?),
+        None => RunningNexus::InProcess(nexus_server::Nexus::start(config).await?),
+    };
+    let nexus_url = format!("http://{}", nexus.addr());
     let backend_url = format!("http://{backend}");
 
     let mut client = NexusServiceClient::new(channel(&nexus_url).await?);
@@ -173,9 +225,17 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let nexus_latency = phase(&via_nexus, 1, options.latency_requests, options.max_phase_time, &counter).await?;
     let c = options.concurrency;
     let direct_throughput = phase(&direct, c, options.throughput_requests, options.max_phase_time, &counter).await?;
+    let nexus_cpu_before = nexus.process_cpu();
     let nexus_throughput = phase(&via_nexus, c, options.throughput_requests, options.max_phase_time, &counter).await?;
+    let nexus_alone = match (nexus_cpu_before, nexus.process_cpu(), nexus.rss_kib()) {
+        (Some(before), Some(after), Some(rss)) => Some(NexusAlone {
+            cpu_us_per_exec: after.saturating_sub(before).as_secs_f64() * 1e6 / nexus_throughput.count.max(1) as f64,
+            rss_after_kib: rss,
+        }),
+        _ => None,
+    };
 
-    nexus.shutdown(Duration::from_secs(5)).await;
+    nexus.shutdown().await;
     let _ = demo.shutdown().await;
     if let Some((mut conn, name)) = schema {
         sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE")).execute(&mut conn).await?;
@@ -187,7 +247,104 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         direct_throughput,
         nexus_throughput,
         concurrency: c,
+        durable: options.durable,
+        nexus_alone,
     })
+}
+
+/// Nexus under test: in this process, or as a child process of its own.
+enum RunningNexus {
+    InProcess(nexus_server::Nexus),
+    Process(NexusProcess),
+}
+
+impl RunningNexus {
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Self::InProcess(n) => n.local_addr(),
+            Self::Process(p) => p.addr,
+        }
+    }
+
+    fn process_cpu(&self) -> Option<Duration> {
+        match self {
+            Self::InProcess(_) => None,
+            Self::Process(p) => Some(cpu_of(&format!("/proc/{}/stat", p.child.id()))),
+        }
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        match self {
+            Self::InProcess(_) => None,
+            Self::Process(p) => Some(rss_of(&format!("/proc/{}/status", p.child.id()))),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Self::InProcess(n) => n.shutdown(Duration::from_secs(5)).await,
+            Self::Process(mut p) => {
+                // Closing its stdin is the child's signal to shut down.
+                drop(p.child.stdin.take());
+                let _ = tokio::task::spawn_blocking(move || p.child.wait()).await;
+            }
+        }
+    }
+}
+
+/// A Nexus child process started by [`NexusProcess::spawn`]; killed if the benchmark fails.
+struct NexusProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for NexusProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl NexusProcess {
+    /// Runs `exe --serve-nexus` with `config` passed as `NEXUS_*` environment variables.
+    fn spawn(exe: &std::path::Path, config: &nexus_server::Config) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let services: Vec<String> = config.services.iter().map(|s| format!("{}={}", s.name, s.endpoint)).collect();
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("--serve-nexus")
+            .env("NEXUS_LISTEN", config.listen.to_string())
+            .env("NEXUS_DATA_DIR", &config.data_dir)
+            .env("NEXUS_IN_MEMORY", if config.in_memory { "true" } else { "false" })
+            .env("NEXUS_SERVICES", services.join(","))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        if let Some(url) = &config.store.url {
+            cmd.env("NEXUS_DATABASE_URL", url);
+        }
+        if let Some(schema) = &config.store.schema {
+            cmd.env("NEXUS_DATABASE_SCHEMA", schema);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line.trim().parse().with_context(|| format!("the Nexus child printed `{}`", line.trim()))?;
+        Ok(Self { child, addr })
+    }
+}
+
+/// The child side of [`Options::nexus_process`]: starts Nexus from `NEXUS_*` variables, prints
+/// its address, and shuts down when stdin closes.
+pub async fn serve_nexus_child() -> anyhow::Result<()> {
+    let mut config = nexus_server::Config::default();
+    config.apply_env(|k| std::env::var(k).ok())?;
+    let nexus = nexus_server::Nexus::start(config).await?;
+    println!("{}", nexus.local_addr());
+    tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await??;
+    nexus.shutdown(Duration::from_secs(5)).await;
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -243,8 +400,12 @@ async fn phase(
 
 /// User + system CPU time this process has used so far.
 pub fn process_cpu() -> Duration {
-    // /proc/self/stat fields 14 and 15 (utime, stime) are in clock ticks (100 Hz on Linux).
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
+    cpu_of("/proc/self/stat")
+}
+
+fn cpu_of(stat_path: &str) -> Duration {
+    // /proc/<pid>/stat fields 14 and 15 (utime, stime) are in clock ticks (100 Hz on Linux).
+    let Ok(stat) = std::fs::read_to_string(stat_path) else { return Duration::ZERO };
     let Some(after_comm) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return Duration::ZERO };
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -353,7 +514,11 @@ impl StreamReport {
 
 /// Resident set size of this process, in KiB (Linux).
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_of("/proc/self/status")
+}
+
+fn rss_of(status_path: &str) -> u64 {
+    std::fs::read_to_string(status_path)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -36,6 +36,13 @@ struct Args {
     /// Instead: stream through Nexus to a slow reader for this many seconds and report memory.
     #[arg(long)]
     slow_stream_secs: Option<u64>,
+    /// Run Nexus in the benchmark's own process (by default it runs as a separate process, so
+    /// its CPU time and memory are measured alone).
+    #[arg(long)]
+    in_process: bool,
+    /// (Internal) run as the Nexus child process.
+    #[arg(long, hide = true)]
+    serve_nexus: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,8 +55,12 @@ fn main() -> anyhow::Result<()> {
         warmup_requests: (args.latency_requests / 5).max(10),
         durable: args.durable,
         database_url: args.database_url.clone(),
+        nexus_process: if args.in_process { None } else { Some(std::env::current_exe()?) },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if args.serve_nexus {
+        return runtime.block_on(nexus_bench::serve_nexus_child());
+    }
     if let Some(secs) = args.slow_stream_secs {
         let report = runtime.block_on(nexus_bench::slow_stream(Duration::from_secs(secs), Duration::from_millis(1)))?;
         print!("{}", report.render());
@@ -68,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                 "overhead_per_step_ms": report.overhead_per_step_ms(),
                 "throughput_ratio": report.throughput_ratio(),
                 "rss_after_kib": report.rss_after_kib,
+                "nexus_alone": report.nexus_alone.map(|n| serde_json::json!({"cpu_us_per_exec": n.cpu_us_per_exec, "rss_after_kib": n.rss_after_kib})),
             })
         );
     } else {

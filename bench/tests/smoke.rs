@@ -14,6 +14,7 @@ async fn a_small_run_measures_both_paths() {
         warmup_requests: 10,
         durable: false,
         database_url: None,
+        nexus_process: None,
     };
     let report = nexus_bench::run(&options).await.expect("benchmark run");
     for s in [report.direct_latency, report.nexus_latency, report.direct_throughput, report.nexus_throughput] {
@@ -30,4 +31,24 @@ async fn a_slow_stream_reader_keeps_memory_bounded() {
     // The backend could produce millions of chunks in that time; backpressure must hold it back.
     let growth_mib = report.rss_max_kib.saturating_sub(report.rss_start_kib) / 1024;
     assert!(growth_mib < 64, "RSS grew by {growth_mib} MiB: {report:?}");
+}
+
+/// Durable, with Nexus as its own process (how the figures of Nexus alone are measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_run_measures_nexus_as_its_own_process() {
+    let options = nexus_bench::Options {
+        latency_requests: 30,
+        throughput_requests: 60,
+        concurrency: 4,
+        max_phase_time: Duration::from_secs(10),
+        warmup_requests: 10,
+        durable: true,
+        database_url: None,
+        nexus_process: Some(env!("CARGO_BIN_EXE_nexus-bench").into()),
+    };
+    let report = nexus_bench::run(&options).await.expect("benchmark run");
+    let alone = report.nexus_alone.expect("figures of the Nexus process");
+    assert!(alone.rss_after_kib > 1024 && alone.cpu_us_per_exec > 0.0, "{alone:?}");
+    let text = report.render();
+    assert!(text.contains("durable executions/s") && text.contains("nexus process alone"), "{text}");
 }

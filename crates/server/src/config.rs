@@ -31,7 +31,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Keep everything in memory (nothing survives a restart).
     pub in_memory: bool,
-    /// Finished ephemeral executions kept for GetExecution / ListExecutions.
+    /// Finished executions kept in memory, with their payloads, for GetExecution /
+    /// ListExecutions (~10 KiB each for a 3-step pattern). Durable executions are also in the
+    /// journal (their summary) for as long as `retention` says.
     pub execution_history: usize,
     /// How long to wait for a backend's descriptors at start.
     #[serde(with = "humantime_secs")]
@@ -76,7 +78,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from(".nexus"),
             in_memory: false,
-            execution_history: 10_000,
+            execution_history: 1_000,
             discovery_timeout: std::time::Duration::from_secs(10),
             services: Vec::new(),
             store: StoreConfig::default(),
@@ -175,7 +177,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_DATABASE_URL`,
+    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_EXECUTION_HISTORY`,
+    /// `NEXUS_DATABASE_URL`,
     /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`
     /// and `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -190,6 +193,10 @@ impl Config {
         }
         if let Some(v) = env("NEXUS_LEASE_TIMEOUT") {
             self.lease_timeout = parse_duration(&v).map_err(|e| invalid("NEXUS_LEASE_TIMEOUT", e))?;
+        }
+        if let Some(v) = env("NEXUS_EXECUTION_HISTORY") {
+            self.execution_history =
+                v.parse().map_err(|e| invalid("NEXUS_EXECUTION_HISTORY", format!("`{v}`: {e}")))?;
         }
         if let Some(v) = env("NEXUS_OUTAGE_WAIT") {
             self.outage_wait = parse_duration(&v).map_err(|e| invalid("NEXUS_OUTAGE_WAIT", e))?;

@@ -34,13 +34,6 @@ fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-const START: &str = "INSERT INTO executions
-    (id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-const STEP: &str = "INSERT INTO step_results (execution_id, step_id, seq, result) VALUES ($1, $2, $3, $4)
-    ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result";
-const FINISH: &str = "UPDATE executions SET status = $2, record = $3 WHERE id = $1";
-const COMPACT: &str = "DELETE FROM step_results WHERE execution_id = $1";
 const COLUMNS: &str = "id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms";
 const UNFINISHED: &str =
     "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms
@@ -60,6 +53,86 @@ const INSERT_PATTERN: &str = "INSERT INTO patterns (name, version, owner, descri
 const PATTERN_DOCUMENT: &str = "SELECT document FROM patterns WHERE name = $1 AND version = $2";
 const LIST_PATTERNS: &str = "SELECT name, version, owner, description, document, registered_at_ms FROM patterns
     ORDER BY registered_at_ms, name, version";
+
+/// A batch of journal writes as one JSON array per kind, bound as a single parameter.
+struct Batch {
+    starts: Option<String>,
+    steps: Option<String>,
+    finishes: Option<String>,
+}
+
+impl Batch {
+    fn of(ops: &[JournalOp]) -> Self {
+        use serde_json::json;
+        let (mut starts, mut steps, mut finishes) = (Vec::new(), Vec::new(), Vec::new());
+        for op in ops {
+            match op {
+                JournalOp::Start(s) => starts.push(json!({
+                    "id": s.id, "name": s.pattern_name, "version": s.pattern_version, "input": s.input,
+                    "key": s.idempotency_key, "started": ms(s.started_at), "owner": s.owner,
+                    "lease": ms(s.lease_until),
+                })),
+                JournalOp::Step { execution_id, step_id, result } => steps.push(json!({
+                    "id": execution_id, "step": step_id, "seq": next_seq(), "result": result,
+                })),
+                JournalOp::Finish(f) => finishes.push(json!({"id": f.id, "status": f.status, "record": f.record})),
+            }
+        }
+        let text = |v: Vec<serde_json::Value>| (!v.is_empty()).then(|| serde_json::Value::Array(v).to_string());
+        Self { starts: text(starts), steps: text(steps), finishes: text(finishes) }
+    }
+}
+
+/// The batch statements of one store (see [`Batch`]).
+struct BatchSql {
+    start: String,
+    step: String,
+    finish: String,
+    compact: String,
+}
+
+/// SQLite reads the arrays with `json_each` (the `WHERE true` lets the upsert parse after a
+/// SELECT).
+fn sqlite_batch_sql() -> BatchSql {
+    BatchSql {
+        start: "INSERT INTO executions
+            (id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms)
+            SELECT value->>'id', value->>'name', value->>'version', value->>'input', value->>'key',
+                value->>'started', value->>'owner', value->>'lease'
+            FROM json_each(?1)"
+            .into(),
+        step: "INSERT INTO step_results (execution_id, step_id, seq, result)
+            SELECT value->>'id', value->>'step', value->>'seq', value->>'result' FROM json_each(?1) WHERE true
+            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result"
+            .into(),
+        finish: "UPDATE executions SET status = x.value->>'status', record = x.value->>'record'
+            FROM json_each(?1) AS x WHERE executions.id = x.value->>'id'"
+            .into(),
+        compact: "DELETE FROM step_results WHERE execution_id IN (SELECT value->>'id' FROM json_each(?1))".into(),
+    }
+}
+
+/// PostgreSQL reads the arrays with `json_to_recordset`.
+fn postgres_batch_sql() -> BatchSql {
+    BatchSql {
+        start: "INSERT INTO executions
+            (id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms)
+            SELECT id, name, version, input, key, started, owner, lease
+            FROM json_to_recordset($1::json) AS x(id text, name text, version text, input text, key text,
+                started bigint, owner text, lease bigint)"
+            .into(),
+        step: "INSERT INTO step_results (execution_id, step_id, seq, result)
+            SELECT id, step, seq, result FROM json_to_recordset($1::json) AS x(id text, step text, seq bigint, result text)
+            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result"
+            .into(),
+        finish: "UPDATE executions SET status = x.status, record = x.record
+            FROM json_to_recordset($1::json) AS x(id text, status text, record text) WHERE executions.id = x.id"
+            .into(),
+        compact: "DELETE FROM step_results WHERE execution_id IN
+            (SELECT id FROM json_to_recordset($1::json) AS x(id text))"
+            .into(),
+    }
+}
 
 macro_rules! pattern_store_impl {
     ($store:ty, $sql:expr) => {
@@ -131,41 +204,23 @@ macro_rules! journal_impl {
             }
 
             async fn apply(&self, ops: &[JournalOp]) -> Result<()> {
+                // Whatever the batch size, four statements (each kind of write travels as one
+                // JSON array parameter): a batch costs a handful of round trips to the database
+                // (for SQLite, hops to its worker thread), not a few per write. One batch holds at
+                // most one write per execution (each execution awaits its writes in turn), so
+                // the order of the kinds within it does not matter.
+                let batch = Batch::of(ops);
+                let sql = self.batch_sql();
                 let mut tx = self.pool.begin().await?;
-                for op in ops {
-                    match op {
-                        JournalOp::Start(s) => {
-                            sqlx::query(&$sql(START))
-                                .bind(&s.id)
-                                .bind(&s.pattern_name)
-                                .bind(&s.pattern_version)
-                                .bind(&s.input)
-                                .bind(&s.idempotency_key)
-                                .bind(ms(s.started_at))
-                                .bind(&s.owner)
-                                .bind(ms(s.lease_until))
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        JournalOp::Step { execution_id, step_id, result } => {
-                            sqlx::query(&$sql(STEP))
-                                .bind(execution_id)
-                                .bind(step_id)
-                                .bind(next_seq())
-                                .bind(result)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        JournalOp::Finish(f) => {
-                            sqlx::query(&$sql(FINISH))
-                                .bind(&f.id)
-                                .bind(&f.status)
-                                .bind(&f.record)
-                                .execute(&mut *tx)
-                                .await?;
-                            sqlx::query(&$sql(COMPACT)).bind(&f.id).execute(&mut *tx).await?;
-                        }
-                    }
+                if let Some(starts) = batch.starts {
+                    sqlx::query(&sql.start).bind(starts).execute(&mut *tx).await?;
+                }
+                if let Some(steps) = batch.steps {
+                    sqlx::query(&sql.step).bind(steps).execute(&mut *tx).await?;
+                }
+                if let Some(finishes) = batch.finishes {
+                    sqlx::query(&sql.finish).bind(&finishes).execute(&mut *tx).await?;
+                    sqlx::query(&sql.compact).bind(finishes).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -257,7 +312,7 @@ macro_rules! journal_impl {
 
 /// Rebuilds an unfinished execution from its row and its journaled steps.
 macro_rules! with_steps_impl {
-    ($store:ty, $row:ty, $sql:expr, $claim:expr, $renew:expr) => {
+    ($store:ty, $row:ty, $sql:expr, $claim:expr, $renew:expr, $batch:expr) => {
         impl $store {
             async fn with_steps(&self, r: &$row) -> Result<UnfinishedExecution> {
                 let id: String = r.try_get("id")?;
@@ -290,6 +345,11 @@ macro_rules! with_steps_impl {
             fn renew_sql(&self) -> String {
                 $renew
             }
+
+            fn batch_sql(&self) -> &'static BatchSql {
+                static SQL: std::sync::OnceLock<BatchSql> = std::sync::OnceLock::new();
+                SQL.get_or_init($batch)
+            }
         }
     };
 }
@@ -305,7 +365,8 @@ with_steps_impl!(
             ORDER BY started_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED)
          RETURNING {COLUMNS}"
     ),
-    format!("{RENEW} (SELECT jsonb_array_elements_text($3::jsonb))")
+    format!("{RENEW} (SELECT jsonb_array_elements_text($3::jsonb))"),
+    postgres_batch_sql
 );
 // SQLite has a single writer: the UPDATE is atomic as it is.
 with_steps_impl!(
@@ -318,7 +379,8 @@ with_steps_impl!(
             ORDER BY started_at_ms LIMIT $4)
          RETURNING {COLUMNS}"
     ),
-    format!("{RENEW} (SELECT value FROM json_each($3))")
+    format!("{RENEW} (SELECT value FROM json_each($3))"),
+    sqlite_batch_sql
 );
 
 pattern_store_impl!(crate::SqliteStore, sqlite_sql);
