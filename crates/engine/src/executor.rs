@@ -522,9 +522,14 @@ impl<'a> Run<'a> {
                     failure = Some(ExecError { code: Code::Cancelled, message: "the caller went away".into(), step_id: None });
                 }
                 Some(done) = running.next() => {
-                    // Journaled before any dependant can start (finish() releases them).
-                    if let (Some(j), Ok(response)) = (self.journal, &done.result) {
-                        let step = &self.pattern.steps[done.index];
+                    // Journaled before any dependant can start (finish() releases them). The
+                    // last step to finish, with no dependants, is not: the execution's end, which
+                    // is journaled next, records it (one commit less per execution; a crash in
+                    // between calls it again with the same idempotency key, as for a step in
+                    // flight).
+                    let step = &self.pattern.steps[done.index];
+                    let last = step.dependants.is_empty() && running.is_empty();
+                    if let (Some(j), Ok(response), false) = (self.journal, &done.result, last) {
                         if let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(response)).await {
                             // The journal still holds the execution as running: stop here without
                             // an outcome and let it resume from the journal once the store is back
