@@ -529,19 +529,19 @@ impl<'a> Run<'a> {
                     // flight).
                     let step = &self.pattern.steps[done.index];
                     let last = step.dependants.is_empty() && running.is_empty();
-                    if let (Some(j), Ok(response), false) = (self.journal, &done.result, last) {
-                        if let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(response)).await {
-                            // The journal still holds the execution as running: stop here without
-                            // an outcome and let it resume from the journal once the store is back
-                            // (failing it would need the journal too, and would lose its progress).
-                            emitter.running.request_suspend();
-                            failure = Some(ExecError {
-                                code: Code::Unavailable,
-                                message: format!("journaling the result of step `{}`: {e}", step.id),
-                                step_id: Some(step.id.clone()),
-                            });
-                            continue;
-                        }
+                    if let (Some(j), Ok(response), false) = (self.journal, &done.result, last)
+                        && let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(response)).await
+                    {
+                        // The journal still holds the execution as running: stop here without an
+                        // outcome and let it resume from the journal once the store is back
+                        // (failing it would need the journal too, and would lose its progress).
+                        emitter.running.request_suspend();
+                        failure = Some(ExecError {
+                            code: Code::Unavailable,
+                            message: format!("journaling the result of step `{}`: {e}", step.id),
+                            step_id: Some(step.id.clone()),
+                        });
+                        continue;
                     }
                     if let Err(e) = self.finish(done, &mut ready, &mut events) {
                         failure = Some(e);
