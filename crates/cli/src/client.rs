@@ -6,11 +6,55 @@ use anyhow::{Context, bail};
 use nexus_core::{document, pb, value};
 use nexus_server::proto::nexus_service_client::NexusServiceClient;
 use prost::Message;
-use tonic::transport::Channel;
+use tonic::{
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 
-use crate::{Target, render};
+use crate::{Target, Visibility, render};
 
-pub async fn connect(target: &Target) -> anyhow::Result<NexusServiceClient<Channel>> {
+/// A client of the Nexus API that sends the caller's credentials on every call.
+pub type Client = NexusServiceClient<InterceptedService<Channel, Credentials>>;
+
+/// Adds `authorization: Bearer <token>` to every request (nothing without a token). The value is
+/// marked sensitive, so it never shows in debug output.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl Credentials {
+    /// Credentials from `--token` / `NEXUS_TOKEN`; an empty token means none. The token itself is
+    /// never part of an error message.
+    pub fn from_token(token: Option<&str>) -> anyhow::Result<Self> {
+        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Self::default());
+        };
+        let mut value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            anyhow::anyhow!(
+                "the token given with --token or NEXUS_TOKEN holds characters that cannot be sent in a header \
+                 (it must be printable ASCII)"
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(Self { authorization: Some(value) })
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Connects to the Nexus at `target.addr`; every call made with the client carries the target's
+/// credentials. The one place that builds API clients.
+pub async fn connect(target: &Target) -> anyhow::Result<Client> {
+    let credentials = Credentials::from_token(target.token.as_deref())?;
     let channel = tonic::transport::Endpoint::from_shared(target.addr.clone())
         .with_context(|| format!("invalid address {}", target.addr))?
         .connect()
@@ -18,7 +62,7 @@ pub async fn connect(target: &Target) -> anyhow::Result<NexusServiceClient<Chann
         .with_context(|| {
             format!("cannot reach Nexus at {} (is `nexus serve` running? set --addr or NEXUS_ADDR)", target.addr)
         })?;
-    Ok(NexusServiceClient::new(channel))
+    Ok(NexusServiceClient::with_interceptor(channel, credentials))
 }
 
 /// Turns a status into an error; diagnostics in its details are listed one per line.
@@ -38,7 +82,13 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
         .and_then(|v| v.to_str().ok())
         .map(|id| format!("\n(execution {id}: `nexus executions {id}` shows its steps)"))
         .unwrap_or_default();
-    anyhow::anyhow!("{:?}: {}{id}", s.code(), s.message())
+    let hint = match s.code() {
+        tonic::Code::Unauthenticated => {
+            "\n(credentials go in --token or NEXUS_TOKEN: an API key from `nexus token create`, or a JWT)"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("{:?}: {}{id}{hint}", s.code(), s.message())
 }
 
 pub fn read_pattern(path: &Path) -> anyhow::Result<pb::Pattern> {
@@ -109,27 +159,57 @@ pub async fn validate(target: &Target, files: &[PathBuf]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// What `pattern list` filters and sorts by.
+pub struct ListFilter {
+    pub query: String,
+    pub owner: String,
+    pub tag: String,
+    pub action: String,
+    pub sort: pb::PatternSort,
+}
+
+impl ListFilter {
+    fn request(&self, page_size: u32, page_token: String) -> pb::ListPatternsRequest {
+        pb::ListPatternsRequest {
+            query: self.query.clone(),
+            owner: self.owner.clone(),
+            tag: self.tag.clone(),
+            page_size,
+            page_token,
+            action: self.action.clone(),
+            sort: self.sort as i32,
+        }
+    }
+}
+
+/// Lists patterns: every page, or (with a page size or token) one page and the next page's token.
 pub async fn list(
     target: &Target,
-    query: Option<String>,
-    owner: Option<String>,
-    tag: Option<String>,
+    filter: ListFilter,
+    page_size: Option<u32>,
+    page_token: Option<String>,
 ) -> anyhow::Result<()> {
     let mut client = connect(target).await?;
-    let mut token = String::new();
-    let mut all = Vec::new();
-    loop {
+    if page_size.is_some() || page_token.is_some() {
         let r = client
-            .list_patterns(pb::ListPatternsRequest {
-                query: query.clone().unwrap_or_default(),
-                owner: owner.clone().unwrap_or_default(),
-                tag: tag.clone().unwrap_or_default(),
-                page_size: 200,
-                page_token: token,
-            })
+            .list_patterns(filter.request(page_size.unwrap_or(0), page_token.unwrap_or_default()))
             .await
             .map_err(status_error)?
             .into_inner();
+        if target.json {
+            println!("{}", render::message_json(&r, "nexus.v1.ListPatternsResponse"));
+        } else {
+            print!("{}", render::pattern_table(&r.patterns));
+            if !r.next_page_token.is_empty() {
+                println!("next page: --page-token {}", r.next_page_token);
+            }
+        }
+        return Ok(());
+    }
+    let mut token = String::new();
+    let mut all = Vec::new();
+    loop {
+        let r = client.list_patterns(filter.request(200, token)).await.map_err(status_error)?.into_inner();
         all.extend(r.patterns);
         if r.next_page_token.is_empty() {
             break;
@@ -307,5 +387,212 @@ pub async fn follow(target: &Target, name: &str, input: &str, version: Option<St
             Err(anyhow::anyhow!("the execution did not succeed: {}: {}", e.code, e.message))
         }
         None => Err(anyhow::anyhow!("the stream ended without a result")),
+    }
+}
+
+/// Every version of a pattern, and the facts of its name.
+pub async fn versions(target: &Target, name: &str) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let r = client
+        .list_pattern_versions(pb::ListPatternVersionsRequest { name: name.to_string() })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.ListPatternVersionsResponse"));
+    } else {
+        print!("{}", render::versions(&r));
+    }
+    Ok(())
+}
+
+/// Deprecates a version (or lifts its deprecation) and prints the new latest.
+pub async fn deprecate(
+    target: &Target,
+    name: &str,
+    version: &str,
+    reason: Option<String>,
+    undo: bool,
+) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let r = client
+        .deprecate_pattern(pb::DeprecatePatternRequest {
+            name: name.to_string(),
+            version: version.to_string(),
+            reason: reason.unwrap_or_default(),
+            undo,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.DeprecatePatternResponse"));
+    } else {
+        let what = if undo { "no longer deprecated" } else { "deprecated" };
+        let latest = if r.latest.is_empty() {
+            "no version is latest now (all are deprecated)".to_string()
+        } else {
+            format!("latest is {name}@{}", r.latest)
+        };
+        println!("{name}@{version} {what}; {latest}");
+    }
+    Ok(())
+}
+
+/// Prints the changes from `name@v1` to `v2` of `name` (or of `to_name`), one line each.
+pub async fn diff(target: &Target, name: &str, v1: &str, v2: &str, to_name: Option<String>) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let to_name = to_name.unwrap_or_default();
+    let r = client
+        .diff_patterns(pb::DiffPatternsRequest {
+            name: name.to_string(),
+            from_version: v1.to_string(),
+            to_version: v2.to_string(),
+            to_name: to_name.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.DiffPatternsResponse"));
+    } else if r.changes.is_empty() {
+        let other = if to_name.is_empty() { name } else { &to_name };
+        eprintln!("no changes from {name}@{v1} to {other}@{v2}");
+    } else {
+        for change in &r.changes {
+            println!("{}", render::change_line(change));
+        }
+    }
+    Ok(())
+}
+
+/// Forks a version under a new name owned by the caller.
+pub async fn fork(target: &Target, name: &str, new_name: &str, version: Option<String>) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let version = version.unwrap_or_default();
+    let r = client
+        .fork_pattern(pb::ForkPatternRequest {
+            name: name.to_string(),
+            version: version.clone(),
+            new_name: new_name.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.RegisterPatternResponse"));
+    } else {
+        let p = r.pattern_ref.unwrap_or_default();
+        let source = if version.is_empty() { format!("{name} (latest)") } else { format!("{name}@{version}") };
+        let what = if r.created { "forked" } else { "already forked (identical)" };
+        println!("{what} {source} as {}@{}", p.name, p.version);
+        for d in &r.diagnostics {
+            println!("  warning: {}: {}", d.path, d.message);
+        }
+    }
+    Ok(())
+}
+
+/// Sets who may see a pattern.
+pub async fn share(target: &Target, name: &str, visibility: Visibility) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let r = client
+        .set_visibility(pb::SetVisibilityRequest {
+            name: name.to_string(),
+            visibility: visibility.as_str().to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.SetVisibilityResponse"));
+    } else {
+        println!("{name} is now {}", r.visibility);
+    }
+    Ok(())
+}
+
+/// Stars or unstars a pattern.
+pub async fn star(target: &Target, name: &str, unstar: bool) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let r = client.star(pb::StarRequest { name: name.to_string(), unstar }).await.map_err(status_error)?.into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.StarResponse"));
+    } else {
+        let what = if r.starred { "starred" } else { "not starred" };
+        println!("{name}: {what} by you; {} star{}", r.stars, if r.stars == 1 { "" } else { "s" });
+    }
+    Ok(())
+}
+
+/// A knowledge-graph query.
+pub enum GraphQuery {
+    /// Pattern versions that use an action.
+    Impact(String),
+    /// The fork tree of a pattern.
+    Lineage(String),
+    /// The nodes near a node.
+    Neighbourhood(String),
+}
+
+/// Queries the knowledge graph and prints its nodes, then its edges.
+pub async fn graph(target: &Target, query: GraphQuery, depth: Option<u32>) -> anyhow::Result<()> {
+    use pb::query_graph_request::Query;
+    let query = match query {
+        GraphQuery::Impact(action) => Query::Impact(action),
+        GraphQuery::Lineage(name) => Query::Lineage(name),
+        GraphQuery::Neighbourhood(node) => Query::Neighbourhood(node),
+    };
+    let mut client = connect(target).await?;
+    let r = client
+        .query_graph(pb::QueryGraphRequest { query: Some(query), depth: depth.unwrap_or(0) })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.QueryGraphResponse"));
+    } else {
+        print!("{}", render::graph(&r));
+    }
+    Ok(())
+}
+
+/// Prints the identity the server sees for the target's credentials.
+pub async fn whoami(target: &Target) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let r = client.who_am_i(pb::WhoAmIRequest {}).await.map_err(status_error)?.into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.Principal"));
+    } else {
+        print!("{}", render::principal(&r));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authorization(credentials: &mut Credentials) -> Option<String> {
+        let request = credentials.call(tonic::Request::new(())).unwrap();
+        request.metadata().get("authorization").map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn every_request_carries_the_bearer_token() {
+        let mut credentials = Credentials::from_token(Some("nxs_abc_def")).unwrap();
+        assert_eq!(authorization(&mut credentials).as_deref(), Some("Bearer nxs_abc_def"));
+        assert_eq!(authorization(&mut credentials).as_deref(), Some("Bearer nxs_abc_def"));
+        let value = credentials.authorization.as_ref().unwrap();
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("nxs_abc_def"));
+    }
+
+    #[test]
+    fn no_token_means_no_header_and_bad_tokens_are_not_echoed() {
+        assert_eq!(authorization(&mut Credentials::from_token(None).unwrap()), None);
+        assert_eq!(authorization(&mut Credentials::from_token(Some("  ")).unwrap()), None);
+        let err = Credentials::from_token(Some("sec\nret")).err().unwrap().to_string();
+        assert!(err.contains("NEXUS_TOKEN") && !err.contains("sec"), "{err}");
     }
 }

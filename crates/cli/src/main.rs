@@ -1,13 +1,15 @@
-//! `nexus`: run the gateway (`serve`, `demo`) and talk to a running one (patterns, runs, catalog).
+//! `nexus`: run the gateway (`serve`, `demo`), talk to a running one (patterns, runs, catalog,
+//! graph, identity) and manage API keys in the store (`token`).
 
 mod client;
 mod demo;
 mod render;
+mod token;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use nexus_server::{Config, ServiceConfig};
 
 /// mimalloc: the request path allocates many small, short-lived buffers (HTTP/2 frames,
@@ -30,6 +32,10 @@ pub struct Target {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Credentials (an API key from `nexus token create`, or a JWT), sent as
+    /// `authorization: Bearer <token>` on every call.
+    #[arg(long, global = true, env = "NEXUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -38,7 +44,7 @@ enum Command {
     Serve(ServeArgs),
     /// Start the demo services and Nexus in one process, register the example patterns and run one.
     Demo(demo::DemoArgs),
-    /// Register, validate, list and show patterns.
+    /// Register, validate, list and show patterns; their versions, diffs, forks, sharing and stars.
     #[command(subcommand)]
     Pattern(PatternCommand),
     /// Execute a pattern and print its step timeline.
@@ -76,6 +82,94 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Query the knowledge graph: impact of an action, lineage of a pattern, a node's neighbours.
+    #[command(subcommand)]
+    Graph(GraphCommand),
+    /// Show the identity the server sees for these credentials.
+    Whoami {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Create, list and revoke API keys (directly in the store, no server needed).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum GraphCommand {
+    /// Pattern versions that use an action (`package.Service/Method`), directly or through
+    /// sub-patterns.
+    Impact {
+        /// The action, `package.Service/Method`.
+        action: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The fork tree of a pattern, from its root source down to every fork of a fork.
+    Lineage {
+        /// Pattern name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The nodes within `--depth` edges of a node.
+    #[command(visible_alias = "neighbors")]
+    Neighbours {
+        /// Node id: `pattern:NAME@VERSION`, `action:package.Service/Method`, `service:package.Service`
+        /// or `owner:TENANT/SUBJECT`.
+        node: String,
+        /// How many edges away (1 to 3; default 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3))]
+        depth: Option<u32>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Who may see a pattern.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Visibility {
+    /// Its owner (and admins of their tenant).
+    Private,
+    /// Everyone in the owner's tenant.
+    Tenant,
+    /// Everyone.
+    Public,
+}
+
+impl Visibility {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Private => "private",
+            Self::Tenant => "tenant",
+            Self::Public => "public",
+        }
+    }
+}
+
+/// Order of `pattern list`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Sort {
+    /// Best match first with --query, by name without.
+    Relevance,
+    /// Stars, then executions.
+    Popularity,
+    /// Alphabetical.
+    Name,
+    /// Most recently updated first.
+    Recent,
+}
+
+impl From<Sort> for nexus_core::pb::PatternSort {
+    fn from(sort: Sort) -> Self {
+        match sort {
+            Sort::Relevance => Self::Relevance,
+            Sort::Popularity => Self::Popularity,
+            Sort::Name => Self::Name,
+            Sort::Recent => Self::Recent,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -95,14 +189,32 @@ enum PatternCommand {
         target: Target,
     },
     /// List registered patterns (latest version of each).
+    ///
+    /// Without --page-size or --page-token every page is fetched (--json prints an array of
+    /// patterns); with either, one page is fetched and the next page token printed (--json prints
+    /// the ListPatternsResponse).
     List {
         /// Free-text search in names, descriptions and tags.
         #[arg(long, short)]
         query: Option<String>,
+        /// Only patterns of this owner.
         #[arg(long)]
         owner: Option<String>,
+        /// Only patterns with this tag.
         #[arg(long)]
         tag: Option<String>,
+        /// Only patterns whose latest version calls this action (`package.Service/Method`).
+        #[arg(long)]
+        action: Option<String>,
+        /// Order of the results (default: relevance with --query, name without).
+        #[arg(long, value_enum)]
+        sort: Option<Sort>,
+        /// Fetch one page of this many patterns.
+        #[arg(long)]
+        page_size: Option<u32>,
+        /// Fetch the page this token (printed by the previous page) points at.
+        #[arg(long)]
+        page_token: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -112,6 +224,64 @@ enum PatternCommand {
         name: String,
         #[arg(long)]
         version: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every version of a pattern with deprecation and usage, and who owns and shares it.
+    Versions {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Deprecate a version (it still runs by exact version, but is no longer the latest).
+    Deprecate {
+        name: String,
+        version: String,
+        /// Why, and what to use instead.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Lift the deprecation instead.
+        #[arg(long, conflicts_with = "reason")]
+        undo: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Step-level changes from version V1 to V2 (of NAME, or of --to-name).
+    Diff {
+        name: String,
+        /// The version compared from.
+        v1: String,
+        /// The version compared to.
+        v2: String,
+        /// Compare with V2 of this pattern (a fork) instead of NAME.
+        #[arg(long)]
+        to_name: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Copy a version under a new name that you own, recording where it came from.
+    Fork {
+        name: String,
+        new_name: String,
+        /// The version to fork (default: latest).
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set who may see a pattern.
+    Share {
+        name: String,
+        #[arg(value_enum)]
+        visibility: Visibility,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Star a pattern (or unstar it).
+    Star {
+        name: String,
+        #[arg(long)]
+        unstar: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -137,6 +307,13 @@ struct ServeArgs {
     /// Share state with other replicas in PostgreSQL (postgres://user:password@host/db).
     #[arg(long, env = "NEXUS_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Refuse every call without valid credentials (API keys from `nexus token create`, or JWTs).
+    #[arg(long)]
+    require_auth: bool,
+    /// Allow listening on a non-loopback address without --require-auth (anyone who can reach
+    /// the port is an admin).
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -171,10 +348,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Pattern(PatternCommand::Register { files, target }) => client::register(&target, &files).await,
         Command::Pattern(PatternCommand::Validate { files, target }) => client::validate(&target, &files).await,
-        Command::Pattern(PatternCommand::List { query, owner, tag, target }) => {
-            client::list(&target, query, owner, tag).await
+        Command::Pattern(PatternCommand::List { query, owner, tag, action, sort, page_size, page_token, target }) => {
+            let filter = client::ListFilter {
+                query: query.unwrap_or_default(),
+                owner: owner.unwrap_or_default(),
+                tag: tag.unwrap_or_default(),
+                action: action.unwrap_or_default(),
+                sort: sort.map(nexus_core::pb::PatternSort::from).unwrap_or_default(),
+            };
+            client::list(&target, filter, page_size, page_token).await
         }
         Command::Pattern(PatternCommand::Show { name, version, target }) => client::show(&target, &name, version).await,
+        Command::Pattern(PatternCommand::Versions { name, target }) => client::versions(&target, &name).await,
+        Command::Pattern(PatternCommand::Deprecate { name, version, reason, undo, target }) => {
+            client::deprecate(&target, &name, &version, reason, undo).await
+        }
+        Command::Pattern(PatternCommand::Diff { name, v1, v2, to_name, target }) => {
+            client::diff(&target, &name, &v1, &v2, to_name).await
+        }
+        Command::Pattern(PatternCommand::Fork { name, new_name, version, target }) => {
+            client::fork(&target, &name, &new_name, version).await
+        }
+        Command::Pattern(PatternCommand::Share { name, visibility, target }) => {
+            client::share(&target, &name, visibility).await
+        }
+        Command::Pattern(PatternCommand::Star { name, unstar, target }) => client::star(&target, &name, unstar).await,
         Command::Run { name, input, version, idempotency_key, follow, target } => {
             if follow {
                 client::follow(&target, &name, &input, version).await
@@ -184,6 +382,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Services { target } => client::services(&target).await,
         Command::Executions { id, pattern, limit, target } => client::executions(&target, id, pattern, limit).await,
+        Command::Graph(GraphCommand::Impact { action, target }) => {
+            client::graph(&target, client::GraphQuery::Impact(action), None).await
+        }
+        Command::Graph(GraphCommand::Lineage { name, target }) => {
+            client::graph(&target, client::GraphQuery::Lineage(name), None).await
+        }
+        Command::Graph(GraphCommand::Neighbours { node, depth, target }) => {
+            client::graph(&target, client::GraphQuery::Neighbourhood(node), depth).await
+        }
+        Command::Whoami { target } => client::whoami(&target).await,
+        Command::Token(command) => token::run(command).await,
     }
 }
 
@@ -204,6 +413,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.database_url {
         config.store.url = Some(url);
+    }
+    if args.require_auth {
+        config.auth.require_auth = true;
+    }
+    if args.insecure {
+        config.auth.insecure = true;
     }
     let store = match (&config.store.url, config.in_memory) {
         (Some(url), _) => nexus_store::redact_url(url),

@@ -21,12 +21,104 @@ pub fn pattern_table(patterns: &[pb::Pattern]) -> String {
     if patterns.is_empty() {
         return "no patterns registered (nexus pattern register FILE)\n".into();
     }
-    let mut out = format!("{:<28} {:<10} {:<16} {:<6} DESCRIPTION\n", "NAME", "VERSION", "OWNER", "STEPS");
+    let mut out =
+        format!("{:<28} {:<10} {:<16} {:>5} {:<6} DESCRIPTION\n", "NAME", "VERSION", "OWNER", "STARS", "STEPS");
     for p in patterns {
-        let _ =
-            writeln!(out, "{:<28} {:<10} {:<16} {:<6} {}", p.name, p.version, p.owner, p.steps.len(), p.description);
+        let _ = writeln!(
+            out,
+            "{:<28} {:<10} {:<16} {:>5} {:<6} {}",
+            p.name,
+            p.version,
+            p.owner,
+            p.stars,
+            p.steps.len(),
+            p.description
+        );
     }
     out
+}
+
+/// A timestamp as RFC 3339 to the second, e.g. `2025-01-31T09:30:00Z`; `-` when unset.
+pub fn timestamp(t: Option<&prost_types::Timestamp>) -> String {
+    t.map_or_else(|| "-".to_string(), |t| prost_types::Timestamp { seconds: t.seconds, nanos: 0 }.to_string())
+}
+
+/// The versions of a pattern: the name's facts, then one row per version.
+pub fn versions(r: &pb::ListPatternVersionsResponse) -> String {
+    let mut out = format!("{}\n", r.name);
+    let owner = if r.tenant.is_empty() { r.owner.clone() } else { format!("{}/{}", r.tenant, r.owner) };
+    let latest = if r.latest.is_empty() { "none (every version is deprecated)" } else { &r.latest };
+    let _ = writeln!(out, "  owner        {owner}");
+    let _ = writeln!(out, "  visibility   {}", r.visibility);
+    if !r.forked_from.is_empty() {
+        let _ = writeln!(out, "  forked from  {}", r.forked_from);
+    }
+    let _ = writeln!(out, "  stars        {}", r.stars);
+    let _ = writeln!(out, "  latest       {latest}");
+    let width = r.versions.iter().map(|v| v.version.len()).max().unwrap_or(0).max(7);
+    let _ = writeln!(out, "\n{:<width$}  {:<20}  {:>10}  STATUS", "VERSION", "REGISTERED", "EXECUTIONS");
+    for v in &r.versions {
+        let status = match (v.deprecated, v.version == r.latest) {
+            (true, _) if v.deprecation_reason.is_empty() => "deprecated".to_string(),
+            (true, _) => format!("deprecated: {}", v.deprecation_reason),
+            (false, true) => "latest".to_string(),
+            (false, false) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<20}  {:>10}  {status}",
+            v.version,
+            timestamp(v.registered_at.as_ref()),
+            v.executions
+        );
+    }
+    out
+}
+
+/// One change of a diff: `+ steps.audit`, `- steps.welcome`, `~ steps.user.timeout: "2s" -> "5s"`.
+/// Added and removed steps are named only; other added or removed values are shown.
+pub fn change_line(c: &pb::PatternChange) -> String {
+    let whole_step = c.path.strip_prefix("steps.").is_some_and(|id| !id.contains('.'));
+    let shown = |v: &str| if v.is_empty() { "(unset)".to_string() } else { v.to_string() };
+    match pb::ChangeKind::try_from(c.kind) {
+        Ok(pb::ChangeKind::Added) if whole_step || c.after.is_empty() => format!("+ {}", c.path),
+        Ok(pb::ChangeKind::Added) => format!("+ {}: {}", c.path, c.after),
+        Ok(pb::ChangeKind::Removed) if whole_step || c.before.is_empty() => format!("- {}", c.path),
+        Ok(pb::ChangeKind::Removed) => format!("- {}: {}", c.path, c.before),
+        Ok(pb::ChangeKind::Changed) => format!("~ {}: {} -> {}", c.path, shown(&c.before), shown(&c.after)),
+        Ok(pb::ChangeKind::Unspecified) | Err(_) => {
+            format!("? {}: {} -> {}", c.path, shown(&c.before), shown(&c.after))
+        }
+    }
+}
+
+/// The nodes of a graph answer (id, kind, deprecated), then its edges as `from -KIND-> to`.
+pub fn graph(r: &pb::QueryGraphResponse) -> String {
+    if r.nodes.is_empty() && r.edges.is_empty() {
+        return "nothing found in the graph\n".into();
+    }
+    let width = r.nodes.iter().map(|n| n.id.len()).max().unwrap_or(0).max(4);
+    let mut out = format!("{:<width$}  KIND\n", "NODE");
+    for n in &r.nodes {
+        let deprecated = if n.deprecated { "  deprecated" } else { "" };
+        let _ = writeln!(out, "{:<width$}  {}{deprecated}", n.id, n.kind);
+    }
+    if !r.edges.is_empty() {
+        out.push('\n');
+        for e in &r.edges {
+            let _ = writeln!(out, "{} -{}-> {}", e.from, e.kind, e.to);
+        }
+    }
+    out
+}
+
+/// The identity the server sees.
+pub fn principal(p: &pb::Principal) -> String {
+    let roles = if p.roles.is_empty() { "(none)".to_string() } else { p.roles.join(", ") };
+    format!(
+        "tenant            {}\nsubject           {}\nroles             {roles}\nauthenticated by  {}\n",
+        p.tenant, p.subject, p.authenticated_by
+    )
 }
 
 pub fn services(services: &[pb::Service]) -> String {
@@ -191,4 +283,42 @@ pub fn event_line(e: &pb::ExecutionEvent) -> Option<String> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(kind: pb::ChangeKind, path: &str, before: &str, after: &str) -> String {
+        change_line(&pb::PatternChange {
+            kind: kind as i32,
+            path: path.into(),
+            before: before.into(),
+            after: after.into(),
+        })
+    }
+
+    #[test]
+    fn diff_lines_name_steps_and_show_values() {
+        use pb::ChangeKind::{Added, Changed, Removed};
+        assert_eq!(change(Added, "steps.audit", "", r#"{"id":"audit"}"#), "+ steps.audit");
+        assert_eq!(change(Removed, "steps.welcome", r#"{"id":"welcome"}"#, ""), "- steps.welcome");
+        assert_eq!(
+            change(Changed, "steps.user.timeout", r#""2s""#, r#""5s""#),
+            r#"~ steps.user.timeout: "2s" -> "5s""#
+        );
+        assert_eq!(change(Added, "steps.user.with.locale", "", r#""en""#), r#"+ steps.user.with.locale: "en""#);
+        assert_eq!(change(Removed, "output.id", r#""x""#, ""), r#"- output.id: "x""#);
+        assert_eq!(
+            change(Changed, "steps.a.when", "", r#""${{ true }}""#),
+            r#"~ steps.a.when: (unset) -> "${{ true }}""#
+        );
+    }
+
+    #[test]
+    fn timestamps_are_shown_to_the_second() {
+        let t = prost_types::Timestamp { seconds: 1_700_000_000, nanos: 123_000_000 };
+        assert_eq!(timestamp(Some(&t)), "2023-11-14T22:13:20Z");
+        assert_eq!(timestamp(None), "-");
+    }
 }

@@ -126,3 +126,109 @@ fn client_commands_talk_to_a_running_nexus() {
     assert!(!ok);
     assert!(stderr.contains("ALREADY_EXISTS") || stderr.contains("AlreadyExists"), "{stderr}");
 }
+
+/// `nexus token …` against a fresh data directory (no server, no database URL from the
+/// environment).
+fn token_cmd(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = nexus()
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("NEXUS_DATABASE_URL")
+        .env_remove("NEXUS_DATABASE_SCHEMA")
+        .env_remove("NEXUS_DATA_DIR")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn is_api_key(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("nxs_") else { return false };
+    let Some((id, secret)) = rest.split_once('_') else { return false };
+    id.len() == 12
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && !secret.is_empty()
+        && secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[test]
+fn token_create_list_and_revoke_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = token_cmd(
+        dir.path(),
+        &["create", "--tenant", "acme", "--subject", "ci-bot", "--role", "runner", "--role", "viewer"],
+    );
+    assert!(ok, "{stderr}");
+    // The key alone on stdout, one line; the note goes to stderr.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must hold only the key:\n{stdout}");
+    let key = lines[0];
+    assert!(is_api_key(key), "not an API key: {key:?}");
+    assert!(stderr.contains("once"), "{stderr}");
+    let secret = key.splitn(3, '_').nth(2).unwrap();
+    let short_id = &key[4..16];
+
+    // The list shows the key's id and who it is for, never the secret.
+    let (ok, list, stderr) = token_cmd(dir.path(), &["list"]);
+    assert!(ok, "{stderr}");
+    assert!(!list.contains(secret) && !list.contains(key), "the secret leaked:\n{list}");
+    let row = list.lines().find(|l| l.contains(short_id)).unwrap_or_else(|| panic!("no row for {short_id}:\n{list}"));
+    assert!(row.contains("acme") && row.contains("ci-bot") && row.contains("runner,viewer"), "{row}");
+    let id = row.split_whitespace().next().unwrap().to_string();
+    assert!(row.trim_end().ends_with('-'), "a new key is not revoked:\n{row}");
+
+    let (ok, json, _) = token_cmd(dir.path(), &["list", "--json"]);
+    assert!(ok);
+    let keys: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(keys[0]["id"], id.as_str());
+    assert!(keys[0]["revoked_at"].is_null());
+    assert!(!json.contains(secret));
+
+    // Revoked: the list says so; revoking again is an error naming the id.
+    let (ok, _, stderr) = token_cmd(dir.path(), &["revoke", &id]);
+    assert!(ok, "{stderr}");
+    let (ok, list, _) = token_cmd(dir.path(), &["list"]);
+    assert!(ok);
+    let row = list.lines().find(|l| l.contains(short_id)).unwrap();
+    assert!(!row.trim_end().ends_with(" -"), "the key is not shown revoked:\n{list}");
+    let (ok, json, _) = token_cmd(dir.path(), &["list", "--json"]);
+    assert!(ok);
+    let keys: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert!(keys[0]["revoked_at"].is_string(), "{json}");
+    let (ok, _, stderr) = token_cmd(dir.path(), &["revoke", &id]);
+    assert!(!ok);
+    assert!(stderr.contains(&id), "{stderr}");
+    let (ok, _, stderr) = token_cmd(dir.path(), &["revoke", "nosuchkey000"]);
+    assert!(!ok);
+    assert!(stderr.contains("nosuchkey000"), "{stderr}");
+}
+
+#[test]
+fn token_create_refuses_unknown_roles_and_blank_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) =
+        token_cmd(dir.path(), &["create", "--tenant", "acme", "--subject", "bob", "--role", "wizard"]);
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("wizard") && stderr.contains("admin, author, runner, viewer"), "{stderr}");
+
+    let (ok, stdout, stderr) =
+        token_cmd(dir.path(), &["create", "--tenant", "", "--subject", "bob", "--role", "admin"]);
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("--tenant"), "{stderr}");
+
+    let (ok, _, stderr) = token_cmd(dir.path(), &["create", "--tenant", "acme", "--subject", "bob"]);
+    assert!(!ok);
+    assert!(stderr.contains("--role"), "{stderr}");
+
+    // Nothing was stored by the refused attempts.
+    let (ok, list, stderr) = token_cmd(dir.path(), &["list"]);
+    assert!(ok, "{stderr}");
+    assert!(list.starts_with("no API keys"), "{list}");
+}

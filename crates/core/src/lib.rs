@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod diagnostic;
+pub mod diff;
 pub mod document;
 pub mod expr;
 pub mod input;

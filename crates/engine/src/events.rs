@@ -74,6 +74,8 @@ pub struct RunningExecution {
     /// Journaled: its lease is renewed while it runs here, and it is suspended (not drained) at
     /// shutdown.
     pub durable: bool,
+    /// The tenant of the caller who started it (only they may watch or cancel it).
+    pub tenant: Arc<str>,
     pub cancel: CancellationToken,
     /// RUNNING, then either FINISHING (its outcome is decided) or CANCELLED: whichever of the
     /// execution and a CancelExecution gets there first wins, so a cancel is either honoured
@@ -102,8 +104,15 @@ pub(crate) enum Ending {
 }
 
 impl RunningExecution {
-    pub fn new(id: Arc<str>, durable: bool) -> Self {
-        Self { id, durable, cancel: CancellationToken::new(), state: AtomicU8::new(RUNNING), watch: OnceLock::new() }
+    pub fn new(id: Arc<str>, durable: bool, tenant: Arc<str>) -> Self {
+        Self {
+            id,
+            durable,
+            tenant,
+            cancel: CancellationToken::new(),
+            state: AtomicU8::new(RUNNING),
+            watch: OnceLock::new(),
+        }
     }
 
     /// Requests cancellation; false when the execution's outcome was already decided.

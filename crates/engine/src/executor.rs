@@ -78,6 +78,8 @@ pub struct ExecuteRequest {
     pub idempotency_key: Option<String>,
     /// The caller's W3C `traceparent`, continued by every backend call.
     pub traceparent: Option<String>,
+    /// The caller's tenant: the execution is recorded as theirs (an opaque label to the engine).
+    pub tenant: Arc<str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,7 @@ impl Engine {
         id: Arc<str>,
         input: Cel,
         idempotency_key: Option<String>,
+        tenant: Arc<str>,
         completed: &[(String, String)],
     ) -> Arc<ExecutionRecord> {
         let mut prefilled: Vec<Option<StepResponse>> = pattern.steps.iter().map(|_| None).collect();
@@ -145,7 +148,7 @@ impl Engine {
                 }
             }
         }
-        let req = ExecuteRequest { pattern, input, deadline: None, idempotency_key, traceparent: None };
+        let req = ExecuteRequest { pattern, input, deadline: None, idempotency_key, traceparent: None, tenant };
         self.run_with(req, None, Some(id), prefilled).await
     }
 
@@ -263,7 +266,7 @@ impl Engine {
             Durability::Durable => self.journal.as_deref(),
             Durability::Ephemeral => None,
         };
-        let running = Arc::new(RunningExecution::new(id.clone(), journal.is_some()));
+        let running = Arc::new(RunningExecution::new(id.clone(), journal.is_some(), req.tenant.clone()));
         self.lock_running().insert(id.clone(), running.clone());
         let registration = Registration { engine: self, id: id.clone() };
         let trace_id = req
@@ -280,6 +283,7 @@ impl Engine {
             pattern_version: req.pattern.version.clone(),
             input: value::cel_to_serde(&req.input),
             idempotency_key: req.idempotency_key.clone(),
+            tenant: req.tenant.clone(),
         });
         let mut run = Run::new(
             &req.pattern,
@@ -626,6 +630,7 @@ impl<'a> Run<'a> {
         };
         ExecutionRecord {
             id: self.id,
+            tenant: self.emitter.running.tenant.clone(),
             pattern_name: self.pattern.name.clone(),
             pattern_version: self.pattern.version.clone(),
             status,
@@ -1135,7 +1140,9 @@ async fn run_pattern(
         (d, t) => d.or_else(|| t.map(|t| Instant::now() + t)),
     };
     let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().simple().to_string());
-    let emitter = Emitter { running: Arc::new(RunningExecution::new(id.clone(), false)), direct: None };
+    // A sub-execution belongs to the caller's tenant.
+    let tenant = ctx.emitter.running.tenant.clone();
+    let emitter = Emitter { running: Arc::new(RunningExecution::new(id.clone(), false, tenant)), direct: None };
     let child = Run::new(
         callee,
         ctx.invoker,

@@ -23,6 +23,8 @@ struct Inner {
 
 #[derive(Debug, Default, Clone)]
 pub struct HistoryFilter {
+    /// Only this tenant's executions.
+    pub tenant: Option<String>,
     pub pattern_name: Option<String>,
     pub status: Option<ExecutionStatus>,
     /// Return executions older than this id (ids are time-ordered).
@@ -68,6 +70,9 @@ impl History {
                 continue;
             }
             let Some(rec) = inner.by_id.get(id) else { continue };
+            if filter.tenant.as_deref().is_some_and(|t| &*rec.tenant != t) {
+                continue;
+            }
             if filter.pattern_name.as_deref().is_some_and(|p| &*rec.pattern_name != p) {
                 continue;
             }

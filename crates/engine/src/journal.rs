@@ -27,6 +27,7 @@ pub struct JournalStart {
     pub pattern_version: Arc<str>,
     pub input: serde_json::Value,
     pub idempotency_key: Option<String>,
+    pub tenant: Arc<str>,
 }
 
 /// Where durable executions are journaled (implemented over the store by the server).

@@ -105,6 +105,8 @@ pub struct StepRecord {
 #[derive(Debug, Clone)]
 pub struct ExecutionRecord {
     pub id: Arc<str>,
+    /// The tenant of the caller who started it.
+    pub tenant: Arc<str>,
     pub pattern_name: Arc<str>,
     pub pattern_version: Arc<str>,
     pub status: ExecutionStatus,

@@ -178,6 +178,7 @@ async fn run(doc: &str, script: &Arc<Script>, input: serde_json::Value) -> Arc<E
             deadline: None,
             idempotency_key: None,
             traceparent: None,
+            tenant: Arc::from("t"),
         })
         .await
         .unwrap()
@@ -412,6 +413,7 @@ async fn input_that_violates_the_schema_is_refused_before_any_call() {
             deadline: None,
             idempotency_key: None,
             traceparent: None,
+            tenant: Arc::from("t"),
         })
         .await
         .unwrap_err();
@@ -582,6 +584,7 @@ steps:
         deadline: None,
         idempotency_key: None,
         traceparent: None,
+        tenant: Arc::from("t"),
     };
     let task = tokio::spawn({
         let engine = engine.clone();
@@ -685,6 +688,7 @@ output:
             deadline: None,
             idempotency_key: None,
             traceparent: None,
+            tenant: Arc::from("t"),
         })
         .await
         .unwrap();
@@ -734,6 +738,7 @@ output:
         deadline: None,
         idempotency_key: None,
         traceparent: None,
+        tenant: Arc::from("t"),
     };
     let task = tokio::spawn(async move { engine.execute_observed(request, tx).await.unwrap() });
     let start = tokio::time::Instant::now();
@@ -786,6 +791,7 @@ async fn an_idempotency_key_runs_the_pattern_once() {
         deadline: None,
         idempotency_key: Some(key.to_string()),
         traceparent: None,
+        tenant: Arc::from("t"),
     };
     // Two concurrent requests and a later one with the same key share one execution.
     let (a, b) = tokio::join!(engine.execute(request("k1")), engine.execute(request("k1")));
@@ -855,6 +861,7 @@ fn request(pattern: &Arc<nexus_core::CompiledPattern>) -> ExecuteRequest {
         deadline: None,
         idempotency_key: None,
         traceparent: None,
+        tenant: Arc::from("t"),
     }
 }
 

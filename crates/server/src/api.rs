@@ -13,11 +13,19 @@ use nexus_engine::{Engine, EngineError, Event, ExecuteRequest, ExecutionEvent, E
 use tonic::{Code, Request, Response, Status, metadata::MetadataValue};
 
 use crate::{
+    auth::{Principal, Role, principal},
     convert,
     error::{ApiError, status_with_detail},
     proto::nexus_service_server::NexusService,
-    registry::{ListFilter, Registry},
+    registry::{Registry, manageable_by, visible_to},
 };
+
+/// Roles that may read (patterns, the catalog, executions of their tenant).
+const READ: &[Role] = &[Role::Viewer, Role::Runner, Role::Author];
+/// Roles that may register and fork patterns.
+const AUTHOR: &[Role] = &[Role::Author];
+/// Roles that may execute patterns and cancel executions.
+const RUN: &[Role] = &[Role::Runner];
 
 /// Metadata (header or trailer) naming the execution an ExecutePattern call ran.
 pub const EXECUTION_ID_HEADER: &str = "nexus-execution-id";
@@ -27,11 +35,117 @@ pub struct Api {
     engine: Engine,
     /// Durable executions outlive the in-memory history: finished ones are read back from here.
     journal: Arc<dyn nexus_store::Journal>,
+    /// Where refusals are audited.
+    audit: Arc<dyn nexus_store::AuthStore>,
 }
 
 impl Api {
-    pub fn new(registry: Arc<Registry>, engine: Engine, journal: Arc<dyn nexus_store::Journal>) -> Self {
-        Self { registry, engine, journal }
+    pub fn new(
+        registry: Arc<Registry>,
+        engine: Engine,
+        journal: Arc<dyn nexus_store::Journal>,
+        audit: Arc<dyn nexus_store::AuthStore>,
+    ) -> Self {
+        Self { registry, engine, journal, audit }
+    }
+
+    /// Records a refusal (who, what, when) in the store, off the request's path.
+    fn audit_denial(&self, p: &Principal, rpc: &str, resource: &str, reason: &str) {
+        tracing::info!(tenant = %p.tenant, subject = %p.subject, rpc, resource, "denied: {reason}");
+        let entry = nexus_store::AuditEntry {
+            at: std::time::SystemTime::now(),
+            tenant: p.tenant.to_string(),
+            subject: p.subject.to_string(),
+            action: rpc.to_string(),
+            resource: resource.to_string(),
+            reason: reason.to_string(),
+        };
+        let store = self.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.audit(&entry).await {
+                tracing::warn!("cannot write the audit log: {e}");
+            }
+        });
+    }
+
+    /// PERMISSION_DENIED (audited) unless the caller has one of `roles` (admins have all).
+    fn require(&self, p: &Principal, rpc: &str, resource: &str, roles: &[Role]) -> Result<(), Status> {
+        if p.any_of(roles) {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        names.push("admin");
+        let reason = format!("{rpc} needs the role {}", names.join(" or "));
+        self.audit_denial(p, rpc, resource, &reason);
+        Err(Status::permission_denied(format!(
+            "{reason}; {} (tenant {}) has {}",
+            p.subject,
+            p.tenant,
+            if p.roles.is_empty() {
+                "no roles".to_string()
+            } else {
+                p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        )))
+    }
+
+    /// The pattern's facts when the caller may see it; NOT_FOUND otherwise, worded exactly as
+    /// for a pattern that does not exist (the refusal is audited).
+    async fn visible(&self, p: &Principal, rpc: &str, name: &str) -> Result<nexus_store::PatternName, Status> {
+        let meta = match self.registry.name(name) {
+            Some(m) => Some(m),
+            // Registered on another replica a moment ago.
+            None => self.registry.reload_name(name).await?,
+        };
+        match meta {
+            Some(m) if visible_to(&m, p) => Ok(m),
+            found => {
+                if found.is_some() {
+                    self.audit_denial(p, rpc, &format!("pattern:{name}"), "not visible to the caller");
+                }
+                Err(Status::not_found(format!("no pattern named `{name}` (ListPatterns shows what is registered)")))
+            }
+        }
+    }
+
+    /// Like [`Api::visible`], and PERMISSION_DENIED unless the caller owns the pattern or is an
+    /// admin of its tenant.
+    async fn manageable(&self, p: &Principal, rpc: &str, name: &str) -> Result<nexus_store::PatternName, Status> {
+        let meta = self.visible(p, rpc, name).await?;
+        if manageable_by(&meta, p) {
+            return Ok(meta);
+        }
+        let reason = format!(
+            "pattern `{name}` belongs to {} (tenant {}): only its owner or an admin of its tenant may change it",
+            meta.owner, meta.tenant
+        );
+        self.audit_denial(p, rpc, &format!("pattern:{name}"), &reason);
+        Err(Status::permission_denied(reason))
+    }
+
+    /// An execution's tenant must be the caller's; otherwise it does not exist for them.
+    fn own_execution(&self, p: &Principal, rpc: &str, id: &str, tenant: &str) -> Result<(), Status> {
+        if tenant == &*p.tenant {
+            return Ok(());
+        }
+        self.audit_denial(p, rpc, &format!("execution:{id}"), "the execution belongs to another tenant");
+        Err(Status::not_found(format!("no execution `{id}`")))
+    }
+
+    /// A stored version with the server-set fields filled in (tenant, lineage, stars,
+    /// deprecation, executions).
+    async fn pattern_view(&self, meta: &nexus_store::PatternName, version: &str) -> Result<pb::Pattern, Status> {
+        let mut doc = self.registry.get_fresh(&meta.name, version).await?.document;
+        doc.tenant = meta.tenant.clone();
+        doc.forked_from = meta.forked_from.clone().unwrap_or_default();
+        doc.stars = meta.stars;
+        doc.visibility = meta.visibility.clone();
+        let versions = self.registry.store().versions(&meta.name).await.map_err(ApiError::from)?;
+        if let Some(v) = versions.iter().find(|v| v.version == doc.version) {
+            doc.deprecated = v.deprecated;
+            doc.executions = v.executions;
+        }
+        Ok(doc)
     }
 
     /// An execution from the history, or (durable ones, after a restart) from the journal.
@@ -67,6 +181,13 @@ impl Api {
         let until = request.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
         loop {
             if let Some(e) = self.find_execution(&id).await? {
+                if e.tenant != *request.tenant {
+                    // Another tenant's key: theirs is not ours to show; run as a new execution
+                    // would collide with their key, so refuse plainly.
+                    return Err(Status::already_exists(
+                        "this idempotency key is already used for this pattern; choose another key",
+                    ));
+                }
                 return Ok(Some(pb::ExecutePatternResponse {
                     execution_id: e.id,
                     status: e.status,
@@ -125,14 +246,22 @@ fn finished_stream(record: &nexus_engine::ExecutionRecord) -> EventStream {
 }
 
 impl Api {
-    async fn execute_request(&self, req: Request<pb::ExecutePatternRequest>) -> Result<ExecuteRequest, Status> {
+    async fn execute_request(
+        &self,
+        req: Request<pb::ExecutePatternRequest>,
+        rpc: &str,
+    ) -> Result<ExecuteRequest, Status> {
+        let p = principal(&req)?;
         let deadline = deadline(&req);
         let traceparent = traceparent(&req);
         let r = req.into_inner();
         if r.pattern_name.is_empty() {
             return Err(Status::invalid_argument("`pattern_name` is required"));
         }
+        self.require(&p, rpc, &format!("pattern:{}", r.pattern_name), RUN)?;
+        self.visible(&p, rpc, &r.pattern_name).await?;
         let pattern = self.registry.executable_fresh(&r.pattern_name, &r.version).await?;
+        self.registry.count_execution(&pattern.name, &pattern.version);
         let input = match &r.input {
             Some(s) => value::struct_to_cel(s),
             None => value::map(Default::default()),
@@ -143,6 +272,7 @@ impl Api {
             deadline,
             idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
             traceparent,
+            tenant: p.tenant.clone(),
         })
     }
 }
@@ -160,8 +290,10 @@ impl NexusService for Api {
         &self,
         req: Request<pb::RegisterPatternRequest>,
     ) -> Result<Response<pb::RegisterPatternResponse>, Status> {
+        let p = principal(&req)?;
         let pattern = pattern_of(req.into_inner().pattern)?;
-        let r = self.registry.register(pattern).await?;
+        self.require(&p, "RegisterPattern", &format!("pattern:{}", pattern.name), AUTHOR)?;
+        let r = self.registry.register(pattern, &p, None).await?;
         if r.created {
             tracing::info!(pattern = %r.name, version = %r.version, "pattern registered");
         }
@@ -176,8 +308,10 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ValidatePatternRequest>,
     ) -> Result<Response<pb::ValidatePatternResponse>, Status> {
+        let p = principal(&req)?;
         let pattern = pattern_of(req.into_inner().pattern)?;
-        let (valid, diags) = match self.registry.validate(&pattern) {
+        self.require(&p, "ValidatePattern", &format!("pattern:{}", pattern.name), AUTHOR)?;
+        let (valid, diags) = match self.registry.validate(&pattern, &p) {
             Ok(w) => (true, w),
             Err(d) => (false, d),
         };
@@ -188,25 +322,70 @@ impl NexusService for Api {
     }
 
     async fn get_pattern(&self, req: Request<pb::GetPatternRequest>) -> Result<Response<pb::Pattern>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
-        Ok(Response::new(self.registry.get_fresh(&r.name, &r.version).await?.document))
+        self.require(&p, "GetPattern", &format!("pattern:{}", r.name), READ)?;
+        let meta = self.visible(&p, "GetPattern", &r.name).await?;
+        Ok(Response::new(self.pattern_view(&meta, &r.version).await?))
     }
 
     async fn list_patterns(
         &self,
         req: Request<pb::ListPatternsRequest>,
     ) -> Result<Response<pb::ListPatternsResponse>, Status> {
+        let p = principal(&req)?;
+        self.require(&p, "ListPatterns", "patterns", READ)?;
         let r = req.into_inner();
-        let all = self.registry.list(&ListFilter { query: r.query, owner: r.owner, tag: r.tag });
-        let start: usize = if r.page_token.is_empty() {
+        let offset: usize = if r.page_token.is_empty() {
             0
         } else {
-            r.page_token.parse().map_err(|_| Status::invalid_argument("invalid page_token"))?
+            r.page_token
+                .parse()
+                .map_err(|_| Status::invalid_argument("invalid page_token (pass the one a previous page returned)"))?
         };
-        let size = page_size(r.page_size);
-        let end = (start + size).min(all.len());
-        let patterns = all.get(start..end).map(<[_]>::to_vec).unwrap_or_default();
-        let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
+        let sort = match pb::PatternSort::try_from(r.sort).unwrap_or_default() {
+            pb::PatternSort::Unspecified | pb::PatternSort::Relevance => nexus_store::SearchSort::Relevance,
+            pb::PatternSort::Popularity => nexus_store::SearchSort::Popularity,
+            pb::PatternSort::Name => nexus_store::SearchSort::Name,
+            pb::PatternSort::Recent => nexus_store::SearchSort::Recent,
+        };
+        let limit = page_size(r.page_size);
+        let page = self
+            .registry
+            .store()
+            .search(&nexus_store::SearchQuery {
+                viewer: p.viewer(),
+                text: r.query,
+                owner: r.owner,
+                tag: r.tag,
+                action: r.action,
+                sort,
+                offset,
+                limit,
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let mut patterns = Vec::with_capacity(page.names.len());
+        for meta in &page.names {
+            // The latest version (the highest when every version is deprecated).
+            let version = meta.latest.clone().unwrap_or_default();
+            let entry = match self.registry.get_fresh(&meta.name, &version).await {
+                Ok(e) => e,
+                Err(_) => match self.registry.versions_of(&meta.name).last() {
+                    Some(v) => self.registry.get_fresh(&meta.name, v).await?,
+                    None => continue,
+                },
+            };
+            let mut doc = entry.document;
+            doc.tenant = meta.tenant.clone();
+            doc.forked_from = meta.forked_from.clone().unwrap_or_default();
+            doc.stars = meta.stars;
+            doc.executions = meta.executions;
+            doc.visibility = meta.visibility.clone();
+            doc.deprecated = meta.latest.is_none();
+            patterns.push(doc);
+        }
+        let next_page_token = if page.more { (offset + limit).to_string() } else { String::new() };
         Ok(Response::new(pb::ListPatternsResponse { patterns, next_page_token }))
     }
 
@@ -214,7 +393,7 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<pb::ExecutePatternResponse>, Status> {
-        let request = self.execute_request(req).await?;
+        let request = self.execute_request(req, "ExecutePattern").await?;
         if let Some(previous) = self.durable_by_key(&request).await? {
             return Ok(Response::new(previous));
         }
@@ -247,7 +426,7 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<Self::ExecutePatternStreamStream>, Status> {
-        let request = self.execute_request(req).await?;
+        let request = self.execute_request(req, "ExecutePatternStream").await?;
         self.engine.check_input(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let engine = self.engine.clone();
@@ -266,12 +445,16 @@ impl NexusService for Api {
         &self,
         req: Request<pb::WatchExecutionRequest>,
     ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let p = principal(&req)?;
         let id = req.into_inner().execution_id;
+        self.require(&p, "WatchExecution", &format!("execution:{id}"), READ)?;
         let not_found = || Status::not_found(format!("no execution `{id}`"));
         let Some(running) = self.engine.running(&id) else {
             let record = self.engine.history().get(&id).ok_or_else(not_found)?;
+            self.own_execution(&p, "WatchExecution", &id, &record.tenant)?;
             return Ok(Response::new(finished_stream(&record)));
         };
+        self.own_execution(&p, "WatchExecution", &id, &running.tenant)?;
         let rx = running.subscribe();
         // It may have finished between the lookup and the subscription: then the history has it.
         if let Some(record) = self.engine.history().get(&id) {
@@ -294,7 +477,14 @@ impl NexusService for Api {
         &self,
         req: Request<pb::CancelExecutionRequest>,
     ) -> Result<Response<pb::CancelExecutionResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
+        self.require(&p, "CancelExecution", &format!("execution:{}", r.execution_id), RUN)?;
+        if let Some(running) = self.engine.running(&r.execution_id) {
+            self.own_execution(&p, "CancelExecution", &r.execution_id, &running.tenant)?;
+        } else if let Some(record) = self.engine.history().get(&r.execution_id) {
+            self.own_execution(&p, "CancelExecution", &r.execution_id, &record.tenant)?;
+        }
         if self.engine.cancel(&r.execution_id) {
             tracing::info!(execution = %r.execution_id, reason = %r.reason, "execution cancelled");
             return Ok(Response::new(pb::CancelExecutionResponse { cancelled: true }));
@@ -306,14 +496,25 @@ impl NexusService for Api {
     }
 
     async fn get_execution(&self, req: Request<pb::GetExecutionRequest>) -> Result<Response<pb::Execution>, Status> {
+        let p = principal(&req)?;
         let id = req.into_inner().execution_id;
+        self.require(&p, "GetExecution", &format!("execution:{id}"), READ)?;
+        if let Some(running) = self.engine.running(&id) {
+            self.own_execution(&p, "GetExecution", &id, &running.tenant)?;
+        }
         match self.find_execution(&id).await? {
-            Some(e) => Ok(Response::new(e)),
+            Some(e) => {
+                self.own_execution(&p, "GetExecution", &id, &e.tenant)?;
+                Ok(Response::new(e))
+            }
             None if self.engine.running(&id).is_some() => Err(Status::failed_precondition(format!(
                 "execution `{id}` is still running (WatchExecution follows it live)"
             ))),
             None => match self.find_running_elsewhere(&id).await? {
-                Some(e) => Ok(Response::new(e)),
+                Some(e) => {
+                    self.own_execution(&p, "GetExecution", &id, &e.tenant)?;
+                    Ok(Response::new(e))
+                }
                 None => Err(Status::not_found(format!(
                     "no execution `{id}` (ephemeral executions are kept in memory: the most recent ones, until restart)"
                 ))),
@@ -325,8 +526,11 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ListExecutionsRequest>,
     ) -> Result<Response<pb::ListExecutionsResponse>, Status> {
+        let p = principal(&req)?;
+        self.require(&p, "ListExecutions", "executions", READ)?;
         let r = req.into_inner();
         let filter = HistoryFilter {
+            tenant: Some(p.tenant.to_string()),
             pattern_name: (!r.pattern_name.is_empty()).then_some(r.pattern_name),
             status: convert::status_from_pb(r.status),
             before: (!r.page_token.is_empty()).then_some(r.page_token),
@@ -345,14 +549,18 @@ impl NexusService for Api {
 
     async fn list_services(
         &self,
-        _req: Request<pb::ListServicesRequest>,
+        req: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let p = principal(&req)?;
+        self.require(&p, "ListServices", "catalog", READ)?;
         let services = self.registry.catalog().services().iter().map(convert::service).collect();
         Ok(Response::new(pb::ListServicesResponse { services }))
     }
 
     async fn describe_action(&self, req: Request<pb::DescribeActionRequest>) -> Result<Response<pb::Action>, Status> {
+        let p = principal(&req)?;
         let name = req.into_inner().name;
+        self.require(&p, "DescribeAction", &format!("action:{name}"), READ)?;
         let catalog = self.registry.catalog();
         let action = catalog.action(&name).ok_or_else(|| {
             let hint = nexus_core::diagnostic::suggest(&name, catalog.action_names())
@@ -361,5 +569,162 @@ impl NexusService for Api {
             Status::from(ApiError::NotFound(format!("no action `{name}` in the catalog.{hint}")))
         })?;
         Ok(Response::new(convert::action(action)))
+    }
+
+    async fn list_pattern_versions(
+        &self,
+        req: Request<pb::ListPatternVersionsRequest>,
+    ) -> Result<Response<pb::ListPatternVersionsResponse>, Status> {
+        let p = principal(&req)?;
+        let name = req.into_inner().name;
+        self.require(&p, "ListPatternVersions", &format!("pattern:{name}"), READ)?;
+        let meta = self.visible(&p, "ListPatternVersions", &name).await?;
+        let versions = self.registry.store().versions(&name).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListPatternVersionsResponse {
+            versions: versions
+                .into_iter()
+                .map(|v| pb::PatternVersion {
+                    version: v.version,
+                    deprecated: v.deprecated,
+                    deprecation_reason: v.deprecation_reason,
+                    registered_at: Some(convert::timestamp(v.registered_at)),
+                    executions: v.executions,
+                    description: v.description,
+                })
+                .collect(),
+            latest: meta.latest.unwrap_or_default(),
+            owner: meta.owner,
+            tenant: meta.tenant,
+            visibility: meta.visibility,
+            forked_from: meta.forked_from.unwrap_or_default(),
+            stars: meta.stars,
+            name,
+        }))
+    }
+
+    async fn deprecate_pattern(
+        &self,
+        req: Request<pb::DeprecatePatternRequest>,
+    ) -> Result<Response<pb::DeprecatePatternResponse>, Status> {
+        let p = principal(&req)?;
+        let r = req.into_inner();
+        let resource = format!("pattern:{}@{}", r.name, r.version);
+        self.require(&p, "DeprecatePattern", &resource, AUTHOR)?;
+        self.manageable(&p, "DeprecatePattern", &r.name).await?;
+        let latest = self
+            .registry
+            .store()
+            .set_deprecated(&r.name, &r.version, !r.undo, &r.reason)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "pattern `{}` has no version `{}` (ListPatternVersions lists them)",
+                    r.name, r.version
+                ))
+            })?;
+        self.registry.reload_name(&r.name).await?;
+        tracing::info!(pattern = %r.name, version = %r.version, undo = r.undo, "deprecation changed");
+        Ok(Response::new(pb::DeprecatePatternResponse { latest: latest.unwrap_or_default() }))
+    }
+
+    async fn diff_patterns(
+        &self,
+        req: Request<pb::DiffPatternsRequest>,
+    ) -> Result<Response<pb::DiffPatternsResponse>, Status> {
+        let p = principal(&req)?;
+        let r = req.into_inner();
+        self.require(&p, "DiffPatterns", &format!("pattern:{}", r.name), READ)?;
+        let to_name = if r.to_name.is_empty() { r.name.clone() } else { r.to_name.clone() };
+        self.visible(&p, "DiffPatterns", &r.name).await?;
+        self.visible(&p, "DiffPatterns", &to_name).await?;
+        let before = self.registry.get_fresh(&r.name, &r.from_version).await?.document;
+        let after = self.registry.get_fresh(&to_name, &r.to_version).await?.document;
+        Ok(Response::new(pb::DiffPatternsResponse { changes: nexus_core::diff::diff(&before, &after) }))
+    }
+
+    async fn set_visibility(
+        &self,
+        req: Request<pb::SetVisibilityRequest>,
+    ) -> Result<Response<pb::SetVisibilityResponse>, Status> {
+        let p = principal(&req)?;
+        let r = req.into_inner();
+        self.require(&p, "SetVisibility", &format!("pattern:{}", r.name), AUTHOR)?;
+        if !matches!(r.visibility.as_str(), "private" | "tenant" | "public") {
+            return Err(Status::invalid_argument(format!(
+                "`{}` is not a visibility: use private, tenant or public",
+                r.visibility
+            )));
+        }
+        self.manageable(&p, "SetVisibility", &r.name).await?;
+        self.registry.store().set_visibility(&r.name, &r.visibility).await.map_err(ApiError::from)?;
+        self.registry.reload_name(&r.name).await?;
+        tracing::info!(pattern = %r.name, visibility = %r.visibility, "visibility changed");
+        Ok(Response::new(pb::SetVisibilityResponse { visibility: r.visibility }))
+    }
+
+    async fn fork_pattern(
+        &self,
+        req: Request<pb::ForkPatternRequest>,
+    ) -> Result<Response<pb::RegisterPatternResponse>, Status> {
+        let p = principal(&req)?;
+        let r = req.into_inner();
+        self.require(&p, "ForkPattern", &format!("pattern:{}", r.name), AUTHOR)?;
+        if r.new_name.is_empty() {
+            return Err(Status::invalid_argument("`new_name` is required: the fork's name"));
+        }
+        self.visible(&p, "ForkPattern", &r.name).await?;
+        let mut doc = self.registry.get_fresh(&r.name, &r.version).await?.document;
+        let source = format!("{}@{}", doc.name, doc.version);
+        doc.name = r.new_name;
+        doc.visibility = "private".into();
+        let reg = self.registry.register(doc, &p, Some(source.clone())).await?;
+        tracing::info!(pattern = %reg.name, version = %reg.version, from = %source, "pattern forked");
+        Ok(Response::new(pb::RegisterPatternResponse {
+            pattern_ref: Some(pb::PatternRef { name: reg.name, version: reg.version }),
+            diagnostics: reg.warnings.iter().map(pb::Diagnostic::from).collect(),
+            created: reg.created,
+        }))
+    }
+
+    async fn star(&self, req: Request<pb::StarRequest>) -> Result<Response<pb::StarResponse>, Status> {
+        let p = principal(&req)?;
+        let r = req.into_inner();
+        self.require(&p, "Star", &format!("pattern:{}", r.name), READ)?;
+        self.visible(&p, "Star", &r.name).await?;
+        let stars = self.registry.store().star(&r.name, &p.key(), !r.unstar).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::StarResponse { stars, starred: !r.unstar }))
+    }
+
+    async fn query_graph(
+        &self,
+        req: Request<pb::QueryGraphRequest>,
+    ) -> Result<Response<pb::QueryGraphResponse>, Status> {
+        let p = principal(&req)?;
+        self.require(&p, "QueryGraph", "graph", READ)?;
+        let r = req.into_inner();
+        let graph = crate::graph::Graph { store: self.registry.store().as_ref(), registry: &self.registry, caller: &p };
+        let result = match r.query {
+            Some(pb::query_graph_request::Query::Impact(action)) => graph.impact(&action).await?,
+            Some(pb::query_graph_request::Query::Lineage(name)) => {
+                self.visible(&p, "QueryGraph", &name).await?;
+                graph.lineage(&name).await?
+            }
+            Some(pb::query_graph_request::Query::Neighbourhood(node)) => {
+                graph.neighbourhood(&node, r.depth.clamp(1, 3)).await?
+            }
+            None => return Err(Status::invalid_argument("set one query: impact, lineage or neighbourhood")),
+        };
+        Ok(Response::new(result))
+    }
+
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::Principal>, Status> {
+        let p = principal(&req)?;
+        Ok(Response::new(pb::Principal {
+            tenant: p.tenant.to_string(),
+            subject: p.subject.to_string(),
+            roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
+            authenticated_by: p.via.to_string(),
+        }))
     }
 }

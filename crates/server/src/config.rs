@@ -61,6 +61,42 @@ pub struct Config {
     /// are handed back at once).
     #[serde(with = "humantime_secs")]
     pub shutdown_grace: std::time::Duration,
+    /// Identity and access.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: who may call, and what they may do.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Refuse every call without valid credentials (an API key or a JWT).
+    pub require_auth: bool,
+    /// Allow listening on a non-loopback address without `require_auth` (everyone who can reach
+    /// the port is an admin).
+    pub insecure: bool,
+    /// Accept JWT bearer tokens.
+    pub jwt: Option<JwtConfig>,
+    /// Actions only patterns registered by these roles may call, e.g.
+    /// `"demo.user.v1.UserService/DeleteUser" = ["admin"]`.
+    pub restricted_actions: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// `[auth.jwt]`: tokens signed with HS256 (a shared secret) or RS256 (keys from a JWKS file).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// File holding the HS256 secret (the secret itself never goes in the config file).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// JWKS file (`{"keys": [...]}`) with the RS256 public keys.
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Claim holding the tenant (default `tenant`).
+    pub tenant_claim: Option<String>,
+    /// Claim holding the roles, a list of strings (default `roles`).
+    pub roles_claim: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -87,6 +123,7 @@ impl Default for Config {
             retention: std::time::Duration::from_secs(7 * 86_400),
             outage_wait: std::time::Duration::from_secs(30),
             shutdown_grace: std::time::Duration::from_secs(30),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -194,6 +231,9 @@ impl Config {
         if let Some(v) = env("NEXUS_LEASE_TIMEOUT") {
             self.lease_timeout = parse_duration(&v).map_err(|e| invalid("NEXUS_LEASE_TIMEOUT", e))?;
         }
+        if let Some(v) = env("NEXUS_REQUIRE_AUTH") {
+            self.auth.require_auth = matches!(v.as_str(), "1" | "true" | "yes");
+        }
         if let Some(v) = env("NEXUS_EXECUTION_HISTORY") {
             self.execution_history =
                 v.parse().map_err(|e| invalid("NEXUS_EXECUTION_HISTORY", format!("`{v}`: {e}")))?;
@@ -229,6 +269,22 @@ impl Config {
             if self.in_memory {
                 return Err(invalid("store.url", "give either a database URL or --in-memory, not both"));
             }
+        }
+        if !self.listen.ip().is_loopback() && !self.auth.require_auth && !self.auth.insecure {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} is not a loopback address and authentication is off: anyone who can reach it would be an admin. \
+                     Use --require-auth (with API keys from `nexus token create` or [auth.jwt]), or --insecure to accept that",
+                    self.listen
+                ),
+            ));
+        }
+        if let Some(jwt) = &self.auth.jwt
+            && jwt.hs256_secret_file.is_none()
+            && jwt.jwks_file.is_none()
+        {
+            return Err(invalid("auth.jwt", "set hs256_secret_file or jwks_file"));
         }
         if self.lease_timeout < std::time::Duration::from_millis(300) {
             return Err(invalid("lease_timeout", "must be at least 300ms (heartbeats run every third of it)"));

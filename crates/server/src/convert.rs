@@ -167,6 +167,7 @@ pub fn execution(r: &ExecutionRecord, with_payloads: bool) -> pb::Execution {
         duration: Some(duration(r.duration)),
         steps: r.steps.iter().map(|s| step(s, with_payloads)).collect(),
         idempotency_key: r.idempotency_key.clone().unwrap_or_default(),
+        tenant: r.tenant.to_string(),
     }
 }
 
@@ -264,6 +265,7 @@ pub fn running_from_journal(u: &nexus_store::UnfinishedExecution) -> pb::Executi
             })
             .collect(),
         idempotency_key: u.start.idempotency_key.clone().unwrap_or_default(),
+        tenant: u.start.tenant.clone(),
         ..Default::default()
     }
 }

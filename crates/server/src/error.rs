@@ -16,6 +16,8 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("the pattern store is unavailable: {0}")]
     Store(#[from] nexus_store::Error),
 }
@@ -67,6 +69,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::AlreadyExists(_) => Status::already_exists(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ApiError::PermissionDenied(_) => Status::permission_denied(message),
             ApiError::Store(_) => {
                 tracing::error!("{message}");
                 Status::unavailable(message)

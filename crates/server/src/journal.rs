@@ -152,6 +152,7 @@ impl Journal for StoreBackedJournal {
             pattern_version: s.pattern_version.to_string(),
             input: s.input.to_string(),
             idempotency_key: s.idempotency_key.clone(),
+            tenant: s.tenant.to_string(),
             started_at: std::time::SystemTime::now(),
             owner: self.owner.to_string(),
             lease_until: std::time::SystemTime::now() + self.lease,
@@ -247,7 +248,8 @@ pub async fn lease_loop(
             );
             let engine = engine.clone();
             tokio::spawn(async move {
-                engine.resume(pattern, Arc::from(u.start.id.as_str()), input, u.start.idempotency_key, &u.steps).await;
+                let (id, tenant) = (Arc::from(u.start.id.as_str()), Arc::from(u.start.tenant.as_str()));
+                engine.resume(pattern, id, input, u.start.idempotency_key, tenant, &u.steps).await;
             });
         }
     }

@@ -5,11 +5,13 @@
 //! everything is assembled in [`Nexus::start`] by constructor injection of `Arc<dyn Trait>`.
 
 mod api;
+pub mod auth;
 mod config;
 mod connect;
 mod convert;
 mod discovery;
 mod error;
+mod graph;
 mod invoker;
 mod journal;
 mod registry;
@@ -17,12 +19,15 @@ mod registry;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use nexus_engine::{Engine, History};
-use nexus_store::{PatternStore, PgStore, SqliteStore};
+use nexus_store::{PgStore, SqliteStore};
+
+/// The store as the registry, the journal and authentication see it (one object).
+type Stores = (Arc<dyn registry::RegistryStore>, Arc<dyn nexus_store::Journal>, Arc<dyn nexus_store::AuthStore>);
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower::Layer;
 
 pub use api::EXECUTION_ID_HEADER;
-pub use config::{Config, ConfigError, ServiceConfig, StoreConfig, parse_duration};
+pub use config::{AuthConfig, Config, ConfigError, JwtConfig, ServiceConfig, StoreConfig, parse_duration};
 pub use error::RpcStatus;
 pub use invoker::{DynamicCodec, GrpcInvoker};
 
@@ -44,6 +49,8 @@ pub enum StartError {
     Registry(#[from] error::ApiError),
     #[error("{0}")]
     Invoker(String),
+    #[error("authentication: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("building gRPC reflection: {0}")]
@@ -70,23 +77,49 @@ impl Nexus {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let catalog = Arc::new(discovery::build_catalog(&config.services, config.discovery_timeout).await?);
-        let (store, journal_store): (Arc<dyn PatternStore>, Arc<dyn nexus_store::Journal>) =
-            match (&config.store.url, config.in_memory) {
-                (Some(url), _) => {
-                    let s = Arc::new(PgStore::connect(url, config.store.schema.as_deref()).await?);
-                    (s.clone(), s)
-                }
-                (None, true) => {
-                    let s = Arc::new(SqliteStore::in_memory().await?);
-                    (s.clone(), s)
-                }
-                (None, false) => {
-                    let s = Arc::new(SqliteStore::open(&config.data_dir).await?);
-                    (s.clone(), s)
-                }
-            };
-        let registry = Arc::new(registry::Registry::load(store, catalog.clone()).await?);
+        let (store, journal_store, auth_store): Stores = match (&config.store.url, config.in_memory) {
+            (Some(url), _) => {
+                let s = Arc::new(PgStore::connect(url, config.store.schema.as_deref()).await?);
+                (s.clone(), s.clone(), s)
+            }
+            (None, true) => {
+                let s = Arc::new(SqliteStore::in_memory().await?);
+                (s.clone(), s.clone(), s)
+            }
+            (None, false) => {
+                let s = Arc::new(SqliteStore::open(&config.data_dir).await?);
+                (s.clone(), s.clone(), s)
+            }
+        };
+        let authenticator =
+            Arc::new(auth::Authenticator::new(&config.auth, auth_store.clone()).map_err(StartError::Auth)?);
+        let mut restricted = std::collections::BTreeMap::new();
+        for (action, roles) in &config.auth.restricted_actions {
+            if catalog.action(action).is_none() {
+                return Err(StartError::Auth(format!("auth.restricted_actions: no action `{action}` in the catalog")));
+            }
+            let roles = roles
+                .iter()
+                .map(|r| {
+                    auth::Role::parse(r).ok_or_else(|| {
+                        StartError::Auth(format!(
+                            "auth.restricted_actions.\"{action}\": `{r}` is not a role (admin, author, runner, viewer)"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            restricted.insert(action.clone(), roles);
+        }
+        let registry = Arc::new(registry::Registry::load(store, catalog.clone(), restricted).await?);
+        if !authenticator.required() {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF: every caller without credentials is an admin of tenant `default` \
+                 (listening on {} only; use --require-auth with API keys from `nexus token create` before exposing it)",
+                config.listen
+            );
+        }
         let refresher = tokio::spawn(refresh_loop(registry.clone(), config.refresh_interval));
+        let usage = tokio::spawn(usage_loop(registry.clone()));
         let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
         let owner: Arc<str> = Arc::from(format!("replica-{}", uuid::Uuid::now_v7().simple()));
         let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history))).with_journal(Arc::new(
@@ -107,7 +140,8 @@ impl Nexus {
             config.store.url.is_none(),
             config.retention,
         ));
-        let app = router(api::Api::new(registry, engine.clone(), journal_store.clone())).await?;
+        let app =
+            router(api::Api::new(registry, engine.clone(), journal_store.clone(), auth_store), authenticator).await?;
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -127,6 +161,7 @@ impl Nexus {
                 })
                 .await;
             refresher.abort();
+            usage.abort();
             served
         });
         tracing::info!(%addr, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
@@ -211,6 +246,18 @@ async fn refresh_loop(registry: Arc<registry::Registry>, every: Duration) {
     }
 }
 
+/// Adds the executions counted in memory to the store's usage figures, every few seconds.
+async fn usage_loop(registry: Arc<registry::Registry>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = registry.flush_usage().await {
+            tracing::warn!("recording pattern usage: {e}");
+        }
+    }
+}
+
 /// Sends native gRPC straight to the tonic routes and everything else (gRPC-Web, Connect JSON,
 /// CORS preflights) through the translating layers. Native gRPC is the hot path: it should not
 /// pay for middleware that only browsers and `curl` need.
@@ -242,7 +289,7 @@ impl tower::Service<axum::extract::Request> for Dispatch {
     }
 }
 
-async fn router(api: api::Api) -> Result<Dispatch, StartError> {
+async fn router(api: api::Api, auth: Arc<auth::Authenticator>) -> Result<Dispatch, StartError> {
     use proto::nexus_service_server::NexusServiceServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -258,7 +305,9 @@ async fn router(api: api::Api) -> Result<Dispatch, StartError> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .prepare()
-        .into_axum_router();
+        .into_axum_router()
+        // Every call is authenticated here, before any service sees it.
+        .layer(axum::middleware::from_fn_with_state(auth, auth::middleware));
     let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc.clone());
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)

@@ -9,10 +9,23 @@ use std::{
     time::SystemTime,
 };
 
-use nexus_core::{Catalog, CompiledPattern, Diagnostic, PatternLookup, compile, document, parse_pattern_call, pb};
-use nexus_store::{InsertOutcome, PatternStore, StoredPattern};
+use nexus_core::{
+    Catalog, CompiledPattern, Diagnostic, PatternLookup, Target, compile, document, parse_pattern_call, pb,
+};
+use nexus_store::{MetaStore, NewVersion, PatternName, PatternStore, RegisterOutcome, StoredPattern};
 
-use crate::error::ApiError;
+use crate::{
+    auth::{Principal, Role},
+    error::ApiError,
+};
+
+/// (name, version).
+type VersionKey = (Arc<str>, Arc<str>);
+
+/// What the registry needs of the store.
+pub trait RegistryStore: PatternStore + MetaStore {}
+
+impl<T: PatternStore + MetaStore> RegistryStore for T {}
 
 /// One registered version.
 #[derive(Clone)]
@@ -24,9 +37,17 @@ pub struct Entry {
 }
 
 pub struct Registry {
-    store: Arc<dyn PatternStore>,
+    store: Arc<dyn RegistryStore>,
     catalog: Arc<Catalog>,
     patterns: RwLock<HashMap<String, BTreeMap<semver::Version, Entry>>>,
+    /// Owner, tenant, visibility, lineage and `latest` of every name: access checks on the hot
+    /// path read them here. Refreshed from the store every `refresh_interval` (changes made on
+    /// another replica show within that bound) and at once for changes made here.
+    names: RwLock<HashMap<String, PatternName>>,
+    /// Actions only patterns registered by these roles may call.
+    restricted: BTreeMap<String, Vec<Role>>,
+    /// Executions per (name, version) not yet added to the store.
+    usage: std::sync::Mutex<HashMap<VersionKey, u64>>,
 }
 
 pub struct Registered {
@@ -36,24 +57,34 @@ pub struct Registered {
     pub warnings: Vec<Diagnostic>,
 }
 
-#[derive(Debug, Default)]
-pub struct ListFilter {
-    pub query: String,
-    pub owner: String,
-    pub tag: String,
-}
-
 impl Registry {
     /// Loads every stored version and compiles it against `catalog`.
-    pub async fn load(store: Arc<dyn PatternStore>, catalog: Arc<Catalog>) -> Result<Self, ApiError> {
-        let registry = Self { store, catalog, patterns: RwLock::new(HashMap::new()) };
+    pub async fn load(
+        store: Arc<dyn RegistryStore>,
+        catalog: Arc<Catalog>,
+        restricted: BTreeMap<String, Vec<Role>>,
+    ) -> Result<Self, ApiError> {
+        let registry = Self {
+            store,
+            catalog,
+            patterns: RwLock::new(HashMap::new()),
+            names: RwLock::new(HashMap::new()),
+            restricted,
+            usage: std::sync::Mutex::new(HashMap::new()),
+        };
         registry.refresh().await?;
         Ok(registry)
     }
 
     /// Adds the versions other replicas registered since the last look (versions are immutable,
-    /// so what is already known never needs reloading). Returns how many were added.
+    /// so what is already known never needs reloading) and reloads the names' mutable facts.
+    /// Returns how many versions were added.
     pub async fn refresh(&self) -> Result<usize, ApiError> {
+        let names = self.store.pattern_names().await?;
+        {
+            let mut map = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *map = names.into_iter().map(|n| (n.name.clone(), n)).collect();
+        }
         let stored = self.store.list_patterns().await?;
         let mut added = 0;
         for s in stored {
@@ -131,50 +162,90 @@ impl Registry {
         patterns.entry(doc.name.clone()).or_default().insert(version, Entry { document: doc, compiled });
     }
 
-    /// Type-checks a document without storing it.
-    pub fn validate(&self, doc: &pb::Pattern) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
+    /// Type-checks a document without storing it, with `caller`'s access to sub-patterns and
+    /// restricted actions.
+    pub fn validate(&self, doc: &pb::Pattern, caller: &Principal) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
         let mut doc = doc.clone();
         let mut resolved = self.resolve_latest(&mut doc);
-        compile(&doc, &self.catalog, self).map(|(_, mut warnings)| {
-            warnings.append(&mut resolved);
-            warnings
-        })
+        let (compiled, mut warnings) = compile(&doc, &self.catalog, self)?;
+        if let Err(ApiError::InvalidPattern(d)) = self.check_access(&compiled, caller) {
+            return Err(d);
+        }
+        warnings.append(&mut resolved);
+        Ok(warnings)
     }
 
-    /// Validates and stores a new immutable version.
-    pub async fn register(&self, mut doc: pb::Pattern) -> Result<Registered, ApiError> {
+    /// Every loaded version of a name, lowest first.
+    pub fn versions_of(&self, name: &str) -> Vec<String> {
+        let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        patterns.get(name).map(|v| v.keys().map(ToString::to_string).collect()).unwrap_or_default()
+    }
+
+    /// Validates and stores a new immutable version owned by `caller` (a fork when
+    /// `forked_from` is set: the name must then be new).
+    pub async fn register(
+        &self,
+        mut doc: pb::Pattern,
+        caller: &Principal,
+        forked_from: Option<String>,
+    ) -> Result<Registered, ApiError> {
+        // Ownership and lineage come from the caller and the store, never from the document.
         doc.registered_at = None;
+        doc.owner = caller.subject.to_string();
+        doc.tenant = String::new();
+        doc.forked_from = String::new();
+        doc.deprecated = false;
+        doc.stars = 0;
+        doc.executions = 0;
         if doc.visibility.is_empty() {
             doc.visibility = "private".into();
+        }
+        if !matches!(doc.visibility.as_str(), "private" | "tenant" | "public") {
+            return Err(ApiError::InvalidPattern(vec![Diagnostic::error(
+                "visibility",
+                format!("`{}` is not a visibility: use private, tenant or public", doc.visibility),
+            )]));
         }
         if doc.durability.is_empty() {
             doc.durability = "ephemeral".into();
         }
         let mut resolved = self.resolve_latest(&mut doc);
         let (compiled, mut warnings) = compile(&doc, &self.catalog, self).map_err(ApiError::InvalidPattern)?;
+        self.check_access(&compiled, caller)?;
         warnings.append(&mut resolved);
+        let (uses, calls) = dependencies(&compiled);
         let canonical = document::to_json(&doc).to_string();
         let now = SystemTime::now();
         let outcome = self
             .store
-            .insert_pattern(&StoredPattern {
-                name: doc.name.clone(),
-                version: doc.version.clone(),
-                owner: doc.owner.clone(),
-                description: doc.description.clone(),
-                document: canonical,
-                registered_at: now,
+            .register_version(&NewVersion {
+                pattern: StoredPattern {
+                    name: doc.name.clone(),
+                    version: doc.version.clone(),
+                    owner: doc.owner.clone(),
+                    description: doc.description.clone(),
+                    document: canonical,
+                    registered_at: now,
+                },
+                tags: doc.tags.clone(),
+                tenant: caller.tenant.to_string(),
+                admin: caller.is_admin(),
+                visibility: doc.visibility.clone(),
+                forked_from,
+                uses,
+                calls,
             })
             .await?;
         let created = match outcome {
-            InsertOutcome::Created => {
+            RegisterOutcome::Created => {
                 let mut stored = doc.clone();
                 stored.registered_at = Some(now.into());
                 self.insert(stored, Ok(Arc::new(compiled)));
+                self.reload_name(&doc.name).await?;
                 true
             }
-            InsertOutcome::Identical => false,
-            InsertOutcome::Conflict => {
+            RegisterOutcome::Identical => false,
+            RegisterOutcome::Conflict => {
                 return Err(ApiError::AlreadyExists(format!(
                     "pattern {}@{} is already registered with a different document; versions are immutable, register {} or higher",
                     doc.name,
@@ -182,8 +253,115 @@ impl Registry {
                     next_version(&doc.version)
                 )));
             }
+            RegisterOutcome::NotGreater { highest } => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "pattern `{}` already has version {highest}; versions only grow: register {} or higher",
+                    doc.name,
+                    next_version(&highest)
+                )));
+            }
+            RegisterOutcome::NotOwner { tenant, owner } => {
+                // Whoever cannot see the pattern only learns that the name is taken.
+                let visible = self.name(&doc.name).is_some_and(|n| visible_to(&n, caller));
+                return Err(if visible {
+                    ApiError::PermissionDenied(format!(
+                        "pattern `{}` belongs to {owner} (tenant {tenant}): only its owner or an admin of that tenant can add versions; fork it to make your own",
+                        doc.name
+                    ))
+                } else {
+                    ApiError::AlreadyExists(format!("the pattern name `{}` is taken; choose another", doc.name))
+                });
+            }
+            RegisterOutcome::NameTaken => {
+                return Err(ApiError::AlreadyExists(format!(
+                    "the pattern name `{}` is taken; choose another name for the fork",
+                    doc.name
+                )));
+            }
         };
         Ok(Registered { name: doc.name, version: doc.version, created, warnings })
+    }
+
+    /// Sub-patterns the caller cannot see do not exist for them; restricted actions need one of
+    /// their roles.
+    fn check_access(&self, compiled: &CompiledPattern, caller: &Principal) -> Result<(), ApiError> {
+        let mut diags = Vec::new();
+        for (i, step) in compiled.steps.iter().enumerate() {
+            match &step.target {
+                Target::Pattern(p) => {
+                    if !self.name(&p.name).is_some_and(|n| visible_to(&n, caller)) {
+                        diags.push(Diagnostic::error(
+                            format!("steps[{i}].call"),
+                            format!("no pattern named `{}` (ListPatterns shows what is registered)", p.name),
+                        ));
+                    }
+                }
+                Target::Action(a) => self.check_restricted(&a.name, &format!("steps[{i}].call"), caller, &mut diags),
+            }
+            if let Some(c) = &step.compensate {
+                self.check_restricted(&c.action.name, &format!("steps[{i}].compensate.call"), caller, &mut diags);
+            }
+        }
+        if diags.is_empty() { Ok(()) } else { Err(ApiError::InvalidPattern(diags)) }
+    }
+
+    fn check_restricted(&self, action: &str, path: &str, caller: &Principal, diags: &mut Vec<Diagnostic>) {
+        if let Some(roles) = self.restricted.get(action)
+            && !caller.any_of(roles)
+        {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            diags.push(Diagnostic::error(
+                path,
+                format!("`{action}` is restricted: only patterns registered by {} may call it", names.join(" or ")),
+            ));
+        }
+    }
+
+    /// The mutable facts of a name (owner, tenant, visibility, latest …).
+    pub fn name(&self, name: &str) -> Option<PatternName> {
+        self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Re-reads one name's facts from the store (after a change made here).
+    pub async fn reload_name(&self, name: &str) -> Result<Option<PatternName>, ApiError> {
+        let fresh = self.store.pattern_name(name).await?;
+        let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &fresh {
+            Some(n) => names.insert(name.to_string(), n.clone()),
+            None => names.remove(name),
+        };
+        Ok(fresh)
+    }
+
+    /// The store, for the marketplace and graph RPCs.
+    pub fn store(&self) -> &Arc<dyn RegistryStore> {
+        &self.store
+    }
+
+    /// Counts one execution of a version (added to the store by [`Registry::flush_usage`]).
+    pub fn count_execution(&self, name: &Arc<str>, version: &Arc<str>) {
+        let mut usage = self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *usage.entry((name.clone(), version.clone())).or_insert(0) += 1;
+    }
+
+    /// Adds the executions counted since the last flush to the store.
+    pub async fn flush_usage(&self) -> Result<(), ApiError> {
+        let counts: Vec<(String, String, u64)> = {
+            let mut usage = self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            usage.drain().map(|((n, v), c)| (n.to_string(), v.to_string(), c)).collect()
+        };
+        if counts.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.add_executions(&counts).await {
+            // Put them back: counted at the next flush.
+            let mut usage = self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (n, v, c) in counts {
+                *usage.entry((Arc::from(n.as_str()), Arc::from(v.as_str()))).or_insert(0) += c;
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Rewrites `call: pattern:NAME@latest` (or without a version) to the concrete latest version,
@@ -215,11 +393,29 @@ impl Registry {
             ApiError::NotFound(format!("no pattern named `{name}` (ListPatterns shows what is registered)"))
         })?;
         if version.is_empty() || version == "latest" {
-            return versions
-                .values()
-                .next_back()
-                .cloned()
-                .ok_or_else(|| ApiError::NotFound(format!("pattern `{name}` has no versions")));
+            // The highest version that is not deprecated (the store keeps it per name).
+            let latest = self
+                .names
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(name)
+                .map(|n| n.latest.clone());
+            return match latest {
+                Some(Some(v)) => {
+                    semver::Version::parse(&v).ok().and_then(|v| versions.get(&v)).cloned().ok_or_else(|| {
+                        ApiError::NotFound(format!("pattern `{name}`: its latest version {v} is not loaded yet"))
+                    })
+                }
+                Some(None) => Err(ApiError::NotFound(format!(
+                    "every version of pattern `{name}` is deprecated; run an exact version (ListPatternVersions lists them)"
+                ))),
+                // Not in the names yet (registered elsewhere a moment ago): the highest.
+                None => versions
+                    .values()
+                    .next_back()
+                    .cloned()
+                    .ok_or_else(|| ApiError::NotFound(format!("pattern `{name}` has no versions"))),
+            };
         }
         let v = semver::Version::parse(version)
             .map_err(|e| ApiError::InvalidArgument(format!("version `{version}` is not a semantic version: {e}")))?;
@@ -241,28 +437,6 @@ impl Registry {
             ))
         })
     }
-
-    /// Latest version of each pattern matching the filter, sorted by name.
-    pub fn list(&self, filter: &ListFilter) -> Vec<pb::Pattern> {
-        let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let query = filter.query.to_lowercase();
-        let mut out: Vec<pb::Pattern> = patterns
-            .values()
-            .filter_map(|versions| versions.values().next_back())
-            .map(|e| &e.document)
-            .filter(|d| filter.owner.is_empty() || d.owner == filter.owner)
-            .filter(|d| filter.tag.is_empty() || d.tags.iter().any(|t| t == &filter.tag))
-            .filter(|d| {
-                query.is_empty()
-                    || d.name.to_lowercase().contains(&query)
-                    || d.description.to_lowercase().contains(&query)
-                    || d.tags.iter().any(|t| t.to_lowercase().contains(&query))
-            })
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
-    }
 }
 
 fn next_version(v: &str) -> String {
@@ -280,4 +454,40 @@ impl PatternLookup for Registry {
     fn lookup(&self, name: &str, version: &str) -> Option<Arc<CompiledPattern>> {
         self.get(name, version).ok()?.compiled.ok()
     }
+}
+
+/// Whether `caller` may see a pattern: public ones, their tenant's `tenant` ones, their own
+/// private ones (and, for a tenant admin, every one of the tenant).
+pub fn visible_to(n: &PatternName, caller: &Principal) -> bool {
+    match n.visibility.as_str() {
+        "public" => true,
+        "tenant" => *n.tenant == *caller.tenant,
+        _ => *n.tenant == *caller.tenant && (*n.owner == *caller.subject || caller.is_admin()),
+    }
+}
+
+/// Whether `caller` may change a pattern (new versions, deprecation, visibility): its owner, or
+/// an admin of its tenant.
+pub fn manageable_by(n: &PatternName, caller: &Principal) -> bool {
+    *n.tenant == *caller.tenant && (*n.owner == *caller.subject || caller.is_admin())
+}
+
+/// The actions (steps and compensations) and the pattern versions a compiled pattern calls.
+fn dependencies(p: &CompiledPattern) -> (Vec<String>, Vec<String>) {
+    let mut uses = std::collections::BTreeSet::new();
+    let mut calls = std::collections::BTreeSet::new();
+    for step in &p.steps {
+        match &step.target {
+            Target::Action(a) => {
+                uses.insert(a.name.to_string());
+            }
+            Target::Pattern(sub) => {
+                calls.insert(format!("{}@{}", sub.name, sub.version));
+            }
+        }
+        if let Some(c) = &step.compensate {
+            uses.insert(c.action.name.to_string());
+        }
+    }
+    (uses.into_iter().collect(), calls.into_iter().collect())
 }

@@ -4,10 +4,14 @@
 #[path = "api/common.rs"]
 mod common;
 
+#[path = "api/access.rs"]
+mod access;
 #[path = "api/catalog.rs"]
 mod catalog;
 #[path = "api/execution.rs"]
 mod execution;
+#[path = "api/marketplace.rs"]
+mod marketplace;
 #[path = "api/semantics.rs"]
 mod semantics;
 #[path = "api/transports.rs"]

@@ -91,6 +91,7 @@ pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
         pattern_version: "1.0.0".into(),
         input: r#"{"email":"a@b.c"}"#.into(),
         idempotency_key: Some(format!("key-{id}")),
+        tenant: "acme".into(),
         started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
         owner: "replica-a".into(),
         lease_until: SystemTime::UNIX_EPOCH + Duration::from_millis(4_000_000_000_000),
@@ -145,6 +146,7 @@ pub async fn check_journal_batches_are_atomic(journal: &dyn crate::Journal) {
         pattern_version: "1.0.0".into(),
         input: "{}".into(),
         idempotency_key: None,
+        tenant: "globex".into(),
         started_at: SystemTime::now(),
         owner: "replica-a".into(),
         lease_until: SystemTime::now() + Duration::from_secs(3600),
@@ -183,6 +185,7 @@ pub async fn check_leases(journal: &dyn crate::Journal) {
         pattern_version: "1.0.0".into(),
         input: "{}".into(),
         idempotency_key: None,
+        tenant: "globex".into(),
         started_at: now,
         owner: format!("{owner}-{tag}"),
         lease_until,
@@ -221,4 +224,491 @@ pub async fn check_leases(journal: &dyn crate::Journal) {
     let taken = journal.claim_expired(&format!("c3-{tag}"), now, later, 1).await.unwrap();
     assert_eq!(mine(&taken).len(), 1, "the limit is honoured");
     assert!(taken[0].start.owner == format!("c3-{tag}") && taken[0].start.lease_until == later, "{taken:?}");
+}
+
+/// A short random tag that keeps one run's names, tenants and subjects apart from another's when
+/// runs share a database.
+fn run_tag() -> String {
+    // The last hex digits of a v7 UUID are random.
+    uuid::Uuid::now_v7().simple().to_string()[20..].to_string()
+}
+
+/// A version of `name` registered by `owner` of `tenant` (visibility `tenant`, no graph).
+fn new_version(name: &str, version: &str, tenant: &str, owner: &str) -> crate::NewVersion {
+    crate::NewVersion {
+        pattern: StoredPattern {
+            name: name.into(),
+            version: version.into(),
+            owner: owner.into(),
+            description: format!("{name} at {version}"),
+            document: format!(r#"{{"name":"{name}","version":"{version}"}}"#),
+            registered_at: SystemTime::now(),
+        },
+        tags: Vec::new(),
+        tenant: tenant.into(),
+        admin: false,
+        visibility: "tenant".into(),
+        forked_from: None,
+        uses: Vec::new(),
+        calls: Vec::new(),
+    }
+}
+
+fn viewer(tenant: &str, subject: &str, admin: bool) -> crate::Viewer {
+    crate::Viewer { tenant: tenant.into(), subject: subject.into(), admin }
+}
+
+/// Everything `viewer` may see whose name, description or a tag contains `text`, by name.
+fn query(viewer: &crate::Viewer, text: &str) -> crate::SearchQuery {
+    crate::SearchQuery {
+        viewer: viewer.clone(),
+        text: text.into(),
+        owner: String::new(),
+        tag: String::new(),
+        action: String::new(),
+        sort: crate::SearchSort::Name,
+        offset: 0,
+        limit: 1000,
+    }
+}
+
+async fn found(store: &dyn crate::MetaStore, q: &crate::SearchQuery) -> Vec<String> {
+    store.search(q).await.unwrap().names.into_iter().map(|n| n.name).collect()
+}
+
+/// Registration outcomes, `latest` and deprecation, versions, visibility, stars, executions and
+/// search.
+pub async fn check_meta(store: &dyn crate::MetaStore) {
+    use crate::RegisterOutcome::*;
+    let t = run_tag();
+    let (acme, globex) = (format!("acme-{t}"), format!("globex-{t}"));
+    let a = format!("m{t}-alpha");
+    let not_alice = || NotOwner { tenant: acme.clone(), owner: "alice".into() };
+
+    let first = new_version(&a, "1.0.0", &acme, "alice");
+    assert_eq!(store.register_version(&first).await.unwrap(), Created);
+    assert_eq!(store.register_version(&first).await.unwrap(), Identical);
+    // The identical document is a retry whoever sends it.
+    let retry = crate::NewVersion { tenant: globex.clone(), ..first.clone() };
+    assert_eq!(store.register_version(&retry).await.unwrap(), Identical);
+    let mut changed = first.clone();
+    changed.pattern.document = r#"{"changed":true}"#.into();
+    assert_eq!(store.register_version(&changed).await.unwrap(), Conflict);
+
+    // Only the owner, or an admin of the name's tenant, adds versions.
+    assert_eq!(store.register_version(&new_version(&a, "1.1.0", &acme, "bob")).await.unwrap(), not_alice());
+    let foreign_admin = crate::NewVersion { admin: true, ..new_version(&a, "1.1.0", &globex, "alice") };
+    assert_eq!(store.register_version(&foreign_admin).await.unwrap(), not_alice());
+    let admin = crate::NewVersion { admin: true, ..new_version(&a, "1.1.0", &acme, "dave") };
+    assert_eq!(store.register_version(&admin).await.unwrap(), Created);
+
+    // Versions only grow, in semver order (1.10.0 follows 1.9.0).
+    let not_greater = |highest: &str| NotGreater { highest: highest.into() };
+    assert_eq!(store.register_version(&new_version(&a, "1.0.5", &acme, "alice")).await.unwrap(), not_greater("1.1.0"));
+    let rc = new_version(&a, "1.1.0-rc.1", &acme, "alice");
+    assert_eq!(store.register_version(&rc).await.unwrap(), not_greater("1.1.0"));
+    assert_eq!(store.register_version(&new_version(&a, "1.9.0", &acme, "alice")).await.unwrap(), Created);
+    let mut v1_10 = new_version(&a, "1.10.0", &acme, "alice");
+    v1_10.tags = vec![format!("tag-{t}"), "billing".into()];
+    v1_10.visibility = "public".into(); // an existing name keeps its visibility
+    assert_eq!(store.register_version(&v1_10).await.unwrap(), Created);
+    assert_eq!(store.register_version(&new_version(&a, "1.2.0", &acme, "alice")).await.unwrap(), not_greater("1.10.0"));
+
+    // A fork takes a new name.
+    let onto_existing =
+        crate::NewVersion { forked_from: Some(format!("{a}@1.0.0")), ..new_version(&a, "2.0.0", &acme, "alice") };
+    assert_eq!(store.register_version(&onto_existing).await.unwrap(), NameTaken);
+    let fork = format!("m{t}-alpha-fork");
+    let forked = crate::NewVersion {
+        forked_from: Some(format!("{a}@1.0.0")),
+        visibility: "private".into(),
+        ..new_version(&fork, "1.0.0", &globex, "carol")
+    };
+    assert_eq!(store.register_version(&forked).await.unwrap(), Created);
+    let f = store.pattern_name(&fork).await.unwrap().expect("the fork exists");
+    assert_eq!(f.forked_from.as_deref(), Some(format!("{a}@1.0.0").as_str()));
+    assert_eq!((f.tenant.as_str(), f.owner.as_str(), f.visibility.as_str()), (globex.as_str(), "carol", "private"));
+    assert_eq!(f.latest.as_deref(), Some("1.0.0"));
+
+    // The name: its owner stays (an admin's version does not change it); latest is the highest
+    // version, and description and tags come from it.
+    let n = store.pattern_name(&a).await.unwrap().expect("the name exists");
+    assert_eq!((n.tenant.as_str(), n.owner.as_str(), n.visibility.as_str()), (acme.as_str(), "alice", "tenant"));
+    assert_eq!((n.forked_from.as_deref(), n.latest.as_deref()), (None, Some("1.10.0")));
+    assert_eq!(n.description, format!("{a} at 1.10.0"));
+    assert_eq!(n.tags, [format!("tag-{t}"), "billing".into()]);
+    assert_eq!((n.stars, n.executions), (0, 0));
+    assert!(n.created_at <= n.updated_at);
+    assert!(store.pattern_name(&format!("m{t}-missing")).await.unwrap().is_none());
+    let all = store.pattern_names().await.unwrap();
+    assert!(all.iter().any(|p| p == &n) && all.iter().any(|p| p.name == fork), "{all:?}");
+
+    let versions = store.versions(&a).await.unwrap();
+    let listed: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+    assert_eq!(listed, ["1.0.0", "1.1.0", "1.9.0", "1.10.0"]);
+    assert!(versions.iter().all(|v| !v.deprecated && v.executions == 0 && v.name == a));
+    assert_eq!(versions[1].description, format!("{a} at 1.1.0"));
+    assert!(store.versions(&format!("m{t}-missing")).await.unwrap().is_empty());
+
+    // Deprecation moves `latest` down (description and tags follow) and back.
+    assert_eq!(store.set_deprecated(&a, "1.10.0", true, "broken").await.unwrap(), Some(Some("1.9.0".into())));
+    let n = store.pattern_name(&a).await.unwrap().unwrap();
+    assert_eq!((n.latest.as_deref(), n.description.as_str()), (Some("1.9.0"), format!("{a} at 1.9.0").as_str()));
+    assert!(n.tags.is_empty(), "{n:?}");
+    let v = store.versions(&a).await.unwrap().pop().unwrap();
+    assert!(v.deprecated && v.deprecation_reason == "broken", "{v:?}");
+    assert_eq!(store.set_deprecated(&a, "3.0.0", true, "").await.unwrap(), None);
+    assert_eq!(store.set_deprecated(&format!("m{t}-missing"), "1.0.0", true, "").await.unwrap(), None);
+    // A deprecated version still counts as registered.
+    assert_eq!(store.register_version(&new_version(&a, "1.9.5", &acme, "alice")).await.unwrap(), not_greater("1.10.0"));
+    assert_eq!(store.set_deprecated(&a, "1.0.0", true, "old").await.unwrap(), Some(Some("1.9.0".into())));
+    assert_eq!(store.set_deprecated(&a, "1.9.0", true, "old").await.unwrap(), Some(Some("1.1.0".into())));
+    assert_eq!(store.set_deprecated(&a, "1.1.0", true, "old").await.unwrap(), Some(None));
+    let n = store.pattern_name(&a).await.unwrap().unwrap();
+    assert_eq!(n.latest, None);
+    // Every version deprecated: still listed.
+    let alice = viewer(&acme, "alice", false);
+    assert_eq!(found(store, &query(&alice, &a)).await, [a.as_str()]);
+    assert_eq!(store.set_deprecated(&a, "1.10.0", false, "ignored").await.unwrap(), Some(Some("1.10.0".into())));
+    let v = store.versions(&a).await.unwrap().pop().unwrap();
+    assert!(!v.deprecated && v.deprecation_reason.is_empty(), "{v:?}");
+    assert_eq!(store.pattern_name(&a).await.unwrap().unwrap().tags, [format!("tag-{t}"), "billing".into()]);
+
+    assert!(store.set_visibility(&a, "public").await.unwrap());
+    assert_eq!(store.pattern_name(&a).await.unwrap().unwrap().visibility, "public");
+    assert!(!store.set_visibility(&format!("m{t}-missing"), "public").await.unwrap());
+
+    // Stars: idempotent, counted.
+    let (bob, carol) = (format!("{acme}/bob"), format!("{globex}/carol"));
+    assert_eq!(store.star(&a, &bob, true).await.unwrap(), 1);
+    assert_eq!(store.star(&a, &bob, true).await.unwrap(), 1);
+    assert_eq!(store.star(&a, &carol, true).await.unwrap(), 2);
+    assert!(store.starred(&a, &bob).await.unwrap());
+    assert_eq!(store.star(&a, &bob, false).await.unwrap(), 1);
+    assert_eq!(store.star(&a, &bob, false).await.unwrap(), 1);
+    assert!(!store.starred(&a, &bob).await.unwrap() && store.starred(&a, &carol).await.unwrap());
+    assert_eq!(store.pattern_name(&a).await.unwrap().unwrap().stars, 1);
+    assert_eq!(store.star(&format!("m{t}-missing"), &bob, true).await.unwrap(), 0);
+    assert!(!store.starred(&format!("m{t}-missing"), &bob).await.unwrap());
+
+    // Executions, per version and in total (unknown versions are ignored).
+    let counts = [
+        (a.clone(), "1.0.0".to_string(), 3),
+        (a.clone(), "1.1.0".to_string(), 2),
+        (a.clone(), "1.0.0".to_string(), 1),
+        (a.clone(), "7.0.0".to_string(), 100),
+        (format!("m{t}-missing"), "1.0.0".to_string(), 5),
+    ];
+    store.add_executions(&counts).await.unwrap();
+    store.add_executions(&[]).await.unwrap();
+    let executions: Vec<u64> = store.versions(&a).await.unwrap().iter().map(|v| v.executions).collect();
+    assert_eq!(executions, [4, 2, 0, 0]);
+    assert_eq!(store.pattern_name(&a).await.unwrap().unwrap().executions, 6);
+
+    check_search(store).await;
+}
+
+/// Search: who sees what, the text, tag, owner and action filters, the sorts and the pages.
+pub async fn check_search(store: &dyn crate::MetaStore) {
+    use crate::{SearchSort, Viewer};
+    let t = run_tag();
+    let (acme, globex) = (format!("acme-{t}"), format!("globex-{t}"));
+
+    // Visibility: public for all, tenant for the tenant, private for the owner and its tenant's
+    // admins.
+    let vis = |v: &str| format!("v{t}-{v}");
+    for visibility in ["public", "tenant", "private"] {
+        let version = crate::NewVersion {
+            visibility: visibility.into(),
+            ..new_version(&vis(visibility), "1.0.0", &acme, "alice")
+        };
+        assert_eq!(store.register_version(&version).await.unwrap(), crate::RegisterOutcome::Created);
+    }
+    let sees = |v: Viewer| {
+        let q = query(&v, &format!("v{t}-"));
+        async move { found(store, &q).await }
+    };
+    let (public, tenant, private) = (vis("public"), vis("tenant"), vis("private"));
+    assert_eq!(sees(viewer(&globex, "carol", false)).await, [public.as_str()]);
+    assert_eq!(sees(viewer(&globex, "alice", true)).await, [public.as_str()], "an admin of another tenant");
+    assert_eq!(sees(viewer(&acme, "bob", false)).await, [public.clone(), tenant.clone()]);
+    assert_eq!(sees(viewer(&acme, "alice", false)).await, [private.clone(), public.clone(), tenant.clone()]);
+    assert_eq!(sees(viewer(&acme, "dave", true)).await, [private.clone(), public.clone(), tenant.clone()]);
+
+    // Text (case-insensitive, over name, description and tags), ranked by relevance.
+    let word = format!("q{t}");
+    let owner = format!("olga-{t}");
+    let base = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+    let mail = format!("pkg{t}.Mail/Send");
+    let exact = word.clone();
+    let prefix = format!("{word}-prefix");
+    let contains = format!("x-{word}");
+    let in_description = format!("d{t}-description");
+    let in_tag = format!("d{t}-tagged");
+    let unrelated = format!("d{t}-unrelated");
+    let (exact, prefix, contains, in_description, in_tag, unrelated) = (
+        exact.as_str(),
+        prefix.as_str(),
+        contains.as_str(),
+        in_description.as_str(),
+        in_tag.as_str(),
+        unrelated.as_str(),
+    );
+    for (i, name) in [exact, prefix, contains, in_description, in_tag, unrelated].into_iter().enumerate() {
+        let mut v = new_version(name, "1.0.0", &acme, &owner);
+        v.visibility = "public".into();
+        v.pattern.registered_at = base + Duration::from_secs(i as u64);
+        v.pattern.description = if name == in_description {
+            format!("Mentions {} in capitals", word.to_uppercase())
+        } else {
+            "Something else".into()
+        };
+        if name == in_tag {
+            v.tags = vec![format!("{word}-tag"), "other".into()];
+        }
+        if name == exact || name == prefix {
+            v.uses = vec![mail.clone()];
+        }
+        assert_eq!(store.register_version(&v).await.unwrap(), crate::RegisterOutcome::Created);
+    }
+    let carol = viewer(&globex, "carol", false);
+    let relevance = crate::SearchQuery { sort: SearchSort::Relevance, ..query(&carol, &word.to_uppercase()) };
+    let ranked = [exact, prefix, contains, in_description, in_tag];
+    assert_eq!(found(store, &relevance).await, ranked);
+    // Wildcards are literal.
+    let owned = crate::SearchQuery { owner: owner.clone(), ..query(&carol, "") };
+    for text in ["%", "_", "\\"] {
+        assert!(found(store, &crate::SearchQuery { text: text.into(), ..owned.clone() }).await.is_empty(), "{text}");
+    }
+
+    // Owner, tag and action filters.
+    let mut by_name = vec![contains, in_description, in_tag, unrelated, exact, prefix];
+    by_name.sort();
+    assert_eq!(found(store, &owned).await, by_name);
+    let relevance_without_text = crate::SearchQuery { sort: SearchSort::Relevance, ..owned.clone() };
+    assert_eq!(found(store, &relevance_without_text).await, by_name, "by name without text");
+    assert!(found(store, &crate::SearchQuery { owner: "olga".into(), ..query(&carol, "") }).await.is_empty());
+    let tagged = |tag: &str| crate::SearchQuery { tag: tag.into(), ..owned.clone() };
+    assert_eq!(found(store, &tagged(&format!("{word}-tag"))).await, [in_tag]);
+    assert!(found(store, &tagged(&word)).await.is_empty(), "a tag matches exactly");
+    assert!(found(store, &tagged(&format!("{word}-TAG"))).await.is_empty(), "a tag matches exactly");
+    let using = crate::SearchQuery { action: mail.clone(), ..query(&carol, "") };
+    assert_eq!(found(store, &using).await, [exact, prefix]);
+    // Only the latest version counts.
+    let mut without = new_version(prefix, "2.0.0", &acme, &owner);
+    without.pattern.registered_at = base + Duration::from_secs(10);
+    assert_eq!(store.register_version(&without).await.unwrap(), crate::RegisterOutcome::Created);
+    assert_eq!(found(store, &using).await, [exact]);
+    assert_eq!(store.set_deprecated(prefix, "2.0.0", true, "").await.unwrap(), Some(Some("1.0.0".into())));
+    assert_eq!(found(store, &using).await, [exact, prefix]);
+    assert_eq!(found(store, &crate::SearchQuery { text: word.clone(), ..using.clone() }).await, [exact, prefix]);
+    assert!(found(store, &crate::SearchQuery { action: format!("pkg{t}.Mail"), ..using }).await.is_empty());
+
+    // Sorts.
+    for (name, who) in [(unrelated, "x"), (unrelated, "y"), (in_description, "x"), (in_tag, "x")] {
+        store.star(name, &format!("{who}-{t}"), true).await.unwrap();
+    }
+    let runs = |name: &str, n| (name.to_string(), "1.0.0".to_string(), n);
+    store.add_executions(&[runs(in_description, 5), runs(in_tag, 1), runs(exact, 10)]).await.unwrap();
+    let popular = crate::SearchQuery { sort: SearchSort::Popularity, ..owned.clone() };
+    assert_eq!(found(store, &popular).await, [unrelated, in_description, in_tag, exact, prefix, contains]);
+    let recent = crate::SearchQuery { sort: SearchSort::Recent, ..owned.clone() };
+    assert_eq!(found(store, &recent).await, [prefix, unrelated, in_tag, in_description, contains, exact]);
+
+    // Pages.
+    let mut pages = Vec::new();
+    for offset in [0, 2, 4, 6] {
+        let page = store.search(&crate::SearchQuery { offset, limit: 2, ..owned.clone() }).await.unwrap();
+        pages.push((page.names.iter().map(|n| n.name.clone()).collect::<Vec<_>>(), page.more));
+    }
+    let expected: Vec<(Vec<String>, bool)> = vec![
+        (by_name[0..2].iter().map(|s| s.to_string()).collect(), true),
+        (by_name[2..4].iter().map(|s| s.to_string()).collect(), true),
+        (by_name[4..6].iter().map(|s| s.to_string()).collect(), false),
+        (Vec::new(), false),
+    ];
+    assert_eq!(pages, expected);
+    let page = store.search(&owned).await.unwrap();
+    assert!(!page.more && page.names.len() == 6);
+    assert_eq!(page.names.iter().find(|n| n.name == unrelated).map(|n| n.stars), Some(2));
+}
+
+/// The knowledge graph of registrations: USES, PART_OF, CALLS_PATTERN, FORKED_FROM, OWNED_BY,
+/// and deprecation marks.
+pub async fn check_graph(store: &dyn crate::MetaStore) {
+    use crate::{Direction::*, GraphEdge, GraphNode};
+    let t = run_tag();
+    let acme = format!("acme-{t}");
+    let (a, b, c, f) = (format!("g{t}-a"), format!("g{t}-b"), format!("g{t}-c"), format!("g{t}-fork"));
+    let action = format!("pkg{t}.Users/Create");
+    let service = format!("pkg{t}.Users");
+    let versions = [
+        crate::NewVersion { uses: vec![action.clone(), action.clone()], ..new_version(&a, "1.0.0", &acme, "alice") },
+        crate::NewVersion { calls: vec![format!("{a}@1.0.0")], ..new_version(&b, "1.0.0", &acme, "alice") },
+        crate::NewVersion { calls: vec![format!("{b}@1.0.0")], ..new_version(&c, "1.0.0", &acme, "bob") },
+        crate::NewVersion { forked_from: Some(format!("{a}@1.0.0")), ..new_version(&f, "1.0.0", &acme, "bob") },
+    ];
+    for v in &versions {
+        assert_eq!(store.register_version(v).await.unwrap(), crate::RegisterOutcome::Created);
+    }
+    let node = |name: &str| format!("pattern:{name}@1.0.0");
+    let edge = |from: &str, kind: &str, to: &str| GraphEdge { from: from.into(), kind: kind.into(), to: to.into() };
+    let action_id = format!("action:{action}");
+    let service_id = format!("service:{service}");
+    let alice = format!("owner:{acme}/alice");
+
+    assert_eq!(store.graph_edges(&action_id, In, &["USES"]).await.unwrap(), [edge(&node(&a), "USES", &action_id)]);
+    assert_eq!(
+        store.graph_edges(&node(&a), In, &["CALLS_PATTERN"]).await.unwrap(),
+        [edge(&node(&b), "CALLS_PATTERN", &node(&a))]
+    );
+    assert_eq!(
+        store.graph_edges(&node(&b), In, &["CALLS_PATTERN"]).await.unwrap(),
+        [edge(&node(&c), "CALLS_PATTERN", &node(&b))]
+    );
+    assert_eq!(
+        store.graph_edges(&node(&f), Out, &["FORKED_FROM"]).await.unwrap(),
+        [edge(&node(&f), "FORKED_FROM", &node(&a))]
+    );
+    assert_eq!(
+        store.graph_edges(&node(&a), In, &["FORKED_FROM", "CALLS_PATTERN"]).await.unwrap(),
+        [edge(&node(&b), "CALLS_PATTERN", &node(&a)), edge(&node(&f), "FORKED_FROM", &node(&a))]
+    );
+    assert_eq!(
+        store.graph_edges(&node(&a), Out, &[]).await.unwrap(),
+        [edge(&node(&a), "OWNED_BY", &alice), edge(&node(&a), "USES", &action_id)]
+    );
+    assert_eq!(
+        store.graph_edges(&action_id, Out, &["PART_OF"]).await.unwrap(),
+        [edge(&action_id, "PART_OF", &service_id)]
+    );
+    let owned_by_alice = store.graph_edges(&alice, In, &["OWNED_BY"]).await.unwrap();
+    assert_eq!(owned_by_alice.iter().map(|e| e.from.clone()).collect::<Vec<_>>(), [node(&a), node(&b)]);
+    assert!(store.graph_edges(&action_id, In, &["CALLS_PATTERN"]).await.unwrap().is_empty());
+    assert!(store.graph_edges(&format!("action:pkg{t}.None/X"), In, &[]).await.unwrap().is_empty());
+
+    let ids = [node(&a), action_id.clone(), service_id.clone(), alice.clone(), format!("pattern:g{t}-none@1.0.0")];
+    let n = |id: &str, kind: &str, label: &str, deprecated: bool| GraphNode {
+        id: id.into(),
+        kind: kind.into(),
+        label: label.into(),
+        deprecated,
+    };
+    let mut expected = vec![
+        n(&node(&a), "pattern_version", &format!("{a}@1.0.0"), false),
+        n(&action_id, "action", &action, false),
+        n(&service_id, "service", &service, false),
+        n(&alice, "owner", &format!("{acme}/alice"), false),
+    ];
+    expected.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(store.graph_nodes(&ids).await.unwrap(), expected);
+    assert!(store.graph_nodes(&[]).await.unwrap().is_empty());
+
+    store.set_deprecated(&a, "1.0.0", true, "gone").await.unwrap();
+    assert_eq!(
+        store.graph_nodes(&[node(&a)]).await.unwrap(),
+        [n(&node(&a), "pattern_version", &format!("{a}@1.0.0"), true)]
+    );
+    store.set_deprecated(&a, "1.0.0", false, "").await.unwrap();
+    assert!(!store.graph_nodes(&[node(&a)]).await.unwrap()[0].deprecated);
+}
+
+/// Concurrent writes of one name serialise: one creation, one star count, no lost executions.
+pub async fn check_concurrent_meta(store: &dyn crate::MetaStore) {
+    use crate::RegisterOutcome::*;
+    let t = run_tag();
+    let tenant = format!("acme-{t}");
+    let same = new_version(&format!("c{t}-same"), "1.0.0", &tenant, "alice");
+    let outcomes = futures::future::join_all((0..8).map(|_| store.register_version(&same))).await;
+    let created = outcomes.iter().filter(|o| matches!(o, Ok(Created))).count();
+    let identical = outcomes.iter().filter(|o| matches!(o, Ok(Identical))).count();
+    assert_eq!((created, identical), (1, 7), "{outcomes:?}");
+
+    let grow = format!("c{t}-grow");
+    let versions: Vec<_> = (0..8).map(|i| new_version(&grow, &format!("1.0.{i}"), &tenant, "alice")).collect();
+    let outcomes = futures::future::join_all(versions.iter().map(|v| store.register_version(v))).await;
+    let mut created = Vec::new();
+    for (v, outcome) in versions.iter().zip(&outcomes) {
+        match outcome {
+            Ok(Created) => created.push(v.pattern.version.clone()),
+            Ok(NotGreater { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let listed: Vec<String> = store.versions(&grow).await.unwrap().into_iter().map(|v| v.version).collect();
+    created.sort_by_key(|v| semver::Version::parse(v).unwrap());
+    assert_eq!(listed, created);
+    assert_eq!(store.pattern_name(&grow).await.unwrap().unwrap().latest.as_ref(), created.last());
+
+    let name = same.pattern.name.clone();
+    let who: Vec<String> = (0..8).map(|i| format!("{tenant}/s{i}")).collect();
+    futures::future::join_all(who.iter().map(|w| store.star(&name, w, true))).await.into_iter().for_each(|r| {
+        r.unwrap();
+    });
+    let counts = [(name.clone(), "1.0.0".to_string(), 1)];
+    futures::future::join_all((0..8).map(|_| store.add_executions(&counts))).await.into_iter().for_each(|r| r.unwrap());
+    let n = store.pattern_name(&name).await.unwrap().unwrap();
+    assert_eq!((n.stars, n.executions), (8, 8));
+}
+
+/// API keys (insert, lookup, listing, revocation) and the audit log.
+pub async fn check_auth(store: &dyn crate::AuthStore) {
+    use crate::{AuditEntry, api_key};
+    let t = run_tag();
+    let tenant = format!("acme-{t}");
+    let (key, mut first) = api_key::generate(&tenant, "alice", &["admin".into(), "publisher".into()]);
+    first.created_at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    let (_, mut second) = api_key::generate(&tenant, "bob", &[]);
+    second.created_at = first.created_at + Duration::from_millis(1);
+    store.insert_api_key(&first).await.unwrap();
+    store.insert_api_key(&second).await.unwrap();
+    assert!(store.insert_api_key(&first).await.is_err(), "ids are unique");
+
+    let stored = store.api_key(&first.id).await.unwrap().expect("the key is stored");
+    assert_eq!(stored, first);
+    assert!(api_key::verify(&stored, &key));
+    assert_eq!(store.api_key(&second.id).await.unwrap().unwrap().roles, Vec::<String>::new());
+    assert!(store.api_key("nothere").await.unwrap().is_none());
+    let listed: Vec<_> =
+        store.api_keys().await.unwrap().into_iter().filter(|k| k.id == first.id || k.id == second.id).collect();
+    assert_eq!(listed, [second.clone(), first.clone()], "newest first");
+
+    assert!(store.revoke_api_key(&first.id).await.unwrap());
+    assert!(!store.revoke_api_key(&first.id).await.unwrap(), "already revoked");
+    assert!(!store.revoke_api_key("nothere").await.unwrap());
+    let revoked = store.api_key(&first.id).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(!api_key::verify(&revoked, &key));
+    assert!(store.api_key(&second.id).await.unwrap().unwrap().revoked_at.is_none());
+
+    let now = SystemTime::now();
+    let entry = |i: u64| AuditEntry {
+        at: now + Duration::from_millis(i),
+        tenant: tenant.clone(),
+        subject: format!("s{i}"),
+        action: "RegisterPattern".into(),
+        resource: format!("pattern:p{i}"),
+        reason: format!("not the owner {i}"),
+    };
+    for i in [0, 2, 1] {
+        store.audit(&entry(i)).await.unwrap();
+    }
+    let mine: Vec<AuditEntry> =
+        store.audit_log(10_000).await.unwrap().into_iter().filter(|e| e.tenant == tenant).collect();
+    let expected: Vec<AuditEntry> = [2, 1, 0]
+        .into_iter()
+        .map(|i| AuditEntry { at: crate::journal::from_ms(crate::journal::ms(entry(i).at)), ..entry(i) })
+        .collect();
+    assert_eq!(mine, expected, "newest first");
+    let two = store.audit_log(2).await.unwrap();
+    assert_eq!(two.len(), 2);
+    assert!(two[0].at >= two[1].at);
+}
+
+/// Runs every ownership, marketplace, graph and auth check.
+pub async fn run_meta<S: crate::MetaStore + crate::AuthStore>(store: &S) {
+    check_meta(store).await;
+    check_graph(store).await;
+    check_concurrent_meta(store).await;
+    check_auth(store).await;
 }

@@ -21,29 +21,32 @@ fn next_seq() -> i64 {
     SEQ.fetch_add(1, Ordering::Relaxed).max(prev) + 1
 }
 
+/// Milliseconds since the epoch (0 before it).
 pub(crate) fn ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn from_ms(ms: i64) -> SystemTime {
+/// The inverse of [`ms`] (negative values are the epoch).
+pub(crate) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
 /// `$1, $2` → `?1, ?2` for SQLite (numbered, so the binding order is the same in both).
-fn sqlite_sql(sql: &str) -> String {
+pub(crate) fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-const COLUMNS: &str = "id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms";
+const COLUMNS: &str =
+    "id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms";
 const UNFINISHED: &str =
-    "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms
+    "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
     FROM executions WHERE status = 'RUNNING' ORDER BY started_at_ms";
 const PRUNE: &str = "DELETE FROM executions WHERE status <> 'RUNNING' AND started_at_ms < $1";
 const RENEW: &str = "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING' AND id IN";
 const RELEASE: &str = "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING'";
 const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
 const UNFINISHED_ONE: &str =
-    "SELECT id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms
+    "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
     FROM executions WHERE id = $1 AND status = 'RUNNING'";
 const FINISHED: &str = "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
 const BY_KEY: &str = "SELECT id FROM executions WHERE pattern_name = $1 AND idempotency_key = $2";
@@ -69,8 +72,8 @@ impl Batch {
             match op {
                 JournalOp::Start(s) => starts.push(json!({
                     "id": s.id, "name": s.pattern_name, "version": s.pattern_version, "input": s.input,
-                    "key": s.idempotency_key, "started": ms(s.started_at), "owner": s.owner,
-                    "lease": ms(s.lease_until),
+                    "key": s.idempotency_key, "tenant": s.tenant, "started": ms(s.started_at),
+                    "owner": s.owner, "lease": ms(s.lease_until),
                 })),
                 JournalOp::Step { execution_id, step_id, result } => steps.push(json!({
                     "id": execution_id, "step": step_id, "seq": next_seq(), "result": result,
@@ -96,9 +99,9 @@ struct BatchSql {
 fn sqlite_batch_sql() -> BatchSql {
     BatchSql {
         start: "INSERT INTO executions
-            (id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms)
+            (id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms)
             SELECT value->>'id', value->>'name', value->>'version', value->>'input', value->>'key',
-                value->>'started', value->>'owner', value->>'lease'
+                value->>'tenant', value->>'started', value->>'owner', value->>'lease'
             FROM json_each(?1)"
             .into(),
         step: "INSERT INTO step_results (execution_id, step_id, seq, result)
@@ -116,10 +119,10 @@ fn sqlite_batch_sql() -> BatchSql {
 fn postgres_batch_sql() -> BatchSql {
     BatchSql {
         start: "INSERT INTO executions
-            (id, pattern_name, pattern_version, input, idempotency_key, started_at_ms, owner, lease_until_ms)
-            SELECT id, name, version, input, key, started, owner, lease
+            (id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms)
+            SELECT id, name, version, input, key, tenant, started, owner, lease
             FROM json_to_recordset($1::json) AS x(id text, name text, version text, input text, key text,
-                started bigint, owner text, lease bigint)"
+                tenant text, started bigint, owner text, lease bigint)"
             .into(),
         step: "INSERT INTO step_results (execution_id, step_id, seq, result)
             SELECT id, step, seq, result FROM json_to_recordset($1::json) AS x(id text, step text, seq bigint, result text)
@@ -330,6 +333,7 @@ macro_rules! with_steps_impl {
                         pattern_version: r.try_get("pattern_version")?,
                         input: r.try_get("input")?,
                         idempotency_key: r.try_get("idempotency_key")?,
+                        tenant: r.try_get("tenant")?,
                         started_at: from_ms(r.try_get("started_at_ms")?),
                         owner: r.try_get("owner")?,
                         lease_until: from_ms(r.try_get("lease_until_ms")?),

@@ -5,14 +5,21 @@
 //! replicas). Both pass the same [`conformance`] suite. Migrations are embedded in the binary and
 //! applied at start.
 
+pub mod api_key;
 pub mod conformance;
 mod journal;
+pub mod meta;
+mod meta_sql;
 mod migrate;
 mod postgres;
 mod sqlite;
 
 use std::time::SystemTime;
 
+pub use meta::{
+    ApiKeyRecord, AuditEntry, Direction, GraphEdge, GraphNode, NewVersion, PatternName, RegisterOutcome, SearchPage,
+    SearchQuery, SearchSort, VersionInfo, Viewer,
+};
 pub use postgres::{PgStore, redact_url};
 pub use sqlite::SqliteStore;
 
@@ -80,6 +87,78 @@ pub trait PatternStore: Send + Sync + 'static {
     async fn list_patterns(&self) -> Result<Vec<StoredPattern>>;
 }
 
+/// Ownership, versions, the marketplace and the knowledge graph. Every change that touches the
+/// graph (registration, fork, deprecation) updates it in the same transaction.
+#[async_trait::async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Registers a version, in one transaction: creates the name (tenant, owner, visibility,
+    /// lineage) if new; otherwise checks the caller owns it (same tenant, and same owner or
+    /// `admin`) and that the version is greater (semver) than every registered one; stores the
+    /// version; recomputes `latest`, description and tags of the name; adds the graph nodes and
+    /// edges (USES, CALLS_PATTERN, FORKED_FROM, OWNED_BY, PART_OF). The identical document again
+    /// is `Identical` whoever asks (a retry); nothing changes on any other outcome.
+    async fn register_version(&self, v: &NewVersion) -> Result<RegisterOutcome>;
+
+    async fn pattern_name(&self, name: &str) -> Result<Option<PatternName>>;
+
+    /// Every name (the registry keeps them in memory for access checks on the hot path).
+    async fn pattern_names(&self) -> Result<Vec<PatternName>>;
+
+    /// Every version of a name, oldest (lowest semver) first.
+    async fn versions(&self, name: &str) -> Result<Vec<VersionInfo>>;
+
+    /// Deprecates a version (or lifts it, `deprecated: false`), recomputes `latest` and marks
+    /// the graph node. `Ok(None)` when the version does not exist; otherwise the new `latest`.
+    async fn set_deprecated(
+        &self,
+        name: &str,
+        version: &str,
+        deprecated: bool,
+        reason: &str,
+    ) -> Result<Option<Option<String>>>;
+
+    /// False when the name does not exist.
+    async fn set_visibility(&self, name: &str, visibility: &str) -> Result<bool>;
+
+    /// Stars (or unstars) a name for `who` (`TENANT/SUBJECT`); idempotent. Returns the count.
+    async fn star(&self, name: &str, who: &str, on: bool) -> Result<u64>;
+
+    /// Whether `who` starred the name.
+    async fn starred(&self, name: &str, who: &str) -> Result<bool>;
+
+    /// Adds executions per version: `(name, version, count)`.
+    async fn add_executions(&self, counts: &[(String, String, u64)]) -> Result<()>;
+
+    /// Searches the names `viewer` may see (public; their tenant's `tenant` ones; their own
+    /// private ones, or all of their tenant's when admin), filtered and sorted, one page.
+    async fn search(&self, q: &SearchQuery) -> Result<SearchPage>;
+
+    /// Edges leaving (`Out`) or arriving at (`In`) a node, of the given kinds (all when empty).
+    async fn graph_edges(&self, node: &str, direction: Direction, kinds: &[&str]) -> Result<Vec<GraphEdge>>;
+
+    /// The nodes with these ids (unknown ids are left out).
+    async fn graph_nodes(&self, ids: &[String]) -> Result<Vec<GraphNode>>;
+}
+
+/// API keys and the audit log of refused calls.
+#[async_trait::async_trait]
+pub trait AuthStore: Send + Sync + 'static {
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>>;
+
+    /// Every key, newest first (hashes only).
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+
+    /// False when no unrevoked key has this id.
+    async fn revoke_api_key(&self, id: &str) -> Result<bool>;
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    /// The most recent entries, newest first.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+}
+
 /// A durable execution as journaled when it starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalStart {
@@ -89,6 +168,8 @@ pub struct JournalStart {
     /// The execution input, JSON.
     pub input: String,
     pub idempotency_key: Option<String>,
+    /// The tenant of the caller who started it.
+    pub tenant: String,
     pub started_at: SystemTime,
     /// The replica running it, and until when its lease holds (millisecond precision).
     pub owner: String,

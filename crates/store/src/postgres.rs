@@ -40,7 +40,9 @@ impl PgStore {
             .await
             .map_err(open_err)?;
         crate::migrate::postgres(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.backfill_meta().await?;
+        Ok(store)
     }
 }
 

@@ -58,7 +58,9 @@ impl SqliteStore {
 
     async fn init(pool: SqlitePool) -> Result<Self> {
         crate::migrate::sqlite(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.backfill_meta().await?;
+        Ok(store)
     }
 }
 

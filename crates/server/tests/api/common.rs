@@ -39,6 +39,10 @@ pub struct Options {
     pub services: Vec<String>,
     /// Start-up behaviour of the demo services (e.g. the Subscribe chunk interval).
     pub demo: DemoOptions,
+    /// Authentication and authorization settings.
+    pub auth: nexus_server::AuthConfig,
+    /// PostgreSQL URL and schema instead of SQLite.
+    pub database: Option<(String, String)>,
 }
 
 impl Harness {
@@ -50,10 +54,14 @@ impl Harness {
         let (demo_addr, demo, demo_server) =
             nexus_demo::spawn(options.demo.clone()).await.context("starting the demo services")?;
         let mut config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() };
-        match options.data_dir {
-            Some(dir) => config.data_dir = dir,
-            None => config.in_memory = true,
+        match (options.database, options.data_dir) {
+            (Some((url, schema)), _) => {
+                config.store = nexus_server::StoreConfig { url: Some(url), schema: Some(schema) };
+            }
+            (None, Some(dir)) => config.data_dir = dir,
+            (None, None) => config.in_memory = true,
         }
+        config.auth = options.auth;
         config.services.push(ServiceConfig::from_flag(&format!("demo=http://{demo_addr}"))?);
         for flag in &options.services {
             config.services.push(ServiceConfig::from_flag(flag)?);
@@ -181,4 +189,13 @@ pub fn check_user_creation_output(output: &serde_json::Value) -> Result<()> {
     ensure!(!text("avatar_url").is_empty(), "avatar_url in {output}");
     ensure!(!text("email_id").is_empty(), "email_id in {output}");
     Ok(())
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
 }
