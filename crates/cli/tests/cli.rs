@@ -232,3 +232,41 @@ fn token_create_refuses_unknown_roles_and_blank_names() {
     assert!(ok, "{stderr}");
     assert!(list.starts_with("no API keys"), "{list}");
 }
+
+/// Starts `nexus serve` with `args`; returns whether it printed its address (it is then killed)
+/// and what it wrote on stderr before exiting or being killed.
+fn serve_outcome(args: &[&str]) -> (bool, String) {
+    let mut child = nexus()
+        .args(["serve", "--in-memory"])
+        .args(args)
+        .env("NEXUS_LOG", "warn")
+        .env_remove("NEXUS_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = lines.next().is_some_and(|l| l.is_ok_and(|l| l.contains("nexus listening")));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (started, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn serving_beyond_loopback_needs_auth_or_insecure_and_open_mode_says_so_loudly() {
+    let (started, stderr) = serve_outcome(&["--listen", "0.0.0.0:0"]);
+    assert!(!started, "an open server must not listen on every interface");
+    assert!(
+        stderr.contains("0.0.0.0:0") && stderr.contains("--require-auth") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+
+    let (started, stderr) = serve_outcome(&["--listen", "0.0.0.0:0", "--insecure"]);
+    assert!(started, "{stderr}");
+    let (started, stderr) = serve_outcome(&["--listen", "0.0.0.0:0", "--require-auth"]);
+    assert!(started, "{stderr}");
+
+    let (started, stderr) = serve_outcome(&["--listen", "127.0.0.1:0"]);
+    assert!(started, "{stderr}");
+    assert!(stderr.contains("AUTHENTICATION IS OFF"), "the open mode is announced: {stderr}");
+}

@@ -210,6 +210,11 @@ impl Config {
                     *p = dir.join(&*p);
                 }
             }
+            if let Some(jwt) = &mut config.auth.jwt {
+                for p in [&mut jwt.hs256_secret_file, &mut jwt.jwks_file].into_iter().flatten() {
+                    *p = dir.join(&*p);
+                }
+            }
         }
         Ok(config)
     }
@@ -336,6 +341,38 @@ mod tests {
         c.apply_env(|k| (k == "NEXUS_SERVICES").then(|| "a=http://127.0.0.1:2".to_string())).unwrap();
         assert_eq!(c.services.len(), 2);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn loads_the_auth_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "0.0.0.0:6000"
+[auth]
+require_auth = true
+restricted_actions = { "demo.user.v1.UserService/DeleteUser" = ["admin"] }
+[auth.jwt]
+hs256_secret_file = "jwt.secret"
+issuer = "https://login.example.com"
+audience = "nexus"
+"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        c.validate().unwrap();
+        assert!(c.auth.require_auth);
+        assert_eq!(c.auth.restricted_actions["demo.user.v1.UserService/DeleteUser"], ["admin"]);
+        let jwt = c.auth.jwt.unwrap();
+        assert_eq!(jwt.hs256_secret_file.as_deref(), Some(dir.path().join("jwt.secret").as_path()));
+        // Without require_auth, a non-loopback address is refused unless insecure.
+        let mut open = Config { listen: "0.0.0.0:6000".parse().unwrap(), ..Config::default() };
+        let e = open.validate().unwrap_err().to_string();
+        assert!(e.starts_with("listen") && e.contains("--require-auth"), "{e}");
+        open.auth.insecure = true;
+        open.validate().unwrap();
     }
 
     #[test]

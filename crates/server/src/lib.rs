@@ -238,7 +238,7 @@ async fn refresh_loop(registry: Arc<registry::Registry>, every: Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        match registry.refresh().await {
+        match registry.refresh_recent().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("{n} pattern version(s) registered elsewhere are now available"),
             Err(e) => tracing::warn!("refreshing patterns from the store: {e}"),

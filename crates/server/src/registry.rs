@@ -48,7 +48,13 @@ pub struct Registry {
     restricted: BTreeMap<String, Vec<Role>>,
     /// Executions per (name, version) not yet added to the store.
     usage: std::sync::Mutex<HashMap<VersionKey, u64>>,
+    /// Registration time (ms) of the newest version loaded, for [`Registry::refresh_recent`].
+    newest_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How far back [`Registry::refresh_recent`] looks before the newest version it knows: covers
+/// registrations that committed late and clocks that differ between replicas.
+const RECENT_MS: i64 = 5 * 60 * 1000;
 
 pub struct Registered {
     pub name: String,
@@ -71,6 +77,7 @@ impl Registry {
             names: RwLock::new(HashMap::new()),
             restricted,
             usage: std::sync::Mutex::new(HashMap::new()),
+            newest_ms: std::sync::atomic::AtomicI64::new(0),
         };
         registry.refresh().await?;
         Ok(registry)
@@ -80,12 +87,30 @@ impl Registry {
     /// so what is already known never needs reloading) and reloads the names' mutable facts.
     /// Returns how many versions were added.
     pub async fn refresh(&self) -> Result<usize, ApiError> {
+        self.refresh_from(std::time::UNIX_EPOCH).await
+    }
+
+    /// The periodic refresh: names, and the versions registered in the last minutes only (a
+    /// version older than that which is still unknown here — a replica whose clock is far
+    /// behind — is found by the full [`Registry::refresh`] that any miss triggers).
+    pub async fn refresh_recent(&self) -> Result<usize, ApiError> {
+        let newest = self.newest_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let since =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(newest.saturating_sub(RECENT_MS).max(0) as u64);
+        self.refresh_from(since).await
+    }
+
+    async fn refresh_from(&self, since: SystemTime) -> Result<usize, ApiError> {
         let names = self.store.pattern_names().await?;
         {
             let mut map = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             *map = names.into_iter().map(|n| (n.name.clone(), n)).collect();
         }
-        let stored = self.store.list_patterns().await?;
+        let stored = self.store.list_patterns_since(since).await?;
+        if let Some(newest) = stored.iter().map(|s| s.registered_at).max() {
+            let ms = newest.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            self.newest_ms.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut added = 0;
         for s in stored {
             if self.contains(&s.name, &s.version) {

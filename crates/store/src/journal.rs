@@ -55,6 +55,7 @@ const INSERT_PATTERN: &str = "INSERT INTO patterns (name, version, owner, descri
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, version) DO NOTHING";
 const PATTERN_DOCUMENT: &str = "SELECT document FROM patterns WHERE name = $1 AND version = $2";
 const LIST_PATTERNS: &str = "SELECT name, version, owner, description, document, registered_at_ms FROM patterns
+    WHERE registered_at_ms >= $1
     ORDER BY registered_at_ms, name, version";
 
 /// A batch of journal writes as one JSON array per kind, bound as a single parameter.
@@ -166,7 +167,11 @@ macro_rules! pattern_store_impl {
             }
 
             async fn list_patterns(&self) -> Result<Vec<StoredPattern>> {
-                let rows = sqlx::query(&$sql(LIST_PATTERNS)).fetch_all(&self.pool).await?;
+                self.list_patterns_since(std::time::UNIX_EPOCH).await
+            }
+
+            async fn list_patterns_since(&self, since: SystemTime) -> Result<Vec<StoredPattern>> {
+                let rows = sqlx::query(&$sql(LIST_PATTERNS)).bind(ms(since)).fetch_all(&self.pool).await?;
                 rows.into_iter()
                     .map(|r| {
                         Ok(StoredPattern {

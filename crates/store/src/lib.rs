@@ -85,6 +85,10 @@ pub trait PatternStore: Send + Sync + 'static {
 
     /// Every registered version, oldest registration first.
     async fn list_patterns(&self) -> Result<Vec<StoredPattern>>;
+
+    /// The versions registered at or after `since` (registration time, by the registering
+    /// replica's clock), oldest first.
+    async fn list_patterns_since(&self, since: SystemTime) -> Result<Vec<StoredPattern>>;
 }
 
 /// Ownership, versions, the marketplace and the knowledge graph. Every change that touches the

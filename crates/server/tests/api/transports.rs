@@ -274,3 +274,50 @@ async fn health_check_reports_serving() -> Result<()> {
     h.stop().await;
     Ok(())
 }
+
+/// With `require_auth`, credentials travel the same way over Connect JSON and gRPC-Web: without
+/// them the call is refused (Connect: HTTP 401 `unauthenticated`), with an API key it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_work_over_connect_and_grpc_web() -> Result<()> {
+    use nexus_store::AuthStore;
+    let dir = tempfile::tempdir()?;
+    let store = nexus_store::SqliteStore::open(dir.path()).await?;
+    let auth = nexus_server::AuthConfig { require_auth: true, ..Default::default() };
+    let harness = Harness::start_with(crate::common::Options {
+        data_dir: Some(dir.path().to_path_buf()),
+        auth,
+        ..Default::default()
+    })
+    .await?;
+    let (key, record) = nexus_store::api_key::generate("acme", "web", &["viewer".to_string()]);
+    store.insert_api_key(&record).await?;
+
+    let (status, body) = connect_post(harness.addr, "WhoAmI", serde_json::json!({})).await?;
+    ensure!(status == http::StatusCode::UNAUTHORIZED && body["code"] == "unauthenticated", "{status} {body}");
+    let bearer = format!("Bearer {key}");
+    let response = http1_post(
+        harness.addr,
+        "/nexus.v1.NexusService/WhoAmI",
+        &[("content-type", "application/json"), ("authorization", bearer.as_str())],
+        Bytes::from("{}"),
+    )
+    .await?;
+    ensure!(response.status() == http::StatusCode::OK, "HTTP {}", response.status());
+    let who: serde_json::Value = serde_json::from_slice(response.body())?;
+    ensure!(who["subject"] == "web" && who["tenant"] == "acme", "{who}");
+
+    let plain = [("content-type", "application/grpc-web+proto"), ("accept", "application/grpc-web+proto")];
+    let with_key = [
+        ("content-type", "application/grpc-web+proto"),
+        ("accept", "application/grpc-web+proto"),
+        ("authorization", bearer.as_str()),
+    ];
+    let refused = http1_post(harness.addr, "/nexus.v1.NexusService/WhoAmI", &plain, frame(0, &[])).await?;
+    let body = parse_grpc_web(refused.body().clone())?;
+    ensure!(grpc_web_status(&refused, &body).as_deref() == Some("16"), "{:?}", refused.headers());
+    let allowed = http1_post(harness.addr, "/nexus.v1.NexusService/WhoAmI", &with_key, frame(0, &[])).await?;
+    let body = parse_grpc_web(allowed.body().clone())?;
+    ensure!(grpc_web_status(&allowed, &body).as_deref() == Some("0"), "{:?}", body.trailers);
+    harness.stop().await;
+    Ok(())
+}
