@@ -342,6 +342,11 @@ impl Registry {
         }
     }
 
+    /// Whether the name exists here and `caller` may see it (the hot path: no copy).
+    pub fn visible_here(&self, name: &str, caller: &Principal) -> Option<bool> {
+        self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).map(|n| visible_to(n, caller))
+    }
+
     /// The mutable facts of a name (owner, tenant, visibility, latest …).
     pub fn name(&self, name: &str) -> Option<PatternName> {
         self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()

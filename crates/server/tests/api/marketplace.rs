@@ -279,3 +279,35 @@ steps:
     harness.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_are_counted_per_version() -> Result<()> {
+    let harness = Harness::start().await?;
+    let mut client = harness.client.clone();
+    register(&mut client, doc(BASE, "counted", "1.0.0")?).await?;
+    register(&mut client, doc(BASE_V2, "counted", "1.1.0")?).await?;
+    for version in ["1.0.0", "1.1.0", "1.1.0", ""] {
+        let mut req = crate::common::execute_request("counted", serde_json::json!({"email": "c@x.y"}))?;
+        req.version = version.into();
+        client.execute_pattern(req).await?;
+    }
+    // Counted in memory, added to the store every 2 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let versions =
+            client.list_pattern_versions(pb::ListPatternVersionsRequest { name: "counted".into() }).await?.into_inner();
+        let counts: Vec<(String, u64)> = versions.versions.iter().map(|v| (v.version.clone(), v.executions)).collect();
+        if counts == [("1.0.0".to_string(), 1), ("1.1.0".to_string(), 3)] {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "executions per version: {counts:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let listed = client
+        .list_patterns(pb::ListPatternsRequest { query: "counted".into(), ..Default::default() })
+        .await?
+        .into_inner();
+    ensure!(listed.patterns.first().is_some_and(|p| p.executions == 4), "{:?}", listed.patterns);
+    harness.stop().await;
+    Ok(())
+}
