@@ -4,6 +4,8 @@
 //! Everything runs on loopback (127.0.0.1) and every phase is bounded by a request count AND a
 //! time limit, so the benchmark always stops by itself.
 
+pub mod search;
+
 use std::{
     sync::{
         Arc,
@@ -570,4 +572,36 @@ pub async fn slow_stream(duration: Duration, per_message: Duration) -> anyhow::R
     nexus.shutdown(Duration::from_secs(5)).await;
     let _ = demo.shutdown().await;
     Ok(StreamReport { consumed, elapsed, rss_start_kib, rss_max_kib })
+}
+
+/// The search benchmark: `n` patterns registered in a Nexus with a real store (a SQLite file, or
+/// a fresh PostgreSQL schema), then `searches` ListPatterns calls.
+pub async fn search(n: usize, searches: usize, database_url: Option<&str>) -> anyhow::Result<search::SearchReport> {
+    let (backend, _handle, demo) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await?;
+    let data_dir = tempfile::tempdir()?;
+    let mut config = nexus_server::Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: data_dir.path().to_path_buf(),
+        ..nexus_server::Config::default()
+    };
+    let mut schema = None;
+    if let Some(url) = database_url {
+        let name = format!("nexus_bench_search_{}", std::process::id());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
+            .execute(&mut conn)
+            .await?;
+        config.store = nexus_server::StoreConfig { url: Some(url.to_string()), schema: Some(name.clone()) };
+        schema = Some((conn, name));
+    }
+    config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
+    let nexus = nexus_server::Nexus::start(config).await?;
+    let store = if database_url.is_some() { "postgres" } else { "sqlite" };
+    let report = search::run(&format!("http://{}", nexus.local_addr()), store, n, searches).await;
+    nexus.shutdown(Duration::from_secs(5)).await;
+    let _ = demo.shutdown().await;
+    if let Some((mut conn, name)) = schema {
+        sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE")).execute(&mut conn).await?;
+    }
+    report
 }

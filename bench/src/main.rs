@@ -40,6 +40,10 @@ struct Args {
     /// its CPU time and memory are measured alone).
     #[arg(long)]
     in_process: bool,
+    /// Instead: register this many patterns through the API and measure ListPatterns searches
+    /// (SQLite, or PostgreSQL with --database-url).
+    #[arg(long)]
+    search_patterns: Option<usize>,
     /// (Internal) run as the Nexus child process.
     #[arg(long, hide = true)]
     serve_nexus: bool,
@@ -60,6 +64,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.serve_nexus {
         return runtime.block_on(nexus_bench::serve_nexus_child());
+    }
+    if let Some(n) = args.search_patterns {
+        let report = runtime.block_on(nexus_bench::search(n, 200, args.database_url.as_deref()))?;
+        print!("{}", report.render());
+        return Ok(());
     }
     if let Some(secs) = args.slow_stream_secs {
         let report = runtime.block_on(nexus_bench::slow_stream(Duration::from_secs(secs), Duration::from_millis(1)))?;

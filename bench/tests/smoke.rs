@@ -52,3 +52,12 @@ async fn a_durable_run_measures_nexus_as_its_own_process() {
     let text = report.render();
     assert!(text.contains("durable executions/s") && text.contains("nexus process alone"), "{text}");
 }
+
+/// The search benchmark, small: every search finds something and the figures are sane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_search_run_measures_list_patterns() {
+    let report = nexus_bench::search(60, 20, None).await.expect("search run");
+    assert_eq!(report.patterns, 60);
+    assert!(report.results > 0 && report.p50_ms > 0.0 && report.p99_ms >= report.p50_ms, "{report:?}");
+    assert!(report.render().contains("ListPatterns searches"));
+}
