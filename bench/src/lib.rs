@@ -193,7 +193,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
             .execute(&mut conn)
             .await?;
-        config.store = nexus_server::StoreConfig { url: Some(url.clone()), schema: Some(name.clone()) };
+        config.store =
+            nexus_server::StoreConfig { url: Some(url.clone()), schema: Some(name.clone()), ..Default::default() };
         schema = Some((conn, name));
     }
     config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
@@ -591,7 +592,8 @@ pub async fn search(n: usize, searches: usize, database_url: Option<&str>) -> an
         sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
             .execute(&mut conn)
             .await?;
-        config.store = nexus_server::StoreConfig { url: Some(url.to_string()), schema: Some(name.clone()) };
+        config.store =
+            nexus_server::StoreConfig { url: Some(url.to_string()), schema: Some(name.clone()), ..Default::default() };
         schema = Some((conn, name));
     }
     config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);

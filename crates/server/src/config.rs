@@ -106,6 +106,17 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Schema (search path) to use inside the database; it must exist.
     pub schema: Option<String>,
+    /// Embedded SQLite: `normal` (default; commits survive a crash of the process) or `full`
+    /// (fsync at every commit: they also survive a power loss).
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    #[default]
+    Normal,
+    Full,
 }
 
 impl Default for Config {
@@ -249,6 +260,13 @@ impl Config {
         if let Some(v) = env("NEXUS_SHUTDOWN_GRACE") {
             self.shutdown_grace = parse_duration(&v).map_err(|e| invalid("NEXUS_SHUTDOWN_GRACE", e))?;
         }
+        if let Some(v) = env("NEXUS_SQLITE_SYNCHRONOUS") {
+            self.store.sqlite_synchronous = match v.as_str() {
+                "normal" => SqliteSynchronous::Normal,
+                "full" => SqliteSynchronous::Full,
+                _ => return Err(invalid("NEXUS_SQLITE_SYNCHRONOUS", format!("`{v}`: use normal or full"))),
+            };
+        }
         if let Some(v) = env("NEXUS_DATABASE_SCHEMA") {
             self.store.schema = Some(v);
         }
@@ -373,6 +391,10 @@ audience = "nexus"
         assert!(e.starts_with("listen") && e.contains("--require-auth"), "{e}");
         open.auth.insecure = true;
         open.validate().unwrap();
+        open.apply_env(|k| (k == "NEXUS_SQLITE_SYNCHRONOUS").then(|| "full".to_string())).unwrap();
+        assert_eq!(open.store.sqlite_synchronous, SqliteSynchronous::Full);
+        let e = open.apply_env(|k| (k == "NEXUS_SQLITE_SYNCHRONOUS").then(|| "off".to_string())).unwrap_err();
+        assert!(e.to_string().contains("NEXUS_SQLITE_SYNCHRONOUS"), "{e}");
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl Nexus {
                 (s.clone(), s.clone(), s)
             }
             (None, false) => {
-                let s = Arc::new(SqliteStore::open(&config.data_dir).await?);
+                let full = config.store.sqlite_synchronous == config::SqliteSynchronous::Full;
+                let s = Arc::new(SqliteStore::open_with(&config.data_dir, full).await?);
                 (s.clone(), s.clone(), s)
             }
         };

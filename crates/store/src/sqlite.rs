@@ -19,8 +19,16 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `nexus.db` in `dir`, which is created too.
+    /// Opens (creating if needed) `nexus.db` in `dir`, which is created too; commits survive a
+    /// crash of the process (WAL, `synchronous=NORMAL`).
     pub async fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, false).await
+    }
+
+    /// Like [`SqliteStore::open`]; with `fsync_every_commit`, `synchronous=FULL`: the WAL is
+    /// fsynced at every commit, so commits also survive a power loss or a kernel crash (group
+    /// commit spreads the cost over the writes of one transaction).
+    pub async fn open_with(dir: &Path, fsync_every_commit: bool) -> Result<Self> {
         let location = dir.join("nexus.db").display().to_string();
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Open { location: location.clone(), source: sqlx::Error::Io(e) })?;
@@ -28,9 +36,9 @@ impl SqliteStore {
             .filename(dir.join("nexus.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: a committed registration survives a process crash; the last
-            // transactions may be lost on power failure (documented in ARCHITECTURE.md).
-            .synchronous(SqliteSynchronous::Normal)
+            // WAL + NORMAL: a commit survives a process crash; the last transactions may be
+            // lost on power failure. FULL: fsync per commit (documented in ARCHITECTURE.md).
+            .synchronous(if fsync_every_commit { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

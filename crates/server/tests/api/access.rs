@@ -632,7 +632,7 @@ async fn no_secret_appears_in_logs_or_errors() -> Result<()> {
     let unreachable = format!("postgres://postgres:{password}@127.0.0.1:1/test");
     let config = nexus_server::Config {
         listen: "127.0.0.1:0".parse()?,
-        store: nexus_server::StoreConfig { url: Some(unreachable), schema: None },
+        store: nexus_server::StoreConfig { url: Some(unreachable), schema: None, ..Default::default() },
         ..nexus_server::Config::default()
     };
     match tokio::time::timeout(Duration::from_secs(30), nexus_server::Nexus::start(config)).await {

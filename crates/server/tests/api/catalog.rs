@@ -363,7 +363,7 @@ async fn replicas_on_postgres_share_patterns() -> anyhow::Result<()> {
     let replica = || Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         services: vec![ServiceConfig::from_flag(&format!("demo=http://{demo_addr}")).expect("flag")],
-        store: StoreConfig { url: Some(url.clone()), schema: Some(schema.clone()) },
+        store: StoreConfig { url: Some(url.clone()), schema: Some(schema.clone()), ..Default::default() },
         refresh_interval: std::time::Duration::from_millis(200),
         ..Config::default()
     };

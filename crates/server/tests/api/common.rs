@@ -56,7 +56,7 @@ impl Harness {
         let mut config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() };
         match (options.database, options.data_dir) {
             (Some((url, schema)), _) => {
-                config.store = nexus_server::StoreConfig { url: Some(url), schema: Some(schema) };
+                config.store = nexus_server::StoreConfig { url: Some(url), schema: Some(schema), ..Default::default() };
             }
             (None, Some(dir)) => config.data_dir = dir,
             (None, None) => config.in_memory = true,
