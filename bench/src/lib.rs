@@ -188,14 +188,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     };
     let mut schema = None;
     if let (true, Some(url)) = (options.durable, &options.database_url) {
-        let name = format!("nexus_bench_{}", std::process::id());
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
-        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
-            .execute(&mut conn)
-            .await?;
-        config.store =
-            nexus_server::StoreConfig { url: Some(url.clone()), schema: Some(name.clone()), ..Default::default() };
-        schema = Some((conn, name));
+        schema = Some(BenchSchema::create(url, "nexus_bench", &mut config).await?);
     }
     config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
     let nexus = match &options.nexus_process {
@@ -240,8 +233,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
 
     nexus.shutdown().await;
     let _ = demo.shutdown().await;
-    if let Some((mut conn, name)) = schema {
-        sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE")).execute(&mut conn).await?;
+    if let Some(schema) = schema {
+        schema.drop().await?;
     }
     Ok(Report {
         rss_after_kib: rss_kib(),
@@ -587,14 +580,7 @@ pub async fn search(n: usize, searches: usize, database_url: Option<&str>) -> an
     };
     let mut schema = None;
     if let Some(url) = database_url {
-        let name = format!("nexus_bench_search_{}", std::process::id());
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
-        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
-            .execute(&mut conn)
-            .await?;
-        config.store =
-            nexus_server::StoreConfig { url: Some(url.to_string()), schema: Some(name.clone()), ..Default::default() };
-        schema = Some((conn, name));
+        schema = Some(BenchSchema::create(url, "nexus_bench_search", &mut config).await?);
     }
     config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
     let nexus = nexus_server::Nexus::start(config).await?;
@@ -602,8 +588,33 @@ pub async fn search(n: usize, searches: usize, database_url: Option<&str>) -> an
     let report = search::run(&format!("http://{}", nexus.local_addr()), store, n, searches).await;
     nexus.shutdown(Duration::from_secs(5)).await;
     let _ = demo.shutdown().await;
-    if let Some((mut conn, name)) = schema {
-        sqlx::raw_sql(&format!("DROP SCHEMA {name} CASCADE")).execute(&mut conn).await?;
+    if let Some(schema) = schema {
+        schema.drop().await?;
     }
     report
+}
+
+/// A PostgreSQL schema of the benchmark's own (recreated if a previous run left it), set as
+/// `config`'s store; dropped by [`BenchSchema::drop`].
+struct BenchSchema {
+    conn: sqlx::PgConnection,
+    name: String,
+}
+
+impl BenchSchema {
+    async fn create(url: &str, prefix: &str, config: &mut nexus_server::Config) -> anyhow::Result<Self> {
+        let name = format!("{prefix}_{}", std::process::id());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
+            .execute(&mut conn)
+            .await?;
+        config.store =
+            nexus_server::StoreConfig { url: Some(url.to_string()), schema: Some(name.clone()), ..Default::default() };
+        Ok(Self { conn, name })
+    }
+
+    async fn drop(mut self) -> anyhow::Result<()> {
+        sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&mut self.conn).await?;
+        Ok(())
+    }
 }

@@ -112,19 +112,8 @@ async fn crash_once(demo: &nexus_demo::DemoHandle, backend: &str, kill_after: Op
     let before = counts(demo);
     let server = serve(dir.path(), backend);
     let mut c = client(&server.addr).await;
-    c.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
-        .await
-        .unwrap();
-    let input = nexus_core::value::serde_to_struct(&serde_json::json!({"email": format!("crash{n}@x.y")}));
-    let mut events = c
-        .execute_pattern_stream(pb::ExecutePatternRequest {
-            pattern_name: "durable_five".into(),
-            input,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    register_pattern(&mut c).await;
+    let mut events = start_durable(&mut c, &format!("crash{n}@x.y")).await;
     let first = events.message().await.unwrap().expect("the started event");
     let id = first.execution_id.clone();
     match kill_after {
@@ -234,6 +223,44 @@ async fn start_durable(
     .into_inner()
 }
 
+/// Registers the 5-step durable pattern.
+async fn register_pattern(c: &mut NexusServiceClient<tonic::transport::Channel>) {
+    c.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
+        .await
+        .unwrap();
+}
+
+/// Starts `n` durable executions `gap` apart; returns their ids and event streams.
+async fn start_many(
+    c: &mut NexusServiceClient<tonic::transport::Channel>,
+    tag: &str,
+    n: usize,
+    gap: Duration,
+) -> (Vec<String>, Vec<tonic::Streaming<pb::ExecutionEvent>>) {
+    let (mut ids, mut streams) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut events = start_durable(c, &format!("{tag}{i}@x.y")).await;
+        ids.push(events.message().await.unwrap().unwrap().execution_id);
+        streams.push(events);
+        tokio::time::sleep(gap).await;
+    }
+    (ids, streams)
+}
+
+/// The `finished` event a stream ends with.
+async fn final_event(events: &mut tonic::Streaming<pb::ExecutionEvent>) -> pb::ExecutePatternResponse {
+    loop {
+        match events.message().await {
+            Ok(Some(e)) => {
+                if let Some(pb::execution_event::Event::Finished(f)) = e.event {
+                    return f;
+                }
+            }
+            other => panic!("the stream ended without a final event: {other:?}"),
+        }
+    }
+}
+
 /// Every step of every execution was called once or twice (twice only when it was in flight at a
 /// hand-over), always with that step's idempotency key.
 fn assert_steps_called_once_or_twice(demo: &nexus_demo::DemoHandle, ids: &[String]) {
@@ -263,33 +290,15 @@ async fn sigterm_hands_durable_executions_to_another_replica_at_once() {
     let mut a = serve_with(dir_a.path(), &backend, &env);
     let b = serve_with(dir_b.path(), &backend, &env);
     let mut ca = client(&a.addr).await;
-    ca.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    let mut streams = Vec::new();
-    for n in 0..8 {
-        let mut events = start_durable(&mut ca, &format!("term{n}@x.y")).await;
-        ids.push(events.message().await.unwrap().unwrap().execution_id);
-        streams.push(events);
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    register_pattern(&mut ca).await;
+    let (ids, streams) = start_many(&mut ca, "term", 8, Duration::from_millis(30)).await;
     let status = Command::new("kill").args(["-TERM", &a.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let termed = Instant::now();
 
     // The callers on A hear that their execution moved on (it has no outcome here).
     for mut events in streams {
-        let last = loop {
-            match events.message().await {
-                Ok(Some(e)) => {
-                    if let Some(pb::execution_event::Event::Finished(f)) = e.event {
-                        break f;
-                    }
-                }
-                other => panic!("the stream ended without a final event: {other:?}"),
-            }
-        };
+        let last = final_event(&mut events).await;
         assert_eq!(last.status, pb::ExecutionStatus::Running as i32, "{last:?}");
         assert!(last.error.unwrap().message.contains("continues on another replica"));
     }
@@ -382,16 +391,8 @@ async fn a_database_outage_during_operation_delays_durable_executions_but_loses_
     let dir = tempfile::tempdir().unwrap();
     let server = serve_with(dir.path(), &backend.to_string(), &env);
     let mut c = client(&server.addr).await;
-    c.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    let mut streams = Vec::new();
-    for n in 0..6 {
-        let mut events = start_durable(&mut c, &format!("outage{n}@x.y")).await;
-        ids.push(events.message().await.unwrap().unwrap().execution_id);
-        streams.push(events);
-    }
+    register_pattern(&mut c).await;
+    let (ids, streams) = start_many(&mut c, "outage", 6, Duration::ZERO).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     outage.cut();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -399,16 +400,7 @@ async fn a_database_outage_during_operation_delays_durable_executions_but_loses_
     let restored = Instant::now();
     // Each caller's stream ends with success: the executions waited for the database.
     for (id, mut events) in ids.iter().zip(streams) {
-        let last = loop {
-            match events.message().await {
-                Ok(Some(e)) => {
-                    if let Some(pb::execution_event::Event::Finished(f)) = e.event {
-                        break f;
-                    }
-                }
-                other => panic!("{id}: the stream ended without a final event: {other:?}"),
-            }
-        };
+        let last = final_event(&mut events).await;
         assert_eq!(last.status, pb::ExecutionStatus::Succeeded as i32, "{id}: {last:?}");
     }
     for id in &ids {
@@ -443,28 +435,9 @@ async fn a_killed_replica_s_executions_are_taken_over_by_another() {
     let a = serve_with(dir_a.path(), &backend, &env);
     let b = serve_with(dir_b.path(), &backend, &env);
     let mut ca = client(&a.addr).await;
-    ca.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
-        .await
-        .unwrap();
-
+    register_pattern(&mut ca).await;
     // A steady load on A: a new durable execution every 40 ms.
-    let mut ids = Vec::new();
-    let mut streams = Vec::new();
-    for n in 0..12 {
-        let input = nexus_core::value::serde_to_struct(&serde_json::json!({"email": format!("takeover{n}@x.y")}));
-        let mut events = ca
-            .execute_pattern_stream(pb::ExecutePatternRequest {
-                pattern_name: "durable_five".into(),
-                input,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        ids.push(events.message().await.unwrap().unwrap().execution_id);
-        streams.push(events);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+    let (ids, streams) = start_many(&mut ca, "takeover", 12, Duration::from_millis(40)).await;
     drop(a); // SIGKILL, with executions at every step
     let killed = Instant::now();
     drop(streams);
