@@ -541,15 +541,41 @@ impl NexusService for Api {
             before: (!r.page_token.is_empty()).then_some(r.page_token),
             limit: page_size(r.page_size),
         };
-        let (records, more) = self.engine.history().list(&filter);
-        let next_page_token = match (more, records.last()) {
-            (true, Some(last)) => last.id.to_string(),
+        let limit = filter.limit;
+        let (records, more_here) = self.engine.history().list(&filter);
+        // Durable executions are in the journal too: those of other replicas, and those from
+        // before a restart. Merged with this node's history by id (newest first); the history's
+        // record wins (it is the same execution, with more detail while it runs here).
+        let query = nexus_store::ExecutionQuery {
+            tenant: p.tenant.to_string(),
+            pattern_name: filter.pattern_name.clone(),
+            status: filter
+                .status
+                .map(|s| convert::status(s).as_str_name().trim_start_matches("EXECUTION_STATUS_").to_string()),
+            before: filter.before.clone(),
+            limit: limit as u32,
+        };
+        let journaled = match self.journal.list_executions(&query).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("listing journaled executions: {e}; listing this node's only");
+                Vec::new()
+            }
+        };
+        let more_journaled = journaled.len() >= limit;
+        let mut merged: std::collections::BTreeMap<String, pb::Execution> =
+            journaled.iter().map(|j| (j.id.clone(), convert::listed_from_journal(j))).collect();
+        for r in &records {
+            merged.insert(r.id.to_string(), convert::execution(r, false));
+        }
+        let total = merged.len();
+        let executions: Vec<pb::Execution> = merged.into_values().rev().take(limit).collect();
+        let more = more_here || more_journaled || total > limit;
+        let next_page_token = match (more, executions.last()) {
+            (true, Some(last)) => last.id.clone(),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListExecutionsResponse {
-            executions: records.iter().map(|r| convert::execution(r, false)).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(pb::ListExecutionsResponse { executions, next_page_token }))
     }
 
     async fn list_services(

@@ -269,3 +269,28 @@ pub fn running_from_journal(u: &nexus_store::UnfinishedExecution) -> pb::Executi
         ..Default::default()
     }
 }
+
+/// A journaled execution as ListExecutions shows it: the summary of a finished one (without
+/// payloads), or what is known of one still running.
+pub fn listed_from_journal(j: &nexus_store::JournaledExecution) -> pb::Execution {
+    if let Some(mut e) = j.record.as_deref().and_then(execution_from_journal) {
+        e.input = None;
+        e.output = None;
+        e.tenant = j.tenant.clone();
+        return e;
+    }
+    let status = match j.status.as_str() {
+        "RUNNING" => pb::ExecutionStatus::Running,
+        other => pb::ExecutionStatus::from_str_name(&format!("EXECUTION_STATUS_{other}")).unwrap_or_default(),
+    };
+    pb::Execution {
+        id: j.id.clone(),
+        pattern_name: j.pattern_name.clone(),
+        pattern_version: j.pattern_version.clone(),
+        status: status as i32,
+        started_at: Some(timestamp(j.started_at)),
+        idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
+        tenant: j.tenant.clone(),
+        ..Default::default()
+    }
+}

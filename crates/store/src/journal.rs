@@ -9,7 +9,10 @@ use std::{
 
 use sqlx::Row;
 
-use crate::{FinishedExecution, InsertOutcome, JournalOp, JournalStart, Result, StoredPattern, UnfinishedExecution};
+use crate::{
+    ExecutionQuery, FinishedExecution, InsertOutcome, JournalOp, JournalStart, JournaledExecution, Result,
+    StoredPattern, UnfinishedExecution,
+};
 
 /// Orders step results by completion within an execution (a process-wide counter seeded by the
 /// clock, so it also grows across restarts).
@@ -49,6 +52,10 @@ const UNFINISHED_ONE: &str =
     "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
     FROM executions WHERE id = $1 AND status = 'RUNNING'";
 const FINISHED: &str = "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
+const LIST_EXECUTIONS: &str = "SELECT id, pattern_name, pattern_version, status, record, started_at_ms, tenant,
+    idempotency_key FROM executions
+    WHERE tenant = $1 AND ($2 = '' OR pattern_name = $2) AND ($3 = '' OR status = $3) AND ($4 = '' OR id < $4)
+    ORDER BY id DESC LIMIT $5";
 const BY_KEY: &str = "SELECT id FROM executions WHERE pattern_name = $1 AND idempotency_key = $2";
 
 const INSERT_PATTERN: &str = "INSERT INTO patterns (name, version, owner, description, document, registered_at_ms)
@@ -308,6 +315,31 @@ macro_rules! journal_impl {
                     Some(r) => Ok(Some(self.with_steps(&r).await?)),
                     None => Ok(None),
                 }
+            }
+
+            async fn list_executions(&self, q: &ExecutionQuery) -> Result<Vec<JournaledExecution>> {
+                let rows = sqlx::query(&$sql(LIST_EXECUTIONS))
+                    .bind(&q.tenant)
+                    .bind(q.pattern_name.as_deref().unwrap_or(""))
+                    .bind(q.status.as_deref().unwrap_or(""))
+                    .bind(q.before.as_deref().unwrap_or(""))
+                    .bind(i64::from(q.limit.clamp(1, 1000)))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(JournaledExecution {
+                            id: r.try_get("id")?,
+                            pattern_name: r.try_get("pattern_name")?,
+                            pattern_version: r.try_get("pattern_version")?,
+                            status: r.try_get("status")?,
+                            record: r.try_get("record")?,
+                            started_at: from_ms(r.try_get("started_at_ms")?),
+                            tenant: r.try_get("tenant")?,
+                            idempotency_key: r.try_get("idempotency_key")?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>> {

@@ -198,6 +198,33 @@ pub struct FinishedExecution {
     pub record: String,
 }
 
+/// Which journaled executions [`Journal::list_executions`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionQuery {
+    pub tenant: String,
+    pub pattern_name: Option<String>,
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED`, `COMPENSATED`.
+    pub status: Option<String>,
+    /// Only executions with a smaller id (older: ids are time-ordered), for pagination.
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+/// One journaled execution as listed: the summary of a finished one, or the start of one still
+/// running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournaledExecution {
+    pub id: String,
+    pub pattern_name: String,
+    pub pattern_version: String,
+    pub status: String,
+    /// The finished execution's summary (as in [`FinishedExecution::record`]).
+    pub record: Option<String>,
+    pub started_at: SystemTime,
+    pub tenant: String,
+    pub idempotency_key: Option<String>,
+}
+
 /// One journal write, for [`Journal::apply`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum JournalOp {
@@ -253,4 +280,7 @@ pub trait Journal: Send + Sync + 'static {
 
     /// The execution that used `key` for `pattern_name`, finished or not.
     async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>>;
+
+    /// A tenant's journaled executions, newest first, filtered, at most `limit`.
+    async fn list_executions(&self, q: &ExecutionQuery) -> Result<Vec<JournaledExecution>>;
 }

@@ -21,9 +21,13 @@ const SQLITE: &[(i64, &str)] = &[
     (2, JOURNAL),
     (3, LEASES),
     (4, META),
+    (5, EXECUTIONS_BY_TENANT),
 ];
 
 /// Which replica runs an unfinished durable execution, and until when (cluster mode).
+/// ListExecutions reads a tenant's executions newest first (ids are UUIDv7: time-ordered).
+const EXECUTIONS_BY_TENANT: &str = "CREATE INDEX executions_by_tenant ON executions (tenant, id);";
+
 const LEASES: &str = "
     ALTER TABLE executions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
     ALTER TABLE executions ADD COLUMN lease_until_ms BIGINT NOT NULL DEFAULT 0;";
@@ -173,6 +177,7 @@ const POSTGRES: &[(i64, &str)] = &[
     (2, JOURNAL),
     (3, LEASES),
     (4, META),
+    (5, EXECUTIONS_BY_TENANT),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations of replicas starting at once.

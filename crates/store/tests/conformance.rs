@@ -12,6 +12,7 @@ async fn sqlite_in_memory() {
     let store = SqliteStore::in_memory().await.unwrap();
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
+    conformance::check_execution_listing(&store).await;
     conformance::check_journal_batches_are_atomic(&store).await;
     conformance::check_leases(&store).await;
     conformance::run_meta(&store).await;
@@ -23,6 +24,7 @@ async fn sqlite_on_disk() {
     let store = SqliteStore::open(dir.path()).await.unwrap();
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
+    conformance::check_execution_listing(&store).await;
     conformance::check_journal_batches_are_atomic(&store).await;
     conformance::check_leases(&store).await;
     conformance::run_meta(&store).await;
@@ -73,6 +75,7 @@ async fn postgres() {
     let store = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
     conformance::run_all(&store).await;
     conformance::check_journal_lifecycle(&store).await;
+    conformance::check_execution_listing(&store).await;
     conformance::check_journal_batches_are_atomic(&store).await;
     conformance::check_leases(&store).await;
     conformance::run_meta(&store).await;

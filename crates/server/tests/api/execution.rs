@@ -349,3 +349,56 @@ steps:
     h.stop().await;
     Ok(())
 }
+
+/// ListExecutions includes durable executions from the journal: after a restart (the in-memory
+/// history is empty) they are still listed, newest first, with their outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_executions_are_listed_after_a_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let options = || crate::common::Options { data_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+    let harness = Harness::start_with(options()).await?;
+    let mut client = harness.client.clone();
+    let mut doc = crate::common::pattern_file("user_creation")?;
+    doc.name = "listed_durable".into();
+    doc.durability = "durable".into();
+    crate::common::register(&mut client, doc).await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let input = serde_json::json!({"email": crate::common::unique_email("listed"), "name": "L"});
+        let r = client.execute_pattern(crate::common::execute_request("listed_durable", input)?).await?;
+        ids.push(r.into_inner().execution_id);
+    }
+    harness.stop().await;
+
+    let harness = Harness::start_with(options()).await?;
+    let mut client = harness.client.clone();
+    let listed = client
+        .list_executions(pb::ListExecutionsRequest {
+            pattern_name: "listed_durable".into(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    let got: Vec<&str> = listed.executions.iter().map(|e| e.id.as_str()).collect();
+    ensure!(got == newest_first[..2], "{got:?} vs {newest_first:?}");
+    ensure!(
+        listed.executions.iter().all(|e| e.status == pb::ExecutionStatus::Succeeded as i32 && e.steps.len() == 3),
+        "{:?}",
+        listed.executions
+    );
+    let next = client
+        .list_executions(pb::ListExecutionsRequest {
+            pattern_name: "listed_durable".into(),
+            page_size: 2,
+            page_token: listed.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let got: Vec<&str> = next.executions.iter().map(|e| e.id.as_str()).collect();
+    ensure!(got == newest_first[2..], "second page {got:?}");
+    harness.stop().await;
+    Ok(())
+}
