@@ -37,6 +37,8 @@ pub struct Api {
     journal: Arc<dyn nexus_store::Journal>,
     /// Where refusals are audited.
     audit: Arc<dyn nexus_store::AuthStore>,
+    /// Executions in flight per caller.
+    in_flight: Arc<crate::limits::InFlight>,
 }
 
 impl Api {
@@ -46,7 +48,13 @@ impl Api {
         journal: Arc<dyn nexus_store::Journal>,
         audit: Arc<dyn nexus_store::AuthStore>,
     ) -> Self {
-        Self { registry, engine, journal, audit }
+        Self { registry, engine, journal, audit, in_flight: Arc::new(crate::limits::InFlight::new(0)) }
+    }
+
+    /// At most `limit` executions in flight per caller (0 = unlimited).
+    pub fn with_in_flight_limit(mut self, limit: usize) -> Self {
+        self.in_flight = Arc::new(crate::limits::InFlight::new(limit));
+        self
     }
 
     /// Records a refusal (who, what, when) in the store, off the request's path.
@@ -246,11 +254,13 @@ fn finished_stream(record: &nexus_engine::ExecutionRecord) -> EventStream {
 }
 
 impl Api {
+    /// The engine's request, and the caller's slot among their executions in flight (held until
+    /// the execution ends).
     async fn execute_request(
         &self,
         req: Request<pb::ExecutePatternRequest>,
         rpc: &str,
-    ) -> Result<ExecuteRequest, Status> {
+    ) -> Result<(ExecuteRequest, crate::limits::Slot), Status> {
         let p = principal(&req)?;
         let deadline = deadline(&req);
         let traceparent = traceparent(&req);
@@ -266,19 +276,21 @@ impl Api {
             self.visible(&p, rpc, &r.pattern_name).await?;
         }
         let pattern = self.registry.executable_fresh(&r.pattern_name, &r.version).await?;
+        let slot = self.in_flight.acquire(&p)?;
         self.registry.count_execution(&pattern.name, &pattern.version);
         let input = match &r.input {
             Some(s) => value::struct_to_cel(s),
             None => value::map(Default::default()),
         };
-        Ok(ExecuteRequest {
+        let request = ExecuteRequest {
             pattern,
             input,
             deadline,
             idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
             traceparent,
             tenant: p.tenant.clone(),
-        })
+        };
+        Ok((request, slot))
     }
 }
 
@@ -398,7 +410,7 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<pb::ExecutePatternResponse>, Status> {
-        let request = self.execute_request(req, "ExecutePattern").await?;
+        let (request, _slot) = self.execute_request(req, "ExecutePattern").await?;
         if let Some(previous) = self.durable_by_key(&request).await? {
             return Ok(Response::new(previous));
         }
@@ -431,7 +443,7 @@ impl NexusService for Api {
         &self,
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<Self::ExecutePatternStreamStream>, Status> {
-        let request = self.execute_request(req, "ExecutePatternStream").await?;
+        let (request, slot) = self.execute_request(req, "ExecutePatternStream").await?;
         self.engine.check_input(&request).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let engine = self.engine.clone();
@@ -439,6 +451,7 @@ impl NexusService for Api {
         // dropped, the engine notices and cancels the execution and its backend calls.
         tokio::spawn(async move {
             let _ = engine.execute_observed(request, tx).await;
+            drop(slot);
         });
         let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| Ok(convert::event(&e)));
         Ok(Response::new(Box::pin(events)))

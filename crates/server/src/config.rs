@@ -63,6 +63,22 @@ pub struct Config {
     pub shutdown_grace: std::time::Duration,
     /// Identity and access.
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: what one caller may use of a shared gateway.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Executions one caller (tenant + subject) may have in flight; more are refused with
+    /// RESOURCE_EXHAUSTED. 0 = unlimited.
+    pub max_in_flight_per_caller: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_in_flight_per_caller: 10_000 }
+    }
 }
 
 /// `[auth]`: who may call, and what they may do.
@@ -135,6 +151,7 @@ impl Default for Config {
             outage_wait: std::time::Duration::from_secs(30),
             shutdown_grace: std::time::Duration::from_secs(30),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -249,6 +266,10 @@ impl Config {
         }
         if let Some(v) = env("NEXUS_REQUIRE_AUTH") {
             self.auth.require_auth = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = env("NEXUS_MAX_IN_FLIGHT_PER_CALLER") {
+            self.limits.max_in_flight_per_caller =
+                v.parse().map_err(|e| invalid("NEXUS_MAX_IN_FLIGHT_PER_CALLER", format!("`{v}`: {e}")))?;
         }
         if let Some(v) = env("NEXUS_EXECUTION_HISTORY") {
             self.execution_history =

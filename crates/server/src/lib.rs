@@ -14,6 +14,7 @@ mod error;
 mod graph;
 mod invoker;
 mod journal;
+mod limits;
 mod registry;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -141,8 +142,12 @@ impl Nexus {
             config.store.url.is_none(),
             config.retention,
         ));
-        let app =
-            router(api::Api::new(registry, engine.clone(), journal_store.clone(), auth_store), authenticator).await?;
+        let app = router(
+            api::Api::new(registry, engine.clone(), journal_store.clone(), auth_store)
+                .with_in_flight_limit(config.limits.max_in_flight_per_caller),
+            authenticator,
+        )
+        .await?;
 
         let listener = TcpListener::bind(config.listen)
             .await

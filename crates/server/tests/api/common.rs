@@ -43,6 +43,8 @@ pub struct Options {
     pub auth: nexus_server::AuthConfig,
     /// PostgreSQL URL and schema instead of SQLite.
     pub database: Option<(String, String)>,
+    /// `limits.max_in_flight_per_caller`, when set.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Harness {
@@ -62,6 +64,9 @@ impl Harness {
             (None, None) => config.in_memory = true,
         }
         config.auth = options.auth;
+        if let Some(n) = options.max_in_flight {
+            config.limits.max_in_flight_per_caller = n;
+        }
         config.services.push(ServiceConfig::from_flag(&format!("demo=http://{demo_addr}"))?);
         for flag in &options.services {
             config.services.push(ServiceConfig::from_flag(flag)?);

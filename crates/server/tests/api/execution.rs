@@ -402,3 +402,34 @@ async fn durable_executions_are_listed_after_a_restart() -> Result<()> {
     harness.stop().await;
     Ok(())
 }
+
+/// One caller may not hold more than `max_in_flight_per_caller` executions: the next one is
+/// RESOURCE_EXHAUSTED, and a slot frees when an execution ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_beyond_its_in_flight_limit_is_refused() -> Result<()> {
+    let harness = Harness::start_with(crate::common::Options { max_in_flight: Some(2), ..Default::default() }).await?;
+    let mut client = harness.client.clone();
+    register(&mut client, pattern(TWO_NOTIFICATIONS)?).await?;
+    harness.demo.set_latency(method::SEND_EMAIL, Duration::from_millis(400));
+    let run = |client: &mut crate::common::Client| {
+        let mut c = client.clone();
+        async move {
+            c.execute_pattern(execute_request("notify_both", json!({"email": unique_email("limit"), "user_id": "u"}))?)
+                .await
+                .map(|_| ())
+                .map_err(|s| anyhow!("{:?}: {}", s.code(), s.message()))
+        }
+    };
+    let (a, b) = (tokio::spawn(run(&mut client)), tokio::spawn(run(&mut client)));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let refused = run(&mut client).await.expect_err("a third execution in flight");
+    ensure!(
+        refused.to_string().contains("ResourceExhausted") && refused.to_string().contains("limit per caller is 2"),
+        "{refused}"
+    );
+    a.await??;
+    b.await??;
+    run(&mut client).await?;
+    harness.stop().await;
+    Ok(())
+}
