@@ -270,3 +270,17 @@ fn serving_beyond_loopback_needs_auth_or_insecure_and_open_mode_says_so_loudly()
     assert!(started, "{stderr}");
     assert!(stderr.contains("AUTHENTICATION IS OFF"), "the open mode is announced: {stderr}");
 }
+
+#[test]
+fn an_unreachable_database_stops_serve_with_the_reason_and_no_password() {
+    let out = nexus()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", "postgres://nexus:hunter2@127.0.0.1:1/nexus"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("postgres://nexus:***@127.0.0.1:1/nexus"), "the URL, redacted: {stderr}");
+    assert!(stderr.contains("Connection refused"), "the reason: {stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "said once: {stderr}");
+}

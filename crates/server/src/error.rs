@@ -19,7 +19,13 @@ pub enum ApiError {
     #[error("{0}")]
     PermissionDenied(String),
     #[error("the pattern store is unavailable: {0}")]
-    Store(#[from] nexus_store::Error),
+    Store(nexus_store::Error),
+}
+
+impl From<nexus_store::Error> for ApiError {
+    fn from(e: nexus_store::Error) -> Self {
+        Self::Store(e)
+    }
 }
 
 fn describe_diagnostics(diags: &[Diagnostic]) -> String {

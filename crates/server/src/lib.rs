@@ -39,24 +39,44 @@ pub mod proto {
 }
 
 #[derive(Debug, thiserror::Error)]
+// Each message includes its cause, so the causes are not also `source()`s (a report walking the
+// chain would print them twice).
 pub enum StartError {
     #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     #[error("building the catalog: {0}")]
-    Discovery(#[from] discovery::DiscoveryError),
+    Discovery(discovery::DiscoveryError),
     #[error("{0}")]
-    Store(#[from] nexus_store::Error),
+    Store(nexus_store::Error),
     #[error("loading patterns: {0}")]
-    Registry(#[from] error::ApiError),
+    Registry(error::ApiError),
     #[error("{0}")]
     Invoker(String),
     #[error("authentication: {0}")]
     Auth(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: std::io::Error },
     #[error("building gRPC reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(tonic_reflection::server::Error),
 }
+
+macro_rules! start_error_from {
+    ($($from:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$from> for StartError {
+            fn from(e: $from) -> Self {
+                Self::$variant(e)
+            }
+        })*
+    };
+}
+
+start_error_from!(
+    ConfigError => Config,
+    discovery::DiscoveryError => Discovery,
+    nexus_store::Error => Store,
+    error::ApiError => Registry,
+    tonic_reflection::server::Error => Reflection,
+);
 
 /// A running Nexus server.
 pub struct Nexus {
@@ -149,10 +169,9 @@ impl Nexus {
         )
         .await?;
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|cause| StartError::Bind { addr: config.listen, cause })?;
+        let addr = listener.local_addr().map_err(|cause| StartError::Bind { addr: config.listen, cause })?;
         let (tx, rx) = oneshot::channel::<()>();
         // Small messages: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to responses.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

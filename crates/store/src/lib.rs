@@ -24,13 +24,21 @@ pub use postgres::{PgStore, redact_url};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
+// The messages include their cause, so the causes are not also `source()`s: a report that
+// walks the chain (`{:#}`) would print each one twice.
 pub enum Error {
-    #[error("cannot open the store at {location}: {source}")]
-    Open { location: String, source: sqlx::Error },
-    #[error("store migration {version} failed: {source}")]
-    Migration { version: i64, source: sqlx::Error },
+    #[error("cannot open the store at {location}: {cause}")]
+    Open { location: String, cause: sqlx::Error },
+    #[error("store migration {version} failed: {cause}")]
+    Migration { version: i64, cause: sqlx::Error },
     #[error("store error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
 }
 
 impl Error {

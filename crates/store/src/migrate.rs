@@ -149,7 +149,7 @@ pub async fn sqlite(pool: &SqlitePool) -> Result<()> {
         if done.is_some() {
             continue;
         }
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| Error::Migration { version, source })?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|cause| Error::Migration { version, cause })?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?, ?)")
             .bind(version)
             .bind(crate::sqlite::now_ms())
@@ -199,7 +199,7 @@ pub async fn postgres(pool: &PgPool) -> Result<()> {
         if done.is_some() {
             continue;
         }
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| Error::Migration { version, source })?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|cause| Error::Migration { version, cause })?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)")
             .bind(version)
             .bind(crate::sqlite::now_ms())

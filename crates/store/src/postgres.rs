@@ -28,10 +28,24 @@ impl PgStore {
     /// as the search path (it must exist), so several deployments or test runs can share a database.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
         let location = redact_url(url);
-        let open_err = |source| Error::Open { location: location.clone(), source };
+        let open_err = |cause| Error::Open { location: location.clone(), cause };
         let mut options = PgConnectOptions::from_str(url).map_err(open_err)?;
         if let Some(schema) = schema {
             options = options.options([("search_path", schema)]);
+        }
+        // One connection first: the pool only reports "timed out" when it cannot connect, while
+        // a direct attempt says why (refused, unknown host, authentication, no such database).
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+            Ok(Err(cause)) => return Err(open_err(cause)),
+            Err(_) => return Err(open_err(sqlx::Error::PoolTimedOut)),
         }
         let pool = PgPoolOptions::new()
             .max_connections(8)

@@ -31,7 +31,7 @@ impl SqliteStore {
     pub async fn open_with(dir: &Path, fsync_every_commit: bool) -> Result<Self> {
         let location = dir.join("nexus.db").display().to_string();
         std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Open { location: location.clone(), source: sqlx::Error::Io(e) })?;
+            .map_err(|e| Error::Open { location: location.clone(), cause: sqlx::Error::Io(e) })?;
         let options = SqliteConnectOptions::new()
             .filename(dir.join("nexus.db"))
             .create_if_missing(true)
@@ -44,14 +44,14 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|source| Error::Open { location: location.clone(), source })?;
+            .map_err(|cause| Error::Open { location: location.clone(), cause })?;
         Self::init(pool).await
     }
 
     /// A private in-memory database (gone when the process exits).
     pub async fn in_memory() -> Result<Self> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|source| Error::Open { location: "memory".into(), source })?;
+            .map_err(|cause| Error::Open { location: "memory".into(), cause })?;
         // Every connection to :memory: is a different database: keep exactly one, forever.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -60,7 +60,7 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options)
             .await
-            .map_err(|source| Error::Open { location: "memory".into(), source })?;
+            .map_err(|cause| Error::Open { location: "memory".into(), cause })?;
         Self::init(pool).await
     }
 
