@@ -133,13 +133,7 @@ impl Nexus {
             restricted.insert(action.clone(), roles);
         }
         let registry = Arc::new(registry::Registry::load(store, catalog.clone(), restricted).await?);
-        if !authenticator.required() {
-            tracing::warn!(
-                "AUTHENTICATION IS OFF: every caller without credentials is an admin of tenant `default` \
-                 (listening on {} only; use --require-auth with API keys from `nexus token create` before exposing it)",
-                config.listen
-            );
-        }
+        let open = !authenticator.required();
         let refresher = tokio::spawn(refresh_loop(registry.clone(), config.refresh_interval));
         let usage = tokio::spawn(usage_loop(registry.clone()));
         let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
@@ -172,6 +166,12 @@ impl Nexus {
         let listener =
             TcpListener::bind(config.listen).await.map_err(|cause| StartError::Bind { addr: config.listen, cause })?;
         let addr = listener.local_addr().map_err(|cause| StartError::Bind { addr: config.listen, cause })?;
+        if open {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF: every caller without credentials is an admin of tenant `default` \
+                 (listening on {addr}; use --require-auth with API keys from `nexus token create` before exposing it)"
+            );
+        }
         let (tx, rx) = oneshot::channel::<()>();
         // Small messages: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to responses.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
