@@ -382,17 +382,19 @@ impl NexusService for Api {
             })
             .await
             .map_err(ApiError::from)?;
+        // The latest version of each (the highest when every version is deprecated). Versions
+        // registered on another replica and not loaded here yet: one refresh for the page.
+        let lookup = |meta: &nexus_store::PatternName| {
+            self.registry.get(&meta.name, meta.latest.as_deref().unwrap_or_default()).ok().or_else(|| {
+                self.registry.versions_of(&meta.name).last().and_then(|v| self.registry.get(&meta.name, v).ok())
+            })
+        };
+        if page.names.iter().any(|m| lookup(m).is_none()) {
+            self.registry.refresh().await?;
+        }
         let mut patterns = Vec::with_capacity(page.names.len());
         for meta in &page.names {
-            // The latest version (the highest when every version is deprecated).
-            let version = meta.latest.clone().unwrap_or_default();
-            let entry = match self.registry.get_fresh(&meta.name, &version).await {
-                Ok(e) => e,
-                Err(_) => match self.registry.versions_of(&meta.name).last() {
-                    Some(v) => self.registry.get_fresh(&meta.name, v).await?,
-                    None => continue,
-                },
-            };
+            let Some(entry) = lookup(meta) else { continue };
             let mut doc = entry.document;
             doc.tenant = meta.tenant.clone();
             doc.forked_from = meta.forked_from.clone().unwrap_or_default();
