@@ -93,6 +93,18 @@ enum Command {
     /// Create, list and revoke API keys (directly in the store, no server needed).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// The audit log: refused calls (who, what, which resource, why, when), newest first, read
+    /// from the store.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Machine-readable JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: token::StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -393,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Whoami { target } => client::whoami(&target).await,
         Command::Token(command) => token::run(command).await,
+        Command::Audit { limit, json, store } => token::audit(&store, limit, json).await,
     }
 }
 

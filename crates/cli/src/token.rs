@@ -228,3 +228,31 @@ mod tests {
         assert!(non_empty("subject", " bob").is_err());
     }
 }
+
+/// `nexus audit`: the most recent refused calls, newest first.
+pub async fn audit(store: &StoreArgs, limit: u32, json: bool) -> anyhow::Result<()> {
+    let location = store.location();
+    let db = store.open().await?;
+    let entries = db.audit_log(limit).await.with_context(|| format!("reading the audit log in {location}"))?;
+    if json {
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "at": time(e.at), "tenant": e.tenant, "subject": e.subject,
+                    "action": e.action, "resource": e.resource, "reason": e.reason,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no refused calls in {location}");
+        return Ok(());
+    }
+    for e in &entries {
+        println!("{}  {}/{}  {}  {}  {}", time(e.at), e.tenant, e.subject, e.action, e.resource, e.reason);
+    }
+    Ok(())
+}

@@ -284,3 +284,28 @@ fn an_unreachable_database_stops_serve_with_the_reason_and_no_password() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert_eq!(stderr.matches("Connection refused").count(), 1, "said once: {stderr}");
 }
+
+#[test]
+fn audit_shows_refused_calls_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use nexus_store::AuthStore;
+        let store = nexus_store::SqliteStore::open(dir.path()).await.unwrap();
+        store
+            .audit(&nexus_store::AuditEntry {
+                at: std::time::SystemTime::now(),
+                tenant: "acme".into(),
+                subject: "mallory".into(),
+                action: "DeprecatePattern".into(),
+                resource: "pattern:user_creation@1.0.0".into(),
+                reason: "only its owner or an admin of its tenant may change it".into(),
+            })
+            .await
+            .unwrap();
+    });
+    let out = nexus().args(["audit", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("acme/mallory  DeprecatePattern  pattern:user_creation@1.0.0  only its owner"), "{stdout}");
+}
