@@ -207,28 +207,6 @@ async fn revoke(store: &StoreArgs, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roles_are_checked_and_deduplicated() {
-        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(check_roles(&roles(&["runner", "admin", "runner"])).unwrap(), roles(&["runner", "admin"]));
-        let err = check_roles(&roles(&["viewer", "wizard"])).unwrap_err().to_string();
-        assert!(err.contains("`wizard`") && err.contains("admin, author, runner, viewer"), "{err}");
-        assert!(check_roles(&[]).is_err());
-    }
-
-    #[test]
-    fn blank_tenants_and_subjects_are_refused() {
-        assert!(non_empty("tenant", "acme").is_ok());
-        assert!(non_empty("tenant", "").unwrap_err().to_string().contains("--tenant"));
-        assert!(non_empty("subject", "  ").unwrap_err().to_string().contains("--subject"));
-        assert!(non_empty("subject", " bob").is_err());
-    }
-}
-
 /// `nexus audit`: the most recent refused calls, newest first.
 pub async fn audit(store: &StoreArgs, limit: u32, json: bool) -> anyhow::Result<()> {
     let location = store.location();
@@ -255,4 +233,26 @@ pub async fn audit(store: &StoreArgs, limit: u32, json: bool) -> anyhow::Result<
         println!("{}  {}/{}  {}  {}  {}", time(e.at), e.tenant, e.subject, e.action, e.resource, e.reason);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_checked_and_deduplicated() {
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(check_roles(&roles(&["runner", "admin", "runner"])).unwrap(), roles(&["runner", "admin"]));
+        let err = check_roles(&roles(&["viewer", "wizard"])).unwrap_err().to_string();
+        assert!(err.contains("`wizard`") && err.contains("admin, author, runner, viewer"), "{err}");
+        assert!(check_roles(&[]).is_err());
+    }
+
+    #[test]
+    fn blank_tenants_and_subjects_are_refused() {
+        assert!(non_empty("tenant", "acme").is_ok());
+        assert!(non_empty("tenant", "").unwrap_err().to_string().contains("--tenant"));
+        assert!(non_empty("subject", "  ").unwrap_err().to_string().contains("--subject"));
+        assert!(non_empty("subject", " bob").is_err());
+    }
 }
