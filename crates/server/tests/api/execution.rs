@@ -433,3 +433,46 @@ async fn a_caller_beyond_its_in_flight_limit_is_refused() -> Result<()> {
     harness.stop().await;
     Ok(())
 }
+
+/// A backend that goes away makes its steps fail with UNAVAILABLE (quickly, not at the deadline),
+/// and once it is back on the same address the next calls reconnect by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_backend_is_reconnected() -> Result<()> {
+    let (addr, _handle, demo) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await?;
+    let mut config = nexus_server::Config { listen: "127.0.0.1:0".parse()?, in_memory: true, ..Default::default() };
+    config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{addr}"))?);
+    let nexus = nexus_server::Nexus::start(config).await?;
+    let mut client = nexus_server::proto::nexus_service_client::NexusServiceClient::connect(format!(
+        "http://{}",
+        nexus.local_addr()
+    ))
+    .await?;
+    register(&mut client, pattern(TWO_NOTIFICATIONS)?).await?;
+    let run = |client: &mut crate::common::Client| {
+        let mut c = client.clone();
+        async move {
+            c.execute_pattern(execute_request("notify_both", json!({"email": "r@x.y", "user_id": "u"}))?)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
+    run(&mut client).await?;
+
+    demo.shutdown().await?;
+    let started = Instant::now();
+    let down = run(&mut client).await.expect_err("the backend is down");
+    let status = down.downcast_ref::<tonic::Status>().ok_or_else(|| anyhow!("{down}"))?;
+    ensure!(status.code() == Code::Unavailable, "{status:?}");
+    ensure!(started.elapsed() < Duration::from_secs(5), "failed only after {:?}", started.elapsed());
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let back = tokio::spawn(nexus_demo::serve(listener, nexus_demo::DemoOptions::default(), async {
+        let _ = stopped.await;
+    }));
+    run(&mut client).await.map_err(|e| anyhow!("after the backend came back: {e}"))?;
+    let _ = stop.send(());
+    let _ = back.await;
+    nexus.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
