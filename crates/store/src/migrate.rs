@@ -22,9 +22,29 @@ const SQLITE: &[(i64, &str)] = &[
     (3, LEASES),
     (4, META),
     (5, EXECUTIONS_BY_TENANT),
+    (6, SQLITE_JOURNAL_BATCH),
 ];
 
 /// Which replica runs an unfinished durable execution, and until when (cluster mode).
+/// SQLite: a batch of journal writes as one statement. Inserting a row of JSON arrays into this
+/// view runs the trigger, whose four statements are the batch; a statement is atomic, so no
+/// transaction (and no BEGIN/COMMIT round trips to sqlx's worker thread) is needed.
+const SQLITE_JOURNAL_BATCH: &str = "
+    CREATE VIEW journal_batch (starts, steps, finishes) AS SELECT NULL, NULL, NULL;
+    CREATE TRIGGER journal_batch_apply INSTEAD OF INSERT ON journal_batch BEGIN
+        INSERT INTO executions
+            (id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms)
+            SELECT value->>'id', value->>'name', value->>'version', value->>'input', value->>'key',
+                value->>'tenant', value->>'started', value->>'owner', value->>'lease'
+            FROM json_each(NEW.starts);
+        INSERT INTO step_results (execution_id, step_id, seq, result)
+            SELECT value->>'id', value->>'step', value->>'seq', value->>'result' FROM json_each(NEW.steps) WHERE true
+            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result;
+        UPDATE executions SET status = x.value->>'status', record = x.value->>'record'
+            FROM json_each(NEW.finishes) AS x WHERE executions.id = x.value->>'id';
+        DELETE FROM step_results WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
+    END;";
+
 /// ListExecutions reads a tenant's executions newest first (ids are UUIDv7: time-ordered).
 const EXECUTIONS_BY_TENANT: &str = "CREATE INDEX executions_by_tenant ON executions (tenant, id);";
 

@@ -39,9 +39,13 @@ impl SqliteStore {
             // WAL + NORMAL: a commit survives a process crash; the last transactions may be
             // lost on power failure. FULL: fsync per commit (documented in ARCHITECTURE.md).
             .synchronous(if fsync_every_commit { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Each connection has its own page cache (SQLite's default is 2 MiB); the journal
+            // appends and reads back little, so a smaller one per connection keeps the embedded
+            // node's memory down without costing commits.
+            .pragma("cache_size", "-512");
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(2)
             .connect_with(options)
             .await
             .map_err(|cause| Error::Open { location: location.clone(), cause })?;
