@@ -94,60 +94,42 @@ impl Batch {
     }
 }
 
-/// The batch statements of one store (see [`Batch`]).
+/// The statement that applies a whole batch (see [`Batch`]) in one go, atomically: one round trip
+/// (for SQLite, one hop to sqlx's worker thread) and no BEGIN/COMMIT, whatever the batch size.
+/// Binds the starts, the step results and the ends (JSON arrays, or NULL).
 struct BatchSql {
-    start: String,
-    step: String,
-    finish: String,
-    compact: String,
-    /// The whole batch as one statement (atomic by itself, no transaction): SQLite's
-    /// `journal_batch` view, whose trigger runs the four statements.
-    single: Option<String>,
+    single: String,
 }
 
-/// SQLite reads the arrays with `json_each` (the `WHERE true` lets the upsert parse after a
-/// SELECT).
+/// SQLite: an INSERT into the `journal_batch` view, whose INSTEAD OF trigger runs the writes
+/// (migration 6; a statement and its triggers are atomic).
 fn sqlite_batch_sql() -> BatchSql {
-    BatchSql {
-        start: "INSERT INTO executions
-            (id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms)
-            SELECT value->>'id', value->>'name', value->>'version', value->>'input', value->>'key',
-                value->>'tenant', value->>'started', value->>'owner', value->>'lease'
-            FROM json_each(?1)"
-            .into(),
-        step: "INSERT INTO step_results (execution_id, step_id, seq, result)
-            SELECT value->>'id', value->>'step', value->>'seq', value->>'result' FROM json_each(?1) WHERE true
-            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result"
-            .into(),
-        finish: "UPDATE executions SET status = x.value->>'status', record = x.value->>'record'
-            FROM json_each(?1) AS x WHERE executions.id = x.value->>'id'"
-            .into(),
-        compact: "DELETE FROM step_results WHERE execution_id IN (SELECT value->>'id' FROM json_each(?1))".into(),
-        single: Some("INSERT INTO journal_batch (starts, steps, finishes) VALUES (?1, ?2, ?3)".into()),
-    }
+    BatchSql { single: "INSERT INTO journal_batch (starts, steps, finishes) VALUES (?1, ?2, ?3)".into() }
 }
 
 /// PostgreSQL reads the arrays with `json_to_recordset`.
 fn postgres_batch_sql() -> BatchSql {
-    BatchSql {
-        start: "INSERT INTO executions
+    let start = "INSERT INTO executions
             (id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms)
             SELECT id, name, version, input, key, tenant, started, owner, lease
             FROM json_to_recordset($1::json) AS x(id text, name text, version text, input text, key text,
-                tenant text, started bigint, owner text, lease bigint)"
-            .into(),
-        step: "INSERT INTO step_results (execution_id, step_id, seq, result)
+                tenant text, started bigint, owner text, lease bigint)";
+    let step = "INSERT INTO step_results (execution_id, step_id, seq, result)
             SELECT id, step, seq, result FROM json_to_recordset($1::json) AS x(id text, step text, seq bigint, result text)
-            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result"
-            .into(),
-        finish: "UPDATE executions SET status = x.status, record = x.record
-            FROM json_to_recordset($1::json) AS x(id text, status text, record text) WHERE executions.id = x.id"
-            .into(),
-        compact: "DELETE FROM step_results WHERE execution_id IN
-            (SELECT id FROM json_to_recordset($1::json) AS x(id text))"
-            .into(),
-        single: None,
-    }
+            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result";
+    let finish = "UPDATE executions SET status = x.status, record = x.record
+            FROM json_to_recordset($1::json) AS x(id text, status text, record text) WHERE executions.id = x.id";
+    let compact = "DELETE FROM step_results WHERE execution_id IN
+            (SELECT id FROM json_to_recordset($1::json) AS x(id text))";
+    // The whole batch in one statement (data-modifying CTEs: one round trip, atomic). The parts
+    // never touch the same rows: a batch holds at most one write per execution.
+    let single = format!(
+        "WITH s AS ({start}), t AS ({step}), f AS ({finish}), c AS ({compact}) SELECT 1",
+        step = step.replace("$1", "$2"),
+        finish = finish.replace("$1", "$3"),
+        compact = compact.replace("$1", "$3"),
+    );
+    BatchSql { single }
 }
 
 macro_rules! pattern_store_impl {
@@ -224,35 +206,18 @@ macro_rules! journal_impl {
             }
 
             async fn apply(&self, ops: &[JournalOp]) -> Result<()> {
-                // Whatever the batch size, four statements (each kind of write travels as one
-                // JSON array parameter): a batch costs a handful of round trips to the database
-                // (for SQLite, hops to its worker thread), not a few per write. One batch holds at
-                // most one write per execution (each execution awaits its writes in turn), so
-                // the order of the kinds within it does not matter.
+                // Whatever the batch size, one statement (each kind of write travels as one JSON
+                // array parameter): one round trip to the database (for SQLite, one hop to its
+                // worker thread), not a few per write. One batch holds at most one write per
+                // execution (each execution awaits its writes in turn), so the order of the kinds
+                // within it does not matter.
                 let batch = Batch::of(ops);
-                let sql = self.batch_sql();
-                if let Some(single) = &sql.single {
-                    // One statement, one hop to SQLite's worker thread, atomic as a statement.
-                    sqlx::query(single)
-                        .bind(batch.starts)
-                        .bind(batch.steps)
-                        .bind(batch.finishes)
-                        .execute(&self.pool)
-                        .await?;
-                    return Ok(());
-                }
-                let mut tx = self.pool.begin().await?;
-                if let Some(starts) = batch.starts {
-                    sqlx::query(&sql.start).bind(starts).execute(&mut *tx).await?;
-                }
-                if let Some(steps) = batch.steps {
-                    sqlx::query(&sql.step).bind(steps).execute(&mut *tx).await?;
-                }
-                if let Some(finishes) = batch.finishes {
-                    sqlx::query(&sql.finish).bind(&finishes).execute(&mut *tx).await?;
-                    sqlx::query(&sql.compact).bind(finishes).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
+                sqlx::query(&self.batch_sql().single)
+                    .bind(batch.starts)
+                    .bind(batch.steps)
+                    .bind(batch.finishes)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
