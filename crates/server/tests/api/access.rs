@@ -40,6 +40,7 @@ const PATTERN_RPCS: &[&str] = &[
     "ListPatternVersions",
     "DiffPatterns",
     "ExecutePattern",
+    "ExecutePatternStream",
     "RegisterPattern(new version)",
     "DeprecatePattern",
     "SetVisibility",
@@ -70,7 +71,7 @@ fn expected(c: &Caller, rpc: &str, visibility: Option<&str>) -> Code {
     };
     let manage = is_owner || admin_here;
     let role_for = |rpc: &str| match rpc {
-        "ExecutePattern" | "CancelExecution" => has("runner"),
+        "ExecutePattern" | "ExecutePatternStream" | "CancelExecution" => has("runner"),
         "RegisterPattern(new version)" | "DeprecatePattern" | "SetVisibility" | "ForkPattern" | "ValidatePattern" => {
             has("author")
         }
@@ -198,6 +199,28 @@ async fn call(w: &World, client: &mut Client, caller: &str, rpc: &str, visibilit
         "ExecutePattern" => {
             let req = execute_request(&name, serde_json::json!({"email": unique_email("cell")})).unwrap_or_default();
             code(client.execute_pattern(authed(req, key)).await.map(|_| ()))
+        }
+        "ExecutePatternStream" => {
+            let req = execute_request(&name, serde_json::json!({"email": unique_email("cell")})).unwrap_or_default();
+            match client.execute_pattern_stream(authed(req, key)).await {
+                // Allowed: the stream runs to its final event, a success.
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    let mut last = None;
+                    while let Ok(Some(e)) = stream.message().await {
+                        last = e.event;
+                    }
+                    match last {
+                        Some(pb::execution_event::Event::Finished(f))
+                            if f.status == pb::ExecutionStatus::Succeeded as i32 =>
+                        {
+                            Code::Ok
+                        }
+                        _ => Code::Internal,
+                    }
+                }
+                Err(s) => s.code(),
+            }
         }
         "RegisterPattern(new version)" => {
             // A higher version each time: only the cells that may register add one.
