@@ -125,6 +125,33 @@ fn client_commands_talk_to_a_running_nexus() {
     let (ok, _, stderr) = run(&["run", "user_creation", "--input", r#"{"email": "cli@example.com", "name": "Again"}"#]);
     assert!(!ok);
     assert!(stderr.contains("ALREADY_EXISTS") || stderr.contains("AlreadyExists"), "{stderr}");
+
+    // The marketplace and the graph: fork, a new version on the fork, diff, lineage, impact.
+    let (ok, stdout, stderr) = run(&["pattern", "fork", "user_creation", "my_onboarding"]);
+    assert!(ok && stdout.contains("my_onboarding"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = run(&["pattern", "show", "my_onboarding"]);
+    assert!(ok, "{stderr}");
+    let v2 = dir.path().join("v2.yaml");
+    std::fs::write(&v2, stdout.replace("version: 1.0.0", "version: 1.1.0").replace("timeout: 2s", "timeout: 5s"))
+        .unwrap();
+    let (ok, _, stderr) = run(&["pattern", "register", v2.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = run(&["pattern", "diff", "my_onboarding", "1.0.0", "1.1.0"]);
+    assert!(ok && stdout.contains("~ steps.user.timeout"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = run(&["graph", "lineage", "user_creation"]);
+    assert!(
+        ok && stdout.contains("pattern:my_onboarding@1.0.0 -FORKED_FROM-> pattern:user_creation@1.0.0"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, stderr) = run(&["graph", "impact", "demo.user.v1.UserService/CreateUser"]);
+    assert!(
+        ok && stdout.contains("pattern:user_creation@1.0.0") && stdout.contains("pattern:my_onboarding@1.1.0"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, stderr) = run(&["pattern", "versions", "my_onboarding"]);
+    assert!(ok && stdout.contains("1.1.0") && stdout.contains("user_creation@1.0.0"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = run(&["whoami"]);
+    assert!(ok && stdout.contains("open"), "{stdout}{stderr}");
 }
 
 /// `nexus token …` against a fresh data directory (no server, no database URL from the
