@@ -54,7 +54,24 @@ async fn lineage(client: &mut Client, name: &str) -> Result<pb::QueryGraphRespon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_gets_a_new_version_its_source_s_lineage_shows_it_and_diff_shows_the_change() -> Result<()> {
-    let harness = Harness::start().await?;
+    fork_lineage_diff(Harness::start().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_lineage_and_diff_on_postgres() -> Result<()> {
+    let (url, schema, _guard) = crate::access::pg_schema().await?;
+    let options = crate::common::Options { database: Some((url, schema)), ..Default::default() };
+    fork_lineage_diff(Harness::start_with(options).await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impact_through_sub_patterns_on_postgres() -> Result<()> {
+    let (url, schema, _guard) = crate::access::pg_schema().await?;
+    let options = crate::common::Options { database: Some((url, schema)), ..Default::default() };
+    impact_through_sub_patterns(Harness::start_with(options).await?).await
+}
+
+async fn fork_lineage_diff(harness: Harness) -> Result<()> {
     let mut client = harness.client.clone();
     register(&mut client, doc(BASE, "welcome", "1.0.0")?).await?;
 
@@ -171,7 +188,10 @@ async fn a_fork_gets_a_new_version_its_source_s_lineage_shows_it_and_diff_shows_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impact_of_an_action_goes_through_two_levels_of_sub_patterns() -> Result<()> {
-    let harness = Harness::start().await?;
+    impact_through_sub_patterns(Harness::start().await?).await
+}
+
+async fn impact_through_sub_patterns(harness: Harness) -> Result<()> {
     let mut client = harness.client.clone();
     let docs = [
         // leaf uses SendPush; mid calls leaf; top calls mid; other does not use SendPush.
