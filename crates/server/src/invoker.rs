@@ -179,7 +179,32 @@ fn request(call: Call) -> tonic::Request<DynamicMessage> {
     req
 }
 
+/// Whether a call failed because its connection went away (closed, reset, or the request was
+/// never sent on it): the backend is unavailable, which retry policies treat as transient — not
+/// the CANCELLED that tonic reports for a request hyper dropped.
+fn connection_lost(s: &Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_canceled() || h.is_closed() || h.is_incomplete_message())
+        {
+            return true;
+        }
+        if e.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 fn status_to_error(s: Status, timeout: Option<Duration>) -> CallError {
+    if connection_lost(&s) {
+        return CallError::new(
+            tonic::Code::Unavailable,
+            format!("the connection to the backend was lost: {}", s.message()),
+        );
+    }
     // tonic's channel enforces the deadline it sends and reports its expiry as CANCELLED
     // "Timeout expired"; to the pattern it is a deadline, and `retry_on: [DEADLINE_EXCEEDED]`
     // must see it as one.
