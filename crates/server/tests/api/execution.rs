@@ -410,7 +410,7 @@ async fn a_caller_beyond_its_in_flight_limit_is_refused() -> Result<()> {
     let harness = Harness::start_with(crate::common::Options { max_in_flight: Some(2), ..Default::default() }).await?;
     let mut client = harness.client.clone();
     register(&mut client, pattern(TWO_NOTIFICATIONS)?).await?;
-    harness.demo.set_latency(method::SEND_EMAIL, Duration::from_millis(400));
+    harness.demo.set_latency(method::SEND_EMAIL, Duration::from_millis(800));
     let run = |client: &mut crate::common::Client| {
         let mut c = client.clone();
         async move {
@@ -421,7 +421,12 @@ async fn a_caller_beyond_its_in_flight_limit_is_refused() -> Result<()> {
         }
     };
     let (a, b) = (tokio::spawn(run(&mut client)), tokio::spawn(run(&mut client)));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Both are in flight once both their (slow) emails are.
+    let waited = Instant::now();
+    while harness.demo.in_flight(method::SEND_EMAIL) < 2 {
+        ensure!(waited.elapsed() < Duration::from_secs(5), "the two executions never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let refused = run(&mut client).await.expect_err("a third execution in flight");
     ensure!(
         refused.to_string().contains("ResourceExhausted") && refused.to_string().contains("limit per caller is 2"),
