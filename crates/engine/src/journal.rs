@@ -13,11 +13,30 @@ use nexus_core::{Target, value};
 use prost::Message;
 use prost_reflect::DynamicMessage;
 
-use crate::record::{ExecutionRecord, StepResponse};
+use crate::{
+    Keyed,
+    record::{ExecutionRecord, StepResponse},
+};
 
+/// A journal write or read that failed.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the execution journal is unavailable: {0}")]
-pub struct JournalError(pub String);
+#[error("the execution journal is unavailable: {message}")]
+pub struct JournalError {
+    pub message: String,
+    /// The store may accept it later (unreachable, restarting, busy); a permanent error (a
+    /// constraint, a bad row) will fail the same way again.
+    pub transient: bool,
+}
+
+impl JournalError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { message: message.into(), transient: true }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), transient: false }
+    }
+}
 
 /// The start of a durable execution, as journaled.
 #[derive(Debug, Clone)]
@@ -30,7 +49,8 @@ pub struct JournalStart {
     pub tenant: Arc<str>,
 }
 
-/// Where durable executions are journaled (implemented over the store by the server).
+/// What the engine journals of durable executions, and asks of it (implemented over the store by
+/// the server, whose storage-side trait is `nexus_store::JournalStore`).
 #[async_trait::async_trait]
 pub trait Journal: Send + Sync + 'static {
     async fn start(&self, start: &JournalStart) -> Result<(), JournalError>;
@@ -39,6 +59,10 @@ pub trait Journal: Send + Sync + 'static {
     async fn step_completed(&self, execution_id: &str, step_id: &str, result: &str) -> Result<(), JournalError>;
 
     async fn finished(&self, record: &ExecutionRecord) -> Result<(), JournalError>;
+
+    /// The execution that used idempotency `key` for `pattern` (on any replica, before any
+    /// restart), if one did.
+    async fn keyed(&self, pattern: &str, key: &str) -> Result<Option<Keyed>, JournalError>;
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

@@ -804,11 +804,13 @@ async fn an_idempotency_key_runs_the_pattern_once() {
     assert_eq!(creates, 2, "one execution per key:\n{}", script.trace());
 }
 
-/// A journal in memory that can be told to refuse step writes (the store is unreachable).
+/// A journal in memory that can be told to refuse step writes (the store is unreachable), and
+/// that knows idempotency keys from "before a restart" (`keys`).
 #[derive(Default)]
 struct MemJournal {
     writes: Mutex<Vec<String>>,
     fail_steps: std::sync::atomic::AtomicBool,
+    keys: Mutex<HashMap<String, nexus_engine::Keyed>>,
 }
 
 #[async_trait::async_trait]
@@ -820,7 +822,7 @@ impl nexus_engine::Journal for MemJournal {
 
     async fn step_completed(&self, _: &str, step_id: &str, _: &str) -> Result<(), nexus_engine::JournalError> {
         if self.fail_steps.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(nexus_engine::JournalError("connection refused".into()));
+            return Err(nexus_engine::JournalError::transient("connection refused"));
         }
         self.writes.lock().unwrap().push(format!("step {step_id}"));
         Ok(())
@@ -829,6 +831,11 @@ impl nexus_engine::Journal for MemJournal {
     async fn finished(&self, r: &ExecutionRecord) -> Result<(), nexus_engine::JournalError> {
         self.writes.lock().unwrap().push(format!("finished {:?}", r.status));
         Ok(())
+    }
+
+    async fn keyed(&self, _: &str, key: &str) -> Result<Option<nexus_engine::Keyed>, nexus_engine::JournalError> {
+        self.writes.lock().unwrap().push(format!("keyed {key}"));
+        Ok(self.keys.lock().unwrap().get(key).cloned())
     }
 }
 
@@ -942,4 +949,82 @@ async fn shutting_down_hands_durable_executions_back_and_lets_ephemeral_ones_fin
     assert_eq!(refused.error.as_ref().unwrap().code, Code::Unavailable);
     assert_eq!(script.trace().lines().count(), calls);
     assert_eq!(journal.writes.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_is_shared_by_the_unary_and_the_stream_paths_and_never_across_tenants() {
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
+    let (pattern, _) =
+        nexus_core::compile(&document::parse(USER_CREATION).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
+    let pattern = Arc::new(pattern);
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
+    let request = |tenant: &str| ExecuteRequest {
+        pattern: pattern.clone(),
+        input: value::serde_to_cel(&serde_json::json!({"email": "a@b.c", "name": "Ada"})),
+        deadline: None,
+        idempotency_key: Some("k".to_string()),
+        traceparent: None,
+        tenant: Arc::from(tenant),
+    };
+    // The stream request runs it (every event); the unary one with the same key waits for it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (streamed, unary) = tokio::join!(engine.execute_observed(request("t"), tx), engine.execute(request("t")));
+    let (streamed, unary) = (streamed.unwrap(), unary.unwrap());
+    assert_eq!(streamed.id, unary.id);
+    let mut kinds = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        kinds.push(format!("{:?}", std::mem::discriminant(&e.event)));
+    }
+    assert!(kinds.len() > 2, "the first request saw the whole execution: {kinds:?}");
+    // A later stream request with the key gets the first execution's end, and nothing runs.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let again = engine.execute_observed(request("t"), tx).await.unwrap();
+    assert_eq!(again.id, unary.id);
+    let events: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert_eq!(events.len(), 1);
+    assert!(matches!(&events[0].event, nexus_engine::Event::Finished(r) if r.id == unary.id));
+    // Another tenant's request with the same key is refused, not answered with this record.
+    let err = engine.execute(request("other")).await.unwrap_err();
+    assert_eq!(err.to_string(), "this idempotency key is already used for pattern `user_creation`; choose another key");
+    let creates = script.trace().lines().filter(|l| l.contains("call CreateUser")).count();
+    assert_eq!(creates, 1, "{}", script.trace());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_durable_key_from_before_a_restart_is_answered_from_the_journal() {
+    let script = Script::new(&[
+        (CREATE_USER, vec![ok(5, serde_json::json!({"user": {"id": "usr_1", "email": "one@x"}}))]),
+        (EMAIL, vec![ok(5, serde_json::json!({}))]),
+    ]);
+    let (engine, journal, pattern) = durable_engine(&script);
+    let keyed = |key: &str, tenant: &str| ExecuteRequest {
+        idempotency_key: Some(key.to_string()),
+        tenant: Arc::from(tenant),
+        ..request(&pattern)
+    };
+    let mut earlier = engine.execute(keyed("fresh", "t")).await.unwrap().as_ref().clone();
+    earlier.id = Arc::from("earlier");
+    journal.keys.lock().unwrap().insert("done".into(), nexus_engine::Keyed::Finished(Arc::new(earlier)));
+    journal
+        .keys
+        .lock()
+        .unwrap()
+        .insert("elsewhere".into(), nexus_engine::Keyed::Unfinished { id: Arc::from("running-1"), tenant: Arc::from("t") });
+    // Finished before the restart: its record, nothing called.
+    let done = engine.execute(keyed("done", "t")).await.unwrap();
+    assert_eq!((&*done.id, done.status), ("earlier", nexus_engine::ExecutionStatus::Succeeded));
+    // Unfinished and not running here: RUNNING, UNAVAILABLE naming it (retry, or GetExecution).
+    let elsewhere = engine.execute(keyed("elsewhere", "t")).await.unwrap();
+    expect![[r#"
+        Running UNAVAILABLE: execution `running-1` with this idempotency key is still running (on another replica, or waiting to be resumed); retry, or GetExecution `running-1` returns its result
+    "#]]
+    .assert_eq(&summary(&elsewhere));
+    // Another tenant's key: refused.
+    let err = engine.execute(keyed("done", "u")).await.unwrap_err();
+    assert!(matches!(err, nexus_engine::EngineError::IdempotencyKeyTaken { .. }), "{err}");
+    let creates = script.trace().lines().filter(|l| l.contains("call CreateUser")).count();
+    assert_eq!(creates, 1, "only the fresh key ran:\n{}", script.trace());
+    let writes = journal.writes.lock().unwrap().clone();
+    // Once per key: later requests with a key (and other tenants) are answered in memory.
+    assert_eq!(writes.iter().filter(|w| w.starts_with("keyed ")).count(), 3, "{writes:?}");
 }

@@ -1,0 +1,600 @@
+//! One execution's state machine: steps start as their dependencies finish, results are
+//! journaled (durable patterns) before dependants start, and the outcome is settled once —
+//! succeeded, failed and compensated, cancelled, or suspended for another replica.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use cel::{Value as Cel, objects::Key};
+use futures::{StreamExt, stream::FuturesUnordered};
+use nexus_core::{CompiledPattern, CompiledStep, Target, expr::Scope, value};
+use tokio::time::Instant;
+use tonic::Code;
+
+use super::{
+    MAX_FAN_OUT,
+    fan_out::fan_out,
+    step::{CallContext, Request, Requests, attempt, response_to_cel},
+};
+use crate::{
+    events::{Emitter, Ending, Event},
+    history::History,
+    invoker::{CallError, Invoker},
+    journal::{Journal, JournalStart, encode_result},
+    record::{ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus, code_name},
+};
+
+/// What every run and every call of a process shares.
+#[derive(Clone, Copy)]
+pub(super) struct Services<'a> {
+    pub invoker: &'a dyn Invoker,
+    pub history: &'a History,
+}
+
+/// Everything a run starts from.
+pub(super) struct RunOptions<'a> {
+    pub pattern: &'a CompiledPattern,
+    pub services: Services<'a>,
+    pub id: Arc<str>,
+    pub input: Cel,
+    /// The sooner of the caller's deadline and the pattern's timeout.
+    pub deadline: Option<Instant>,
+    pub emitter: Emitter,
+    /// The W3C trace every backend call continues.
+    pub trace_id: Arc<str>,
+    /// Nesting depth: 0 for a top-level execution, +1 per sub-pattern call.
+    pub depth: u32,
+    /// Set for durable executions.
+    pub journal: Option<&'a dyn Journal>,
+    /// Journaled at the start (a resumed execution is already journaled).
+    pub journal_start: Option<JournalStart>,
+    /// Set when the execution must not start at all (this process is shutting down).
+    pub refused: Option<ExecError>,
+    /// Results of steps completed before a restart (resume), by step index.
+    pub prefilled: Vec<Option<StepResponse>>,
+}
+
+/// Maps the engine's monotonic clock to wall-clock timestamps for the record. Durations and
+/// deadlines use tokio's clock (monotonic, and virtual in tests); a timestamp is the execution's
+/// wall-clock start plus the monotonic offset, so a timeline never goes backwards.
+#[derive(Clone, Copy)]
+pub(super) struct Timeline {
+    pub origin: Instant,
+    pub wall: SystemTime,
+}
+
+impl Timeline {
+    fn start() -> Self {
+        Self { origin: Instant::now(), wall: SystemTime::now() }
+    }
+
+    pub fn wall(&self, t: Instant) -> SystemTime {
+        self.wall + t.saturating_duration_since(self.origin)
+    }
+}
+
+/// What a step future hands back.
+pub(super) struct StepDone {
+    pub index: usize,
+    pub result: Result<StepResponse, CallError>,
+    pub attempts: Vec<crate::record::Attempt>,
+}
+
+type StepFuture<'a> = Pin<Box<dyn Future<Output = StepDone> + Send + 'a>>;
+
+/// The state of one execution while it runs.
+pub(super) struct Run<'a> {
+    pub(super) pattern: &'a CompiledPattern,
+    pub(super) services: Services<'a>,
+    depth: u32,
+    pub(super) id: Arc<str>,
+    input: Cel,
+    execution: Cel,
+    deadline: Option<Instant>,
+    pub(super) timeline: Timeline,
+    pub(super) emitter: Emitter,
+    pub(super) trace_id: Arc<str>,
+    journal: Option<&'a dyn Journal>,
+    journal_start: Option<JournalStart>,
+    refused: Option<ExecError>,
+    prefilled: Vec<Option<StepResponse>>,
+    /// When each running step started (monotonic), for its duration.
+    step_started: Vec<Option<Instant>>,
+    outputs: HashMap<Key, Cel>,
+    skipped: Vec<bool>,
+    waiting_on: Vec<usize>,
+    /// Steps in the order they succeeded (compensation runs in reverse).
+    pub(super) completed: Vec<usize>,
+    pub(super) steps: Vec<StepRecord>,
+}
+
+/// Why the step loop stopped early, if it did.
+struct Stopped {
+    failure: Option<ExecError>,
+    /// Cancelled by CancelExecution, a suspension, or the caller going away.
+    cancelled: bool,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(o: RunOptions<'a>) -> Self {
+        let pattern = o.pattern;
+        let execution = value::map(HashMap::from([
+            (value::key("id"), Cel::String(Arc::new(o.id.to_string()))),
+            (value::key("pattern"), Cel::String(Arc::new(pattern.name.to_string()))),
+            (value::key("version"), Cel::String(Arc::new(pattern.version.to_string()))),
+        ]));
+        let steps = pattern
+            .steps
+            .iter()
+            .map(|s| StepRecord {
+                step_id: s.id.clone(),
+                call: s.call.clone(),
+                status: StepStatus::Pending,
+                started_at: None,
+                duration: Duration::ZERO,
+                request: None,
+                response: None,
+                error: None,
+                attempts: Vec::new(),
+                compensation: None,
+                items: 0,
+            })
+            .collect();
+        let n = pattern.steps.len();
+        let mut prefilled = o.prefilled;
+        prefilled.resize_with(n, || None);
+        Self {
+            pattern,
+            services: o.services,
+            depth: o.depth,
+            id: o.id,
+            input: o.input,
+            execution,
+            deadline: o.deadline,
+            timeline: Timeline::start(),
+            emitter: o.emitter,
+            trace_id: o.trace_id,
+            journal: o.journal,
+            journal_start: o.journal_start,
+            refused: o.refused,
+            prefilled,
+            step_started: vec![None; n],
+            outputs: HashMap::with_capacity(n),
+            skipped: vec![false; n],
+            waiting_on: pattern.steps.iter().map(|s| s.deps.len()).collect(),
+            completed: Vec::with_capacity(n),
+            steps,
+        }
+    }
+
+    pub(super) fn scope(&self) -> Scope<'_> {
+        Scope { input: &self.input, steps: &self.outputs, item: None, index: None, execution: &self.execution }
+    }
+
+    /// Runs the execution to its outcome and returns its record.
+    pub(super) async fn go(mut self) -> ExecutionRecord {
+        let mut running: FuturesUnordered<StepFuture<'a>> = FuturesUnordered::new();
+        let mut ready: Vec<usize> = self.pattern.roots.iter().rev().copied().collect();
+        let failure = self.begin(&mut ready, &mut running).await;
+        let stopped = self.drive(failure, &mut ready, &mut running).await;
+        // Dropping the futures cancels the calls still in flight.
+        drop(running);
+        self.settle(stopped).await
+    }
+
+    /// Journals the start (durable), announces it, and starts the root steps.
+    async fn begin(&mut self, ready: &mut Vec<usize>, running: &mut FuturesUnordered<StepFuture<'a>>) -> Option<ExecError> {
+        let mut failure = self.refused.take();
+        // A durable execution exists once its start is journaled, before any step runs.
+        if let (Some(j), Some(start)) = (self.journal, self.journal_start.take())
+            && let Err(e) = j.start(&start).await
+        {
+            failure = Some(ExecError { code: Code::Unavailable, message: e.to_string(), step_id: None });
+        }
+        // Announced after the journal has it: a caller that saw `started` can always find it.
+        self.emitter
+            .emit(Event::Started { pattern_name: self.pattern.name.clone(), pattern_version: self.pattern.version.clone() })
+            .await;
+        let mut events = Vec::new();
+        if failure.is_none()
+            && let Err(e) = self.start(ready, running, &mut events)
+        {
+            failure = Some(e);
+        }
+        self.flush(&mut events).await;
+        failure
+    }
+
+    /// Runs steps until all are done, one fails for good, the deadline passes, or the execution
+    /// is cancelled, suspended or abandoned by its caller.
+    async fn drive(
+        &mut self,
+        mut failure: Option<ExecError>,
+        ready: &mut Vec<usize>,
+        running: &mut FuturesUnordered<StepFuture<'a>>,
+    ) -> Stopped {
+        let emitter = self.emitter.clone();
+        let mut cancelled = false;
+        let mut events = Vec::new();
+        let deadline = self.deadline;
+        let timer = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timer);
+        // Created once, not per loop turn: each `cancelled()`/`closed()` future registers a waiter
+        // under a lock when first polled.
+        let cancel = emitter.running.cancel.clone();
+        let cancelled_fut = cancel.cancelled();
+        tokio::pin!(cancelled_fut);
+        let closed = emitter.closed();
+        tokio::pin!(closed);
+        while failure.is_none() && !running.is_empty() {
+            tokio::select! {
+                biased;
+                () = &mut cancelled_fut => {
+                    // Suspended or cancelled: decided in `settle`, when the outcome is settled.
+                    cancelled = true;
+                    failure = Some(ExecError { code: Code::Cancelled, message: "the execution was cancelled".into(), step_id: None });
+                }
+                () = &mut closed => {
+                    cancelled = true;
+                    failure = Some(ExecError { code: Code::Cancelled, message: "the caller went away".into(), step_id: None });
+                }
+                Some(done) = running.next() => {
+                    if let Err(e) = self.journal_step(&done, running.is_empty()).await {
+                        failure = Some(e);
+                        continue;
+                    }
+                    if let Err(e) = self.finish(done, ready, &mut events) {
+                        failure = Some(e);
+                    } else if let Err(e) = self.start(ready, running, &mut events) {
+                        failure = Some(e);
+                    }
+                    self.flush(&mut events).await;
+                }
+                () = &mut timer => failure = Some(self.out_of_time()),
+            }
+        }
+        Stopped { failure, cancelled }
+    }
+
+    /// Journals a durable step's result before any dependant can start (`finish` releases them).
+    /// The last step to finish, with no dependants, is not: the execution's end, journaled next,
+    /// records it (one commit less per execution; a crash in between calls it again with the same
+    /// idempotency key, as for a step in flight).
+    async fn journal_step(&self, done: &StepDone, nothing_else_running: bool) -> Result<(), ExecError> {
+        let step = &self.pattern.steps[done.index];
+        let last = step.dependants.is_empty() && nothing_else_running;
+        let (Some(j), Ok(response), false) = (self.journal, &done.result, last) else { return Ok(()) };
+        let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(response)).await else { return Ok(()) };
+        // The journal still holds the execution as running: stop here without an outcome and let
+        // it resume from the journal once the store is back (failing it would need the journal
+        // too, and would lose its progress).
+        self.emitter.running.request_suspend();
+        Err(ExecError {
+            code: Code::Unavailable,
+            message: format!("journaling the result of step `{}`: {e}", step.id),
+            step_id: Some(step.id.clone()),
+        })
+    }
+
+    fn out_of_time(&self) -> ExecError {
+        let in_flight: Vec<&str> =
+            self.steps.iter().filter(|s| s.status == StepStatus::Running).map(|s| &*s.step_id).collect();
+        ExecError {
+            code: Code::DeadlineExceeded,
+            message: format!(
+                "the execution ran out of time after {:?}; still running: {}",
+                self.timeline.origin.elapsed(),
+                in_flight.join(", ")
+            ),
+            step_id: None,
+        }
+    }
+
+    /// Decides the outcome (a cancellation or suspension that raced the last step still counts),
+    /// compensates if it failed, and builds the record.
+    async fn settle(mut self, stopped: Stopped) -> ExecutionRecord {
+        let Stopped { mut failure, mut cancelled } = stopped;
+        let ending = self.emitter.running.begin_finishing();
+        if ending == Ending::Cancelled && !cancelled {
+            cancelled = true;
+            failure.get_or_insert_with(|| ExecError {
+                code: Code::Cancelled,
+                message: "the execution was cancelled".into(),
+                step_id: None,
+            });
+        }
+        let now = Instant::now();
+        for (s, started) in self.steps.iter_mut().zip(&self.step_started) {
+            if s.status == StepStatus::Running {
+                s.status = StepStatus::Cancelled;
+                s.duration = started.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
+            }
+        }
+        let (status, output, error) = match failure {
+            // Left to whoever claims it next: no compensation, no outcome.
+            _ if ending == Ending::Suspended => (ExecutionStatus::Running, None, Some(self.suspension(failure))),
+            Some(e) => {
+                let (compensated, compensation_error) = self.compensate().await;
+                let status = match (cancelled, compensated, &compensation_error) {
+                    (true, _, None) => ExecutionStatus::Cancelled,
+                    (false, true, None) => ExecutionStatus::Compensated,
+                    _ => ExecutionStatus::Failed,
+                };
+                let error = match compensation_error {
+                    Some(c) => ExecError {
+                        code: e.code,
+                        message: format!("{}; then {}", e.message, c.message),
+                        step_id: e.step_id,
+                    },
+                    None => e,
+                };
+                (status, None, Some(error))
+            }
+            None => match self.output() {
+                Ok(out) => (ExecutionStatus::Succeeded, Some(out), None),
+                Err(e) => (ExecutionStatus::Failed, None, Some(e)),
+            },
+        };
+        ExecutionRecord {
+            id: self.id,
+            tenant: self.emitter.running.tenant.clone(),
+            pattern_name: self.pattern.name.clone(),
+            pattern_version: self.pattern.version.clone(),
+            status,
+            input: self.input,
+            output,
+            error,
+            started_at: self.timeline.wall,
+            duration: Instant::now().saturating_duration_since(self.timeline.origin),
+            steps: self.steps,
+            idempotency_key: None,
+        }
+    }
+
+    /// What the caller of a suspended execution is told.
+    fn suspension(&self, failure: Option<ExecError>) -> ExecError {
+        let message = match failure {
+            Some(e) if e.code == Code::Unavailable => format!(
+                "{}; the execution stays journaled and resumes from its last completed step once the store is reachable (GetExecution `{}` returns its result)",
+                e.message, self.id
+            ),
+            _ => format!(
+                "this Nexus replica is shutting down; durable execution `{}` continues on another replica (GetExecution returns its result)",
+                self.id
+            ),
+        };
+        ExecError { code: Code::Unavailable, message, step_id: None }
+    }
+
+    /// Sends the events collected while the state was borrowed.
+    async fn flush(&self, events: &mut Vec<Event>) {
+        for e in events.drain(..) {
+            self.emitter.emit(e).await;
+        }
+    }
+
+    /// Starts every ready step (skipping those whose `when` is false, which may make more ready).
+    fn start(
+        &mut self,
+        ready: &mut Vec<usize>,
+        running: &mut FuturesUnordered<StepFuture<'a>>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), ExecError> {
+        let listening = self.emitter.listening();
+        while let Some(i) = ready.pop() {
+            let step: &'a CompiledStep = &self.pattern.steps[i];
+            // Completed before a restart: keep the journaled result, do not call again.
+            if let Some(response) = self.prefilled.get_mut(i).and_then(Option::take) {
+                let output = response_to_cel(&response, &step.target);
+                let record = &mut self.steps[i];
+                record.status = StepStatus::Succeeded;
+                record.response = Some(response);
+                self.outputs.insert(step.key.clone(), output);
+                self.completed.push(i);
+                self.release_dependants(i, ready);
+                continue;
+            }
+            if let Some(when) = &step.when {
+                match when.eval(&self.scope()) {
+                    Ok(Cel::Bool(true)) => {}
+                    Ok(Cel::Bool(false)) => {
+                        self.steps[i].status = StepStatus::Skipped;
+                        self.skipped[i] = true;
+                        // A skipped step reads as an empty object, so `has(steps.x.field)` is
+                        // simply false (CEL's has() still needs `steps.x` itself to exist).
+                        self.outputs.insert(step.key.clone(), value::map(HashMap::new()));
+                        if listening {
+                            events.push(Event::StepSkipped { step: step.id.clone() });
+                        }
+                        self.release_dependants(i, ready);
+                        continue;
+                    }
+                    Ok(other) => {
+                        return Err(self.fail_step(
+                            i,
+                            Code::InvalidArgument,
+                            format!("`when` must be a bool, got {} from `{}`", value::type_name(&other), when.source()),
+                        ));
+                    }
+                    Err(e) => return Err(self.fail_step(i, Code::InvalidArgument, format!("`when`: {e}"))),
+                }
+            }
+            let requests = match self.build_requests(step) {
+                Ok(r) => r,
+                Err((code, message)) => return Err(self.fail_step(i, code, message)),
+            };
+            let now = Instant::now();
+            self.step_started[i] = Some(now);
+            let record = &mut self.steps[i];
+            record.status = StepStatus::Running;
+            record.started_at = Some(self.timeline.wall(now));
+            if listening {
+                events.push(Event::StepStarted { step: step.id.clone(), attempt: 1 });
+            }
+            let ctx = CallContext {
+                services: self.services,
+                depth: self.depth,
+                step,
+                deadline: self.deadline,
+                timeline: self.timeline,
+                execution_id: self.id.clone(),
+                trace_id: self.trace_id.clone(),
+                emitter: self.emitter.clone(),
+            };
+            match requests {
+                Requests::One(request) => {
+                    if let Request::Message(m) = &request {
+                        self.steps[i].request = Some(m.clone());
+                    }
+                    running.push(Box::pin(async move {
+                        let (result, attempts) = attempt(&ctx, request, None).await;
+                        StepDone { index: i, result, attempts }
+                    }));
+                }
+                Requests::Items(requests) => {
+                    self.steps[i].items = requests.len() as u32;
+                    running.push(Box::pin(fan_out(ctx, i, requests)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn build_requests(&self, step: &CompiledStep) -> Result<Requests, (Code, String)> {
+        let build = |scope: &Scope<'_>| -> Result<Request, (Code, String)> {
+            let v =
+                step.request.eval(scope).map_err(|e| (Code::InvalidArgument, format!("building the request: {e}")))?;
+            match &step.target {
+                Target::Action(a) => {
+                    let input = a.method.input();
+                    value::to_message(&v, &input).map(Request::Message).map_err(|e| {
+                        (Code::InvalidArgument, format!("building the {} request: {e}", input.full_name()))
+                    })
+                }
+                Target::Pattern(_) => Ok(Request::Input(v)),
+            }
+        };
+        let Some(for_each) = &step.for_each else {
+            return build(&self.scope()).map(Requests::One);
+        };
+        let items = match for_each.eval(&self.scope()) {
+            Ok(Cel::List(items)) => items,
+            Ok(other) => {
+                return Err((
+                    Code::InvalidArgument,
+                    format!("`for_each` must be a list, got {} from `{}`", value::type_name(&other), for_each.source()),
+                ));
+            }
+            Err(e) => return Err((Code::InvalidArgument, format!("`for_each`: {e}"))),
+        };
+        if items.len() > MAX_FAN_OUT {
+            return Err((
+                Code::ResourceExhausted,
+                format!("for_each has {} items; the limit is {MAX_FAN_OUT}", items.len()),
+            ));
+        }
+        let mut requests = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let scope = Scope { item: Some(item), index: Some(index as i64), ..self.scope() };
+            requests.push(build(&scope).map_err(|(c, m)| (c, format!("item {index}: {m}")))?);
+        }
+        Ok(Requests::Items(requests))
+    }
+
+    fn finish(&mut self, done: StepDone, ready: &mut Vec<usize>, events: &mut Vec<Event>) -> Result<(), ExecError> {
+        let i = done.index;
+        let step = &self.pattern.steps[i];
+        let record = &mut self.steps[i];
+        record.duration = self.step_started[i].map(|t| t.elapsed()).unwrap_or_default();
+        record.attempts = done.attempts;
+        match done.result {
+            Ok(response) => {
+                let output = response_to_cel(&response, &step.target);
+                record.status = StepStatus::Succeeded;
+                record.response = Some(response);
+                if self.emitter.listening() {
+                    events.push(Event::StepSucceeded { step: step.id.clone(), duration: record.duration });
+                }
+                self.outputs.insert(step.key.clone(), output);
+                self.completed.push(i);
+                self.release_dependants(i, ready);
+                Ok(())
+            }
+            Err(e) => {
+                let attempts = record.attempts.len();
+                let tries = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
+                let duration = record.duration;
+                let error = self.fail_step(
+                    i,
+                    e.code,
+                    format!("step `{}` ({}) failed{tries}: {}: {}", step.id, step.call, code_name(e.code), e.message),
+                );
+                if self.emitter.listening() {
+                    events.push(Event::StepFailed { step: step.id.clone(), error: error.clone(), duration });
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn release_dependants(&mut self, i: usize, ready: &mut Vec<usize>) {
+        for &d in &self.pattern.steps[i].dependants {
+            self.waiting_on[d] -= 1;
+            if self.waiting_on[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+
+    fn fail_step(&mut self, i: usize, code: Code, message: String) -> ExecError {
+        let step = &self.pattern.steps[i];
+        let message = if message.starts_with("step `") {
+            message
+        } else {
+            format!("step `{}` ({}): {message}", step.id, step.call)
+        };
+        let error = ExecError { code, message, step_id: Some(step.id.clone()) };
+        let record = &mut self.steps[i];
+        record.status = StepStatus::Failed;
+        record.error = Some(error.clone());
+        error
+    }
+
+    fn output(&self) -> Result<Cel, ExecError> {
+        let Some(fields) = &self.pattern.output else {
+            let ran = self
+                .pattern
+                .steps
+                .iter()
+                .filter(|s| !self.skipped[s.index])
+                .filter_map(|s| self.outputs.get(&s.key).map(|v| (s.key.clone(), v.clone())));
+            return Ok(value::map(ran.collect()));
+        };
+        let scope = self.scope();
+        let mut out = HashMap::with_capacity(fields.len());
+        for field in fields {
+            // A field that reads a skipped step is left out rather than failing the execution:
+            // skipping is a planned outcome, not an error.
+            if field.reads_steps.iter().any(|&s| self.skipped[s]) {
+                continue;
+            }
+            let v = field.template.eval(&scope).map_err(|e| ExecError {
+                code: Code::FailedPrecondition,
+                message: format!("output.{}: {e}", field.name),
+                step_id: None,
+            })?;
+            out.insert(field.key.clone(), v);
+        }
+        Ok(value::map(out))
+    }
+}
+

@@ -1,0 +1,188 @@
+//! One step's calls: attempts with retries, backoff and deadlines, and the call itself (unary,
+//! a server stream collected or forwarded to the caller, or a sub-pattern).
+
+use std::{sync::Arc, time::Duration};
+
+use cel::Value as Cel;
+use futures::StreamExt;
+use nexus_core::{CompiledStep, Target, value::message_to_cel};
+use prost_reflect::DynamicMessage;
+use rand::Rng;
+use tokio::time::Instant;
+use tonic::Code;
+
+use super::{
+    MAX_COLLECTED_STREAM_MESSAGES,
+    run::{Services, Timeline},
+    subpattern::run_pattern,
+};
+use crate::{
+    events::{Emitter, Event},
+    invoker::{Call, CallError},
+    record::{Attempt, ExecError, StepResponse, code_name},
+};
+
+/// Everything a step's calls need, shared by its attempts and items. Owned (cheap clones) so the
+/// step futures do not borrow the `Run`, which they run alongside.
+#[derive(Clone)]
+pub(super) struct CallContext<'a> {
+    pub services: Services<'a>,
+    pub depth: u32,
+    pub step: &'a CompiledStep,
+    pub deadline: Option<Instant>,
+    pub timeline: Timeline,
+    pub execution_id: Arc<str>,
+    pub trace_id: Arc<str>,
+    pub emitter: Emitter,
+}
+
+/// One call's request: a message for an action, a CEL value (the input) for a sub-pattern.
+#[derive(Clone)]
+pub(super) enum Request {
+    Message(DynamicMessage),
+    Input(Cel),
+}
+
+pub(super) enum Requests {
+    One(Request),
+    Items(Vec<Request>),
+}
+
+pub(super) fn response_to_cel(response: &StepResponse, target: &Target) -> Cel {
+    match response {
+        StepResponse::Message(m) => message_to_cel(m),
+        StepResponse::Stream(ms) => Cel::List(Arc::new(ms.iter().map(message_to_cel).collect())),
+        StepResponse::Forwarded { last, .. } => match (last, target) {
+            (Some(m), _) => message_to_cel(m),
+            (None, Target::Action(a)) => message_to_cel(&DynamicMessage::new(a.method.output())),
+            (None, Target::Pattern(_)) => Cel::Null,
+        },
+        StepResponse::Items(items) => Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, target)).collect())),
+        StepResponse::Pattern { output, .. } => output.clone(),
+    }
+}
+
+/// A W3C trace context header continuing `trace_id` with a new span for one call.
+pub(super) fn traceparent(trace_id: &str) -> String {
+    let span: u64 = rand::rng().random::<u64>() | 1;
+    format!("00-{trace_id}-{span:016x}-01")
+}
+
+/// Calls a step's action, retrying per its policy within the execution's deadline.
+pub(super) async fn attempt(
+    ctx: &CallContext<'_>,
+    request: Request,
+    item: Option<u32>,
+) -> (Result<StepResponse, CallError>, Vec<Attempt>) {
+    let step = ctx.step;
+    let policy = &step.retry;
+    let mut attempts = Vec::with_capacity(1);
+    let mut backoff = policy.initial_backoff;
+    let mut number = 0;
+    let idempotency_key = match item {
+        Some(i) => format!("{}/{}/{i}", ctx.execution_id, step.id),
+        None => format!("{}/{}", ctx.execution_id, step.id),
+    };
+    loop {
+        number += 1;
+        let now = Instant::now();
+        let remaining = ctx.deadline.map(|d| d.saturating_duration_since(now));
+        let timeout = match (step.timeout, remaining) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let once = call_once(ctx, &request, timeout, &idempotency_key);
+        let result = match timeout {
+            Some(t) if t.is_zero() => Err(CallError::new(Code::DeadlineExceeded, "no time left before the call")),
+            Some(t) => tokio::time::timeout(t, once).await.unwrap_or_else(|_| {
+                // Say which limit ran out: the step's own timeout or the whole execution's.
+                let by_execution = remaining.is_some_and(|r| step.timeout.is_none_or(|s| r < s));
+                let what = if by_execution { "the execution's deadline" } else { "the step's timeout" };
+                Err(CallError::new(Code::DeadlineExceeded, format!("no response within {t:?} ({what})")))
+            }),
+            None => once.await,
+        };
+        attempts.push(Attempt {
+            number,
+            item,
+            started_at: ctx.timeline.wall(now),
+            duration: now.elapsed(),
+            code: result.as_ref().map_or_else(|e| e.code, |_| Code::Ok),
+            message: result.as_ref().err().map(|e| e.message.clone()).unwrap_or_default(),
+        });
+        let error = match result {
+            Ok(r) => return (Ok(r), attempts),
+            Err(e) => e,
+        };
+        let retryable = number < policy.max_attempts && policy.retry_on.iter().any(|c| c == code_name(error.code));
+        // Full jitter: sleep a random time up to the current backoff, so retries of many
+        // executions against one recovering backend spread out instead of arriving together.
+        let sleep = Duration::from_secs_f64(backoff.as_secs_f64() * rand::rng().random_range(0.5..=1.0));
+        let fits = ctx.deadline.is_none_or(|d| Instant::now() + sleep < d);
+        if !retryable || !fits {
+            return (Err(error), attempts);
+        }
+        let err = ExecError { code: error.code, message: error.message.clone(), step_id: Some(step.id.clone()) };
+        ctx.emitter.emit(Event::StepRetrying { step: step.id.clone(), attempt: number + 1, error: err }).await;
+        tokio::time::sleep(sleep).await;
+        backoff =
+            Duration::from_secs_f64((backoff.as_secs_f64() * policy.multiplier).min(policy.max_backoff.as_secs_f64()));
+    }
+}
+
+async fn call_once(
+    ctx: &CallContext<'_>,
+    request: &Request,
+    timeout: Option<Duration>,
+    idempotency_key: &str,
+) -> Result<StepResponse, CallError> {
+    let step = ctx.step;
+    let (action, message) = match (&step.target, request) {
+        (Target::Action(a), Request::Message(m)) => (a, m),
+        (Target::Pattern(p), Request::Input(input)) => return run_pattern(ctx, p, input.clone()).await,
+        _ => return Err(CallError::new(Code::Internal, "request does not match the step's target")),
+    };
+    let call = Call {
+        action: action.clone(),
+        request: message.clone(),
+        timeout,
+        idempotency_key: idempotency_key.to_string(),
+        traceparent: Some(traceparent(&ctx.trace_id)),
+    };
+    if !action.is_server_streaming() {
+        return ctx.services.invoker.unary(call).await.map(StepResponse::Message);
+    }
+    let mut stream = ctx.services.invoker.server_streaming(call).await?;
+    if step.stream {
+        // Forward each message as it arrives. `emit` waits for room in the caller's channel, so
+        // a slow caller stops this loop, which stops reading the backend stream: HTTP/2 flow
+        // control then holds the backend. Memory stays bounded by the channel and the windows.
+        let mut count = 0u64;
+        let mut last = None;
+        while let Some(m) = stream.next().await {
+            let m = m?;
+            if ctx.emitter.listening()
+                && !ctx.emitter.emit(Event::Message { step: step.id.clone(), index: count, message: m.clone() }).await
+            {
+                return Err(CallError::new(Code::Cancelled, "the caller went away"));
+            }
+            count += 1;
+            last = Some(m);
+        }
+        return Ok(StepResponse::Forwarded { last, count });
+    }
+    let mut messages = Vec::new();
+    while let Some(m) = stream.next().await {
+        if messages.len() == MAX_COLLECTED_STREAM_MESSAGES {
+            return Err(CallError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "the stream sent more than {MAX_COLLECTED_STREAM_MESSAGES} messages; mark the step `stream: true` and use ExecutePatternStream"
+                ),
+            ));
+        }
+        messages.push(m?);
+    }
+    Ok(StepResponse::Stream(messages))
+}
+
