@@ -1005,11 +1005,10 @@ async fn a_durable_key_from_before_a_restart_is_answered_from_the_journal() {
     let mut earlier = engine.execute(keyed("fresh", "t")).await.unwrap().as_ref().clone();
     earlier.id = Arc::from("earlier");
     journal.keys.lock().unwrap().insert("done".into(), nexus_engine::Keyed::Finished(Arc::new(earlier)));
-    journal
-        .keys
-        .lock()
-        .unwrap()
-        .insert("elsewhere".into(), nexus_engine::Keyed::Unfinished { id: Arc::from("running-1"), tenant: Arc::from("t") });
+    journal.keys.lock().unwrap().insert(
+        "elsewhere".into(),
+        nexus_engine::Keyed::Unfinished { id: Arc::from("running-1"), tenant: Arc::from("t") },
+    );
     // Finished before the restart: its record, nothing called.
     let done = engine.execute(keyed("done", "t")).await.unwrap();
     assert_eq!((&*done.id, done.status), ("earlier", nexus_engine::ExecutionStatus::Succeeded));

@@ -1,7 +1,10 @@
 //! Engine records and catalog entries into their `nexus.v1` messages (the API boundary: proto types
 //! stop here).
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use nexus_core::{Action, ServiceEntry, pb, value};
 use nexus_engine::{
@@ -279,10 +282,7 @@ pub fn listed_from_journal(j: &nexus_store::JournaledExecution) -> pb::Execution
         e.tenant = j.tenant.clone();
         return e;
     }
-    let status = match j.status.as_str() {
-        "RUNNING" => pb::ExecutionStatus::Running,
-        other => pb::ExecutionStatus::from_str_name(&format!("EXECUTION_STATUS_{other}")).unwrap_or_default(),
-    };
+    let status = ExecutionStatus::parse(&j.status).map(status).unwrap_or_default();
     pb::Execution {
         id: j.id.clone(),
         pattern_name: j.pattern_name.clone(),
@@ -292,5 +292,31 @@ pub fn listed_from_journal(j: &nexus_store::JournaledExecution) -> pb::Execution
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
         tenant: j.tenant.clone(),
         ..Default::default()
+    }
+}
+
+/// A journaled execution's outcome as an engine record (what an idempotency key answers with):
+/// id, tenant, status, output and error; steps are left out (GetExecution shows them).
+pub fn record_from_journal(e: pb::Execution) -> nexus_engine::ExecutionRecord {
+    let code = |name: &str| {
+        (0..=16).map(tonic::Code::from_i32).find(|c| code_name(*c) == name).unwrap_or(tonic::Code::Unknown)
+    };
+    nexus_engine::ExecutionRecord {
+        id: Arc::from(e.id),
+        tenant: Arc::from(e.tenant),
+        pattern_name: Arc::from(e.pattern_name),
+        pattern_version: Arc::from(e.pattern_version),
+        status: status_from_pb(e.status).unwrap_or(ExecutionStatus::Failed),
+        input: e.input.as_ref().map_or(cel::Value::Null, value::struct_to_cel),
+        output: e.output.as_ref().map(value::struct_to_cel),
+        error: e.error.map(|x| ExecError {
+            code: code(&x.code),
+            message: x.message,
+            step_id: (!x.step_id.is_empty()).then(|| Arc::from(x.step_id)),
+        }),
+        started_at: e.started_at.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or(SystemTime::UNIX_EPOCH),
+        duration: e.duration.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default(),
+        steps: Vec::new(),
+        idempotency_key: (!e.idempotency_key.is_empty()).then_some(e.idempotency_key),
     }
 }

@@ -18,8 +18,20 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the pattern store is unavailable: {0}")]
     Store(nexus_store::Error),
+    #[error("{0}")]
+    Engine(nexus_engine::EngineError),
+    /// An execution that did not succeed: its failing step's code, its message, the whole
+    /// response in the details and its id in the metadata.
+    #[error("{}", .error.message)]
+    Execution { error: nexus_engine::ExecError, response: Box<pb::ExecutePatternResponse> },
 }
 
 impl From<nexus_store::Error> for ApiError {
@@ -27,6 +39,15 @@ impl From<nexus_store::Error> for ApiError {
         Self::Store(e)
     }
 }
+
+impl From<nexus_engine::EngineError> for ApiError {
+    fn from(e: nexus_engine::EngineError) -> Self {
+        Self::Engine(e)
+    }
+}
+
+/// Metadata (header or trailer) naming the execution an ExecutePattern call ran.
+pub const EXECUTION_ID_HEADER: &str = "nexus-execution-id";
 
 fn describe_diagnostics(diags: &[Diagnostic]) -> String {
     let errors: Vec<String> = diags.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
@@ -76,9 +97,29 @@ impl From<ApiError> for Status {
             ApiError::AlreadyExists(_) => Status::already_exists(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::Unauthenticated(_) => Status::unauthenticated(message),
+            ApiError::ResourceExhausted(_) => Status::resource_exhausted(message),
+            ApiError::Unavailable(_) => Status::unavailable(message),
             ApiError::Store(_) => {
                 tracing::error!("{message}");
                 Status::unavailable(message)
+            }
+            ApiError::Engine(e) => match e {
+                nexus_engine::EngineError::InvalidInput(_) => Status::invalid_argument(message),
+                nexus_engine::EngineError::IdempotencyKeyTaken { .. } => Status::already_exists(message),
+                nexus_engine::EngineError::Journal(_) => {
+                    tracing::error!("{message}");
+                    Status::unavailable(message)
+                }
+            },
+            ApiError::Execution { error, response } => {
+                let id = tonic::metadata::MetadataValue::try_from(response.execution_id.as_str()).ok();
+                let mut status =
+                    status_with_detail(error.code, message, "nexus.v1.ExecutePatternResponse", response.as_ref());
+                if let Some(id) = id {
+                    status.metadata_mut().insert(EXECUTION_ID_HEADER, id);
+                }
+                status
             }
         }
     }

@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use nexus_core::pb;
 use nexus_store::{Direction, GraphEdge, MetaStore};
-use tonic::Status;
 
 use crate::{
     auth::Principal,
@@ -25,7 +24,7 @@ pub struct Graph<'a> {
 
 impl Graph<'_> {
     /// Every pattern version that uses `action`, directly or through sub-patterns at any depth.
-    pub async fn impact(&self, action: &str) -> Result<pb::QueryGraphResponse, Status> {
+    pub async fn impact(&self, action: &str) -> Result<pb::QueryGraphResponse, ApiError> {
         let start = format!("action:{}", action.trim_start_matches("action:"));
         let mut nodes = BTreeSet::from([start.clone()]);
         let mut edges = Vec::new();
@@ -50,7 +49,7 @@ impl Graph<'_> {
 
     /// The fork tree `name` belongs to: up through FORKED_FROM to the root, then every fork
     /// of every version below it.
-    pub async fn lineage(&self, name: &str) -> Result<pb::QueryGraphResponse, Status> {
+    pub async fn lineage(&self, name: &str) -> Result<pb::QueryGraphResponse, ApiError> {
         // Up: the root of the tree.
         let mut root = name.to_string();
         let mut seen = HashSet::from([root.clone()]);
@@ -92,9 +91,9 @@ impl Graph<'_> {
     }
 
     /// The nodes within `depth` edges of `node`, both directions, every kind.
-    pub async fn neighbourhood(&self, node: &str, depth: u32) -> Result<pb::QueryGraphResponse, Status> {
+    pub async fn neighbourhood(&self, node: &str, depth: u32) -> Result<pb::QueryGraphResponse, ApiError> {
         if pattern_name(node).is_some_and(|n| !self.can_see(n)) {
-            return Err(Status::not_found(format!("no node `{node}`")));
+            return Err(ApiError::NotFound(format!("no node `{node}`")));
         }
         let mut nodes = BTreeSet::from([node.to_string()]);
         let mut edges = BTreeSet::new();
@@ -119,8 +118,8 @@ impl Graph<'_> {
         self.answer(nodes, edges).await
     }
 
-    async fn edges(&self, node: &str, direction: Direction, kinds: &[&str]) -> Result<Vec<GraphEdge>, Status> {
-        Ok(self.store.graph_edges(node, direction, kinds).await.map_err(ApiError::from)?)
+    async fn edges(&self, node: &str, direction: Direction, kinds: &[&str]) -> Result<Vec<GraphEdge>, ApiError> {
+        Ok(self.store.graph_edges(node, direction, kinds).await?)
     }
 
     fn can_see(&self, name: &str) -> bool {
@@ -129,10 +128,10 @@ impl Graph<'_> {
 
     /// Keeps what the caller may see: pattern versions of patterns visible to them, and owners
     /// only through those; edges only between kept nodes.
-    async fn answer(&self, nodes: BTreeSet<String>, edges: Vec<GraphEdge>) -> Result<pb::QueryGraphResponse, Status> {
+    async fn answer(&self, nodes: BTreeSet<String>, edges: Vec<GraphEdge>) -> Result<pb::QueryGraphResponse, ApiError> {
         let ids: Vec<String> =
             nodes.into_iter().filter(|id| pattern_name(id).is_none_or(|n| self.can_see(n))).collect();
-        let found = MetaStore::graph_nodes(self.store, &ids).await.map_err(ApiError::from)?;
+        let found = MetaStore::graph_nodes(self.store, &ids).await?;
         let kept: HashSet<&str> = found.iter().map(|n| n.id.as_str()).collect();
         let mut seen = HashSet::new();
         let edges: Vec<pb::GraphEdge> = edges

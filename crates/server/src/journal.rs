@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use nexus_engine::{Engine, ExecutionRecord, Journal, JournalError, JournalStart};
+use nexus_engine::{Engine, ExecutionRecord, Journal, JournalError, JournalStart, Keyed};
 use nexus_store::{FinishedExecution, Journal as StoreJournal, JournalOp};
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,6 +17,7 @@ const MAX_BATCH: usize = 512;
 /// once it is committed.
 pub struct StoreBackedJournal {
     queue: mpsc::Sender<Pending>,
+    store: Arc<dyn StoreJournal>,
     /// This replica, and how long its claim on an execution it starts lasts.
     owner: Arc<str>,
     lease: std::time::Duration,
@@ -29,17 +30,10 @@ struct Pending {
     done: oneshot::Sender<Result<(), WriteError>>,
 }
 
-#[derive(Debug, Clone)]
-struct WriteError {
-    message: String,
-    /// The store may accept it later (unreachable, restarting, busy).
-    transient: bool,
-}
+type WriteError = JournalError;
 
-impl From<nexus_store::Error> for WriteError {
-    fn from(e: nexus_store::Error) -> Self {
-        Self { transient: e.is_transient(), message: e.to_string() }
-    }
+fn journal_error(e: nexus_store::Error) -> JournalError {
+    JournalError { transient: e.is_transient(), message: e.to_string() }
 }
 
 impl StoreBackedJournal {
@@ -58,7 +52,7 @@ impl StoreBackedJournal {
         for _ in 0..writers.max(1) {
             tokio::spawn(group_commit(store.clone(), rx.clone()));
         }
-        Self { queue, owner, lease, outage_wait }
+        Self { queue, store, owner, lease, outage_wait }
     }
 
     /// Returns once `op` is committed. While the store is unreachable the write waits and tries
@@ -71,8 +65,9 @@ impl StoreBackedJournal {
         loop {
             let (done, committed) = oneshot::channel();
             let pending = Pending { op: op.clone(), done };
-            self.queue.send(pending).await.map_err(|_| JournalError("the journal writer stopped".into()))?;
-            let e = match committed.await.map_err(|_| JournalError("the journal writer stopped".into()))? {
+            let stopped = || JournalError::permanent("the journal writer stopped");
+            self.queue.send(pending).await.map_err(|_| stopped())?;
+            let e = match committed.await.map_err(|_| stopped())? {
                 Ok(()) => {
                     if warned {
                         tracing::info!("the store is reachable again; journal writes go through");
@@ -82,11 +77,13 @@ impl StoreBackedJournal {
                 Err(e) => e,
             };
             if !e.transient || tokio::time::Instant::now() + backoff > give_up {
-                return Err(JournalError(if e.transient {
-                    format!("{} (still failing after {:?})", e.message, self.outage_wait)
-                } else {
-                    e.message
-                }));
+                if e.transient {
+                    return Err(JournalError::transient(format!(
+                        "{} (still failing after {:?})",
+                        e.message, self.outage_wait
+                    )));
+                }
+                return Err(e);
             }
             if !warned {
                 warned = true;
@@ -129,12 +126,12 @@ async fn group_commit(store: Arc<dyn StoreJournal>, rx: Arc<tokio::sync::Mutex<m
             // (An unreachable store fails them all alike: no point in trying one by one.)
             Err(e) if batch.len() > 1 && !e.is_transient() => {
                 for p in batch.drain(..) {
-                    let r = store.apply(std::slice::from_ref(&p.op)).await.map_err(WriteError::from);
+                    let r = store.apply(std::slice::from_ref(&p.op)).await.map_err(journal_error);
                     let _ = p.done.send(r);
                 }
             }
             Err(e) => {
-                let e = WriteError::from(e);
+                let e = journal_error(e);
                 for p in batch.drain(..) {
                     let _ = p.done.send(Err(e.clone()));
                 }
@@ -170,14 +167,30 @@ impl Journal for StoreBackedJournal {
     }
 
     async fn finished(&self, record: &ExecutionRecord) -> Result<(), JournalError> {
-        let status = convert::status(record.status).as_str_name().trim_start_matches("EXECUTION_STATUS_").to_string();
         self.write(JournalOp::Finish(FinishedExecution {
             id: record.id.to_string(),
             pattern_name: record.pattern_name.to_string(),
-            status,
+            status: record.status.as_str().to_string(),
             record: convert::execution_summary_for_journal(record),
         }))
         .await
+    }
+
+    async fn keyed(&self, pattern: &str, key: &str) -> Result<Option<Keyed>, JournalError> {
+        let Some(id) = self.store.execution_by_idempotency_key(pattern, key).await.map_err(journal_error)? else {
+            return Ok(None);
+        };
+        if let Some(f) = self.store.finished_execution(&id).await.map_err(journal_error)? {
+            let record = convert::execution_from_journal(&f.record).ok_or_else(|| {
+                JournalError::permanent(format!("the journaled record of execution `{id}` is unreadable"))
+            })?;
+            return Ok(Some(Keyed::Finished(std::sync::Arc::new(convert::record_from_journal(record)))));
+        }
+        match self.store.unfinished_execution(&id).await.map_err(journal_error)? {
+            Some(u) => Ok(Some(Keyed::Unfinished { id: Arc::from(id), tenant: Arc::from(u.start.tenant) })),
+            // Finished and pruned between the two reads, or pruned by retention: a new execution.
+            None => Ok(None),
+        }
     }
 }
 

@@ -27,8 +27,8 @@ type Stores = (Arc<dyn registry::RegistryStore>, Arc<dyn nexus_store::Journal>, 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower::Layer;
 
-pub use api::EXECUTION_ID_HEADER;
 pub use config::{AuthConfig, Config, ConfigError, JwtConfig, ServiceConfig, StoreConfig, parse_duration};
+pub use error::EXECUTION_ID_HEADER;
 pub use error::RpcStatus;
 pub use invoker::{DynamicCodec, GrpcInvoker};
 
@@ -157,8 +157,13 @@ impl Nexus {
             config.retention,
         ));
         let app = router(
-            api::Api::new(registry, engine.clone(), journal_store.clone(), auth_store)
-                .with_in_flight_limit(config.limits.max_in_flight_per_caller),
+            api::Api::new(
+                registry,
+                engine.clone(),
+                journal_store.clone(),
+                auth_store,
+                config.limits.max_in_flight_per_caller,
+            ),
             authenticator,
         )
         .await?;

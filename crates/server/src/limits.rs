@@ -9,9 +9,7 @@ use std::{
     },
 };
 
-use tonic::Status;
-
-use crate::auth::Principal;
+use crate::{auth::Principal, error::ApiError};
 
 /// (tenant, subject).
 type Caller = (Arc<str>, Arc<str>);
@@ -41,7 +39,7 @@ impl InFlight {
 
     /// Takes a slot for `who`, or RESOURCE_EXHAUSTED when they already have `limit` executions
     /// in flight.
-    pub fn acquire(&self, who: &Principal) -> Result<Slot, Status> {
+    pub fn acquire(&self, who: &Principal) -> Result<Slot, ApiError> {
         if self.limit == 0 {
             return Ok(Slot(None));
         }
@@ -56,7 +54,7 @@ impl InFlight {
         let before = counter.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(Some(counter));
         if before >= self.limit {
-            return Err(Status::resource_exhausted(format!(
+            return Err(ApiError::ResourceExhausted(format!(
                 "{}/{} already has {} executions in flight (the limit per caller is {}, `limits.max_in_flight_per_caller`); retry when some have finished",
                 who.tenant, who.subject, before, self.limit
             )));
@@ -76,6 +74,7 @@ mod tests {
         let b = Principal { subject: Arc::from("other"), ..Principal::open() };
         let (s1, s2) = (limits.acquire(&a).unwrap(), limits.acquire(&a).unwrap());
         let refused = limits.acquire(&a).err().unwrap();
+        let refused = tonic::Status::from(refused);
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().contains("default/local") && refused.message().contains("limit per caller is 2"));
         assert!(limits.acquire(&b).is_ok(), "another caller has slots of their own");

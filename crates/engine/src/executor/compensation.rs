@@ -77,5 +77,4 @@ impl<'a> Run<'a> {
         self.completed = completed;
         (ran, first_error)
     }
-
 }

@@ -206,7 +206,9 @@ impl Engine {
             // Suspended here, or running elsewhere: the journal answers for the key from now on.
             self.keyed.forget(&pattern.name, &key);
         }
-        if !ran_here.load(Ordering::Relaxed) && let Some(tx) = waiter {
+        if !ran_here.load(Ordering::Relaxed)
+            && let Some(tx) = waiter
+        {
             let event = ExecutionEvent {
                 execution_id: record.id.clone(),
                 time: std::time::SystemTime::now(),
@@ -276,11 +278,9 @@ impl Engine {
         let uuid = uuid::Uuid::now_v7();
         let (id, prefilled, resuming) = match resumed {
             Resumed::Yes { id, prefilled } => (id, prefilled, true),
-            Resumed::No => (
-                Arc::from(uuid.simple().to_string()),
-                req.pattern.steps.iter().map(|_| None).collect(),
-                false,
-            ),
+            Resumed::No => {
+                (Arc::from(uuid.simple().to_string()), req.pattern.steps.iter().map(|_| None).collect(), false)
+            }
         };
         let journal = match req.pattern.durability {
             Durability::Durable => self.journal.as_deref(),
@@ -300,8 +300,9 @@ impl Engine {
         // Not journaled yet, so nothing to hand over: the caller retries on another replica.
         let refused = (journal.is_some() && !resuming && self.closing.load(Ordering::Acquire)).then(|| ExecError {
             code: Code::Unavailable,
-            message: "this Nexus replica is shutting down and takes no new durable executions; retry on another replica"
-                .into(),
+            message:
+                "this Nexus replica is shutting down and takes no new durable executions; retry on another replica"
+                    .into(),
             step_id: None,
         });
         let journal_start = journal.filter(|_| !resuming && refused.is_none()).map(|_| JournalStart {

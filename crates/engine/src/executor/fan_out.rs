@@ -36,4 +36,3 @@ pub(super) async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<Re
     attempts.sort_by_key(|a| (a.item, a.number));
     StepDone { index, result: Ok(StepResponse::Items(responses.into_iter().flatten().collect())), attempts }
 }
-

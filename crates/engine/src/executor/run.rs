@@ -187,7 +187,11 @@ impl<'a> Run<'a> {
     }
 
     /// Journals the start (durable), announces it, and starts the root steps.
-    async fn begin(&mut self, ready: &mut Vec<usize>, running: &mut FuturesUnordered<StepFuture<'a>>) -> Option<ExecError> {
+    async fn begin(
+        &mut self,
+        ready: &mut Vec<usize>,
+        running: &mut FuturesUnordered<StepFuture<'a>>,
+    ) -> Option<ExecError> {
         let mut failure = self.refused.take();
         // A durable execution exists once its start is journaled, before any step runs.
         if let (Some(j), Some(start)) = (self.journal, self.journal_start.take())
@@ -197,7 +201,10 @@ impl<'a> Run<'a> {
         }
         // Announced after the journal has it: a caller that saw `started` can always find it.
         self.emitter
-            .emit(Event::Started { pattern_name: self.pattern.name.clone(), pattern_version: self.pattern.version.clone() })
+            .emit(Event::Started {
+                pattern_name: self.pattern.name.clone(),
+                pattern_version: self.pattern.version.clone(),
+            })
             .await;
         let mut events = Vec::new();
         if failure.is_none()
@@ -597,4 +604,3 @@ impl<'a> Run<'a> {
         Ok(value::map(out))
     }
 }
-

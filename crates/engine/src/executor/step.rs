@@ -185,4 +185,3 @@ async fn call_once(
     }
     Ok(StepResponse::Stream(messages))
 }
-

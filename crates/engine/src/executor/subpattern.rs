@@ -79,4 +79,3 @@ pub(super) async fn run_pattern(
         }
     }
 }
-

@@ -1,0 +1,118 @@
+//! `nexus.v1.NexusService`: every RPC, thin over the registry, the engine and the catalog.
+//!
+//! Each handler lives with its area (`patterns`, `executions`, `catalog`), asks [`access`] who
+//! may do what, and returns `Result<_, ApiError>`; the one `From<ApiError> for Status` in
+//! `crate::error` picks the gRPC code. The trait impl below only delegates.
+
+mod access;
+mod catalog;
+mod executions;
+mod metadata;
+mod patterns;
+
+use std::sync::Arc;
+
+use nexus_core::pb;
+use nexus_engine::Engine;
+use tonic::{Request, Response, Status};
+
+use crate::{auth::Principal, error::ApiError, proto::nexus_service_server::NexusService, registry::Registry};
+
+pub struct Api {
+    registry: Arc<Registry>,
+    engine: Engine,
+    /// Durable executions outlive the in-memory history: finished ones are read back from here.
+    journal: Arc<dyn nexus_store::Journal>,
+    access: access::Access,
+    /// Executions in flight per caller.
+    in_flight: crate::limits::InFlight,
+}
+
+impl Api {
+    pub fn new(
+        registry: Arc<Registry>,
+        engine: Engine,
+        journal: Arc<dyn nexus_store::Journal>,
+        audit: Arc<dyn nexus_store::AuthStore>,
+        max_in_flight_per_caller: usize,
+    ) -> Self {
+        Self {
+            access: access::Access::new(registry.clone(), audit),
+            registry,
+            engine,
+            journal,
+            in_flight: crate::limits::InFlight::new(max_in_flight_per_caller),
+        }
+    }
+}
+
+/// The caller, set by the authentication middleware on every transport.
+fn principal<T>(req: &Request<T>) -> Result<Principal, ApiError> {
+    req.extensions().get::<Principal>().cloned().ok_or_else(|| ApiError::Unauthenticated("no credentials".into()))
+}
+
+/// A page size as asked (0: the default), capped.
+fn page_size(requested: u32) -> usize {
+    match requested {
+        0 => 50,
+        n => (n as usize).min(1000),
+    }
+}
+
+/// The trait impl: each RPC delegates to its handler (the inherent method of the same name, which
+/// method resolution prefers), mapping its `ApiError` through the one conversion to `Status`.
+macro_rules! delegate {
+    ($($rpc:ident($req:ty) -> $resp:ty;)*) => {
+        #[tonic::async_trait]
+        impl NexusService for Api {
+            $(async fn $rpc(&self, req: Request<$req>) -> Result<Response<$resp>, Status> {
+                Api::$rpc(self, req).await.map(Response::new).map_err(Status::from)
+            })*
+
+            async fn execute_pattern(
+                &self,
+                req: Request<pb::ExecutePatternRequest>,
+            ) -> Result<Response<pb::ExecutePatternResponse>, Status> {
+                Api::execute_pattern(self, req).await.map_err(Status::from)
+            }
+
+            type ExecutePatternStreamStream = executions::EventStream;
+
+            async fn execute_pattern_stream(
+                &self,
+                req: Request<pb::ExecutePatternRequest>,
+            ) -> Result<Response<Self::ExecutePatternStreamStream>, Status> {
+                Api::execute_pattern_stream(self, req).await.map(Response::new).map_err(Status::from)
+            }
+
+            type WatchExecutionStream = executions::EventStream;
+
+            async fn watch_execution(
+                &self,
+                req: Request<pb::WatchExecutionRequest>,
+            ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+                Api::watch_execution(self, req).await.map(Response::new).map_err(Status::from)
+            }
+        }
+    };
+}
+
+delegate! {
+    register_pattern(pb::RegisterPatternRequest) -> pb::RegisterPatternResponse;
+    validate_pattern(pb::ValidatePatternRequest) -> pb::ValidatePatternResponse;
+    get_pattern(pb::GetPatternRequest) -> pb::Pattern;
+    list_patterns(pb::ListPatternsRequest) -> pb::ListPatternsResponse;
+    list_pattern_versions(pb::ListPatternVersionsRequest) -> pb::ListPatternVersionsResponse;
+    deprecate_pattern(pb::DeprecatePatternRequest) -> pb::DeprecatePatternResponse;
+    diff_patterns(pb::DiffPatternsRequest) -> pb::DiffPatternsResponse;
+    set_visibility(pb::SetVisibilityRequest) -> pb::SetVisibilityResponse;
+    fork_pattern(pb::ForkPatternRequest) -> pb::RegisterPatternResponse;
+    star(pb::StarRequest) -> pb::StarResponse;
+    cancel_execution(pb::CancelExecutionRequest) -> pb::CancelExecutionResponse;
+    get_execution(pb::GetExecutionRequest) -> pb::Execution;
+    list_executions(pb::ListExecutionsRequest) -> pb::ListExecutionsResponse;
+    list_services(pb::ListServicesRequest) -> pb::ListServicesResponse;
+    describe_action(pb::DescribeActionRequest) -> pb::Action;
+    query_graph(pb::QueryGraphRequest) -> pb::QueryGraphResponse;
+    who_am_i(pb::WhoAmIRequest) -> pb::Principal;
+}
