@@ -131,13 +131,15 @@ pub(crate) fn renew_sql(d: Dialect) -> String {
     d.sql(&format!("{RENEW} {}", d.strings(3)))
 }
 
-/// [`crate::PatternStore`] and [`crate::Journal`] for a store (`$store`, with a `pool` field) whose
-/// rows are `$row`, in `$dialect`: the same code for both stores, but for sqlx's types (which
-/// share no trait this could be written against without a wall of higher-ranked bounds). The
-/// items live in an anonymous constant, so the store's module keeps its namespace.
+/// [`crate::PatternStore`] and [`crate::Journal`] for a store (`$store`, with a `pool` field) on
+/// the sqlx database `$db`, in `$dialect`: the same code for both stores, but for sqlx's types
+/// (which share no trait this could be written against without a wall of higher-ranked bounds).
+/// The items live in an anonymous constant, so the store's module keeps its namespace.
 macro_rules! journal_impl {
-    ($store:ty, $row:ty, $dialect:expr) => {
+    ($store:ty, $db:ty, $dialect:expr) => {
         const _: () = {
+            type DbRow = <$db as sqlx::Database>::Row;
+
             use std::time::SystemTime;
 
             use sqlx::Row;
@@ -164,7 +166,7 @@ macro_rules! journal_impl {
             }
 
             /// Rebuilds an unfinished execution from its row and its journaled steps.
-            async fn with_steps(store: &$store, r: &$row) -> Result<UnfinishedExecution> {
+            async fn with_steps(store: &$store, r: &DbRow) -> Result<UnfinishedExecution> {
                 let id: String = r.try_get("id")?;
                 let steps = sqlx::query(&D.sql(STEPS_OF))
                     .bind(&id)

@@ -240,13 +240,16 @@ pub(crate) fn graph_sql(d: Dialect) -> (String, String) {
 }
 
 /// [`crate::MetaStore`] and [`crate::AuthStore`] for a store (`$store`, with a `pool` field and a
-/// `write_tx()` that starts a write transaction) whose rows are `$row` and connections `$conn`,
-/// in `$dialect` (a macro for the reason given at `journal::journal_impl`). The items live in an
-/// anonymous constant, so the store's module keeps its namespace; `backfill_meta` is the one
-/// method the store calls itself.
+/// `write_tx()` that starts a write transaction) on the sqlx database `$db`, in `$dialect` (a
+/// macro for the reason given at `journal::journal_impl`). The items live in an anonymous
+/// constant, so the store's module keeps its namespace; `backfill_meta` is the one method the
+/// store calls itself.
 macro_rules! meta_store_impl {
-    ($store:ty, $row:ty, $conn:ty, $dialect:expr) => {
+    ($store:ty, $db:ty, $dialect:expr) => {
         const _: () = {
+            type DbRow = <$db as sqlx::Database>::Row;
+            type DbConnection = <$db as sqlx::Database>::Connection;
+
             use std::{cmp::Ordering, collections::BTreeMap, time::SystemTime};
 
             use sqlx::Row;
@@ -264,7 +267,7 @@ macro_rules! meta_store_impl {
                 D.sql(sql)
             }
 
-            fn name_of(r: &$row) -> Result<PatternName> {
+            fn name_of(r: &DbRow) -> Result<PatternName> {
                 Ok(PatternName {
                     name: r.try_get("name")?,
                     tenant: r.try_get("tenant")?,
@@ -281,7 +284,7 @@ macro_rules! meta_store_impl {
                 })
             }
 
-            fn api_key_of(r: &$row) -> Result<ApiKeyRecord> {
+            fn api_key_of(r: &DbRow) -> Result<ApiKeyRecord> {
                 Ok(ApiKeyRecord {
                     id: r.try_get("id")?,
                     secret_hash: r.try_get("secret_hash")?,
@@ -298,7 +301,7 @@ macro_rules! meta_store_impl {
                 })
             }
 
-            async fn version_rows(conn: &mut $conn, name: &str) -> Result<Vec<VersionRow>> {
+            async fn version_rows(conn: &mut DbConnection, name: &str) -> Result<Vec<VersionRow>> {
                 sqlx::query(&q(VERSION_ROWS))
                     .bind(name)
                     .fetch_all(&mut *conn)
@@ -317,7 +320,7 @@ macro_rules! meta_store_impl {
 
             /// Stores `latest`, description and tags of a name (and `updated_at_ms` when given).
             async fn write_summary(
-                conn: &mut $conn,
+                conn: &mut DbConnection,
                 name: &str,
                 s: &Summary,
                 updated_at_ms: Option<i64>,
@@ -335,7 +338,7 @@ macro_rules! meta_store_impl {
 
             /// Locks a name's row for the rest of the transaction (PostgreSQL; SQLite's write
             /// transaction already excludes every other writer).
-            async fn lock_name(conn: &mut $conn, name: &str) -> Result<Option<(String, String)>> {
+            async fn lock_name(conn: &mut DbConnection, name: &str) -> Result<Option<(String, String)>> {
                 let row = sqlx::query(&q(&format!("{NAME_OWNER}{}", D.lock_row())))
                     .bind(name)
                     .fetch_optional(&mut *conn)
@@ -345,7 +348,7 @@ macro_rules! meta_store_impl {
 
             /// Identical or Conflict, for a version that exists.
             async fn same_document(
-                conn: &mut $conn,
+                conn: &mut DbConnection,
                 name: &str,
                 version: &str,
                 document: &str,

@@ -68,13 +68,8 @@ impl PgStore {
     }
 }
 
-crate::journal::journal_impl!(PgStore, sqlx::postgres::PgRow, crate::dialect::Dialect::Postgres);
-crate::meta_sql::meta_store_impl!(
-    PgStore,
-    sqlx::postgres::PgRow,
-    sqlx::PgConnection,
-    crate::dialect::Dialect::Postgres
-);
+crate::journal::journal_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
+crate::meta_sql::meta_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
 
 #[cfg(test)]
 mod tests {

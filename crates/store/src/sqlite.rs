@@ -79,13 +79,8 @@ impl SqliteStore {
     }
 }
 
-crate::journal::journal_impl!(SqliteStore, sqlx::sqlite::SqliteRow, crate::dialect::Dialect::Sqlite);
-crate::meta_sql::meta_store_impl!(
-    SqliteStore,
-    sqlx::sqlite::SqliteRow,
-    sqlx::SqliteConnection,
-    crate::dialect::Dialect::Sqlite
-);
+crate::journal::journal_impl!(SqliteStore, sqlx::Sqlite, crate::dialect::Dialect::Sqlite);
+crate::meta_sql::meta_store_impl!(SqliteStore, sqlx::Sqlite, crate::dialect::Dialect::Sqlite);
 
 #[cfg(test)]
 mod tests {

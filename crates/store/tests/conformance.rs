@@ -4,30 +4,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use nexus_store::{MetaStore, PatternStore, PgStore, SqliteStore, conformance};
+use nexus_store::{AuthStore, Journal, MetaStore, PatternStore, PgStore, SqliteStore, conformance};
 use sqlx::Connection;
+
+/// The whole suite, for one store.
+async fn every_check<S: PatternStore + Journal + MetaStore + AuthStore>(store: &S) {
+    conformance::run_all(store).await;
+    conformance::check_journal_lifecycle(store).await;
+    conformance::check_execution_listing(store).await;
+    conformance::check_journal_batches_are_atomic(store).await;
+    conformance::check_leases(store).await;
+    conformance::run_meta(store).await;
+}
 
 #[tokio::test]
 async fn sqlite_in_memory() {
     let store = SqliteStore::in_memory().await.unwrap();
-    conformance::run_all(&store).await;
-    conformance::check_journal_lifecycle(&store).await;
-    conformance::check_execution_listing(&store).await;
-    conformance::check_journal_batches_are_atomic(&store).await;
-    conformance::check_leases(&store).await;
-    conformance::run_meta(&store).await;
+    every_check(&store).await;
 }
 
 #[tokio::test]
 async fn sqlite_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    conformance::run_all(&store).await;
-    conformance::check_journal_lifecycle(&store).await;
-    conformance::check_execution_listing(&store).await;
-    conformance::check_journal_batches_are_atomic(&store).await;
-    conformance::check_leases(&store).await;
-    conformance::run_meta(&store).await;
+    every_check(&store).await;
     drop(store);
     // Reopened, names registered through `insert_pattern` (which knows no tenant) have a row.
     let store = SqliteStore::open(dir.path()).await.unwrap();
@@ -73,12 +73,7 @@ impl Schema {
 async fn postgres() {
     let schema = Schema::create().await;
     let store = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
-    conformance::run_all(&store).await;
-    conformance::check_journal_lifecycle(&store).await;
-    conformance::check_execution_listing(&store).await;
-    conformance::check_journal_batches_are_atomic(&store).await;
-    conformance::check_leases(&store).await;
-    conformance::run_meta(&store).await;
+    every_check(&store).await;
     // A second replica on the same schema: migrations are idempotent and the data is shared.
     let replica = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
     assert_eq!(replica.list_patterns().await.unwrap().len(), store.list_patterns().await.unwrap().len());
