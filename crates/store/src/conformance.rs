@@ -744,7 +744,7 @@ pub async fn check_auth(store: &dyn crate::AuthStore) {
         store.audit_log(10_000).await.unwrap().into_iter().filter(|e| e.tenant == tenant).collect();
     let expected: Vec<AuditEntry> = [2, 1, 0]
         .into_iter()
-        .map(|i| AuditEntry { at: crate::journal::from_ms(crate::journal::ms(entry(i).at)), ..entry(i) })
+        .map(|i| AuditEntry { at: crate::time::from_ms(crate::time::ms(entry(i).at)), ..entry(i) })
         .collect();
     assert_eq!(mine, expected, "newest first");
     let two = store.audit_log(2).await.unwrap();

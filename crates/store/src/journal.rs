@@ -1,18 +1,13 @@
-//! The SQL both stores share: patterns and the execution journal. The statements are the same but
-//! for placeholder syntax (`?n` in SQLite, `$n` in PostgreSQL), so each is written once with `$n`
-//! and rewritten for SQLite; the implementations are one macro instantiated for each store.
+//! The SQL both stores share: patterns and the execution journal. Each statement is written once
+//! with `$n` placeholders and rendered by a [`Dialect`]; the implementations are macros that each
+//! store instantiates (`sqlite.rs`, `postgres.rs`), so this module names neither store.
 
 use std::{
     sync::atomic::{AtomicI64, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::Row;
-
-use crate::{
-    ExecutionQuery, FinishedExecution, InsertOutcome, JournalOp, JournalStart, JournaledExecution, Result,
-    StoredPattern, UnfinishedExecution,
-};
+use crate::{JournalOp, dialect::Dialect, time::ms};
 
 /// Orders step results by completion within an execution (a process-wide counter seeded by the
 /// clock, so it also grows across restarts).
@@ -24,56 +19,46 @@ fn next_seq() -> i64 {
     SEQ.fetch_add(1, Ordering::Relaxed).max(prev) + 1
 }
 
-/// Milliseconds since the epoch (0 before it).
-pub(crate) fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The inverse of [`ms`] (negative values are the epoch).
-pub(crate) fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
-/// `$1, $2` → `?1, ?2` for SQLite (numbered, so the binding order is the same in both).
-pub(crate) fn sqlite_sql(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms";
-const UNFINISHED: &str =
+pub(crate) const UNFINISHED: &str =
     "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
     FROM executions WHERE status = 'RUNNING' ORDER BY started_at_ms";
-const PRUNE: &str = "DELETE FROM executions WHERE status <> 'RUNNING' AND started_at_ms < $1";
-const RENEW: &str = "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING' AND id IN";
-const RELEASE: &str = "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING'";
-const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
-const UNFINISHED_ONE: &str =
+pub(crate) const PRUNE: &str = "DELETE FROM executions WHERE status <> 'RUNNING' AND started_at_ms < $1";
+pub(crate) const RENEW: &str =
+    "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING' AND id IN";
+pub(crate) const RELEASE: &str = "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING'";
+pub(crate) const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
+pub(crate) const UNFINISHED_ONE: &str =
     "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
     FROM executions WHERE id = $1 AND status = 'RUNNING'";
-const FINISHED: &str = "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
-const LIST_EXECUTIONS: &str = "SELECT id, pattern_name, pattern_version, status, record, started_at_ms, tenant,
+pub(crate) const FINISHED: &str =
+    "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
+pub(crate) const LIST_EXECUTIONS: &str =
+    "SELECT id, pattern_name, pattern_version, status, record, started_at_ms, tenant,
     idempotency_key FROM executions
     WHERE tenant = $1 AND ($2 = '' OR pattern_name = $2) AND ($3 = '' OR status = $3) AND ($4 = '' OR id < $4)
     ORDER BY id DESC LIMIT $5";
-const BY_KEY: &str = "SELECT id FROM executions WHERE pattern_name = $1 AND idempotency_key = $2";
+pub(crate) const BY_KEY: &str = "SELECT id FROM executions WHERE pattern_name = $1 AND idempotency_key = $2";
 
-const INSERT_PATTERN: &str = "INSERT INTO patterns (name, version, owner, description, document, registered_at_ms)
+pub(crate) const INSERT_PATTERN: &str =
+    "INSERT INTO patterns (name, version, owner, description, document, registered_at_ms)
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, version) DO NOTHING";
-const PATTERN_DOCUMENT: &str = "SELECT document FROM patterns WHERE name = $1 AND version = $2";
-const LIST_PATTERNS: &str = "SELECT name, version, owner, description, document, registered_at_ms FROM patterns
+pub(crate) const PATTERN_DOCUMENT: &str = "SELECT document FROM patterns WHERE name = $1 AND version = $2";
+pub(crate) const LIST_PATTERNS: &str =
+    "SELECT name, version, owner, description, document, registered_at_ms FROM patterns
     WHERE registered_at_ms >= $1
     ORDER BY registered_at_ms, name, version";
 
 /// A batch of journal writes as one JSON array per kind, bound as a single parameter.
-struct Batch {
-    starts: Option<String>,
-    steps: Option<String>,
-    finishes: Option<String>,
+pub(crate) struct Batch {
+    pub(crate) starts: Option<String>,
+    pub(crate) steps: Option<String>,
+    pub(crate) finishes: Option<String>,
 }
 
 impl Batch {
-    fn of(ops: &[JournalOp]) -> Self {
+    pub(crate) fn of(ops: &[JournalOp]) -> Self {
         use serde_json::json;
         let (mut starts, mut steps, mut finishes) = (Vec::new(), Vec::new(), Vec::new());
         for op in ops {
@@ -97,18 +82,17 @@ impl Batch {
 /// The statement that applies a whole batch (see [`Batch`]) in one go, atomically: one round trip
 /// (for SQLite, one hop to sqlx's worker thread) and no BEGIN/COMMIT, whatever the batch size.
 /// Binds the starts, the step results and the ends (JSON arrays, or NULL).
-struct BatchSql {
-    single: String,
-}
-
-/// SQLite: an INSERT into the `journal_batch` view, whose INSTEAD OF trigger runs the writes
-/// (migration 6; a statement and its triggers are atomic).
-fn sqlite_batch_sql() -> BatchSql {
-    BatchSql { single: "INSERT INTO journal_batch (starts, steps, finishes) VALUES (?1, ?2, ?3)".into() }
+pub(crate) fn batch_sql(d: Dialect) -> String {
+    match d {
+        // An INSERT into the `journal_batch` view, whose INSTEAD OF trigger runs the writes
+        // (migration 6; a statement and its triggers are atomic).
+        Dialect::Sqlite => "INSERT INTO journal_batch (starts, steps, finishes) VALUES (?1, ?2, ?3)".into(),
+        Dialect::Postgres => postgres_batch_sql(),
+    }
 }
 
 /// PostgreSQL reads the arrays with `json_to_recordset`.
-fn postgres_batch_sql() -> BatchSql {
+fn postgres_batch_sql() -> String {
     let start = "INSERT INTO executions
             (id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms)
             SELECT id, name, version, input, key, tenant, started, owner, lease
@@ -123,222 +107,70 @@ fn postgres_batch_sql() -> BatchSql {
             (SELECT id FROM json_to_recordset($1::json) AS x(id text))";
     // The whole batch in one statement (data-modifying CTEs: one round trip, atomic). The parts
     // never touch the same rows: a batch holds at most one write per execution.
-    let single = format!(
+    format!(
         "WITH s AS ({start}), t AS ({step}), f AS ({finish}), c AS ({compact}) SELECT 1",
         step = step.replace("$1", "$2"),
         finish = finish.replace("$1", "$3"),
         compact = compact.replace("$1", "$3"),
-    );
-    BatchSql { single }
+    )
 }
 
-macro_rules! pattern_store_impl {
-    ($store:ty, $sql:expr) => {
-        #[async_trait::async_trait]
-        impl crate::PatternStore for $store {
-            async fn insert_pattern(&self, p: &StoredPattern) -> Result<InsertOutcome> {
-                // One atomic statement, then a read: no read-then-write transaction, which in
-                // SQLite deadlocks two writers ("database is locked") whatever the busy timeout.
-                let inserted = sqlx::query(&$sql(INSERT_PATTERN))
-                    .bind(&p.name)
-                    .bind(&p.version)
-                    .bind(&p.owner)
-                    .bind(&p.description)
-                    .bind(&p.document)
-                    .bind(ms(p.registered_at))
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                if inserted == 1 {
-                    return Ok(InsertOutcome::Created);
-                }
-                let (doc,): (String,) = sqlx::query_as(&$sql(PATTERN_DOCUMENT))
-                    .bind(&p.name)
-                    .bind(&p.version)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(if doc == p.document { InsertOutcome::Identical } else { InsertOutcome::Conflict })
-            }
-
-            async fn list_patterns(&self) -> Result<Vec<StoredPattern>> {
-                self.list_patterns_since(std::time::UNIX_EPOCH).await
-            }
-
-            async fn list_patterns_since(&self, since: SystemTime) -> Result<Vec<StoredPattern>> {
-                let rows = sqlx::query(&$sql(LIST_PATTERNS)).bind(ms(since)).fetch_all(&self.pool).await?;
-                rows.into_iter()
-                    .map(|r| {
-                        Ok(StoredPattern {
-                            name: r.try_get("name")?,
-                            version: r.try_get("version")?,
-                            owner: r.try_get("owner")?,
-                            description: r.try_get("description")?,
-                            document: r.try_get("document")?,
-                            registered_at: from_ms(r.try_get("registered_at_ms")?),
-                        })
-                    })
-                    .collect()
-            }
-        }
-    };
+/// Takes over unfinished executions whose lease ran out; returns them.
+pub(crate) fn claim_sql(d: Dialect) -> String {
+    d.sql(&format!(
+        "UPDATE executions SET owner = $1, lease_until_ms = $2 WHERE id IN (
+            SELECT id FROM executions WHERE status = 'RUNNING' AND lease_until_ms < $3
+            ORDER BY started_at_ms LIMIT $4{})
+         RETURNING {COLUMNS}",
+        d.lock_unclaimed()
+    ))
 }
 
+/// Extends the leases of the executions in the JSON array `$3`.
+pub(crate) fn renew_sql(d: Dialect) -> String {
+    d.sql(&format!("{RENEW} {}", d.strings(3)))
+}
+
+/// [`crate::PatternStore`] and [`crate::Journal`] for a store (`$store`, with a `pool` field) on
+/// the sqlx database `$db`, in `$dialect`: the same code for both stores, but for sqlx's types
+/// (which share no trait this could be written against without a wall of higher-ranked bounds).
+/// The items live in an anonymous constant, so the store's module keeps its namespace.
 macro_rules! journal_impl {
-    ($store:ty, $sql:expr) => {
-        #[async_trait::async_trait]
-        impl crate::Journal for $store {
-            // The single writes are one-op batches: one code path binds each statement.
-            async fn start_execution(&self, s: &JournalStart) -> Result<()> {
-                self.apply(&[JournalOp::Start(s.clone())]).await
+    ($store:ty, $db:ty, $dialect:expr) => {
+        const _: () = {
+            type DbRow = <$db as sqlx::Database>::Row;
+
+            use std::time::SystemTime;
+
+            use sqlx::Row;
+            use $crate::{
+                ExecutionQuery, FinishedExecution, InsertOutcome, JournalOp, JournalStart, JournaledExecution, Result,
+                StoredPattern, UnfinishedExecution,
+                dialect::Dialect,
+                journal::*,
+                time::{from_ms, ms},
+            };
+
+            const D: Dialect = $dialect;
+
+            /// The statements that differ between the dialects, rendered once.
+            struct Sql {
+                batch: String,
+                claim: String,
+                renew: String,
             }
 
-            async fn complete_step(&self, execution_id: &str, step_id: &str, result: &str) -> Result<()> {
-                self.apply(&[JournalOp::Step {
-                    execution_id: execution_id.to_string(),
-                    step_id: step_id.to_string(),
-                    result: result.to_string(),
-                }])
-                .await
+            fn rendered() -> &'static Sql {
+                static SQL: std::sync::OnceLock<Sql> = std::sync::OnceLock::new();
+                SQL.get_or_init(|| Sql { batch: batch_sql(D), claim: claim_sql(D), renew: renew_sql(D) })
             }
 
-            async fn finish_execution(&self, f: &FinishedExecution) -> Result<()> {
-                self.apply(&[JournalOp::Finish(f.clone())]).await
-            }
-
-            async fn apply(&self, ops: &[JournalOp]) -> Result<()> {
-                // Whatever the batch size, one statement (each kind of write travels as one JSON
-                // array parameter): one round trip to the database (for SQLite, one hop to its
-                // worker thread), not a few per write. One batch holds at most one write per
-                // execution (each execution awaits its writes in turn), so the order of the kinds
-                // within it does not matter.
-                let batch = Batch::of(ops);
-                sqlx::query(&self.batch_sql().single)
-                    .bind(batch.starts)
-                    .bind(batch.steps)
-                    .bind(batch.finishes)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn unfinished_executions(&self) -> Result<Vec<UnfinishedExecution>> {
-                let rows = sqlx::query(&$sql(UNFINISHED)).fetch_all(&self.pool).await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    out.push(self.with_steps(&r).await?);
-                }
-                Ok(out)
-            }
-
-            async fn renew_leases(&self, owner: &str, running: &[String], until: SystemTime) -> Result<u64> {
-                if running.is_empty() {
-                    return Ok(0);
-                }
-                // The ids travel as one JSON array parameter (no statement per id, no size-bound
-                // IN list).
-                let ids = serde_json::to_string(running).unwrap_or_else(|_| "[]".into());
-                let done = sqlx::query(&$sql(&self.renew_sql()))
-                    .bind(owner)
-                    .bind(ms(until))
-                    .bind(ids)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected())
-            }
-
-            async fn prune_finished(&self, before: SystemTime) -> Result<u64> {
-                let done = sqlx::query(&$sql(PRUNE)).bind(ms(before)).execute(&self.pool).await?;
-                Ok(done.rows_affected())
-            }
-
-            async fn release_leases(&self, owner: &str) -> Result<u64> {
-                let done = sqlx::query(&$sql(RELEASE)).bind(owner).execute(&self.pool).await?;
-                Ok(done.rows_affected())
-            }
-
-            async fn claim_expired(
-                &self,
-                owner: &str,
-                now: SystemTime,
-                until: SystemTime,
-                limit: u32,
-            ) -> Result<Vec<UnfinishedExecution>> {
-                let rows = sqlx::query(&$sql(&self.claim_sql()))
-                    .bind(owner)
-                    .bind(ms(until))
-                    .bind(ms(now))
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    out.push(self.with_steps(&r).await?);
-                }
-                Ok(out)
-            }
-
-            async fn finished_execution(&self, id: &str) -> Result<Option<FinishedExecution>> {
-                let row = sqlx::query(&$sql(FINISHED)).bind(id).fetch_optional(&self.pool).await?;
-                row.map(|r| {
-                    Ok(FinishedExecution {
-                        id: r.try_get("id")?,
-                        pattern_name: r.try_get("pattern_name")?,
-                        status: r.try_get("status")?,
-                        record: r.try_get::<Option<String>, _>("record")?.unwrap_or_default(),
-                    })
-                })
-                .transpose()
-            }
-
-            async fn unfinished_execution(&self, id: &str) -> Result<Option<UnfinishedExecution>> {
-                match sqlx::query(&$sql(UNFINISHED_ONE)).bind(id).fetch_optional(&self.pool).await? {
-                    Some(r) => Ok(Some(self.with_steps(&r).await?)),
-                    None => Ok(None),
-                }
-            }
-
-            async fn list_executions(&self, q: &ExecutionQuery) -> Result<Vec<JournaledExecution>> {
-                let rows = sqlx::query(&$sql(LIST_EXECUTIONS))
-                    .bind(&q.tenant)
-                    .bind(q.pattern_name.as_deref().unwrap_or(""))
-                    .bind(q.status.as_deref().unwrap_or(""))
-                    .bind(q.before.as_deref().unwrap_or(""))
-                    .bind(i64::from(q.limit.clamp(1, 1000)))
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.into_iter()
-                    .map(|r| {
-                        Ok(JournaledExecution {
-                            id: r.try_get("id")?,
-                            pattern_name: r.try_get("pattern_name")?,
-                            pattern_version: r.try_get("pattern_version")?,
-                            status: r.try_get("status")?,
-                            record: r.try_get("record")?,
-                            started_at: from_ms(r.try_get("started_at_ms")?),
-                            tenant: r.try_get("tenant")?,
-                            idempotency_key: r.try_get("idempotency_key")?,
-                        })
-                    })
-                    .collect()
-            }
-
-            async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>> {
-                let row = sqlx::query(&$sql(BY_KEY)).bind(pattern_name).bind(key).fetch_optional(&self.pool).await?;
-                row.map(|r| r.try_get("id").map_err(Into::into)).transpose()
-            }
-        }
-    };
-}
-
-/// Rebuilds an unfinished execution from its row and its journaled steps.
-macro_rules! with_steps_impl {
-    ($store:ty, $row:ty, $sql:expr, $claim:expr, $renew:expr, $batch:expr) => {
-        impl $store {
-            async fn with_steps(&self, r: &$row) -> Result<UnfinishedExecution> {
+            /// Rebuilds an unfinished execution from its row and its journaled steps.
+            async fn with_steps(store: &$store, r: &DbRow) -> Result<UnfinishedExecution> {
                 let id: String = r.try_get("id")?;
-                let steps = sqlx::query(&$sql(STEPS_OF))
+                let steps = sqlx::query(&D.sql(STEPS_OF))
                     .bind(&id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&store.pool)
                     .await?
                     .into_iter()
                     .map(|s| Ok((s.try_get("step_id")?, s.try_get("result")?)))
@@ -359,60 +191,198 @@ macro_rules! with_steps_impl {
                 })
             }
 
-            fn claim_sql(&self) -> String {
-                $claim
+            #[async_trait::async_trait]
+            impl $crate::PatternStore for $store {
+                async fn insert_pattern(&self, p: &StoredPattern) -> Result<InsertOutcome> {
+                    // One atomic statement, then a read: no read-then-write transaction, which in
+                    // SQLite deadlocks two writers ("database is locked") whatever the busy timeout.
+                    let inserted = sqlx::query(&D.sql(INSERT_PATTERN))
+                        .bind(&p.name)
+                        .bind(&p.version)
+                        .bind(&p.owner)
+                        .bind(&p.description)
+                        .bind(&p.document)
+                        .bind(ms(p.registered_at))
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    if inserted == 1 {
+                        return Ok(InsertOutcome::Created);
+                    }
+                    let (doc,): (String,) = sqlx::query_as(&D.sql(PATTERN_DOCUMENT))
+                        .bind(&p.name)
+                        .bind(&p.version)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok(if doc == p.document { InsertOutcome::Identical } else { InsertOutcome::Conflict })
+                }
+
+                async fn list_patterns(&self) -> Result<Vec<StoredPattern>> {
+                    self.list_patterns_since(std::time::UNIX_EPOCH).await
+                }
+
+                async fn list_patterns_since(&self, since: SystemTime) -> Result<Vec<StoredPattern>> {
+                    let rows = sqlx::query(&D.sql(LIST_PATTERNS)).bind(ms(since)).fetch_all(&self.pool).await?;
+                    rows.into_iter()
+                        .map(|r| {
+                            Ok(StoredPattern {
+                                name: r.try_get("name")?,
+                                version: r.try_get("version")?,
+                                owner: r.try_get("owner")?,
+                                description: r.try_get("description")?,
+                                document: r.try_get("document")?,
+                                registered_at: from_ms(r.try_get("registered_at_ms")?),
+                            })
+                        })
+                        .collect()
+                }
             }
 
-            fn renew_sql(&self) -> String {
-                $renew
-            }
+            #[async_trait::async_trait]
+            impl $crate::Journal for $store {
+                // The single writes are one-op batches: one code path binds each statement.
+                async fn start_execution(&self, s: &JournalStart) -> Result<()> {
+                    self.apply(&[JournalOp::Start(s.clone())]).await
+                }
 
-            fn batch_sql(&self) -> &'static BatchSql {
-                static SQL: std::sync::OnceLock<BatchSql> = std::sync::OnceLock::new();
-                SQL.get_or_init($batch)
+                async fn complete_step(&self, execution_id: &str, step_id: &str, result: &str) -> Result<()> {
+                    self.apply(&[JournalOp::Step {
+                        execution_id: execution_id.to_string(),
+                        step_id: step_id.to_string(),
+                        result: result.to_string(),
+                    }])
+                    .await
+                }
+
+                async fn finish_execution(&self, f: &FinishedExecution) -> Result<()> {
+                    self.apply(&[JournalOp::Finish(f.clone())]).await
+                }
+
+                async fn apply(&self, ops: &[JournalOp]) -> Result<()> {
+                    // Whatever the batch size, one statement (each kind of write travels as one JSON
+                    // array parameter): one round trip to the database (for SQLite, one hop to its
+                    // worker thread), not a few per write. One batch holds at most one write per
+                    // execution (each execution awaits its writes in turn), so the order of the kinds
+                    // within it does not matter.
+                    let batch = Batch::of(ops);
+                    sqlx::query(&rendered().batch)
+                        .bind(batch.starts)
+                        .bind(batch.steps)
+                        .bind(batch.finishes)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn unfinished_executions(&self) -> Result<Vec<UnfinishedExecution>> {
+                    let rows = sqlx::query(&D.sql(UNFINISHED)).fetch_all(&self.pool).await?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        out.push(with_steps(self, &r).await?);
+                    }
+                    Ok(out)
+                }
+
+                async fn renew_leases(&self, owner: &str, running: &[String], until: SystemTime) -> Result<u64> {
+                    if running.is_empty() {
+                        return Ok(0);
+                    }
+                    // The ids travel as one JSON array parameter (no statement per id, no size-bound
+                    // IN list).
+                    let ids = serde_json::to_string(running).unwrap_or_else(|_| "[]".into());
+                    let done = sqlx::query(&rendered().renew)
+                        .bind(owner)
+                        .bind(ms(until))
+                        .bind(ids)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn prune_finished(&self, before: SystemTime) -> Result<u64> {
+                    let done = sqlx::query(&D.sql(PRUNE)).bind(ms(before)).execute(&self.pool).await?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn release_leases(&self, owner: &str) -> Result<u64> {
+                    let done = sqlx::query(&D.sql(RELEASE)).bind(owner).execute(&self.pool).await?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn claim_expired(
+                    &self,
+                    owner: &str,
+                    now: SystemTime,
+                    until: SystemTime,
+                    limit: u32,
+                ) -> Result<Vec<UnfinishedExecution>> {
+                    let rows = sqlx::query(&rendered().claim)
+                        .bind(owner)
+                        .bind(ms(until))
+                        .bind(ms(now))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        out.push(with_steps(self, &r).await?);
+                    }
+                    Ok(out)
+                }
+
+                async fn finished_execution(&self, id: &str) -> Result<Option<FinishedExecution>> {
+                    let row = sqlx::query(&D.sql(FINISHED)).bind(id).fetch_optional(&self.pool).await?;
+                    row.map(|r| {
+                        Ok(FinishedExecution {
+                            id: r.try_get("id")?,
+                            pattern_name: r.try_get("pattern_name")?,
+                            status: r.try_get("status")?,
+                            record: r.try_get::<Option<String>, _>("record")?.unwrap_or_default(),
+                        })
+                    })
+                    .transpose()
+                }
+
+                async fn unfinished_execution(&self, id: &str) -> Result<Option<UnfinishedExecution>> {
+                    match sqlx::query(&D.sql(UNFINISHED_ONE)).bind(id).fetch_optional(&self.pool).await? {
+                        Some(r) => Ok(Some(with_steps(self, &r).await?)),
+                        None => Ok(None),
+                    }
+                }
+
+                async fn list_executions(&self, q: &ExecutionQuery) -> Result<Vec<JournaledExecution>> {
+                    let rows = sqlx::query(&D.sql(LIST_EXECUTIONS))
+                        .bind(&q.tenant)
+                        .bind(q.pattern_name.as_deref().unwrap_or(""))
+                        .bind(q.status.as_deref().unwrap_or(""))
+                        .bind(q.before.as_deref().unwrap_or(""))
+                        .bind(i64::from(q.limit.clamp(1, 1000)))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.into_iter()
+                        .map(|r| {
+                            Ok(JournaledExecution {
+                                id: r.try_get("id")?,
+                                pattern_name: r.try_get("pattern_name")?,
+                                pattern_version: r.try_get("pattern_version")?,
+                                status: r.try_get("status")?,
+                                record: r.try_get("record")?,
+                                started_at: from_ms(r.try_get("started_at_ms")?),
+                                tenant: r.try_get("tenant")?,
+                                idempotency_key: r.try_get("idempotency_key")?,
+                            })
+                        })
+                        .collect()
+                }
+
+                async fn execution_by_idempotency_key(&self, pattern_name: &str, key: &str) -> Result<Option<String>> {
+                    let row =
+                        sqlx::query(&D.sql(BY_KEY)).bind(pattern_name).bind(key).fetch_optional(&self.pool).await?;
+                    row.map(|r| r.try_get("id").map_err(Into::into)).transpose()
+                }
             }
-        }
+        };
     };
 }
 
-// PostgreSQL: concurrent claimers skip each other's rows instead of waiting or double-claiming.
-with_steps_impl!(
-    crate::PgStore,
-    sqlx::postgres::PgRow,
-    str::to_string,
-    format!(
-        "UPDATE executions SET owner = $1, lease_until_ms = $2 WHERE id IN (
-            SELECT id FROM executions WHERE status = 'RUNNING' AND lease_until_ms < $3
-            ORDER BY started_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED)
-         RETURNING {COLUMNS}"
-    ),
-    format!("{RENEW} (SELECT jsonb_array_elements_text($3::jsonb))"),
-    postgres_batch_sql
-);
-// SQLite has a single writer: the UPDATE is atomic as it is.
-with_steps_impl!(
-    crate::SqliteStore,
-    sqlx::sqlite::SqliteRow,
-    sqlite_sql,
-    format!(
-        "UPDATE executions SET owner = $1, lease_until_ms = $2 WHERE id IN (
-            SELECT id FROM executions WHERE status = 'RUNNING' AND lease_until_ms < $3
-            ORDER BY started_at_ms LIMIT $4)
-         RETURNING {COLUMNS}"
-    ),
-    format!("{RENEW} (SELECT value FROM json_each($3))"),
-    sqlite_batch_sql
-);
-
-pattern_store_impl!(crate::SqliteStore, sqlite_sql);
-pattern_store_impl!(crate::PgStore, str::to_string);
-journal_impl!(crate::SqliteStore, sqlite_sql);
-journal_impl!(crate::PgStore, str::to_string);
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_are_rewritten_for_sqlite() {
-        assert_eq!(super::sqlite_sql("a = $2 AND b = $12"), "a = ?2 AND b = ?12");
-    }
-}
+pub(crate) use journal_impl;

@@ -2,17 +2,26 @@
 //!
 //! One trait, [`PatternStore`], two implementations: SQLite ([`SqliteStore`], embedded default,
 //! created automatically in the data directory or in memory) and PostgreSQL ([`PgStore`], shared by
-//! replicas). Both pass the same [`conformance`] suite. Migrations are embedded in the binary and
-//! applied at start.
+//! replicas). Both pass the same conformance suite (`conformance`, behind the cargo feature of
+//! that name). Migrations are embedded in the binary and applied at start.
+//!
+//! Modules depend on each other as a tree: `time` and `dialect` are leaves; `migrate`, `journal`
+//! and `meta_sql` use them and name no store; `sqlite` and `postgres` put each store together
+//! from those.
 
 pub mod api_key;
+// Test code for this crate's tests and for other crates' stores: not in a build that does not ask
+// for it (`features = ["conformance"]`).
+#[cfg(feature = "conformance")]
 pub mod conformance;
+mod dialect;
 mod journal;
 pub mod meta;
 mod meta_sql;
 mod migrate;
 mod postgres;
 mod sqlite;
+mod time;
 
 use std::time::SystemTime;
 

@@ -1,4 +1,7 @@
 //! The shared store: PostgreSQL, for several Nexus replicas.
+//!
+//! This module puts the store together: the migrations (`migrate`), and the SQL both stores share
+//! (`journal`, `meta_sql`), instantiated here for PostgreSQL.
 
 use std::{str::FromStr, time::Duration};
 
@@ -58,16 +61,48 @@ impl PgStore {
         store.backfill_meta().await?;
         Ok(store)
     }
+
+    /// A write transaction (it locks the rows it reads with [`crate::dialect::Dialect::lock_row`]).
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
 }
+
+crate::journal::journal_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
+crate::meta_sql::meta_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::Connection;
+
     use super::*;
+    use crate::{dialect::Dialect, migrate};
 
     #[test]
     fn passwords_never_appear_in_redacted_urls() {
         assert_eq!(redact_url("postgres://nexus:s3cret@db:5432/nexus"), "postgres://nexus:***@db:5432/nexus");
         assert_eq!(redact_url("postgres://nexus@db/nexus"), "postgres://nexus@db/nexus");
         assert!(!redact_url("postgres://u:p%40ss@h/d").contains("p%40ss"));
+    }
+
+    #[tokio::test]
+    async fn upgrade_from_3_moves_names_into_pattern_names() {
+        let url = std::env::var("NEXUS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("nexus_test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for sql in migrate::tests::before_4(Dialect::Postgres) {
+            sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+        }
+        let store = PgStore::connect(&url, Some(&schema)).await.unwrap();
+        migrate::tests::check_upgraded(&store).await;
+        store.pool.close().await;
+        sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await.unwrap();
     }
 }

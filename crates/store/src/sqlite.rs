@@ -1,10 +1,10 @@
 //! The embedded store: one SQLite file in WAL mode (or an in-memory database).
+//!
+//! This module puts the store together: the migrations (`migrate`), and the SQL both stores share
+//! (`journal`, `meta_sql`), instantiated here for SQLite. Those modules name no store, so the
+//! module graph has no cycle.
 
-use std::{
-    path::Path,
-    str::FromStr,
-    time::{Duration, SystemTime},
-};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
@@ -12,10 +12,6 @@ use crate::{Error, Result};
 
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    crate::journal::ms(SystemTime::now())
 }
 
 impl SqliteStore {
@@ -74,12 +70,26 @@ impl SqliteStore {
         store.backfill_meta().await?;
         Ok(store)
     }
+
+    /// A write transaction that holds SQLite's write lock from its start: a deferred one that
+    /// reads and then writes deadlocks with another writer ("database is locked") whatever the
+    /// busy timeout.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
 }
+
+crate::journal::journal_impl!(SqliteStore, sqlx::Sqlite, crate::dialect::Dialect::Sqlite);
+crate::meta_sql::meta_store_impl!(SqliteStore, sqlx::Sqlite, crate::dialect::Dialect::Sqlite);
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use sqlx::Connection;
+
     use super::*;
-    use crate::{InsertOutcome, PatternStore, StoredPattern};
+    use crate::{InsertOutcome, PatternStore, StoredPattern, dialect::Dialect, migrate};
 
     fn pattern(doc: &str) -> StoredPattern {
         StoredPattern {
@@ -112,5 +122,17 @@ mod tests {
         let store = SqliteStore::in_memory().await.unwrap();
         store.insert_pattern(&pattern("{}")).await.unwrap();
         assert_eq!(store.list_patterns().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn upgrade_from_3_moves_names_into_pattern_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("nexus.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        for sql in migrate::tests::before_4(Dialect::Sqlite) {
+            sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        migrate::tests::check_upgraded(&SqliteStore::open(dir.path()).await.unwrap()).await;
     }
 }

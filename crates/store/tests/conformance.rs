@@ -4,30 +4,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use nexus_store::{MetaStore, PatternStore, PgStore, SqliteStore, conformance};
+use nexus_store::{AuthStore, Journal, MetaStore, PatternStore, PgStore, SqliteStore, conformance};
 use sqlx::Connection;
+
+/// The whole suite, for one store.
+async fn every_check<S: PatternStore + Journal + MetaStore + AuthStore>(store: &S) {
+    conformance::run_all(store).await;
+    conformance::check_journal_lifecycle(store).await;
+    conformance::check_execution_listing(store).await;
+    conformance::check_journal_batches_are_atomic(store).await;
+    conformance::check_leases(store).await;
+    conformance::run_meta(store).await;
+}
 
 #[tokio::test]
 async fn sqlite_in_memory() {
     let store = SqliteStore::in_memory().await.unwrap();
-    conformance::run_all(&store).await;
-    conformance::check_journal_lifecycle(&store).await;
-    conformance::check_execution_listing(&store).await;
-    conformance::check_journal_batches_are_atomic(&store).await;
-    conformance::check_leases(&store).await;
-    conformance::run_meta(&store).await;
+    every_check(&store).await;
 }
 
 #[tokio::test]
 async fn sqlite_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    conformance::run_all(&store).await;
-    conformance::check_journal_lifecycle(&store).await;
-    conformance::check_execution_listing(&store).await;
-    conformance::check_journal_batches_are_atomic(&store).await;
-    conformance::check_leases(&store).await;
-    conformance::run_meta(&store).await;
+    every_check(&store).await;
     drop(store);
     // Reopened, names registered through `insert_pattern` (which knows no tenant) have a row.
     let store = SqliteStore::open(dir.path()).await.unwrap();
@@ -73,12 +73,7 @@ impl Schema {
 async fn postgres() {
     let schema = Schema::create().await;
     let store = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
-    conformance::run_all(&store).await;
-    conformance::check_journal_lifecycle(&store).await;
-    conformance::check_execution_listing(&store).await;
-    conformance::check_journal_batches_are_atomic(&store).await;
-    conformance::check_leases(&store).await;
-    conformance::run_meta(&store).await;
+    every_check(&store).await;
     // A second replica on the same schema: migrations are idempotent and the data is shared.
     let replica = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
     assert_eq!(replica.list_patterns().await.unwrap().len(), store.list_patterns().await.unwrap().len());
@@ -219,4 +214,90 @@ async fn bench_search(label: &str, store: &dyn MetaStore, concurrency: usize) ->
     );
     assert!(hits > 0);
     (p50, p99)
+}
+
+/// The schema the migrations create, as each database describes it, compared with the snapshot
+/// taken from the released migrations (`tests/schema/`): a migration, once released, never
+/// changes what it creates, or existing databases and new ones would differ. (`UPDATE_EXPECT=1`
+/// rewrites the snapshots, for a new migration only.)
+mod schema {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_schema_is_as_released() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).await.unwrap());
+        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        // The text of each CREATE as SQLite keeps it (ALTER TABLE … ADD COLUMN edits it in place).
+        let objects: Vec<(String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        let mut dump = String::new();
+        for (kind, name, table, sql) in objects {
+            dump += &format!("{kind} {name} ON {table}\n{}\n\n", sql.unwrap_or_default());
+        }
+        dump += &versions(
+            sqlx::query_as("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap(),
+        );
+        expect_test::expect_file!["schema/sqlite.txt"].assert_eq(&dump);
+    }
+
+    #[tokio::test]
+    async fn postgres_schema_is_as_released() {
+        let schema = Schema::create().await;
+        let store = PgStore::connect(&database_url(), Some(&schema.name)).await.unwrap();
+        drop(store);
+        let mut conn = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+        let mut dump = String::new();
+        let tables: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_name::text, table_type::text FROM information_schema.tables WHERE table_schema = $1
+            ORDER BY table_name",
+        )
+        .bind(&schema.name)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (name, kind) in tables {
+            dump += &format!("{kind} {name}\n");
+        }
+        let columns: Vec<(String, i32, String, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT table_name::text, ordinal_position::int, column_name::text, data_type::text, is_nullable::text,
+                column_default::text
+            FROM information_schema.columns WHERE table_schema = $1 ORDER BY table_name, ordinal_position",
+        )
+        .bind(&schema.name)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (table, position, name, kind, nullable, default) in columns {
+            let default = default.map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+            let null = if nullable == "YES" { "" } else { " NOT NULL" };
+            dump += &format!("column {table}.{position} {name} {kind}{null}{default}\n");
+        }
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY tablename, indexname",
+        )
+        .bind(&schema.name)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for (name, def) in indexes {
+            dump += &format!("index {name}: {}\n", def.replace(&schema.name, "SCHEMA"));
+        }
+        let versions_sql = format!("SELECT version FROM {}.schema_migrations ORDER BY version", schema.name);
+        dump += &versions(sqlx::query_as(&versions_sql).fetch_all(&mut conn).await.unwrap());
+        schema.drop_now().await;
+        expect_test::expect_file!["schema/postgres.txt"].assert_eq(&dump);
+    }
+
+    fn versions(rows: Vec<(i64,)>) -> String {
+        let versions: Vec<String> = rows.into_iter().map(|(v,)| v.to_string()).collect();
+        format!("migrations applied: {}\n", versions.join(", "))
+    }
 }
