@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use nexus_engine::{Engine, ExecutionRecord, Journal, JournalError, JournalStart, Keyed};
-use nexus_store::{FinishedExecution, Journal as StoreJournal, JournalOp};
+use nexus_store::{FinishedExecution, JournalOp, JournalStore};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{convert, registry::Registry};
@@ -17,7 +17,7 @@ const MAX_BATCH: usize = 512;
 /// once it is committed.
 pub struct StoreBackedJournal {
     queue: mpsc::Sender<Pending>,
-    store: Arc<dyn StoreJournal>,
+    store: Arc<dyn JournalStore>,
     /// This replica, and how long its claim on an execution it starts lasts.
     owner: Arc<str>,
     lease: std::time::Duration,
@@ -41,7 +41,7 @@ impl StoreBackedJournal {
     /// more for PostgreSQL, where commits wait on the server's fsync and can overlap). Each
     /// execution awaits its writes in order, so writers never reorder one execution's entries.
     pub fn new(
-        store: Arc<dyn StoreJournal>,
+        store: Arc<dyn JournalStore>,
         owner: Arc<str>,
         lease: std::time::Duration,
         outage_wait: std::time::Duration,
@@ -99,7 +99,7 @@ impl StoreBackedJournal {
     }
 }
 
-async fn group_commit(store: Arc<dyn StoreJournal>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+async fn group_commit(store: Arc<dyn JournalStore>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -143,7 +143,7 @@ async fn group_commit(store: Arc<dyn StoreJournal>, rx: Arc<tokio::sync::Mutex<m
 #[async_trait::async_trait]
 impl Journal for StoreBackedJournal {
     async fn start(&self, s: &JournalStart) -> Result<(), JournalError> {
-        self.write(JournalOp::Start(nexus_store::JournalStart {
+        self.write(JournalOp::Start(nexus_store::ExecutionStart {
             id: s.id.to_string(),
             pattern_name: s.pattern_name.to_string(),
             pattern_version: s.pattern_version.to_string(),
@@ -198,7 +198,7 @@ impl Journal for StoreBackedJournal {
 /// replica died, or this process restarted). `take_all_at_start`: with an embedded SQLite store
 /// no other replica can exist, so everything unfinished is this node's to resume at once.
 pub async fn lease_loop(
-    store: Arc<dyn StoreJournal>,
+    store: Arc<dyn JournalStore>,
     registry: Arc<Registry>,
     engine: Engine,
     owner: Arc<str>,

@@ -23,7 +23,7 @@ use nexus_engine::{Engine, History};
 use nexus_store::{PgStore, SqliteStore};
 
 /// The store as the registry, the journal and authentication see it (one object).
-type Stores = (Arc<dyn registry::RegistryStore>, Arc<dyn nexus_store::Journal>, Arc<dyn nexus_store::AuthStore>);
+type Stores = (Arc<dyn registry::RegistryStore>, Arc<dyn nexus_store::JournalStore>, Arc<dyn nexus_store::AuthStore>);
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower::Layer;
 
@@ -84,7 +84,7 @@ pub struct Nexus {
     services: usize,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
-    journal: Arc<dyn nexus_store::Journal>,
+    journal: Arc<dyn nexus_store::JournalStore>,
     /// This replica's name in the journal's leases.
     owner: Arc<str>,
     engine: Engine,

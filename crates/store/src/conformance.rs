@@ -82,14 +82,14 @@ pub async fn run_all(store: &dyn PatternStore) {
 
 /// ListExecutions over the journal: one tenant's executions only, newest first, filtered by
 /// pattern and status, paginated by id.
-pub async fn check_execution_listing(journal: &dyn crate::Journal) {
-    use crate::{ExecutionQuery, FinishedExecution, JournalStart};
+pub async fn check_execution_listing(journal: &dyn crate::JournalStore) {
+    use crate::{ExecutionQuery, ExecutionStart, FinishedExecution};
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let tenant = format!("tenant-{tag}");
     // Ids sort like their creation (UUIDv7 in production): a zero-padded counter here.
     let id = |n: usize| format!("{tag}-{n:03}");
     for n in 0..6 {
-        let start = JournalStart {
+        let start = ExecutionStart {
             id: id(n),
             pattern_name: if n % 2 == 0 { "even".into() } else { "odd".into() },
             pattern_version: "1.0.0".into(),
@@ -129,10 +129,10 @@ pub async fn check_execution_listing(journal: &dyn crate::Journal) {
 
 /// A durable execution's journal: start, completed steps in order, finish (which compacts the
 /// step results), lookups by id and idempotency key.
-pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
-    use crate::{FinishedExecution, JournalStart};
+pub async fn check_journal_lifecycle(journal: &dyn crate::JournalStore) {
+    use crate::{ExecutionStart, FinishedExecution};
     let id = format!("exec-{}", uuid::Uuid::now_v7().simple());
-    let start = JournalStart {
+    let start = ExecutionStart {
         id: id.clone(),
         pattern_name: "durable".into(),
         pattern_version: "1.0.0".into(),
@@ -160,7 +160,7 @@ pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
     assert_eq!(journal.unfinished_execution(&id).await.unwrap().as_ref(), Some(mine));
 
     // The same idempotency key cannot start a second execution.
-    let twin = JournalStart { id: format!("{id}-twin"), ..start.clone() };
+    let twin = ExecutionStart { id: format!("{id}-twin"), ..start.clone() };
     assert!(journal.start_execution(&twin).await.is_err());
 
     let finished = FinishedExecution {
@@ -184,10 +184,10 @@ pub async fn check_journal_lifecycle(journal: &dyn crate::Journal) {
 }
 
 /// A batch applies all its writes in one transaction, or none of them.
-pub async fn check_journal_batches_are_atomic(journal: &dyn crate::Journal) {
-    use crate::{FinishedExecution, JournalOp, JournalStart};
+pub async fn check_journal_batches_are_atomic(journal: &dyn crate::JournalStore) {
+    use crate::{ExecutionStart, FinishedExecution, JournalOp};
     let id = format!("batch-{}", uuid::Uuid::now_v7().simple());
-    let start = |id: &str| JournalStart {
+    let start = |id: &str| ExecutionStart {
         id: id.to_string(),
         pattern_name: "batched".into(),
         pattern_version: "1.0.0".into(),
@@ -222,11 +222,11 @@ pub async fn check_journal_batches_are_atomic(journal: &dyn crate::Journal) {
 
 /// Leases: only expired executions are claimed, each by one claimer; renewing and releasing
 /// touch only the owner's unfinished executions.
-pub async fn check_leases(journal: &dyn crate::Journal) {
-    use crate::JournalStart;
+pub async fn check_leases(journal: &dyn crate::JournalStore) {
+    use crate::ExecutionStart;
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
-    let start = |n: usize, owner: &str, lease_until: SystemTime| JournalStart {
+    let start = |n: usize, owner: &str, lease_until: SystemTime| ExecutionStart {
         id: format!("lease-{tag}-{n}"),
         pattern_name: "leased".into(),
         pattern_version: "1.0.0".into(),

@@ -131,7 +131,7 @@ pub(crate) fn renew_sql(d: Dialect) -> String {
     d.sql(&format!("{RENEW} {}", d.strings(3)))
 }
 
-/// [`crate::PatternStore`] and [`crate::Journal`] for a store (`$store`, with a `pool` field) on
+/// [`crate::PatternStore`] and [`crate::JournalStore`] for a store (`$store`, with a `pool` field) on
 /// the sqlx database `$db`, in `$dialect`: the same code for both stores, but for sqlx's types
 /// (which share no trait this could be written against without a wall of higher-ranked bounds).
 /// The items live in an anonymous constant, so the store's module keeps its namespace.
@@ -144,8 +144,8 @@ macro_rules! journal_impl {
 
             use sqlx::Row;
             use $crate::{
-                ExecutionQuery, FinishedExecution, InsertOutcome, JournalOp, JournalStart, JournaledExecution, Result,
-                StoredPattern, UnfinishedExecution,
+                ExecutionQuery, ExecutionStart, FinishedExecution, InsertOutcome, JournalOp, JournaledExecution,
+                Result, StoredPattern, UnfinishedExecution,
                 dialect::Dialect,
                 journal::*,
                 time::{from_ms, ms},
@@ -176,7 +176,7 @@ macro_rules! journal_impl {
                     .map(|s| Ok((s.try_get("step_id")?, s.try_get("result")?)))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(UnfinishedExecution {
-                    start: JournalStart {
+                    start: ExecutionStart {
                         id,
                         pattern_name: r.try_get("pattern_name")?,
                         pattern_version: r.try_get("pattern_version")?,
@@ -239,9 +239,9 @@ macro_rules! journal_impl {
             }
 
             #[async_trait::async_trait]
-            impl $crate::Journal for $store {
+            impl $crate::JournalStore for $store {
                 // The single writes are one-op batches: one code path binds each statement.
-                async fn start_execution(&self, s: &JournalStart) -> Result<()> {
+                async fn start_execution(&self, s: &ExecutionStart) -> Result<()> {
                     self.apply(&[JournalOp::Start(s.clone())]).await
                 }
 

@@ -182,7 +182,7 @@ pub trait AuthStore: Send + Sync + 'static {
 
 /// A durable execution as journaled when it starts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JournalStart {
+pub struct ExecutionStart {
     pub id: String,
     pub pattern_name: String,
     pub pattern_version: String,
@@ -200,7 +200,7 @@ pub struct JournalStart {
 /// A durable execution that has not finished: what recovery needs to resume it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnfinishedExecution {
-    pub start: JournalStart,
+    pub start: ExecutionStart,
     /// Completed steps: (step id, journaled result), in completion order.
     pub steps: Vec<(String, String)>,
 }
@@ -215,7 +215,7 @@ pub struct FinishedExecution {
     pub record: String,
 }
 
-/// Which journaled executions [`Journal::list_executions`] returns.
+/// Which journaled executions [`JournalStore::list_executions`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionQuery {
     pub tenant: String,
@@ -242,20 +242,21 @@ pub struct JournaledExecution {
     pub idempotency_key: Option<String>,
 }
 
-/// One journal write, for [`Journal::apply`].
+/// One journal write, for [`JournalStore::apply`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum JournalOp {
-    Start(JournalStart),
+    Start(ExecutionStart),
     Step { execution_id: String, step_id: String, result: String },
     Finish(FinishedExecution),
 }
 
-/// The journal of durable executions: the start, every completed step's result, the end. A write
-/// returns once it is durable (committed); the engine starts no dependant of a step before the
-/// step's result is journaled.
+/// The storage of durable executions' journal: the start, every completed step's result, the
+/// end, and the leases that say which replica runs what. A write returns once it is durable
+/// (committed). The engine does not see this trait: it writes through `nexus_engine::Journal`,
+/// which the server implements over this one with group commit and outage retries.
 #[async_trait::async_trait]
-pub trait Journal: Send + Sync + 'static {
-    async fn start_execution(&self, start: &JournalStart) -> Result<()>;
+pub trait JournalStore: Send + Sync + 'static {
+    async fn start_execution(&self, start: &ExecutionStart) -> Result<()>;
 
     async fn complete_step(&self, execution_id: &str, step_id: &str, result: &str) -> Result<()>;
 

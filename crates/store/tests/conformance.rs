@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use nexus_store::{AuthStore, Journal, MetaStore, PatternStore, PgStore, SqliteStore, conformance};
+use nexus_store::{AuthStore, JournalStore, MetaStore, PatternStore, PgStore, SqliteStore, conformance};
 use sqlx::Connection;
 
 /// The whole suite, for one store.
-async fn every_check<S: PatternStore + Journal + MetaStore + AuthStore>(store: &S) {
+async fn every_check<S: PatternStore + JournalStore + MetaStore + AuthStore>(store: &S) {
     conformance::run_all(store).await;
     conformance::check_journal_lifecycle(store).await;
     conformance::check_execution_listing(store).await;

@@ -22,7 +22,7 @@ pub struct Api {
     registry: Arc<Registry>,
     engine: Engine,
     /// Durable executions outlive the in-memory history: finished ones are read back from here.
-    journal: Arc<dyn nexus_store::Journal>,
+    journal: Arc<dyn nexus_store::JournalStore>,
     access: access::Access,
     /// Executions in flight per caller.
     in_flight: crate::limits::InFlight,
@@ -32,7 +32,7 @@ impl Api {
     pub fn new(
         registry: Arc<Registry>,
         engine: Engine,
-        journal: Arc<dyn nexus_store::Journal>,
+        journal: Arc<dyn nexus_store::JournalStore>,
         audit: Arc<dyn nexus_store::AuthStore>,
         max_in_flight_per_caller: usize,
     ) -> Self {
