@@ -82,6 +82,9 @@
 //!   object inside it are always object or literal-object templates, and a non-object literal for
 //!   a message field is reported by the literal kind check)
 //!
+//! Order within a step (the passes' order, kept from the single-function compiler):
+//! steps::every_pass_on_one_step_keeps_its_order.
+//!
 //! Documents that compile: examples::user_creation, subscribe_live_stream (the shipped
 //! patterns against the demo protos), every_feature, steps::compensation_reads_its_own_step,
 //! typecheck::literals_that_fit, expressions_that_fit.

@@ -179,3 +179,56 @@ steps:
         "#]],
     );
 }
+
+#[test]
+fn every_pass_on_one_step_keeps_its_order() {
+    // One step with a problem for nearly every pass: within a step the diagnostics come in the
+    // order the passes run (sorting into document order is stable).
+    check(
+        r#"
+name: t
+version: 1.0.0
+input: {type: object, properties: {name: {type: string}}}
+steps:
+  - id: a
+    call: test.shop.v1.OrderService/PlaceOrder
+    stream: true
+    with:
+      customer_id: "${{ input. }}"
+      quantity: "${{ input.name }}"
+      tags: ["${{ steps.maybe.order.id }}"]
+      gift: "${{ steps.a.order }}"
+    when: "${{ 1 + }}"
+    concurrency: 2000
+    compensate:
+      call: test.shop.v1.OrderService/CancelOrder
+      with: {order_id: "${{ steps.maybe.order.id }}", reason: "${{ input. }}", zzz: 1}
+    timeout: 0s
+    retry: {max_attempts: 500}
+    depends_on: [a, nope]
+  - id: maybe
+    when: "${{ input.name == '' }}"
+    call: test.shop.v1.OrderService/PlaceOrder
+    depends_on: [a]
+"#,
+        expect![[r#"
+            error: steps[0].stream: `test.shop.v1.OrderService/PlaceOrder` is not a server-streaming method
+            error: steps[0].with.customer_id: invalid CEL expression `input.`: at 1:7: Syntax error: no viable alternative at input '.'
+            error: steps[0].when: invalid CEL expression `1 +`: at 1:4: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}
+            error: steps[0].concurrency: at most 1000
+            warning: steps[0].concurrency: has no effect without for_each
+            error: steps[0].compensate.with.reason: invalid CEL expression `input.`: at 1:7: Syntax error: no viable alternative at input '.'
+            error: steps[0].timeout: must be a positive duration such as "2s"
+            error: steps[0].retry.max_attempts: at most 100 attempts
+            error: steps[0].with.gift: step `a` reads its own output
+            error: steps[0].with.tags[0]: `steps.maybe.order.id` reads step `maybe`, which has a `when` and may be skipped; guard it, e.g. `has(steps.maybe.order.id) ? steps.maybe.order.id : ...`, or depend on it with depends_on only
+            error: steps[0].compensate.with.order_id: `steps.maybe.order.id` reads step `maybe`, which has a `when` and may be skipped; guard it, e.g. `has(steps.maybe.order.id) ? steps.maybe.order.id : ...`, or depend on it with depends_on only
+            error: steps[0].compensate.with.zzz: unknown field `zzz` in test.shop.v1.CancelOrderRequest; its fields are: order_id, reason
+            error: steps[0].depends_on[0]: a step cannot depend on itself
+            error: steps[0].depends_on[1]: there is no step `nope`; the steps are: a, maybe
+            error: steps[0].with.gift: field `gift` expects a bool, got message test.shop.v1.Order (from `steps.a.order`)
+            error: steps[0].with.quantity: field `quantity` expects an integer (int32), got string (from `input.name`)
+            error: steps[0]: dependency cycle: maybe -> a -> maybe
+        "#]],
+    );
+}
