@@ -1,0 +1,74 @@
+//! The static type environment of expressions: `input.*` from the input schema, `steps.X.*` from
+//! the output message of what step X calls. Known once calls resolve; used to resolve paths and
+//! to type-check requests.
+
+use std::collections::HashMap;
+
+use crate::{
+    expr::{self, Expr},
+    input::InputSchema,
+    pb,
+    typecheck::{Ty, TypeEnv},
+};
+
+use super::{Draft, model::Target};
+
+pub(super) struct Env<'a> {
+    input: &'a InputSchema,
+    step_types: HashMap<String, Ty>,
+}
+
+impl<'a> Env<'a> {
+    /// A step whose call did not resolve has no entry: paths into it read as `dyn`, so they add
+    /// no diagnostics on top of the unresolved call.
+    pub(super) fn new(input: &'a InputSchema, doc: &pb::Pattern, drafts: &[Draft]) -> Self {
+        let step_types = drafts
+            .iter()
+            .zip(&doc.steps)
+            .filter_map(|(d, s)| {
+                let ty = match d.target.as_ref()? {
+                    Target::Action(action) => {
+                        let out = Ty::of_message(&action.method.output());
+                        // A forwarded stream keeps only its last message; a collected one is a list.
+                        if action.is_server_streaming() && !s.stream { Ty::List(Box::new(out)) } else { out }
+                    }
+                    Target::Pattern(p) => match &p.output {
+                        Some(fields) => Ty::Record(fields.iter().map(|f| f.name.clone()).collect()),
+                        None => Ty::Dyn,
+                    },
+                };
+                let ty = if d.for_each.is_some() { Ty::List(Box::new(ty)) } else { ty };
+                Some((s.id.clone(), ty))
+            })
+            .collect();
+        Self { input, step_types }
+    }
+
+    /// The type a variable path reads, or why the path does not exist.
+    pub(super) fn resolve(&self, r: &expr::Reference) -> Result<Ty, String> {
+        match r.root.as_str() {
+            "input" => self.input.resolve(&r.segments).map(|t| Ty::of_input(&t)),
+            "steps" => {
+                let Some((step, rest)) = r.segments.split_first() else { return Ok(Ty::Dyn) };
+                let Some(mut ty) = self.step_types.get(step).cloned() else { return Ok(Ty::Dyn) };
+                let mut walked = format!("steps.{step}");
+                for seg in rest {
+                    ty = ty.select(seg, &walked)?;
+                    walked.push('.');
+                    walked.push_str(seg);
+                }
+                Ok(ty)
+            }
+            _ => Ok(Ty::Dyn),
+        }
+    }
+}
+
+impl TypeEnv for Env<'_> {
+    fn type_of(&self, e: &Expr) -> Ty {
+        match e.as_path() {
+            Some(r) => self.resolve(r).unwrap_or(Ty::Dyn),
+            None => Ty::Dyn,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Pass 1, the document's own fields: name, version, visibility, durability, timeout, the step
+//! count limit, and the input JSON Schema.
+
+use crate::{diagnostic::Diagnostics, input::InputSchema, pb, value};
+
+use super::model::{MAX_STEPS, to_duration};
+
+pub(super) fn check(doc: &pb::Pattern, diags: &mut Diagnostics) {
+    if doc.name.is_empty() {
+        diags.error("name", "a pattern needs a name");
+    } else if !is_pattern_name(&doc.name) {
+        diags.error("name", format!("`{}` is not a valid name: start with a lowercase letter, then lowercase letters, digits, `_`, `-` or `.` (at most 128)", doc.name));
+    }
+    if doc.version.is_empty() {
+        diags.error("version", "a pattern needs a semantic version such as 1.0.0");
+    } else if let Err(e) = semver::Version::parse(&doc.version) {
+        diags.error("version", format!("`{}` is not a semantic version (MAJOR.MINOR.PATCH): {e}", doc.version));
+    }
+    if !matches!(doc.visibility.as_str(), "" | "private" | "tenant" | "public") {
+        diags.error("visibility", format!("`{}` is not one of private, tenant, public", doc.visibility));
+    }
+    if !matches!(doc.durability.as_str(), "" | "ephemeral" | "durable") {
+        diags.error("durability", format!("`{}` is not one of ephemeral, durable", doc.durability));
+    }
+    if let Some(t) = &doc.timeout
+        && to_duration(t).is_none_or(|d| d.is_zero())
+    {
+        diags.error("timeout", "must be a positive duration such as \"30s\"");
+    }
+    if doc.steps.is_empty() {
+        diags.error("steps", "a pattern needs at least one step");
+    }
+    // The limit is reported, not enforced by stopping: every step is still checked, so the author
+    // sees the rest of the document's problems too.
+    if doc.steps.len() > MAX_STEPS {
+        diags.error("steps", format!("{} steps; the limit is {MAX_STEPS}", doc.steps.len()));
+    }
+}
+
+/// The declared input schema, with the problems of the schema itself reported.
+pub(super) fn input_schema(doc: &pb::Pattern, diags: &mut Diagnostics) -> InputSchema {
+    let input = InputSchema::new(doc.input.as_ref().map(value::struct_to_serde).unwrap_or(serde_json::Value::Null));
+    // No `input` at all means "any input": there is no schema to lint.
+    if !input.as_json().is_null() {
+        for (path, msg) in input.lint() {
+            diags.error(path, msg);
+        }
+    }
+    input
+}
+
+fn is_pattern_name(s: &str) -> bool {
+    s.len() <= 128
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+}

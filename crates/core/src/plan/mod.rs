@@ -1,0 +1,181 @@
+//! Compiling a pattern document into an executable plan: every check of DESIGN.md §3 (actions
+//! resolve, `with` fits the input message, expressions parse and their paths exist, the step graph
+//! is acyclic, ids are unique), all diagnostics collected, then the DAG the engine runs.
+//!
+//! `compile` is a sequence of passes. Each is a small function over the whole document that adds
+//! what it finds to one shared `Diagnostics`; none stops the others, so an author sees every
+//! problem in one round trip. The diagnostics are sorted into document order at the end, stably,
+//! so within one step they keep the order of the passes.
+
+mod calls;
+mod env;
+mod graph;
+mod header;
+mod ids;
+mod model;
+mod options;
+mod output;
+mod references;
+mod templates;
+mod typing;
+
+use std::{sync::Arc, time::Duration};
+
+pub use model::{
+    Compensation, CompiledPattern, CompiledStep, DEFAULT_CONCURRENCY, Durability, MAX_CONCURRENCY, MAX_STEPS,
+    NoPatterns, OutputField, PATTERN_CALL_PREFIX, PatternLookup, RetryPolicy, Target, parse_pattern_call, to_duration,
+};
+pub use options::GRPC_CODES;
+
+use crate::{
+    catalog::Catalog,
+    diagnostic::{Diagnostic, Diagnostics},
+    expr::{Expr, Template},
+    input::InputSchema,
+    pb, value,
+};
+
+/// What the per-step passes made of one step, before the graph is known.
+struct Draft {
+    /// `None` when the call did not resolve (already reported).
+    target: Option<Target>,
+    request: Template,
+    when: Option<Expr>,
+    for_each: Option<Expr>,
+    compensate: Option<Compensation>,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+}
+
+/// Compiles and validates a document against the catalog. On success also returns warnings.
+pub fn compile(
+    doc: &pb::Pattern,
+    catalog: &Catalog,
+    patterns: &dyn PatternLookup,
+) -> Result<(CompiledPattern, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut diags = Diagnostics::default();
+
+    // Structure: the header, the input schema, and the step ids every later pass refers to.
+    header::check(doc, &mut diags);
+    let input = header::input_schema(doc, &mut diags);
+    let ids = ids::collect(doc, &mut diags);
+
+    // Each step on its own: what it calls, its templates and expressions, its options.
+    let targets = calls::resolve(doc, catalog, patterns, &mut diags);
+    let requests = templates::requests(doc, &mut diags);
+    let conditions = templates::conditions(doc, &mut diags);
+    options::check_fan_out(doc, &conditions.for_each, &mut diags);
+    let compensations = templates::compensations(doc, catalog, &mut diags);
+    let timeouts = options::timeouts(doc, &mut diags);
+    let retries = options::retry_policies(doc, &mut diags);
+    let drafts = drafts(targets, requests, conditions, compensations, timeouts, retries);
+
+    // Across steps: what expressions read, whether requests fit, the graph, the output.
+    let env = env::Env::new(&input, doc, &drafts);
+    let mut deps = references::check_steps(doc, &drafts, &ids, &env, &mut diags);
+    references::check_compensations(doc, &drafts, &ids, &env, &mut diags);
+    typing::check_compensations(&drafts, &env, &mut diags);
+    graph::add_depends_on(doc, &ids, &mut deps, &mut diags);
+    typing::check_requests(&drafts, &env, &mut diags);
+    let output = output::compile(doc, &ids, &env, &mut diags);
+    graph::check_cycles(&deps, doc, &mut diags);
+
+    // Only a document without errors becomes a plan: the engine relies on every step having a
+    // target and the graph being acyclic.
+    if diags.has_errors() {
+        return Err(sorted(diags.into_vec()));
+    }
+    Ok((assemble(doc, input, drafts, deps, output), sorted(diags.into_vec())))
+}
+
+fn drafts(
+    targets: Vec<Option<Target>>,
+    requests: Vec<Template>,
+    conditions: templates::Conditions,
+    compensations: Vec<Option<Compensation>>,
+    timeouts: Vec<Option<Duration>>,
+    retries: Vec<RetryPolicy>,
+) -> Vec<Draft> {
+    targets
+        .into_iter()
+        .zip(requests)
+        .zip(conditions.when.into_iter().zip(conditions.for_each))
+        .zip(compensations)
+        .zip(timeouts.into_iter().zip(retries))
+        .map(|((((target, request), (when, for_each)), compensate), (timeout, retry))| Draft {
+            target,
+            request,
+            when,
+            for_each,
+            compensate,
+            timeout,
+            retry,
+        })
+        .collect()
+}
+
+/// The plan of a document that compiled without errors.
+fn assemble(
+    doc: &pb::Pattern,
+    input: InputSchema,
+    drafts: Vec<Draft>,
+    deps: Vec<Vec<usize>>,
+    output: Option<Vec<model::OutputField>>,
+) -> CompiledPattern {
+    let dependants = graph::dependants(&deps);
+    let roots = graph::roots(&deps);
+    let steps = drafts
+        .into_iter()
+        .zip(&doc.steps)
+        .zip(deps.into_iter().zip(dependants))
+        .enumerate()
+        .filter_map(|(i, ((draft, step), (deps, dependants)))| {
+            Some(CompiledStep {
+                index: i,
+                id: Arc::from(step.id.as_str()),
+                key: value::key(&step.id),
+                call: Arc::from(step.call.as_str()),
+                // Always present: an unresolved call is an error, and errors stop before here.
+                target: draft.target?,
+                request: draft.request,
+                when: draft.when,
+                deps,
+                dependants,
+                timeout: draft.timeout,
+                retry: draft.retry,
+                stream: step.stream,
+                for_each: draft.for_each,
+                concurrency: match step.concurrency {
+                    0 => DEFAULT_CONCURRENCY,
+                    n => (n as usize).min(MAX_CONCURRENCY),
+                },
+                compensate: draft.compensate,
+            })
+        })
+        .collect();
+    CompiledPattern {
+        name: Arc::from(doc.name.as_str()),
+        version: Arc::from(doc.version.as_str()),
+        document: doc.clone(),
+        durability: if doc.durability == "durable" { Durability::Durable } else { Durability::Ephemeral },
+        timeout: doc.timeout.and_then(|d| to_duration(&d)),
+        input,
+        steps,
+        output,
+        roots,
+    }
+}
+
+/// Document order: header fields, then steps by index, then the output mapping (stable within).
+fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by_key(|d| {
+        if let Some(rest) = d.path.strip_prefix("steps[") {
+            (1, rest.split(']').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0))
+        } else if d.path.starts_with("output") {
+            (2, 0)
+        } else {
+            (0, 0)
+        }
+    });
+    diags
+}
