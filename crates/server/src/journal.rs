@@ -5,8 +5,9 @@ use std::sync::Arc;
 use nexus_engine::{Engine, ExecutionRecord, Journal, JournalError, JournalStart, Keyed};
 use nexus_store::{FinishedExecution, JournalOp, JournalStore};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use crate::{convert, registry::Registry};
+use crate::{convert, lifecycle::Tasks, registry::Registry};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -37,22 +38,21 @@ fn journal_error(e: nexus_store::Error) -> JournalError {
 }
 
 impl StoreBackedJournal {
-    /// `writers`: transactions in flight at once (1 for SQLite, which has a single writer anyway;
-    /// more for PostgreSQL, where commits wait on the server's fsync and can overlap). Each
-    /// execution awaits its writes in order, so writers never reorder one execution's entries.
+    /// The journal handle and its writers (to run with [`JournalWriters::run`]). `writers`:
+    /// transactions in flight at once (1 for SQLite, which has a single writer anyway; more for
+    /// PostgreSQL, where commits wait on the server's fsync and can overlap). Each execution
+    /// awaits its writes in order, so writers never reorder one execution's entries.
     pub fn new(
         store: Arc<dyn JournalStore>,
         owner: Arc<str>,
         lease: std::time::Duration,
         outage_wait: std::time::Duration,
         writers: usize,
-    ) -> Self {
+    ) -> (Self, JournalWriters) {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(group_commit(store.clone(), rx.clone()));
-        }
-        Self { queue, store, owner, lease, outage_wait }
+        let writers = JournalWriters { store: store.clone(), rx, count: writers.max(1) };
+        (Self { queue, store, owner, lease, outage_wait }, writers)
     }
 
     /// Returns once `op` is committed. While the store is unreachable the write waits and tries
@@ -99,13 +99,41 @@ impl StoreBackedJournal {
     }
 }
 
-async fn group_commit(store: Arc<dyn JournalStore>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+/// The group-commit writers behind a [`StoreBackedJournal`].
+pub struct JournalWriters {
+    store: Arc<dyn JournalStore>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    count: usize,
+}
+
+impl JournalWriters {
+    /// Commits queued writes until `shutdown`, then commits what is still queued and ends (a
+    /// write queued later fails: "the journal writer stopped").
+    pub async fn run(self, shutdown: CancellationToken) {
+        let writers = (0..self.count).map(|_| group_commit(self.store.clone(), self.rx.clone(), shutdown.clone()));
+        futures::future::join_all(writers).await;
+    }
+}
+
+async fn group_commit(
+    store: Arc<dyn JournalStore>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    shutdown: CancellationToken,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     loop {
         {
             // Take what is queued (waiting for at least one write), then let another writer in.
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
+            let next = tokio::select! {
+                biased;
+                p = rx.recv() => p,
+                () = shutdown.cancelled() => {
+                    rx.close();
+                    rx.recv().await
+                }
+            };
+            let Some(first) = next else { return };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -195,75 +223,96 @@ impl Journal for StoreBackedJournal {
 }
 
 /// Keeps this replica's leases alive and takes over durable executions whose lease ran out (a
-/// replica died, or this process restarted). `take_all_at_start`: with an embedded SQLite store
-/// no other replica can exist, so everything unfinished is this node's to resume at once.
-pub async fn lease_loop(
-    store: Arc<dyn JournalStore>,
-    registry: Arc<Registry>,
-    engine: Engine,
-    owner: Arc<str>,
-    lease: std::time::Duration,
-    take_all_at_start: bool,
-    retention: std::time::Duration,
-) {
-    use std::time::SystemTime;
-    let mut first = true;
-    let mut last_prune: Option<tokio::time::Instant> = None;
-    // Heartbeats at a third of the lease at most; take-overs looked for at least twice a second,
-    // so an execution handed back at shutdown (lease released) moves on within ~0.5 s whatever
-    // the lease timeout.
-    let mut tick = tokio::time::interval((lease / 3).min(std::time::Duration::from_millis(500)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = SystemTime::now();
-        // Retention: at most once a minute, whichever replica gets there.
-        if last_prune.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
-            last_prune = Some(tokio::time::Instant::now());
-            match store.prune_finished(now - retention).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("retention: deleted {n} finished execution(s) older than {retention:?}"),
-                Err(e) => tracing::warn!("retention: {e}"),
+/// replica died, or this process restarted).
+pub struct LeaseKeeper {
+    pub store: Arc<dyn JournalStore>,
+    pub registry: Arc<Registry>,
+    pub engine: Engine,
+    pub owner: Arc<str>,
+    pub lease: std::time::Duration,
+    /// With an embedded SQLite store no other replica can exist, so everything unfinished is
+    /// this node's to resume at once.
+    pub take_all_at_start: bool,
+    pub retention: std::time::Duration,
+    /// Where resumed executions run.
+    pub tasks: Tasks,
+}
+
+impl LeaseKeeper {
+    pub async fn run(self, shutdown: CancellationToken) {
+        use std::time::SystemTime;
+        let mut first = true;
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        // Heartbeats at a third of the lease at most; take-overs looked for at least twice a
+        // second, so an execution handed back at shutdown (lease released) moves on within ~0.5 s
+        // whatever the lease timeout.
+        let mut tick = tokio::time::interval((self.lease / 3).min(std::time::Duration::from_millis(500)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
             }
-        }
-        let running: Vec<String> = engine.running_durable().iter().map(|id| id.to_string()).collect();
-        if let Err(e) = store.renew_leases(&owner, &running, now + lease).await {
-            tracing::warn!("renewing leases: {e}");
-        }
-        // "Expired before the far future" is everything: the embedded node's own leftovers.
-        let cutoff =
-            if first && take_all_at_start { now + std::time::Duration::from_secs(100 * 365 * 86_400) } else { now };
-        first = false;
-        let claimed = match store.claim_expired(&owner, cutoff, now + lease, 100).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("claiming expired executions: {e}");
-                continue;
+            let now = SystemTime::now();
+            // Retention: at most once a minute, whichever replica gets there.
+            if last_prune.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                last_prune = Some(tokio::time::Instant::now());
+                match self.store.prune_finished(now - self.retention).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!("retention: deleted {n} finished execution(s) older than {:?}", self.retention)
+                    }
+                    Err(e) => tracing::warn!("retention: {e}"),
+                }
             }
-        };
-        for u in claimed {
-            if engine.running(&u.start.id).is_some() {
-                continue; // ours already (a late heartbeat let our own lease lapse)
+            let running: Vec<String> = self.engine.running_durable().iter().map(|id| id.to_string()).collect();
+            if let Err(e) = self.store.renew_leases(&self.owner, &running, now + self.lease).await {
+                tracing::warn!("renewing leases: {e}");
             }
-            let pattern = match registry.executable_fresh(&u.start.pattern_name, &u.start.pattern_version).await {
-                Ok(p) => p,
+            // "Expired before the far future" is everything: the embedded node's own leftovers.
+            let far = now + std::time::Duration::from_secs(100 * 365 * 86_400);
+            let cutoff = if first && self.take_all_at_start { far } else { now };
+            first = false;
+            let claimed = match self.store.claim_expired(&self.owner, cutoff, now + self.lease, 100).await {
+                Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(execution = %u.start.id, "cannot resume: {e}");
+                    tracing::warn!("claiming expired executions: {e}");
                     continue;
                 }
             };
-            let input = serde_json::from_str::<serde_json::Value>(&u.start.input)
-                .map(|v| nexus_core::value::serde_to_cel(&v))
-                .unwrap_or(cel::Value::Null);
-            tracing::info!(
-                execution = %u.start.id, pattern = %u.start.pattern_name, completed_steps = u.steps.len(),
-                "taking over a durable execution"
-            );
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                let (id, tenant) = (Arc::from(u.start.id.as_str()), Arc::from(u.start.tenant.as_str()));
-                engine.resume(pattern, id, input, u.start.idempotency_key, tenant, &u.steps).await;
-            });
+            // Leaving: what was just claimed is released with this replica's other leases.
+            if shutdown.is_cancelled() {
+                return;
+            }
+            for u in claimed {
+                self.take_over(u).await;
+            }
         }
+    }
+
+    async fn take_over(&self, u: nexus_store::UnfinishedExecution) {
+        if self.engine.running(&u.start.id).is_some() {
+            return; // ours already (a late heartbeat let our own lease lapse)
+        }
+        let pattern = match self.registry.executable_fresh(&u.start.pattern_name, &u.start.pattern_version).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(execution = %u.start.id, "cannot resume: {e}");
+                return;
+            }
+        };
+        let input = serde_json::from_str::<serde_json::Value>(&u.start.input)
+            .map(|v| nexus_core::value::serde_to_cel(&v))
+            .unwrap_or(cel::Value::Null);
+        tracing::info!(
+            execution = %u.start.id, pattern = %u.start.pattern_name, completed_steps = u.steps.len(),
+            "taking over a durable execution"
+        );
+        let engine = self.engine.clone();
+        self.tasks.spawn(async move {
+            let (id, tenant) = (Arc::from(u.start.id.as_str()), Arc::from(u.start.tenant.as_str()));
+            engine.resume(pattern, id, input, u.start.idempotency_key, tenant, &u.steps).await;
+        });
     }
 }

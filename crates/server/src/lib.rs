@@ -14,6 +14,7 @@ mod error;
 mod graph;
 mod invoker;
 mod journal;
+mod lifecycle;
 mod limits;
 mod registry;
 
@@ -24,7 +25,7 @@ use nexus_store::{PgStore, SqliteStore};
 
 /// The store as the registry, the journal and authentication see it (one object).
 type Stores = (Arc<dyn registry::RegistryStore>, Arc<dyn nexus_store::JournalStore>, Arc<dyn nexus_store::AuthStore>);
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer;
 
 pub use config::{AuthConfig, Config, ConfigError, JwtConfig, ServiceConfig, StoreConfig, parse_duration};
@@ -78,19 +79,36 @@ start_error_from!(
     tonic_reflection::server::Error => Reflection,
 );
 
-/// A running Nexus server.
+/// A running Nexus server. Dropping it stops every part at once; [`Nexus::shutdown`] stops them
+/// in order, gracefully.
 pub struct Nexus {
     addr: SocketAddr,
     services: usize,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    /// The listener's task (kept apart: past the grace period it is aborted).
+    server: JoinHandle<std::io::Result<()>>,
+    /// Every other long-running part, and the signals that stop each stage.
+    tasks: lifecycle::Tasks,
+    stages: lifecycle::Stages,
     journal: Arc<dyn nexus_store::JournalStore>,
     /// This replica's name in the journal's leases.
     owner: Arc<str>,
     engine: Engine,
-    /// Heartbeats, take-overs and retention.
+    /// Heartbeats, take-overs and retention (awaited at shutdown before leases are released).
     leases: JoinHandle<()>,
     grace: Duration,
+}
+
+impl Drop for Nexus {
+    fn drop(&mut self) {
+        self.stages.stop_all();
+    }
+}
+
+/// What a graceful shutdown left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Tasks of this server still running when shutdown gave up waiting (0 when clean).
+    pub tasks_left: usize,
 }
 
 impl Nexus {
@@ -134,35 +152,26 @@ impl Nexus {
         }
         let registry = Arc::new(registry::Registry::load(store, catalog.clone(), restricted).await?);
         let open = !authenticator.required();
-        let refresher = tokio::spawn(refresh_loop(registry.clone(), config.refresh_interval));
-        let usage = tokio::spawn(usage_loop(registry.clone()));
         let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
         let owner: Arc<str> = Arc::from(format!("replica-{}", uuid::Uuid::now_v7().simple()));
-        let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history))).with_journal(Arc::new(
-            journal::StoreBackedJournal::new(
-                journal_store.clone(),
-                owner.clone(),
-                config.lease_timeout,
-                config.outage_wait,
-                if config.store.url.is_some() { 4 } else { 1 },
-            ),
-        ));
-        let leases = tokio::spawn(journal::lease_loop(
+        let (journal, journal_writers) = journal::StoreBackedJournal::new(
             journal_store.clone(),
-            registry.clone(),
-            engine.clone(),
             owner.clone(),
             config.lease_timeout,
-            config.store.url.is_none(),
-            config.retention,
-        ));
+            config.outage_wait,
+            if config.store.url.is_some() { 4 } else { 1 },
+        );
+        let engine =
+            Engine::new(invoker, Arc::new(History::new(config.execution_history))).with_journal(Arc::new(journal));
+        let (tasks, stages) = (lifecycle::Tasks::default(), lifecycle::Stages::new());
         let app = router(
             api::Api::new(
-                registry,
+                registry.clone(),
                 engine.clone(),
                 journal_store.clone(),
                 auth_store,
                 config.limits.max_in_flight_per_caller,
+                tasks.clone(),
             ),
             authenticator,
         )
@@ -177,29 +186,41 @@ impl Nexus {
                  (listening on {addr}; use --require-auth with API keys from `nexus token create` before exposing it)"
             );
         }
-        let (tx, rx) = oneshot::channel::<()>();
+        // Everything that runs in the background, started now that nothing can fail any more.
+        tasks.spawn(journal_writers.run(stages.journal.clone()));
+        tasks.spawn(
+            registry::PatternRefresh { registry: registry.clone(), every: config.refresh_interval }
+                .run(stages.background.clone()),
+        );
+        tasks.spawn(registry::UsageCounts { registry: registry.clone() }.run(stages.background.clone()));
+        let keeper = journal::LeaseKeeper {
+            store: journal_store.clone(),
+            registry,
+            engine: engine.clone(),
+            owner: owner.clone(),
+            lease: config.lease_timeout,
+            take_all_at_start: config.store.url.is_none(),
+            retention: config.retention,
+            tasks: tasks.clone(),
+        };
+        let leases = tokio::spawn(keeper.run(stages.leases.clone()));
         // Small messages: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to responses.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!("cannot set TCP_NODELAY: {e}");
             }
         });
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, tower::make::Shared::new(app))
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-            refresher.abort();
-            usage.abort();
-            served
+        let accept = stages.accept.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, tower::make::Shared::new(app)).with_graceful_shutdown(accept.cancelled_owned()).await
         });
         tracing::info!(%addr, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
         Ok(Self {
             addr,
             services: catalog.services().len(),
-            shutdown: Some(tx),
-            task,
+            server,
+            tasks,
+            stages,
             journal: journal_store,
             owner,
             engine,
@@ -222,16 +243,19 @@ impl Nexus {
         self.grace
     }
 
-    /// Graceful shutdown: stops accepting connections and new executions, hands every durable
-    /// execution running here back at once (stopped where it is, its lease released, so another
-    /// replica continues it from its last journaled step — or this node after a restart), lets
-    /// in-flight ephemeral executions and other requests finish within `grace`, and returns.
-    pub async fn shutdown(mut self, grace: Duration) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    /// Graceful shutdown, in this order (ARCHITECTURE.md, "Shutdown"): stop accepting
+    /// connections; stop lease heartbeats and take-overs; hand every durable execution running
+    /// here back at once (stopped where it is, its lease released, so another replica continues
+    /// it from its last journaled step — or this node after a restart); let in-flight ephemeral
+    /// executions and other requests finish within `grace`; flush usage counts and stop the
+    /// background loops; let the journal's writers commit what is queued; wait for every task.
+    pub async fn shutdown(mut self, grace: Duration) -> Stopped {
+        self.stages.accept.cancel();
         // No more heartbeats or take-overs from here: this replica is leaving.
-        self.leases.abort();
+        self.stages.leases.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.leases).await.is_err() {
+            self.leases.abort();
+        }
         let handed = self.engine.suspend_durable();
         // Their tasks stop at the next await; give them a moment so no late journal write of
         // theirs lands after another replica has taken over.
@@ -246,44 +270,30 @@ impl Nexus {
             Ok(_) => {}
             Err(e) => tracing::warn!("releasing leases: {e}"),
         }
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+        if tokio::time::timeout(grace, &mut self.server).await.is_err() {
             tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
-            self.task.abort();
+            self.server.abort();
         }
+        self.stages.background.cancel();
+        // Executions still running here (past the grace period) end as their requests did.
+        self.stages.journal.cancel();
+        let tasks_left = self.tasks.wait(Duration::from_secs(5)).await;
+        if tasks_left > 0 {
+            tracing::warn!("{tasks_left} task(s) still running after shutdown");
+        }
+        Stopped { tasks_left }
+    }
+
+    /// Tasks of this server running now (background parts, resumed executions, streams).
+    pub fn tasks_running(&self) -> usize {
+        self.tasks.running()
     }
 
     /// Runs until the server stops (it stops on [`Nexus::shutdown`] or a fatal error).
     pub async fn wait(mut self) -> std::io::Result<()> {
-        match (&mut self.task).await {
+        match (&mut self.server).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
-        }
-    }
-}
-
-/// Picks up patterns registered by other replicas sharing the store.
-async fn refresh_loop(registry: Arc<registry::Registry>, every: Duration) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        match registry.refresh_recent().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("{n} pattern version(s) registered elsewhere are now available"),
-            Err(e) => tracing::warn!("refreshing patterns from the store: {e}"),
-        }
-    }
-}
-
-/// Adds the executions counted in memory to the store's usage figures, every few seconds.
-async fn usage_loop(registry: Arc<registry::Registry>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = registry.flush_usage().await {
-            tracing::warn!("recording pattern usage: {e}");
         }
     }
 }

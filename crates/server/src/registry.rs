@@ -521,3 +521,55 @@ fn dependencies(p: &CompiledPattern) -> (Vec<String>, Vec<String>) {
     }
     (uses.into_iter().collect(), calls.into_iter().collect())
 }
+
+/// Picks up patterns registered by other replicas sharing the store, every `every`.
+pub struct PatternRefresh {
+    pub registry: Arc<Registry>,
+    pub every: std::time::Duration,
+}
+
+impl PatternRefresh {
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(self.every.max(std::time::Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.registry.refresh_recent().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("{n} pattern version(s) registered elsewhere are now available"),
+                Err(e) => tracing::warn!("refreshing patterns from the store: {e}"),
+            }
+        }
+    }
+}
+
+/// Adds the executions counted in memory to the store's usage figures every few seconds, and
+/// once more on the way out (no count is lost at shutdown).
+pub struct UsageCounts {
+    pub registry: Arc<Registry>,
+}
+
+impl UsageCounts {
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let last = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            if let Err(e) = self.registry.flush_usage().await {
+                tracing::warn!("recording pattern usage: {e}");
+            }
+            if last {
+                return;
+            }
+        }
+    }
+}

@@ -97,7 +97,7 @@ impl Api {
         let engine = self.engine.clone();
         // The execution runs on its own task; when the caller goes away the stream (and `rx`) is
         // dropped, the engine notices and cancels the execution and its backend calls.
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(e) = engine.run_checked(request, Some(tx)).await {
                 tracing::warn!("streamed execution not run: {e}");
             }

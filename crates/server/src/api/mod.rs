@@ -26,6 +26,8 @@ pub struct Api {
     access: access::Access,
     /// Executions in flight per caller.
     in_flight: crate::limits::InFlight,
+    /// Where streamed executions run (the server waits for them at shutdown).
+    tasks: crate::lifecycle::Tasks,
 }
 
 impl Api {
@@ -35,6 +37,7 @@ impl Api {
         journal: Arc<dyn nexus_store::JournalStore>,
         audit: Arc<dyn nexus_store::AuthStore>,
         max_in_flight_per_caller: usize,
+        tasks: crate::lifecycle::Tasks,
     ) -> Self {
         Self {
             access: access::Access::new(registry.clone(), audit),
@@ -42,6 +45,7 @@ impl Api {
             engine,
             journal,
             in_flight: crate::limits::InFlight::new(max_in_flight_per_caller),
+            tasks,
         }
     }
 }
