@@ -12,8 +12,8 @@ mod catalog;
 mod execution;
 #[path = "api/marketplace.rs"]
 mod marketplace;
-#[path = "api/semantics.rs"]
-mod semantics;
+#[path = "api/streams.rs"]
+mod streams;
 #[path = "api/transports.rs"]
 mod transports;
 #[path = "api/validation.rs"]
