@@ -489,12 +489,14 @@ output:
         reply CreateUser ok
         call CreateUser {"email":"b@x","display_name":"n1"} key=users/1
         reply CreateUser ok
-    "#]].assert_eq(&script.untimed_trace());
+    "#]]
+    .assert_eq(&script.untimed_trace());
     expect![[r#"
         Succeeded
           users Succeeded [10ms:OK 1ms:UNAVAILABLE 10ms:OK 10ms:OK]
         output {"names":["n0","n1","n2"]}
-    "#]].assert_eq(&summary(&record));
+    "#]]
+    .assert_eq(&summary(&record));
     assert_eq!(record.steps[0].items, 3);
 }
 
@@ -680,7 +682,8 @@ async fn reading_a_skippable_step_needs_a_has_guard() {
             "call SendEmail {\"to\":\"a@b.c\",\"subject\":\"Welcome Ada\",\"body\":\"https://cdn/a.png\"} key=welcome",
             "call SendEmail {\"to\":\"a@b.c\",\"subject\":\"Welcome Ada\",\"body\":\"none\"} key=welcome",
         ]
-    "#]].assert_debug_eq(&mails);
+    "#]]
+    .assert_debug_eq(&mails);
 }
 
 /// A test registry of compiled patterns, for sub-pattern calls.
