@@ -16,32 +16,6 @@ use nexus_demo::method;
 use nexus_server::proto::nexus_service_client::NexusServiceClient;
 use rand::Rng;
 
-const PATTERN: &str = r#"
-name: durable_five
-version: 1.0.0
-durability: durable
-input: {type: object, required: [email], properties: {email: {type: string}}}
-steps:
-  - id: s1
-    call: demo.user.v1.UserService/CreateUser
-    with: {email: "${{ input.email }}"}
-  - id: s2
-    call: demo.asset.v1.AssetService/UploadAsset
-    with: {owner_id: "${{ steps.s1.user.id }}", source_url: "https://x/a.png"}
-  - id: s3
-    call: demo.notification.v1.NotificationService/SendEmail
-    with: {to: "${{ input.email }}", subject: "${{ steps.s2.asset.id }}"}
-  - id: s4
-    call: demo.notification.v1.NotificationService/SendPush
-    with: {user_id: "${{ steps.s1.user.id }}", title: "${{ steps.s3.message_id }}"}
-  - id: s5
-    call: demo.broadcast.v1.BroadcastService/CheckAccess
-    with: {broadcast_id: "public-${{ steps.s4.message_id }}", user_id: "${{ steps.s1.user.id }}"}
-output:
-  user: "${{ steps.s1.user.id }}"
-  access: "${{ steps.s5.allowed }}"
-"#;
-
 const METHODS: [&str; 5] =
     [method::CREATE_USER, method::UPLOAD_ASSET, method::SEND_EMAIL, method::SEND_PUSH, method::CHECK_ACCESS];
 
@@ -98,6 +72,15 @@ async fn succeeded(c: &mut NexusServiceClient<tonic::transport::Channel>, id: &s
         };
         assert!(Instant::now() < deadline, "execution {id} did not finish within {within:?}: {running}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `condition` holds, checking every 10 ms; panics naming `what` after `within`.
+async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -223,9 +206,10 @@ async fn start_durable(
     .into_inner()
 }
 
-/// Registers the 5-step durable pattern.
+/// Registers the 5-step durable pattern (`tests/data/durable_five.yaml`).
 async fn register_pattern(c: &mut NexusServiceClient<tonic::transport::Channel>) {
-    c.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(PATTERN).unwrap()) })
+    let text = include_str!("data/durable_five.yaml");
+    c.register_pattern(pb::RegisterPatternRequest { pattern: Some(nexus_core::document::parse(text).unwrap()) })
         .await
         .unwrap();
 }
@@ -332,6 +316,8 @@ async fn sigterm_hands_durable_executions_to_another_replica_at_once() {
 struct Outage {
     addr: std::net::SocketAddr,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections refused while the database was away: the replica trying to reach it.
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -340,12 +326,14 @@ impl Outage {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, conns2) = (up.clone(), conns.clone());
+        let (up2, refused2, conns2) = (up.clone(), refused.clone(), conns.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else { return };
                 if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    refused2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     continue; // dropped: connection reset
                 }
                 let target = target.clone();
@@ -357,7 +345,7 @@ impl Outage {
                 conns2.lock().unwrap().push(h);
             }
         });
-        Self { addr, up, conns }
+        Self { addr, up, refused, conns }
     }
 
     fn cut(&self) {
@@ -367,13 +355,18 @@ impl Outage {
         }
     }
 
+    fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
-/// The database goes away for 2 s while durable executions run: their journal writes wait for
-/// it, and every execution succeeds once it is back; nothing is lost or failed.
+/// The database goes away while durable executions run, until the replica has been refused by it
+/// several times (its journal writes failing and retried with backoff): the writes wait for it,
+/// and every execution succeeds once it is back; nothing is lost or failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_during_operation_delays_durable_executions_but_loses_none() {
     let db = PgSchema::new().await;
@@ -393,9 +386,23 @@ async fn a_database_outage_during_operation_delays_durable_executions_but_loses_
     let mut c = client(&server.addr).await;
     register_pattern(&mut c).await;
     let (ids, streams) = start_many(&mut c, "outage", 6, Duration::ZERO).await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually(Duration::from_secs(5), "the first step of every execution called", || {
+        demo.calls(method::CREATE_USER) >= ids.len() as u64
+    })
+    .await;
     outage.cut();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = Instant::now();
+    // The first steps end while the database is away: their results cannot be journaled, so no
+    // execution may start its second step (UploadAsset) until the database is back, however many
+    // times the replica retries.
+    eventually(Duration::from_secs(5), "every first step answered", || demo.in_flight(method::CREATE_USER) == 0).await;
+    let (uploads, refused) = (demo.calls(method::UPLOAD_ASSET), outage.refused());
+    eventually(Duration::from_secs(10), "the replica refused by the database 3 more times", || {
+        outage.refused() >= refused + 3
+    })
+    .await;
+    assert_eq!(demo.calls(method::UPLOAD_ASSET), uploads, "a step started before its dependency was journaled");
+    let down = cut.elapsed();
     outage.restore();
     let restored = Instant::now();
     // Each caller's stream ends with success: the executions waited for the database.
@@ -408,7 +415,8 @@ async fn a_database_outage_during_operation_delays_durable_executions_but_loses_
     }
     assert_steps_called_once_or_twice(&demo, &ids);
     println!(
-        "2 s database outage with {} durable executions in flight: all succeeded {:?} after it ended",
+        "{down:?} database outage ({} connections refused) with {} durable executions in flight: all succeeded {:?} after it ended",
+        outage.refused(),
         ids.len(),
         restored.elapsed()
     );

@@ -12,7 +12,7 @@ use std::{
 };
 
 use expect_test::{Expect, expect};
-use nexus_core::{Catalog, catalog::DescriptorSource, document, value};
+use nexus_core::{Catalog, CompiledPattern, catalog::DescriptorSource, document, value};
 use nexus_engine::{
     Call, CallError, Engine, ExecuteRequest, ExecutionRecord, History, Invoker, MessageStream, StepResponse, code_name,
 };
@@ -40,6 +40,8 @@ fn fail(latency_ms: u64, code: Code) -> Reply {
 struct Script {
     replies: Mutex<HashMap<String, Vec<Reply>>>,
     log: Mutex<Vec<(Duration, String)>>,
+    /// The `traceparent` of every unary call, in call order.
+    traceparents: Mutex<Vec<String>>,
     start: Instant,
 }
 
@@ -48,12 +50,18 @@ impl Script {
         Arc::new(Self {
             replies: Mutex::new(replies.iter().map(|(m, r)| (m.to_string(), r.clone())).collect()),
             log: Mutex::new(Vec::new()),
+            traceparents: Mutex::new(Vec::new()),
             start: Instant::now(),
         })
     }
 
     fn event(&self, what: String) {
         self.log.lock().unwrap().push((self.start.elapsed(), what));
+    }
+
+    /// The trace without its times, for runs whose timing is random (retry backoff has jitter).
+    fn untimed_trace(&self) -> String {
+        self.log.lock().unwrap().iter().map(|(_, what)| format!("{what}\n")).collect()
     }
 
     fn trace(&self) -> String {
@@ -89,6 +97,7 @@ impl Invoker for Script {
             "call {method} {request} key={}",
             call.idempotency_key.split_once('/').map_or("", |(_, k)| k)
         ));
+        self.traceparents.lock().unwrap().push(call.traceparent.clone().unwrap_or_default());
         let reply = {
             let mut replies = self.replies.lock().unwrap();
             let queue = replies.get_mut(&*call.action.name).expect("scripted method");
@@ -144,44 +153,47 @@ const UPLOAD: &str = "demo.asset.v1.AssetService/UploadAsset";
 const EMAIL: &str = "demo.notification.v1.NotificationService/SendEmail";
 const PUSH: &str = "demo.notification.v1.NotificationService/SendPush";
 
-const USER_CREATION: &str = r#"
-name: user_creation
-version: 1.0.0
-input: {type: object, required: [email, name], properties: {email: {type: string}, name: {type: string}, avatar_url: {type: string}}}
-steps:
-  - id: user
-    call: demo.user.v1.UserService/CreateUser
-    with: {email: "${{ input.email }}", display_name: "${{ input.name }}"}
-    retry: {max_attempts: 3, initial_backoff: 0.1s, multiplier: 2}
-    timeout: 1s
-  - id: avatar
-    when: "${{ has(input.avatar_url) }}"
-    call: demo.asset.v1.AssetService/UploadAsset
-    with: {owner_id: "${{ steps.user.user.id }}", source_url: "${{ input.avatar_url }}"}
-  - id: welcome
-    call: demo.notification.v1.NotificationService/SendEmail
-    with: {to: "${{ input.email }}", subject: "Welcome ${{ input.name }}"}
-    depends_on: [user]
-output:
-  user_id: "${{ steps.user.user.id }}"
-  avatar_url: "${{ steps.avatar.asset.url }}"
-"#;
+/// A pattern document from `tests/data/`.
+fn doc(name: &str) -> String {
+    let path = format!("{}/tests/data/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Compiles a pattern document against the demo catalog (sub-patterns from `patterns`).
+fn compile_with(doc: &str, patterns: &dyn nexus_core::PatternLookup) -> Arc<CompiledPattern> {
+    let (pattern, _) = nexus_core::compile(&document::parse(doc).unwrap(), &catalog(), patterns)
+        .unwrap_or_else(|d| panic!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
+    Arc::new(pattern)
+}
+
+fn compile(doc: &str) -> Arc<CompiledPattern> {
+    compile_with(doc, &nexus_core::NoPatterns)
+}
+
+/// A request to run `pattern` on `input`, with no deadline, key or caller's trace.
+fn request(pattern: &Arc<CompiledPattern>, input: serde_json::Value) -> ExecuteRequest {
+    ExecuteRequest {
+        pattern: pattern.clone(),
+        input: value::serde_to_cel(&input),
+        deadline: None,
+        idempotency_key: None,
+        traceparent: None,
+        tenant: Arc::from("t"),
+    }
+}
 
 async fn run(doc: &str, script: &Arc<Script>, input: serde_json::Value) -> Arc<ExecutionRecord> {
-    let (pattern, _) = nexus_core::compile(&document::parse(doc).unwrap(), &catalog(), &nexus_core::NoPatterns)
-        .unwrap_or_else(|d| panic!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
     let engine = Engine::new(script.clone(), Arc::new(History::new(100)));
-    engine
-        .execute(ExecuteRequest {
-            pattern: Arc::new(pattern),
-            input: value::serde_to_cel(&input),
-            deadline: None,
-            idempotency_key: None,
-            traceparent: None,
-            tenant: Arc::from("t"),
-        })
-        .await
-        .unwrap()
+    engine.execute(request(&compile(doc), input)).await.unwrap()
+}
+
+/// Waits, on the paused clock, until `condition` holds; panics naming `what` after `within`.
+async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// The record, one line per step: status, attempts (code after duration) and the error.
@@ -227,7 +239,7 @@ async fn independent_steps_run_in_parallel_after_their_dependency() {
         (EMAIL, vec![ok(20, serde_json::json!({"message_id": "m1"}))]),
     ]);
     let input = serde_json::json!({"email": "a@b.c", "name": "Ada", "avatar_url": "https://x/a.png"});
-    let record = run(USER_CREATION, &script, input).await;
+    let record = run(&doc("user_creation"), &script, input).await;
     check(
         &script,
         &record,
@@ -253,7 +265,7 @@ async fn independent_steps_run_in_parallel_after_their_dependency() {
 #[tokio::test(start_paused = true)]
 async fn a_false_condition_skips_the_step_and_its_output_field() {
     let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
-    let record = run(USER_CREATION, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    let record = run(&doc("user_creation"), &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
     check(
         &script,
         &record,
@@ -279,7 +291,7 @@ async fn transient_failures_are_retried_with_backoff_and_the_same_idempotency_ke
         (CREATE_USER, vec![fail(1, Code::Unavailable), fail(1, Code::Unavailable), user_ok()]),
         (EMAIL, vec![ok(5, serde_json::json!({}))]),
     ]);
-    let record = run(USER_CREATION, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    let record = run(&doc("user_creation"), &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
     assert_eq!(record.steps[0].attempts.len(), 3);
     // Backoff with jitter: the second attempt starts 50-100 ms after the first failure, the third
     // 100-200 ms after the second.
@@ -306,7 +318,7 @@ async fn transient_failures_are_retried_with_backoff_and_the_same_idempotency_ke
 async fn a_permanent_failure_is_not_retried_and_stops_the_execution() {
     let script =
         Script::new(&[(CREATE_USER, vec![fail(3, Code::AlreadyExists)]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
-    let record = run(USER_CREATION, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    let record = run(&doc("user_creation"), &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
     check(
         &script,
         &record,
@@ -326,7 +338,7 @@ async fn a_permanent_failure_is_not_retried_and_stops_the_execution() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_attempt_hits_the_step_timeout() {
     let script = Script::new(&[(CREATE_USER, vec![ok(5_000, serde_json::json!({}))])]);
-    let record = run(USER_CREATION, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    let record = run(&doc("user_creation"), &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
     check(
         &script,
         &record,
@@ -343,24 +355,11 @@ async fn a_slow_attempt_hits_the_step_timeout() {
     );
 }
 
-const FAN: &str = r#"
-name: fan
-version: 1.0.0
-timeout: 2s
-steps:
-  - id: email
-    call: demo.notification.v1.NotificationService/SendEmail
-    with: {to: "x@y.z"}
-  - id: push
-    call: demo.notification.v1.NotificationService/SendPush
-    with: {user_id: "u1"}
-"#;
-
 #[tokio::test(start_paused = true)]
 async fn a_failure_cancels_the_steps_still_in_flight() {
     let script =
         Script::new(&[(EMAIL, vec![fail(10, Code::InvalidArgument)]), (PUSH, vec![ok(1_000, serde_json::json!({}))])]);
-    let record = run(FAN, &script, serde_json::json!({})).await;
+    let record = run(&doc("fan"), &script, serde_json::json!({})).await;
     check(
         &script,
         &record,
@@ -382,7 +381,7 @@ async fn a_failure_cancels_the_steps_still_in_flight() {
 async fn the_execution_deadline_bounds_every_step() {
     let script =
         Script::new(&[(EMAIL, vec![ok(5, serde_json::json!({}))]), (PUSH, vec![ok(3_000, serde_json::json!({}))])]);
-    let record = run(FAN, &script, serde_json::json!({})).await;
+    let record = run(&doc("fan"), &script, serde_json::json!({})).await;
     check(
         &script,
         &record,
@@ -403,20 +402,9 @@ async fn the_execution_deadline_bounds_every_step() {
 #[tokio::test(start_paused = true)]
 async fn input_that_violates_the_schema_is_refused_before_any_call() {
     let script = Script::new(&[(CREATE_USER, vec![user_ok()])]);
-    let (pattern, _) =
-        nexus_core::compile(&document::parse(USER_CREATION).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
-    let err = engine
-        .execute(ExecuteRequest {
-            pattern: Arc::new(pattern),
-            input: value::serde_to_cel(&serde_json::json!({"name": 3})),
-            deadline: None,
-            idempotency_key: None,
-            traceparent: None,
-            tenant: Arc::from("t"),
-        })
-        .await
-        .unwrap_err();
+    let err =
+        engine.execute(request(&compile(&doc("user_creation")), serde_json::json!({"name": 3}))).await.unwrap_err();
     expect![[r#"the input does not match the pattern's input schema: input.email: required property is missing; input.name: expected "string", got int"#]]
         .assert_eq(&err.to_string());
     assert_eq!(script.trace(), "");
@@ -469,6 +457,47 @@ output:
             output {"ids":["m0","m1","m2","m3"]}
         "#]],
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_for_each_item_is_retried_alone_under_its_own_key() {
+    let doc = r#"
+name: create_all
+version: 1.0.0
+input: {type: object, properties: {emails: {type: array, items: {type: string}}}}
+steps:
+  - id: users
+    call: demo.user.v1.UserService/CreateUser
+    for_each: "${{ input.emails }}"
+    retry: {max_attempts: 3, initial_backoff: 0.1s}
+    with: {email: "${{ item }}", display_name: "n${{ index }}"}
+output:
+  names: "${{ steps.users.map(u, u.user.display_name) }}"
+"#;
+    // Item 1 fails once and, retried after its backoff, finishes last: the output must still be
+    // in item order, and only item 1 is called again.
+    let user =
+        |n: u32| ok(10, serde_json::json!({"user": {"id": format!("usr_{n}"), "display_name": format!("n{n}")}}));
+    let script = Script::new(&[(CREATE_USER, vec![user(0), fail(1, Code::Unavailable), user(2), user(1)])]);
+    let record = run(doc, &script, serde_json::json!({"emails": ["a@x", "b@x", "c@x"]})).await;
+    expect![[r#"
+        call CreateUser {"email":"a@x","display_name":"n0"} key=users/0
+        call CreateUser {"email":"b@x","display_name":"n1"} key=users/1
+        call CreateUser {"email":"c@x","display_name":"n2"} key=users/2
+        reply CreateUser UNAVAILABLE
+        reply CreateUser ok
+        reply CreateUser ok
+        call CreateUser {"email":"b@x","display_name":"n1"} key=users/1
+        reply CreateUser ok
+    "#]]
+    .assert_eq(&script.untimed_trace());
+    expect![[r#"
+        Succeeded
+          users Succeeded [10ms:OK 1ms:UNAVAILABLE 10ms:OK 10ms:OK]
+        output {"names":["n0","n1","n2"]}
+    "#]]
+    .assert_eq(&summary(&record));
+    assert_eq!(record.steps[0].items, 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -530,24 +559,12 @@ steps:
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_compensation_fails_the_execution_with_both_errors() {
-    let doc = r#"
-name: saga
-version: 1.0.0
-steps:
-  - id: first
-    call: demo.user.v1.UserService/CreateUser
-    with: {email: "one@x"}
-    compensate: {call: demo.user.v1.UserService/DeleteUser, with: {user_id: "${{ steps.first.user.id }}"}}
-  - id: notify
-    call: demo.notification.v1.NotificationService/SendEmail
-    with: {to: "${{ steps.first.user.email }}"}
-"#;
     let script = Script::new(&[
         (CREATE_USER, vec![user_ok()]),
         (EMAIL, vec![fail(5, Code::Internal)]),
         (DELETE_USER, vec![fail(1, Code::Unavailable)]),
     ]);
-    let record = run(doc, &script, serde_json::json!({})).await;
+    let record = run(&doc("saga"), &script, serde_json::json!({})).await;
     expect![[r#"
         Failed INTERNAL: step `notify` (demo.notification.v1.NotificationService/SendEmail) failed: INTERNAL: scripted failure; then compensating step `first` (demo.user.v1.UserService/DeleteUser) failed: UNAVAILABLE: scripted failure
           first Succeeded [10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
@@ -557,45 +574,25 @@ steps:
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_stops_in_flight_calls_and_compensates() {
-    let doc = r#"
-name: cancellable
-version: 1.0.0
-steps:
-  - id: first
-    call: demo.user.v1.UserService/CreateUser
-    with: {email: "one@x"}
-    compensate: {call: demo.user.v1.UserService/DeleteUser, with: {user_id: "${{ steps.first.user.id }}"}}
-  - id: slow
-    call: demo.notification.v1.NotificationService/SendEmail
-    with: {to: "${{ steps.first.user.email }}"}
-"#;
     let script = Script::new(&[
         (CREATE_USER, vec![user_ok()]),
         (EMAIL, vec![ok(60_000, serde_json::json!({}))]),
         (DELETE_USER, vec![ok(1, serde_json::json!({"deleted": true}))]),
     ]);
-    let (pattern, _) =
-        nexus_core::compile(&document::parse(doc).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let request = ExecuteRequest {
-        pattern: Arc::new(pattern),
-        input: value::serde_to_cel(&serde_json::json!({})),
-        deadline: None,
-        idempotency_key: None,
-        traceparent: None,
-        tenant: Arc::from("t"),
-    };
+    let request = request(&compile(&doc("saga")), serde_json::json!({}));
     let task = tokio::spawn({
         let engine = engine.clone();
         async move { engine.execute_observed(request, tx).await.unwrap() }
     });
-    // Cancel once `slow` is in flight.
+    // Cancel once `notify`'s call has reached the backend.
     let mut id = None;
     while let Some(e) = rx.recv().await {
         id = Some(e.execution_id.clone());
-        if matches!(&e.event, nexus_engine::Event::StepStarted { step, .. } if &**step == "slow") {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if matches!(&e.event, nexus_engine::Event::StepStarted { step, .. } if &**step == "notify") {
+            eventually(Duration::from_secs(1), "the call of `notify`", || script.trace().contains("call SendEmail"))
+                .await;
             assert!(engine.cancel(&e.execution_id));
         }
         if matches!(e.event, nexus_engine::Event::Finished(_)) {
@@ -608,20 +605,85 @@ steps:
         &script,
         &record,
         expect![[r#"
-        0ms call CreateUser {"email":"one@x"} key=first
-        10ms reply CreateUser ok
-        10ms call SendEmail {"to":"a@b.c"} key=slow
-        110ms cancelled SendEmail
-        110ms call DeleteUser {"user_id":"usr_1"} key=first/compensate
-        111ms reply DeleteUser ok
-    "#]],
+            0ms call CreateUser {"email":"one@x"} key=first
+            10ms reply CreateUser ok
+            10ms call SendEmail {"to":"a@b.c"} key=notify
+            10ms cancelled SendEmail
+            10ms call DeleteUser {"user_id":"usr_1"} key=first/compensate
+            11ms reply DeleteUser ok
+        "#]],
         expect![[r#"
-        Cancelled CANCELLED: the execution was cancelled
-          first Succeeded [10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
-          slow Cancelled []
-    "#]],
+            Cancelled CANCELLED: the execution was cancelled
+              first Succeeded [10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
+              notify Cancelled []
+        "#]],
     );
     assert!(!engine.cancel(&record.id), "a finished execution cannot be cancelled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn backend_calls_continue_the_callers_trace_with_a_span_each() {
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
+    let pattern = compile(&doc("user_creation"));
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
+    let input = serde_json::json!({"email": "a@b.c", "name": "Ada"});
+    engine
+        .execute(ExecuteRequest { traceparent: Some(CALLER.into()), ..request(&pattern, input.clone()) })
+        .await
+        .unwrap();
+    engine.execute(request(&pattern, input)).await.unwrap();
+    let seen = script.traceparents.lock().unwrap().clone();
+    let parts: Vec<Vec<&str>> = seen.iter().map(|t| t.split('-').collect()).collect();
+    assert_eq!(parts.len(), 4, "{seen:?}");
+    for p in &parts {
+        assert!(p.len() == 4 && p[0] == "00" && p[1].len() == 32 && p[2].len() == 16 && p[3] == "01", "{seen:?}");
+    }
+    // With the caller's header: its trace id, a new span per call (neither the caller's).
+    assert_eq!((parts[0][1], parts[1][1]), ("4bf92f3577b34da6a3ce929d0e0e4736", "4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert!(parts[0][2] != parts[1][2] && !seen[..2].iter().any(|t| t.contains("00f067aa0ba902b7")), "{seen:?}");
+    // Without it: a trace of the execution's own, shared by its calls.
+    assert_eq!(parts[2][1], parts[3][1], "{seen:?}");
+    assert_ne!(parts[2][1], "4bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reading_a_skippable_step_needs_a_has_guard() {
+    let reader = |body: &str| {
+        doc("user_creation").replace(
+            "subject: \"Welcome ${{ input.name }}\"}",
+            &format!("subject: \"Welcome ${{{{ input.name }}}}\", body: \"{body}\"}}"),
+        )
+    };
+    // `avatar` may be skipped (its `when`): reading it unguarded is refused at registration.
+    let unguarded = reader("${{ steps.avatar.asset.url }}");
+    let errors =
+        nexus_core::compile(&document::parse(&unguarded).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap_err();
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    expect![[r#"
+        [
+            "error: steps[2].with.body: `steps.avatar.asset.url` reads step `avatar`, which has a `when` and may be skipped; guard it, e.g. `has(steps.avatar.asset.url) ? steps.avatar.asset.url : ...`, or depend on it with depends_on only",
+        ]
+    "#]].assert_debug_eq(&errors);
+
+    // Guarded, it reads the asset when the step ran and the fallback when it was skipped.
+    let guarded = reader("${{ has(steps.avatar.asset) ? steps.avatar.asset.url : 'none' }}");
+    let script = Script::new(&[
+        (CREATE_USER, vec![user_ok()]),
+        (UPLOAD, vec![ok(30, serde_json::json!({"asset": {"id": "ast_1", "url": "https://cdn/a.png"}}))]),
+        (EMAIL, vec![ok(5, serde_json::json!({}))]),
+    ]);
+    run(&guarded, &script, serde_json::json!({"email": "a@b.c", "name": "Ada", "avatar_url": "https://x/a.png"})).await;
+    run(&guarded, &script, serde_json::json!({"email": "a@b.c", "name": "Ada"})).await;
+    let trace = script.untimed_trace();
+    let mails: Vec<&str> = trace.lines().filter(|l| l.starts_with("call SendEmail")).collect();
+    expect![[r#"
+        [
+            "call SendEmail {\"to\":\"a@b.c\",\"subject\":\"Welcome Ada\",\"body\":\"https://cdn/a.png\"} key=welcome",
+            "call SendEmail {\"to\":\"a@b.c\",\"subject\":\"Welcome Ada\",\"body\":\"none\"} key=welcome",
+        ]
+    "#]]
+    .assert_debug_eq(&mails);
 }
 
 /// A test registry of compiled patterns, for sub-pattern calls.
@@ -659,9 +721,7 @@ steps:
 output:
   user: "${{ steps.user.user_id }}"
 "#;
-    let (callee, _) =
-        nexus_core::compile(&document::parse(callee).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
-    let registry = Registered(HashMap::from([("make_user@1.0.0".to_string(), Arc::new(callee))]));
+    let registry = Registered(HashMap::from([("make_user@1.0.0".to_string(), compile(callee))]));
 
     // The type check reaches into the callee: its input schema and its output mapping.
     let bad = caller
@@ -677,21 +737,11 @@ output:
         ]
     "#]].assert_debug_eq(&errors);
 
-    let (pattern, _) = nexus_core::compile(&document::parse(caller).unwrap(), &catalog(), &registry).unwrap();
+    let pattern = compile_with(caller, &registry);
     let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
     let history = Arc::new(History::new(10));
     let engine = Engine::new(script.clone(), history.clone());
-    let record = engine
-        .execute(ExecuteRequest {
-            pattern: Arc::new(pattern),
-            input: value::serde_to_cel(&serde_json::json!({})),
-            deadline: None,
-            idempotency_key: None,
-            traceparent: None,
-            tenant: Arc::from("t"),
-        })
-        .await
-        .unwrap();
+    let record = engine.execute(request(&pattern, serde_json::json!({}))).await.unwrap();
     check(
         &script,
         &record,
@@ -728,18 +778,9 @@ output:
 "#;
     let chunk = |n: u64| ok(10, serde_json::json!({"broadcast_id": "b1", "sequence": n.to_string()}));
     let script = Script::new(&[("demo.broadcast.v1.BroadcastService/Subscribe", vec![chunk(1), chunk(2), chunk(3)])]);
-    let (pattern, _) =
-        nexus_core::compile(&document::parse(doc).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let request = ExecuteRequest {
-        pattern: Arc::new(pattern),
-        input: value::serde_to_cel(&serde_json::json!({})),
-        deadline: None,
-        idempotency_key: None,
-        traceparent: None,
-        tenant: Arc::from("t"),
-    };
+    let request = request(&compile(doc), serde_json::json!({}));
     let task = tokio::spawn(async move { engine.execute_observed(request, tx).await.unwrap() });
     let start = tokio::time::Instant::now();
     let mut trace = String::new();
@@ -756,7 +797,8 @@ output:
             other => format!("{other:?}"),
         };
         let _ = writeln!(trace, "{at}ms {line}");
-        // A slow reader: the next message is not read from the backend until this one is taken.
+        // A slow reader (25 ms per event, the scripted client's behaviour, not a wait for a
+        // condition): the next message is not read from the backend until this one is taken.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let record = task.await.unwrap();
@@ -781,17 +823,11 @@ output:
 #[tokio::test(start_paused = true)]
 async fn an_idempotency_key_runs_the_pattern_once() {
     let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
-    let (pattern, _) =
-        nexus_core::compile(&document::parse(USER_CREATION).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
-    let pattern = Arc::new(pattern);
+    let pattern = compile(&doc("user_creation"));
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
     let request = |key: &str| ExecuteRequest {
-        pattern: pattern.clone(),
-        input: value::serde_to_cel(&serde_json::json!({"email": "a@b.c", "name": "Ada"})),
-        deadline: None,
         idempotency_key: Some(key.to_string()),
-        traceparent: None,
-        tenant: Arc::from("t"),
+        ..request(&pattern, serde_json::json!({"email": "a@b.c", "name": "Ada"}))
     };
     // Two concurrent requests and a later one with the same key share one execution.
     let (a, b) = tokio::join!(engine.execute(request("k1")), engine.execute(request("k1")));
@@ -839,37 +875,15 @@ impl nexus_engine::Journal for MemJournal {
     }
 }
 
-const DURABLE_SAGA: &str = r#"
-name: durable_saga
-version: 1.0.0
-durability: durable
-steps:
-  - id: first
-    call: demo.user.v1.UserService/CreateUser
-    with: {email: "one@x"}
-    compensate: {call: demo.user.v1.UserService/DeleteUser, with: {user_id: "${{ steps.first.user.id }}"}}
-  - id: notify
-    call: demo.notification.v1.NotificationService/SendEmail
-    with: {to: "${{ steps.first.user.email }}"}
-"#;
-
-fn durable_engine(script: &Arc<Script>) -> (Engine, Arc<MemJournal>, Arc<nexus_core::CompiledPattern>) {
-    let (pattern, _) =
-        nexus_core::compile(&document::parse(DURABLE_SAGA).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
-    let journal = Arc::new(MemJournal::default());
-    let engine = Engine::new(script.clone(), Arc::new(History::new(10))).with_journal(journal.clone());
-    (engine, journal, Arc::new(pattern))
+/// `saga`, durable.
+fn durable_saga() -> String {
+    doc("saga").replace("version: 1.0.0\n", "version: 1.0.0\ndurability: durable\n")
 }
 
-fn request(pattern: &Arc<nexus_core::CompiledPattern>) -> ExecuteRequest {
-    ExecuteRequest {
-        pattern: pattern.clone(),
-        input: value::serde_to_cel(&serde_json::json!({})),
-        deadline: None,
-        idempotency_key: None,
-        traceparent: None,
-        tenant: Arc::from("t"),
-    }
+fn durable_engine(script: &Arc<Script>) -> (Engine, Arc<MemJournal>, Arc<CompiledPattern>) {
+    let journal = Arc::new(MemJournal::default());
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10))).with_journal(journal.clone());
+    (engine, journal, compile(&durable_saga()))
 }
 
 #[tokio::test(start_paused = true)]
@@ -881,7 +895,7 @@ async fn an_unreachable_journal_suspends_the_execution_instead_of_failing_or_com
     ]);
     let (engine, journal, pattern) = durable_engine(&script);
     journal.fail_steps.store(true, std::sync::atomic::Ordering::SeqCst);
-    let record = engine.execute(request(&pattern)).await.unwrap();
+    let record = engine.execute(request(&pattern, serde_json::json!({}))).await.unwrap();
     // Left running in the journal (the only place that could record an outcome is down): no
     // compensation, no `finished`, not in this node's history; it resumes from the journal,
     // where `first` is not recorded, so it is called again (same idempotency key).
@@ -900,7 +914,7 @@ async fn an_unreachable_journal_suspends_the_execution_instead_of_failing_or_com
              first Cancelled []\n  notify Pending []\n"
         )
     );
-    assert_eq!(*journal.writes.lock().unwrap(), ["start durable_saga"]);
+    assert_eq!(*journal.writes.lock().unwrap(), ["start saga"]);
     assert!(engine.history().get(&record.id).is_none());
 }
 
@@ -918,33 +932,30 @@ async fn shutting_down_hands_durable_executions_back_and_lets_ephemeral_ones_fin
         (DELETE_USER, vec![ok(1, serde_json::json!({"deleted": true}))]),
     ]);
     let (engine, journal, durable) = durable_engine(&script);
-    let (ephemeral, _) = nexus_core::compile(
-        &document::parse(&DURABLE_SAGA.replace("durability: durable", "durability: ephemeral")).unwrap(),
-        &catalog(),
-        &nexus_core::NoPatterns,
-    )
-    .unwrap();
-    let ephemeral = Arc::new(ephemeral);
+    let ephemeral = compile(&doc("saga"));
     let d = tokio::spawn({
         let (engine, durable) = (engine.clone(), durable.clone());
-        async move { engine.execute(request(&durable)).await.unwrap() }
+        async move { engine.execute(request(&durable, serde_json::json!({}))).await.unwrap() }
     });
     let e = tokio::spawn({
         let engine = engine.clone();
-        async move { engine.execute(request(&ephemeral)).await.unwrap() }
+        async move { engine.execute(request(&ephemeral, serde_json::json!({}))).await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await; // both are in their 100 ms SendEmail
+    eventually(Duration::from_secs(1), "both executions in their 100 ms SendEmail", || {
+        script.trace().matches("call SendEmail").count() == 2
+    })
+    .await;
     assert_eq!(engine.running_durable().len(), 1);
     assert_eq!(engine.suspend_durable(), 1);
     let (d, e) = (d.await.unwrap(), e.await.unwrap());
     assert_eq!(d.status, nexus_engine::ExecutionStatus::Running, "{:?}", d.error);
     assert!(d.error.as_ref().unwrap().message.contains("continues on another replica"), "{:?}", d.error);
     assert_eq!(e.status, nexus_engine::ExecutionStatus::Succeeded, "{:?}", e.error);
-    assert_eq!(*journal.writes.lock().unwrap(), ["start durable_saga", "step first"], "no outcome journaled");
+    assert_eq!(*journal.writes.lock().unwrap(), ["start saga", "step first"], "no outcome journaled");
     assert!(!script.trace().contains("DeleteUser"), "nothing compensated:\n{}", script.trace());
     // New durable executions are refused before anything is journaled or called.
     let calls = script.trace().lines().count();
-    let refused = engine.execute(request(&durable)).await.unwrap();
+    let refused = engine.execute(request(&durable, serde_json::json!({}))).await.unwrap();
     assert_eq!(refused.status, nexus_engine::ExecutionStatus::Failed);
     assert_eq!(refused.error.as_ref().unwrap().code, Code::Unavailable);
     assert_eq!(script.trace().lines().count(), calls);

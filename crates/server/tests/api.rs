@@ -14,8 +14,8 @@ mod execution;
 mod lifecycle;
 #[path = "api/marketplace.rs"]
 mod marketplace;
-#[path = "api/semantics.rs"]
-mod semantics;
+#[path = "api/streams.rs"]
+mod streams;
 #[path = "api/transports.rs"]
 mod transports;
 #[path = "api/validation.rs"]

@@ -360,11 +360,12 @@ async fn replicas_on_postgres_share_patterns() -> anyhow::Result<()> {
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await?;
 
     let (demo_addr, _demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await?;
+    let refresh = std::time::Duration::from_millis(200);
     let replica = || Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         services: vec![ServiceConfig::from_flag(&format!("demo=http://{demo_addr}")).expect("flag")],
         store: StoreConfig { url: Some(url.clone()), schema: Some(schema.clone()), ..Default::default() },
-        refresh_interval: std::time::Duration::from_millis(200),
+        refresh_interval: refresh,
         ..Config::default()
     };
     let a = Nexus::start(replica()).await?;
@@ -389,12 +390,15 @@ async fn replicas_on_postgres_share_patterns() -> anyhow::Result<()> {
     let mut v2 = crate::common::pattern_file("user_creation")?;
     v2.version = "1.1.0".into();
     crate::common::register(&mut ca, v2).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let latest = cb
-        .get_pattern(nexus_core::pb::GetPatternRequest { name: "user_creation".into(), version: String::new() })
-        .await?
-        .into_inner();
-    assert_eq!(latest.version, "1.1.0");
+    crate::common::eventually(refresh * 10, "1.1.0 as the other replica's latest", async || {
+        let latest = cb
+            .get_pattern(nexus_core::pb::GetPatternRequest { name: "user_creation".into(), version: String::new() })
+            .await?
+            .into_inner();
+        anyhow::ensure!(latest.version == "1.1.0", "latest is {}", latest.version);
+        Ok(())
+    })
+    .await?;
 
     a.shutdown(std::time::Duration::from_secs(5)).await;
     b.shutdown(std::time::Duration::from_secs(5)).await;

@@ -1,14 +1,15 @@
 //! The harness every area shares: the demo backends and a Nexus server on ephemeral ports of
-//! 127.0.0.1, a connected gRPC client, and helpers for documents, `Struct`s and status details.
+//! 127.0.0.1, a connected gRPC client, and helpers for documents, `Struct`s, status details and
+//! waiting for a condition.
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use nexus_core::{pb, value};
 use nexus_demo::{DemoHandle, DemoOptions, DemoServer};
 use nexus_server::{
@@ -25,8 +26,6 @@ pub struct Harness {
     pub client: Client,
     pub addr: SocketAddr,
     pub demo: DemoHandle,
-    /// Where the demo services listen, for calling them directly.
-    pub demo_addr: SocketAddr,
     nexus: Option<Nexus>,
     _demo_server: DemoServer,
 }
@@ -74,7 +73,7 @@ impl Harness {
         let nexus = Nexus::start(config).await.context("starting nexus")?;
         let addr = nexus.local_addr();
         let client = NexusServiceClient::connect(format!("http://{addr}")).await.context("connecting to nexus")?;
-        Ok(Self { client, addr, demo, demo_addr, nexus: Some(nexus), _demo_server: demo_server })
+        Ok(Self { client, addr, demo, nexus: Some(nexus), _demo_server: demo_server })
     }
 
     /// Stops Nexus gracefully (and then, by dropping its guard, the demo services).
@@ -87,7 +86,15 @@ impl Harness {
 
 /// A pattern document from the repository's `patterns/` directory.
 pub fn pattern_file(name: &str) -> Result<pb::Pattern> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../patterns").join(format!("{name}.yaml"));
+    read_pattern(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../patterns").join(format!("{name}.yaml")))
+}
+
+/// A pattern document written for these tests, from `tests/data/`.
+pub fn test_pattern(name: &str) -> Result<pb::Pattern> {
+    read_pattern(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(format!("{name}.yaml")))
+}
+
+fn read_pattern(path: PathBuf) -> Result<pb::Pattern> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     nexus_core::document::parse(&text).with_context(|| format!("parsing {}", path.display()))
 }
@@ -194,6 +201,29 @@ pub fn check_user_creation_output(output: &serde_json::Value) -> Result<()> {
     ensure!(!text("avatar_url").is_empty(), "avatar_url in {output}");
     ensure!(!text("email_id").is_empty(), "email_id in {output}");
     Ok(())
+}
+
+/// Tries `probe` every 20 ms until it succeeds and returns what it returned; after `within`, fails
+/// saying that `what` never happened, with the probe's last error (what it saw instead).
+pub async fn eventually<T>(within: Duration, what: &str, mut probe: impl AsyncFnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(t) => return Ok(t),
+            Err(e) if Instant::now() >= deadline => bail!("{what} did not happen within {within:?}: {e:#}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// [`eventually`] for a condition with nothing to report but whether it holds.
+pub async fn until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Result<()> {
+    eventually(within, what, async || if condition() { Ok(()) } else { bail!("it did not hold") }).await
+}
+
+/// A second client of the harness's Nexus, on a connection of its own.
+pub async fn connect(h: &Harness) -> Result<Client> {
+    Client::connect(format!("http://{}", h.addr)).await.context("connecting another client")
 }
 
 /// A request carrying `authorization: Bearer <token>`.

@@ -1,5 +1,8 @@
-//! Executions: concurrency of independent steps, retries and the failure they end in, per-step
-//! deadlines, `when`, input validation and the execution history.
+//! Executions through the API: which code, status details and metadata a caller sees for each kind
+//! of failure (a backend down after retries, a step timeout, a compensated failure, invalid
+//! input, the in-flight limit), idempotency keys (ephemeral and durable), sub-patterns from the
+//! registry, the execution history, and the invoker (steps really concurrent, a restarted backend
+//! reconnected). What an execution does step by step is tested once, in the engine's traces.
 
 use std::time::{Duration, Instant};
 
@@ -10,30 +13,9 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::common::{
-    Harness, execute_request, execution_id, get_execution, pattern, register, register_examples, status_detail, step,
-    to_json, unique_email,
+    Harness, Options, eventually, execute_request, execution_id, get_execution, pattern, pattern_file, register,
+    register_examples, status_detail, step, test_pattern, to_json, unique_email, until,
 };
-
-const TWO_NOTIFICATIONS: &str = r#"
-name: notify_both
-version: 1.0.0
-input:
-  type: object
-  required: [email, user_id]
-  properties:
-    email: {type: string}
-    user_id: {type: string}
-steps:
-  - id: email
-    call: demo.notification.v1.NotificationService/SendEmail
-    with: {to: "${{ input.email }}", subject: Hello}
-  - id: push
-    call: demo.notification.v1.NotificationService/SendPush
-    with: {user_id: "${{ input.user_id }}", title: Hello}
-output:
-  email_id: "${{ steps.email.message_id }}"
-  push_id: "${{ steps.push.message_id }}"
-"#;
 
 async fn execute_err(h: &mut Harness, name: &str, input: serde_json::Value) -> Result<tonic::Status> {
     h.client.execute_pattern(execute_request(name, input)?).await.err().ok_or_else(|| anyhow!("{name} succeeded"))
@@ -42,7 +24,7 @@ async fn execute_err(h: &mut Harness, name: &str, input: serde_json::Value) -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_steps_run_concurrently() -> Result<()> {
     let mut h = Harness::start().await?;
-    register(&mut h.client, pattern(TWO_NOTIFICATIONS)?).await?;
+    register(&mut h.client, test_pattern("notify_both")?).await?;
     let input = json!({"email": "a@example.com", "user_id": "usr_1"});
     // Warm up: the first call opens Nexus's channel to the backend.
     h.client.execute_pattern(execute_request("notify_both", input.clone())?).await?;
@@ -88,9 +70,10 @@ async fn a_backend_down_after_retries_fails_with_unavailable() -> Result<()> {
         ensure!(a.attempt as usize == i + 1 && a.code == "UNAVAILABLE", "{a:?}");
     }
     ensure!(h.demo.calls(method::CREATE_USER) == 3, "CreateUser called {} times", h.demo.calls(method::CREATE_USER));
-    // Retries carry the same idempotency key.
+    // Every attempt carries the step's idempotency key, `<execution>/<step>`.
     let keys = h.demo.idempotency_keys(method::CREATE_USER);
-    ensure!(keys.len() == 3 && keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    let expected = format!("{id}/user");
+    ensure!(keys.len() == 3 && keys.iter().all(|k| *k == expected), "keys {keys:?}, expected 3 × {expected}");
     // Nothing after the failed step ran.
     ensure!(h.demo.calls(method::SEND_EMAIL) == 0 && h.demo.calls(method::UPLOAD_ASSET) == 0, "later steps ran");
     h.stop().await;
@@ -126,27 +109,68 @@ steps:
     Ok(())
 }
 
+/// A failed execution whose completed steps were compensated: the error carries the failing
+/// step's code, its details the response with status COMPENSATED, and GetExecution shows each
+/// compensation. (Which steps are compensated, in which order, is the engine's
+/// `a_failure_compensates_completed_steps_in_reverse_completion_order`.)
 #[tokio::test]
-async fn a_false_when_skips_the_step_and_its_output() -> Result<()> {
+async fn a_compensated_failure_reports_the_step_s_code_and_each_compensation() -> Result<()> {
     let mut h = Harness::start().await?;
-    register_examples(&mut h.client).await?;
-    let response = h
-        .client
-        .execute_pattern(execute_request("user_creation", json!({"email": unique_email("noavatar"), "name": "Ada"}))?)
-        .await?;
-    let id = execution_id(response.metadata())?;
-    let response = response.into_inner();
-    ensure!(response.status == pb::ExecutionStatus::Succeeded as i32, "{response:?}");
-    let output = to_json(response.output.as_ref().ok_or_else(|| anyhow!("no output"))?);
-    ensure!(output.get("avatar_url").is_none(), "a skipped step's field must be left out: {output}");
-    ensure!(output["user_id"].as_str().is_some_and(|s| s.starts_with("usr_")), "{output}");
-    ensure!(output["email_id"].as_str().is_some_and(|s| !s.is_empty()), "{output}");
+    register(&mut h.client, test_pattern("two_users_then_mail")?).await?;
+    h.demo.fail_next(method::SEND_EMAIL, 100, Code::FailedPrecondition);
+
+    let status = execute_err(&mut h, "two_users_then_mail", json!({"email": unique_email("comp")})).await?;
+    ensure!(status.code() == Code::FailedPrecondition, "{status:?}");
+    let id = execution_id(status.metadata())?;
+    let response: pb::ExecutePatternResponse = status_detail(&status, "nexus.v1.ExecutePatternResponse")?;
+    ensure!(response.execution_id == id, "{response:?}");
+    ensure!(response.status == pb::ExecutionStatus::Compensated as i32, "{response:?}");
+    let error = response.error.as_ref().ok_or_else(|| anyhow!("no error in {response:?}"))?;
+    ensure!(error.code == "FAILED_PRECONDITION" && error.step_id == "mail", "{error:?}");
 
     let execution = get_execution(&mut h.client, &id).await?;
-    ensure!(step(&execution, "avatar")?.status == pb::StepStatus::Skipped as i32, "{execution:#?}");
-    ensure!(step(&execution, "user")?.status == pb::StepStatus::Succeeded as i32, "{execution:#?}");
-    ensure!(step(&execution, "welcome")?.status == pb::StepStatus::Succeeded as i32, "{execution:#?}");
-    ensure!(h.demo.calls(method::UPLOAD_ASSET) == 0, "UploadAsset was called");
+    ensure!(execution.status == pb::ExecutionStatus::Compensated as i32, "{execution:#?}");
+    ensure!(step(&execution, "mail")?.compensation.is_none(), "a failed step is not compensated");
+    for s in ["u1", "u2"] {
+        let run = step(&execution, s)?;
+        let comp = run.compensation.as_ref().ok_or_else(|| anyhow!("`{s}` was not compensated: {run:#?}"))?;
+        ensure!(comp.call == method::DELETE_USER && comp.status == pb::StepStatus::Succeeded as i32, "{comp:?}");
+    }
+    // The compensations reached the backend, with their keys.
+    let keys = h.demo.idempotency_keys(method::DELETE_USER);
+    ensure!(keys == [format!("{id}/u2/compensate"), format!("{id}/u1/compensate")], "DeleteUser keys {keys:?}");
+    h.stop().await;
+    Ok(())
+}
+
+/// ExecutePattern's `idempotency_key` returns the first execution, for an ephemeral pattern (kept
+/// in memory) and a durable one (kept in the journal, in the store). Concurrent duplicates are the
+/// engine's `an_idempotency_key_runs_the_pattern_once`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_returns_the_first_execution_ephemeral_or_durable() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut h = Harness::start_with(Options { data_dir: Some(dir.path().to_path_buf()), ..Default::default() }).await?;
+    let mut durable = pattern_file("user_creation")?;
+    durable.name = "user_creation_durable".into();
+    durable.durability = "durable".into();
+    register(&mut h.client, pattern_file("user_creation")?).await?;
+    register(&mut h.client, durable).await?;
+    for (n, name) in (1..).zip(["user_creation", "user_creation_durable"]) {
+        let mut request = execute_request(name, json!({"email": unique_email("idem"), "name": "Ada"}))?;
+        request.idempotency_key = "key-1".into();
+        let first = h.client.execute_pattern(request.clone()).await?.into_inner();
+        let second = h.client.execute_pattern(request).await?.into_inner();
+        ensure!(first.status == pb::ExecutionStatus::Succeeded as i32, "{name}: {first:?}");
+        ensure!(second.execution_id == first.execution_id, "{name}: {second:?} vs {first:?}");
+        ensure!(second.output == first.output, "{name}: {second:?} vs {first:?}");
+        ensure!(
+            h.demo.calls(method::CREATE_USER) == n,
+            "{name}: CreateUser calls {}",
+            h.demo.calls(method::CREATE_USER)
+        );
+        let execution = get_execution(&mut h.client, &first.execution_id).await?;
+        ensure!(execution.idempotency_key == "key-1", "{name}: {execution:?}");
+    }
     h.stop().await;
     Ok(())
 }
@@ -244,7 +268,8 @@ async fn list_executions_orders_and_pages_overlapping_executions() -> Result<()>
     let slow = tokio::spawn(async move {
         client.execute_pattern(execute_request("slow_push", json!({}))?).await.map_err(anyhow::Error::from)
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let demo = &h.demo;
+    until(Duration::from_secs(2), "slow_push's call in flight", || demo.in_flight(method::SEND_PUSH) == 1).await?;
     let quick = h.client.execute_pattern(execute_request("quick_email", json!({}))?).await?.into_inner();
     let slow = slow.await??.into_inner();
 
@@ -355,17 +380,17 @@ steps:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_executions_are_listed_after_a_restart() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let options = || crate::common::Options { data_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+    let options = || Options { data_dir: Some(dir.path().to_path_buf()), ..Default::default() };
     let harness = Harness::start_with(options()).await?;
     let mut client = harness.client.clone();
-    let mut doc = crate::common::pattern_file("user_creation")?;
+    let mut doc = pattern_file("user_creation")?;
     doc.name = "listed_durable".into();
     doc.durability = "durable".into();
-    crate::common::register(&mut client, doc).await?;
+    register(&mut client, doc).await?;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let input = serde_json::json!({"email": crate::common::unique_email("listed"), "name": "L"});
-        let r = client.execute_pattern(crate::common::execute_request("listed_durable", input)?).await?;
+        let input = serde_json::json!({"email": unique_email("listed"), "name": "L"});
+        let r = client.execute_pattern(execute_request("listed_durable", input)?).await?;
         ids.push(r.into_inner().execution_id);
     }
     harness.stop().await;
@@ -407,9 +432,9 @@ async fn durable_executions_are_listed_after_a_restart() -> Result<()> {
 /// RESOURCE_EXHAUSTED, and a slot frees when an execution ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_beyond_its_in_flight_limit_is_refused() -> Result<()> {
-    let harness = Harness::start_with(crate::common::Options { max_in_flight: Some(2), ..Default::default() }).await?;
+    let harness = Harness::start_with(Options { max_in_flight: Some(2), ..Default::default() }).await?;
     let mut client = harness.client.clone();
-    register(&mut client, pattern(TWO_NOTIFICATIONS)?).await?;
+    register(&mut client, test_pattern("notify_both")?).await?;
     harness.demo.set_latency(method::SEND_EMAIL, Duration::from_millis(800));
     let run = |client: &mut crate::common::Client| {
         let mut c = client.clone();
@@ -422,11 +447,8 @@ async fn a_caller_beyond_its_in_flight_limit_is_refused() -> Result<()> {
     };
     let (a, b) = (tokio::spawn(run(&mut client)), tokio::spawn(run(&mut client)));
     // Both are in flight once both their (slow) emails are.
-    let waited = Instant::now();
-    while harness.demo.in_flight(method::SEND_EMAIL) < 2 {
-        ensure!(waited.elapsed() < Duration::from_secs(5), "the two executions never got going");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let demo = &harness.demo;
+    until(Duration::from_secs(5), "two executions in flight", || demo.in_flight(method::SEND_EMAIL) == 2).await?;
     let refused = run(&mut client).await.expect_err("a third execution in flight");
     ensure!(
         refused.to_string().contains("ResourceExhausted") && refused.to_string().contains("limit per caller is 2"),
@@ -452,7 +474,7 @@ async fn a_restarted_backend_is_reconnected() -> Result<()> {
         nexus.local_addr()
     ))
     .await?;
-    register(&mut client, pattern(TWO_NOTIFICATIONS)?).await?;
+    register(&mut client, test_pattern("notify_both")?).await?;
     let run = |client: &mut crate::common::Client| {
         let mut c = client.clone();
         async move {
@@ -477,17 +499,8 @@ async fn a_restarted_backend_is_reconnected() -> Result<()> {
     }));
     // Calls reconnect by themselves (no restart of Nexus); one may still meet the old connection
     // as it closes, so allow a few tries within a second.
-    let back_at = Instant::now();
-    loop {
-        match run(&mut client).await {
-            Ok(_) => break,
-            Err(e) if back_at.elapsed() < Duration::from_secs(1) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = e;
-            }
-            Err(e) => return Err(anyhow!("not reconnected a second after the backend came back: {e}")),
-        }
-    }
+    eventually(Duration::from_secs(1), "a call reconnected to the restarted backend", async || run(&mut client).await)
+        .await?;
     let _ = stop.send(());
     let _ = back.await;
     nexus.shutdown(Duration::from_secs(5)).await;

@@ -312,17 +312,14 @@ async fn executions_are_counted_per_version() -> Result<()> {
         client.execute_pattern(req).await?;
     }
     // Counted in memory, added to the store every 2 s.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    crate::common::eventually(std::time::Duration::from_secs(10), "the executions counted per version", async || {
         let versions =
             client.list_pattern_versions(pb::ListPatternVersionsRequest { name: "counted".into() }).await?.into_inner();
         let counts: Vec<(String, u64)> = versions.versions.iter().map(|v| (v.version.clone(), v.executions)).collect();
-        if counts == [("1.0.0".to_string(), 1), ("1.1.0".to_string(), 3)] {
-            break;
-        }
-        ensure!(std::time::Instant::now() < deadline, "executions per version: {counts:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+        ensure!(counts == [("1.0.0".to_string(), 1), ("1.1.0".to_string(), 3)], "executions per version: {counts:?}");
+        Ok(())
+    })
+    .await?;
     let listed = client
         .list_patterns(pb::ListPatternsRequest { query: "counted".into(), ..Default::default() })
         .await?

@@ -206,6 +206,27 @@ async fn user_creation_runs_over_grpc_grpc_web_and_connect() -> Result<()> {
     Ok(())
 }
 
+/// A caller's `traceparent` header reaches every backend call, continued: its trace id, a span of
+/// Nexus's own. (A trace without a caller's header, and a span per call, are the engine's
+/// `backend_calls_continue_the_callers_trace_with_a_span_each`.)
+#[tokio::test]
+async fn the_callers_trace_context_reaches_the_backends() -> Result<()> {
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut h = Harness::start().await?;
+    register_examples(&mut h.client).await?;
+    let input = json!({"email": unique_email("trace"), "name": "Ada"});
+    let mut request = tonic::Request::new(execute_request("user_creation", input)?);
+    request.metadata_mut().insert("traceparent", CALLER.parse()?);
+    h.client.execute_pattern(request).await?;
+    for m in [nexus_demo::method::CREATE_USER, nexus_demo::method::SEND_EMAIL] {
+        let tp = h.demo.last_traceparent(m).ok_or_else(|| anyhow!("{m} got no traceparent"))?;
+        ensure!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{m}: the caller's trace id is lost: {tp}");
+        ensure!(tp.len() == 55 && !tp.contains("00f067aa0ba902b7"), "{m}: not a span of Nexus's own: {tp}");
+    }
+    h.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn connect_unknown_pattern_is_404_not_found() -> Result<()> {
     let h = Harness::start().await?;
