@@ -278,7 +278,9 @@ impl RunningNexus {
 
     async fn shutdown(self) {
         match self {
-            Self::InProcess(n) => n.shutdown(Duration::from_secs(5)).await,
+            Self::InProcess(n) => {
+                n.shutdown(Duration::from_secs(5)).await;
+            }
             Self::Process(mut p) => {
                 // Closing its stdin is the child's signal to shut down.
                 drop(p.child.stdin.take());

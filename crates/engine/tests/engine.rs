@@ -965,17 +965,12 @@ async fn shutting_down_hands_durable_executions_back_and_lets_ephemeral_ones_fin
 #[tokio::test(start_paused = true)]
 async fn a_key_is_shared_by_the_unary_and_the_stream_paths_and_never_across_tenants() {
     let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
-    let (pattern, _) =
-        nexus_core::compile(&document::parse(USER_CREATION).unwrap(), &catalog(), &nexus_core::NoPatterns).unwrap();
-    let pattern = Arc::new(pattern);
+    let pattern = compile(&doc("user_creation"));
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
     let request = |tenant: &str| ExecuteRequest {
-        pattern: pattern.clone(),
-        input: value::serde_to_cel(&serde_json::json!({"email": "a@b.c", "name": "Ada"})),
-        deadline: None,
         idempotency_key: Some("k".to_string()),
-        traceparent: None,
         tenant: Arc::from(tenant),
+        ..request(&pattern, serde_json::json!({"email": "a@b.c", "name": "Ada"}))
     };
     // The stream request runs it (every event); the unary one with the same key waits for it.
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
@@ -1011,7 +1006,7 @@ async fn a_durable_key_from_before_a_restart_is_answered_from_the_journal() {
     let keyed = |key: &str, tenant: &str| ExecuteRequest {
         idempotency_key: Some(key.to_string()),
         tenant: Arc::from(tenant),
-        ..request(&pattern)
+        ..request(&pattern, serde_json::json!({}))
     };
     let mut earlier = engine.execute(keyed("fresh", "t")).await.unwrap().as_ref().clone();
     earlier.id = Arc::from("earlier");
