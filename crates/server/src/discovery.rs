@@ -1,20 +1,24 @@
 //! Building the catalog: each backend's descriptors come from gRPC server reflection, a descriptor
-//! set file, or `.proto` files compiled in-process (no protoc needed).
+//! set file, or `.proto` files compiled in-process (no protoc needed). Reflection speaks
+//! `grpc.reflection.v1` and falls back to `v1alpha`, so grpcio, grpc-js, grpc-go and tonic
+//! backends are all discovered.
 
 use std::{
     collections::{BTreeMap, HashSet},
     time::Duration,
 };
 
+use http::uri::PathAndQuery;
 use nexus_core::{Catalog, catalog::DescriptorSource};
 use prost::Message;
 use prost_types::{FileDescriptorProto, FileDescriptorSet};
+use protox::file::{FileResolver, GoogleFileResolver};
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::transport::Endpoint;
 use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    ErrorResponse, ServerReflectionRequest, ServerReflectionResponse, server_reflection_request::MessageRequest,
+    server_reflection_response::MessageResponse,
 };
 
 use crate::config::ServiceConfig;
@@ -77,103 +81,300 @@ async fn descriptors_of(
         let fds = protox::compile(&files, &includes).map_err(|e| backend_error(s, format!("compiling protos: {e}")))?;
         return Ok((fds, DescriptorSource::Protos));
     }
-    match tokio::time::timeout(timeout, reflect(s)).await {
-        Ok(r) => r.map(|fds| (fds, DescriptorSource::Reflection)),
-        Err(_) => Err(backend_error(
-            s,
-            format!(
-                "no answer to gRPC server reflection within {timeout:?}; is the backend running and does it serve reflection?"
-            ),
-        )),
+    reflect(s, timeout).await.map(|fds| (fds, DescriptorSource::Reflection))
+}
+
+/// The names servers serve reflection under, tried in this order: one protocol with the same
+/// messages, only the service name differs. tonic and grpc-js serve both; grpcio
+/// (grpcio-reflection), many Java and Go servers and older stacks serve only v1alpha. grpcurl
+/// and Envoy try them in the same order.
+const REFLECTION_SERVICES: [&str; 2] = ["grpc.reflection.v1", "grpc.reflection.v1alpha"];
+
+/// Why one reflection attempt failed.
+#[derive(Debug)]
+enum AttemptError {
+    /// The backend does not serve reflection under this name: try the next one.
+    Unimplemented(String),
+    /// Anything else (the next name is still tried: a server may be broken under one name only).
+    Failed(String),
+}
+
+impl AttemptError {
+    fn message(&self) -> &str {
+        match self {
+            Self::Unimplemented(m) | Self::Failed(m) => m,
+        }
     }
 }
 
-/// Asks the backend, over gRPC server reflection (v1), for its services and their files.
-async fn reflect(s: &ServiceConfig) -> Result<FileDescriptorSet, DiscoveryError> {
-    let channel = Endpoint::from_shared(s.endpoint.clone())
-        .map_err(|e| backend_error(s, format!("invalid endpoint: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| backend_error(s, format!("cannot connect: {e}")))?;
-    let mut client = ServerReflectionClient::new(channel);
-    let (tx, rx) = mpsc::channel(16);
-    let mut responses = client
-        .server_reflection_info(ReceiverStream::new(rx))
-        .await
-        .map_err(|e| {
-            backend_error(s, format!("reflection call failed: {} (does it serve grpc.reflection.v1?)", e.message()))
-        })?
-        .into_inner();
-    let mut ask = async |req: MessageRequest| -> Result<MessageResponse, DiscoveryError> {
-        tx.send(ServerReflectionRequest { host: String::new(), message_request: Some(req) })
-            .await
-            .map_err(|_| backend_error(s, "reflection stream closed"))?;
-        match responses.next().await {
-            Some(Ok(r)) => match r.message_response {
-                Some(MessageResponse::ErrorResponse(e)) => {
-                    Err(backend_error(s, format!("reflection error {}: {}", e.error_code, e.error_message)))
-                }
-                Some(other) => Ok(other),
-                None => Err(backend_error(s, "empty reflection response")),
-            },
-            Some(Err(e)) => Err(backend_error(s, format!("reflection failed: {}", e.message()))),
-            None => Err(backend_error(s, "reflection stream ended early")),
-        }
-    };
+/// `CODE "message"`, or just `CODE` when the message is empty.
+fn describe(code: tonic::Code, message: &str) -> String {
+    let code = nexus_engine::code_name(code);
+    if message.is_empty() { code.to_string() } else { format!("{code} \"{message}\"") }
+}
 
-    let services: Vec<String> = if s.services.is_empty() {
-        match ask(MessageRequest::ListServices(String::new())).await? {
-            MessageResponse::ListServicesResponse(l) => l
-                .service
-                .into_iter()
-                .map(|s| s.name)
-                .filter(|n| !n.starts_with("grpc.reflection.") && !n.starts_with("grpc.health."))
-                .collect(),
-            _ => return Err(backend_error(s, "unexpected answer to list_services")),
-        }
+fn status_error(status: &tonic::Status) -> AttemptError {
+    let message = describe(status.code(), status.message());
+    if status.code() == tonic::Code::Unimplemented {
+        AttemptError::Unimplemented(message)
     } else {
-        s.services.clone()
+        AttemptError::Failed(message)
+    }
+}
+
+/// Asks the backend, over gRPC server reflection, for its services and the files that define
+/// them and everything they import — `grpc.reflection.v1` first, `v1alpha` if v1 is not served —
+/// all within `timeout`. The error names every attempt and why it failed.
+async fn reflect(s: &ServiceConfig, timeout: Duration) -> Result<FileDescriptorSet, DiscoveryError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let endpoint = Endpoint::from_shared(s.endpoint.clone())
+        .map_err(|e| backend_error(s, format!("invalid endpoint: {e}")))?
+        .connect_timeout(timeout.min(Duration::from_secs(5)));
+    let channel = match tokio::time::timeout_at(deadline, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => return Err(backend_error(s, format!("cannot connect: {}", error_chain(&e)))),
+        Err(_) => return Err(backend_error(s, format!("cannot connect within {timeout:?}"))),
+    };
+    let mut tried = Vec::new();
+    let mut failed_otherwise = false;
+    for service in REFLECTION_SERVICES {
+        let attempt = tokio::time::timeout_at(deadline, reflect_with(channel.clone(), service, &s.services)).await;
+        match attempt {
+            Ok(Ok(fds)) => {
+                if tried.is_empty() {
+                    tracing::debug!(backend = %s.name, reflection = service, files = fds.file.len(), "discovered");
+                } else {
+                    // Falling back is normal when v1 is not served; a v1 that is served but
+                    // broken is worth a line in the log.
+                    if failed_otherwise {
+                        tracing::warn!(backend = %s.name, reflection = service, earlier = %tried.join("; "), "discovered after a failed attempt");
+                    } else {
+                        tracing::debug!(backend = %s.name, reflection = service, earlier = %tried.join("; "), "discovered");
+                    }
+                }
+                return Ok(fds);
+            }
+            Ok(Err(e)) => {
+                failed_otherwise |= matches!(e, AttemptError::Failed(_));
+                tried.push(format!("{service}: {}", e.message()));
+            }
+            Err(_) => {
+                // No time left for another attempt: say so rather than leave it out.
+                tried.push(format!("{service}: no answer within {timeout:?}"));
+                break;
+            }
+        }
+    }
+    for service in REFLECTION_SERVICES.iter().skip(tried.len()) {
+        tried.push(format!("{service}: not tried (discovery_timeout spent)"));
+    }
+    Err(backend_error(
+        s,
+        format!(
+            "gRPC server reflection failed ({}). Does the backend serve reflection? Otherwise give Nexus its \
+             descriptors with `descriptor_set` or `protos`",
+            tried.join("; ")
+        ),
+    ))
+}
+
+/// `e` and its causes, for errors (such as tonic's transport errors) whose `Display` is only
+/// "transport error".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// One reflection stream to the backend under the service name `service`.
+struct Conversation {
+    channel: tonic::transport::Channel,
+    service: String,
+    tx: mpsc::Sender<ServerReflectionRequest>,
+    responses: tonic::Streaming<ServerReflectionResponse>,
+    /// The server ended the stream with an error status (tonic answers an unknown file with
+    /// NOT_FOUND that way, not with an `ErrorResponse`): the next question opens a new one.
+    ended: bool,
+}
+
+fn reflection_request(req: MessageRequest) -> ServerReflectionRequest {
+    ServerReflectionRequest { host: String::new(), message_request: Some(req) }
+}
+
+impl Conversation {
+    /// Opens the stream with `first` already queued on it. grpc-js, grpcio and grpc-go send the
+    /// response headers only together with their first response message, so a client that awaits
+    /// the headers before sending its first request waits for a server that waits for it.
+    async fn open(
+        channel: tonic::transport::Channel,
+        service: &str,
+        first: MessageRequest,
+    ) -> Result<Self, AttemptError> {
+        let (tx, rx) = mpsc::channel(16);
+        tx.try_send(reflection_request(first))
+            .map_err(|_| AttemptError::Failed("cannot queue the first reflection request".into()))?;
+        let path = PathAndQuery::try_from(format!("/{service}.ServerReflection/ServerReflectionInfo"))
+            .map_err(|e| AttemptError::Failed(format!("bad reflection path: {e}")))?;
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.map_err(|e| AttemptError::Failed(format!("not ready: {}", error_chain(&e))))?;
+        // The messages of v1 and v1alpha are the same on the wire; v1's Rust types serve both.
+        let codec = tonic_prost::ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default();
+        let responses = grpc
+            .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, codec)
+            .await
+            .map_err(|e| status_error(&e))?
+            .into_inner();
+        Ok(Self { channel, service: service.to_string(), tx, responses, ended: false })
+    }
+
+    /// The answer to the request sent last (an `ErrorResponse` is an answer too).
+    async fn answer(&mut self) -> Result<MessageResponse, AttemptError> {
+        match self.responses.next().await {
+            Some(Ok(r)) => r.message_response.ok_or_else(|| AttemptError::Failed("empty reflection response".into())),
+            Some(Err(e)) => {
+                self.ended = true;
+                Err(status_error(&e))
+            }
+            None => Err(AttemptError::Failed("the reflection stream ended early".into())),
+        }
+    }
+
+    async fn ask(&mut self, req: MessageRequest) -> Result<MessageResponse, AttemptError> {
+        if self.ended {
+            *self = Self::open(self.channel.clone(), &self.service, req).await?;
+            return self.answer().await;
+        }
+        self.tx
+            .send(reflection_request(req))
+            .await
+            .map_err(|_| AttemptError::Failed("the reflection stream closed".into()))?;
+        self.answer().await
+    }
+}
+
+fn error_response(e: &ErrorResponse) -> String {
+    describe(tonic::Code::from_i32(e.error_code), &e.error_message)
+}
+
+async fn reflect_with(
+    channel: tonic::transport::Channel,
+    service: &str,
+    wanted: &[String],
+) -> Result<FileDescriptorSet, AttemptError> {
+    // Always list first: it is the one request every server answers, and it tells which
+    // configured services are missing.
+    let mut conversation = Conversation::open(channel, service, MessageRequest::ListServices(String::new())).await?;
+    let listed: Vec<String> = match conversation.answer().await? {
+        MessageResponse::ListServicesResponse(l) => l.service.into_iter().map(|s| s.name).collect(),
+        MessageResponse::ErrorResponse(e) => {
+            return Err(AttemptError::Failed(format!("list_services: {}", error_response(&e))));
+        }
+        _ => return Err(AttemptError::Failed("unexpected answer to list_services".into())),
+    };
+    let services: Vec<String> = if wanted.is_empty() {
+        listed.into_iter().filter(|n| !n.starts_with("grpc.reflection.") && !n.starts_with("grpc.health.")).collect()
+    } else {
+        if let Some(missing) = wanted.iter().find(|w| !listed.contains(w)) {
+            return Err(AttemptError::Failed(format!(
+                "the backend does not serve `{missing}` (it lists: {})",
+                listed.join(", ")
+            )));
+        }
+        wanted.to_vec()
     };
     if services.is_empty() {
-        return Err(backend_error(s, "the backend lists no services"));
+        return Err(AttemptError::Failed("the backend lists no services".into()));
     }
 
-    let mut files: BTreeMap<String, FileDescriptorProto> = BTreeMap::new();
-    let absorb =
-        |resp: MessageResponse, files: &mut BTreeMap<String, FileDescriptorProto>| -> Result<(), DiscoveryError> {
-            let MessageResponse::FileDescriptorResponse(fdr) = resp else {
-                return Err(backend_error(s, "unexpected reflection answer"));
-            };
-            for bytes in fdr.file_descriptor_proto {
-                let file = FileDescriptorProto::decode(bytes.as_slice())
-                    .map_err(|e| backend_error(s, format!("undecodable file descriptor: {e}")))?;
-                files.insert(file.name().to_string(), file);
+    let mut files = Files::default();
+    for name in &services {
+        match conversation.ask(MessageRequest::FileContainingSymbol(name.clone())).await? {
+            MessageResponse::FileDescriptorResponse(fdr) => files.absorb(fdr.file_descriptor_proto)?,
+            MessageResponse::ErrorResponse(e) => {
+                return Err(AttemptError::Failed(format!("file_containing_symbol {name}: {}", error_response(&e))));
             }
-            Ok(())
+            _ => return Err(AttemptError::Failed(format!("unexpected answer to file_containing_symbol {name}"))),
+        }
+    }
+    // Servers usually send the transitive imports along (tonic does; grpcio and grpc-js send a
+    // file's direct imports at most): ask for each file still missing, by name, once.
+    while let Some((name, importer)) = files.next_missing() {
+        let why_not = match conversation.ask(MessageRequest::FileByFilename(name.clone())).await {
+            Ok(MessageResponse::FileDescriptorResponse(fdr)) => {
+                files.absorb(fdr.file_descriptor_proto)?;
+                (!files.has(&name)).then(|| "not in the answer".to_string())
+            }
+            Ok(MessageResponse::ErrorResponse(e)) => Some(error_response(&e)),
+            Ok(_) => return Err(AttemptError::Failed(format!("unexpected answer to file_by_filename {name}"))),
+            // Some servers end the stream over an unknown file; the conversation reopens.
+            Err(e) if conversation.ended => Some(e.message().to_string()),
+            Err(e) => return Err(e),
         };
-    for service in &services {
-        let resp = ask(MessageRequest::FileContainingSymbol(service.clone())).await?;
-        absorb(resp, &mut files)?;
+        if let Some(why) = why_not
+            && !files.use_bundled(&name)
+        {
+            return Err(AttemptError::Failed(format!(
+                "the backend does not serve {name}, imported by {importer}: {why}"
+            )));
+        }
     }
-    // Servers usually send transitive dependencies along; fetch whatever is still missing.
-    loop {
-        let missing: Vec<String> = files
+    Ok(FileDescriptorSet { file: topological(files.files) })
+}
+
+/// The files received so far, by name, and the names already asked for.
+#[derive(Default)]
+struct Files {
+    files: BTreeMap<String, FileDescriptorProto>,
+    asked: HashSet<String>,
+}
+
+impl Files {
+    fn absorb(&mut self, encoded: Vec<Vec<u8>>) -> Result<(), AttemptError> {
+        for bytes in encoded {
+            let file = FileDescriptorProto::decode(bytes.as_slice())
+                .map_err(|e| AttemptError::Failed(format!("undecodable file descriptor: {e}")))?;
+            self.files.entry(file.name().to_string()).or_insert(file);
+        }
+        Ok(())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
+    /// An import not received and not asked for yet (marked as asked), with a file importing it.
+    fn next_missing(&mut self) -> Option<(String, String)> {
+        let (name, importer) = self
+            .files
             .values()
-            .flat_map(|f| f.dependency.iter().cloned())
-            .filter(|d| !files.contains_key(d))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if missing.is_empty() {
-            break;
+            .flat_map(|f| f.dependency.iter().map(move |d| (d, f.name())))
+            .find(|(d, _)| !self.files.contains_key(*d) && !self.asked.contains(*d))
+            .map(|(d, f)| (d.clone(), f.to_string()))?;
+        self.asked.insert(name.clone());
+        Some((name, importer))
+    }
+
+    /// Adds the well-known type `name` (`google/protobuf/….proto`) from the copy bundled with
+    /// protox, for servers that cannot serve it (grpcurl does the same). The well-known types are
+    /// frozen, so the bundled copy is the backend's copy.
+    fn use_bundled(&mut self, name: &str) -> bool {
+        if !name.starts_with("google/protobuf/") {
+            return false;
         }
-        for name in missing {
-            let resp = ask(MessageRequest::FileByFilename(name)).await?;
-            absorb(resp, &mut files)?;
+        match GoogleFileResolver::new().open_file(name) {
+            Ok(file) => {
+                tracing::debug!(file = name, "well-known type not served by the backend; using the bundled copy");
+                self.files.insert(name.to_string(), file.file_descriptor_proto().clone());
+                true
+            }
+            Err(_) => false,
         }
     }
-    Ok(FileDescriptorSet { file: topological(files) })
 }
 
 /// Orders files so each comes after its dependencies.
@@ -201,4 +402,152 @@ fn topological(mut files: BTreeMap<String, FileDescriptorProto>) -> Vec<FileDesc
         visit(&n, &mut files, &mut done, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Discovery against in-process tonic servers on 127.0.0.1:0 serving reflection under one
+    //! name, both, or none. (The other stacks, grpcio and grpc-js, are in the integration tests:
+    //! tests/api/interop.rs.)
+
+    use std::net::SocketAddr;
+
+    use tokio::sync::oneshot;
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    use super::*;
+
+    const PROTO: &str = r#"
+        syntax = "proto3";
+        package probe.v1;
+        import "google/protobuf/empty.proto";
+        import "google/protobuf/struct.proto";
+        import "google/protobuf/timestamp.proto";
+        message Ping { google.protobuf.Timestamp at = 1; google.protobuf.Struct data = 2; }
+        service Probe {
+          rpc Ping(probe.v1.Ping) returns (google.protobuf.Empty);
+        }
+    "#;
+
+    /// The probe service's files, with the well-known types it imports unless `without_wkt`.
+    fn descriptors(without_wkt: bool) -> FileDescriptorSet {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("probe.proto"), PROTO).unwrap();
+        let mut fds = protox::compile(["probe.proto"], [dir.path()]).unwrap();
+        if without_wkt {
+            fds.file.retain(|f| !f.name().starts_with("google/"));
+        }
+        fds
+    }
+
+    enum Reflection {
+        V1,
+        V1Alpha,
+        None,
+    }
+
+    /// A tonic server with health and the given reflection; stops when the sender drops.
+    async fn server(reflection: Reflection, fds: FileDescriptorSet) -> (SocketAddr, oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (_, health) = tonic_health::server::health_reporter();
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_file_descriptor_set(fds)
+            .include_reflection_service(false);
+        let router = tonic::transport::Server::builder().add_service(health);
+        let router = match reflection {
+            Reflection::V1 => router.add_service(builder.build_v1().unwrap()),
+            Reflection::V1Alpha => router.add_service(builder.build_v1alpha().unwrap()),
+            Reflection::None => router,
+        };
+        tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            stopped.await.ok();
+        }));
+        (addr, stop)
+    }
+
+    fn config(addr: SocketAddr) -> ServiceConfig {
+        ServiceConfig::from_flag(&format!("probe=http://{addr}")).unwrap()
+    }
+
+    fn names(fds: &FileDescriptorSet) -> Vec<&str> {
+        fds.file.iter().map(|f| f.name()).collect()
+    }
+
+    /// Every file comes after its imports and the set builds a descriptor pool.
+    fn check_complete(fds: FileDescriptorSet) {
+        let names = names(&fds);
+        assert_eq!(names.last(), Some(&"probe.proto"), "{names:?}");
+        for wkt in ["google/protobuf/empty.proto", "google/protobuf/struct.proto", "google/protobuf/timestamp.proto"] {
+            assert!(names.contains(&wkt), "{wkt} missing from {names:?}");
+        }
+        let pool = prost_reflect::DescriptorPool::from_file_descriptor_set(fds).unwrap();
+        assert!(pool.get_service_by_name("probe.v1.Probe").is_some());
+    }
+
+    #[tokio::test]
+    async fn reflect_v1_with_transitive_imports() {
+        let (addr, _stop) = server(Reflection::V1, descriptors(false)).await;
+        let fds = reflect(&config(addr), Duration::from_secs(5)).await.unwrap();
+        check_complete(fds);
+    }
+
+    #[tokio::test]
+    async fn reflect_falls_back_to_v1alpha() {
+        let (addr, _stop) = server(Reflection::V1Alpha, descriptors(false)).await;
+        let fds = reflect(&config(addr), Duration::from_secs(5)).await.unwrap();
+        check_complete(fds);
+    }
+
+    #[tokio::test]
+    async fn reflect_uses_bundled_well_known_types_the_backend_cannot_serve() {
+        let (addr, _stop) = server(Reflection::V1, descriptors(true)).await;
+        let fds = reflect(&config(addr), Duration::from_secs(5)).await.unwrap();
+        check_complete(fds);
+    }
+
+    #[tokio::test]
+    async fn reflect_without_reflection_names_both_attempts() {
+        let (addr, _stop) = server(Reflection::None, descriptors(false)).await;
+        let err = reflect(&config(addr), Duration::from_secs(5)).await.unwrap_err().to_string();
+        assert!(err.starts_with(&format!("backend `probe` (http://{addr}): gRPC server reflection failed")), "{err}");
+        assert!(err.contains("grpc.reflection.v1: UNIMPLEMENTED"), "{err}");
+        assert!(err.contains("grpc.reflection.v1alpha: UNIMPLEMENTED"), "{err}");
+        assert!(err.contains("descriptor_set"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reflect_names_a_configured_service_the_backend_lacks() {
+        let (addr, _stop) = server(Reflection::V1, descriptors(false)).await;
+        let mut s = config(addr);
+        s.services = vec!["probe.v1.Nope".into()];
+        let err = reflect(&s, Duration::from_secs(5)).await.unwrap_err().to_string();
+        assert!(err.contains("does not serve `probe.v1.Nope` (it lists: probe.v1.Probe"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reflect_reports_a_backend_that_is_not_there() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = reflect(&config(addr), Duration::from_secs(5)).await.unwrap_err().to_string();
+        assert!(err.contains("backend `probe`") && err.contains("cannot connect"), "{err}");
+    }
+
+    #[test]
+    fn topological_puts_imports_first() {
+        let file = |name: &str, deps: &[&str]| FileDescriptorProto {
+            name: Some(name.into()),
+            dependency: deps.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        let files: BTreeMap<_, _> =
+            [file("a.proto", &["c.proto", "b.proto"]), file("b.proto", &["c.proto"]), file("c.proto", &[])]
+                .into_iter()
+                .map(|f| (f.name().to_string(), f))
+                .collect();
+        let ordered: Vec<String> = topological(files).iter().map(|f| f.name().to_string()).collect();
+        assert_eq!(ordered, ["c.proto", "b.proto", "a.proto"]);
+    }
 }
