@@ -4,14 +4,14 @@
 //! backends are all discovered.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     time::Duration,
 };
 
 use http::uri::PathAndQuery;
 use nexus_core::{Catalog, catalog::DescriptorSource};
 use prost::Message;
-use prost_types::{FileDescriptorProto, FileDescriptorSet};
+use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
 use protox::file::{FileResolver, GoogleFileResolver};
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
@@ -323,7 +323,162 @@ async fn reflect_with(
             )));
         }
     }
-    Ok(FileDescriptorSet { file: topological(files.files) })
+    let mut files = files.files;
+    link(&mut files);
+    Ok(FileDescriptorSet { file: topological(files) })
+}
+
+/// The well-known types' files, as bundled with protox.
+const WELL_KNOWN_FILES: [&str; 11] = [
+    "google/protobuf/any.proto",
+    "google/protobuf/api.proto",
+    "google/protobuf/descriptor.proto",
+    "google/protobuf/duration.proto",
+    "google/protobuf/empty.proto",
+    "google/protobuf/field_mask.proto",
+    "google/protobuf/source_context.proto",
+    "google/protobuf/struct.proto",
+    "google/protobuf/timestamp.proto",
+    "google/protobuf/type.proto",
+    "google/protobuf/wrappers.proto",
+];
+
+/// The bundled file defining the well-known type `full_name` (`google.protobuf.Struct`).
+fn bundled_defining(full_name: &str) -> Option<FileDescriptorProto> {
+    let short = full_name.strip_prefix("google.protobuf.")?;
+    let top = short.split('.').next()?;
+    let resolver = GoogleFileResolver::new();
+    WELL_KNOWN_FILES.iter().filter_map(|name| resolver.open_file(name).ok()).find_map(|file| {
+        let f = file.file_descriptor_proto();
+        let defines = f.message_type.iter().any(|m| m.name() == top) || f.enum_type.iter().any(|e| e.name() == top);
+        defines.then(|| f.clone())
+    })
+}
+
+/// Every message, enum and service `file` defines, by full name (no leading dot).
+fn symbols_of(file: &FileDescriptorProto, into: &mut HashMap<String, String>) {
+    fn message(scope: &str, m: &DescriptorProto, file: &str, into: &mut HashMap<String, String>) {
+        let name = join(scope, m.name());
+        for nested in &m.nested_type {
+            message(&name, nested, file, into);
+        }
+        for e in &m.enum_type {
+            into.insert(join(&name, e.name()), file.to_string());
+        }
+        into.insert(name, file.to_string());
+    }
+    let package = file.package();
+    for m in &file.message_type {
+        message(package, m, file.name(), into);
+    }
+    for e in &file.enum_type {
+        into.insert(join(package, e.name()), file.name().to_string());
+    }
+    for s in &file.service {
+        into.insert(join(package, s.name()), file.name().to_string());
+    }
+}
+
+fn join(scope: &str, name: &str) -> String {
+    if scope.is_empty() { name.to_string() } else { format!("{scope}.{name}") }
+}
+
+/// Resolves a type reference the way protoc does: `.a.b.C` is absolute; `b.C` is looked up in
+/// `scope`, then in each enclosing scope.
+fn resolve(reference: &str, scope: &str, symbols: &HashMap<String, String>) -> Option<String> {
+    if let Some(absolute) = reference.strip_prefix('.') {
+        return symbols.contains_key(absolute).then(|| absolute.to_string());
+    }
+    let mut scope = scope;
+    loop {
+        let candidate = join(scope, reference);
+        if symbols.contains_key(&candidate) {
+            return Some(candidate);
+        }
+        if scope.is_empty() {
+            return None;
+        }
+        scope = scope.rfind('.').map_or("", |i| &scope[..i]);
+    }
+}
+
+/// Makes what some reflection servers send into a set that builds, as protoc would have written
+/// it: every type reference fully qualified and every file importing the files it uses. grpc-js
+/// (`@grpc/reflection` over protobufjs) merges each package into one `<package>.proto`, declares
+/// no imports and writes relative references, and serves the well-known types as a
+/// `google_protobuf.proto` of its own (with camelCase field names and map entries named
+/// `Fields`); those are replaced by the real `google/protobuf/*.proto`. A well-formed set (tonic,
+/// grpcio, grpc-go) comes out as it went in.
+fn link(files: &mut BTreeMap<String, FileDescriptorProto>) {
+    // A home-made google.protobuf file that no file imports by name: the real ones replace it.
+    let imported: HashSet<String> = files.values().flat_map(|f| f.dependency.iter().cloned()).collect();
+    files.retain(|name, f| {
+        !(f.package() == "google.protobuf" && !name.starts_with("google/protobuf/") && !imported.contains(name))
+    });
+    let mut symbols = HashMap::new();
+    for f in files.values() {
+        symbols_of(f, &mut symbols);
+    }
+    let names: Vec<String> = files.keys().cloned().collect();
+    for name in names {
+        let Some(mut file) = files.remove(&name) else { continue };
+        let mut uses = Vec::new();
+        let mut fix =
+            |reference: &mut Option<String>, scope: &str, files: &mut BTreeMap<String, FileDescriptorProto>| {
+                let Some(r) = reference.as_deref().filter(|r| !r.is_empty()) else { return };
+                let mut found = resolve(r, scope, &symbols);
+                if found.is_none() {
+                    // A well-known type nobody sent (or only grpc-js's own copy of): the real file.
+                    let full = r.trim_start_matches('.');
+                    if let Some(wkt) = bundled_defining(full) {
+                        symbols_of(&wkt, &mut symbols);
+                        files.insert(wkt.name().to_string(), wkt);
+                        found = resolve(r, scope, &symbols);
+                    }
+                }
+                if let Some(full) = found {
+                    if let Some(defining) = symbols.get(&full) {
+                        uses.push(defining.clone());
+                    }
+                    *reference = Some(format!(".{full}"));
+                }
+            };
+        fn walk(
+            scope: &str,
+            m: &mut DescriptorProto,
+            files: &mut BTreeMap<String, FileDescriptorProto>,
+            fix: &mut impl FnMut(&mut Option<String>, &str, &mut BTreeMap<String, FileDescriptorProto>),
+        ) {
+            let name = join(scope, m.name());
+            for field in m.field.iter_mut().chain(m.extension.iter_mut()) {
+                fix(&mut field.type_name, &name, files);
+                fix(&mut field.extendee, &name, files);
+            }
+            for nested in &mut m.nested_type {
+                walk(&name, nested, files, fix);
+            }
+        }
+        let package = file.package().to_string();
+        for m in &mut file.message_type {
+            walk(&package, m, files, &mut fix);
+        }
+        for field in &mut file.extension {
+            fix(&mut field.type_name, &package, files);
+            fix(&mut field.extendee, &package, files);
+        }
+        for service in &mut file.service {
+            for method in &mut service.method {
+                fix(&mut method.input_type, &package, files);
+                fix(&mut method.output_type, &package, files);
+            }
+        }
+        for used in uses {
+            if used != name && !file.dependency.contains(&used) {
+                file.dependency.push(used);
+            }
+        }
+        files.insert(name, file);
+    }
 }
 
 /// The files received so far, by name, and the names already asked for.
@@ -533,6 +688,105 @@ mod tests {
         drop(listener);
         let err = reflect(&config(addr), Duration::from_secs(5)).await.unwrap_err().to_string();
         assert!(err.contains("backend `probe`") && err.contains("cannot connect"), "{err}");
+    }
+
+    /// What grpc-js's `@grpc/reflection` sends (seen from 1.0.4): one file per package with
+    /// no imports and relative references, and its own `google_protobuf.proto`.
+    #[test]
+    fn link_repairs_grpc_js_descriptors() {
+        use prost_types::{
+            FieldDescriptorProto, MethodDescriptorProto, ServiceDescriptorProto,
+            field_descriptor_proto::{Label, Type},
+        };
+        let field = |name: &str, number: i32, type_name: &str| FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            label: Some(Label::Optional as i32),
+            r#type: Some(Type::Message as i32),
+            type_name: Some(type_name.into()),
+            ..Default::default()
+        };
+        let message = |name: &str, fields: Vec<FieldDescriptorProto>| DescriptorProto {
+            name: Some(name.into()),
+            field: fields,
+            ..Default::default()
+        };
+        let file = |name: &str, package: &str, messages: Vec<DescriptorProto>| FileDescriptorProto {
+            name: Some(name.into()),
+            package: Some(package.into()),
+            syntax: Some("proto3".into()),
+            message_type: messages,
+            ..Default::default()
+        };
+        let mut app = file(
+            "app_v1.proto",
+            "app.v1",
+            vec![message(
+                "Req",
+                vec![
+                    field("at", 1, "google.protobuf.Timestamp"),
+                    field("data", 2, "google.protobuf.Struct"),
+                    field("money", 3, "common.v1.Money"),
+                    field("inner", 4, "Inner"),
+                ],
+            )],
+        );
+        app.message_type[0].nested_type.push(message("Inner", vec![]));
+        app.service.push(ServiceDescriptorProto {
+            name: Some("App".into()),
+            method: vec![MethodDescriptorProto {
+                name: Some("Do".into()),
+                input_type: Some(".app.v1.Req".into()),
+                output_type: Some(".google.protobuf.Empty".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let common = file("common_v1.proto", "common.v1", vec![message("Money", vec![])]);
+        // grpc-js's own well-known types: camelCase fields, a map entry named `Fields`.
+        let homemade = file("google_protobuf.proto", "google.protobuf", vec![message("Timestamp", vec![])]);
+        let mut files: BTreeMap<String, FileDescriptorProto> =
+            [app, common, homemade].into_iter().map(|f| (f.name().to_string(), f)).collect();
+
+        link(&mut files);
+
+        assert!(!files.contains_key("google_protobuf.proto"));
+        let app = &files["app_v1.proto"];
+        let mut deps = app.dependency.clone();
+        deps.sort();
+        assert_eq!(
+            deps,
+            [
+                "common_v1.proto",
+                "google/protobuf/empty.proto",
+                "google/protobuf/struct.proto",
+                "google/protobuf/timestamp.proto"
+            ]
+        );
+        let refs: Vec<&str> = app.message_type[0].field.iter().map(|f| f.type_name()).collect();
+        assert_eq!(
+            refs,
+            [".google.protobuf.Timestamp", ".google.protobuf.Struct", ".common.v1.Money", ".app.v1.Req.Inner"]
+        );
+        let pool =
+            prost_reflect::DescriptorPool::from_file_descriptor_set(FileDescriptorSet { file: topological(files) })
+                .unwrap();
+        let req = pool.get_message_by_name("app.v1.Req").unwrap();
+        assert_eq!(
+            req.get_field_by_name("data").unwrap().kind().as_message().unwrap().full_name(),
+            "google.protobuf.Struct"
+        );
+    }
+
+    #[test]
+    fn link_leaves_a_well_formed_set_alone() {
+        let fds = descriptors(false);
+        let mut files: BTreeMap<String, FileDescriptorProto> =
+            fds.file.iter().cloned().map(|f| (f.name().to_string(), f)).collect();
+        link(&mut files);
+        let mut before = fds.file.clone();
+        before.sort_by(|a, b| a.name().cmp(b.name()));
+        assert_eq!(files.into_values().collect::<Vec<_>>(), before);
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod access;
 mod catalog;
 #[path = "api/execution.rs"]
 mod execution;
+#[path = "api/interop.rs"]
+mod interop;
 #[path = "api/marketplace.rs"]
 mod marketplace;
 #[path = "api/semantics.rs"]
