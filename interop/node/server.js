@@ -37,7 +37,7 @@ const calls = new Map();
 const handlers = {
   Echo(call, callback) {
     const r = call.request;
-    callback(null, { text: r.text, server: SERVER, attributes: r.attributes, sent_at: r.sent_at });
+    callback(null, { text: r.text, server: SERVER, attributes: r.attributes, sent_at: r.sent_at, labels: r.labels });
   },
 
   Count(call) {

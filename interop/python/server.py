@@ -46,6 +46,7 @@ class Interop(services.InteropServiceServicer):
             server=SERVER,
             attributes=request.attributes,
             sent_at=request.sent_at,
+            labels=request.labels,
         )
 
     def Count(self, request, context):

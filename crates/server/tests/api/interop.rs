@@ -229,11 +229,13 @@ steps:
       text: "${{ input.text }}"
       attributes: {suite: interop, n: 2}
       sent_at: "2026-01-02T03:04:05Z"
+      labels: {team: nexus}
 output:
   text: "${{ steps.echo.text }}"
   server: "${{ steps.echo.server }}"
   suite: "${{ steps.echo.attributes.suite }}"
   sent_at: "${{ steps.echo.sent_at }}"
+  team: "${{ steps.echo.labels.team }}"
 "#,
     )?;
     let registered = register(client, doc).await?;
@@ -243,7 +245,8 @@ output:
         client.execute_pattern(execute_request("interop_echo", serde_json::json!({"text": text}))?).await?.into_inner();
     let output = to_json(&response.output.unwrap_or_default());
     let expected = serde_json::json!({
-        "text": text, "server": stack.server(), "suite": "interop", "sent_at": "2026-01-02T03:04:05Z"
+        "text": text, "server": stack.server(), "suite": "interop", "sent_at": "2026-01-02T03:04:05Z",
+        "team": "nexus"
     });
     ensure!(output == expected, "output {output}, expected {expected}");
     Ok(())
@@ -564,7 +567,7 @@ impl tonic::server::UnaryService<DynamicMessage> for Handler {
             match method.name() {
                 "Echo" => {
                     let input = req.get_ref();
-                    for k in ["text", "attributes", "sent_at"] {
+                    for k in ["text", "attributes", "sent_at", "labels"] {
                         if input.has_field_by_name(k)
                             && let Some(v) = input.get_field_by_name(k)
                         {
