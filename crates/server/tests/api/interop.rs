@@ -1,5 +1,6 @@
-//! Interop: Nexus in front of real backends of other gRPC stacks — a Python grpcio process and a
-//! Node grpc-js process (installed by `bash scripts/interop-setup.sh`), and tonic — each
+//! Interop: Nexus in front of real backends of other gRPC stacks — a Python grpcio process, a
+//! Node grpc-js process and a Go grpc-go process (installed by `bash scripts/interop-setup.sh`),
+//! and tonic — each
 //! discovered by its stock server reflection alone (Nexus is given no descriptors) and driven
 //! through the same checks: unary call, server streaming forwarded with `stream: true`, an error
 //! with rich status details, the metadata and the deadline the backend received, and a retry on
@@ -34,8 +35,8 @@ use tonic::{Status, server::NamedService, transport::Channel};
 use crate::common::{Client, execute_request, get_execution, pattern, register, step, to_json};
 
 const SERVICE: &str = "interop.v1.InteropService";
-const SETUP_HINT: &str = "run `bash scripts/interop-setup.sh` first (it installs Python grpcio into .interop/venv \
-                          and Node grpc-js into interop/node/node_modules)";
+const SETUP_HINT: &str = "run `bash scripts/interop-setup.sh` first (it installs Python grpcio into .interop/venv, \
+                          Node grpc-js into interop/node/node_modules and builds grpc-go into .interop/go)";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -45,6 +46,7 @@ fn repo_root() -> PathBuf {
 enum Stack {
     Grpcio,
     GrpcJs,
+    GrpcGo,
     Tonic,
 }
 
@@ -54,6 +56,7 @@ impl Stack {
         match self {
             Self::Grpcio => "grpcio",
             Self::GrpcJs => "grpc-js",
+            Self::GrpcGo => "grpc-go",
             Self::Tonic => "tonic",
         }
     }
@@ -73,24 +76,29 @@ async fn start_backend(stack: Stack, extra_args: &[&str]) -> Result<Backend> {
         Stack::Grpcio => {
             let python = root.join(".interop/venv/bin/python");
             ensure!(python.exists(), "{} is missing: {SETUP_HINT}", python.display());
-            (python, root.join("interop/python/server.py"))
+            (python, Some(root.join("interop/python/server.py")))
         }
         Stack::GrpcJs => {
             let modules = root.join("interop/node/node_modules/@grpc/grpc-js");
             ensure!(modules.exists(), "{} is missing: {SETUP_HINT}", modules.display());
-            (PathBuf::from("node"), root.join("interop/node/server.js"))
+            (PathBuf::from("node"), Some(root.join("interop/node/server.js")))
+        }
+        Stack::GrpcGo => {
+            let binary = root.join(".interop/go/interop-server");
+            ensure!(binary.exists(), "{} is missing: {SETUP_HINT}", binary.display());
+            (binary, None)
         }
         Stack::Tonic => return start_tonic().await,
     };
     let mut child = Command::new(&program)
-        .arg(&script)
+        .args(&script)
         .args(extra_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {} {} ({SETUP_HINT})", program.display(), script.display()))?;
+        .with_context(|| format!("starting {} ({SETUP_HINT})", program.display()))?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let mut first = String::new();
     // grpcio compiles the .proto at start; allow for a slow, busy machine.
@@ -137,6 +145,11 @@ async fn interop_grpcio() -> Result<()> {
 #[tokio::test]
 async fn interop_grpc_js() -> Result<()> {
     check_stack(Stack::GrpcJs).await
+}
+
+#[tokio::test]
+async fn interop_grpc_go() -> Result<()> {
+    check_stack(Stack::GrpcGo).await
 }
 
 #[tokio::test]
