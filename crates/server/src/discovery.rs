@@ -85,9 +85,9 @@ async fn descriptors_of(
 }
 
 /// The names servers serve reflection under, tried in this order: one protocol with the same
-/// messages, only the service name differs. tonic and grpc-js serve both; grpcio
-/// (grpcio-reflection), many Java and Go servers and older stacks serve only v1alpha. grpcurl
-/// and Envoy try them in the same order.
+/// messages, only the service name differs. grpc-js serves both, tonic what the application
+/// builds; grpcio (grpcio-reflection 1.85), older grpc-go (Debian's 1.33) and many Java servers
+/// serve only v1alpha. grpcurl tries them in the same order.
 const REFLECTION_SERVICES: [&str; 2] = ["grpc.reflection.v1", "grpc.reflection.v1alpha"];
 
 /// Why one reflection attempt failed.
