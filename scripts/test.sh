@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, then every test of every crate.
-# Needs nothing but the Rust toolchain (embedded mode: SQLite in-process, servers on 127.0.0.1:0).
+# Needs the Rust toolchain, plus python3, node and (the first time, as root, for apt-get) Debian's
+# Go packages for the interop backends (embedded mode: SQLite in-process, servers on 127.0.0.1:0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The interop tests run real Python grpcio, Node grpc-js and Go grpc-go servers; install them
+# (quick when already done).
+bash scripts/interop-setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

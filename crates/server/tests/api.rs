@@ -10,6 +10,8 @@ mod access;
 mod catalog;
 #[path = "api/execution.rs"]
 mod execution;
+#[path = "api/interop.rs"]
+mod interop;
 #[path = "api/lifecycle.rs"]
 mod lifecycle;
 #[path = "api/marketplace.rs"]
