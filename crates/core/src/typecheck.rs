@@ -271,7 +271,10 @@ fn check_field_template(t: &Template, field: &FieldDescriptor, path: &str, env: 
             } else if let Kind::Message(m) = field.kind() {
                 check_message_template(t, &m, path, env, diags);
             } else {
-                diags.error(path, format!("field `{}` {}, got an object", field.name(), kind_name(&field.kind())));
+                diags.error(
+                    path,
+                    format!("field `{}` expects {}, got an object", field.name(), kind_name(&field.kind())),
+                );
             }
         }
         Template::List(items) => {

@@ -150,6 +150,7 @@ impl GrpcInvoker {
         Ok(Self { backends, next: std::sync::atomic::AtomicUsize::new(0) })
     }
 
+    /// A ready client on one of the backend's connections, and the method's path.
     async fn client(&self, call: &Call) -> Result<(tonic::client::Grpc<H2>, PathAndQuery), CallError> {
         let pool = self.backends.get(&call.action.backend).ok_or_else(|| {
             CallError::new(tonic::Code::Unavailable, format!("no connection for backend `{}`", call.action.backend))
@@ -161,7 +162,11 @@ impl GrpcInvoker {
         let sender = connection.sender().await?;
         let path = PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(call.action.path.as_bytes()))
             .map_err(|e| CallError::new(tonic::Code::Internal, format!("bad method path: {e}")))?;
-        Ok((tonic::client::Grpc::with_origin(H2(sender), connection.origin.clone()), path))
+        let mut grpc = tonic::client::Grpc::with_origin(H2(sender), connection.origin.clone());
+        grpc.ready().await.map_err(|e| {
+            CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend))
+        })?;
+        Ok((grpc, path))
     }
 }
 
@@ -221,9 +226,6 @@ impl Invoker for GrpcInvoker {
         let (mut grpc, path) = self.client(&call).await?;
         let codec = DynamicCodec(call.action.method.output());
         let timeout = call.timeout;
-        grpc.ready().await.map_err(|e| {
-            CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend))
-        })?;
         grpc.unary(request(call), path, codec)
             .await
             .map(tonic::Response::into_inner)
@@ -234,9 +236,6 @@ impl Invoker for GrpcInvoker {
         let (mut grpc, path) = self.client(&call).await?;
         let codec = DynamicCodec(call.action.method.output());
         let timeout = call.timeout;
-        grpc.ready().await.map_err(|e| {
-            CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend))
-        })?;
         let stream = grpc
             .server_streaming(request(call), path, codec)
             .await

@@ -143,7 +143,7 @@ fn objects_in_expression_templates() {
             error: steps[1].with.counts.a: field `value` expects an integer (int32), got string (from `input.name`)
             error: steps[1].with.featured.qty: unknown field `qty` in test.shop.v1.Item; its fields are: sku, quantity
             error: steps[1].with.featured.sku: field `sku` expects a string, got int (from `input.n`)
-            error: steps[1].with.quantity: field `quantity` an integer (int32), got an object
+            error: steps[1].with.quantity: field `quantity` expects an integer (int32), got an object
             error: steps[1].with.tags: field `tags` expects a list
         "#]],
     );
