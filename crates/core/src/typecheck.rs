@@ -208,6 +208,13 @@ pub fn check_message_template(
     env: &dyn TypeEnv,
     diags: &mut Diagnostics,
 ) {
+    // Struct and Value hold any JSON: an object with expressions in it fits them as a literal one
+    // does (its keys are map keys, not fields); Value takes a list or a string too.
+    match (desc.full_name(), t) {
+        ("google.protobuf.Struct", Template::Object(_)) => return,
+        ("google.protobuf.Value", Template::Object(_) | Template::List(_) | Template::Interpolate(_)) => return,
+        _ => {}
+    }
     match t {
         Template::Object(fields) => {
             for (name, child) in fields {
