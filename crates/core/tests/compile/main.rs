@@ -72,8 +72,8 @@
 //! - expressions: `field … expects …, got … (from …)` incl. map, list, `items:` and enum kinds —
 //!   typecheck::expressions_of_the_wrong_type; `(text with ${{ }} is a string)` —
 //!   interpolation_is_a_string
-//! - objects: `field … expects a list`, `field … <kind>, got an object`, map values, nested
-//!   messages — typecheck::objects_in_expression_templates, struct_field_with_expressions_is_refused
+//! - objects: `field … expects a list`, `field … expects <kind>, got an object`, map values, nested
+//!   messages — typecheck::objects_in_expression_templates, (a Struct takes any object: struct_field_takes_an_object_with_expressions)
 //! - lists: `field … is not a list`, `list item … (from …)`, `list item …` (interpolated), `list
 //!   item <kind>, got an object`, `nested lists are not a protobuf type` —
 //!   typecheck::lists_in_expression_templates
