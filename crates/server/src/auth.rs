@@ -13,6 +13,8 @@ use std::{
 use nexus_store::{ApiKeyRecord, AuthStore, api_key};
 use tonic::Status;
 
+use crate::error::ApiError;
+
 use crate::config::{AuthConfig, JwtConfig};
 
 /// How long a verified API key is trusted without looking at the store again: a revocation
@@ -125,11 +127,11 @@ impl Authenticator {
 
     /// The caller of a request with these headers. Credentials that are present must be valid,
     /// whether or not authentication is required.
-    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, Status> {
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
         let Some(token) = credentials(headers)? else {
             if self.require {
-                return Err(Status::unauthenticated(
-                    "this server requires credentials: send `authorization: Bearer <API key or JWT>`",
+                return Err(ApiError::Unauthenticated(
+                    "this server requires credentials: send `authorization: Bearer <API key or JWT>`".into(),
                 ));
             }
             return Ok(Principal::open());
@@ -139,14 +141,15 @@ impl Authenticator {
         }
         match &self.jwt {
             Some(v) => v.verify(token),
-            None => Err(Status::unauthenticated(
-                "invalid credentials: not an API key, and this server accepts no JWTs ([auth.jwt] is not configured)",
+            None => Err(ApiError::Unauthenticated(
+                "invalid credentials: not an API key, and this server accepts no JWTs ([auth.jwt] is not configured)"
+                    .into(),
             )),
         }
     }
 
-    async fn api_key(&self, key: &str) -> Result<Principal, Status> {
-        let invalid = || Status::unauthenticated("invalid or revoked API key");
+    async fn api_key(&self, key: &str) -> Result<Principal, ApiError> {
+        let invalid = || ApiError::Unauthenticated("invalid or revoked API key".into());
         let id = api_key::id_of(key).ok_or_else(invalid)?;
         let cached = {
             let keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -159,7 +162,7 @@ impl Authenticator {
                     .store
                     .api_key(id)
                     .await
-                    .map_err(|e| Status::unavailable(format!("cannot check the API key: {e}")))?
+                    .map_err(|e| ApiError::Unavailable(format!("cannot check the API key: {e}")))?
                     .ok_or_else(invalid)?;
                 let mut keys = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if keys.len() > 10_000 {
@@ -182,17 +185,16 @@ impl Authenticator {
 }
 
 /// The bearer token or API key of a request, if any.
-fn credentials(headers: &http::HeaderMap) -> Result<Option<&str>, Status> {
+fn credentials(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-        let token = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer <API key or JWT>`"))?;
+        let v = v.to_str().map_err(|_| ApiError::Unauthenticated("the authorization header is not text".into()))?;
+        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).ok_or_else(|| {
+            ApiError::Unauthenticated("the authorization header must be `Bearer <API key or JWT>`".into())
+        })?;
         return Ok(Some(token.trim()));
     }
     if let Some(v) = headers.get("x-api-key") {
-        let v = v.to_str().map_err(|_| Status::unauthenticated("the x-api-key header is not text"))?;
+        let v = v.to_str().map_err(|_| ApiError::Unauthenticated("the x-api-key header is not text".into()))?;
         return Ok(Some(v.trim()));
     }
     Ok(None)
@@ -254,9 +256,9 @@ impl JwtVerifier {
         })
     }
 
-    fn verify(&self, token: &str) -> Result<Principal, Status> {
+    fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
-        let invalid = |why: &str| Status::unauthenticated(format!("invalid token: {why}"));
+        let invalid = |why: &str| ApiError::Unauthenticated(format!("invalid token: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed"))?;
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref().ok_or_else(|| invalid("HS256 tokens are not accepted"))?,
@@ -311,14 +313,9 @@ pub async fn middleware(
             req.extensions_mut().insert(p);
             next.run(req).await
         }
-        Err(status) => {
-            tracing::debug!(path = %req.uri().path(), "refused: {}", status.message());
-            status.into_http()
+        Err(e) => {
+            tracing::debug!(path = %req.uri().path(), "refused: {e}");
+            Status::from(e).into_http()
         }
     }
-}
-
-/// The principal the middleware attached to a request.
-pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, Status> {
-    req.extensions().get::<Principal>().cloned().ok_or_else(|| Status::unauthenticated("no credentials"))
 }
