@@ -328,6 +328,10 @@ async fn reflect_with(
     Ok(FileDescriptorSet { file: topological(files) })
 }
 
+/// Most descriptor files one backend may hand over by reflection: far above any real service,
+/// low enough that a backend answering with ever new imports cannot exhaust memory.
+const MAX_DESCRIPTOR_FILES: usize = 10_000;
+
 /// The well-known types' files, as bundled with protox.
 const WELL_KNOWN_FILES: [&str; 11] = [
     "google/protobuf/any.proto",
@@ -494,6 +498,11 @@ impl Files {
             let file = FileDescriptorProto::decode(bytes.as_slice())
                 .map_err(|e| AttemptError::Failed(format!("undecodable file descriptor: {e}")))?;
             self.files.entry(file.name().to_string()).or_insert(file);
+            if self.files.len() > MAX_DESCRIPTOR_FILES {
+                return Err(AttemptError::Failed(format!(
+                    "the backend's descriptors span more than {MAX_DESCRIPTOR_FILES} files; refusing to load more"
+                )));
+            }
         }
         Ok(())
     }
