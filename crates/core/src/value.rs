@@ -275,6 +275,65 @@ pub fn cel_to_serde(v: &Cel) -> serde_json::Value {
     struct_value_to_serde(&cel_to_json_value(v))
 }
 
+/// A CEL value serialized straight to JSON text, as `cel_to_serde(v).to_string()` would write it
+/// but without building the two intermediate trees (the durable path journals every input).
+pub fn cel_to_json_string(v: &Cel) -> String {
+    serde_json::to_string(&CelJson(v)).unwrap_or_else(|_| "null".to_string())
+}
+
+/// Serializes a CEL value with the JSON mapping of [`cel_to_json_value`] + [`struct_value_to_serde`]:
+/// integers beyond 2^53 as strings, whole floats as integers, non-finite floats as null, bytes as
+/// base64, map keys as strings in sorted order.
+struct CelJson<'a>(&'a Cel);
+
+impl serde::Serialize for CelJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Cel::Null | Cel::Function(..) | Cel::Opaque(_) | Cel::Struct(_) => ser.serialize_unit(),
+            Cel::Bool(b) => ser.serialize_bool(*b),
+            Cel::Int(i) if i.abs() <= MAX_SAFE_INTEGER => ser.serialize_i64(*i),
+            Cel::Int(i) => ser.collect_str(i),
+            Cel::UInt(u) if *u <= MAX_SAFE_INTEGER as u64 => ser.serialize_u64(*u),
+            Cel::UInt(u) => ser.collect_str(u),
+            Cel::Float(f) if f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64 => ser.serialize_i64(*f as i64),
+            Cel::Float(f) if f.is_finite() => ser.serialize_f64(*f),
+            Cel::Float(_) => ser.serialize_unit(),
+            Cel::String(s) => ser.serialize_str(s),
+            Cel::Bytes(b) => ser.serialize_str(&base64_encode(b)),
+            Cel::Duration(d) => ser.serialize_str(&format_duration(d)),
+            Cel::Timestamp(t) => ser.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Cel::List(l) => {
+                let mut seq = ser.serialize_seq(Some(l.len()))?;
+                for v in l.iter() {
+                    seq.serialize_element(&CelJson(v))?;
+                }
+                seq.end()
+            }
+            Cel::Map(m) => {
+                let sorted: std::collections::BTreeMap<String, &Cel> = m
+                    .map
+                    .iter()
+                    .map(|(k, v)| {
+                        let k = match k {
+                            Key::String(s) => s.to_string(),
+                            Key::Int(i) => i.to_string(),
+                            Key::Uint(u) => u.to_string(),
+                            Key::Bool(b) => b.to_string(),
+                        };
+                        (k, v)
+                    })
+                    .collect();
+                let mut map = ser.serialize_map(Some(sorted.len()))?;
+                for (k, v) in &sorted {
+                    map.serialize_entry(k, &CelJson(v))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
 pub fn struct_value_to_serde(v: &prost_types::Value) -> serde_json::Value {
     match &v.kind {
         None | Some(SKind::NullValue(_)) => serde_json::Value::Null,
@@ -565,6 +624,36 @@ fn transcode<T: prost::Message>(desc: &MessageDescriptor, value: &T) -> DynamicM
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_text_is_written_as_the_json_mapping_writes_it() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00.5Z").unwrap();
+        let values = [
+            Cel::Null,
+            Cel::Bool(true),
+            Cel::Int(-7),
+            Cel::Int(9_007_199_254_740_993),
+            Cel::UInt(u64::MAX),
+            Cel::UInt(3),
+            Cel::Float(2.0),
+            Cel::Float(2.5),
+            Cel::Float(f64::NAN),
+            Cel::Float(1e300),
+            Cel::String(Arc::new("é \"q\" \n".into())),
+            Cel::Bytes(Arc::new(vec![0, 255, 7])),
+            Cel::Duration(chrono::Duration::milliseconds(1500)),
+            Cel::Timestamp(at),
+            Cel::List(Arc::new(vec![Cel::Int(1), Cel::String(Arc::new("x".into()))])),
+            map(HashMap::from([
+                (key("b"), Cel::Int(2)),
+                (key("a"), map(HashMap::from([(key("z"), Cel::Null), (key("y"), Cel::Float(0.25))]))),
+                (Key::Int(10), Cel::Bool(false)),
+            ])),
+        ];
+        for v in &values {
+            assert_eq!(cel_to_json_string(v), cel_to_serde(v).to_string(), "{v:?}");
+        }
+    }
 
     #[test]
     fn json_integers_become_cel_ints() {

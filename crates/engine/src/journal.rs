@@ -44,7 +44,8 @@ pub struct JournalStart {
     pub id: Arc<str>,
     pub pattern_name: Arc<str>,
     pub pattern_version: Arc<str>,
-    pub input: serde_json::Value,
+    /// The execution input as JSON text.
+    pub input: String,
     pub idempotency_key: Option<String>,
     pub tenant: Arc<str>,
 }

@@ -175,7 +175,7 @@ impl Journal for StoreBackedJournal {
             id: s.id.to_string(),
             pattern_name: s.pattern_name.to_string(),
             pattern_version: s.pattern_version.to_string(),
-            input: s.input.to_string(),
+            input: s.input.clone(),
             idempotency_key: s.idempotency_key.clone(),
             tenant: s.tenant.to_string(),
             started_at: std::time::SystemTime::now(),

@@ -309,7 +309,7 @@ impl Engine {
             id: id.clone(),
             pattern_name: req.pattern.name.clone(),
             pattern_version: req.pattern.version.clone(),
-            input: value::cel_to_serde(&req.input),
+            input: value::cel_to_json_string(&req.input),
             idempotency_key: req.idempotency_key.clone(),
             tenant: req.tenant.clone(),
         });
