@@ -130,7 +130,9 @@ async fn reflect(s: &ServiceConfig, timeout: Duration) -> Result<FileDescriptorS
     let endpoint = Endpoint::from_shared(s.endpoint.clone())
         .map_err(|e| backend_error(s, format!("invalid endpoint: {e}")))?
         .connect_timeout(timeout.min(Duration::from_secs(5)));
-    let channel = match tokio::time::timeout_at(deadline, endpoint.connect()).await {
+    // Plaintext or TLS (`https://`) by Nexus's own connector (tls.rs), as the invoker dials.
+    let connector = crate::tls::Connector::new(crate::tls::backend_tls(s).map_err(|e| backend_error(s, e))?);
+    let channel = match tokio::time::timeout_at(deadline, endpoint.connect_with_connector(connector)).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => return Err(backend_error(s, format!("cannot connect: {}", error_chain(&e)))),
         Err(_) => return Err(backend_error(s, format!("cannot connect within {timeout:?}"))),
