@@ -114,7 +114,12 @@ fn describe(code: tonic::Code, message: &str) -> String {
 }
 
 fn status_error(status: &tonic::Status) -> AttemptError {
-    let message = describe(status.code(), status.message());
+    let mut message = describe(status.code(), status.message());
+    // A transport failure ("transport error") says why only in its causes: a TLS alert such as
+    // a backend refusing a connection without a client certificate.
+    if let Some(cause) = std::error::Error::source(status) {
+        message = format!("{message}: {}", error_chain(cause));
+    }
     if status.code() == tonic::Code::Unimplemented {
         AttemptError::Unimplemented(message)
     } else {

@@ -245,10 +245,15 @@ fn connection_lost(s: &Status) -> bool {
 
 fn status_to_error(s: Status, timeout: Option<Duration>) -> CallError {
     if connection_lost(&s) {
-        return CallError::new(
-            tonic::Code::Unavailable,
-            format!("the connection to the backend was lost: {}", s.message()),
-        );
+        // The causes say why (a reset, a TLS alert such as a missing client certificate).
+        let mut why = s.message().to_string();
+        let mut cause = std::error::Error::source(&s);
+        while let Some(c) = cause {
+            why.push_str(": ");
+            why.push_str(&c.to_string());
+            cause = c.source();
+        }
+        return CallError::new(tonic::Code::Unavailable, format!("the connection to the backend was lost: {why}"));
     }
     // tonic's channel enforces the deadline it sends and reports its expiry as CANCELLED
     // "Timeout expired"; to the pattern it is a deadline, and `retry_on: [DEADLINE_EXCEEDED]`
