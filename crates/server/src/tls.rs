@@ -336,19 +336,36 @@ impl ReloadingCert {
         }
     }
 
-    /// Reloads on SIGHUP and whenever the files' contents change (looked at every
-    /// `poll`), until `stop`.
-    pub async fn watch(self: Arc<Self>, poll: Duration, stop: CancellationToken) {
-        let read = |this: &Self| (std::fs::read(&this.cert_file).ok(), std::fs::read(&this.key_file).ok());
-        let mut seen = read(&self);
+    /// Reloads on SIGHUP and whenever the files' contents change (looked at every `poll`), until
+    /// `stop`. The SIGHUP handler is in place when this returns (before the future first runs),
+    /// so a SIGHUP right after start reloads rather than ending the process.
+    pub fn watch(
+        self: Arc<Self>,
+        poll: Duration,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         #[cfg(unix)]
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!("cannot listen for SIGHUP (TLS certificates reload only on file changes): {e}");
                 None
             }
         };
+        #[cfg(not(unix))]
+        let hangup = None::<()>;
+        self.watch_with(hangup, poll, stop)
+    }
+
+    async fn watch_with(
+        self: Arc<Self>,
+        #[cfg(unix)] mut hangup: Option<tokio::signal::unix::Signal>,
+        #[cfg(not(unix))] _hangup: Option<()>,
+        poll: Duration,
+        stop: CancellationToken,
+    ) {
+        let read = |this: &Self| (std::fs::read(&this.cert_file).ok(), std::fs::read(&this.key_file).ok());
+        let mut seen = read(&self);
         loop {
             #[cfg(unix)]
             let signal = async {

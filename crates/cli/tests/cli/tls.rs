@@ -79,10 +79,19 @@ fn cli_speaks_tls_to_https_addresses_with_ca_file() {
         .arg("--tls-key")
         .arg(&key_file)
         .env_remove("NEXUS_DATABASE_URL")
+        .env("NEXUS_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The server's log, line by line, for the SIGHUP check below.
+    let (log_tx, log) = std::sync::mpsc::channel::<String>();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = lines.next().and_then(Result::ok).unwrap_or_default();
     std::thread::spawn(move || for _ in lines {});
@@ -107,5 +116,19 @@ fn cli_speaks_tls_to_https_addresses_with_ca_file() {
     // --ca-file with http:// is a mistake worth saying.
     let (ok, stderr) = outcome(&["pattern", "list", "--addr", "http://127.0.0.1:1", "--ca-file", ca]);
     assert!(!ok && stderr.contains("--ca-file is for https://"), "{stderr}");
+
+    // SIGHUP reloads the certificate (and does not stop the server).
+    let hup = std::process::Command::new("kill").args(["-HUP", &serve.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut reloaded = false;
+    while !reloaded && Instant::now() < deadline {
+        if let Ok(line) = log.recv_timeout(Duration::from_millis(200)) {
+            reloaded = line.contains("TLS certificate reloaded (SIGHUP)");
+        }
+    }
+    assert!(reloaded, "no reload logged after SIGHUP");
+    let out = nexus().args(["pattern", "list", "--addr", &serve.addr, "--ca-file", ca]).output().unwrap();
+    assert!(out.status.success(), "after SIGHUP: {}", String::from_utf8_lossy(&out.stderr));
     drop(serve);
 }

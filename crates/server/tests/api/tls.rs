@@ -233,7 +233,7 @@ async fn tls_mtls_backend_requires_the_client_certificate() -> Result<()> {
     let mut quick = config(vec![plain.clone()]);
     quick.discovery_timeout = Duration::from_secs(3);
     let e = start_error(Nexus::start(quick).await)?;
-    ensure!(e.contains("backend `mtls`") && e.to_lowercase().contains("certificate"), "{e}");
+    ensure!(e.contains("backend `mtls`") && e.contains("requires a TLS client certificate: set cert_file"), "{e}");
 
     let (cert_file, key_file) = ca.client("nexus")?.write(dir.path(), "client")?;
     let with_cert = ServiceConfig { cert_file: Some(cert_file), key_file: Some(key_file.clone()), ..plain.clone() };
