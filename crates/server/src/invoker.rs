@@ -179,7 +179,10 @@ impl GrpcInvoker {
             let config = services.iter().find(|c| *c.name == *s.backend);
             let tls = match config {
                 Some(c) => tls::backend_tls(c)?,
-                None => None,
+                // A backend known only from the catalog: default TLS settings (system roots).
+                None => tls::backend_tls(
+                    &ServiceConfig::from_flag(&format!("{}={}", s.backend, s.endpoint)).map_err(|e| e.to_string())?,
+                )?,
             };
             let server_name = config.and_then(|c| c.tls_server_name.as_deref());
             let pool = (0..connections_per_backend())
