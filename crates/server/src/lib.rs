@@ -123,7 +123,10 @@ impl Nexus {
         config.validate()?;
         // The listener's certificate first: a bad file should stop the start before anything else.
         let listener_cert = match config.tls.files() {
-            Some((cert, key)) => Some(Arc::new(tls::ReloadingCert::load(cert, key)?)),
+            Some((cert, key)) => {
+                let cert = Arc::new(tls::ReloadingCert::load(cert, key)?);
+                Some((cert.server_config()?, cert))
+            }
             None => None,
         };
         let catalog = Arc::new(discovery::build_catalog(&config.services, config.discovery_timeout).await?);
@@ -234,8 +237,7 @@ impl Nexus {
             }
             // TLS: ALPN picks h2 (native gRPC) or HTTP/1.1 (gRPC-Web, Connect) on the one port;
             // hyper's auto builder serves both, as on the plaintext port.
-            Some(cert) => {
-                let server_config = cert.server_config()?;
+            Some((server_config, cert)) => {
                 tasks.spawn(cert.watch(Duration::from_secs(1), stages.background.clone()));
                 let listener = tls::TlsListener::new(listener, server_config)
                     .map_err(|cause| StartError::Bind { addr: config.listen, cause })?;
