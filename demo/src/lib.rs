@@ -125,6 +125,23 @@ pub async fn spawn(options: DemoOptions) -> std::io::Result<(SocketAddr, DemoHan
     Ok((address, handle, DemoServer { stop: Some(stop), task: Some(task) }))
 }
 
+/// Starts the demo server on connections the caller accepts (e.g. TLS streams a test set up), in
+/// a background task, until the guard is dropped.
+pub fn spawn_incoming<I, IO, IE>(incoming: I, options: DemoOptions) -> std::io::Result<(DemoHandle, DemoServer)>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let handle = DemoHandle::new(&options);
+    let router = routes(&handle).map_err(std::io::Error::other)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    Ok((handle, DemoServer { stop: Some(stop), task: Some(task) }))
+}
+
 /// Guard for a server started by [`spawn`]. Dropping it starts a graceful shutdown in the
 /// background; [`DemoServer::shutdown`] also waits until the server has stopped.
 #[derive(Debug)]

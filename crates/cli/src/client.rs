@@ -51,18 +51,50 @@ impl Interceptor for Credentials {
     }
 }
 
-/// Connects to the Nexus at `target.addr`; every call made with the client carries the target's
-/// credentials. The one place that builds API clients.
+/// Connects to the Nexus at `target.addr` — TLS for `https://` (trusting `--ca-file` or the
+/// system's roots), plaintext for `http://` — and every call made with the client carries the
+/// target's credentials. The one place that builds API clients.
 pub async fn connect(target: &Target) -> anyhow::Result<Client> {
     let credentials = Credentials::from_token(target.token.as_deref())?;
-    let channel = tonic::transport::Endpoint::from_shared(target.addr.clone())
-        .with_context(|| format!("invalid address {}", target.addr))?
-        .connect()
-        .await
-        .with_context(|| {
-            format!("cannot reach Nexus at {} (is `nexus serve` running? set --addr or NEXUS_ADDR)", target.addr)
-        })?;
+    let endpoint = tonic::transport::Endpoint::from_shared(target.addr.clone())
+        .with_context(|| format!("invalid address {}", target.addr))?;
+    let uri = endpoint.uri().clone();
+    let host = uri.host().ok_or_else(|| anyhow::anyhow!("invalid address {}: no host", target.addr))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => {
+            let options = nexus_server::tls::ClientTlsOptions {
+                ca_file: target.ca_file.clone().map(|p| ("--ca-file".to_string(), p)),
+                identity: None,
+            };
+            let config = nexus_server::tls::client_config(&options).map_err(|e| anyhow::anyhow!(e))?;
+            Some(nexus_server::tls::ClientTls::new(config, host, None).map_err(|e| anyhow::anyhow!(e))?)
+        }
+        Some("http") => {
+            if target.ca_file.is_some() {
+                bail!("--ca-file is for https:// addresses, and {} is plaintext", target.addr);
+            }
+            if credentials.authorization.is_some() && !is_loopback(host) && !target.allow_plaintext_token {
+                bail!(
+                    "refusing to send the token in clear text to {} (plaintext http:// to an address that is not \
+                     loopback: anyone on the path could read it). Use an https:// address (with --ca-file if its \
+                     certificate is not from a CA in the system's roots), or --allow-plaintext-token to send it anyway",
+                    target.addr
+                );
+            }
+            None
+        }
+        _ => bail!("invalid address {}: use http://host:port or https://host:port", target.addr),
+    };
+    let channel = endpoint.connect_with_connector(nexus_server::tls::Connector::new(tls)).await.with_context(|| {
+        format!("cannot reach Nexus at {} (is `nexus serve` running? set --addr or NEXUS_ADDR)", target.addr)
+    })?;
     Ok(NexusServiceClient::with_interceptor(channel, credentials))
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1: a token sent there in clear never leaves the machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Turns a status into an error; diagnostics in its details are listed one per line.

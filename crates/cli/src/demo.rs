@@ -37,7 +37,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.services.push(ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
     let nexus = Nexus::start(config).await.context("starting nexus")?;
     let addr = nexus.local_addr();
-    let target = Target { addr: format!("http://{addr}"), json: false, token: None };
+    let target = Target {
+        addr: format!("http://{addr}"),
+        json: false,
+        token: None,
+        ca_file: None,
+        allow_plaintext_token: false,
+    };
 
     let mut client = client::connect(&target).await?;
     for (file, text) in EXAMPLE_PATTERNS {

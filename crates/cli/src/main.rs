@@ -36,6 +36,13 @@ pub struct Target {
     /// `authorization: Bearer <token>` on every call.
     #[arg(long, global = true, env = "NEXUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the CAs to trust for an https:// address (default: the system's roots).
+    #[arg(long, global = true, env = "NEXUS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Send --token even over plaintext (http://) to an address that is not loopback, where
+    /// anyone on the path can read it. Refused without this flag.
+    #[arg(long, global = true)]
+    pub allow_plaintext_token: bool,
 }
 
 #[derive(Subcommand)]
@@ -326,6 +333,13 @@ struct ServeArgs {
     /// the port is an admin).
     #[arg(long)]
     insecure: bool,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); reloaded on SIGHUP and when
+    /// the file changes. Also `[tls] cert_file` or NEXUS_TLS_CERT.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert. Also `[tls] key_file` or NEXUS_TLS_KEY.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -433,13 +447,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.insecure {
         config.auth.insecure = true;
     }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls.cert_file = Some(cert);
+        config.tls.key_file = Some(key);
+    }
     let store = match (&config.store.url, config.in_memory) {
         (Some(url), _) => nexus_store::redact_url(url),
         (None, true) => "in memory".to_string(),
         (None, false) => config.data_dir.display().to_string(),
     };
     let nexus = nexus_server::Nexus::start(config).await.context("nexus could not start")?;
-    println!("nexus listening on http://{} (store: {store}, {} services)", nexus.local_addr(), nexus.service_count());
+    println!(
+        "nexus listening on {}://{} (store: {store}, {} services)",
+        nexus.scheme(),
+        nexus.local_addr(),
+        nexus.service_count()
+    );
     tokio::select! {
         r = shutdown_signal() => r?,
         _ = std::future::pending::<()>() => {}

@@ -8,6 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "cli/tls.rs"]
+mod tls;
+
 fn nexus() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
     c.env("NEXUS_LOG", "warn");

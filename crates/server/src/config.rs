@@ -64,6 +64,26 @@ pub struct Config {
     /// Identity and access.
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    /// TLS on the listener; plaintext (h2c and HTTP/1.1) when not set.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: Nexus's own listener over TLS. The files are read again on SIGHUP and when they
+/// change; a bad new pair is logged and the one in use stays.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Both files, when TLS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
 }
 
 /// `[limits]`: what one caller may use of a shared gateway.
@@ -152,6 +172,7 @@ impl Default for Config {
             shutdown_grace: std::time::Duration::from_secs(30),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -162,8 +183,21 @@ impl Default for Config {
 pub struct ServiceConfig {
     /// A name for the backend (used in logs and ListServices).
     pub name: String,
-    /// `http://host:port` of the backend's gRPC server.
+    /// `http://host:port` of the backend's gRPC server, or `https://host:port` for TLS.
     pub endpoint: String,
+    /// `https://` only: PEM file of the CAs to trust instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: client certificate chain (PEM) shown to a backend that asks for one (mTLS).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// `https://` only: the client certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// `https://` only: the name sent as SNI, checked against the backend's certificate and sent
+    /// as `:authority` (default: the endpoint's host), like grpc-go's authority override.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// A compiled `FileDescriptorSet` file, instead of server reflection.
     #[serde(default)]
     pub descriptor_set: Option<PathBuf>,
@@ -187,6 +221,10 @@ impl ServiceConfig {
         Ok(Self {
             name: name.trim().to_string(),
             endpoint: endpoint.trim().to_string(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            tls_server_name: None,
             descriptor_set: None,
             protos: Vec::new(),
             include: Vec::new(),
@@ -237,6 +275,12 @@ impl Config {
                 for p in s.protos.iter_mut().chain(s.include.iter_mut()) {
                     *p = dir.join(&*p);
                 }
+                for p in [&mut s.ca_file, &mut s.cert_file, &mut s.key_file].into_iter().flatten() {
+                    *p = dir.join(&*p);
+                }
+            }
+            for p in [&mut config.tls.cert_file, &mut config.tls.key_file].into_iter().flatten() {
+                *p = dir.join(&*p);
             }
             if let Some(jwt) = &mut config.auth.jwt {
                 for p in [&mut jwt.hs256_secret_file, &mut jwt.jwks_file].into_iter().flatten() {
@@ -249,8 +293,8 @@ impl Config {
 
     /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_EXECUTION_HISTORY`,
     /// `NEXUS_DATABASE_URL`,
-    /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`
-    /// and `NEXUS_SERVICES` (comma-separated NAME=URL).
+    /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`,
+    /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY` and `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -294,6 +338,12 @@ impl Config {
         if let Some(v) = env("NEXUS_DATABASE_URL") {
             self.store.url = Some(v);
         }
+        if let Some(v) = env("NEXUS_TLS_CERT") {
+            self.tls.cert_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("NEXUS_TLS_KEY") {
+            self.tls.key_file = Some(PathBuf::from(v));
+        }
         if let Some(v) = env("NEXUS_SERVICES") {
             for s in v.split(',').filter(|s| !s.trim().is_empty()) {
                 self.services.push(ServiceConfig::from_flag(s)?);
@@ -330,6 +380,11 @@ impl Config {
         {
             return Err(invalid("auth.jwt", "set hs256_secret_file or jwks_file"));
         }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => return Err(invalid("tls.key_file", "set it together with tls.cert_file")),
+            (None, Some(_)) => return Err(invalid("tls.cert_file", "set it together with tls.key_file")),
+            _ => {}
+        }
         if self.lease_timeout < std::time::Duration::from_millis(300) {
             return Err(invalid("lease_timeout", "must be at least 300ms (heartbeats run every third of it)"));
         }
@@ -356,6 +411,36 @@ impl Config {
             if s.descriptor_set.is_some() && !s.protos.is_empty() {
                 return Err(invalid(key.to_string(), "give either descriptor_set or protos, not both"));
             }
+            self.validate_backend_tls(&key, s)?;
+        }
+        Ok(())
+    }
+
+    /// A backend's TLS settings: only with `https://`, certificate and key together, a server
+    /// name that is a DNS name or an IP address.
+    fn validate_backend_tls(&self, key: &str, s: &ServiceConfig) -> Result<(), ConfigError> {
+        let https = s.endpoint.starts_with("https://");
+        let set = [
+            ("ca_file", s.ca_file.is_some()),
+            ("cert_file", s.cert_file.is_some()),
+            ("key_file", s.key_file.is_some()),
+            ("tls_server_name", s.tls_server_name.is_some()),
+        ];
+        if !https && let Some((name, _)) = set.iter().find(|(_, on)| *on) {
+            return Err(invalid(
+                format!("{key}.{name}"),
+                format!("only for an https:// endpoint (`{}` is plaintext)", s.endpoint),
+            ));
+        }
+        match (&s.cert_file, &s.key_file) {
+            (Some(_), None) => return Err(invalid(format!("{key}.key_file"), "set it together with cert_file")),
+            (None, Some(_)) => return Err(invalid(format!("{key}.cert_file"), "set it together with key_file")),
+            _ => {}
+        }
+        if let Some(name) = &s.tls_server_name
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return Err(invalid(format!("{key}.tls_server_name"), format!("`{name}` is not a DNS name or IP address")));
         }
         Ok(())
     }
@@ -416,6 +501,42 @@ audience = "nexus"
         assert_eq!(open.store.sqlite_synchronous, SqliteSynchronous::Full);
         let e = open.apply_env(|k| (k == "NEXUS_SQLITE_SYNCHRONOUS").then(|| "off".to_string())).unwrap_err();
         assert!(e.to_string().contains("NEXUS_SQLITE_SYNCHRONOUS"), "{e}");
+    }
+
+    #[test]
+    fn backend_tls_settings_need_https_and_name_the_key() {
+        let mut c = Config::default();
+        c.services.push(ServiceConfig {
+            ca_file: Some("ca.pem".into()),
+            ..ServiceConfig::from_flag("x=http://127.0.0.1:1").unwrap()
+        });
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("services[0].ca_file: only for an https:// endpoint"), "{e}");
+        c.services[0].endpoint = "https://127.0.0.1:1".into();
+        c.validate().unwrap();
+        c.services[0].cert_file = Some("client.pem".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("services[0].key_file: set it together with cert_file"), "{e}");
+        c.services[0].key_file = Some("client.key".into());
+        c.services[0].tls_server_name = Some("not a name".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("services[0].tls_server_name"), "{e}");
+        c.services[0].tls_server_name = Some("backend.internal".into());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn listener_tls_from_toml_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(&path, "[tls]\ncert_file = \"cert.pem\"\n").unwrap();
+        let mut c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.tls.cert_file.as_deref(), Some(dir.path().join("cert.pem").as_path()));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("tls.key_file"), "{e}");
+        c.apply_env(|k| (k == "NEXUS_TLS_KEY").then(|| "/k.pem".to_string())).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tls.files().map(|(_, k)| k.to_path_buf()), Some(PathBuf::from("/k.pem")));
     }
 
     #[test]

@@ -114,7 +114,12 @@ fn describe(code: tonic::Code, message: &str) -> String {
 }
 
 fn status_error(status: &tonic::Status) -> AttemptError {
-    let message = describe(status.code(), status.message());
+    let mut message = describe(status.code(), status.message());
+    // A transport failure ("transport error") says why only in its causes: a TLS alert such as
+    // a backend refusing a connection without a client certificate.
+    if let Some(cause) = std::error::Error::source(status) {
+        message = format!("{message}: {}", error_chain(cause));
+    }
     if status.code() == tonic::Code::Unimplemented {
         AttemptError::Unimplemented(message)
     } else {
@@ -127,10 +132,20 @@ fn status_error(status: &tonic::Status) -> AttemptError {
 /// all within `timeout`. The error names every attempt and why it failed.
 async fn reflect(s: &ServiceConfig, timeout: Duration) -> Result<FileDescriptorSet, DiscoveryError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let endpoint = Endpoint::from_shared(s.endpoint.clone())
+    let mut endpoint = Endpoint::from_shared(s.endpoint.clone())
         .map_err(|e| backend_error(s, format!("invalid endpoint: {e}")))?
         .connect_timeout(timeout.min(Duration::from_secs(5)));
-    let channel = match tokio::time::timeout_at(deadline, endpoint.connect()).await {
+    // `tls_server_name` is also the `:authority`, as for the invoker's calls.
+    if let Some(name) = &s.tls_server_name {
+        let port = endpoint.uri().port_u16().unwrap_or(443);
+        let origin = format!("https://{name}:{port}")
+            .parse()
+            .map_err(|e| backend_error(s, format!("tls_server_name `{name}`: {e}")))?;
+        endpoint = endpoint.origin(origin);
+    }
+    // Plaintext or TLS (`https://`) by Nexus's own connector (tls.rs), as the invoker dials.
+    let connector = crate::tls::Connector::new(crate::tls::backend_tls(s).map_err(|e| backend_error(s, e))?);
+    let channel = match tokio::time::timeout_at(deadline, endpoint.connect_with_connector(connector)).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => return Err(backend_error(s, format!("cannot connect: {}", error_chain(&e)))),
         Err(_) => return Err(backend_error(s, format!("cannot connect within {timeout:?}"))),
@@ -168,12 +183,23 @@ async fn reflect(s: &ServiceConfig, timeout: Duration) -> Result<FileDescriptorS
     for service in REFLECTION_SERVICES.iter().skip(tried.len()) {
         tried.push(format!("{service}: not tried (discovery_timeout spent)"));
     }
+    let tried = tried.join("; ");
+    // A backend that refuses the connection without a client certificate (TLS 1.3 says so only
+    // after the handshake, at the first request) is not a reflection problem.
+    if tried.contains("CertificateRequired") {
+        return Err(backend_error(
+            s,
+            format!(
+                "the backend requires a TLS client certificate: set cert_file and key_file on the service \
+                 ({tried})"
+            ),
+        ));
+    }
     Err(backend_error(
         s,
         format!(
-            "gRPC server reflection failed ({}). Does the backend serve reflection? Otherwise give Nexus its \
-             descriptors with `descriptor_set` or `protos`",
-            tried.join("; ")
+            "gRPC server reflection failed ({tried}). Does the backend serve reflection? Otherwise give Nexus its \
+             descriptors with `descriptor_set` or `protos`"
         ),
     ))
 }
@@ -184,8 +210,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
+        // Wrappers often repeat their cause's text ("transport error: transport error: …").
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cause = c.source();
     }
     out

@@ -1,5 +1,5 @@
 //! The gRPC invoker: calls any catalog action with a `DynamicMessage`, over one pooled HTTP/2
-//! channel per backend.
+//! channel per backend (plaintext for `http://`, TLS for `https://`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -8,8 +8,11 @@ use futures::StreamExt;
 use http::uri::PathAndQuery;
 use nexus_core::Catalog;
 use nexus_engine::{Call, CallError, Invoker, MessageStream};
+
+use crate::{config::ServiceConfig, tls};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::{
     Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -45,29 +48,48 @@ pub struct Connection {
     backend: Arc<str>,
     /// `host:port` to dial.
     address: String,
-    /// `http://host:port`: the scheme and authority of every request.
+    /// `http(s)://host:port`: the scheme and authority of every request.
     origin: http::Uri,
+    /// TLS settings for an `https://` backend.
+    tls: Option<tls::ClientTls>,
     current: std::sync::Mutex<Option<Sender>>,
     /// One dial at a time.
     dialing: tokio::sync::Mutex<()>,
 }
 
 impl Connection {
-    fn new(backend: &Arc<str>, endpoint: &str) -> Result<Self, String> {
-        let origin: http::Uri =
+    /// `server_name` (`tls_server_name`) replaces the endpoint's host in `:authority`.
+    fn new(
+        backend: &Arc<str>,
+        endpoint: &str,
+        tls: Option<tls::ClientTls>,
+        server_name: Option<&str>,
+    ) -> Result<Self, String> {
+        let mut origin: http::Uri =
             endpoint.parse().map_err(|e| format!("backend `{backend}`: invalid endpoint {endpoint}: {e}"))?;
-        if origin.scheme_str() != Some("http") {
-            return Err(format!(
-                "backend `{backend}`: endpoint {endpoint} must be http://host:port (plaintext HTTP/2)"
-            ));
-        }
+        let port = match (origin.scheme_str(), &tls) {
+            (Some("http"), _) => 80,
+            (Some("https"), Some(_)) => 443,
+            _ => {
+                return Err(format!(
+                    "backend `{backend}`: endpoint {endpoint} must be http://host:port or https://host:port"
+                ));
+            }
+        };
         let authority =
             origin.authority().ok_or_else(|| format!("backend `{backend}`: endpoint {endpoint} has no host:port"))?;
-        let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        let port = authority.port_u16().unwrap_or(port);
+        let address = format!("{}:{port}", authority.host());
+        if let Some(name) = server_name {
+            origin = format!("https://{name}:{port}")
+                .parse()
+                .map_err(|e| format!("backend `{backend}`: tls_server_name `{name}`: {e}"))?;
+        }
         Ok(Self {
             backend: backend.clone(),
             address,
             origin,
+            tls,
             current: std::sync::Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
         })
@@ -91,28 +113,39 @@ impl Connection {
             CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {why}", self.backend))
         };
         let dial = async {
-            let tcp = tokio::net::TcpStream::connect(&self.address).await.map_err(|e| e.to_string())?;
-            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            let (sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_while_idle(true)
-                .handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| e.to_string())?;
-            let backend = self.backend.clone();
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(%backend, "connection closed: {e}");
-                }
-            });
-            Ok::<_, String>(sender)
+            // Each kind of stream gets its own HTTP/2 connection type: the plaintext one stays a
+            // bare `TcpStream`, with nothing in between.
+            match tls::dial(&self.address, self.tls.as_ref()).await? {
+                tls::ClientStream::Plain(tcp) => self.handshake(tcp).await,
+                tls::ClientStream::Tls(stream) => self.handshake(*stream).await,
+            }
         };
         let sender = tokio::time::timeout(Duration::from_secs(5), dial)
             .await
             .map_err(|_| unavailable(format!("no connection to {} within 5s", self.address)))?
             .map_err(|e| unavailable(format!("connecting to {}: {e}", self.address)))?;
         *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// HTTP/2 over an open stream; the connection is driven by a task of its own.
+    async fn handshake<T>(&self, io: T) -> Result<Sender, String>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        let backend = self.backend.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%backend, "connection closed: {e}");
+            }
+        });
         Ok(sender)
     }
 }
@@ -136,14 +169,24 @@ impl tower::Service<http::Request<tonic::body::Body>> for H2 {
 }
 
 impl GrpcInvoker {
-    pub fn new(catalog: &Catalog) -> Result<Self, String> {
+    /// Connections to every backend of the catalog; `services` gives their TLS settings.
+    pub fn new(catalog: &Catalog, services: &[ServiceConfig]) -> Result<Self, String> {
         let mut backends = HashMap::new();
         for s in catalog.services() {
             if backends.contains_key(&s.backend) {
                 continue;
             }
+            let config = services.iter().find(|c| *c.name == *s.backend);
+            let tls = match config {
+                Some(c) => tls::backend_tls(c)?,
+                // A backend known only from the catalog: default TLS settings (system roots).
+                None => tls::backend_tls(
+                    &ServiceConfig::from_flag(&format!("{}={}", s.backend, s.endpoint)).map_err(|e| e.to_string())?,
+                )?,
+            };
+            let server_name = config.and_then(|c| c.tls_server_name.as_deref());
             let pool = (0..connections_per_backend())
-                .map(|_| Connection::new(&s.backend, &s.endpoint).map(Arc::new))
+                .map(|_| Connection::new(&s.backend, &s.endpoint, tls.clone(), server_name).map(Arc::new))
                 .collect::<Result<Vec<_>, _>>()?;
             backends.insert(s.backend.clone(), pool);
         }
@@ -205,10 +248,15 @@ fn connection_lost(s: &Status) -> bool {
 
 fn status_to_error(s: Status, timeout: Option<Duration>) -> CallError {
     if connection_lost(&s) {
-        return CallError::new(
-            tonic::Code::Unavailable,
-            format!("the connection to the backend was lost: {}", s.message()),
-        );
+        // The causes say why (a reset, a TLS alert such as a missing client certificate).
+        let mut why = s.message().to_string();
+        let mut cause = std::error::Error::source(&s);
+        while let Some(c) = cause {
+            why.push_str(": ");
+            why.push_str(&c.to_string());
+            cause = c.source();
+        }
+        return CallError::new(tonic::Code::Unavailable, format!("the connection to the backend was lost: {why}"));
     }
     // tonic's channel enforces the deadline it sends and reports its expiry as CANCELLED
     // "Timeout expired"; to the pattern it is a deadline, and `retry_on: [DEADLINE_EXCEEDED]`

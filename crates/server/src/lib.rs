@@ -17,6 +17,7 @@ mod journal;
 mod lifecycle;
 mod limits;
 mod registry;
+pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -28,7 +29,7 @@ type Stores = (Arc<dyn registry::RegistryStore>, Arc<dyn nexus_store::JournalSto
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer;
 
-pub use config::{AuthConfig, Config, ConfigError, JwtConfig, ServiceConfig, StoreConfig, parse_duration};
+pub use config::{AuthConfig, Config, ConfigError, JwtConfig, ServiceConfig, StoreConfig, TlsConfig, parse_duration};
 pub use error::EXECUTION_ID_HEADER;
 pub use error::RpcStatus;
 pub use invoker::{DynamicCodec, GrpcInvoker};
@@ -59,6 +60,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, cause: std::io::Error },
     #[error("building gRPC reflection: {0}")]
     Reflection(tonic_reflection::server::Error),
+    #[error("TLS: {0}")]
+    Tls(tls::TlsError),
 }
 
 macro_rules! start_error_from {
@@ -77,6 +80,7 @@ start_error_from!(
     nexus_store::Error => Store,
     error::ApiError => Registry,
     tonic_reflection::server::Error => Reflection,
+    tls::TlsError => Tls,
 );
 
 /// A running Nexus server. Dropping it stops every part at once; [`Nexus::shutdown`] stops them
@@ -84,6 +88,8 @@ start_error_from!(
 pub struct Nexus {
     addr: SocketAddr,
     services: usize,
+    /// Whether the listener speaks TLS.
+    tls: bool,
     /// The listener's task (kept apart: past the grace period it is aborted).
     server: JoinHandle<std::io::Result<()>>,
     /// Every other long-running part, and the signals that stop each stage.
@@ -115,6 +121,14 @@ impl Nexus {
     /// Builds the catalog, opens the store, loads patterns, binds the port and starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        // The listener's certificate first: a bad file should stop the start before anything else.
+        let listener_cert = match config.tls.files() {
+            Some((cert, key)) => {
+                let cert = Arc::new(tls::ReloadingCert::load(cert, key)?);
+                Some((cert.server_config()?, cert))
+            }
+            None => None,
+        };
         let catalog = Arc::new(discovery::build_catalog(&config.services, config.discovery_timeout).await?);
         let (store, journal_store, auth_store): Stores = match (&config.store.url, config.in_memory) {
             (Some(url), _) => {
@@ -152,7 +166,7 @@ impl Nexus {
         }
         let registry = Arc::new(registry::Registry::load(store, catalog.clone(), restricted).await?);
         let open = !authenticator.required();
-        let invoker = Arc::new(GrpcInvoker::new(&catalog).map_err(StartError::Invoker)?);
+        let invoker = Arc::new(GrpcInvoker::new(&catalog, &config.services).map_err(StartError::Invoker)?);
         let owner: Arc<str> = Arc::from(format!("replica-{}", uuid::Uuid::now_v7().simple()));
         let (journal, journal_writers) = journal::StoreBackedJournal::new(
             journal_store.clone(),
@@ -204,19 +218,40 @@ impl Nexus {
             tasks: tasks.clone(),
         };
         let leases = tokio::spawn(keeper.run(stages.leases.clone()));
-        // Small messages: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to responses.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-        });
         let accept = stages.accept.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, tower::make::Shared::new(app)).with_graceful_shutdown(accept.cancelled_owned()).await
-        });
-        tracing::info!(%addr, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
+        let tls = listener_cert.is_some();
+        let server = match listener_cert {
+            // Plaintext: the TCP stream goes to hyper as it is (the hot path gains no layer).
+            None => {
+                // Small messages: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to responses.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY: {e}");
+                    }
+                });
+                tokio::spawn(async move {
+                    axum::serve(listener, tower::make::Shared::new(app))
+                        .with_graceful_shutdown(accept.cancelled_owned())
+                        .await
+                })
+            }
+            // TLS: ALPN picks h2 (native gRPC) or HTTP/1.1 (gRPC-Web, Connect) on the one port;
+            // hyper's auto builder serves both, as on the plaintext port.
+            Some((server_config, cert)) => {
+                tasks.spawn(cert.watch(Duration::from_secs(1), stages.background.clone()));
+                let listener = tls::TlsListener::new(listener, server_config)
+                    .map_err(|cause| StartError::Bind { addr: config.listen, cause })?;
+                tokio::spawn(async move {
+                    axum::serve(listener, tower::make::Shared::new(app))
+                        .with_graceful_shutdown(accept.cancelled_owned())
+                        .await
+                })
+            }
+        };
+        tracing::info!(%addr, tls, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
         Ok(Self {
             addr,
+            tls,
             services: catalog.services().len(),
             server,
             tasks,
@@ -231,6 +266,11 @@ impl Nexus {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when the listener speaks TLS, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// Number of backend services in the catalog.

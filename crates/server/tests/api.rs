@@ -18,6 +18,8 @@ mod lifecycle;
 mod marketplace;
 #[path = "api/streams.rs"]
 mod streams;
+#[path = "api/tls.rs"]
+mod tls;
 #[path = "api/transports.rs"]
 mod transports;
 #[path = "api/validation.rs"]
