@@ -269,3 +269,28 @@ async fn a_backend_down_at_start_is_served_from_the_cached_descriptors() -> Resu
     ensure!(err.contains(&format!("backend `probe` (http://{addr})")) && err.contains("cannot connect"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_refresh_follows_the_backend_and_stops_with_the_server() -> Result<()> {
+    let addr = free_addr()?;
+    let stop_v1 = probe(addr, V1).await?;
+    let mut config =
+        nexus_server::Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), in_memory: true, ..Default::default() };
+    config.services.push(nexus_server::ServiceConfig::from_flag(&format!("probe=http://{addr}"))?);
+    config.discovery.refresh_interval = Some(Duration::from_millis(200));
+    let nexus = nexus_server::Nexus::start(config).await?;
+    let mut c = Client::connect(format!("http://{}", nexus.local_addr())).await?;
+    ensure!(probe_actions(&mut c, "").await?.1.contains(&"probe.v1.Accounts/Delete".to_string()));
+
+    drop(stop_v1);
+    let _stop_v2 = probe(addr, V2).await?;
+    crate::common::eventually(Duration::from_secs(10), "the periodic refresh picking up v2", async || {
+        let actions = probe_actions(&mut c, "").await?.1;
+        ensure!(actions == ["probe.v1.Accounts/Create", "probe.v1.Accounts/Get"], "{actions:?}");
+        Ok(())
+    })
+    .await?;
+    let stopped = nexus.shutdown(Duration::from_secs(5)).await;
+    ensure!(stopped.tasks_left == 0, "{stopped:?}");
+    Ok(())
+}
