@@ -65,7 +65,11 @@ pub async fn discover_at_start(
             Err(e) if s.descriptor_set.is_some() || !s.protos.is_empty() => return Err(e),
             Err(e) => match cached(cache, s).await {
                 Some((fds, at)) => {
-                    tracing::warn!("backend `{}`: unreachable ({e}); using descriptors cached at {at}", s.name);
+                    let why = match &e {
+                        DiscoveryError::Backend { message, .. } => message.clone(),
+                        other => other.to_string(),
+                    };
+                    tracing::warn!("backend `{}`: unreachable ({why}); using descriptors cached at {at}", s.name);
                     discovered.push(Discovered { service: s.clone(), fds, source: DescriptorSource::Cache });
                 }
                 None => return Err(e),

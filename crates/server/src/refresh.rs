@@ -71,9 +71,6 @@ impl Discovery {
         for (s, result) in targets.iter().zip(fetched) {
             match result {
                 Ok(d) => {
-                    if !dry_run {
-                        discovery::save(self.cache.as_ref(), s, &d.fds, d.source).await;
-                    }
                     if let Some(slot) = candidate.iter_mut().find(|c| c.service.name == s.name) {
                         changed |= slot.fds.encode_to_vec() != d.fds.encode_to_vec() || slot.source != d.source;
                         *slot = d;
@@ -87,6 +84,12 @@ impl Discovery {
         let catalog = discovery::catalog_of(&candidate).map_err(|e| {
             ApiError::FailedPrecondition(format!("the refreshed descriptors do not make a catalog: {e}"))
         })?;
+        // Cached only once they make a catalog: a start from the cache must be able to use them.
+        if !dry_run {
+            for d in candidate.iter().filter(|d| refreshed.contains(&d.service.name)) {
+                discovery::save(self.cache.as_ref(), &d.service, &d.fds, d.source).await;
+            }
+        }
         let old = self.registry.catalog();
         for name in &refreshed {
             reports.push((name.clone(), Ok(())));

@@ -73,6 +73,40 @@ async fn probe(addr: SocketAddr, proto: &str) -> Result<oneshot::Sender<()>> {
     Ok(stop)
 }
 
+/// Everything the server logs at info and above, from here on (nextest runs each test in a
+/// process of its own, so the global subscriber is this test's).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> Result<Self> {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)?;
+        Ok(logs)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    }
+}
+
 /// A free port on loopback (nothing listens there once this returns).
 fn free_addr() -> Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -168,6 +202,7 @@ fn paths(p: &pb::PatternImpact) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_names_the_pattern_versions_it_breaks() -> Result<()> {
+    let logs = Logs::capture()?;
     let dir = tempfile::tempdir()?;
     let (admin, author) = keys(dir.path()).await?;
     let addr = free_addr()?;
@@ -221,6 +256,13 @@ async fn a_schema_change_names_the_pattern_versions_it_breaks() -> Result<()> {
     let sub = &r.broken[1];
     ensure!(paths(sub) == ["steps[0].call"], "{sub:?}");
     ensure!(sub.diagnostics[0].message.contains("uses_probe@1.0.0"), "{sub:?}");
+    let log = logs.text();
+    ensure!(
+        log.contains("WARN")
+            && log.contains("pattern uses_probe@1.0.0 no longer type-checks")
+            && log.contains("steps[0].with.display_name"),
+        "the log does not name the broken version: {log}"
+    );
 
     // The new catalog is in use: a pattern against v1 is refused now, one against v2 is taken.
     let (source, actions) = probe_actions(&mut c, &admin).await?;
@@ -244,6 +286,7 @@ async fn a_schema_change_names_the_pattern_versions_it_breaks() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_down_at_start_is_served_from_the_cached_descriptors() -> Result<()> {
+    let logs = Logs::capture()?;
     let dir = tempfile::tempdir()?;
     let addr = free_addr()?;
     let stop = probe(addr, V1).await?;
@@ -256,6 +299,11 @@ async fn a_backend_down_at_start_is_served_from_the_cached_descriptors() -> Resu
     let mut c = h.client.clone();
     let (source, actions) = probe_actions(&mut c, "").await?;
     ensure!(source == "cache", "{source}");
+    let log = logs.text();
+    ensure!(
+        log.contains("backend `probe`: unreachable (cannot connect") && log.contains("using descriptors cached at 20"),
+        "the log does not say which source was used: {log}"
+    );
     ensure!(actions == ["probe.v1.Accounts/Create", "probe.v1.Accounts/Delete"], "{actions:?}");
     c.register_pattern(pb::RegisterPatternRequest { pattern: Some(pattern(USES_PROBE)?) }).await?;
     h.stop().await;
