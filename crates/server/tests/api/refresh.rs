@@ -342,3 +342,23 @@ async fn the_periodic_refresh_follows_the_backend_and_stops_with_the_server() ->
     ensure!(stopped.tasks_left == 0, "{stopped:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_descriptor_cache_works_on_postgres_too() -> Result<()> {
+    let (url, schema, _guard) = crate::access::pg_schema().await?;
+    let addr = free_addr()?;
+    let on_pg = || Options {
+        database: Some((url.clone(), schema.clone())),
+        services: vec![format!("probe=http://{addr}")],
+        ..Options::default()
+    };
+    let stop = probe(addr, V1).await?;
+    Harness::start_with(on_pg()).await?.stop().await;
+    drop(stop);
+    let h = Harness::start_with(on_pg()).await.context("starting on PostgreSQL with the probe down")?;
+    let mut c = h.client.clone();
+    let (source, actions) = probe_actions(&mut c, "").await?;
+    ensure!(source == "cache" && actions.len() == 2, "{source} {actions:?}");
+    h.stop().await;
+    Ok(())
+}
