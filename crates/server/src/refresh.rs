@@ -107,7 +107,8 @@ impl Discovery {
                 },
             })
             .collect();
-        let recheck = self.registry.recheck(&catalog, &refreshed);
+        let applied = !dry_run && changed;
+        let recheck = self.registry.recheck_and_swap(catalog, &refreshed, applied).await;
         let broken: Vec<pb::PatternImpact> = recheck
             .broken
             .iter()
@@ -117,10 +118,8 @@ impl Discovery {
                 diagnostics: diags.iter().map(pb::Diagnostic::from).collect(),
             })
             .collect();
-        let repaired: Vec<String> = recheck.repaired.iter().map(|(n, v, _)| format!("{n}@{v}")).collect();
-        let applied = !dry_run && changed;
+        let repaired = recheck.repaired;
         if applied {
-            self.registry.swap_catalog(Arc::new(catalog), recheck.repaired);
             *current = candidate;
         }
         log(&backends, &recheck.broken, &repaired, applied, dry_run);

@@ -41,6 +41,9 @@ pub struct Registry {
     /// Swapped whole by a catalog refresh (`crate::refresh`). Read when compiling and listing,
     /// never on the execution path: compiled patterns hold their actions themselves.
     catalog: RwLock<Arc<Catalog>>,
+    /// Registrations hold it shared, a catalog swap exclusively: a version registered while a
+    /// refresh runs is either rechecked by it or compiled against the new catalog.
+    catalog_change: tokio::sync::RwLock<()>,
     patterns: RwLock<HashMap<String, BTreeMap<semver::Version, Entry>>>,
     /// Owner, tenant, visibility, lineage and `latest` of every name: access checks on the hot
     /// path read them here. Refreshed from the store every `refresh_interval` (changes made on
@@ -75,6 +78,7 @@ impl Registry {
         let registry = Self {
             store,
             catalog: RwLock::new(catalog),
+            catalog_change: tokio::sync::RwLock::new(()),
             patterns: RwLock::new(HashMap::new()),
             names: RwLock::new(HashMap::new()),
             restricted,
@@ -188,7 +192,7 @@ impl Registry {
     /// `backends` (as the current catalog or `catalog` places it), directly or through
     /// sub-patterns at any depth. Versions can only call versions registered before them, so
     /// registration order checks every callee before its callers.
-    pub fn recheck(&self, catalog: &Catalog, backends: &HashSet<String>) -> Recheck {
+    fn recheck(&self, catalog: &Catalog, backends: &HashSet<String>) -> Recheck {
         let current = self.catalog();
         let mut entries: Vec<(semver::Version, Entry)> = {
             let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -241,7 +245,8 @@ impl Registry {
             let key = (doc.name.clone(), version.to_string());
             if diags.is_empty() {
                 if let (Ok(compiled), Err(_)) = (&result, &entry.compiled) {
-                    out.repaired.push((doc.name.clone(), version, compiled.clone()));
+                    out.repaired.push(format!("{}@{version}", doc.name));
+                    out.repaired_plans.push((doc.name.clone(), version, compiled.clone()));
                 }
                 rechecked.insert(key, result.ok());
             } else {
@@ -252,9 +257,20 @@ impl Registry {
         out
     }
 
+    /// [`Registry::recheck`], then, when `apply`, [`Registry::swap_catalog`] — with no
+    /// registration in between.
+    pub async fn recheck_and_swap(&self, catalog: Catalog, backends: &HashSet<String>, apply: bool) -> Recheck {
+        let _exclusive = self.catalog_change.write().await;
+        let mut recheck = self.recheck(&catalog, backends);
+        if apply {
+            self.swap_catalog(Arc::new(catalog), std::mem::take(&mut recheck.repaired_plans));
+        }
+        recheck
+    }
+
     /// Puts a refreshed catalog in use. Registered versions keep the plans they run on, except
     /// the `repaired` ones, which did not type-check before and are executable from now on.
-    pub fn swap_catalog(&self, catalog: Arc<Catalog>, repaired: Vec<(String, semver::Version, Arc<CompiledPattern>)>) {
+    fn swap_catalog(&self, catalog: Arc<Catalog>, repaired: Vec<(String, semver::Version, Arc<CompiledPattern>)>) {
         *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = catalog;
         let mut patterns = self.patterns.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (name, version, compiled) in repaired {
@@ -297,6 +313,7 @@ impl Registry {
         caller: &Principal,
         forked_from: Option<String>,
     ) -> Result<Registered, ApiError> {
+        let _catalog = self.catalog_change.read().await;
         // Ownership and lineage come from the caller and the store, never from the document.
         doc.registered_at = None;
         doc.owner = caller.subject.to_string();
@@ -557,8 +574,10 @@ impl Registry {
 pub struct Recheck {
     /// (name, version, every diagnostic) of versions that no longer type-check.
     pub broken: Vec<(String, String, Vec<Diagnostic>)>,
-    /// Versions that did not type-check before and now do, with their new plan.
-    pub repaired: Vec<(String, semver::Version, Arc<CompiledPattern>)>,
+    /// Versions that did not type-check before and now do, as NAME@VERSION.
+    pub repaired: Vec<String>,
+    /// Their new plans (taken by the swap).
+    repaired_plans: Vec<(String, semver::Version, Arc<CompiledPattern>)>,
 }
 
 /// A version as a key: `1.0` and `1.0.0` are the same version.
