@@ -299,3 +299,82 @@ impl CatalogRefresh {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The action diff: two versions of a backend's proto in, the lines of its report out.
+
+    use nexus_core::catalog::DescriptorSource;
+
+    use super::*;
+
+    fn catalog(proto: &str) -> Catalog {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("shop.proto"), proto).unwrap();
+        let fds = protox::compile(["shop.proto"], [dir.path()]).unwrap();
+        let mut builder = Catalog::builder();
+        builder.add_backend("shop", "http://shop", DescriptorSource::Protos, fds, &[]).unwrap();
+        builder.build()
+    }
+
+    fn report(before: &str, after: &str) -> Vec<String> {
+        let b = backend_changes("shop", &catalog(before), &catalog(after));
+        let mut lines: Vec<String> = b.added.iter().map(|a| format!("+ {a}")).collect();
+        lines.extend(b.removed.iter().map(|a| format!("- {a}")));
+        lines.extend(b.changed.iter().map(|c| format!("~ {}: {}", c.action, c.change)));
+        lines
+    }
+
+    const BASE: &str = r#"
+        syntax = "proto3";
+        package shop.v1;
+        enum Kind { KIND_UNSPECIFIED = 0; }
+        message Item { string sku = 1; int32 count = 2; }
+        message Order { string id = 1; repeated Item items = 2; map<string, string> tags = 3; Kind kind = 4; }
+        message Ack {}
+        service Orders {
+          rpc Place(Order) returns (Ack);
+          rpc Watch(Order) returns (stream Ack);
+        }
+    "#;
+
+    #[test]
+    fn the_same_schema_reports_nothing() {
+        assert!(report(BASE, BASE).is_empty());
+    }
+
+    #[test]
+    fn nested_fields_types_and_streaming_are_reported() {
+        let after = BASE
+            .replace("int32 count = 2;", "int64 count = 2; string note = 3;")
+            .replace("map<string, string> tags = 3;", "repeated string tags = 3;")
+            .replace("returns (stream Ack)", "returns (Ack)")
+            .replace(
+                "rpc Place(Order) returns (Ack);",
+                "rpc Place(Order) returns (Ack);\n rpc Cancel(Ack) returns (Ack);",
+            );
+        assert_eq!(
+            report(BASE, &after),
+            [
+                "+ shop.v1.Orders/Cancel",
+                "~ shop.v1.Orders/Place: input shop.v1.Order: field items.count: int32 = 2 → int64 = 2, \
+                 field items.note added (string = 3), field tags: map shop.v1.Order.TagsEntry = 3 → repeated string = 3",
+                "~ shop.v1.Orders/Watch: input shop.v1.Order: field items.count: int32 = 2 → int64 = 2, \
+                 field items.note added (string = 3), field tags: map shop.v1.Order.TagsEntry = 3 → repeated string = 3; \
+                 server streaming true → false",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_renamed_type_and_a_removed_method() {
+        let after = BASE
+            .replace("message Ack {}", "message Done {}")
+            .replace("Ack)", "Done)")
+            .replace("rpc Watch(Order) returns (stream Done);", "");
+        assert_eq!(
+            report(BASE, &after),
+            ["- shop.v1.Orders/Watch", "~ shop.v1.Orders/Place: output shop.v1.Ack → shop.v1.Done"]
+        );
+    }
+}
