@@ -339,6 +339,22 @@ pub async fn services(target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn refresh(target: &Target, backend: Option<String>, dry_run: bool) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let req = pb::RefreshServicesRequest { backend: backend.unwrap_or_default(), dry_run };
+    let r = client.refresh_services(req).await.map_err(status_error)?.into_inner();
+    if target.json {
+        println!("{}", render::message_json(&r, "nexus.v1.RefreshServicesResponse"));
+    } else {
+        print!("{}", render::refresh(&r, dry_run));
+    }
+    if r.broken.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{} pattern version(s) no longer type-check against the refreshed catalog", r.broken.len()))
+    }
+}
+
 pub async fn executions(
     target: &Target,
     id: Option<String>,

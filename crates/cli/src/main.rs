@@ -72,8 +72,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// List the catalog: services and their actions.
+    /// List the catalog: services and their actions (`refresh` re-discovers backends).
     Services {
+        #[command(subcommand)]
+        command: Option<ServicesCommand>,
         #[command(flatten)]
         target: Target,
     },
@@ -111,6 +113,20 @@ enum Command {
         json: bool,
         #[command(flatten)]
         store: token::StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServicesCommand {
+    /// Re-discover a backend (every backend without NAME), swap the new catalog in and list, per
+    /// pattern version, what no longer type-checks. Admins only. Exits with 1 when something
+    /// breaks.
+    Refresh {
+        /// The backend's name (`--service NAME=URL`, `[[services]] name`).
+        name: Option<String>,
+        /// Report only: keep the current catalog.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -406,7 +422,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client::run(&target, &name, &input, version, idempotency_key).await
             }
         }
-        Command::Services { target } => client::services(&target).await,
+        Command::Services { command: None, target } => client::services(&target).await,
+        Command::Services { command: Some(ServicesCommand::Refresh { name, dry_run }), target } => {
+            client::refresh(&target, name, dry_run).await
+        }
         Command::Executions { id, pattern, limit, target } => client::executions(&target, id, pattern, limit).await,
         Command::Graph(GraphCommand::Impact { action, target }) => {
             client::graph(&target, client::GraphQuery::Impact(action), None).await

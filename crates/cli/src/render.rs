@@ -136,6 +136,52 @@ pub fn services(services: &[pb::Service]) -> String {
     out
 }
 
+/// What a catalog refresh found: per backend the actions added (`+`), removed (`-`) and changed
+/// (`~`), then every pattern version that breaks with its diagnostics.
+pub fn refresh(r: &pb::RefreshServicesResponse, dry_run: bool) -> String {
+    let mut out = String::new();
+    for b in &r.backends {
+        if !b.error.is_empty() {
+            let _ = writeln!(out, "{}: discovery failed, previous descriptors kept: {}", b.backend, b.error);
+            continue;
+        }
+        if b.added.is_empty() && b.removed.is_empty() && b.changed.is_empty() {
+            let _ = writeln!(out, "{}: no changes (via {})", b.backend, b.source);
+            continue;
+        }
+        let _ = writeln!(out, "{}: (via {})", b.backend, b.source);
+        for a in &b.added {
+            let _ = writeln!(out, "  + {a}");
+        }
+        for a in &b.removed {
+            let _ = writeln!(out, "  - {a}");
+        }
+        for c in &b.changed {
+            let _ = writeln!(out, "  ~ {}: {}", c.action, c.change);
+        }
+    }
+    let verb = if dry_run { "would break" } else { "broken" };
+    for p in &r.broken {
+        let _ = writeln!(out, "{verb}: {}@{}", p.name, p.version);
+        for d in &p.diagnostics {
+            let _ = writeln!(out, "  {}: {}", d.path, d.message);
+        }
+    }
+    for p in &r.repaired {
+        let _ = writeln!(out, "runs again: {p}");
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        match (dry_run, r.applied) {
+            (true, _) => "dry run: the catalog was not changed",
+            (false, true) => "the refreshed catalog is in use",
+            (false, false) => "nothing changed: the catalog stays as it was",
+        }
+    );
+    out
+}
+
 fn status_name(s: i32) -> String {
     pb::ExecutionStatus::try_from(s)
         .map(|s| s.as_str_name().trim_start_matches("EXECUTION_STATUS_").to_string())

@@ -79,6 +79,13 @@ fn client_commands_talk_to_a_running_nexus() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("demo.user.v1.UserService/CreateUser"), "{stdout}");
 
+    let (ok, stdout, stderr) = run(&["services", "refresh"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("demo: no changes (via reflection)"), "{stdout}");
+    assert!(stdout.contains("nothing changed: the catalog stays as it was"), "{stdout}");
+    let (ok, _, stderr) = run(&["services", "refresh", "nope"]);
+    assert!(!ok && stderr.contains("no backend named `nope`"), "{stderr}");
+
     let (ok, stdout, stderr) = run(&["pattern", "list"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("user_creation") && stdout.contains("subscribe_live_stream"), "{stdout}");

@@ -26,6 +26,8 @@ pub enum DescriptorSource {
     Reflection,
     DescriptorSet,
     Protos,
+    /// The store's copy from an earlier discovery (the backend could not be reached).
+    Cache,
 }
 
 impl DescriptorSource {
@@ -34,6 +36,7 @@ impl DescriptorSource {
             Self::Reflection => "reflection",
             Self::DescriptorSet => "descriptor_set",
             Self::Protos => "protos",
+            Self::Cache => "cache",
         }
     }
 }

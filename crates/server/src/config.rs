@@ -66,6 +66,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// TLS on the listener; plaintext (h2c and HTTP/1.1) when not set.
     pub tls: TlsConfig,
+    /// `[discovery]`: keeping the catalog in step with the backends.
+    pub discovery: DiscoveryConfig,
 }
 
 /// `[tls]`: Nexus's own listener over TLS. The files are read again on SIGHUP and when they
@@ -83,6 +85,32 @@ impl TlsConfig {
     /// Both files, when TLS is on.
     pub fn files(&self) -> Option<(&Path, &Path)> {
         Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
+}
+
+/// `[discovery]`: re-discovering backends while Nexus runs (`RefreshServices` does it on demand).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Re-discover every backend this often and re-type-check the patterns using them
+    /// (`"5m"`; `"off"`, the default, never).
+    #[serde(with = "optional_duration")]
+    pub refresh_interval: Option<std::time::Duration>,
+}
+
+mod optional_duration {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+        super::parse_optional_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration, or `off` (also `0` or empty) for none.
+fn parse_optional_duration(s: &str) -> Result<Option<std::time::Duration>, String> {
+    match s.trim() {
+        "" | "off" | "0" => Ok(None),
+        s => parse_duration(s).map(Some),
     }
 }
 
@@ -173,6 +201,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -294,7 +323,7 @@ impl Config {
     /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_EXECUTION_HISTORY`,
     /// `NEXUS_DATABASE_URL`,
     /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`,
-    /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY` and `NEXUS_SERVICES` (comma-separated NAME=URL).
+    /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY`, `NEXUS_DISCOVERY_REFRESH_INTERVAL` and `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -344,6 +373,10 @@ impl Config {
         if let Some(v) = env("NEXUS_TLS_KEY") {
             self.tls.key_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = env("NEXUS_DISCOVERY_REFRESH_INTERVAL") {
+            self.discovery.refresh_interval =
+                parse_optional_duration(&v).map_err(|e| invalid("NEXUS_DISCOVERY_REFRESH_INTERVAL", e))?;
+        }
         if let Some(v) = env("NEXUS_SERVICES") {
             for s in v.split(',').filter(|s| !s.trim().is_empty()) {
                 self.services.push(ServiceConfig::from_flag(s)?);
@@ -387,6 +420,9 @@ impl Config {
         }
         if self.lease_timeout < std::time::Duration::from_millis(300) {
             return Err(invalid("lease_timeout", "must be at least 300ms (heartbeats run every third of it)"));
+        }
+        if self.discovery.refresh_interval.is_some_and(|d| d < std::time::Duration::from_millis(100)) {
+            return Err(invalid("discovery.refresh_interval", "must be at least 100ms, or \"off\""));
         }
         if self.execution_history == 0 {
             return Err(invalid("execution_history", "must be at least 1"));
@@ -537,6 +573,23 @@ audience = "nexus"
         c.apply_env(|k| (k == "NEXUS_TLS_KEY").then(|| "/k.pem".to_string())).unwrap();
         c.validate().unwrap();
         assert_eq!(c.tls.files().map(|(_, k)| k.to_path_buf()), Some(PathBuf::from("/k.pem")));
+    }
+
+    #[test]
+    fn discovery_refresh_interval_is_off_unless_set() {
+        assert_eq!(Config::default().discovery.refresh_interval, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(&path, "[discovery]\nrefresh_interval = \"5m\"\n").unwrap();
+        let mut c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.discovery.refresh_interval, Some(std::time::Duration::from_secs(300)));
+        c.apply_env(|k| (k == "NEXUS_DISCOVERY_REFRESH_INTERVAL").then(|| "off".to_string())).unwrap();
+        assert_eq!(c.discovery.refresh_interval, None);
+        c.apply_env(|k| (k == "NEXUS_DISCOVERY_REFRESH_INTERVAL").then(|| "10ms".to_string())).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("discovery.refresh_interval"), "{e}");
+        let e = c.apply_env(|k| (k == "NEXUS_DISCOVERY_REFRESH_INTERVAL").then(|| "soon".to_string())).unwrap_err();
+        assert!(e.to_string().starts_with("NEXUS_DISCOVERY_REFRESH_INTERVAL"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::{
 
 use http::uri::PathAndQuery;
 use nexus_core::{Catalog, catalog::DescriptorSource};
+use nexus_store::{CachedDescriptors, DescriptorCache};
 use prost::Message;
 use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
 use protox::file::{FileResolver, GoogleFileResolver};
@@ -35,15 +36,95 @@ fn backend_error(s: &ServiceConfig, message: impl Into<String>) -> DiscoveryErro
     DiscoveryError::Backend { backend: s.name.clone(), endpoint: s.endpoint.clone(), message: message.into() }
 }
 
-/// Fetches every configured backend's descriptors and builds the catalog.
-pub async fn build_catalog(services: &[ServiceConfig], timeout: Duration) -> Result<Catalog, DiscoveryError> {
+/// One backend's descriptors, as discovered (or read from the store's cache).
+#[derive(Clone)]
+pub struct Discovered {
+    pub service: ServiceConfig,
+    pub fds: FileDescriptorSet,
+    pub source: DescriptorSource,
+}
+
+/// Fetches every configured backend's descriptors at start. Each successful discovery is stored
+/// in `cache`; a backend whose reflection fails (unreachable, or not serving reflection) is
+/// served from the descriptors cached by an earlier discovery, saying so in the log. Without a
+/// cached copy, its error stops the start.
+pub async fn discover_at_start(
+    services: &[ServiceConfig],
+    timeout: Duration,
+    cache: &dyn DescriptorCache,
+) -> Result<Vec<Discovered>, DiscoveryError> {
     let fetched = futures::future::join_all(services.iter().map(|s| descriptors_of(s, timeout))).await;
-    let mut builder = Catalog::builder();
+    let mut discovered = Vec::with_capacity(services.len());
     for (s, result) in services.iter().zip(fetched) {
-        let (fds, source) = result?;
-        builder.add_backend(&s.name, &s.endpoint, source, fds, &s.services)?;
+        match result {
+            Ok((fds, source)) => {
+                save(cache, s, &fds, source).await;
+                discovered.push(Discovered { service: s.clone(), fds, source });
+            }
+            // Files that cannot be read are a configuration error, not an unreachable backend.
+            Err(e) if s.descriptor_set.is_some() || !s.protos.is_empty() => return Err(e),
+            Err(e) => match cached(cache, s).await {
+                Some((fds, at)) => {
+                    let why = match &e {
+                        DiscoveryError::Backend { message, .. } => message.clone(),
+                        other => other.to_string(),
+                    };
+                    tracing::warn!("backend `{}`: unreachable ({why}); using descriptors cached at {at}", s.name);
+                    discovered.push(Discovered { service: s.clone(), fds, source: DescriptorSource::Cache });
+                }
+                None => return Err(e),
+            },
+        }
+    }
+    Ok(discovered)
+}
+
+/// Stores a successful discovery (a failure to store is logged: the catalog is still good).
+pub async fn save(cache: &dyn DescriptorCache, s: &ServiceConfig, fds: &FileDescriptorSet, source: DescriptorSource) {
+    let record = CachedDescriptors {
+        backend: s.name.clone(),
+        endpoint: s.endpoint.clone(),
+        source: source.as_str().to_string(),
+        descriptors: fds.encode_to_vec(),
+        discovered_at: std::time::SystemTime::now(),
+    };
+    if let Err(e) = cache.save_descriptors(&record).await {
+        tracing::warn!(backend = %s.name, "cannot cache the backend's descriptors in the store: {e}");
+    }
+}
+
+/// The cached descriptors of `s` and when they were discovered (RFC 3339), if the store has a
+/// readable copy.
+async fn cached(cache: &dyn DescriptorCache, s: &ServiceConfig) -> Option<(FileDescriptorSet, String)> {
+    let record = match cache.cached_descriptors(&s.name).await {
+        Ok(r) => r?,
+        Err(e) => {
+            tracing::warn!(backend = %s.name, "cannot read cached descriptors from the store: {e}");
+            return None;
+        }
+    };
+    match FileDescriptorSet::decode(record.descriptors.as_slice()) {
+        Ok(fds) => Some((fds, prost_types::Timestamp::from(record.discovered_at).to_string())),
+        Err(e) => {
+            tracing::warn!(backend = %s.name, "the cached descriptors do not decode: {e}");
+            None
+        }
+    }
+}
+
+/// The catalog of these backends' descriptors.
+pub fn catalog_of(discovered: &[Discovered]) -> Result<Catalog, DiscoveryError> {
+    let mut builder = Catalog::builder();
+    for d in discovered {
+        builder.add_backend(&d.service.name, &d.service.endpoint, d.source, d.fds.clone(), &d.service.services)?;
     }
     Ok(builder.build())
+}
+
+/// Fetches one backend's descriptors from where its configuration says.
+pub async fn fetch(s: &ServiceConfig, timeout: Duration) -> Result<Discovered, DiscoveryError> {
+    let (fds, source) = descriptors_of(s, timeout).await?;
+    Ok(Discovered { service: s.clone(), fds, source })
 }
 
 async fn descriptors_of(

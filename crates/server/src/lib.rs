@@ -16,6 +16,7 @@ mod invoker;
 mod journal;
 mod lifecycle;
 mod limits;
+mod refresh;
 mod registry;
 pub mod tls;
 
@@ -24,12 +25,20 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use nexus_engine::{Engine, History};
 use nexus_store::{PgStore, SqliteStore};
 
-/// The store as the registry, the journal and authentication see it (one object).
-type Stores = (Arc<dyn registry::RegistryStore>, Arc<dyn nexus_store::JournalStore>, Arc<dyn nexus_store::AuthStore>);
+/// The store as the registry, the journal, authentication and the descriptor cache see it (one
+/// object).
+type Stores = (
+    Arc<dyn registry::RegistryStore>,
+    Arc<dyn nexus_store::JournalStore>,
+    Arc<dyn nexus_store::AuthStore>,
+    Arc<dyn nexus_store::DescriptorCache>,
+);
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer;
 
-pub use config::{AuthConfig, Config, ConfigError, JwtConfig, ServiceConfig, StoreConfig, TlsConfig, parse_duration};
+pub use config::{
+    AuthConfig, Config, ConfigError, DiscoveryConfig, JwtConfig, ServiceConfig, StoreConfig, TlsConfig, parse_duration,
+};
 pub use error::EXECUTION_ID_HEADER;
 pub use error::RpcStatus;
 pub use invoker::{DynamicCodec, GrpcInvoker};
@@ -129,22 +138,25 @@ impl Nexus {
             }
             None => None,
         };
-        let catalog = Arc::new(discovery::build_catalog(&config.services, config.discovery_timeout).await?);
-        let (store, journal_store, auth_store): Stores = match (&config.store.url, config.in_memory) {
+        let (store, journal_store, auth_store, descriptor_cache): Stores = match (&config.store.url, config.in_memory) {
             (Some(url), _) => {
                 let s = Arc::new(PgStore::connect(url, config.store.schema.as_deref()).await?);
-                (s.clone(), s.clone(), s)
+                (s.clone(), s.clone(), s.clone(), s)
             }
             (None, true) => {
                 let s = Arc::new(SqliteStore::in_memory().await?);
-                (s.clone(), s.clone(), s)
+                (s.clone(), s.clone(), s.clone(), s)
             }
             (None, false) => {
                 let full = config.store.sqlite_synchronous == config::SqliteSynchronous::Full;
                 let s = Arc::new(SqliteStore::open_with(&config.data_dir, full).await?);
-                (s.clone(), s.clone(), s)
+                (s.clone(), s.clone(), s.clone(), s)
             }
         };
+        // The store first: a backend unreachable now is served from its cached descriptors.
+        let discovered =
+            discovery::discover_at_start(&config.services, config.discovery_timeout, descriptor_cache.as_ref()).await?;
+        let catalog = Arc::new(discovery::catalog_of(&discovered)?);
         let authenticator =
             Arc::new(auth::Authenticator::new(&config.auth, auth_store.clone()).map_err(StartError::Auth)?);
         let mut restricted = std::collections::BTreeMap::new();
@@ -165,6 +177,8 @@ impl Nexus {
             restricted.insert(action.clone(), roles);
         }
         let registry = Arc::new(registry::Registry::load(store, catalog.clone(), restricted).await?);
+        let backends =
+            Arc::new(refresh::Discovery::new(discovered, config.discovery_timeout, descriptor_cache, registry.clone()));
         let open = !authenticator.required();
         let invoker = Arc::new(GrpcInvoker::new(&catalog, &config.services).map_err(StartError::Invoker)?);
         let owner: Arc<str> = Arc::from(format!("replica-{}", uuid::Uuid::now_v7().simple()));
@@ -186,6 +200,7 @@ impl Nexus {
                 auth_store,
                 config.limits.max_in_flight_per_caller,
                 tasks.clone(),
+                backends.clone(),
             ),
             authenticator,
         )
@@ -207,6 +222,9 @@ impl Nexus {
                 .run(stages.background.clone()),
         );
         tasks.spawn(registry::UsageCounts { registry: registry.clone() }.run(stages.background.clone()));
+        if let Some(every) = config.discovery.refresh_interval {
+            tasks.spawn(refresh::CatalogRefresh { discovery: backends, every }.run(stages.background.clone()));
+        }
         let keeper = journal::LeaseKeeper {
             store: journal_store.clone(),
             registry,

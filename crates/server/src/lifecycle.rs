@@ -47,7 +47,7 @@ pub struct Stages {
     pub accept: CancellationToken,
     /// Lease heartbeats and take-overs: this replica claims nothing more.
     pub leases: CancellationToken,
-    /// Pattern refresh and usage counts (a last flush on the way out).
+    /// Pattern refresh, catalog refresh and usage counts (a last flush on the way out).
     pub background: CancellationToken,
     /// The journal's writers: they drain what is queued, then end.
     pub journal: CancellationToken,

@@ -4,7 +4,7 @@
 //! Invariant: a version is stored before it becomes executable, and never changes afterwards.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, RwLock},
     time::SystemTime,
 };
@@ -38,7 +38,12 @@ pub struct Entry {
 
 pub struct Registry {
     store: Arc<dyn RegistryStore>,
-    catalog: Arc<Catalog>,
+    /// Swapped whole by a catalog refresh (`crate::refresh`). Read when compiling and listing,
+    /// never on the execution path: compiled patterns hold their actions themselves.
+    catalog: RwLock<Arc<Catalog>>,
+    /// Registrations hold it shared, a catalog swap exclusively: a version registered while a
+    /// refresh runs is either rechecked by it or compiled against the new catalog.
+    catalog_change: tokio::sync::RwLock<()>,
     patterns: RwLock<HashMap<String, BTreeMap<semver::Version, Entry>>>,
     /// Owner, tenant, visibility, lineage and `latest` of every name: access checks on the hot
     /// path read them here. Refreshed from the store every `refresh_interval` (changes made on
@@ -72,7 +77,8 @@ impl Registry {
     ) -> Result<Self, ApiError> {
         let registry = Self {
             store,
-            catalog,
+            catalog: RwLock::new(catalog),
+            catalog_change: tokio::sync::RwLock::new(()),
             patterns: RwLock::new(HashMap::new()),
             names: RwLock::new(HashMap::new()),
             restricted,
@@ -131,7 +137,7 @@ impl Registry {
                 }
             };
             doc.registered_at = Some(s.registered_at.into());
-            let compiled = match compile(&doc, &self.catalog, self) {
+            let compiled = match compile(&doc, &self.catalog(), self) {
                 Ok((p, _)) => Ok(Arc::new(p)),
                 Err(diags) => {
                     tracing::warn!(
@@ -177,8 +183,101 @@ impl Registry {
         }
     }
 
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.catalog
+    /// The catalog in use now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Re-type-checks against `catalog` every loaded version that calls an action of one of
+    /// `backends` (as the current catalog or `catalog` places it), directly or through
+    /// sub-patterns at any depth. Versions can only call versions registered before them, so
+    /// registration order checks every callee before its callers.
+    fn recheck(&self, catalog: &Catalog, backends: &HashSet<String>) -> Recheck {
+        let current = self.catalog();
+        let mut entries: Vec<(semver::Version, Entry)> = {
+            let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            patterns.values().flat_map(|versions| versions.iter().map(|(v, e)| (v.clone(), e.clone()))).collect()
+        };
+        let registered = |e: &Entry| e.document.registered_at.map(|t| (t.seconds, t.nanos)).unwrap_or_default();
+        entries.sort_by_key(|(_, e)| registered(e));
+        let of_backends = |call: &str| {
+            current.action(call).or_else(|| catalog.action(call)).is_some_and(|a| backends.contains(&*a.backend))
+        };
+        let mut rechecked: HashMap<(String, String), Option<Arc<CompiledPattern>>> = HashMap::new();
+        let mut out = Recheck::default();
+        for (version, entry) in entries {
+            let doc = &entry.document;
+            let mut sub_patterns = Vec::new();
+            let mut affected = false;
+            for (i, step) in doc.steps.iter().enumerate() {
+                if let Some((name, v)) = parse_pattern_call(&step.call) {
+                    let key = (name.to_string(), normalized(v));
+                    if rechecked.contains_key(&key) {
+                        affected = true;
+                        sub_patterns.push((i, key));
+                    }
+                } else if of_backends(&step.call) {
+                    affected = true;
+                }
+                if step.compensate.as_ref().is_some_and(|c| of_backends(&c.call)) {
+                    affected = true;
+                }
+            }
+            if !affected {
+                continue;
+            }
+            let lookup = Rechecked { registry: self, rechecked: &rechecked };
+            let result = compile(doc, catalog, &lookup).map(|(p, _)| Arc::new(p));
+            let mut diags = match &result {
+                Ok(_) => Vec::new(),
+                Err(d) => d.clone(),
+            };
+            // A sub-pattern that breaks breaks its callers (their own type check used its last
+            // good plan, so this is the one diagnostic that says so).
+            for (i, (name, v)) in &sub_patterns {
+                if rechecked.get(&(name.clone(), v.clone())).is_some_and(Option::is_none) {
+                    diags.push(Diagnostic::error(
+                        format!("steps[{i}].call"),
+                        format!("the called pattern {name}@{v} no longer type-checks against the refreshed catalog"),
+                    ));
+                }
+            }
+            let key = (doc.name.clone(), version.to_string());
+            if diags.is_empty() {
+                if let (Ok(compiled), Err(_)) = (&result, &entry.compiled) {
+                    out.repaired.push(format!("{}@{version}", doc.name));
+                    out.repaired_plans.push((doc.name.clone(), version, compiled.clone()));
+                }
+                rechecked.insert(key, result.ok());
+            } else {
+                out.broken.push((doc.name.clone(), version.to_string(), diags));
+                rechecked.insert(key, None);
+            }
+        }
+        out
+    }
+
+    /// [`Registry::recheck`], then, when `apply`, [`Registry::swap_catalog`] — with no
+    /// registration in between.
+    pub async fn recheck_and_swap(&self, catalog: Catalog, backends: &HashSet<String>, apply: bool) -> Recheck {
+        let _exclusive = self.catalog_change.write().await;
+        let mut recheck = self.recheck(&catalog, backends);
+        if apply {
+            self.swap_catalog(Arc::new(catalog), std::mem::take(&mut recheck.repaired_plans));
+        }
+        recheck
+    }
+
+    /// Puts a refreshed catalog in use. Registered versions keep the plans they run on, except
+    /// the `repaired` ones, which did not type-check before and are executable from now on.
+    fn swap_catalog(&self, catalog: Arc<Catalog>, repaired: Vec<(String, semver::Version, Arc<CompiledPattern>)>) {
+        *self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) = catalog;
+        let mut patterns = self.patterns.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, version, compiled) in repaired {
+            if let Some(entry) = patterns.get_mut(&name).and_then(|versions| versions.get_mut(&version)) {
+                entry.compiled = Ok(compiled);
+            }
+        }
     }
 
     fn insert(&self, doc: pb::Pattern, compiled: Result<Arc<CompiledPattern>, Arc<[Diagnostic]>>) {
@@ -192,7 +291,7 @@ impl Registry {
     pub fn validate(&self, doc: &pb::Pattern, caller: &Principal) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
         let mut doc = doc.clone();
         let mut resolved = self.resolve_latest(&mut doc);
-        let (compiled, mut warnings) = compile(&doc, &self.catalog, self)?;
+        let (compiled, mut warnings) = compile(&doc, &self.catalog(), self)?;
         if let Err(ApiError::InvalidPattern(d)) = self.check_access(&compiled, caller) {
             return Err(d);
         }
@@ -214,6 +313,7 @@ impl Registry {
         caller: &Principal,
         forked_from: Option<String>,
     ) -> Result<Registered, ApiError> {
+        let _catalog = self.catalog_change.read().await;
         // Ownership and lineage come from the caller and the store, never from the document.
         doc.registered_at = None;
         doc.owner = caller.subject.to_string();
@@ -235,7 +335,7 @@ impl Registry {
             doc.durability = "ephemeral".into();
         }
         let mut resolved = self.resolve_latest(&mut doc);
-        let (compiled, mut warnings) = compile(&doc, &self.catalog, self).map_err(ApiError::InvalidPattern)?;
+        let (compiled, mut warnings) = compile(&doc, &self.catalog(), self).map_err(ApiError::InvalidPattern)?;
         self.check_access(&compiled, caller)?;
         warnings.append(&mut resolved);
         let (uses, calls) = dependencies(&compiled);
@@ -466,6 +566,38 @@ impl Registry {
                 first.join("; ")
             ))
         })
+    }
+}
+
+/// What [`Registry::recheck`] found.
+#[derive(Default)]
+pub struct Recheck {
+    /// (name, version, every diagnostic) of versions that no longer type-check.
+    pub broken: Vec<(String, String, Vec<Diagnostic>)>,
+    /// Versions that did not type-check before and now do, as NAME@VERSION.
+    pub repaired: Vec<String>,
+    /// Their new plans (taken by the swap).
+    repaired_plans: Vec<(String, semver::Version, Arc<CompiledPattern>)>,
+}
+
+/// A version as a key: `1.0` and `1.0.0` are the same version.
+fn normalized(version: &str) -> String {
+    semver::Version::parse(version).map_or_else(|_| version.to_string(), |v| v.to_string())
+}
+
+/// Sub-patterns during a recheck: the rechecked plan where there is one (the last good plan
+/// where the recheck broke it), the registry's otherwise.
+struct Rechecked<'a> {
+    registry: &'a Registry,
+    rechecked: &'a HashMap<(String, String), Option<Arc<CompiledPattern>>>,
+}
+
+impl PatternLookup for Rechecked<'_> {
+    fn lookup(&self, name: &str, version: &str) -> Option<Arc<CompiledPattern>> {
+        match self.rechecked.get(&(name.to_string(), normalized(version))) {
+            Some(Some(p)) => Some(p.clone()),
+            _ => self.registry.lookup(name, version),
+        }
     }
 }
 

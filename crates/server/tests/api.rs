@@ -16,6 +16,8 @@ mod interop;
 mod lifecycle;
 #[path = "api/marketplace.rs"]
 mod marketplace;
+#[path = "api/refresh.rs"]
+mod refresh;
 #[path = "api/streams.rs"]
 mod streams;
 #[path = "api/tls.rs"]

@@ -759,3 +759,34 @@ pub async fn run_meta<S: crate::MetaStore + crate::AuthStore>(store: &S) {
     check_concurrent_meta(store).await;
     check_auth(store).await;
 }
+
+/// Each backend's descriptors: stored bytes come back exactly, a second discovery replaces the
+/// first, and a backend never discovered has none.
+pub async fn check_descriptor_cache(store: &dyn crate::DescriptorCache) {
+    use crate::CachedDescriptors;
+    assert_eq!(store.cached_descriptors("never").await.unwrap(), None);
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_321);
+    // Every byte value, NUL included: the column is binary, not text.
+    let first = CachedDescriptors {
+        backend: "users".into(),
+        endpoint: "http://127.0.0.1:50061".into(),
+        source: "reflection".into(),
+        descriptors: (0..=255u8).chain(0..=255u8).collect(),
+        discovered_at: at,
+    };
+    store.save_descriptors(&first).await.unwrap();
+    assert_eq!(store.cached_descriptors("users").await.unwrap().as_ref(), Some(&first));
+    let second = CachedDescriptors {
+        endpoint: "http://127.0.0.1:50062".into(),
+        source: "protos".into(),
+        descriptors: vec![0, 1, 2],
+        discovered_at: at + Duration::from_secs(60),
+        ..first.clone()
+    };
+    store.save_descriptors(&second).await.unwrap();
+    assert_eq!(store.cached_descriptors("users").await.unwrap(), Some(second));
+    let other = CachedDescriptors { backend: "assets".into(), ..first };
+    store.save_descriptors(&other).await.unwrap();
+    assert_eq!(store.cached_descriptors("assets").await.unwrap(), Some(other));
+    assert_eq!(store.cached_descriptors("users").await.unwrap().map(|d| d.descriptors), Some(vec![0, 1, 2]));
+}

@@ -20,9 +20,18 @@ impl Dialect {
         }
     }
 
-    /// Schema SQL (a migration) for this dialect: `{int}` becomes [`Dialect::integer`].
+    /// Schema SQL (a migration) for this dialect: `{int}` becomes [`Dialect::integer`],
+    /// `{bytes}` [`Dialect::bytes`].
     pub(crate) fn ddl(self, template: &str) -> String {
-        template.replace("{int}", self.integer())
+        template.replace("{int}", self.integer()).replace("{bytes}", self.bytes())
+    }
+
+    /// A column of raw bytes: SQLite's `BLOB`, PostgreSQL's `BYTEA`.
+    fn bytes(self) -> &'static str {
+        match self {
+            Self::Sqlite => "BLOB",
+            Self::Postgres => "BYTEA",
+        }
     }
 
     /// The 64-bit integer type of the first tables (`patterns`, `schema_migrations`): SQLite's
@@ -97,5 +106,7 @@ mod tests {
         let ddl = "CREATE TABLE t (version {int} PRIMARY KEY)";
         assert_eq!(Dialect::Sqlite.ddl(ddl), "CREATE TABLE t (version INTEGER PRIMARY KEY)");
         assert_eq!(Dialect::Postgres.ddl(ddl), "CREATE TABLE t (version BIGINT PRIMARY KEY)");
+        assert_eq!(Dialect::Sqlite.ddl("d {bytes}"), "d BLOB");
+        assert_eq!(Dialect::Postgres.ddl("d {bytes}"), "d BYTEA");
     }
 }

@@ -161,6 +161,30 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn graph_nodes(&self, ids: &[String]) -> Result<Vec<GraphNode>>;
 }
 
+/// One backend's descriptors as its last successful discovery found them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedDescriptors {
+    /// The name the backend is plugged in under.
+    pub backend: String,
+    pub endpoint: String,
+    /// Where they came from: `reflection`, `descriptor_set` or `protos`.
+    pub source: String,
+    /// A serialized `google.protobuf.FileDescriptorSet`.
+    pub descriptors: Vec<u8>,
+    pub discovered_at: SystemTime,
+}
+
+/// Backends' descriptors from their last successful discovery, so a backend unreachable at
+/// start can be served from them.
+#[async_trait::async_trait]
+pub trait DescriptorCache: Send + Sync + 'static {
+    /// Replaces what is stored for `d.backend`.
+    async fn save_descriptors(&self, d: &CachedDescriptors) -> Result<()>;
+
+    /// What the last successful discovery of `backend` stored, if any.
+    async fn cached_descriptors(&self, backend: &str) -> Result<Option<CachedDescriptors>>;
+}
+
 /// API keys and the audit log of refused calls.
 #[async_trait::async_trait]
 pub trait AuthStore: Send + Sync + 'static {

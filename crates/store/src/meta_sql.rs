@@ -75,6 +75,14 @@ pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log (id, at_ms, tenant,
 pub(crate) const AUDIT_LOG: &str = "SELECT at_ms, tenant, subject, action, resource, reason FROM audit_log
     ORDER BY at_ms DESC, id DESC LIMIT $1";
 
+pub(crate) const SAVE_DESCRIPTORS: &str =
+    "INSERT INTO backend_descriptors (backend, endpoint, source, descriptors, discovered_at_ms)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (backend) DO UPDATE SET endpoint = excluded.endpoint, source = excluded.source,
+        descriptors = excluded.descriptors, discovered_at_ms = excluded.discovered_at_ms";
+pub(crate) const CACHED_DESCRIPTORS: &str =
+    "SELECT backend, endpoint, source, descriptors, discovered_at_ms FROM backend_descriptors WHERE backend = $1";
+
 /// Names whose versions are in `patterns` but not in `pattern_names` (registered before migration
 /// 4, or since through [`crate::PatternStore::insert_pattern`], which knows no tenant): they
 /// belong to tenant `default`, are visible to it, and are owned by the owner of their first
@@ -254,8 +262,8 @@ macro_rules! meta_store_impl {
 
             use sqlx::Row;
             use $crate::{
-                ApiKeyRecord, AuditEntry, Direction, GraphEdge, GraphNode, NewVersion, PatternName, RegisterOutcome,
-                Result, SearchPage, SearchQuery, SearchSort, VersionInfo,
+                ApiKeyRecord, AuditEntry, CachedDescriptors, Direction, GraphEdge, GraphNode, NewVersion, PatternName,
+                RegisterOutcome, Result, SearchPage, SearchQuery, SearchSort, VersionInfo,
                 dialect::Dialect,
                 meta_sql::*,
                 time::{from_ms, ms},
@@ -654,6 +662,35 @@ macro_rules! meta_store_impl {
                             })
                         })
                         .collect()
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl $crate::DescriptorCache for $store {
+                async fn save_descriptors(&self, d: &CachedDescriptors) -> Result<()> {
+                    sqlx::query(&q(SAVE_DESCRIPTORS))
+                        .bind(&d.backend)
+                        .bind(&d.endpoint)
+                        .bind(&d.source)
+                        .bind(&d.descriptors)
+                        .bind(ms(d.discovered_at))
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn cached_descriptors(&self, backend: &str) -> Result<Option<CachedDescriptors>> {
+                    let row = sqlx::query(&q(CACHED_DESCRIPTORS)).bind(backend).fetch_optional(&self.pool).await?;
+                    row.map(|r| {
+                        Ok(CachedDescriptors {
+                            backend: r.try_get("backend")?,
+                            endpoint: r.try_get("endpoint")?,
+                            source: r.try_get("source")?,
+                            descriptors: r.try_get("descriptors")?,
+                            discovered_at: from_ms(r.try_get("discovered_at_ms")?),
+                        })
+                    })
+                    .transpose()
                 }
             }
 

@@ -28,6 +28,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, sql: META, only: None },
     Migration { version: 5, sql: EXECUTIONS_BY_TENANT, only: None },
     Migration { version: 6, sql: SQLITE_JOURNAL_BATCH, only: Some(Dialect::Sqlite) },
+    Migration { version: 7, sql: BACKEND_DESCRIPTORS, only: None },
 ];
 
 /// The migrations `d` applies, in order.
@@ -175,6 +176,16 @@ const SQLITE_JOURNAL_BATCH: &str = "
         DELETE FROM step_results WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
     END;";
 
+/// Each backend's descriptors from its last successful discovery (a serialized
+/// `FileDescriptorSet`): a backend unreachable at start is served from here.
+const BACKEND_DESCRIPTORS: &str = "CREATE TABLE backend_descriptors (
+        backend TEXT PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        source TEXT NOT NULL,
+        descriptors {bytes} NOT NULL,
+        discovered_at_ms BIGINT NOT NULL
+    );";
+
 /// The versions applied, and when.
 const SCHEMA_MIGRATIONS: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version {int} PRIMARY KEY, applied_at_ms {int} NOT NULL)";
@@ -272,8 +283,8 @@ pub(crate) mod tests {
     #[test]
     fn every_dialect_applies_the_shared_migrations_and_only_its_own() {
         let versions = |d| migrations(d).map(|m| m.version).collect::<Vec<_>>();
-        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6]);
-        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5]);
+        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7]);
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "versions ascend: {versions:?}");
     }

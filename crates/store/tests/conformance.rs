@@ -4,17 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use nexus_store::{AuthStore, JournalStore, MetaStore, PatternStore, PgStore, SqliteStore, conformance};
+use nexus_store::{
+    AuthStore, DescriptorCache, JournalStore, MetaStore, PatternStore, PgStore, SqliteStore, conformance,
+};
 use sqlx::Connection;
 
 /// The whole suite, for one store.
-async fn every_check<S: PatternStore + JournalStore + MetaStore + AuthStore>(store: &S) {
+async fn every_check<S: PatternStore + JournalStore + MetaStore + AuthStore + DescriptorCache>(store: &S) {
     conformance::run_all(store).await;
     conformance::check_journal_lifecycle(store).await;
     conformance::check_execution_listing(store).await;
     conformance::check_journal_batches_are_atomic(store).await;
     conformance::check_leases(store).await;
     conformance::run_meta(store).await;
+    conformance::check_descriptor_cache(store).await;
 }
 
 #[tokio::test]

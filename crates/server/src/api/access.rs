@@ -19,6 +19,8 @@ use crate::{
 pub const READ: &[Role] = &[Role::Viewer, Role::Runner, Role::Author];
 /// Roles that may register and fork patterns.
 pub const AUTHOR: &[Role] = &[Role::Author];
+/// Admins only (admins have every role, so no other role is listed).
+pub const ADMIN: &[Role] = &[];
 /// Roles that may execute patterns and cancel executions.
 pub const RUN: &[Role] = &[Role::Runner];
 

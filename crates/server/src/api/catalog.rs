@@ -6,7 +6,7 @@ use tonic::Request;
 
 use super::{
     Api,
-    access::{Asking, READ},
+    access::{ADMIN, Asking, READ},
     principal,
 };
 use crate::{convert, error::ApiError};
@@ -37,6 +37,21 @@ impl Api {
             ApiError::NotFound(format!("no action `{name}` in the catalog.{hint}"))
         })?;
         Ok(convert::action(action))
+    }
+
+    /// Re-discovers backends and reports, per pattern version, what would now break
+    /// (`crate::refresh`). Admins only: it changes what every caller's patterns are checked
+    /// against.
+    pub(super) async fn refresh_services(
+        &self,
+        req: Request<pb::RefreshServicesRequest>,
+    ) -> Result<pb::RefreshServicesResponse, ApiError> {
+        let p = principal(&req)?;
+        self.access.require(Asking { caller: &p, rpc: "RefreshServices" }, "catalog", ADMIN)?;
+        let r = req.into_inner();
+        let backend = (!r.backend.is_empty()).then_some(r.backend.as_str());
+        tracing::info!(subject = %p.subject, backend = backend.unwrap_or("*"), dry_run = r.dry_run, "catalog refresh asked");
+        self.discovery.refresh(backend, r.dry_run).await
     }
 
     pub(super) async fn query_graph(

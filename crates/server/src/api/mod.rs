@@ -28,6 +28,8 @@ pub struct Api {
     in_flight: crate::limits::InFlight,
     /// Where streamed executions run (the server waits for them at shutdown).
     tasks: crate::lifecycle::Tasks,
+    /// Re-discovers backends for RefreshServices.
+    discovery: Arc<crate::refresh::Discovery>,
 }
 
 impl Api {
@@ -38,6 +40,7 @@ impl Api {
         audit: Arc<dyn nexus_store::AuthStore>,
         max_in_flight_per_caller: usize,
         tasks: crate::lifecycle::Tasks,
+        discovery: Arc<crate::refresh::Discovery>,
     ) -> Self {
         Self {
             access: access::Access::new(registry.clone(), audit),
@@ -46,6 +49,7 @@ impl Api {
             journal,
             in_flight: crate::limits::InFlight::new(max_in_flight_per_caller),
             tasks,
+            discovery,
         }
     }
 }
@@ -117,6 +121,7 @@ delegate! {
     list_executions(pb::ListExecutionsRequest) -> pb::ListExecutionsResponse;
     list_services(pb::ListServicesRequest) -> pb::ListServicesResponse;
     describe_action(pb::DescribeActionRequest) -> pb::Action;
+    refresh_services(pb::RefreshServicesRequest) -> pb::RefreshServicesResponse;
     query_graph(pb::QueryGraphRequest) -> pb::QueryGraphResponse;
     who_am_i(pb::WhoAmIRequest) -> pb::Principal;
 }
