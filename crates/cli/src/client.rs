@@ -85,6 +85,8 @@ pub async fn connect(target: &Target) -> anyhow::Result<Client> {
         }
         _ => bail!("invalid address {}: use http://host:port or https://host:port", target.addr),
     };
+    // A server that accepts connections and never answers must not hang the CLI.
+    let endpoint = endpoint.connect_timeout(std::time::Duration::from_secs(10)).timeout(target.timeout);
     let channel = endpoint.connect_with_connector(nexus_server::tls::Connector::new(tls)).await.with_context(|| {
         format!("cannot reach Nexus at {} (is `nexus serve` running? set --addr or NEXUS_ADDR)", target.addr)
     })?;
@@ -124,35 +126,61 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
 }
 
 pub fn read_pattern(path: &Path) -> anyhow::Result<pb::Pattern> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read_bounded(path, document::MAX_DOCUMENT_BYTES)?;
     document::parse(&text).with_context(|| format!("{}", path.display()))
 }
 
+/// A text file of at most `limit` bytes, refused before it is read whole (a huge file, or a
+/// device like /dev/zero that never ends, must not fill memory).
+fn read_bounded(path: &Path, limit: usize) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let too_large =
+        |size: String| anyhow::anyhow!("{}: {size}; a pattern document is at most {limit} bytes", path.display());
+    if let Ok(meta) = file.metadata()
+        && meta.len() > limit as u64
+    {
+        return Err(too_large(format!("{} bytes", meta.len())));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() > limit {
+        return Err(too_large("more than that".to_string()));
+    }
+    String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", path.display()))
+}
+
+/// Every file read and parsed before anything is sent: a bad file fails the command at once,
+/// server or not.
+fn read_patterns(files: &[PathBuf]) -> anyhow::Result<Vec<(&PathBuf, pb::Pattern)>> {
+    files.iter().map(|f| Ok((f, read_pattern(f)?))).collect()
+}
+
 pub async fn register(target: &Target, files: &[PathBuf]) -> anyhow::Result<()> {
+    let patterns = read_patterns(files)?;
     let mut client = connect(target).await?;
     let mut failed = 0;
-    for f in files {
-        let pattern = read_pattern(f)?;
+    for (f, pattern) in patterns {
         match client.register_pattern(pb::RegisterPatternRequest { pattern: Some(pattern) }).await {
             Ok(r) => {
                 let r = r.into_inner();
                 let p = r.pattern_ref.unwrap_or_default();
                 if target.json {
-                    println!(
+                    say!(
                         "{}",
                         serde_json::json!({"file": f, "name": p.name, "version": p.version, "created": r.created})
                     );
                 } else {
                     let what = if r.created { "registered" } else { "already registered (identical)" };
-                    println!("{what} {}@{} from {}", p.name, p.version, f.display());
+                    say!("{what} {}@{} from {}", p.name, p.version, f.display());
                     for d in &r.diagnostics {
-                        println!("  warning: {}: {}", d.path, d.message);
+                        say!("  warning: {}: {}", d.path, d.message);
                     }
                 }
             }
             Err(s) => {
                 failed += 1;
-                eprintln!("{}: {}", f.display(), status_error(s));
+                say_err!("{}: {}", f.display(), status_error(s));
             }
         }
     }
@@ -163,10 +191,10 @@ pub async fn register(target: &Target, files: &[PathBuf]) -> anyhow::Result<()> 
 }
 
 pub async fn validate(target: &Target, files: &[PathBuf]) -> anyhow::Result<()> {
+    let patterns = read_patterns(files)?;
     let mut client = connect(target).await?;
     let mut invalid = 0;
-    for f in files {
-        let pattern = read_pattern(f)?;
+    for (f, pattern) in patterns {
         let r = client
             .validate_pattern(pb::ValidatePatternRequest { pattern: Some(pattern) })
             .await
@@ -175,11 +203,11 @@ pub async fn validate(target: &Target, files: &[PathBuf]) -> anyhow::Result<()> 
         if target.json {
             let diags: Vec<_> =
                 r.diagnostics.iter().map(|d| serde_json::json!({"path": d.path, "message": d.message})).collect();
-            println!("{}", serde_json::json!({"file": f, "valid": r.valid, "diagnostics": diags}));
+            say!("{}", serde_json::json!({"file": f, "valid": r.valid, "diagnostics": diags}));
         } else if r.valid {
-            println!("{}: valid", f.display());
+            say!("{}: valid", f.display());
         } else {
-            println!("{}: {}", f.display(), render::diagnostics_report(&r.diagnostics));
+            say!("{}: {}", f.display(), render::diagnostics_report(&r.diagnostics));
         }
         if !r.valid {
             invalid += 1;
@@ -229,11 +257,11 @@ pub async fn list(
             .map_err(status_error)?
             .into_inner();
         if target.json {
-            println!("{}", render::message_json(&r, "nexus.v1.ListPatternsResponse"));
+            say!("{}", render::message_json(&r, "nexus.v1.ListPatternsResponse"));
         } else {
-            print!("{}", render::pattern_table(&r.patterns));
+            say_raw!("{}", render::pattern_table(&r.patterns));
             if !r.next_page_token.is_empty() {
-                println!("next page: --page-token {}", r.next_page_token);
+                say!("next page: --page-token {}", r.next_page_token);
             }
         }
         return Ok(());
@@ -249,9 +277,9 @@ pub async fn list(
         token = r.next_page_token;
     }
     if target.json {
-        println!("{}", serde_json::Value::Array(all.iter().map(document::to_json).collect()));
+        say!("{}", serde_json::Value::Array(all.iter().map(document::to_json).collect()));
     } else {
-        print!("{}", render::pattern_table(&all));
+        say_raw!("{}", render::pattern_table(&all));
     }
     Ok(())
 }
@@ -269,9 +297,9 @@ pub async fn show(target: &Target, name: &str, version: Option<String>) -> anyho
             .into_inner()
     };
     if target.json {
-        println!("{}", serde_json::to_string_pretty(&document::to_json(&pattern))?);
+        say!("{}", serde_json::to_string_pretty(&document::to_json(&pattern))?);
     } else {
-        print!("{}", document::to_yaml(&pattern));
+        say_raw!("{}", document::to_yaml(&pattern));
     }
     Ok(())
 }
@@ -305,9 +333,9 @@ pub async fn run(
     let execution =
         client.get_execution(pb::GetExecutionRequest { execution_id: id }).await.map_err(status_error)?.into_inner();
     if target.json {
-        println!("{}", render::execution_json(&execution));
+        say!("{}", render::execution_json(&execution));
     } else {
-        print!("{}", render::timeline(&execution));
+        say_raw!("{}", render::timeline(&execution));
     }
     match failure {
         Some(s) => Err(anyhow::anyhow!("the execution failed: {:?}: {}", s.code(), s.message())),
@@ -332,9 +360,9 @@ pub async fn services(target: &Target) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(services));
+        say!("{}", serde_json::Value::Array(services));
     } else {
-        print!("{}", render::services(&r.services));
+        say_raw!("{}", render::services(&r.services));
     }
     Ok(())
 }
@@ -344,9 +372,9 @@ pub async fn refresh(target: &Target, backend: Option<String>, dry_run: bool) ->
     let req = pb::RefreshServicesRequest { backend: backend.unwrap_or_default(), dry_run };
     let r = client.refresh_services(req).await.map_err(status_error)?.into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.RefreshServicesResponse"));
+        say!("{}", render::message_json(&r, "nexus.v1.RefreshServicesResponse"));
     } else {
-        print!("{}", render::refresh(&r, dry_run));
+        say_raw!("{}", render::refresh(&r, dry_run));
     }
     if r.broken.is_empty() {
         Ok(())
@@ -369,9 +397,9 @@ pub async fn executions(
             .map_err(status_error)?
             .into_inner();
         if target.json {
-            println!("{}", render::execution_json(&e));
+            say!("{}", render::execution_json(&e));
         } else {
-            print!("{}", render::timeline(&e));
+            say_raw!("{}", render::timeline(&e));
         }
         return Ok(());
     }
@@ -386,7 +414,7 @@ pub async fn executions(
         .map_err(status_error)?
         .into_inner();
     if target.json {
-        println!(
+        say!(
             "{}",
             serde_json::Value::Array(
                 r.executions
@@ -396,7 +424,7 @@ pub async fn executions(
             )
         );
     } else {
-        print!("{}", render::execution_table(&r.executions));
+        say_raw!("{}", render::execution_table(&r.executions));
     }
     Ok(())
 }
@@ -420,9 +448,9 @@ pub async fn follow(target: &Target, name: &str, input: &str, version: Option<St
     let mut last = None;
     while let Some(event) = stream.message().await.map_err(status_error)? {
         if target.json {
-            println!("{}", render::message_json(&event, "nexus.v1.ExecutionEvent"));
+            say!("{}", render::message_json(&event, "nexus.v1.ExecutionEvent"));
         } else if let Some(line) = render::event_line(&event) {
-            println!("{line}");
+            say!("{line}");
         }
         if let Some(E::Finished(f)) = event.event {
             last = Some(f);
@@ -447,9 +475,9 @@ pub async fn versions(target: &Target, name: &str) -> anyhow::Result<()> {
         .map_err(status_error)?
         .into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.ListPatternVersionsResponse"));
+        say!("{}", render::message_json(&r, "nexus.v1.ListPatternVersionsResponse"));
     } else {
-        print!("{}", render::versions(&r));
+        say_raw!("{}", render::versions(&r));
     }
     Ok(())
 }
@@ -474,7 +502,7 @@ pub async fn deprecate(
         .map_err(status_error)?
         .into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.DeprecatePatternResponse"));
+        say!("{}", render::message_json(&r, "nexus.v1.DeprecatePatternResponse"));
     } else {
         let what = if undo { "no longer deprecated" } else { "deprecated" };
         let latest = if r.latest.is_empty() {
@@ -482,7 +510,7 @@ pub async fn deprecate(
         } else {
             format!("latest is {name}@{}", r.latest)
         };
-        println!("{name}@{version} {what}; {latest}");
+        say!("{name}@{version} {what}; {latest}");
     }
     Ok(())
 }
@@ -502,13 +530,13 @@ pub async fn diff(target: &Target, name: &str, v1: &str, v2: &str, to_name: Opti
         .map_err(status_error)?
         .into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.DiffPatternsResponse"));
+        say!("{}", render::message_json(&r, "nexus.v1.DiffPatternsResponse"));
     } else if r.changes.is_empty() {
         let other = if to_name.is_empty() { name } else { &to_name };
-        eprintln!("no changes from {name}@{v1} to {other}@{v2}");
+        say_err!("no changes from {name}@{v1} to {other}@{v2}");
     } else {
         for change in &r.changes {
-            println!("{}", render::change_line(change));
+            say!("{}", render::change_line(change));
         }
     }
     Ok(())
@@ -528,14 +556,14 @@ pub async fn fork(target: &Target, name: &str, new_name: &str, version: Option<S
         .map_err(status_error)?
         .into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.RegisterPatternResponse"));
+        say!("{}", render::message_json(&r, "nexus.v1.RegisterPatternResponse"));
     } else {
         let p = r.pattern_ref.unwrap_or_default();
         let source = if version.is_empty() { format!("{name} (latest)") } else { format!("{name}@{version}") };
         let what = if r.created { "forked" } else { "already forked (identical)" };
-        println!("{what} {source} as {}@{}", p.name, p.version);
+        say!("{what} {source} as {}@{}", p.name, p.version);
         for d in &r.diagnostics {
-            println!("  warning: {}: {}", d.path, d.message);
+            say!("  warning: {}: {}", d.path, d.message);
         }
     }
     Ok(())
@@ -553,9 +581,9 @@ pub async fn share(target: &Target, name: &str, visibility: Visibility) -> anyho
         .map_err(status_error)?
         .into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.SetVisibilityResponse"));
+        say!("{}", render::message_json(&r, "nexus.v1.SetVisibilityResponse"));
     } else {
-        println!("{name} is now {}", r.visibility);
+        say!("{name} is now {}", r.visibility);
     }
     Ok(())
 }
@@ -565,10 +593,10 @@ pub async fn star(target: &Target, name: &str, unstar: bool) -> anyhow::Result<(
     let mut client = connect(target).await?;
     let r = client.star(pb::StarRequest { name: name.to_string(), unstar }).await.map_err(status_error)?.into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.StarResponse"));
+        say!("{}", render::message_json(&r, "nexus.v1.StarResponse"));
     } else {
         let what = if r.starred { "starred" } else { "not starred" };
-        println!("{name}: {what} by you; {} star{}", r.stars, if r.stars == 1 { "" } else { "s" });
+        say!("{name}: {what} by you; {} star{}", r.stars, if r.stars == 1 { "" } else { "s" });
     }
     Ok(())
 }
@@ -598,9 +626,9 @@ pub async fn graph(target: &Target, query: GraphQuery, depth: Option<u32>) -> an
         .map_err(status_error)?
         .into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.QueryGraphResponse"));
+        say!("{}", render::message_json(&r, "nexus.v1.QueryGraphResponse"));
     } else {
-        print!("{}", render::graph(&r));
+        say_raw!("{}", render::graph(&r));
     }
     Ok(())
 }
@@ -610,9 +638,9 @@ pub async fn whoami(target: &Target) -> anyhow::Result<()> {
     let mut client = connect(target).await?;
     let r = client.who_am_i(pb::WhoAmIRequest {}).await.map_err(status_error)?.into_inner();
     if target.json {
-        println!("{}", render::message_json(&r, "nexus.v1.Principal"));
+        say!("{}", render::message_json(&r, "nexus.v1.Principal"));
     } else {
-        print!("{}", render::principal(&r));
+        say_raw!("{}", render::principal(&r));
     }
     Ok(())
 }

@@ -43,6 +43,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         token: None,
         ca_file: None,
         allow_plaintext_token: false,
+        timeout: Duration::from_secs(60),
     };
 
     let mut client = client::connect(&target).await?;

@@ -1,6 +1,22 @@
 //! `nexus`: run the gateway (`serve`, `demo`), talk to a running one (patterns, runs, catalog,
 //! graph, identity) and manage API keys in the store (`token`).
 
+/// `println!` for anything that may carry what a server returned: control characters escaped
+/// ([`render::terminal_safe`]).
+macro_rules! say {
+    ($($t:tt)*) => { println!("{}", $crate::render::terminal_safe(&format!($($t)*))) };
+}
+
+/// `print!`, made terminal-safe like [`say!`].
+macro_rules! say_raw {
+    ($($t:tt)*) => { print!("{}", $crate::render::terminal_safe(&format!($($t)*))) };
+}
+
+/// `eprintln!`, made terminal-safe like [`say!`].
+macro_rules! say_err {
+    ($($t:tt)*) => { eprintln!("{}", $crate::render::terminal_safe(&format!($($t)*))) };
+}
+
 mod client;
 mod demo;
 mod render;
@@ -43,6 +59,14 @@ pub struct Target {
     /// anyone on the path can read it. Refused without this flag.
     #[arg(long, global = true)]
     pub allow_plaintext_token: bool,
+    /// How long a call may take before the CLI gives up (`30s`, `2m`); streams (`run --follow`)
+    /// are bounded only while waiting for their first answer. Connecting has 10 s.
+    #[arg(long, global = true, env = "NEXUS_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    nexus_server::parse_duration(s)
 }
 
 #[derive(Subcommand)]
@@ -371,7 +395,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say_err!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,10 +1,38 @@
 //! Human-readable output: tables, diagnostics and the step timeline of an execution.
 
-use std::fmt::Write;
+use std::{borrow::Cow, fmt::Write};
 
 use nexus_core::{pb, value};
 use prost::Message;
 use prost_reflect::{DynamicMessage, SerializeOptions};
+
+/// Widest a padded column grows: longer values overflow it rather than widen the whole table
+/// (and a width beyond what `format!` takes would panic).
+const MAX_COLUMN: usize = 64;
+
+/// The width of a column holding values of these lengths, at least `min`, at most [`MAX_COLUMN`].
+fn column(lengths: impl Iterator<Item = usize>, min: usize) -> usize {
+    lengths.max().unwrap_or(0).clamp(min, MAX_COLUMN.max(min))
+}
+
+/// Text made safe for a terminal: control characters other than newline and tab (ANSI escape
+/// sequences, carriage returns, bells …) are shown escaped (`\u{1b}`), so nothing a server
+/// returns — a pattern's description, an error message — can clear the screen or rewrite what
+/// was printed.
+pub fn terminal_safe(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 pub fn diagnostics_report(diags: &[pb::Diagnostic]) -> String {
     let errors = diags.iter().filter(|d| d.severity != pb::Severity::Warning as i32).count();
@@ -55,7 +83,7 @@ pub fn versions(r: &pb::ListPatternVersionsResponse) -> String {
     }
     let _ = writeln!(out, "  stars        {}", r.stars);
     let _ = writeln!(out, "  latest       {latest}");
-    let width = r.versions.iter().map(|v| v.version.len()).max().unwrap_or(0).max(7);
+    let width = column(r.versions.iter().map(|v| v.version.len()), 7);
     let _ = writeln!(out, "\n{:<width$}  {:<20}  {:>10}  STATUS", "VERSION", "REGISTERED", "EXECUTIONS");
     for v in &r.versions {
         let status = match (v.deprecated, v.version == r.latest) {
@@ -97,7 +125,7 @@ pub fn graph(r: &pb::QueryGraphResponse) -> String {
     if r.nodes.is_empty() && r.edges.is_empty() {
         return "nothing found in the graph\n".into();
     }
-    let width = r.nodes.iter().map(|n| n.id.len()).max().unwrap_or(0).max(4);
+    let width = column(r.nodes.iter().map(|n| n.id.len()), 4);
     let mut out = format!("{:<width$}  KIND\n", "NODE");
     for n in &r.nodes {
         let deprecated = if n.deprecated { "  deprecated" } else { "" };
@@ -216,7 +244,7 @@ pub fn timeline(e: &pb::Execution) -> String {
         total
     );
     let width = 30.0;
-    let id_w = e.steps.iter().map(|s| s.step_id.len()).max().unwrap_or(4).max(4);
+    let id_w = column(e.steps.iter().map(|s| s.step_id.len()), 4);
     for s in &e.steps {
         let status = step_status_name(s.status);
         let mark = match status.as_str() {
@@ -366,5 +394,26 @@ mod tests {
         let t = prost_types::Timestamp { seconds: 1_700_000_000, nanos: 123_000_000 };
         assert_eq!(timestamp(Some(&t)), "2023-11-14T22:13:20Z");
         assert_eq!(timestamp(None), "-");
+    }
+}
+
+#[cfg(test)]
+mod safety_tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_columns_stay_bounded() {
+        assert_eq!(terminal_safe("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(terminal_safe("\u{1b}[2Jgone\r\u{7}"), "\\u{1b}[2Jgone\\u{d}\\u{7}");
+        let r = pb::ListPatternVersionsResponse {
+            name: "p".into(),
+            versions: vec![pb::PatternVersion {
+                version: format!("1.0.0-{}", "x".repeat(100_000)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // Used to panic: "Formatting argument out of range" (a width over 65,535).
+        assert!(versions(&r).contains("1.0.0-xxx"));
     }
 }

@@ -346,3 +346,32 @@ fn audit_shows_refused_calls_from_the_store() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("acme/mallory  DeprecatePattern  pattern:user_creation@1.0.0  only its owner"), "{stdout}");
 }
+
+#[test]
+fn a_server_that_never_answers_times_out_and_huge_files_are_refused_unread() {
+    // Accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let out = nexus().args(["pattern", "list", "--addr", &addr, "--timeout", "1s"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}: {stderr}", started.elapsed());
+    drop(silent);
+
+    // A device that never ends: refused after reading just past the limit, not read into memory.
+    let started = Instant::now();
+    let out = nexus().args(["pattern", "validate", "/dev/zero", "--addr", "http://127.0.0.1:9"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("/dev/zero") && stderr.contains("at most 1048576 bytes"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // A regular file over the limit is refused by its size.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
+    let out =
+        nexus().args(["pattern", "validate", big.to_str().unwrap(), "--addr", "http://127.0.0.1:9"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2097152 bytes") && stderr.contains("at most 1048576 bytes"), "{stderr}");
+}

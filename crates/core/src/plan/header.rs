@@ -5,6 +5,10 @@ use crate::{diagnostic::Diagnostics, input::InputSchema, pb, value};
 
 use super::model::{MAX_STEPS, to_duration};
 
+/// Longest version string: room for any real semver with pre-release and build metadata, while
+/// every listing, table and key that shows versions stays bounded.
+pub const MAX_VERSION_LEN: usize = 64;
+
 pub(super) fn check(doc: &pb::Pattern, diags: &mut Diagnostics) {
     if doc.name.is_empty() {
         diags.error("name", "a pattern needs a name");
@@ -13,6 +17,12 @@ pub(super) fn check(doc: &pb::Pattern, diags: &mut Diagnostics) {
     }
     if doc.version.is_empty() {
         diags.error("version", "a pattern needs a semantic version such as 1.0.0");
+    } else if doc.version.len() > MAX_VERSION_LEN {
+        let start: String = doc.version.chars().take(24).collect();
+        diags.error(
+            "version",
+            format!("`{start}…` is {} characters long; a version is at most {MAX_VERSION_LEN}", doc.version.len()),
+        );
     } else if let Err(e) = semver::Version::parse(&doc.version) {
         diags.error("version", format!("`{}` is not a semantic version (MAJOR.MINOR.PATCH): {e}", doc.version));
     }

@@ -41,6 +41,20 @@ steps:
 }
 
 #[test]
+fn version_too_long() {
+    let doc = format!(
+        "name: t\nversion: 1.0.0-{}\nsteps:\n  - id: a\n    call: test.shop.v1.OrderService/CancelOrder\n",
+        "x".repeat(100)
+    );
+    check(
+        &doc,
+        expect![[r#"
+        error: version: `1.0.0-xxxxxxxxxxxxxxxxxx…` is 106 characters long; a version is at most 64
+    "#]],
+    );
+}
+
+#[test]
 fn negative_timeout() {
     check(
         r#"

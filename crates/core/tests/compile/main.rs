@@ -31,7 +31,7 @@
 //!   schema, it has no …` — input_schema::input_paths, sub_patterns::with_fits_the_callee_input
 //!
 //! plan (structure, calls, references, graph, output)
-//! - name/version missing — header::empty_document; name/version/visibility/durability/timeout
+//! - name/version missing — header::empty_document; version over 64 characters — header::version_too_long; name/version/visibility/durability/timeout
 //!   invalid — header::invalid_header_fields, negative_timeout; `at least one step` —
 //!   empty_document; `N steps; the limit is 256` — header::too_many_steps
 //! - `every step needs an id`, `is not a valid id`, `duplicate id` — steps::ids
