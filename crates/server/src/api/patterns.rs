@@ -11,6 +11,10 @@ use super::{
 };
 use crate::error::ApiError;
 
+/// Longest search term ListPatterns takes (query, owner, tag, action): a longer one is a client
+/// mistake, not something to hand to the store's LIKE.
+const MAX_SEARCH_TERM: usize = 256;
+
 fn pattern_of(p: Option<pb::Pattern>) -> Result<pb::Pattern, ApiError> {
     p.ok_or_else(|| ApiError::InvalidArgument("`pattern` is required".into()))
 }
@@ -83,6 +87,14 @@ impl Api {
         let p = principal(&req)?;
         self.access.require(Asking { caller: &p, rpc: "ListPatterns" }, "patterns", READ)?;
         let r = req.into_inner();
+        for (field, value) in [("query", &r.query), ("owner", &r.owner), ("tag", &r.tag), ("action", &r.action)] {
+            if value.len() > MAX_SEARCH_TERM {
+                return Err(ApiError::InvalidArgument(format!(
+                    "`{field}` is {} bytes long; a search term is at most {MAX_SEARCH_TERM}",
+                    value.len()
+                )));
+            }
+        }
         let offset: usize = if r.page_token.is_empty() {
             0
         } else {

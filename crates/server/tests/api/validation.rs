@@ -240,3 +240,19 @@ async fn registered_patterns_survive_a_restart() -> Result<()> {
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_overlong_search_term_is_invalid_argument_naming_the_field() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let request = pb::ListPatternsRequest { query: "x".repeat(100_000), ..Default::default() };
+    let e = h.client.list_patterns(request).await.err().ok_or_else(|| anyhow!("a 100,000-byte query was accepted"))?;
+    ensure!(e.code() == Code::InvalidArgument, "{e:?}");
+    ensure!(e.message() == "`query` is 100000 bytes long; a search term is at most 256", "{}", e.message());
+    let request = pb::ListPatternsRequest { tag: "t".repeat(257), ..Default::default() };
+    let e = h.client.list_patterns(request).await.err().ok_or_else(|| anyhow!("a 257-byte tag was accepted"))?;
+    ensure!(e.code() == Code::InvalidArgument && e.message().starts_with("`tag`"), "{e:?}");
+    let ok = pb::ListPatternsRequest { query: "q".repeat(256), ..Default::default() };
+    h.client.list_patterns(ok).await?;
+    h.stop().await;
+    Ok(())
+}
