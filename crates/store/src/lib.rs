@@ -326,3 +326,147 @@ pub trait JournalStore: Send + Sync + 'static {
     /// A tenant's journaled executions, newest first, filtered, at most `limit`.
     async fn list_executions(&self, q: &ExecutionQuery) -> Result<Vec<JournaledExecution>>;
 }
+
+/// An event as the store keeps it: the correlation buffer that lets a `wait_for` registered just
+/// after its event still see it, and what the event router has finished processing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub tenant: String,
+    pub source: String,
+    pub id: String,
+    pub event_type: String,
+    pub subject: String,
+    /// When it happened (the publisher's word; millisecond precision).
+    pub time: SystemTime,
+    pub datacontenttype: String,
+    /// The event's `data`, JSON.
+    pub data: String,
+    /// When this store first recorded it (millisecond precision).
+    pub received_at: SystemTime,
+}
+
+/// What [`EventStore::record_event`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRecorded {
+    /// The first time this identity was seen: recorded.
+    New,
+    /// An event with this identity (tenant, source, id) was recorded before; nothing changed.
+    /// `processed`: the router has finished with it (triggers started, waits resumed).
+    Duplicate { processed: bool },
+}
+
+/// One branch of a durable execution's `wait_for` step, waiting for an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventWait {
+    pub execution_id: String,
+    pub step_id: String,
+    /// The branch of a `wait_for.any` (0 for a single wait).
+    pub branch: u32,
+    pub tenant: String,
+    pub pattern_name: String,
+    pub pattern_version: String,
+    pub event_type: String,
+    /// When the match compares one path of the event (`data.order_id`) with a value known when
+    /// the wait registered: that path, and the value as canonical JSON. Candidates for an event
+    /// are then found by index instead of evaluating every wait's match.
+    pub correlation: Option<(String, String)>,
+    /// What the match reads besides the event (`input`, `steps`), as JSON.
+    pub context: String,
+    /// When the wait times out (millisecond precision).
+    pub deadline: SystemTime,
+}
+
+/// What [`EventStore::resolve_wait`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaitResolution {
+    /// The step's waits were already gone (resolved by another event or replica, timed out, or
+    /// the execution ended): nothing changed.
+    Gone,
+    /// Resolved (waits deleted, step result journaled); the execution is not parked, so the replica
+    /// running it continues with the result.
+    Running,
+    /// Resolved, and the execution was parked: it is now the caller's (owner and lease set, no
+    /// longer parked), to resume with its journaled steps.
+    Claimed(UnfinishedExecution),
+}
+
+/// Events (the correlation buffer and the router's progress) and durable executions' waits.
+///
+/// A parked execution (only waits left to do) runs nowhere: its lease is not renewed and
+/// [`JournalStore::claim_expired`] never claims it. It is resumed by whoever resolves one of its
+/// waits ([`EventStore::resolve_wait`]), with an event or a timeout.
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Records an event unless its identity (tenant, source, id) is known.
+    async fn record_event(&self, event: &StoredEvent) -> Result<EventRecorded>;
+
+    /// The router has finished with this event (triggers started, waits resolved).
+    async fn mark_event_processed(&self, tenant: &str, source: &str, id: &str) -> Result<()>;
+
+    /// Recorded events the router has not finished with, oldest first (after a restart).
+    async fn unprocessed_events(&self, limit: u32) -> Result<Vec<StoredEvent>>;
+
+    /// A tenant's events of `event_type` received at or after `since`, oldest first, at most
+    /// `limit` (the lookback a new wait is matched against).
+    async fn recent_events(
+        &self,
+        tenant: &str,
+        event_type: &str,
+        since: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>>;
+
+    /// Deletes events received before `before` (processed or not); returns how many.
+    async fn prune_events(&self, before: SystemTime) -> Result<u64>;
+
+    /// Registers the waits of one `wait_for` step (every branch) of a running execution.
+    async fn add_waits(&self, waits: &[EventWait]) -> Result<()>;
+
+    /// The distinct correlation paths of a tenant's waits on `event_type` (usually one or two).
+    async fn wait_correlation_paths(&self, tenant: &str, event_type: &str) -> Result<Vec<String>>;
+
+    /// A tenant's waits on `event_type` that may match an event: those without a correlation, and
+    /// those whose (path, value) is one of `keys` (the event's value at each path of
+    /// [`EventStore::wait_correlation_paths`]). At most `limit`, oldest registration first.
+    async fn candidate_waits(
+        &self,
+        tenant: &str,
+        event_type: &str,
+        keys: &[(String, String)],
+        limit: u32,
+    ) -> Result<Vec<EventWait>>;
+
+    /// Parks an execution whose only work left is waiting: its lease is dropped and nobody claims
+    /// it until a wait resolves. False (nothing changed, the lease stays) when it has no waits left
+    /// (one resolved meanwhile: the caller reads its journaled result and goes on).
+    async fn park_execution(&self, execution_id: &str) -> Result<bool>;
+
+    /// Resolves the waits of one step, in one transaction: deletes every branch's row, journals
+    /// `result` as the step's result and, when the execution is parked, claims it for `owner`
+    /// until `lease_until`.
+    async fn resolve_wait(
+        &self,
+        execution_id: &str,
+        step_id: &str,
+        result: &str,
+        owner: &str,
+        lease_until: SystemTime,
+    ) -> Result<WaitResolution>;
+
+    /// Waits whose deadline is before `now`, earliest first, at most `limit`.
+    async fn expired_waits(&self, now: SystemTime, limit: u32) -> Result<Vec<EventWait>>;
+
+    /// The waits of one execution (all steps and branches).
+    async fn execution_waits(&self, execution_id: &str) -> Result<Vec<EventWait>>;
+
+    /// Records that a trigger started (or is starting) an execution of `pattern_name@version` for
+    /// the event (tenant, source, id); false when one was recorded before (a redelivery).
+    async fn record_trigger(
+        &self,
+        pattern_name: &str,
+        pattern_version: &str,
+        tenant: &str,
+        source: &str,
+        id: &str,
+    ) -> Result<bool>;
+}
