@@ -5,6 +5,7 @@
 //! the world only through the [`Invoker`] trait (and keeps finished executions in a [`History`]);
 //! it never opens a socket itself.
 
+mod bus;
 mod events;
 mod executor;
 mod history;
@@ -12,6 +13,7 @@ mod invoker;
 mod journal;
 mod record;
 
+pub use bus::{Acker, BusError, CloudEvent, Delivery, EventBus, Live, Published};
 pub use events::{Event, ExecutionEvent, RunningExecution};
 pub use executor::{
     CheckedRequest, Engine, EngineError, ExecuteRequest, Keyed, MAX_COLLECTED_STREAM_MESSAGES, MAX_FAN_OUT,

@@ -6,6 +6,7 @@
 
 mod access;
 mod catalog;
+mod events;
 mod executions;
 mod metadata;
 mod patterns;
@@ -93,6 +94,15 @@ macro_rules! delegate {
                 Api::execute_pattern_stream(self, req).await.map(Response::new).map_err(Status::from)
             }
 
+            type SubscribeEventsStream = events::LiveEvents;
+
+            async fn subscribe_events(
+                &self,
+                req: Request<pb::SubscribeEventsRequest>,
+            ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
+                Api::subscribe_events(self, req).await.map(Response::new).map_err(Status::from)
+            }
+
             type WatchExecutionStream = executions::EventStream;
 
             async fn watch_execution(
@@ -124,4 +134,5 @@ delegate! {
     refresh_services(pb::RefreshServicesRequest) -> pb::RefreshServicesResponse;
     query_graph(pb::QueryGraphRequest) -> pb::QueryGraphResponse;
     who_am_i(pb::WhoAmIRequest) -> pb::Principal;
+    publish_event(pb::PublishEventRequest) -> pb::PublishEventResponse;
 }
