@@ -40,6 +40,8 @@ enum ExprKind {
         keys: Arc<[Key]>,
     },
     Cel(Arc<Program>),
+    /// One side of a compiled program (a wait's correlation value).
+    Node(Arc<IdedExpr>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +122,8 @@ pub struct Scope<'a> {
     pub item: Option<&'a Cel>,
     pub index: Option<i64>,
     pub execution: &'a Cel,
+    /// The event (trigger filters and inputs, `wait_for` matches).
+    pub event: Option<&'a Cel>,
 }
 
 impl Expr {
@@ -155,14 +159,51 @@ impl Expr {
     pub fn as_path(&self) -> Option<&Reference> {
         match self.kind {
             ExprKind::Path { .. } => self.refs.first(),
-            ExprKind::Cel(_) => None,
+            ExprKind::Cel(_) | ExprKind::Node(_) => None,
         }
+    }
+
+    /// When the expression is `event.PATH == VALUE` (either way round) and VALUE does not read the
+    /// event: PATH (below `event`) and VALUE as an expression of its own.
+    pub fn correlation(&self) -> Option<(Vec<String>, Expr)> {
+        let ExprKind::Cel(program) = &self.kind else { return None };
+        let Ast::Call(call) = &program.expression().expr else { return None };
+        if call.func_name != "_==_" || call.target.is_some() || call.args.len() != 2 {
+            return None;
+        }
+        let side = |event: &IdedExpr, other: &IdedExpr| -> Option<(Vec<String>, Expr)> {
+            let (Root::Event, path) = plain_path(event)? else { return None };
+            let mut refs = Vec::new();
+            collect_refs(other, &mut Vec::new(), false, &mut refs);
+            if path.is_empty() || refs.iter().any(|r| r.root == "event") {
+                return None;
+            }
+            let kind = match plain_path(other) {
+                Some((root, segments)) => {
+                    ExprKind::Path { root, keys: segments.iter().map(|s| value::key(s)).collect() }
+                }
+                None => ExprKind::Node(Arc::new(other.clone())),
+            };
+            Some((path, Expr { source: self.source.clone(), kind, refs: refs.into() }))
+        };
+        side(&call.args[0], &call.args[1]).or_else(|| side(&call.args[1], &call.args[0]))
     }
 
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Cel, EvalError> {
         match &self.kind {
             ExprKind::Path { root, keys } => self.eval_path(*root, keys, scope),
-            ExprKind::Cel(program) => {
+            ExprKind::Cel(program) => self.eval_cel(|ctx| program.execute(ctx), scope),
+            ExprKind::Node(node) => self.eval_cel(|ctx| Cel::resolve(node, ctx), scope),
+        }
+    }
+
+    fn eval_cel(
+        &self,
+        run: impl FnOnce(&Context) -> Result<Cel, cel::ExecutionError>,
+        scope: &Scope<'_>,
+    ) -> Result<Cel, EvalError> {
+        {
+            {
                 let mut ctx = Context::with_env(ENV.clone());
                 ctx.add_variable_from_value("input", scope.input.clone());
                 ctx.add_variable_from_value("steps", value::map(scope.steps.clone()));
@@ -173,7 +214,10 @@ impl Expr {
                 if let Some(index) = scope.index {
                     ctx.add_variable_from_value("index", Cel::Int(index));
                 }
-                program.execute(&ctx).map_err(|e| self.error(e.to_string()))
+                if let Some(event) = scope.event {
+                    ctx.add_variable_from_value("event", event.clone());
+                }
+                run(&ctx).map_err(|e| self.error(e.to_string()))
             }
         }
     }
@@ -190,7 +234,9 @@ impl Expr {
                     _ => Err(self.error("`index` is only set inside for_each")),
                 };
             }
-            Root::Event => return Err(self.error("`event` is only set in event-triggered runs")),
+            Root::Event => scope.event.ok_or_else(|| {
+                self.error("`event` is only set in a trigger's filter and input and in a wait_for match")
+            })?,
             Root::Steps => {
                 let Some((step, tail)) = keys.split_first() else {
                     return Ok(value::map(scope.steps.clone()));
@@ -549,7 +595,7 @@ mod tests {
         let input = value::serde_to_cel(&input);
         let steps = HashMap::new();
         let exec = Cel::Null;
-        t.eval(&Scope { input: &input, steps: &steps, item: None, index: None, execution: &exec }).unwrap()
+        t.eval(&Scope { input: &input, steps: &steps, item: None, index: None, execution: &exec, event: None }).unwrap()
     }
 
     fn template(s: &str) -> Template {

@@ -26,12 +26,15 @@ pub enum Ty {
     Map(Box<Ty>),
     /// An object with known keys and values of unknown type (a sub-pattern's output).
     Record(Vec<String>),
+    /// An event: its CloudEvents fields (strings) and `data` (unknown).
+    Event,
 }
 
 impl Ty {
     pub fn describe(&self) -> String {
         match self {
             Ty::Dyn => "dyn".into(),
+            Ty::Event => "event".into(),
             Ty::Bool => "bool".into(),
             Ty::Int => "int".into(),
             Ty::UInt => "uint".into(),
@@ -117,6 +120,20 @@ impl Ty {
                         "`{walked}` is a {} which has no field `{segment}`{hint}; its fields are: {}",
                         m.full_name(),
                         name_list(names.iter().map(String::as_str))
+                    ))
+                }
+            },
+            Ty::Event => match segment {
+                "data" => Ok(Ty::Dyn),
+                s if crate::plan::EVENT_FIELDS.contains(&s) => Ok(Ty::String),
+                _ => {
+                    let fields = crate::plan::EVENT_FIELDS;
+                    let hint = suggest(segment, fields.iter().copied())
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    Err(format!(
+                        "`{walked}` is an event, which has no `{segment}`{hint}; its fields are: {}",
+                        name_list(fields.iter().copied())
                     ))
                 }
             },

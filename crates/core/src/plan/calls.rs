@@ -21,8 +21,9 @@ pub(super) fn resolve(
         .iter()
         .enumerate()
         .map(|(i, step)| {
-            let target = resolve_step(i, step, catalog, patterns, diags);
-            if step.stream && target.as_ref().is_some_and(|t| !t.is_server_streaming()) {
+            let target = resolve_step(i, doc, step, catalog, patterns, diags);
+            super::events::check_options(i, step, diags);
+            if step.stream && !step.call.is_empty() && target.as_ref().is_some_and(|t| !t.is_server_streaming()) {
                 diags.error(format!("steps[{i}].stream"), format!("`{}` is not a server-streaming method", step.call));
             }
             target
@@ -32,14 +33,27 @@ pub(super) fn resolve(
 
 fn resolve_step(
     i: usize,
+    doc: &pb::Pattern,
     step: &pb::Step,
     catalog: &Catalog,
     patterns: &dyn PatternLookup,
     diags: &mut Diagnostics,
 ) -> Option<Target> {
     let path = format!("steps[{i}].call");
+    let kinds =
+        usize::from(!step.call.is_empty()) + usize::from(step.emit.is_some()) + usize::from(step.wait_for.is_some());
+    if kinds > 1 {
+        diags.error(format!("steps[{i}]"), "a step does one thing: `call`, `emit` or `wait_for`; split it into steps");
+        return None;
+    }
+    if let Some(emit) = &step.emit {
+        return super::events::emit_target(i, emit, diags);
+    }
+    if let Some(wait) = &step.wait_for {
+        return super::events::wait_target(i, doc, wait, diags);
+    }
     if step.call.is_empty() {
-        diags.error(path, "every step needs a `call` (an action `package.Service/Method`)");
+        diags.error(path, "every step needs a `call` (an action `package.Service/Method`), an `emit` or a `wait_for`");
         return None;
     }
     if let Some((name, version)) = parse_pattern_call(&step.call) {

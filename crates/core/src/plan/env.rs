@@ -36,6 +36,8 @@ impl<'a> Env<'a> {
                         Some(fields) => Ty::Record(fields.iter().map(|f| f.name.clone()).collect()),
                         None => Ty::Dyn,
                     },
+                    // The event published, or the event that matched.
+                    Target::Emit(_) | Target::Wait(_) => Ty::Event,
                 };
                 let ty = if d.for_each.is_some() { Ty::List(Box::new(ty)) } else { ty };
                 Some((s.id.clone(), ty))
@@ -53,6 +55,16 @@ impl<'a> Env<'a> {
                 let Some(mut ty) = self.step_types.get(step).cloned() else { return Ok(Ty::Dyn) };
                 let mut walked = format!("steps.{step}");
                 for seg in rest {
+                    ty = ty.select(seg, &walked)?;
+                    walked.push('.');
+                    walked.push_str(seg);
+                }
+                Ok(ty)
+            }
+            "event" => {
+                let mut ty = Ty::Event;
+                let mut walked = "event".to_string();
+                for seg in &r.segments {
                     ty = ty.select(seg, &walked)?;
                     walked.push('.');
                     walked.push_str(seg);

@@ -9,6 +9,7 @@
 
 mod calls;
 mod env;
+mod events;
 mod graph;
 mod header;
 mod ids;
@@ -21,9 +22,12 @@ mod typing;
 
 use std::{sync::Arc, time::Duration};
 
+pub use events::{MAX_EVENT_TYPE_LEN, is_event_type};
 pub use model::{
-    Compensation, CompiledPattern, CompiledStep, DEFAULT_CONCURRENCY, Durability, MAX_CONCURRENCY, MAX_STEPS,
-    NoPatterns, OutputField, PATTERN_CALL_PREFIX, PatternLookup, RetryPolicy, Target, parse_pattern_call, to_duration,
+    Compensation, CompiledPattern, CompiledStep, Correlation, DEFAULT_CONCURRENCY, DEFAULT_WAIT, Durability,
+    EVENT_FIELDS, EmitPlan, MAX_CONCURRENCY, MAX_STEPS, MAX_TRIGGERS, MAX_WAIT, MAX_WAIT_BRANCHES, NoPatterns,
+    OutputField, PATTERN_CALL_PREFIX, PatternLookup, RetryPolicy, Target, TriggerPlan, WaitBranch, WaitPlan,
+    parse_pattern_call, to_duration,
 };
 pub use options::GRPC_CODES;
 
@@ -59,6 +63,7 @@ pub fn compile(
     header::check(doc, &mut diags);
     let input = header::input_schema(doc, &mut diags);
     let ids = ids::collect(doc, &mut diags);
+    let triggers = events::triggers(doc, &input, &mut diags);
 
     // Each step on its own: what it calls, its templates and expressions, its options.
     let targets = calls::resolve(doc, catalog, patterns, &mut diags);
@@ -85,7 +90,7 @@ pub fn compile(
     if diags.has_errors() {
         return Err(sorted(diags.into_vec()));
     }
-    Ok((assemble(doc, input, drafts, deps, output), sorted(diags.into_vec())))
+    Ok((assemble(doc, input, drafts, deps, output, triggers), sorted(diags.into_vec())))
 }
 
 fn drafts(
@@ -121,6 +126,7 @@ fn assemble(
     drafts: Vec<Draft>,
     deps: Vec<Vec<usize>>,
     output: Option<Vec<model::OutputField>>,
+    triggers: Vec<model::TriggerPlan>,
 ) -> CompiledPattern {
     let dependants = graph::dependants(&deps);
     let roots = graph::roots(&deps);
@@ -134,7 +140,14 @@ fn assemble(
                 index: i,
                 id: Arc::from(step.id.as_str()),
                 key: value::key(&step.id),
-                call: Arc::from(step.call.as_str()),
+                call: match &draft.target {
+                    Some(Target::Emit(e)) => Arc::from(format!("emit:{}", e.event_type)),
+                    Some(Target::Wait(w)) => Arc::from(format!(
+                        "wait_for:{}",
+                        w.branches.iter().map(|b| b.event_type.as_str()).collect::<Vec<_>>().join("|")
+                    )),
+                    _ => Arc::from(step.call.as_str()),
+                },
                 // Always present: an unresolved call is an error, and errors stop before here.
                 target: draft.target?,
                 request: draft.request,
@@ -163,6 +176,7 @@ fn assemble(
         steps,
         output,
         roots,
+        triggers,
     }
 }
 
@@ -171,6 +185,8 @@ fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     diags.sort_by_key(|d| {
         if let Some(rest) = d.path.strip_prefix("steps[") {
             (1, rest.split(']').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0))
+        } else if d.path.starts_with("on[") || d.path == "on" {
+            (0, 1)
         } else if d.path.starts_with("output") {
             (2, 0)
         } else {

@@ -65,6 +65,8 @@ pub struct CompiledPattern {
     pub output: Option<Vec<OutputField>>,
     /// Steps with no dependencies: where execution starts.
     pub roots: Vec<usize>,
+    /// The `on:` triggers.
+    pub triggers: Vec<TriggerPlan>,
 }
 
 #[derive(Debug)]
@@ -76,16 +78,77 @@ pub struct OutputField {
     pub reads_steps: Vec<usize>,
 }
 
-/// What a step calls: a backend action, or another registered pattern (run in-process).
+/// What a step does: call a backend action or another registered pattern (run in-process),
+/// publish an event, or wait for one.
 #[derive(Debug, Clone)]
 pub enum Target {
     Action(Action),
     Pattern(Arc<CompiledPattern>),
+    Emit(Arc<EmitPlan>),
+    Wait(Arc<WaitPlan>),
+}
+
+/// The fields of an event as expressions read it (`event.type`, `steps.w.data.x`).
+pub const EVENT_FIELDS: &[&str] = &["id", "source", "type", "subject", "time", "datacontenttype", "data", "tenant"];
+
+/// Default and longest wait of a `wait_for` step.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Most branches of a `wait_for.any`, and most triggers of a pattern.
+pub const MAX_WAIT_BRANCHES: usize = 16;
+pub const MAX_TRIGGERS: usize = 16;
+
+/// An `emit` step: the event it publishes.
+#[derive(Debug)]
+pub struct EmitPlan {
+    pub event_type: String,
+    /// Evaluates to the event's `data` (an object).
+    pub data: Template,
+    pub subject: Option<Template>,
+}
+
+/// A `wait_for` step: one branch, or the branches of `any` (the first match wins).
+#[derive(Debug)]
+pub struct WaitPlan {
+    pub branches: Vec<WaitBranch>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct WaitBranch {
+    pub event_type: String,
+    /// No `match`: any event of the type.
+    pub matcher: Option<Expr>,
+    /// The match is `event.PATH == VALUE` where VALUE does not read the event: events are found
+    /// by (PATH, VALUE) instead of evaluating the match against every waiting execution.
+    pub correlation: Option<Correlation>,
+}
+
+#[derive(Debug)]
+pub struct Correlation {
+    /// The path below `event` (`data.order_id`).
+    pub event_path: Vec<String>,
+    /// The other side, evaluated when the wait registers.
+    pub value: Expr,
+}
+
+/// An `on:` trigger: an execution per matching event.
+#[derive(Debug)]
+pub struct TriggerPlan {
+    pub event_type: String,
+    pub filter: Option<Expr>,
+    /// The execution input; `None`: the event's `data`.
+    pub input: Option<Template>,
 }
 
 impl Target {
     pub fn is_server_streaming(&self) -> bool {
         matches!(self, Target::Action(a) if a.is_server_streaming())
+    }
+
+    pub fn is_wait(&self) -> bool {
+        matches!(self, Target::Wait(_))
     }
 }
 
@@ -115,7 +178,8 @@ pub struct CompiledStep {
     pub index: usize,
     pub id: Arc<str>,
     pub key: Key,
-    /// The `call` as written (resolved): an action name or `pattern:NAME@VERSION`.
+    /// The `call` as written (resolved): an action name or `pattern:NAME@VERSION`; for an event
+    /// step `emit:TYPE` or `wait_for:TYPE[|TYPE…]`.
     pub call: Arc<str>,
     pub target: Target,
     /// The request template; evaluates to a map converted into the action's input message.

@@ -38,7 +38,7 @@ pub(super) fn check_fan_out(doc: &pb::Pattern, for_each: &[Option<Expr>], diags:
         }
         // A fan-out's output is the list of its items' outputs; a forwarded stream keeps only its
         // last message. The two do not combine.
-        if step.stream && for_each.is_some() {
+        if step.stream && for_each.is_some() && step.emit.is_none() && step.wait_for.is_none() {
             diags.error(format!("steps[{i}].stream"), "a streaming step cannot also fan out with for_each");
         }
     }

@@ -13,6 +13,7 @@ use super::{
     Draft,
     env::Env,
     ids::{StepIds, unknown_step},
+    model::Target,
 };
 
 /// Where an expression is evaluated, for what it may read.
@@ -22,11 +23,13 @@ pub(super) struct Scope<'a> {
     pub(super) in_step: Option<&'a str>,
     /// `item` and `index` are defined (the request of a for_each step).
     pub(super) items: bool,
+    /// `event` is defined (a `wait_for` match).
+    pub(super) event: bool,
 }
 
 impl Scope<'_> {
     /// Outside any step's own request: the output mapping and compensations.
-    pub(super) const OUTSIDE: Scope<'static> = Scope { in_step: None, items: false };
+    pub(super) const OUTSIDE: Scope<'static> = Scope { in_step: None, items: false, event: false };
 }
 
 /// Pass 10: the references of each step's `with`, `when` and `for_each`; returns, per step, the
@@ -50,9 +53,35 @@ pub(super) fn check_steps(
         if let Some(f) = &draft.for_each {
             exprs.push((format!("steps[{i}].for_each"), f));
         }
+        let event_scope = exprs.len();
+        match &draft.target {
+            Some(Target::Emit(e)) => {
+                e.data.expressions(&format!("steps[{i}].emit.data"), &mut exprs);
+                if let Some(s) = &e.subject {
+                    s.expressions(&format!("steps[{i}].emit.subject"), &mut exprs);
+                }
+            }
+            Some(Target::Wait(w)) => {
+                let single = step.wait_for.as_ref().is_some_and(|w| w.any.is_empty());
+                for (k, b) in w.branches.iter().enumerate() {
+                    if let Some(m) = &b.matcher {
+                        let path = if single {
+                            format!("steps[{i}].wait_for.match")
+                        } else {
+                            format!("steps[{i}].wait_for.any[{k}].match")
+                        };
+                        exprs.push((path, m));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let is_wait = draft.target.as_ref().is_some_and(Target::is_wait);
         for (n, (path, e)) in exprs.iter().enumerate() {
-            // `item` and `index` exist in the request of a for_each step only.
-            let scope = Scope { in_step: Some(&step.id), items: fan_out && n < item_scope };
+            // `item` and `index` exist in the request of a for_each step only; `event` in a
+            // wait_for match only.
+            let scope =
+                Scope { in_step: Some(&step.id), items: fan_out && n < item_scope, event: is_wait && n >= event_scope };
             for r in e.references() {
                 let Some(target) = check_reference(r, path, ids, env, scope, diags) else { continue };
                 if target == i {
@@ -132,6 +161,19 @@ pub(super) fn check_reference(
             Some(target)
         }
         "input" => {
+            if let Err(msg) = env.resolve(r) {
+                diags.error(path, msg);
+            }
+            None
+        }
+        "event" if !scope.event => {
+            diags.error(
+                path,
+                "`event` is only defined in a trigger's `filter` and `input` and in a `wait_for` match; pass what the steps need through the trigger's `input`",
+            );
+            None
+        }
+        "event" => {
             if let Err(msg) = env.resolve(r) {
                 diags.error(path, msg);
             }

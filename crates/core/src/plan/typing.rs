@@ -29,7 +29,8 @@ pub(super) fn check_requests(drafts: &[Draft], env: &Env<'_>, diags: &mut Diagno
                 typecheck::check_message_template(&draft.request, &action.method.input(), &path, env, diags)
             }
             Some(Target::Pattern(callee)) => check_pattern_input(&draft.request, callee, &path, diags),
-            None => {}
+            // `emit.data` is any object; `wait_for` sends nothing.
+            Some(Target::Emit(_) | Target::Wait(_)) | None => {}
         }
     }
 }

@@ -7,6 +7,12 @@
 //!
 //! # Coverage: every diagnostic the compiler can produce, and the case that shows it
 //!
+//! plan/events.rs (event steps and triggers) — events::event_steps_and_their_mistakes,
+//! wait_for_mistakes, triggers: one `call`/`emit`/`wait_for` per step, event type names, options an
+//! event step has not, `wait_for` needs durable, timeout limits, `any` vs `event`, `event` only in
+//! trigger filters/inputs and wait matches, event fields (±hint), a trigger's input against the
+//! input schema.
+//!
 //! document.rs (`DocumentError`)
 //! - `the document is N bytes; the limit is …` — document::too_large
 //! - `the document is not valid YAML or JSON: …` — document::not_yaml
@@ -90,6 +96,7 @@
 //! typecheck::literals_that_fit, expressions_that_fit.
 
 mod document;
+mod events;
 mod examples;
 mod expressions;
 mod graph;

@@ -49,7 +49,7 @@ steps:
     call: pattern:missing@2.0.0
 "#,
         expect![[r#"
-            error: steps[0].call: every step needs a `call` (an action `package.Service/Method`)
+            error: steps[0].call: every step needs a `call` (an action `package.Service/Method`), an `emit` or a `wait_for`
             error: steps[1].call: unknown action `test.shop.v1.OrderService/PlaceOrdr`: it is not in the catalog. Did you mean `test.shop.v1.OrderService/PlaceOrder`? (`nexus services` lists the actions; a pattern is called as `pattern:NAME@VERSION`)
             error: steps[2].call: unknown action `nowhere.Service/Nothing`: it is not in the catalog. (`nexus services` lists the actions; a pattern is called as `pattern:NAME@VERSION`)
             error: steps[3].call: `test.shop.v1.OrderService/UploadItems` is a client-streaming method; patterns can call unary and server-streaming methods
