@@ -790,3 +790,371 @@ pub async fn check_descriptor_cache(store: &dyn crate::DescriptorCache) {
     assert_eq!(store.cached_descriptors("assets").await.unwrap(), Some(other));
     assert_eq!(store.cached_descriptors("users").await.unwrap().map(|d| d.descriptors), Some(vec![0, 1, 2]));
 }
+
+/// An event of `tenant` received at `received_at` (its time one second earlier).
+fn stored_event(tenant: &str, source: &str, id: &str, event_type: &str, received_at: SystemTime) -> crate::StoredEvent {
+    crate::StoredEvent {
+        tenant: tenant.into(),
+        source: source.into(),
+        id: id.into(),
+        event_type: event_type.into(),
+        subject: format!("subject-{id}"),
+        time: received_at - Duration::from_secs(1),
+        datacontenttype: "application/json".into(),
+        data: format!(r#"{{"id":"{id}","text":"naïve “quoted”"}}"#),
+        received_at,
+    }
+}
+
+/// A running execution of `tenant`, held by `owner` until `lease_until`.
+fn running(id: &str, tenant: &str, owner: &str, lease_until: SystemTime) -> crate::ExecutionStart {
+    crate::ExecutionStart {
+        id: id.into(),
+        pattern_name: "waiting".into(),
+        pattern_version: "1.0.0".into(),
+        input: r#"{"order_id":"42"}"#.into(),
+        idempotency_key: None,
+        tenant: tenant.into(),
+        started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+        owner: owner.into(),
+        lease_until,
+    }
+}
+
+/// A wait of `execution_id`'s step `step_id`, due in an hour.
+fn event_wait(
+    execution_id: &str,
+    step_id: &str,
+    branch: u32,
+    tenant: &str,
+    event_type: &str,
+    correlation: Option<(&str, &str)>,
+) -> crate::EventWait {
+    crate::EventWait {
+        execution_id: execution_id.into(),
+        step_id: step_id.into(),
+        branch,
+        tenant: tenant.into(),
+        pattern_name: "waiting".into(),
+        pattern_version: "1.0.0".into(),
+        event_type: event_type.into(),
+        correlation: correlation.map(|(p, v)| (p.into(), v.into())),
+        context: format!(r#"{{"input":{{"step":"{step_id}"}}}}"#),
+        // Millisecond precision, as stored.
+        deadline: crate::time::from_ms(crate::time::ms(SystemTime::now() + Duration::from_secs(3600))),
+    }
+}
+
+/// The event buffer: an identity is recorded once (a duplicate says whether the router finished
+/// with it), every field survives, recent events are one tenant's of one type since a time,
+/// oldest first, unprocessed ones are listed until marked, and old ones are pruned.
+pub async fn check_events(store: &dyn crate::EventStore) {
+    use crate::EventRecorded::*;
+    let t = run_tag();
+    let (acme, globex) = (format!("acme-{t}"), format!("globex-{t}"));
+    let base = SystemTime::UNIX_EPOCH + Duration::from_millis(1_650_000_000_000);
+    let at = |ms: u64| base + Duration::from_millis(ms);
+    let paid = |id: &str, ms: u64| stored_event(&acme, "shop", id, "order.paid", at(ms));
+
+    let first = paid("e1", 10);
+    assert_eq!(store.record_event(&first).await.unwrap(), New);
+    assert_eq!(store.record_event(&first).await.unwrap(), Duplicate { processed: false });
+    // The identity is (tenant, source, id): nothing else of a duplicate counts.
+    let changed = crate::StoredEvent { data: "{}".into(), received_at: at(99), ..first.clone() };
+    assert_eq!(store.record_event(&changed).await.unwrap(), Duplicate { processed: false });
+    store.mark_event_processed(&acme, "shop", "e1").await.unwrap();
+    assert_eq!(store.record_event(&first).await.unwrap(), Duplicate { processed: true });
+    store.mark_event_processed(&acme, "shop", "missing").await.unwrap();
+    assert_eq!(store.record_event(&crate::StoredEvent { tenant: globex.clone(), ..first.clone() }).await.unwrap(), New);
+    assert_eq!(store.record_event(&crate::StoredEvent { source: "pos".into(), ..first.clone() }).await.unwrap(), New);
+
+    // Recorded out of order; listed by reception.
+    for e in [paid("e3", 30), paid("e2", 20), stored_event(&acme, "shop", "x1", "order.shipped", at(25))] {
+        assert_eq!(store.record_event(&e).await.unwrap(), New);
+    }
+    let ids = |events: Vec<crate::StoredEvent>| {
+        events.into_iter().map(|e| format!("{}/{}", e.source, e.id)).collect::<Vec<_>>()
+    };
+    let recent = store.recent_events(&acme, "order.paid", base, 100).await.unwrap();
+    assert_eq!(recent[1], first, "every field survives");
+    assert_eq!(ids(recent), ["pos/e1", "shop/e1", "shop/e2", "shop/e3"]);
+    assert_eq!(ids(store.recent_events(&acme, "order.paid", at(20), 100).await.unwrap()), ["shop/e2", "shop/e3"]);
+    assert_eq!(ids(store.recent_events(&acme, "order.paid", at(11), 1).await.unwrap()), ["shop/e2"]);
+    assert!(store.recent_events(&acme, "order.paid", at(31), 100).await.unwrap().is_empty());
+    assert_eq!(ids(store.recent_events(&acme, "order.shipped", base, 100).await.unwrap()), ["shop/x1"]);
+    assert_eq!(ids(store.recent_events(&globex, "order.paid", base, 100).await.unwrap()), ["shop/e1"]);
+
+    // Unprocessed, oldest first, until marked.
+    let mine = |events: Vec<crate::StoredEvent>| {
+        events.into_iter().filter(|e| e.tenant == acme).map(|e| format!("{}/{}", e.source, e.id)).collect::<Vec<_>>()
+    };
+    assert_eq!(mine(store.unprocessed_events(10_000).await.unwrap()), ["pos/e1", "shop/e2", "shop/x1", "shop/e3"]);
+    store.mark_event_processed(&acme, "shop", "e2").await.unwrap();
+    assert_eq!(mine(store.unprocessed_events(10_000).await.unwrap()), ["pos/e1", "shop/x1", "shop/e3"]);
+    let one = store.unprocessed_events(1).await.unwrap();
+    assert_eq!(one.len(), 1);
+
+    // Pruning: processed or not, what was received before the cutoff goes.
+    assert!(store.prune_events(at(25)).await.unwrap() >= 4);
+    assert_eq!(ids(store.recent_events(&acme, "order.paid", base, 100).await.unwrap()), ["shop/e3"]);
+    assert_eq!(ids(store.recent_events(&acme, "order.shipped", base, 100).await.unwrap()), ["shop/x1"]);
+    assert!(store.recent_events(&globex, "order.paid", base, 100).await.unwrap().is_empty());
+    assert_eq!(store.record_event(&first).await.unwrap(), New, "a pruned identity is new again");
+    assert_eq!(store.prune_events(at(25)).await.unwrap(), 1);
+    assert_eq!(store.prune_events(base).await.unwrap(), 0);
+}
+
+/// Waits: registered per branch (a registration again keeps the first), listed per execution,
+/// found as candidates for an event by correlation (and all uncorrelated ones), in registration
+/// order; expired ones earliest first; finishing an execution deletes its waits.
+pub async fn check_event_waits<S: crate::JournalStore + crate::EventStore>(store: &S) {
+    let t = run_tag();
+    let (acme, globex) = (format!("acme-{t}"), format!("globex-{t}"));
+    let x = |n: u32| format!("wait-{t}-{n}");
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    for n in 1..=5 {
+        store.start_execution(&running(&x(n), &acme, "r1", later)).await.unwrap();
+    }
+    let order = ("data.order_id", r#""42""#);
+    let w1 = event_wait(&x(1), "pay", 0, &acme, "order.paid", None);
+    let w2a = event_wait(&x(2), "pay", 0, &acme, "order.paid", Some(order));
+    let w2b = event_wait(&x(2), "pay", 1, &acme, "order.paid", Some(("data.customer", r#""c7""#)));
+    let w3 = event_wait(&x(3), "pay", 0, &acme, "order.paid", Some(("data.order_id", r#""43""#)));
+    let w4 = event_wait(&x(4), "ship", 0, &acme, "order.shipped", None);
+    let w5 = event_wait(&x(5), "pay", 0, &globex, "order.paid", Some(order));
+    store.add_waits(&[]).await.unwrap();
+    // Registered in this order, one step at a time.
+    for step in [vec![w3.clone()], vec![w1.clone()], vec![w2a.clone(), w2b.clone()], vec![w4.clone()], vec![w5.clone()]]
+    {
+        store.add_waits(&step).await.unwrap();
+    }
+    // Registering a step again (a resumed execution) keeps the first registration.
+    let again = crate::EventWait { deadline: w1.deadline + Duration::from_secs(60), ..w1.clone() };
+    store.add_waits(&[again]).await.unwrap();
+    assert_eq!(store.execution_waits(&x(1)).await.unwrap(), std::slice::from_ref(&w1));
+    assert_eq!(store.execution_waits(&x(2)).await.unwrap(), [w2a.clone(), w2b.clone()]);
+    assert!(store.execution_waits(&format!("wait-{t}-none")).await.unwrap().is_empty());
+
+    assert_eq!(store.wait_correlation_paths(&acme, "order.paid").await.unwrap(), ["data.customer", "data.order_id"]);
+    assert!(store.wait_correlation_paths(&acme, "order.shipped").await.unwrap().is_empty());
+    assert_eq!(store.wait_correlation_paths(&globex, "order.paid").await.unwrap(), ["data.order_id"]);
+
+    let key = |(p, v): (&str, &str)| (p.to_string(), v.to_string());
+    let candidates = |keys: Vec<(String, String)>, limit| {
+        let acme = acme.clone();
+        async move { store.candidate_waits(&acme, "order.paid", &keys, limit).await.unwrap() }
+    };
+    assert_eq!(candidates(vec![], 100).await, std::slice::from_ref(&w1), "without keys, the uncorrelated waits");
+    assert_eq!(candidates(vec![key(order)], 100).await, [w1.clone(), w2a.clone()]);
+    let both = vec![key(order), key(("data.customer", r#""c7""#)), key(("data.customer", r#""c8""#))];
+    assert_eq!(candidates(both.clone(), 100).await, [w1.clone(), w2a.clone(), w2b.clone()]);
+    assert_eq!(candidates(both, 2).await, [w1.clone(), w2a.clone()], "the limit keeps the oldest");
+    let forty_three = vec![key(order), key(("data.order_id", r#""43""#))];
+    assert_eq!(candidates(forty_three, 100).await, [w3.clone(), w1.clone(), w2a.clone()], "registration order");
+    // A value matches as canonical JSON text, a path exactly.
+    assert_eq!(candidates(vec![key(("data.order_id", "42"))], 100).await, std::slice::from_ref(&w1));
+    assert_eq!(candidates(vec![key(("data.order", r#""42""#))], 100).await, std::slice::from_ref(&w1));
+    assert_eq!(
+        store.candidate_waits(&globex, "order.paid", &[key(order)], 100).await.unwrap(),
+        std::slice::from_ref(&w5)
+    );
+    assert!(store.candidate_waits(&globex, "order.shipped", &[key(order)], 100).await.unwrap().is_empty());
+
+    // Expired waits, earliest deadline first (times long past, before any other wait's).
+    let past = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms);
+    let e1 = crate::EventWait { step_id: "late".into(), deadline: past(20), ..w4.clone() };
+    let e2 = crate::EventWait { step_id: "early".into(), deadline: past(10), ..w4.clone() };
+    store.add_waits(std::slice::from_ref(&e1)).await.unwrap();
+    store.add_waits(std::slice::from_ref(&e2)).await.unwrap();
+    let mine = acme.as_str();
+    let expired = |now, limit| async move {
+        let waits: Vec<crate::EventWait> = store.expired_waits(now, limit).await.unwrap();
+        waits.into_iter().filter(|w| w.tenant == mine).collect::<Vec<_>>()
+    };
+    assert!(expired(past(10), 100).await.is_empty(), "a deadline equal to now has not passed");
+    assert_eq!(expired(past(11), 100).await, std::slice::from_ref(&e2));
+    assert_eq!(expired(past(1000), 100).await, [e2.clone(), e1.clone()]);
+    assert_eq!(expired(past(1000), 1).await, std::slice::from_ref(&e2));
+    assert_eq!(expired(SystemTime::now(), 10_000).await, [e2.clone(), e1.clone()]);
+
+    // A finished execution waits for nothing.
+    for n in 1..=5 {
+        let finished = crate::FinishedExecution {
+            id: x(n),
+            pattern_name: "waiting".into(),
+            status: "SUCCEEDED".into(),
+            record: "{}".into(),
+        };
+        store.finish_execution(&finished).await.unwrap();
+        assert!(store.execution_waits(&x(n)).await.unwrap().is_empty(), "{}", x(n));
+    }
+    assert!(candidates(vec![key(order)], 100).await.is_empty());
+    assert!(expired(SystemTime::now(), 10_000).await.is_empty());
+    let gone = store.resolve_wait(&x(2), "pay", "{}", "r2", later).await.unwrap();
+    assert_eq!(gone, crate::WaitResolution::Gone);
+}
+
+/// Parking and resolving: only an unfinished execution with waits parks; a parked execution is
+/// listed as unfinished but neither renewed nor claimed, however expired; resolving a wait of a
+/// running execution journals the result (`Running`), of a parked one also hands it over
+/// (`Claimed`), and of a step already resolved changes nothing (`Gone`).
+pub async fn check_parking<S: crate::JournalStore + crate::EventStore>(store: &S) {
+    use crate::WaitResolution::*;
+    let t = run_tag();
+    let tenant = format!("acme-{t}");
+    let id = format!("park-{t}");
+    let (r1, r2, r3) = (format!("r1-{t}"), format!("r2-{t}"), format!("r3-{t}"));
+    let now = SystemTime::now();
+    let until = crate::time::from_ms(crate::time::ms(now + Duration::from_secs(600)));
+    store.start_execution(&running(&id, &tenant, &r1, until)).await.unwrap();
+    store.complete_step(&id, "before", r#"{"m":"AA=="}"#).await.unwrap();
+
+    // No waits: not parked, nothing changes.
+    assert!(!store.park_execution(&id).await.unwrap());
+    assert!(!store.park_execution(&format!("park-{t}-none")).await.unwrap());
+    let held = store.unfinished_execution(&id).await.unwrap().unwrap();
+    assert_eq!((held.start.owner.as_str(), held.start.lease_until), (r1.as_str(), until));
+
+    // A wait resolved while the execution runs: the result is journaled, the lease untouched.
+    let w = |step: &str, branch| event_wait(&id, step, branch, &tenant, "order.paid", None);
+    store.add_waits(&[w("pay", 0), w("pay", 1)]).await.unwrap();
+    assert_eq!(store.resolve_wait(&id, "pay", r#"{"paid":true}"#, &r2, until).await.unwrap(), Running);
+    assert!(store.execution_waits(&id).await.unwrap().is_empty(), "every branch is deleted");
+    let u = store.unfinished_execution(&id).await.unwrap().unwrap();
+    assert_eq!(
+        u.steps,
+        [("before".to_string(), r#"{"m":"AA=="}"#.to_string()), ("pay".into(), r#"{"paid":true}"#.into())]
+    );
+    assert_eq!(u.start.owner, r1);
+    assert_eq!(store.resolve_wait(&id, "pay", "{}", &r2, until).await.unwrap(), Gone);
+    assert_eq!(store.unfinished_execution(&id).await.unwrap().unwrap().steps, u.steps, "a Gone changes nothing");
+    assert_eq!(store.resolve_wait(&id, "never", "{}", &r2, until).await.unwrap(), Gone);
+
+    // Parked: still unfinished, but nobody's, not renewed, not claimed however expired.
+    store.add_waits(&[w("ship", 0)]).await.unwrap();
+    assert!(store.park_execution(&id).await.unwrap());
+    let parked = store.unfinished_execution(&id).await.unwrap().unwrap();
+    assert_eq!(parked.start.owner, "", "parking clears the owner");
+    assert!(store.unfinished_executions().await.unwrap().iter().any(|e| e.start.id == id));
+    assert_eq!(store.renew_leases(&r1, std::slice::from_ref(&id), until).await.unwrap(), 0);
+    assert_eq!(store.renew_leases("", std::slice::from_ref(&id), until).await.unwrap(), 0);
+    let far = now + Duration::from_secs(86_400 * 365);
+    let claimed = store.claim_expired(&r3, far, far, 10_000).await.unwrap();
+    assert!(claimed.iter().all(|e| e.start.id != id), "a parked execution is never claimed");
+    assert_eq!(store.release_leases("").await.unwrap(), 0);
+
+    // Resolving the wait of a parked execution hands it to the resolver, with every step.
+    let Claimed(resumed) = store.resolve_wait(&id, "ship", r#"{"shipped":1}"#, &r2, until).await.unwrap() else {
+        panic!("the parked execution is claimed");
+    };
+    let mut steps = u.steps.clone();
+    steps.push(("ship".into(), r#"{"shipped":1}"#.into()));
+    assert_eq!(resumed.steps, steps);
+    assert_eq!(resumed.start, running(&id, &tenant, &r2, until));
+    assert_eq!(store.unfinished_execution(&id).await.unwrap().unwrap(), resumed);
+    assert_eq!(store.renew_leases(&r2, std::slice::from_ref(&id), until).await.unwrap(), 1, "no longer parked");
+    // An expired, parked execution is not claimed either (its lease is dropped, never taken).
+    store.add_waits(&[w("again", 0)]).await.unwrap();
+    assert!(store.park_execution(&id).await.unwrap());
+    assert!(store.claim_expired(&r3, far, far, 10_000).await.unwrap().iter().all(|e| e.start.id != id));
+    assert!(
+        matches!(store.resolve_wait(&id, "again", "{}", &r3, until).await.unwrap(), Claimed(e) if e.start.owner == r3)
+    );
+    let unparked = store.claim_expired(&r3, far, far, 10_000).await.unwrap();
+    assert!(unparked.iter().any(|e| e.start.id == id), "once resumed, its lease runs out like any other");
+
+    // A finished execution does not park, and its waits are gone.
+    store.add_waits(&[w("last", 0)]).await.unwrap();
+    let finished = crate::FinishedExecution {
+        id: id.clone(),
+        pattern_name: "waiting".into(),
+        status: "FAILED".into(),
+        record: "{}".into(),
+    };
+    store.finish_execution(&finished).await.unwrap();
+    assert!(!store.park_execution(&id).await.unwrap());
+    assert_eq!(store.resolve_wait(&id, "last", "{}", &r2, until).await.unwrap(), Gone);
+}
+
+/// Concurrent resolutions of one step: exactly one is not `Gone` (`Claimed` for a parked
+/// execution, `Running` for one that runs); and a park racing the resolution of the last wait
+/// either parks before it (the resolution claims) or sees it (nothing parks).
+pub async fn check_concurrent_resolutions<S: crate::JournalStore + crate::EventStore>(store: &S) {
+    use crate::WaitResolution::*;
+    let t = run_tag();
+    let tenant = format!("acme-{t}");
+    let until = SystemTime::now() + Duration::from_secs(600);
+    for round in 0..6 {
+        let id = format!("race-{t}-{round}");
+        store.start_execution(&running(&id, &tenant, "r1", until)).await.unwrap();
+        let waits = [0, 1].map(|b| event_wait(&id, "pay", b, &tenant, "order.paid", None));
+        store.add_waits(&waits).await.unwrap();
+        let parked = round % 2 == 0;
+        if parked {
+            assert!(store.park_execution(&id).await.unwrap());
+        }
+        let (a, b) = tokio::join!(
+            store.resolve_wait(&id, "pay", r#"{"by":"a"}"#, "ra", until),
+            store.resolve_wait(&id, "pay", r#"{"by":"b"}"#, "rb", until),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let winners: Vec<&crate::WaitResolution> = [&a, &b].into_iter().filter(|r| **r != Gone).collect();
+        assert_eq!(winners.len(), 1, "{a:?} / {b:?}");
+        let u = store.unfinished_execution(&id).await.unwrap().unwrap();
+        assert_eq!(u.steps.len(), 1, "one result journaled: {:?}", u.steps);
+        match winners[0] {
+            Claimed(e) => {
+                assert!(parked);
+                let by = if e.start.owner == "ra" { r#"{"by":"a"}"# } else { r#"{"by":"b"}"# };
+                assert_eq!(e.steps, [("pay".to_string(), by.to_string())]);
+                assert_eq!(&u, e);
+            }
+            Running => assert!(!parked),
+            Gone => unreachable!(),
+        }
+    }
+
+    for round in 0..6 {
+        let id = format!("park-race-{t}-{round}");
+        store.start_execution(&running(&id, &tenant, "r1", until)).await.unwrap();
+        store.add_waits(&[event_wait(&id, "pay", 0, &tenant, "order.paid", None)]).await.unwrap();
+        let (parked, resolved) =
+            tokio::join!(store.park_execution(&id), store.resolve_wait(&id, "pay", "{}", "r2", until));
+        let owner = match (parked.unwrap(), resolved.unwrap()) {
+            (true, Claimed(e)) => e.start.owner,
+            (false, Running) => "r1".to_string(),
+            other => panic!("an execution parked with nothing to wake it: {other:?}"),
+        };
+        let u = store.unfinished_execution(&id).await.unwrap().unwrap();
+        assert_eq!((u.start.owner, u.steps.len()), (owner, 1));
+        assert!(!store.park_execution(&id).await.unwrap(), "no waits are left");
+    }
+}
+
+/// A trigger starts a pattern version once per event identity.
+pub async fn check_triggers(store: &dyn crate::EventStore) {
+    let t = run_tag();
+    let (acme, globex) = (format!("acme-{t}"), format!("globex-{t}"));
+    assert!(store.record_trigger("onboard", "1.0.0", &acme, "shop", "e1").await.unwrap());
+    assert!(!store.record_trigger("onboard", "1.0.0", &acme, "shop", "e1").await.unwrap(), "a redelivery");
+    assert!(store.record_trigger("onboard", "1.1.0", &acme, "shop", "e1").await.unwrap());
+    assert!(store.record_trigger("welcome", "1.0.0", &acme, "shop", "e1").await.unwrap());
+    assert!(store.record_trigger("onboard", "1.0.0", &globex, "shop", "e1").await.unwrap());
+    assert!(store.record_trigger("onboard", "1.0.0", &acme, "pos", "e1").await.unwrap());
+    assert!(store.record_trigger("onboard", "1.0.0", &acme, "shop", "e2").await.unwrap());
+    assert!(!store.record_trigger("onboard", "1.1.0", &acme, "shop", "e1").await.unwrap());
+    // Forgotten with the events (the store's clock stamps them): a later delivery is new again.
+    store.prune_events(SystemTime::now() - Duration::from_secs(3600)).await.unwrap();
+    assert!(!store.record_trigger("onboard", "1.0.0", &acme, "shop", "e1").await.unwrap());
+    store.prune_events(SystemTime::now() + Duration::from_secs(1)).await.unwrap();
+    assert!(store.record_trigger("onboard", "1.0.0", &acme, "shop", "e1").await.unwrap());
+}
+
+/// Runs every event check.
+pub async fn run_events<S: crate::JournalStore + crate::EventStore>(store: &S) {
+    check_events(store).await;
+    check_event_waits(store).await;
+    check_parking(store).await;
+    check_concurrent_resolutions(store).await;
+    check_triggers(store).await;
+}

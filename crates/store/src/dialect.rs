@@ -82,6 +82,17 @@ impl Dialect {
         }
     }
 
+    /// The pairs of strings of the JSON array parameter `$n` (`[["a","b"], …]`) as a subquery of
+    /// two columns, for a row value `(x, y) IN …`.
+    pub(crate) fn pairs(self, n: u8) -> String {
+        match self {
+            Self::Sqlite => format!("(SELECT value->>0, value->>1 FROM json_each(${n}))"),
+            Self::Postgres => {
+                format!("(SELECT value->>0, value->>1 FROM jsonb_array_elements(${n}::jsonb) AS j(value))")
+            }
+        }
+    }
+
     /// `f(haystack, needle)`: the 1-based position of `needle` in `haystack`, 0 when absent.
     pub(crate) fn find(self) -> &'static str {
         match self {

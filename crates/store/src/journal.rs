@@ -9,11 +9,11 @@ use std::{
 
 use crate::{JournalOp, dialect::Dialect, time::ms};
 
-/// Orders step results by completion within an execution (a process-wide counter seeded by the
-/// clock, so it also grows across restarts).
+/// Orders step results by completion within an execution, and event waits by registration (a
+/// process-wide counter seeded by the clock, so it also grows across restarts).
 static SEQ: AtomicI64 = AtomicI64::new(0);
 
-fn next_seq() -> i64 {
+pub(crate) fn next_seq() -> i64 {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
     let prev = SEQ.fetch_max(now, Ordering::Relaxed).max(now);
     SEQ.fetch_add(1, Ordering::Relaxed).max(prev) + 1
@@ -25,9 +25,12 @@ pub(crate) const UNFINISHED: &str =
     "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
     FROM executions WHERE status = 'RUNNING' ORDER BY started_at_ms";
 pub(crate) const PRUNE: &str = "DELETE FROM executions WHERE status <> 'RUNNING' AND started_at_ms < $1";
+// A parked execution runs nowhere (`EventStore::park_execution`): no lease of it is renewed,
+// released or claimed; resolving one of its waits hands it over (`EventStore::resolve_wait`).
 pub(crate) const RENEW: &str =
-    "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING' AND id IN";
-pub(crate) const RELEASE: &str = "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING'";
+    "UPDATE executions SET lease_until_ms = $2 WHERE owner = $1 AND status = 'RUNNING' AND parked = 0 AND id IN";
+pub(crate) const RELEASE: &str =
+    "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING' AND parked = 0";
 pub(crate) const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
 pub(crate) const UNFINISHED_ONE: &str =
     "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
@@ -102,13 +105,18 @@ fn postgres_batch_sql() -> String {
             SELECT id, step, seq, result FROM json_to_recordset($1::json) AS x(id text, step text, seq bigint, result text)
             ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result";
     let finish = "UPDATE executions SET status = x.status, record = x.record
-            FROM json_to_recordset($1::json) AS x(id text, status text, record text) WHERE executions.id = x.id";
+            FROM json_to_recordset($1::json) AS x(id text, status text, record text) WHERE executions.id = x.id
+            RETURNING executions.id";
     let compact = "DELETE FROM step_results WHERE execution_id IN
             (SELECT id FROM json_to_recordset($1::json) AS x(id text))";
+    // A finished execution waits for nothing. Its waits are deleted after its row is updated (the
+    // DELETE reads the UPDATE's result): rows are locked in the order `EventStore::resolve_wait`
+    // locks them, the execution first, so the two cannot deadlock.
+    let unwait = "DELETE FROM event_waits WHERE execution_id IN (SELECT id FROM f)";
     // The whole batch in one statement (data-modifying CTEs: one round trip, atomic). The parts
     // never touch the same rows: a batch holds at most one write per execution.
     format!(
-        "WITH s AS ({start}), t AS ({step}), f AS ({finish}), c AS ({compact}) SELECT 1",
+        "WITH s AS ({start}), t AS ({step}), f AS ({finish}), c AS ({compact}), w AS ({unwait}) SELECT 1",
         step = step.replace("$1", "$2"),
         finish = finish.replace("$1", "$3"),
         compact = compact.replace("$1", "$3"),
@@ -119,7 +127,7 @@ fn postgres_batch_sql() -> String {
 pub(crate) fn claim_sql(d: Dialect) -> String {
     d.sql(&format!(
         "UPDATE executions SET owner = $1, lease_until_ms = $2 WHERE id IN (
-            SELECT id FROM executions WHERE status = 'RUNNING' AND lease_until_ms < $3
+            SELECT id FROM executions WHERE status = 'RUNNING' AND parked = 0 AND lease_until_ms < $3
             ORDER BY started_at_ms LIMIT $4{})
          RETURNING {COLUMNS}",
         d.lock_unclaimed()

@@ -5,8 +5,8 @@
 //! replicas). Both pass the same conformance suite (`conformance`, behind the cargo feature of
 //! that name). Migrations are embedded in the binary and applied at start.
 //!
-//! Modules depend on each other as a tree: `time` and `dialect` are leaves; `migrate`, `journal`
-//! and `meta_sql` use them and name no store; `sqlite` and `postgres` put each store together
+//! Modules depend on each other as a tree: `time` and `dialect` are leaves; `migrate`, `journal`,
+//! `meta_sql` and `events` (which reuses the journal's step write) use them and name no store; `sqlite` and `postgres` put each store together
 //! from those.
 
 pub mod api_key;
@@ -15,6 +15,7 @@ pub mod api_key;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod dialect;
+mod events;
 mod journal;
 pub mod meta;
 mod meta_sql;
@@ -284,7 +285,8 @@ pub trait JournalStore: Send + Sync + 'static {
 
     async fn complete_step(&self, execution_id: &str, step_id: &str, result: &str) -> Result<()>;
 
-    /// Marks the execution finished; its step results are compacted away (the record keeps them).
+    /// Marks the execution finished; its step results are compacted away (the record keeps them)
+    /// and its event waits deleted (a finished execution waits for nothing).
     async fn finish_execution(&self, finished: &FinishedExecution) -> Result<()>;
 
     async fn unfinished_executions(&self) -> Result<Vec<UnfinishedExecution>>;
@@ -300,12 +302,14 @@ pub trait JournalStore: Send + Sync + 'static {
 
     /// Extends `owner`'s leases on those of `running` that are unfinished; returns how many. An
     /// execution `owner` holds but no longer runs (it stopped it) is not renewed: its lease runs
-    /// out and it is claimed again, by this replica or another.
+    /// out and it is claimed again, by this replica or another. A parked execution
+    /// ([`EventStore::park_execution`]) is not renewed either.
     async fn renew_leases(&self, owner: &str, running: &[String], until: SystemTime) -> Result<u64>;
 
     /// Takes over up to `limit` unfinished executions whose lease ran out before `now` (their
     /// replica died or left): they become `owner`'s until `until`. Concurrent claimers never
     /// get the same execution (`FOR UPDATE SKIP LOCKED` in PostgreSQL; SQLite has one writer).
+    /// Parked executions are never claimed: resolving a wait hands them over.
     async fn claim_expired(
         &self,
         owner: &str,
@@ -378,6 +382,9 @@ pub struct EventWait {
 
 /// What [`EventStore::resolve_wait`] did.
 #[derive(Debug, Clone, PartialEq)]
+// One value per resolution, moved straight to its caller and never collected: a box would cost an
+// allocation and save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum WaitResolution {
     /// The step's waits were already gone (resolved by another event or replica, timed out, or
     /// the execution ended): nothing changed.
@@ -416,7 +423,9 @@ pub trait EventStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredEvent>>;
 
-    /// Deletes events received before `before` (processed or not); returns how many.
+    /// Deletes events received before `before` (processed or not); returns how many. Trigger
+    /// starts recorded before `before` go too ([`EventStore::record_trigger`] remembers a trigger
+    /// as long as the event buffer remembers its event).
     async fn prune_events(&self, before: SystemTime) -> Result<u64>;
 
     /// Registers the waits of one `wait_for` step (every branch) of a running execution.
@@ -438,12 +447,15 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Parks an execution whose only work left is waiting: its lease is dropped and nobody claims
     /// it until a wait resolves. False (nothing changed, the lease stays) when it has no waits left
-    /// (one resolved meanwhile: the caller reads its journaled result and goes on).
+    /// (one resolved meanwhile: the caller reads its journaled result and goes on), or when it is
+    /// not unfinished. Parking clears the owner as well as the lease.
     async fn park_execution(&self, execution_id: &str) -> Result<bool>;
 
     /// Resolves the waits of one step, in one transaction: deletes every branch's row, journals
-    /// `result` as the step's result and, when the execution is parked, claims it for `owner`
-    /// until `lease_until`.
+    /// `result` as the step's result (as [`JournalStore::complete_step`] does) and, when the
+    /// execution is parked, claims it for `owner` until `lease_until`. Of concurrent resolutions
+    /// of one step, exactly one is not `Gone`. Waits left by an execution that is not unfinished
+    /// are deleted (`Gone`).
     async fn resolve_wait(
         &self,
         execution_id: &str,

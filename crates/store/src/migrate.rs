@@ -16,7 +16,7 @@ pub(crate) struct Migration {
     /// The SQL, for [`Dialect::ddl`].
     pub(crate) sql: &'static str,
     /// The one dialect that needs this migration, if only one does. The others neither run nor
-    /// record it (so PostgreSQL's `schema_migrations` has never held version 6).
+    /// record it (so PostgreSQL's `schema_migrations` has never held versions 6 and 9).
     only: Option<Dialect>,
 }
 
@@ -29,6 +29,8 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, sql: EXECUTIONS_BY_TENANT, only: None },
     Migration { version: 6, sql: SQLITE_JOURNAL_BATCH, only: Some(Dialect::Sqlite) },
     Migration { version: 7, sql: BACKEND_DESCRIPTORS, only: None },
+    Migration { version: 8, sql: EVENTS, only: None },
+    Migration { version: 9, sql: SQLITE_JOURNAL_BATCH_WAITS, only: Some(Dialect::Sqlite) },
 ];
 
 /// The migrations `d` applies, in order.
@@ -186,6 +188,82 @@ const BACKEND_DESCRIPTORS: &str = "CREATE TABLE backend_descriptors (
         discovered_at_ms BIGINT NOT NULL
     );";
 
+/// Events and durable executions' waits (same SQL for both stores; booleans are `0`/`1`).
+///
+/// `events` is the correlation buffer (a wait registered just after its event still finds it)
+/// and the router's progress (`processed`); its identity is the CloudEvent's (tenant, source,
+/// id). `event_waits` holds one row per branch of a `wait_for` step; `seq` orders them by
+/// registration (as `step_results.seq` orders step results). `trigger_starts` remembers which
+/// events started which pattern versions, so a redelivered event starts nothing twice. A parked
+/// execution (`executions.parked`) has only waits left: nobody holds or claims its lease until
+/// one of its waits resolves.
+const EVENTS: &str = "
+    ALTER TABLE executions ADD COLUMN parked BIGINT NOT NULL DEFAULT 0;
+
+    CREATE TABLE events (
+        tenant TEXT NOT NULL,
+        source TEXT NOT NULL,
+        id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        time_ms BIGINT NOT NULL,
+        datacontenttype TEXT NOT NULL,
+        data TEXT NOT NULL,
+        received_at_ms BIGINT NOT NULL,
+        processed BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, source, id)
+    );
+    CREATE INDEX events_by_type ON events (tenant, event_type, received_at_ms);
+    CREATE INDEX events_unprocessed ON events (processed, received_at_ms);
+
+    CREATE TABLE event_waits (
+        execution_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        branch BIGINT NOT NULL,
+        tenant TEXT NOT NULL,
+        pattern_name TEXT NOT NULL,
+        pattern_version TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        correlation_path TEXT,
+        correlation_value TEXT,
+        context TEXT NOT NULL,
+        deadline_ms BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (execution_id, step_id, branch)
+    );
+    CREATE INDEX event_waits_candidates ON event_waits (tenant, event_type, correlation_path, correlation_value);
+    CREATE INDEX event_waits_deadline ON event_waits (deadline_ms);
+
+    CREATE TABLE trigger_starts (
+        pattern_name TEXT NOT NULL,
+        pattern_version TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        source TEXT NOT NULL,
+        id TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (pattern_name, pattern_version, tenant, source, id)
+    );";
+
+/// SQLite: migration 6's batch trigger, which must not change, again with one more statement: a
+/// finished execution waits for nothing, so its `event_waits` rows go with its step results.
+/// (PostgreSQL's batch is a statement the store renders, `journal::batch_sql`.)
+const SQLITE_JOURNAL_BATCH_WAITS: &str = "
+    DROP TRIGGER journal_batch_apply;
+    CREATE TRIGGER journal_batch_apply INSTEAD OF INSERT ON journal_batch BEGIN
+        INSERT INTO executions
+            (id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms)
+            SELECT value->>'id', value->>'name', value->>'version', value->>'input', value->>'key',
+                value->>'tenant', value->>'started', value->>'owner', value->>'lease'
+            FROM json_each(NEW.starts);
+        INSERT INTO step_results (execution_id, step_id, seq, result)
+            SELECT value->>'id', value->>'step', value->>'seq', value->>'result' FROM json_each(NEW.steps) WHERE true
+            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result;
+        UPDATE executions SET status = x.value->>'status', record = x.value->>'record'
+            FROM json_each(NEW.finishes) AS x WHERE executions.id = x.value->>'id';
+        DELETE FROM step_results WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
+        DELETE FROM event_waits WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
+    END;";
+
 /// The versions applied, and when.
 const SCHEMA_MIGRATIONS: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version {int} PRIMARY KEY, applied_at_ms {int} NOT NULL)";
@@ -283,8 +361,8 @@ pub(crate) mod tests {
     #[test]
     fn every_dialect_applies_the_shared_migrations_and_only_its_own() {
         let versions = |d| migrations(d).map(|m| m.version).collect::<Vec<_>>();
-        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7]);
+        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7, 8]);
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "versions ascend: {versions:?}");
     }

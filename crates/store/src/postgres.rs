@@ -1,7 +1,7 @@
 //! The shared store: PostgreSQL, for several Nexus replicas.
 //!
 //! This module puts the store together: the migrations (`migrate`), and the SQL both stores share
-//! (`journal`, `meta_sql`), instantiated here for PostgreSQL.
+//! (`journal`, `meta_sql`, `events`), instantiated here for PostgreSQL.
 
 use std::{str::FromStr, time::Duration};
 
@@ -70,6 +70,7 @@ impl PgStore {
 
 crate::journal::journal_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
 crate::meta_sql::meta_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
+crate::events::event_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
 
 #[cfg(test)]
 mod tests {

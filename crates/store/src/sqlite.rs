@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode (or an in-memory database).
 //!
 //! This module puts the store together: the migrations (`migrate`), and the SQL both stores share
-//! (`journal`, `meta_sql`), instantiated here for SQLite. Those modules name no store, so the
+//! (`journal`, `meta_sql`, `events`), instantiated here for SQLite. Those modules name no store, so the
 //! module graph has no cycle.
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -81,6 +81,7 @@ impl SqliteStore {
 
 crate::journal::journal_impl!(SqliteStore, sqlx::Sqlite, crate::dialect::Dialect::Sqlite);
 crate::meta_sql::meta_store_impl!(SqliteStore, sqlx::Sqlite, crate::dialect::Dialect::Sqlite);
+crate::events::event_store_impl!(SqliteStore, sqlx::Sqlite, crate::dialect::Dialect::Sqlite);
 
 #[cfg(test)]
 mod tests {

@@ -5,12 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use nexus_store::{
-    AuthStore, DescriptorCache, JournalStore, MetaStore, PatternStore, PgStore, SqliteStore, conformance,
+    AuthStore, DescriptorCache, EventStore, JournalStore, MetaStore, PatternStore, PgStore, SqliteStore, conformance,
 };
 use sqlx::Connection;
 
 /// The whole suite, for one store.
-async fn every_check<S: PatternStore + JournalStore + MetaStore + AuthStore + DescriptorCache>(store: &S) {
+async fn every_check<S: PatternStore + JournalStore + MetaStore + AuthStore + DescriptorCache + EventStore>(store: &S) {
     conformance::run_all(store).await;
     conformance::check_journal_lifecycle(store).await;
     conformance::check_execution_listing(store).await;
@@ -18,6 +18,8 @@ async fn every_check<S: PatternStore + JournalStore + MetaStore + AuthStore + De
     conformance::check_leases(store).await;
     conformance::run_meta(store).await;
     conformance::check_descriptor_cache(store).await;
+    // Last: it claims every expired lease and prunes every event.
+    conformance::run_events(store).await;
 }
 
 #[tokio::test]
