@@ -11,6 +11,7 @@ mod connect;
 mod convert;
 mod discovery;
 mod error;
+pub mod events;
 mod graph;
 mod invoker;
 mod journal;

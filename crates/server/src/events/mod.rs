@@ -1,0 +1,3 @@
+//! The engine's [`nexus_engine::EventBus`] implementations: NATS JetStream for clusters.
+
+pub mod nats;
