@@ -83,3 +83,37 @@ pub enum Live {
     /// The subscriber fell behind and this many events were dropped for it.
     Lagged(u64),
 }
+
+/// A durable execution's `wait_for` step, as registered.
+pub struct WaitRegistration {
+    pub execution_id: Arc<str>,
+    pub step_id: Arc<str>,
+    pub tenant: Arc<str>,
+    pub pattern_name: Arc<str>,
+    pub pattern_version: Arc<str>,
+    pub plan: Arc<nexus_core::plan::WaitPlan>,
+    /// What the matches read besides the event: `{input, steps}` (JSON), see [`crate::waits`].
+    pub context: serde_json::Value,
+    /// Per branch: the correlation value as canonical JSON, when the branch has one.
+    pub correlations: Vec<Option<String>>,
+    pub deadline: SystemTime,
+}
+
+/// What the engine asks of the events side of the server: publishing emitted events, and the
+/// waits of durable executions (kept in the store).
+#[async_trait::async_trait]
+pub trait EventHub: Send + Sync + 'static {
+    /// Publishes an event an `emit` step built; returns once the bus holds it.
+    async fn emit(&self, event: CloudEvent) -> Result<Published, BusError>;
+
+    /// Registers a wait (every branch), then matches it against the events of the lookback
+    /// window. Returns the step's journaled result when one of them resolved it at once.
+    async fn register_wait(&self, wait: &WaitRegistration) -> Result<Option<String>, crate::JournalError>;
+
+    /// Parks an execution with only waits left: it leaves memory, and whoever resolves one of its
+    /// waits resumes it. False when a wait resolved meanwhile (its result is journaled).
+    async fn park(&self, execution_id: &str) -> Result<bool, crate::JournalError>;
+
+    /// A step's journaled result, if any (a wait another replica resolved).
+    async fn journaled(&self, execution_id: &str, step_id: &str) -> Result<Option<String>, crate::JournalError>;
+}

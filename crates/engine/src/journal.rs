@@ -81,6 +81,8 @@ pub fn encode_result(r: &StepResponse) -> String {
             StepResponse::Pattern { execution_id, output } => {
                 serde_json::json!({ "p": &**execution_id, "o": value::cel_to_serde(output) })
             }
+            StepResponse::Event(event) => serde_json::json!({ "v": value::cel_to_serde(event) }),
+            StepResponse::TimedOut(message) => serde_json::json!({ "t": message }),
         }
     }
     enc(r).to_string()
@@ -109,6 +111,12 @@ pub fn decode_result(text: &str, target: &Target) -> Result<StepResponse, String
         }
         if let Some(items) = v.get("i").and_then(serde_json::Value::as_array) {
             return items.iter().map(|i| dec(i, target)).collect::<Result<_, _>>().map(StepResponse::Items);
+        }
+        if let Some(event) = v.get("v") {
+            return Ok(StepResponse::Event(value::serde_to_cel(event)));
+        }
+        if let Some(message) = v.get("t").and_then(serde_json::Value::as_str) {
+            return Ok(StepResponse::TimedOut(message.to_string()));
         }
         if let Some(id) = v.get("p").and_then(serde_json::Value::as_str) {
             let output = v.get("o").map_or(Cel::Null, value::serde_to_cel);

@@ -12,8 +12,9 @@ mod history;
 mod invoker;
 mod journal;
 mod record;
+pub mod waits;
 
-pub use bus::{Acker, BusError, CloudEvent, Delivery, EventBus, Live, Published};
+pub use bus::{Acker, BusError, CloudEvent, Delivery, EventBus, EventHub, Live, Published, WaitRegistration};
 pub use events::{Event, ExecutionEvent, RunningExecution};
 pub use executor::{
     CheckedRequest, Engine, EngineError, ExecuteRequest, Keyed, MAX_COLLECTED_STREAM_MESSAGES, MAX_FAN_OUT,

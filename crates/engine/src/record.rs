@@ -95,6 +95,10 @@ pub enum StepResponse {
         execution_id: Arc<str>,
         output: Cel,
     },
+    /// An `emit` step's published event, or the event a `wait_for` step matched.
+    Event(Cel),
+    /// A `wait_for` step that timed out (journaled, so a resumed execution fails it the same way).
+    TimedOut(String),
 }
 
 /// The compensation of a completed step, run when its execution failed or was cancelled.

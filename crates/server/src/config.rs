@@ -68,6 +68,40 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[discovery]`: keeping the catalog in step with the backends.
     pub discovery: DiscoveryConfig,
+    /// `[events]`: the event bus, and how events meet waits.
+    pub events: EventsConfig,
+}
+
+/// `[events]`: where events travel, and how long they are kept.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// NATS JetStream (`nats://host:4222`) for clusters; not set: the in-process bus, backed by
+    /// the store (one node).
+    pub url: Option<String>,
+    /// JetStream stream and durable consumer names, and the subject prefix of events.
+    pub stream: String,
+    pub consumer: String,
+    pub subject_prefix: String,
+    /// A `wait_for` registered this long after its event still sees it.
+    #[serde(with = "humantime_secs")]
+    pub lookback: std::time::Duration,
+    /// Events are kept (and de-duplicated by identity) this long.
+    #[serde(with = "humantime_secs")]
+    pub retention: std::time::Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            stream: "NEXUS_EVENTS".into(),
+            consumer: "nexus-router".into(),
+            subject_prefix: "nexus.events".into(),
+            lookback: std::time::Duration::from_secs(300),
+            retention: std::time::Duration::from_secs(86_400),
+        }
+    }
 }
 
 /// `[tls]`: Nexus's own listener over TLS. The files are read again on SIGHUP and when they
@@ -202,6 +236,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
             discovery: DiscoveryConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -323,7 +358,8 @@ impl Config {
     /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_EXECUTION_HISTORY`,
     /// `NEXUS_DATABASE_URL`,
     /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`,
-    /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY`, `NEXUS_DISCOVERY_REFRESH_INTERVAL` and `NEXUS_SERVICES` (comma-separated NAME=URL).
+    /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY`, `NEXUS_DISCOVERY_REFRESH_INTERVAL`, `NEXUS_EVENTS_URL`,
+    /// `NEXUS_EVENTS_STREAM`, `NEXUS_EVENTS_CONSUMER`, `NEXUS_EVENTS_SUBJECT_PREFIX` and `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -377,6 +413,18 @@ impl Config {
             self.discovery.refresh_interval =
                 parse_optional_duration(&v).map_err(|e| invalid("NEXUS_DISCOVERY_REFRESH_INTERVAL", e))?;
         }
+        if let Some(v) = env("NEXUS_EVENTS_URL") {
+            self.events.url = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = env("NEXUS_EVENTS_STREAM") {
+            self.events.stream = v;
+        }
+        if let Some(v) = env("NEXUS_EVENTS_CONSUMER") {
+            self.events.consumer = v;
+        }
+        if let Some(v) = env("NEXUS_EVENTS_SUBJECT_PREFIX") {
+            self.events.subject_prefix = v;
+        }
         if let Some(v) = env("NEXUS_SERVICES") {
             for s in v.split(',').filter(|s| !s.trim().is_empty()) {
                 self.services.push(ServiceConfig::from_flag(s)?);
@@ -417,6 +465,18 @@ impl Config {
             (Some(_), None) => return Err(invalid("tls.key_file", "set it together with tls.cert_file")),
             (None, Some(_)) => return Err(invalid("tls.cert_file", "set it together with tls.key_file")),
             _ => {}
+        }
+        if let Some(url) = &self.events.url
+            && !url.starts_with("nats://")
+            && !url.starts_with("tls://")
+        {
+            return Err(invalid("events.url", format!("`{url}` is not a nats:// URL")));
+        }
+        if self.events.retention < self.events.lookback {
+            return Err(invalid(
+                "events.retention",
+                "must be at least events.lookback (a wait looks back into what is kept)",
+            ));
         }
         if self.lease_timeout < std::time::Duration::from_millis(300) {
             return Err(invalid("lease_timeout", "must be at least 300ms (heartbeats run every third of it)"));

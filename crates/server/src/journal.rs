@@ -292,27 +292,36 @@ impl LeaseKeeper {
     }
 
     async fn take_over(&self, u: nexus_store::UnfinishedExecution) {
-        if self.engine.running(&u.start.id).is_some() {
-            return; // ours already (a late heartbeat let our own lease lapse)
-        }
-        let pattern = match self.registry.executable_fresh(&u.start.pattern_name, &u.start.pattern_version).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(execution = %u.start.id, "cannot resume: {e}");
-                return;
-            }
-        };
-        let input = serde_json::from_str::<serde_json::Value>(&u.start.input)
-            .map(|v| nexus_core::value::serde_to_cel(&v))
-            .unwrap_or(cel::Value::Null);
-        tracing::info!(
-            execution = %u.start.id, pattern = %u.start.pattern_name, completed_steps = u.steps.len(),
-            "taking over a durable execution"
-        );
-        let engine = self.engine.clone();
-        self.tasks.spawn(async move {
-            let (id, tenant) = (Arc::from(u.start.id.as_str()), Arc::from(u.start.tenant.as_str()));
-            engine.resume(pattern, id, input, u.start.idempotency_key, tenant, &u.steps).await;
-        });
+        resume_claimed(&self.engine, &self.registry, &self.tasks, u, "taking over a durable execution").await;
     }
+}
+
+/// Resumes an execution this replica just claimed (an expired lease, or a wait resolved while
+/// it was parked) on a task of its own.
+pub(crate) async fn resume_claimed(
+    engine: &Engine,
+    registry: &Registry,
+    tasks: &Tasks,
+    u: nexus_store::UnfinishedExecution,
+    why: &'static str,
+) {
+    if engine.running(&u.start.id).is_some() {
+        return; // ours already (a late heartbeat let our own lease lapse)
+    }
+    let pattern = match registry.executable_fresh(&u.start.pattern_name, &u.start.pattern_version).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(execution = %u.start.id, "cannot resume: {e}");
+            return;
+        }
+    };
+    let input = serde_json::from_str::<serde_json::Value>(&u.start.input)
+        .map(|v| nexus_core::value::serde_to_cel(&v))
+        .unwrap_or(cel::Value::Null);
+    tracing::info!(execution = %u.start.id, pattern = %u.start.pattern_name, completed_steps = u.steps.len(), "{why}");
+    let engine = engine.clone();
+    tasks.spawn(async move {
+        let (id, tenant) = (Arc::from(u.start.id.as_str()), Arc::from(u.start.tenant.as_str()));
+        engine.resume(pattern, id, input, u.start.idempotency_key, tenant, &u.steps).await;
+    });
 }

@@ -33,6 +33,7 @@ type Stores = (
     Arc<dyn nexus_store::JournalStore>,
     Arc<dyn nexus_store::AuthStore>,
     Arc<dyn nexus_store::DescriptorCache>,
+    Arc<dyn nexus_store::EventStore>,
 );
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer;
@@ -72,6 +73,8 @@ pub enum StartError {
     Reflection(tonic_reflection::server::Error),
     #[error("TLS: {0}")]
     Tls(tls::TlsError),
+    #[error("events: {0}")]
+    Events(nexus_engine::BusError),
 }
 
 macro_rules! start_error_from {
@@ -139,21 +142,22 @@ impl Nexus {
             }
             None => None,
         };
-        let (store, journal_store, auth_store, descriptor_cache): Stores = match (&config.store.url, config.in_memory) {
-            (Some(url), _) => {
-                let s = Arc::new(PgStore::connect(url, config.store.schema.as_deref()).await?);
-                (s.clone(), s.clone(), s.clone(), s)
-            }
-            (None, true) => {
-                let s = Arc::new(SqliteStore::in_memory().await?);
-                (s.clone(), s.clone(), s.clone(), s)
-            }
-            (None, false) => {
-                let full = config.store.sqlite_synchronous == config::SqliteSynchronous::Full;
-                let s = Arc::new(SqliteStore::open_with(&config.data_dir, full).await?);
-                (s.clone(), s.clone(), s.clone(), s)
-            }
-        };
+        let (store, journal_store, auth_store, descriptor_cache, event_store): Stores =
+            match (&config.store.url, config.in_memory) {
+                (Some(url), _) => {
+                    let s = Arc::new(PgStore::connect(url, config.store.schema.as_deref()).await?);
+                    (s.clone(), s.clone(), s.clone(), s.clone(), s)
+                }
+                (None, true) => {
+                    let s = Arc::new(SqliteStore::in_memory().await?);
+                    (s.clone(), s.clone(), s.clone(), s.clone(), s)
+                }
+                (None, false) => {
+                    let full = config.store.sqlite_synchronous == config::SqliteSynchronous::Full;
+                    let s = Arc::new(SqliteStore::open_with(&config.data_dir, full).await?);
+                    (s.clone(), s.clone(), s.clone(), s.clone(), s)
+                }
+            };
         // The store first: a backend unreachable now is served from its cached descriptors.
         let discovered =
             discovery::discover_at_start(&config.services, config.discovery_timeout, descriptor_cache.as_ref()).await?;
@@ -190,19 +194,45 @@ impl Nexus {
             config.outage_wait,
             if config.store.url.is_some() { 4 } else { 1 },
         );
-        let engine =
-            Engine::new(invoker, Arc::new(History::new(config.execution_history))).with_journal(Arc::new(journal));
         let (tasks, stages) = (lifecycle::Tasks::default(), lifecycle::Stages::new());
+        let bus: Arc<dyn nexus_engine::EventBus> = match &config.events.url {
+            Some(url) => {
+                let mut o = events::nats::JetStreamOptions::new(url.clone());
+                o.stream = config.events.stream.clone();
+                o.consumer = config.events.consumer.clone();
+                o.subject_prefix = config.events.subject_prefix.clone();
+                Arc::new(events::nats::JetStreamBus::connect(o).await.map_err(StartError::Events)?)
+            }
+            None => Arc::new(events::local::InProcessBus::new(event_store.clone())),
+        };
+        let event_router = Arc::new(events::router::EventRouter::new(
+            bus,
+            event_store,
+            journal_store.clone(),
+            registry.clone(),
+            tasks.clone(),
+            events::router::RouterOptions {
+                owner: owner.clone(),
+                lease: config.lease_timeout,
+                lookback: config.events.lookback,
+                retention: config.events.retention,
+            },
+        ));
+        let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)))
+            .with_journal(Arc::new(journal))
+            .with_events(event_router.clone());
+        event_router.set_engine(engine.clone());
         let app = router(
-            api::Api::new(
-                registry.clone(),
-                engine.clone(),
-                journal_store.clone(),
-                auth_store,
-                config.limits.max_in_flight_per_caller,
-                tasks.clone(),
-                backends.clone(),
-            ),
+            api::Api::new(api::ApiParts {
+                registry: registry.clone(),
+                engine: engine.clone(),
+                journal: journal_store.clone(),
+                audit: auth_store,
+                max_in_flight_per_caller: config.limits.max_in_flight_per_caller,
+                tasks: tasks.clone(),
+                discovery: backends.clone(),
+                events: event_router.clone(),
+            }),
             authenticator,
         )
         .await?;
@@ -223,6 +253,9 @@ impl Nexus {
                 .run(stages.background.clone()),
         );
         tasks.spawn(registry::UsageCounts { registry: registry.clone() }.run(stages.background.clone()));
+        // Events stop with the other background parts, before the journal writers.
+        tasks.spawn(event_router.clone().run(stages.background.clone()));
+        tasks.spawn(event_router.run_timers(stages.background.clone()));
         if let Some(every) = config.discovery.refresh_interval {
             tasks.spawn(refresh::CatalogRefresh { discovery: backends, every }.run(stages.background.clone()));
         }

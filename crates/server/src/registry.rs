@@ -422,6 +422,7 @@ impl Registry {
                     }
                 }
                 Target::Action(a) => self.check_restricted(&a.name, &format!("steps[{i}].call"), caller, &mut diags),
+                Target::Emit(_) | Target::Wait(_) => {}
             }
             if let Some(c) = &step.compensate {
                 self.check_restricted(&c.action.name, &format!("steps[{i}].compensate.call"), caller, &mut diags);
@@ -464,6 +465,22 @@ impl Registry {
     }
 
     /// The store, for the marketplace and graph RPCs.
+    /// The latest version of each of `tenant`'s pattern names that has a trigger on `event_type`
+    /// (an event starts patterns of its own tenant only).
+    pub fn triggered_by(&self, tenant: &str, event_type: &str) -> Vec<Arc<CompiledPattern>> {
+        let names = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        names
+            .values()
+            .filter(|n| n.tenant == tenant)
+            .filter_map(|n| {
+                let latest = semver::Version::parse(n.latest.as_deref()?).ok()?;
+                patterns.get(&n.name)?.get(&latest)?.compiled.as_ref().ok().cloned()
+            })
+            .filter(|p| p.triggers.iter().any(|t| t.event_type == event_type))
+            .collect()
+    }
+
     pub fn store(&self) -> &Arc<dyn RegistryStore> {
         &self.store
     }
@@ -646,6 +663,7 @@ fn dependencies(p: &CompiledPattern) -> (Vec<String>, Vec<String>) {
             Target::Pattern(sub) => {
                 calls.insert(format!("{}@{}", sub.name, sub.version));
             }
+            Target::Emit(_) | Target::Wait(_) => {}
         }
         if let Some(c) = &step.compensate {
             uses.insert(c.action.name.to_string());

@@ -20,11 +20,13 @@ use super::{
     sooner,
 };
 use crate::{
+    bus::EventHub,
     events::{Emitter, Event, ExecutionEvent, RunningExecution},
     history::History,
     invoker::Invoker,
     journal::{Journal, JournalError, JournalStart, decode_result},
     record::{ExecError, ExecutionRecord, ExecutionStatus, StepResponse},
+    waits::LocalWaits,
 };
 
 /// Runs patterns. Cheap to clone; one per process.
@@ -38,6 +40,8 @@ pub struct Engine {
     /// Set by [`Engine::suspend_durable`]: this process is leaving, durable executions are for
     /// other replicas now.
     closing: Arc<AtomicBool>,
+    hub: Option<Arc<dyn EventHub>>,
+    waits: Arc<LocalWaits>,
 }
 
 /// One request to run a pattern.
@@ -89,7 +93,28 @@ impl Drop for Registration<'_> {
 impl Engine {
     pub fn new(invoker: Arc<dyn Invoker>, history: Arc<History>) -> Self {
         let keyed = Arc::new(KeyedExecutions::new(history.capacity()));
-        Self { invoker, history, journal: None, running: Arc::default(), keyed, closing: Arc::default() }
+        Self {
+            invoker,
+            history,
+            journal: None,
+            running: Arc::default(),
+            keyed,
+            closing: Arc::default(),
+            hub: None,
+            waits: Arc::default(),
+        }
+    }
+
+    /// Events: `emit` steps publish through `hub`, `wait_for` steps register there.
+    pub fn with_events(mut self, hub: Arc<dyn EventHub>) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// Hands a wait's journaled result to the execution waiting here, if one is; false when none
+    /// is (it is parked, or runs elsewhere and reads the journal when it parks).
+    pub fn deliver_wait(&self, execution_id: &str, step_id: &str, result: String) -> bool {
+        self.waits.deliver(execution_id, step_id, result)
     }
 
     /// Journals durable patterns' executions here (without a journal, durable patterns run as
@@ -316,7 +341,12 @@ impl Engine {
         let journals_end = journal.is_some() && refused.is_none();
         let run = Run::new(RunOptions {
             pattern: &req.pattern,
-            services: Services { invoker: self.invoker.as_ref(), history: &self.history },
+            services: Services {
+                invoker: self.invoker.as_ref(),
+                history: &self.history,
+                hub: self.hub.as_deref(),
+                waits: &self.waits,
+            },
             id,
             input: req.input,
             deadline,

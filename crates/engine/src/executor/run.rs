@@ -21,11 +21,13 @@ use super::{
     step::{CallContext, Request, Requests, attempt, response_to_cel},
 };
 use crate::{
+    bus::{CloudEvent, EventHub, WaitRegistration},
     events::{Emitter, Ending, Event},
     history::History,
     invoker::{CallError, Invoker},
     journal::{Journal, JournalStart, encode_result},
     record::{ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus, code_name},
+    waits::{LocalWaits, correlation_key},
 };
 
 /// What every run and every call of a process shares.
@@ -33,6 +35,9 @@ use crate::{
 pub(super) struct Services<'a> {
     pub invoker: &'a dyn Invoker,
     pub history: &'a History,
+    /// Events: where `emit` publishes and `wait_for` registers (none: event steps fail).
+    pub hub: Option<&'a dyn EventHub>,
+    pub waits: &'a LocalWaits,
 }
 
 /// Everything a run starts from.
@@ -110,6 +115,10 @@ pub(super) struct Run<'a> {
     /// Steps in the order they succeeded (compensation runs in reverse).
     pub(super) completed: Vec<usize>,
     pub(super) steps: Vec<StepRecord>,
+    /// `wait_for` steps registered and not resolved yet.
+    waits_pending: Vec<usize>,
+    /// The execution left memory to wait for events (parked in the store).
+    parked: bool,
 }
 
 /// Why the step loop stopped early, if it did.
@@ -168,11 +177,20 @@ impl<'a> Run<'a> {
             waiting_on: pattern.steps.iter().map(|s| s.deps.len()).collect(),
             completed: Vec::with_capacity(n),
             steps,
+            waits_pending: Vec::new(),
+            parked: false,
         }
     }
 
     pub(super) fn scope(&self) -> Scope<'_> {
-        Scope { input: &self.input, steps: &self.outputs, item: None, index: None, execution: &self.execution }
+        Scope {
+            input: &self.input,
+            steps: &self.outputs,
+            item: None,
+            index: None,
+            execution: &self.execution,
+            event: None,
+        }
     }
 
     /// Runs the execution to its outcome and returns its record.
@@ -243,6 +261,17 @@ impl<'a> Run<'a> {
         let closed = emitter.closed();
         tokio::pin!(closed);
         while failure.is_none() && !running.is_empty() {
+            // Nothing but waits left: leave memory until an event (or a timeout) resumes it.
+            if !self.waits_pending.is_empty() && running.len() == self.waits_pending.len() {
+                match self.park().await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        continue;
+                    }
+                }
+            }
             tokio::select! {
                 biased;
                 () = &mut cancelled_fut => {
@@ -255,6 +284,7 @@ impl<'a> Run<'a> {
                     failure = Some(ExecError { code: Code::Cancelled, message: "the caller went away".into(), step_id: None });
                 }
                 Some(done) = running.next() => {
+                    self.waits_pending.retain(|&w| w != done.index);
                     if let Err(e) = self.journal_step(&done, running.is_empty()).await {
                         failure = Some(e);
                         continue;
@@ -278,7 +308,8 @@ impl<'a> Run<'a> {
     /// idempotency key, as for a step in flight).
     async fn journal_step(&self, done: &StepDone, nothing_else_running: bool) -> Result<(), ExecError> {
         let step = &self.pattern.steps[done.index];
-        let last = step.dependants.is_empty() && nothing_else_running;
+        // A wait's result was journaled by whoever resolved it.
+        let last = (step.dependants.is_empty() && nothing_else_running) || step.target.is_wait();
         let (Some(j), Ok(response), false) = (self.journal, &done.result, last) else { return Ok(()) };
         let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(response)).await else { return Ok(()) };
         // The journal still holds the execution as running: stop here without an outcome and let
@@ -327,6 +358,8 @@ impl<'a> Run<'a> {
             }
         }
         let (status, output, error) = match failure {
+            // Waiting for events, in the store: running, and nothing went wrong.
+            _ if self.parked => (ExecutionStatus::Running, None, None),
             // Left to whoever claims it next: no compensation, no outcome.
             _ if ending == Ending::Suspended => (ExecutionStatus::Running, None, Some(self.suspension(failure))),
             Some(e) => {
@@ -401,6 +434,9 @@ impl<'a> Run<'a> {
             let step: &'a CompiledStep = &self.pattern.steps[i];
             // Completed before a restart: keep the journaled result, do not call again.
             if let Some(response) = self.prefilled.get_mut(i).and_then(Option::take) {
+                if let StepResponse::TimedOut(message) = response {
+                    return Err(self.fail_step(i, Code::DeadlineExceeded, message));
+                }
                 let output = response_to_cel(&response, &step.target);
                 let record = &mut self.steps[i];
                 record.status = StepStatus::Succeeded;
@@ -435,9 +471,19 @@ impl<'a> Run<'a> {
                     Err(e) => return Err(self.fail_step(i, Code::InvalidArgument, format!("`when`: {e}"))),
                 }
             }
-            let requests = match self.build_requests(step) {
-                Ok(r) => r,
-                Err((code, message)) => return Err(self.fail_step(i, code, message)),
+            let wait = match &step.target {
+                Target::Wait(_) => match self.wait_registration(step) {
+                    Ok(w) => Some(w),
+                    Err((code, message)) => return Err(self.fail_step(i, code, message)),
+                },
+                _ => None,
+            };
+            let requests = match wait {
+                Some(_) => Requests::One(Request::Input(Cel::Null)),
+                None => match self.build_requests(step) {
+                    Ok(r) => r,
+                    Err((code, message)) => return Err(self.fail_step(i, code, message)),
+                },
             };
             let now = Instant::now();
             self.step_started[i] = Some(now);
@@ -457,6 +503,31 @@ impl<'a> Run<'a> {
                 trace_id: self.trace_id.clone(),
                 emitter: self.emitter.clone(),
             };
+            if let (Some(registration), Some(hub)) = (wait, self.services.hub) {
+                self.waits_pending.push(i);
+                let woken = self.services.waits.add(self.id.clone(), step.id.clone());
+                let waits = self.services.waits;
+                let running_execution = self.emitter.running.clone();
+                running.push(Box::pin(async move {
+                    let result = match hub.register_wait(&registration).await {
+                        Ok(Some(text)) => {
+                            waits.remove(&registration.execution_id, &registration.step_id);
+                            Ok(text)
+                        }
+                        // The sender lives until the wait resolves here, or the run is dropped.
+                        Ok(None) => woken.await.map_err(|_| CallError::new(Code::Cancelled, "the wait was abandoned")),
+                        Err(e) => {
+                            waits.remove(&registration.execution_id, &registration.step_id);
+                            // The store is out: stay journaled and resume once it is back.
+                            running_execution.request_suspend();
+                            Err(CallError::new(Code::Unavailable, format!("registering the wait: {e}")))
+                        }
+                    };
+                    let result = result.and_then(|text| wait_outcome(&text, &step.target));
+                    StepDone { index: i, result, attempts: Vec::new() }
+                }));
+                continue;
+            }
             match requests {
                 Requests::One(request) => {
                     if let Request::Message(m) = &request {
@@ -478,8 +549,11 @@ impl<'a> Run<'a> {
 
     fn build_requests(&self, step: &CompiledStep) -> Result<Requests, (Code, String)> {
         let build = |scope: &Scope<'_>| -> Result<Request, (Code, String)> {
-            let v =
-                step.request.eval(scope).map_err(|e| (Code::InvalidArgument, format!("building the request: {e}")))?;
+            let template = match &step.target {
+                Target::Emit(plan) => &plan.data,
+                _ => &step.request,
+            };
+            let v = template.eval(scope).map_err(|e| (Code::InvalidArgument, format!("building the request: {e}")))?;
             match &step.target {
                 Target::Action(a) => {
                     let input = a.method.input();
@@ -488,6 +562,8 @@ impl<'a> Run<'a> {
                     })
                 }
                 Target::Pattern(_) => Ok(Request::Input(v)),
+                Target::Emit(plan) => self.event_to_emit(step, plan, v).map(Request::Event),
+                Target::Wait(_) => Ok(Request::Input(Cel::Null)),
             }
         };
         let Some(for_each) = &step.for_each else {
@@ -515,6 +591,115 @@ impl<'a> Run<'a> {
             requests.push(build(&scope).map_err(|(c, m)| (c, format!("item {index}: {m}")))?);
         }
         Ok(Requests::Items(requests))
+    }
+
+    /// The event an emit step publishes. Its identity is the execution and the step, so a
+    /// durable execution that emits again after a crash publishes the same event (a duplicate
+    /// the bus and the router ignore).
+    fn event_to_emit(
+        &self,
+        step: &CompiledStep,
+        plan: &nexus_core::plan::EmitPlan,
+        data: Cel,
+    ) -> Result<CloudEvent, (Code, String)> {
+        if !matches!(data, Cel::Map(_)) {
+            return Err((
+                Code::InvalidArgument,
+                format!("`emit.data` must be an object, got {}", value::type_name(&data)),
+            ));
+        }
+        let subject = match &plan.subject {
+            Some(t) => match t.eval(&self.scope()) {
+                Ok(Cel::String(s)) => s.to_string(),
+                Ok(other) => value::cel_to_serde(&other).to_string(),
+                Err(e) => return Err((Code::InvalidArgument, format!("`emit.subject`: {e}"))),
+            },
+            None => String::new(),
+        };
+        Ok(CloudEvent {
+            tenant: self.emitter.running.tenant.clone(),
+            source: format!("nexus/patterns/{}", self.pattern.name),
+            id: format!("{}/{}", self.id, step.id),
+            event_type: plan.event_type.clone(),
+            subject,
+            time: SystemTime::now(),
+            datacontenttype: "application/json".into(),
+            data: value::cel_to_serde(&data),
+        })
+    }
+
+    /// A `wait_for` step's registration: the context its matches read and the correlation
+    /// values, evaluated now.
+    fn wait_registration(&self, step: &CompiledStep) -> Result<WaitRegistration, (Code, String)> {
+        let Target::Wait(plan) = &step.target else {
+            return Err((Code::Internal, "not a wait_for step".into()));
+        };
+        if self.journal.is_none() || self.services.hub.is_none() {
+            return Err((
+                Code::FailedPrecondition,
+                "wait_for needs the journal and the event bus; this server runs without one".into(),
+            ));
+        }
+        let scope = self.scope();
+        let mut correlations = Vec::with_capacity(plan.branches.len());
+        let mut read: Vec<&str> = Vec::new();
+        for b in &plan.branches {
+            if let Some(m) = &b.matcher {
+                read.extend(m.references().iter().filter_map(|r| r.step()));
+            }
+            correlations.push(match &b.correlation {
+                Some(c) => {
+                    let v = c.value.eval(&scope).map_err(|e| (Code::InvalidArgument, format!("`match`: {e}")))?;
+                    Some(correlation_key(&value::cel_to_serde(&v)))
+                }
+                None => None,
+            });
+        }
+        let steps: serde_json::Map<String, serde_json::Value> = read
+            .into_iter()
+            .filter_map(|id| self.outputs.get(&value::key(id)).map(|v| (id.to_string(), value::cel_to_serde(v))))
+            .collect();
+        Ok(WaitRegistration {
+            execution_id: self.id.clone(),
+            step_id: step.id.clone(),
+            tenant: self.emitter.running.tenant.clone(),
+            pattern_name: self.pattern.name.clone(),
+            pattern_version: self.pattern.version.clone(),
+            plan: plan.clone(),
+            context: serde_json::json!({ "input": value::cel_to_serde(&self.input), "steps": steps }),
+            correlations,
+            deadline: SystemTime::now() + plan.timeout,
+        })
+    }
+
+    /// Parks the execution (only waits left). Ok(true): parked, the run ends here. Ok(false): a
+    /// wait resolved meanwhile; its result is handed to the wait, and the run goes on.
+    async fn park(&mut self) -> Result<bool, ExecError> {
+        let Some(hub) = self.services.hub else { return Ok(false) };
+        let unavailable = |e: crate::JournalError| {
+            self.emitter.running.request_suspend();
+            ExecError { code: Code::Unavailable, message: format!("parking the execution: {e}"), step_id: None }
+        };
+        if hub.park(&self.id).await.map_err(unavailable)? {
+            for &w in &self.waits_pending {
+                self.services.waits.remove(&self.id, &self.pattern.steps[w].id);
+            }
+            self.parked = true;
+            self.emitter.running.request_suspend();
+            return Ok(true);
+        }
+        let mut delivered = false;
+        for &w in &self.waits_pending {
+            let step = &self.pattern.steps[w].id;
+            if let Some(text) = hub.journaled(&self.id, step).await.map_err(unavailable)? {
+                delivered |= self.services.waits.deliver(&self.id, step, text);
+            }
+        }
+        if !delivered {
+            // Resolved on another replica and not journaled yet where we read: look again soon.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(false)
     }
 
     fn finish(&mut self, done: StepDone, ready: &mut Vec<usize>, events: &mut Vec<Event>) -> Result<(), ExecError> {
@@ -602,5 +787,14 @@ impl<'a> Run<'a> {
             out.insert(field.key.clone(), v);
         }
         Ok(value::map(out))
+    }
+}
+
+/// A wait's journaled result as the step's outcome: the matched event, or DEADLINE_EXCEEDED.
+fn wait_outcome(text: &str, target: &Target) -> Result<StepResponse, CallError> {
+    match crate::journal::decode_result(text, target) {
+        Ok(StepResponse::TimedOut(message)) => Err(CallError::new(Code::DeadlineExceeded, message)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(CallError::new(Code::Internal, format!("unreadable wait result: {e}"))),
     }
 }

@@ -36,11 +36,13 @@ pub(super) struct CallContext<'a> {
     pub emitter: Emitter,
 }
 
-/// One call's request: a message for an action, a CEL value (the input) for a sub-pattern.
+/// One call's request: a message for an action, a CEL value (the input) for a sub-pattern, the
+/// event to publish for an emit step.
 #[derive(Clone)]
 pub(super) enum Request {
     Message(DynamicMessage),
     Input(Cel),
+    Event(crate::bus::CloudEvent),
 }
 
 pub(super) enum Requests {
@@ -55,10 +57,12 @@ pub(super) fn response_to_cel(response: &StepResponse, target: &Target) -> Cel {
         StepResponse::Forwarded { last, .. } => match (last, target) {
             (Some(m), _) => message_to_cel(m),
             (None, Target::Action(a)) => message_to_cel(&DynamicMessage::new(a.method.output())),
-            (None, Target::Pattern(_)) => Cel::Null,
+            (None, _) => Cel::Null,
         },
         StepResponse::Items(items) => Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, target)).collect())),
         StepResponse::Pattern { output, .. } => output.clone(),
+        StepResponse::Event(event) => event.clone(),
+        StepResponse::TimedOut(_) => Cel::Null,
     }
 }
 
@@ -140,6 +144,14 @@ async fn call_once(
     let (action, message) = match (&step.target, request) {
         (Target::Action(a), Request::Message(m)) => (a, m),
         (Target::Pattern(p), Request::Input(input)) => return run_pattern(ctx, p, input.clone()).await,
+        (Target::Emit(_), Request::Event(event)) => {
+            let Some(hub) = ctx.services.hub else {
+                return Err(CallError::new(Code::FailedPrecondition, "events are not configured on this server"));
+            };
+            let json = crate::waits::event_json(event);
+            hub.emit(event.clone()).await.map_err(|e| CallError::new(Code::Unavailable, e.to_string()))?;
+            return Ok(StepResponse::Event(nexus_core::value::serde_to_cel(&json)));
+        }
         _ => return Err(CallError::new(Code::Internal, "request does not match the step's target")),
     };
     let call = Call {

@@ -73,7 +73,10 @@ impl Api {
         let (request, _slot) = self.execute_request(req, "ExecutePattern").await?;
         let record = self.engine.run_checked(request, None).await?;
         let response = convert::response(&record);
-        if record.status != ExecutionStatus::Succeeded {
+        // Waiting for an event (parked in the journal) is not a failure: RUNNING, and the id to
+        // follow it with GetExecution / WatchExecution.
+        let waiting = record.status == ExecutionStatus::Running && record.error.is_none();
+        if record.status != ExecutionStatus::Succeeded && !waiting {
             let error = record.error.clone().unwrap_or_else(|| nexus_engine::ExecError {
                 code: tonic::Code::Unknown,
                 message: "the execution did not succeed".into(),

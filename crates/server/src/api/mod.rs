@@ -31,26 +31,33 @@ pub struct Api {
     tasks: crate::lifecycle::Tasks,
     /// Re-discovers backends for RefreshServices.
     discovery: Arc<crate::refresh::Discovery>,
+    /// PublishEvent and SubscribeEvents.
+    events: Arc<crate::events::router::EventRouter>,
+}
+
+/// What the API is built from (assembled once, in `Nexus::start`).
+pub struct ApiParts {
+    pub registry: Arc<Registry>,
+    pub engine: Engine,
+    pub journal: Arc<dyn nexus_store::JournalStore>,
+    pub audit: Arc<dyn nexus_store::AuthStore>,
+    pub max_in_flight_per_caller: usize,
+    pub tasks: crate::lifecycle::Tasks,
+    pub discovery: Arc<crate::refresh::Discovery>,
+    pub events: Arc<crate::events::router::EventRouter>,
 }
 
 impl Api {
-    pub fn new(
-        registry: Arc<Registry>,
-        engine: Engine,
-        journal: Arc<dyn nexus_store::JournalStore>,
-        audit: Arc<dyn nexus_store::AuthStore>,
-        max_in_flight_per_caller: usize,
-        tasks: crate::lifecycle::Tasks,
-        discovery: Arc<crate::refresh::Discovery>,
-    ) -> Self {
+    pub fn new(p: ApiParts) -> Self {
         Self {
-            access: access::Access::new(registry.clone(), audit),
-            registry,
-            engine,
-            journal,
-            in_flight: crate::limits::InFlight::new(max_in_flight_per_caller),
-            tasks,
-            discovery,
+            access: access::Access::new(p.registry.clone(), p.audit),
+            registry: p.registry,
+            engine: p.engine,
+            journal: p.journal,
+            in_flight: crate::limits::InFlight::new(p.max_in_flight_per_caller),
+            tasks: p.tasks,
+            discovery: p.discovery,
+            events: p.events,
         }
     }
 }
