@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -53,7 +53,9 @@ pub struct EventRouter {
     store: Arc<dyn EventStore>,
     journal: Arc<dyn JournalStore>,
     registry: Arc<Registry>,
-    engine: OnceLock<Engine>,
+    /// Cleared when routing stops: the engine holds the router (as its hub), so the router
+    /// holding the engine is a cycle that must be broken for either to be dropped.
+    engine: std::sync::RwLock<Option<Engine>>,
     tasks: Tasks,
     options: RouterOptions,
 }
@@ -71,17 +73,21 @@ impl EventRouter {
         tasks: Tasks,
         options: RouterOptions,
     ) -> Self {
-        Self { bus, store, journal, registry, engine: OnceLock::new(), tasks, options }
+        Self { bus, store, journal, registry, engine: std::sync::RwLock::new(None), tasks, options }
     }
 
     /// The engine the router starts and resumes executions on (it holds the router as its hub,
     /// hence set after both exist).
     pub fn set_engine(&self, engine: Engine) {
-        let _ = self.engine.set(engine);
+        *self.engine.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(engine);
     }
 
-    fn engine(&self) -> Result<&Engine, String> {
-        self.engine.get().ok_or_else(|| "the event router has no engine".to_string())
+    fn engine(&self) -> Result<Engine, String> {
+        self.engine
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| "the event router is stopped".to_string())
     }
 
     pub fn bus(&self) -> &Arc<dyn EventBus> {
@@ -99,6 +105,8 @@ impl EventRouter {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("events are not routed on this replica: {e}");
+                shutdown.cancelled().await;
+                *self.engine.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 return;
             }
         };
@@ -107,6 +115,7 @@ impl EventRouter {
             async move { router.route(d).await }
         });
         routing.await;
+        *self.engine.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     async fn route(&self, d: Delivery) {
@@ -294,7 +303,7 @@ impl EventRouter {
             WaitResolution::Claimed(u) => {
                 if let Ok(engine) = self.engine() {
                     crate::journal::resume_claimed(
-                        engine,
+                        &engine,
                         &self.registry,
                         &self.tasks,
                         u.clone(),
