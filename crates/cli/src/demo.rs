@@ -15,6 +15,7 @@ use crate::{Target, client, render};
 pub const EXAMPLE_PATTERNS: &[(&str, &str)] = &[
     ("patterns/user_creation.yaml", include_str!("../../../patterns/user_creation.yaml")),
     ("patterns/subscribe_live_stream.yaml", include_str!("../../../patterns/subscribe_live_stream.yaml")),
+    ("patterns/welcome_series.yaml", include_str!("../../../patterns/welcome_series.yaml")),
 ];
 
 #[derive(Args)]
@@ -28,6 +29,34 @@ pub struct DemoArgs {
     /// Exit after the example execution instead of serving until Ctrl-C.
     #[arg(long)]
     once: bool,
+}
+
+/// The newest execution of `pattern` with `status`, waiting up to 10 s for one to appear.
+async fn wait_for_execution(
+    client: &mut client::Client,
+    pattern: &str,
+    status: pb::ExecutionStatus,
+) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = client
+            .list_executions(pb::ListExecutionsRequest {
+                pattern_name: pattern.into(),
+                status: status as i32,
+                page_size: 1,
+                page_token: String::new(),
+            })
+            .await
+            .map_err(client::status_error)?
+            .into_inner();
+        if let Some(e) = page.executions.first() {
+            return Ok(e.id.clone());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("no {} execution of {pattern} within 10 s", status.as_str_name());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -81,6 +110,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map_err(client::status_error)?
         .into_inner();
     println!("\nexecuted user_creation with {input}");
+    print!("{}", render::timeline(&execution));
+
+    // The `user.created` it emitted started welcome_series, which now waits (parked in the
+    // journal) for `user.verified`; verify the address and watch it finish.
+    let user_id = result
+        .output
+        .as_ref()
+        .and_then(|o| o.fields.get("user_id"))
+        .and_then(|v| match &v.kind {
+            Some(prost_types::value::Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .context("user_creation returned no user_id")?;
+    let waiting = wait_for_execution(&mut client, "welcome_series", pb::ExecutionStatus::Running).await?;
+    println!("\nuser.created started welcome_series: execution {waiting}, waiting for user.verified");
+    client
+        .publish_event(pb::PublishEventRequest {
+            event: Some(pb::Event {
+                r#type: "user.verified".into(),
+                source: "demo/verification-link".into(),
+                data: value::serde_to_struct(&serde_json::json!({ "user_id": user_id })),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(client::status_error)
+        .context("publishing user.verified")?;
+    println!("published user.verified for {user_id}");
+    let done = wait_for_execution(&mut client, "welcome_series", pb::ExecutionStatus::Succeeded).await?;
+    let execution = client
+        .get_execution(pb::GetExecutionRequest { execution_id: done })
+        .await
+        .map_err(client::status_error)?
+        .into_inner();
     print!("{}", render::timeline(&execution));
 
     println!("\nNexus      http://{addr}  (gRPC, gRPC-Web and Connect JSON on one port)");
