@@ -634,6 +634,52 @@ pub async fn graph(target: &Target, query: GraphQuery, depth: Option<u32>) -> an
 }
 
 /// Prints the identity the server sees for the target's credentials.
+pub async fn publish_event(
+    target: &Target,
+    event_type: String,
+    data: &str,
+    id: Option<String>,
+    source: Option<String>,
+    subject: Option<String>,
+) -> anyhow::Result<()> {
+    let data: serde_json::Value = serde_json::from_str(data).context("--data is not JSON")?;
+    let data = value::serde_to_struct(&data).context("--data must be a JSON object")?;
+    let mut client = connect(target).await?;
+    let event = pb::Event {
+        r#type: event_type,
+        id: id.unwrap_or_default(),
+        source: source.unwrap_or_default(),
+        subject: subject.unwrap_or_default(),
+        data: Some(data),
+        ..Default::default()
+    };
+    let r =
+        client.publish_event(pb::PublishEventRequest { event: Some(event) }).await.map_err(status_error)?.into_inner();
+    if target.json {
+        say!("{}", render::message_json(&r, "nexus.v1.PublishEventResponse"));
+    } else if r.duplicate {
+        say!("already published: {} from {} (nothing happened again)", r.id, r.source);
+    } else {
+        say!("published {} from {}", r.id, r.source);
+    }
+    Ok(())
+}
+
+pub async fn tail_events(target: &Target, types: Vec<String>, filter: Option<String>) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let request = pb::SubscribeEventsRequest { types, filter: filter.unwrap_or_default() };
+    let mut stream = client.subscribe_events(request).await.map_err(status_error)?.into_inner();
+    while let Some(e) = stream.message().await.map_err(status_error)? {
+        if target.json {
+            say!("{}", render::message_json(&e, "nexus.v1.Event"));
+        } else {
+            let data = e.data.as_ref().map(value::struct_to_serde).unwrap_or_default();
+            say!("{}  {}  {}  {}", e.r#type, e.source, e.id, data);
+        }
+    }
+    Ok(())
+}
+
 pub async fn whoami(target: &Target) -> anyhow::Result<()> {
     let mut client = connect(target).await?;
     let r = client.who_am_i(pb::WhoAmIRequest {}).await.map_err(status_error)?.into_inner();

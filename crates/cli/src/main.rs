@@ -70,6 +70,39 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Subcommand)]
+enum EventCommand {
+    /// Publish an event in your tenant (idempotent by --source and --id).
+    Publish {
+        /// The event type, e.g. `user.verified`.
+        event_type: String,
+        /// The event's data, a JSON object.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// The event's id (default: generated). Publishing the same source and id again is a no-op.
+        #[arg(long)]
+        id: Option<String>,
+        /// Who publishes it (default: nexus/api/<your subject>).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print events of your tenant as they are published, until Ctrl-C.
+    Tail {
+        /// Only this type (repeatable).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// A CEL condition over `event`, e.g. `${{ event.data.plan == 'pro' }}`.
+        #[arg(long)]
+        filter: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
@@ -118,6 +151,9 @@ enum Command {
     /// Query the knowledge graph: impact of an action, lineage of a pattern, a node's neighbours.
     #[command(subcommand)]
     Graph(GraphCommand),
+    /// Publish events, or follow them live.
+    #[command(subcommand)]
+    Event(EventCommand),
     /// Show the identity the server sees for these credentials.
     Whoami {
         #[command(flatten)]
@@ -461,6 +497,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client::graph(&target, client::GraphQuery::Neighbourhood(node), depth).await
         }
         Command::Whoami { target } => client::whoami(&target).await,
+        Command::Event(EventCommand::Publish { event_type, data, id, source, subject, target }) => {
+            client::publish_event(&target, event_type, &data, id, source, subject).await
+        }
+        Command::Event(EventCommand::Tail { types, filter, target }) => {
+            client::tail_events(&target, types, filter).await
+        }
         Command::Token(command) => token::run(command).await,
         Command::Audit { limit, json, store } => token::audit(&store, limit, json).await,
     }

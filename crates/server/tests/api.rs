@@ -8,6 +8,8 @@ mod common;
 mod access;
 #[path = "api/catalog.rs"]
 mod catalog;
+#[path = "api/events.rs"]
+mod events;
 #[path = "api/events_nats.rs"]
 mod events_nats;
 #[path = "api/execution.rs"]

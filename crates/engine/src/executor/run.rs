@@ -115,8 +115,12 @@ pub(super) struct Run<'a> {
     /// Steps in the order they succeeded (compensation runs in reverse).
     pub(super) completed: Vec<usize>,
     pub(super) steps: Vec<StepRecord>,
-    /// `wait_for` steps registered and not resolved yet.
+    /// `wait_for` steps started and not resolved yet.
     waits_pending: Vec<usize>,
+    /// Of those, the ones registered in the store (only then can the execution park).
+    waits_registered: Vec<usize>,
+    /// Wait futures say here when their registration is in the store.
+    registered: (tokio::sync::mpsc::UnboundedSender<usize>, Option<tokio::sync::mpsc::UnboundedReceiver<usize>>),
     /// The execution left memory to wait for events (parked in the store).
     parked: bool,
 }
@@ -178,6 +182,11 @@ impl<'a> Run<'a> {
             completed: Vec::with_capacity(n),
             steps,
             waits_pending: Vec::new(),
+            waits_registered: Vec::new(),
+            registered: {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (tx, Some(rx))
+            },
             parked: false,
         }
     }
@@ -260,9 +269,18 @@ impl<'a> Run<'a> {
         tokio::pin!(cancelled_fut);
         let closed = emitter.closed();
         tokio::pin!(closed);
+        let mut registered = self.registered.1.take();
+        let next_registered = async |r: &mut Option<tokio::sync::mpsc::UnboundedReceiver<usize>>| match r {
+            Some(r) => r.recv().await,
+            None => std::future::pending().await,
+        };
         while failure.is_none() && !running.is_empty() {
-            // Nothing but waits left: leave memory until an event (or a timeout) resumes it.
-            if !self.waits_pending.is_empty() && running.len() == self.waits_pending.len() {
+            // Nothing but registered waits left: leave memory until an event (or a timeout)
+            // resumes it.
+            if !self.waits_pending.is_empty()
+                && running.len() == self.waits_pending.len()
+                && self.waits_registered.len() == self.waits_pending.len()
+            {
                 match self.park().await {
                     Ok(true) => break,
                     Ok(false) => {}
@@ -283,8 +301,14 @@ impl<'a> Run<'a> {
                     cancelled = true;
                     failure = Some(ExecError { code: Code::Cancelled, message: "the caller went away".into(), step_id: None });
                 }
+                Some(i) = next_registered(&mut registered) => {
+                    if self.waits_pending.contains(&i) && !self.waits_registered.contains(&i) {
+                        self.waits_registered.push(i);
+                    }
+                }
                 Some(done) = running.next() => {
                     self.waits_pending.retain(|&w| w != done.index);
+                    self.waits_registered.retain(|&w| w != done.index);
                     if let Err(e) = self.journal_step(&done, running.is_empty()).await {
                         failure = Some(e);
                         continue;
@@ -508,6 +532,7 @@ impl<'a> Run<'a> {
                 let woken = self.services.waits.add(self.id.clone(), step.id.clone());
                 let waits = self.services.waits;
                 let running_execution = self.emitter.running.clone();
+                let registered = self.registered.0.clone();
                 running.push(Box::pin(async move {
                     let result = match hub.register_wait(&registration).await {
                         Ok(Some(text)) => {
@@ -515,7 +540,10 @@ impl<'a> Run<'a> {
                             Ok(text)
                         }
                         // The sender lives until the wait resolves here, or the run is dropped.
-                        Ok(None) => woken.await.map_err(|_| CallError::new(Code::Cancelled, "the wait was abandoned")),
+                        Ok(None) => {
+                            let _ = registered.send(i);
+                            woken.await.map_err(|_| CallError::new(Code::Cancelled, "the wait was abandoned"))
+                        }
                         Err(e) => {
                             waits.remove(&registration.execution_id, &registration.step_id);
                             // The store is out: stay journaled and resume once it is back.

@@ -409,7 +409,7 @@ async fn durable_executions_are_listed_after_a_restart() -> Result<()> {
     let got: Vec<&str> = listed.executions.iter().map(|e| e.id.as_str()).collect();
     ensure!(got == newest_first[..2], "{got:?} vs {newest_first:?}");
     ensure!(
-        listed.executions.iter().all(|e| e.status == pb::ExecutionStatus::Succeeded as i32 && e.steps.len() == 3),
+        listed.executions.iter().all(|e| e.status == pb::ExecutionStatus::Succeeded as i32 && e.steps.len() == 4),
         "{:?}",
         listed.executions
     );

@@ -1,0 +1,249 @@
+//! Events end to end on the embedded bus: triggers (one execution per event, whatever how often
+//! it is published), durable waits (parked, resumed by the event, across a restart), the lookback
+//! that lets an event published before its wait still resume it, `any`, timeouts, and
+//! PublishEvent's checks.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use nexus_core::pb;
+
+use crate::common::*;
+
+fn event(event_type: &str, data: serde_json::Value) -> Result<pb::PublishEventRequest> {
+    Ok(pb::PublishEventRequest {
+        event: Some(pb::Event { r#type: event_type.into(), data: Some(to_struct(data)?), ..Default::default() }),
+    })
+}
+
+async fn executions(client: &mut Client, pattern: &str, status: pb::ExecutionStatus) -> Result<Vec<pb::Execution>> {
+    Ok(client
+        .list_executions(pb::ListExecutionsRequest {
+            pattern_name: pattern.into(),
+            status: status as i32,
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .executions)
+}
+
+#[tokio::test]
+async fn a_trigger_starts_one_execution_per_event_and_its_wait_resumes_on_the_matching_event() -> Result<()> {
+    let mut h = Harness::start().await?;
+    register_examples(&mut h.client).await?;
+    register(&mut h.client, pattern_file("welcome_series")?).await?;
+    let input = serde_json::json!({"email": unique_email("events"), "name": "Eve"});
+    let created = h.client.execute_pattern(execute_request("user_creation", input)?).await?.into_inner();
+    let user_id =
+        to_json(created.output.as_ref().context("output")?)["user_id"].as_str().context("user_id")?.to_string();
+    let waiting = eventually(Duration::from_secs(5), "welcome_series waiting", async || {
+        let running = executions(&mut h.client, "welcome_series", pb::ExecutionStatus::Running).await?;
+        ensure!(running.len() == 1, "{} running", running.len());
+        Ok(running[0].id.clone())
+    })
+    .await?;
+    // The same user.created again (a redelivery) starts nothing more.
+    let again = pb::PublishEventRequest {
+        event: Some(pb::Event {
+            r#type: "user.created".into(),
+            source: "nexus/patterns/user_creation".into(),
+            id: format!("{}/announce", created.execution_id),
+            data: Some(to_struct(serde_json::json!({"user_id": user_id, "email": "x@y.z", "name": "X"}))?),
+            ..Default::default()
+        }),
+    };
+    let r = h.client.publish_event(again).await?.into_inner();
+    ensure!(r.duplicate, "{r:?}");
+    // Another user's verification does not match; this user's does.
+    h.client.publish_event(event("user.verified", serde_json::json!({"user_id": "usr_other"}))?).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ensure!(executions(&mut h.client, "welcome_series", pb::ExecutionStatus::Running).await?.len() == 1);
+    h.client.publish_event(event("user.verified", serde_json::json!({"user_id": user_id}))?).await?;
+    let done = eventually(Duration::from_secs(5), "welcome_series succeeded", async || {
+        let done = get_execution(&mut h.client, &waiting).await?;
+        ensure!(done.status == pb::ExecutionStatus::Succeeded as i32, "status {}", done.status);
+        Ok(done)
+    })
+    .await?;
+    ensure!(step(&done, "guide")?.status == pb::StepStatus::Succeeded as i32);
+    let all = executions(&mut h.client, "welcome_series", pb::ExecutionStatus::Unspecified).await?;
+    ensure!(all.len() == 1, "one execution per event: {}", all.len());
+    h.stop().await;
+    Ok(())
+}
+
+const CORRELATED: &str = r#"
+name: correlated
+version: 1.0.0
+durability: durable
+input: {type: object, required: [key], properties: {key: {type: string}}}
+steps:
+  - id: got
+    wait_for:
+      event: test.ready
+      match: "${{ event.data.key == input.key }}"
+      timeout: 30s
+output:
+  key: "${{ steps.got.data.key }}"
+"#;
+
+#[tokio::test]
+async fn an_event_published_just_before_its_wait_registers_still_resumes_it() -> Result<()> {
+    let mut h = Harness::start().await?;
+    register(&mut h.client, pattern(CORRELATED)?).await?;
+    // Published first: the wait finds it in the lookback window and never parks.
+    for n in 0..20 {
+        let key = format!("before-{n}");
+        h.client.publish_event(event("test.ready", serde_json::json!({"key": key}))?).await?;
+        let r = h.client.execute_pattern(execute_request("correlated", serde_json::json!({"key": key}))?).await?;
+        let r = r.into_inner();
+        ensure!(r.status == pb::ExecutionStatus::Succeeded as i32, "{key}: {r:?}");
+        ensure!(to_json(r.output.as_ref().context("output")?)["key"] == key.as_str());
+    }
+    // Racing: the event 0–20 ms before or after the execution starts; every one resumes.
+    let mut ids = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..40u64 {
+        let mut c = connect(&h).await?;
+        let mut p = c.clone();
+        let key = format!("race-{n}");
+        tasks.spawn(async move {
+            let data = serde_json::json!({"key": key});
+            let publish = async move {
+                tokio::time::sleep(Duration::from_millis(n % 21)).await;
+                p.publish_event(event("test.ready", data)?).await?;
+                anyhow::Ok(())
+            };
+            let run = c.execute_pattern(execute_request("correlated", serde_json::json!({"key": key}))?);
+            let (published, ran) = tokio::join!(publish, run);
+            published?;
+            anyhow::Ok(ran?.into_inner().execution_id)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        ids.push(r??);
+    }
+    for id in ids {
+        eventually(Duration::from_secs(10), "the racing execution succeeded", async || {
+            let e = get_execution(&mut h.client, &id).await?;
+            ensure!(e.status == pb::ExecutionStatus::Succeeded as i32, "status {}", e.status);
+            Ok(())
+        })
+        .await?;
+    }
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn wait_for_any_completes_on_the_first_and_a_timeout_fails_the_step() -> Result<()> {
+    let mut h = Harness::start().await?;
+    register(
+        &mut h.client,
+        pattern(
+            r#"
+name: first_of
+version: 1.0.0
+durability: durable
+input: {type: object, required: [order], properties: {order: {type: string}}}
+steps:
+  - id: outcome
+    wait_for:
+      any:
+        - {event: order.paid, match: "${{ event.data.order == input.order }}"}
+        - {event: order.cancelled, match: "${{ event.data.order == input.order }}"}
+output:
+  how: "${{ steps.outcome.type }}"
+"#,
+        )?,
+    )
+    .await?;
+    let r = h.client.execute_pattern(execute_request("first_of", serde_json::json!({"order": "o1"}))?).await?;
+    let r = r.into_inner();
+    ensure!(r.status == pb::ExecutionStatus::Running as i32, "parked: {r:?}");
+    h.client.publish_event(event("order.cancelled", serde_json::json!({"order": "o1"}))?).await?;
+    let done = eventually(Duration::from_secs(5), "first_of finished", async || {
+        let e = get_execution(&mut h.client, &r.execution_id).await?;
+        ensure!(e.status == pb::ExecutionStatus::Succeeded as i32, "status {}", e.status);
+        Ok(e)
+    })
+    .await?;
+    ensure!(to_json(done.output.as_ref().context("output")?)["how"] == "order.cancelled");
+    // The other branch was withdrawn with it: a later order.paid resumes nothing, changes nothing.
+    h.client.publish_event(event("order.paid", serde_json::json!({"order": "o1"}))?).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(get_execution(&mut h.client, &r.execution_id).await?.status == pb::ExecutionStatus::Succeeded as i32);
+
+    register(
+        &mut h.client,
+        pattern(
+            r#"
+name: short_wait
+version: 1.0.0
+durability: durable
+steps:
+  - id: never
+    wait_for: {event: never.happens, timeout: 1s}
+"#,
+        )?,
+    )
+    .await?;
+    let r = h.client.execute_pattern(execute_request("short_wait", serde_json::json!({}))?).await?.into_inner();
+    let failed = eventually(Duration::from_secs(5), "the wait timed out", async || {
+        let e = get_execution(&mut h.client, &r.execution_id).await?;
+        ensure!(e.status == pb::ExecutionStatus::Failed as i32, "status {}", e.status);
+        Ok(e)
+    })
+    .await?;
+    let error = failed.error.context("error")?;
+    ensure!(error.code == "DEADLINE_EXCEEDED" && error.message.contains("never.happens"), "{error:?}");
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_parked_execution_survives_a_restart_and_resumes_on_its_event() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let options = || Options { data_dir: Some(dir.path().into()), ..Default::default() };
+    let mut h = Harness::start_with(options()).await?;
+    register(&mut h.client, pattern(CORRELATED)?).await?;
+    let r = h.client.execute_pattern(execute_request("correlated", serde_json::json!({"key": "k1"}))?).await?;
+    let id = r.into_inner().execution_id;
+    h.stop().await;
+
+    let mut h = Harness::start_with(options()).await?;
+    ensure!(get_execution(&mut h.client, &id).await?.status == pb::ExecutionStatus::Running as i32);
+    h.client.publish_event(event("test.ready", serde_json::json!({"key": "k1"}))?).await?;
+    eventually(Duration::from_secs(5), "resumed after the restart", async || {
+        let e = get_execution(&mut h.client, &id).await?;
+        ensure!(e.status == pb::ExecutionStatus::Succeeded as i32, "status {}", e.status);
+        Ok(())
+    })
+    .await?;
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn publish_event_names_what_is_wrong() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let cases = [
+        (pb::Event { r#type: "".into(), ..Default::default() }, "event.type"),
+        (pb::Event { r#type: "has space".into(), ..Default::default() }, "not a valid event type"),
+        (pb::Event { r#type: "a.b".into(), id: "x".repeat(300), ..Default::default() }, "event.id"),
+        (
+            pb::Event { r#type: "a.b".into(), datacontenttype: "text/xml".into(), ..Default::default() },
+            "event.datacontenttype",
+        ),
+    ];
+    for (e, says) in cases {
+        let err = h.client.publish_event(pb::PublishEventRequest { event: Some(e) }).await.unwrap_err();
+        ensure!(err.code() == tonic::Code::InvalidArgument && err.message().contains(says), "{err:?}");
+    }
+    let err = h.client.publish_event(pb::PublishEventRequest { event: None }).await.unwrap_err();
+    ensure!(err.code() == tonic::Code::InvalidArgument, "{err:?}");
+    h.stop().await;
+    Ok(())
+}
