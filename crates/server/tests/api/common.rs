@@ -44,6 +44,8 @@ pub struct Options {
     pub database: Option<(String, String)>,
     /// `limits.max_in_flight_per_caller`, when set.
     pub max_in_flight: Option<usize>,
+    /// `[events]` (the in-process bus when not set).
+    pub events: Option<nexus_server::EventsConfig>,
 }
 
 impl Harness {
@@ -63,6 +65,9 @@ impl Harness {
             (None, None) => config.in_memory = true,
         }
         config.auth = options.auth;
+        if let Some(events) = options.events {
+            config.events = events;
+        }
         if let Some(n) = options.max_in_flight {
             config.limits.max_in_flight_per_caller = n;
         }

@@ -247,3 +247,71 @@ async fn publish_event_names_what_is_wrong() -> Result<()> {
     h.stop().await;
     Ok(())
 }
+
+/// Two replicas sharing PostgreSQL (a schema of their own) and a JetStream stream (names of their
+/// own): each event, published twice (once through each replica), starts one execution; every
+/// execution parks, and the verification published through the other replica resumes it,
+/// whichever replica routes it.
+#[tokio::test]
+async fn two_replicas_on_postgres_and_jetstream_trigger_once_and_resume_each_other_s_waits() -> Result<()> {
+    let (url, schema, _guard) = crate::access::pg_schema().await?;
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let events = nexus_server::EventsConfig {
+        url: Some(nats.clone()),
+        stream: format!("NEXUS_TEST_{unique}"),
+        consumer: format!("router-{unique}"),
+        subject_prefix: format!("test.{unique}.events"),
+        ..Default::default()
+    };
+    let options = || Options {
+        database: Some((url.clone(), schema.clone())),
+        events: Some(events.clone()),
+        ..Default::default()
+    };
+    let mut a = Harness::start_with(options()).await?;
+    let mut b = Harness::start_with(options()).await?;
+    register(&mut a.client, pattern_file("welcome_series")?).await?;
+    // B learns of the pattern within its refresh interval (2 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    const USERS: usize = 40;
+    for n in 0..USERS {
+        let created = pb::PublishEventRequest {
+            event: Some(pb::Event {
+                r#type: "user.created".into(),
+                source: "test/signup".into(),
+                id: format!("signup-{n}"),
+                data: Some(to_struct(serde_json::json!({
+                    "user_id": format!("usr_{n}"), "email": format!("u{n}@example.com"), "name": format!("U{n}")
+                }))?),
+                ..Default::default()
+            }),
+        };
+        let first = a.client.publish_event(created.clone()).await?.into_inner();
+        let second = b.client.publish_event(created).await?.into_inner();
+        ensure!(!first.duplicate && second.duplicate, "{first:?} {second:?}");
+    }
+    eventually(Duration::from_secs(20), "one waiting execution per user", async || {
+        let running = executions(&mut a.client, "welcome_series", pb::ExecutionStatus::Running).await?;
+        ensure!(running.len() == USERS, "{} running", running.len());
+        Ok(())
+    })
+    .await?;
+    for n in 0..USERS {
+        let c = if n % 2 == 0 { &mut b.client } else { &mut a.client };
+        c.publish_event(event("user.verified", serde_json::json!({"user_id": format!("usr_{n}")}))?).await?;
+    }
+    eventually(Duration::from_secs(20), "every execution resumed and finished", async || {
+        let done = executions(&mut b.client, "welcome_series", pb::ExecutionStatus::Succeeded).await?;
+        ensure!(done.len() == USERS, "{} succeeded", done.len());
+        Ok(())
+    })
+    .await?;
+    let all = executions(&mut a.client, "welcome_series", pb::ExecutionStatus::Unspecified).await?;
+    ensure!(all.len() == USERS, "exactly one execution per event: {}", all.len());
+    a.stop().await;
+    b.stop().await;
+    let client = async_nats::connect(&nats).await?;
+    let _ = async_nats::jetstream::new(client).delete_stream(&events.stream).await;
+    Ok(())
+}
