@@ -39,7 +39,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer;
 
 pub use config::{
-    AuthConfig, Config, ConfigError, DiscoveryConfig, EventsConfig, JwtConfig, ServiceConfig, StoreConfig, TlsConfig, parse_duration,
+    AuthConfig, Config, ConfigError, DiscoveryConfig, EventsConfig, JwtConfig, ServiceConfig, StoreConfig, TlsConfig,
+    parse_duration,
 };
 pub use error::EXECUTION_ID_HEADER;
 pub use error::RpcStatus;

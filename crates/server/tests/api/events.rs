@@ -89,19 +89,58 @@ output:
   key: "${{ steps.got.data.key }}"
 "#;
 
+const FIRST_OF: &str = r#"
+name: first_of
+version: 1.0.0
+durability: durable
+input: {type: object, required: [order], properties: {order: {type: string}}}
+steps:
+  - id: outcome
+    wait_for:
+      any:
+        - {event: order.paid, match: "${{ event.data.order == input.order }}"}
+        - {event: order.cancelled, match: "${{ event.data.order == input.order }}"}
+output:
+  how: "${{ steps.outcome.type }}"
+"#;
+
+const SHORT_WAIT: &str = r#"
+name: short_wait
+version: 1.0.0
+durability: durable
+steps:
+  - id: never
+    wait_for: {event: never.happens, timeout: 1s}
+"#;
+
 #[tokio::test]
 async fn an_event_published_just_before_its_wait_registers_still_resumes_it() -> Result<()> {
     let mut h = Harness::start().await?;
     register(&mut h.client, pattern(CORRELATED)?).await?;
-    // Published first: the wait finds it in the lookback window and never parks.
-    for n in 0..20 {
-        let key = format!("before-{n}");
-        h.client.publish_event(event("test.ready", serde_json::json!({"key": key}))?).await?;
-        let r = h.client.execute_pattern(execute_request("correlated", serde_json::json!({"key": key}))?).await?;
-        let r = r.into_inner();
-        ensure!(r.status == pb::ExecutionStatus::Succeeded as i32, "{key}: {r:?}");
-        ensure!(to_json(r.output.as_ref().context("output")?)["key"] == key.as_str());
+    // 1,000 events, each published 0–50 ms before the execution whose wait it matches starts
+    // (50 at a time): every wait finds its event in the lookback window.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut resumed = 0;
+    for n in 0..1000u64 {
+        if tasks.len() >= 50 {
+            resumed += tasks.join_next().await.context("a task")???;
+        }
+        let mut c = connect(&h).await?;
+        tasks.spawn(async move {
+            let key = format!("before-{n}");
+            c.publish_event(event("test.ready", serde_json::json!({"key": key}))?).await?;
+            tokio::time::sleep(Duration::from_millis(n * 37 % 51)).await;
+            let r = c.execute_pattern(execute_request("correlated", serde_json::json!({"key": key}))?).await?;
+            let r = r.into_inner();
+            ensure!(r.status == pb::ExecutionStatus::Succeeded as i32, "{key}: {r:?}");
+            ensure!(to_json(r.output.as_ref().context("output")?)["key"] == key.as_str());
+            anyhow::Ok(1)
+        });
     }
+    while let Some(r) = tasks.join_next().await {
+        resumed += r??;
+    }
+    ensure!(resumed == 1000, "{resumed} of 1000 resumed");
     // Racing: the event 0–20 ms before or after the execution starts; every one resumes.
     let mut ids = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -140,26 +179,7 @@ async fn an_event_published_just_before_its_wait_registers_still_resumes_it() ->
 #[tokio::test]
 async fn wait_for_any_completes_on_the_first_and_a_timeout_fails_the_step() -> Result<()> {
     let mut h = Harness::start().await?;
-    register(
-        &mut h.client,
-        pattern(
-            r#"
-name: first_of
-version: 1.0.0
-durability: durable
-input: {type: object, required: [order], properties: {order: {type: string}}}
-steps:
-  - id: outcome
-    wait_for:
-      any:
-        - {event: order.paid, match: "${{ event.data.order == input.order }}"}
-        - {event: order.cancelled, match: "${{ event.data.order == input.order }}"}
-output:
-  how: "${{ steps.outcome.type }}"
-"#,
-        )?,
-    )
-    .await?;
+    register(&mut h.client, pattern(FIRST_OF)?).await?;
     let r = h.client.execute_pattern(execute_request("first_of", serde_json::json!({"order": "o1"}))?).await?;
     let r = r.into_inner();
     ensure!(r.status == pb::ExecutionStatus::Running as i32, "parked: {r:?}");
@@ -176,20 +196,7 @@ output:
     tokio::time::sleep(Duration::from_millis(300)).await;
     ensure!(get_execution(&mut h.client, &r.execution_id).await?.status == pb::ExecutionStatus::Succeeded as i32);
 
-    register(
-        &mut h.client,
-        pattern(
-            r#"
-name: short_wait
-version: 1.0.0
-durability: durable
-steps:
-  - id: never
-    wait_for: {event: never.happens, timeout: 1s}
-"#,
-        )?,
-    )
-    .await?;
+    register(&mut h.client, pattern(SHORT_WAIT)?).await?;
     let r = h.client.execute_pattern(execute_request("short_wait", serde_json::json!({}))?).await?.into_inner();
     let failed = eventually(Duration::from_secs(5), "the wait timed out", async || {
         let e = get_execution(&mut h.client, &r.execution_id).await?;
@@ -204,24 +211,47 @@ steps:
 }
 
 #[tokio::test]
-async fn a_parked_execution_survives_a_restart_and_resumes_on_its_event() -> Result<()> {
+async fn parked_executions_survive_a_restart_any_resumes_once_and_a_timeout_passed_while_down_fires() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let options = || Options { data_dir: Some(dir.path().into()), ..Default::default() };
     let mut h = Harness::start_with(options()).await?;
     register(&mut h.client, pattern(CORRELATED)?).await?;
-    let r = h.client.execute_pattern(execute_request("correlated", serde_json::json!({"key": "k1"}))?).await?;
-    let id = r.into_inner().execution_id;
+    register(&mut h.client, pattern(FIRST_OF)?).await?;
+    register(&mut h.client, pattern(SHORT_WAIT)?).await?;
+    let start = async |c: &mut Client, name: &str, input: serde_json::Value| -> Result<String> {
+        let r = c.execute_pattern(execute_request(name, input)?).await?.into_inner();
+        ensure!(r.status == pb::ExecutionStatus::Running as i32, "{name} parked: {r:?}");
+        Ok(r.execution_id)
+    };
+    let correlated = start(&mut h.client, "correlated", serde_json::json!({"key": "k1"})).await?;
+    let first_of = start(&mut h.client, "first_of", serde_json::json!({"order": "o2"})).await?;
+    let short = start(&mut h.client, "short_wait", serde_json::json!({})).await?;
     h.stop().await;
+    // Down for longer than short_wait's timeout: it times out once the node is back.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let mut h = Harness::start_with(options()).await?;
-    ensure!(get_execution(&mut h.client, &id).await?.status == pb::ExecutionStatus::Running as i32);
+    ensure!(get_execution(&mut h.client, &correlated).await?.status == pb::ExecutionStatus::Running as i32);
     h.client.publish_event(event("test.ready", serde_json::json!({"key": "k1"}))?).await?;
-    eventually(Duration::from_secs(5), "resumed after the restart", async || {
-        let e = get_execution(&mut h.client, &id).await?;
-        ensure!(e.status == pb::ExecutionStatus::Succeeded as i32, "status {}", e.status);
-        Ok(())
-    })
-    .await?;
+    h.client.publish_event(event("order.paid", serde_json::json!({"order": "o2"}))?).await?;
+    let finished = async |c: &mut Client, id: &str, status: pb::ExecutionStatus| -> Result<pb::Execution> {
+        eventually(Duration::from_secs(5), "finished after the restart", async || {
+            let e = get_execution(c, id).await?;
+            ensure!(e.status == status as i32, "status {}", e.status);
+            Ok(e)
+        })
+        .await
+    };
+    finished(&mut h.client, &correlated, pb::ExecutionStatus::Succeeded).await?;
+    let e = finished(&mut h.client, &first_of, pb::ExecutionStatus::Succeeded).await?;
+    ensure!(to_json(e.output.as_ref().context("output")?)["how"] == "order.paid");
+    let e = finished(&mut h.client, &short, pb::ExecutionStatus::Failed).await?;
+    ensure!(e.error.as_ref().is_some_and(|e| e.code == "DEADLINE_EXCEEDED"), "{:?}", e.error);
+    // The losing branch left nothing waiting.
+    h.client.publish_event(event("order.cancelled", serde_json::json!({"order": "o2"}))?).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = get_execution(&mut h.client, &first_of).await?;
+    ensure!(to_json(e.output.as_ref().context("output")?)["how"] == "order.paid");
     h.stop().await;
     Ok(())
 }
