@@ -4,6 +4,7 @@
 //! Everything runs on loopback (127.0.0.1) and every phase is bounded by a request count AND a
 //! time limit, so the benchmark always stops by itself.
 
+pub mod events;
 pub mod search;
 
 use std::{
@@ -357,7 +358,7 @@ enum Target {
     Nexus(Arc<String>),
 }
 
-async fn channel(url: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(url: &str) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(url.to_string())?.tcp_nodelay(true).connect().await?)
 }
 

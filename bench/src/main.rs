@@ -44,6 +44,16 @@ struct Args {
     /// (SQLite, or PostgreSQL with --database-url).
     #[arg(long)]
     search_patterns: Option<usize>,
+    /// Instead: the events benchmark — event→start and event→resume latencies (this many
+    /// samples each) and the memory of --waiting parked durable executions.
+    #[arg(long)]
+    events: Option<usize>,
+    /// With --events: how many durable executions wait at once.
+    #[arg(long, default_value_t = 10_000)]
+    waiting: usize,
+    /// With --events: NATS JetStream instead of the in-process bus (a stream of its own).
+    #[arg(long)]
+    events_url: Option<String>,
     /// (Internal) run as the Nexus child process.
     #[arg(long, hide = true)]
     serve_nexus: bool,
@@ -67,6 +77,11 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.search_patterns {
         let report = runtime.block_on(nexus_bench::search(n, 200, args.database_url.as_deref()))?;
+        print!("{}", report.render());
+        return Ok(());
+    }
+    if let Some(samples) = args.events {
+        let report = runtime.block_on(nexus_bench::events::run(samples, args.waiting, args.events_url.clone()))?;
         print!("{}", report.render());
         return Ok(());
     }
