@@ -690,7 +690,10 @@ pub async fn check_graph(store: &dyn crate::MetaStore) {
         store.graph_edges(&verified_id, In, &[]).await.unwrap(),
         [edge(&node(&listener), "WAITS_FOR", &verified_id)]
     );
-    assert_eq!(store.graph_nodes(&[created_id.clone()]).await.unwrap(), [n(&created_id, "event", &created, false)]);
+    assert_eq!(
+        store.graph_nodes(std::slice::from_ref(&created_id)).await.unwrap(),
+        [n(&created_id, "event", &created, false)]
+    );
 }
 
 /// Concurrent writes of one name serialise: one creation, one star count, no lost executions.
