@@ -386,7 +386,7 @@ enum PatternCommand {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on (gRPC, gRPC-Web and Connect JSON on one port).
+    /// Address to listen on (gRPC, gRPC-Web, Connect JSON and CloudEvents on one port).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// A backend to plug in, as NAME=URL (descriptors by gRPC server reflection). Repeatable.

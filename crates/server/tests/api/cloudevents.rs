@@ -207,12 +207,35 @@ async fn refusals_have_their_status_and_name_the_field() -> Result<()> {
     ensure!(status == http::StatusCode::PAYLOAD_TOO_LARGE, "{status} {body}");
     ensure!(body["error"].as_str().is_some_and(|e| e.starts_with("body")), "{body}");
 
+    ensure!(chunked_past_the_limit(h.addr).await?.starts_with("HTTP/1.1 413"), "a chunked body past 1 MiB");
+
     let (status, _) = post(h.addr, &[("content-type", "text/plain")], "hello").await?;
     ensure!(status == http::StatusCode::UNSUPPORTED_MEDIA_TYPE, "{status}");
     let (status, body) = http1(h.addr, "GET", &[], Bytes::new()).await?;
     ensure!(status == http::StatusCode::METHOD_NOT_ALLOWED && body["error"].is_string(), "{status} {body}");
     h.stop().await;
     Ok(())
+}
+
+/// A chunked body (no declared length) of 2 MiB, written by hand; the status line of the answer.
+/// The server stops reading at the limit, so writing may fail once it has answered.
+async fn chunked_past_the_limit(addr: SocketAddr) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST /events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {STRUCTURED}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    let chunk = format!("10000\r\n{}\r\n", "a".repeat(0x10000));
+    for _ in 0..32 {
+        if tcp.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = tcp.write_all(b"0\r\n\r\n").await;
+    let mut answer = vec![0; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer)).await??;
+    Ok(String::from_utf8_lossy(&answer[..n]).into_owned())
 }
 
 /// With `require_auth`, the endpoint takes the same credentials as gRPC: none → 401, a viewer →
