@@ -299,7 +299,7 @@ pub async fn show(target: &Target, name: &str, version: Option<String>) -> anyho
     if target.json {
         say!("{}", serde_json::to_string_pretty(&document::to_json(&pattern))?);
     } else {
-        say_raw!("{}", document::to_yaml(&pattern));
+        say_raw!("{}{}", render::pattern_events(&pattern), document::to_yaml(&pattern));
     }
     Ok(())
 }

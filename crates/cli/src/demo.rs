@@ -146,7 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .into_inner();
     print!("{}", render::timeline(&execution));
 
-    println!("\nNexus      http://{addr}  (gRPC, gRPC-Web and Connect JSON on one port)");
+    println!("\nNexus      http://{addr}  (gRPC, gRPC-Web, Connect JSON and CloudEvents at /events on one port)");
     println!("backends   http://{backend}  (demo.user.v1.UserService, demo.asset.v1.AssetService,");
     println!("           demo.notification.v1.NotificationService, demo.broadcast.v1.BroadcastService)");
     println!("\nTry it:");

@@ -193,9 +193,10 @@ enum ServicesCommand {
 #[derive(Subcommand)]
 enum GraphCommand {
     /// Pattern versions that use an action (`package.Service/Method`), directly or through
-    /// sub-patterns.
+    /// sub-patterns; or that are triggered by, wait for or emit an event type (`user.created`).
     Impact {
-        /// The action, `package.Service/Method`.
+        /// The action, `package.Service/Method`, or the event type, `user.created` (prefixes
+        /// `action:` and `event:` are accepted too).
         action: String,
         #[command(flatten)]
         target: Target,
@@ -210,8 +211,8 @@ enum GraphCommand {
     /// The nodes within `--depth` edges of a node.
     #[command(visible_alias = "neighbors")]
     Neighbours {
-        /// Node id: `pattern:NAME@VERSION`, `action:package.Service/Method`, `service:package.Service`
-        /// or `owner:TENANT/SUBJECT`.
+        /// Node id: `pattern:NAME@VERSION`, `action:package.Service/Method`, `service:package.Service`,
+        /// `event:TYPE` or `owner:TENANT/SUBJECT`.
         node: String,
         /// How many edges away (1 to 3; default 1).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3))]
@@ -313,7 +314,8 @@ enum PatternCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Show a registered pattern (or a local file) as YAML.
+    /// Show a registered pattern (or a local file) as YAML, its triggers and event steps first
+    /// (as comments).
     Show {
         /// A pattern name, or a path to a pattern file.
         name: String,
@@ -384,7 +386,7 @@ enum PatternCommand {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on (gRPC, gRPC-Web and Connect JSON on one port).
+    /// Address to listen on (gRPC, gRPC-Web, Connect JSON and CloudEvents on one port).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// A backend to plug in, as NAME=URL (descriptors by gRPC server reflection). Repeatable.

@@ -327,6 +327,37 @@ pub fn execution_json(e: &pb::Execution) -> String {
     message_json(e, "nexus.v1.Execution").to_string()
 }
 
+/// A pattern's events as YAML comments (so `pattern show` output stays a valid document): its
+/// `on:` triggers and the kind of each event step. Empty when it has neither.
+pub fn pattern_events(p: &pb::Pattern) -> String {
+    // Expressions are shown on one line, whatever their layout in the document.
+    let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let with = |word: &str, expr: &str| {
+        if expr.trim().is_empty() { String::new() } else { format!(" [{word} {}]", one_line(expr)) }
+    };
+    let mut lines = Vec::new();
+    for t in &p.on {
+        let input = if t.input.is_some() { " (input mapped)" } else { "" };
+        lines.push(format!("on: {}{}{input}", t.event, with("filter", &t.filter)));
+    }
+    for step in &p.steps {
+        if let Some(e) = &step.emit {
+            lines.push(format!("step {}: emit {}", step.id, e.r#type));
+        }
+        if let Some(w) = &step.wait_for {
+            let timeout = w.timeout.as_ref().map(|d| format!(" (timeout {}s)", d.seconds)).unwrap_or_default();
+            if w.any.is_empty() {
+                lines.push(format!("step {}: wait_for {}{}{timeout}", step.id, w.event, with("match", &w.r#match)));
+            } else {
+                let branches: Vec<String> =
+                    w.any.iter().map(|b| format!("{}{}", b.event, with("match", &b.r#match))).collect();
+                lines.push(format!("step {}: wait_for any of {}{timeout}", step.id, branches.join(", ")));
+            }
+        }
+    }
+    lines.iter().map(|l| format!("# {l}\n")).collect()
+}
+
 /// One line per event of a followed execution.
 pub fn event_line(e: &pb::ExecutionEvent) -> Option<String> {
     use pb::execution_event::Event as E;
@@ -387,6 +418,38 @@ mod tests {
             change(Changed, "steps.a.when", "", r#""${{ true }}""#),
             r#"~ steps.a.when: (unset) -> "${{ true }}""#
         );
+    }
+
+    #[test]
+    fn pattern_events_list_triggers_and_event_steps_as_comments() {
+        let doc = nexus_core::document::parse(
+            r#"
+name: w
+version: 1.0.0
+on:
+  - event: user.created
+    filter: "${{ event.data.plan ==
+      'pro' }}"
+steps:
+  - id: announce
+    emit: {type: user.welcomed, data: {}}
+  - id: verified
+    wait_for: {event: user.verified, match: "${{ event.data.id == 'x' }}", timeout: 60s}
+  - id: either
+    wait_for: {any: [{event: a.done}, {event: b.done}]}
+  - id: plain
+    call: demo.users.v1.UserService/CreateUser
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pattern_events(&doc),
+            "# on: user.created [filter ${{ event.data.plan == 'pro' }}]\n\
+             # step announce: emit user.welcomed\n\
+             # step verified: wait_for user.verified [match ${{ event.data.id == 'x' }}] (timeout 60s)\n\
+             # step either: wait_for any of a.done, b.done\n"
+        );
+        assert_eq!(pattern_events(&pb::Pattern::default()), "");
     }
 
     #[test]

@@ -158,6 +158,26 @@ fn client_commands_talk_to_a_running_nexus() {
         ok && stdout.contains("pattern:user_creation@1.0.0") && stdout.contains("pattern:my_onboarding@1.1.0"),
         "{stdout}{stderr}"
     );
+    // Events: `pattern show` lists triggers and event steps first (as comments, so the output
+    // stays a registrable document, as the fork above shows); the graph knows who uses an event.
+    let (ok, stdout, stderr) = run(&["pattern", "show", "welcome_series"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("# on: user.created (input mapped)\n# step verified: wait_for user.verified [match "),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = run(&["pattern", "show", "user_creation"]);
+    assert!(ok && stdout.starts_with("# step announce: emit user.created\n"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = run(&["graph", "impact", "user.created"]);
+    assert!(
+        ok && stdout.contains("pattern:user_creation@1.0.0 -EMITS-> event:user.created")
+            && stdout.contains("pattern:welcome_series@1.0.0 -TRIGGERED_BY-> event:user.created")
+            && stdout.contains("event:user.created")
+            && stdout.contains("  event"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, _) = run(&["graph", "impact", "event:user.verified"]);
+    assert!(ok && stdout.contains("pattern:welcome_series@1.0.0 -WAITS_FOR-> event:user.verified"), "{stdout}");
     let (ok, stdout, stderr) = run(&["pattern", "versions", "my_onboarding"]);
     assert!(ok && stdout.contains("1.1.0") && stdout.contains("user_creation@1.0.0"), "{stdout}{stderr}");
     let (ok, stdout, stderr) = run(&["whoami"]);

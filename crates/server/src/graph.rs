@@ -23,22 +23,37 @@ pub struct Graph<'a> {
 }
 
 impl Graph<'_> {
-    /// Every pattern version that uses `action`, directly or through sub-patterns at any depth.
-    pub async fn impact(&self, action: &str) -> Result<pb::QueryGraphResponse, ApiError> {
-        let start = format!("action:{}", action.trim_start_matches("action:"));
+    /// What depends on an action or an event type. `target` is `action:package.Service/Method`,
+    /// `event:TYPE`, or either without its prefix (an action always has a `/`, an event type
+    /// never does).
+    ///
+    /// An action: every pattern version that uses it, directly or through sub-patterns at any
+    /// depth. An event type: every version triggered by it, waiting for it or emitting it, and
+    /// the callers (at any depth) of those that wait for or emit it — a caller of a triggered
+    /// pattern passes its own input, so the event does not reach it.
+    pub async fn impact(&self, target: &str) -> Result<pb::QueryGraphResponse, ApiError> {
+        let (start, direct_kinds, through_calls): (String, &[&str], &[&str]) = match impact_target(target) {
+            Impacted::Action(a) => (format!("action:{a}"), &["USES"], &["USES"]),
+            Impacted::Event(t) => {
+                (format!("event:{t}"), &["TRIGGERED_BY", "EMITS", "WAITS_FOR"], &["EMITS", "WAITS_FOR"])
+            }
+        };
         let mut nodes = BTreeSet::from([start.clone()]);
         let mut edges = Vec::new();
-        let direct = self.edges(&start, Direction::In, &["USES"]).await?;
+        let direct = self.edges(&start, Direction::In, direct_kinds).await?;
         let mut queue: VecDeque<String> = VecDeque::new();
+        let mut walked = HashSet::new();
         for e in direct {
-            if nodes.insert(e.from.clone()) {
+            nodes.insert(e.from.clone());
+            if through_calls.contains(&e.kind.as_str()) && walked.insert(e.from.clone()) {
                 queue.push_back(e.from.clone());
             }
             edges.push(e);
         }
         while let Some(node) = queue.pop_front() {
             for e in self.edges(&node, Direction::In, &["CALLS_PATTERN"]).await? {
-                if nodes.len() < MAX_NODES && nodes.insert(e.from.clone()) {
+                if nodes.len() < MAX_NODES && walked.insert(e.from.clone()) {
+                    nodes.insert(e.from.clone());
                     queue.push_back(e.from.clone());
                 }
                 edges.push(e);
@@ -153,6 +168,24 @@ impl Graph<'_> {
             })
             .collect();
         Ok(pb::QueryGraphResponse { nodes, edges })
+    }
+}
+
+/// What an impact query asks about.
+enum Impacted<'a> {
+    Action(&'a str),
+    Event(&'a str),
+}
+
+fn impact_target(target: &str) -> Impacted<'_> {
+    if let Some(a) = target.strip_prefix("action:") {
+        Impacted::Action(a)
+    } else if let Some(t) = target.strip_prefix("event:") {
+        Impacted::Event(t)
+    } else if target.contains('/') {
+        Impacted::Action(target)
+    } else {
+        Impacted::Event(target)
     }
 }
 

@@ -1,11 +1,13 @@
-//! Nexus server: configuration, wiring, and the one port that serves native gRPC, gRPC-Web and
-//! Connect unary JSON (plus gRPC server reflection and `grpc.health.v1`).
+//! Nexus server: configuration, wiring, and the one port that serves native gRPC, gRPC-Web,
+//! Connect unary JSON and CloudEvents over HTTP (plus gRPC server reflection and
+//! `grpc.health.v1`).
 //!
 //! Architecture invariant: this is the only crate that reads configuration or binds sockets;
 //! everything is assembled in [`Nexus::start`] by constructor injection of `Arc<dyn Trait>`.
 
 mod api;
 pub mod auth;
+mod cloudevents;
 mod config;
 mod connect;
 mod convert;
@@ -223,6 +225,11 @@ impl Nexus {
             .with_journal(Arc::new(journal))
             .with_events(event_router.clone());
         event_router.set_engine(engine.clone());
+        let cloudevents = cloudevents::Endpoint::new(
+            authenticator.clone(),
+            api::access::Access::new(registry.clone(), auth_store.clone()),
+            event_router.clone(),
+        );
         let app = router(
             api::Api::new(api::ApiParts {
                 registry: registry.clone(),
@@ -235,6 +242,7 @@ impl Nexus {
                 events: event_router.clone(),
             }),
             authenticator,
+            cloudevents,
         )
         .await?;
 
@@ -301,7 +309,7 @@ impl Nexus {
                 })
             }
         };
-        tracing::info!(%addr, tls, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON)");
+        tracing::info!(%addr, tls, services = catalog.services().len(), "nexus listening (gRPC, gRPC-Web, Connect JSON, CloudEvents)");
         Ok(Self {
             addr,
             tls,
@@ -422,7 +430,11 @@ impl tower::Service<axum::extract::Request> for Dispatch {
     }
 }
 
-async fn router(api: api::Api, auth: Arc<auth::Authenticator>) -> Result<Dispatch, StartError> {
+async fn router(
+    api: api::Api,
+    auth: Arc<auth::Authenticator>,
+    cloudevents: cloudevents::Endpoint,
+) -> Result<Dispatch, StartError> {
     use proto::nexus_service_server::NexusServiceServer;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -453,7 +465,11 @@ async fn router(api: api::Api, auth: Arc<auth::Authenticator>) -> Result<Dispatc
             http::HeaderName::from_static(EXECUTION_ID_HEADER),
         ])
         .max_age(Duration::from_secs(3600));
+    // `POST /events` (CloudEvents over HTTP) authenticates in its handler: its refusals are HTTP
+    // statuses with JSON bodies, not gRPC statuses.
     let web = axum::Router::new()
+        .route(cloudevents::PATH, axum::routing::any(cloudevents::handle))
+        .with_state(Arc::new(cloudevents))
         .fallback_service(grpc_web)
         .layer(axum::middleware::from_fn_with_state(grpc.clone(), connect::middleware))
         .layer(cors);

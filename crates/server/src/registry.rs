@@ -12,7 +12,7 @@ use std::{
 use nexus_core::{
     Catalog, CompiledPattern, Diagnostic, PatternLookup, Target, compile, document, parse_pattern_call, pb,
 };
-use nexus_store::{MetaStore, NewVersion, PatternName, PatternStore, RegisterOutcome, StoredPattern};
+use nexus_store::{MetaStore, NewVersion, PatternName, PatternStore, RegisterOutcome, StoredPattern, VersionEvents};
 
 use crate::{
     auth::{Principal, Role},
@@ -338,7 +338,7 @@ impl Registry {
         let (compiled, mut warnings) = compile(&doc, &self.catalog(), self).map_err(ApiError::InvalidPattern)?;
         self.check_access(&compiled, caller)?;
         warnings.append(&mut resolved);
-        let (uses, calls) = dependencies(&compiled);
+        let (uses, calls, events) = dependencies(&compiled);
         let canonical = document::to_json(&doc).to_string();
         let now = SystemTime::now();
         let outcome = self
@@ -359,6 +359,7 @@ impl Registry {
                 forked_from,
                 uses,
                 calls,
+                events,
             })
             .await?;
         let created = match outcome {
@@ -651,10 +652,13 @@ pub fn manageable_by(n: &PatternName, caller: &Principal) -> bool {
     *n.tenant == *caller.tenant && (*n.owner == *caller.subject || caller.is_admin())
 }
 
-/// The actions (steps and compensations) and the pattern versions a compiled pattern calls.
-fn dependencies(p: &CompiledPattern) -> (Vec<String>, Vec<String>) {
-    let mut uses = std::collections::BTreeSet::new();
-    let mut calls = std::collections::BTreeSet::new();
+/// What a compiled pattern depends on, for the knowledge graph: the actions it calls (steps and
+/// compensations), the pattern versions it calls, and the event types of its triggers, emit steps
+/// and wait branches (each list sorted, without repeats).
+fn dependencies(p: &CompiledPattern) -> (Vec<String>, Vec<String>, VersionEvents) {
+    use std::collections::BTreeSet;
+    let (mut uses, mut calls) = (BTreeSet::new(), BTreeSet::new());
+    let (mut emits, mut waits) = (BTreeSet::new(), BTreeSet::new());
     for step in &p.steps {
         match &step.target {
             Target::Action(a) => {
@@ -663,13 +667,22 @@ fn dependencies(p: &CompiledPattern) -> (Vec<String>, Vec<String>) {
             Target::Pattern(sub) => {
                 calls.insert(format!("{}@{}", sub.name, sub.version));
             }
-            Target::Emit(_) | Target::Wait(_) => {}
+            Target::Emit(e) => {
+                emits.insert(e.event_type.clone());
+            }
+            Target::Wait(w) => waits.extend(w.branches.iter().map(|b| b.event_type.clone())),
         }
         if let Some(c) = &step.compensate {
             uses.insert(c.action.name.to_string());
         }
     }
-    (uses.into_iter().collect(), calls.into_iter().collect())
+    let triggers: BTreeSet<String> = p.triggers.iter().map(|t| t.event_type.clone()).collect();
+    let events = VersionEvents {
+        triggers: triggers.into_iter().collect(),
+        emits: emits.into_iter().collect(),
+        waits: waits.into_iter().collect(),
+    };
+    (uses.into_iter().collect(), calls.into_iter().collect(), events)
 }
 
 /// Picks up patterns registered by other replicas sharing the store, every `every`.

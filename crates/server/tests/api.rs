@@ -8,6 +8,8 @@ mod common;
 mod access;
 #[path = "api/catalog.rs"]
 mod catalog;
+#[path = "api/cloudevents.rs"]
+mod cloudevents;
 #[path = "api/events.rs"]
 mod events;
 #[path = "api/events_nats.rs"]

@@ -298,6 +298,7 @@ fn new_version(name: &str, version: &str, tenant: &str, owner: &str) -> crate::N
         forked_from: None,
         uses: Vec::new(),
         calls: Vec::new(),
+        events: Default::default(),
     }
 }
 
@@ -658,6 +659,41 @@ pub async fn check_graph(store: &dyn crate::MetaStore) {
     );
     store.set_deprecated(&a, "1.0.0", false, "").await.unwrap();
     assert!(!store.graph_nodes(&[node(&a)]).await.unwrap()[0].deprecated);
+
+    // Events: TRIGGERED_BY, EMITS and WAITS_FOR to one shared `event:TYPE` node per type.
+    let (created, verified) = (format!("user{t}.created"), format!("user{t}.verified"));
+    let (emitter, listener) = (format!("g{t}-emitter"), format!("g{t}-listener"));
+    let events = |triggers: &[&str], emits: &[&str], waits: &[&str]| crate::VersionEvents {
+        triggers: triggers.iter().map(|s| s.to_string()).collect(),
+        emits: emits.iter().map(|s| s.to_string()).collect(),
+        waits: waits.iter().map(|s| s.to_string()).collect(),
+    };
+    for v in [
+        crate::NewVersion { events: events(&[], &[&created], &[]), ..new_version(&emitter, "1.0.0", &acme, "alice") },
+        crate::NewVersion {
+            events: events(&[&created], &[], &[&verified, &created]),
+            ..new_version(&listener, "1.0.0", &acme, "bob")
+        },
+    ] {
+        assert_eq!(store.register_version(&v).await.unwrap(), crate::RegisterOutcome::Created);
+    }
+    let (created_id, verified_id) = (format!("event:{created}"), format!("event:{verified}"));
+    assert_eq!(
+        store.graph_edges(&created_id, In, &["TRIGGERED_BY", "EMITS", "WAITS_FOR"]).await.unwrap(),
+        [
+            edge(&node(&emitter), "EMITS", &created_id),
+            edge(&node(&listener), "TRIGGERED_BY", &created_id),
+            edge(&node(&listener), "WAITS_FOR", &created_id),
+        ]
+    );
+    assert_eq!(
+        store.graph_edges(&verified_id, In, &[]).await.unwrap(),
+        [edge(&node(&listener), "WAITS_FOR", &verified_id)]
+    );
+    assert_eq!(
+        store.graph_nodes(std::slice::from_ref(&created_id)).await.unwrap(),
+        [n(&created_id, "event", &created, false)]
+    );
 }
 
 /// Concurrent writes of one name serialise: one creation, one star count, no lost executions.

@@ -28,7 +28,7 @@ use std::time::SystemTime;
 
 pub use meta::{
     ApiKeyRecord, AuditEntry, Direction, GraphEdge, GraphNode, NewVersion, PatternName, RegisterOutcome, SearchPage,
-    SearchQuery, SearchSort, VersionInfo, Viewer,
+    SearchQuery, SearchSort, VersionEvents, VersionInfo, Viewer,
 };
 pub use postgres::{PgStore, redact_url};
 pub use sqlite::SqliteStore;

@@ -56,6 +56,19 @@ pub struct NewVersion {
     pub uses: Vec<String>,
     /// Pattern versions it calls as steps (`NAME@VERSION`).
     pub calls: Vec<String>,
+    /// Event types it is triggered by, emits and waits for.
+    pub events: VersionEvents,
+}
+
+/// The event types a version is linked to, for the graph's `event:TYPE` nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionEvents {
+    /// Types of its `on:` triggers (TRIGGERED_BY).
+    pub triggers: Vec<String>,
+    /// Types its `emit` steps publish (EMITS).
+    pub emits: Vec<String>,
+    /// Types its `wait_for` steps wait for, every branch (WAITS_FOR).
+    pub waits: Vec<String>,
 }
 
 /// What happened to a registration.

@@ -167,7 +167,9 @@ pub(crate) fn int(n: u64) -> i64 {
 /// The graph nodes (id, kind, label) and edges (from, kind, to) of a registered version, as
 /// JSON arrays of triples, sorted (see the module documentation about lock order). The version is
 /// OWNED_BY the name's owner (`tenant`, `owner`: an admin who adds a version does not become its
-/// owner); FORKED_FROM only when the registration created the name.
+/// owner); FORKED_FROM only when the registration created the name; TRIGGERED_BY, EMITS and
+/// WAITS_FOR to an `event:TYPE` node (kind `event`) per event type of its triggers, emit steps and
+/// wait branches.
 pub(crate) fn graph_of(v: &NewVersion, tenant: &str, owner: &str, new_name: bool) -> (String, String) {
     let p = &v.pattern;
     let mut nodes = BTreeMap::new();
@@ -189,6 +191,14 @@ pub(crate) fn graph_of(v: &NewVersion, tenant: &str, owner: &str, new_name: bool
         let id = format!("pattern:{called}");
         nodes.entry(id.clone()).or_insert_with(|| ("pattern_version", called.clone()));
         edges.insert((me.clone(), "CALLS_PATTERN", id));
+    }
+    let e = &v.events;
+    for (kind, types) in [("TRIGGERED_BY", &e.triggers), ("EMITS", &e.emits), ("WAITS_FOR", &e.waits)] {
+        for t in types {
+            let id = format!("event:{t}");
+            nodes.insert(id.clone(), ("event", t.clone()));
+            edges.insert((me.clone(), kind, id));
+        }
     }
     if let Some(source) = v.forked_from.as_ref().filter(|_| new_name) {
         let id = format!("pattern:{source}");

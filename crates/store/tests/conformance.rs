@@ -151,6 +151,7 @@ async fn bench_search(label: &str, store: &dyn MetaStore, concurrency: usize) ->
             forked_from: None,
             uses: vec![format!("pkg.S{}/M{}", i % 20, i % 100), format!("pkg.S{}/M{}", (i * 3) % 20, (i * 3) % 100)],
             calls: Vec::new(),
+            events: Default::default(),
         }
     };
 

@@ -4,7 +4,7 @@
 //! may do what, and returns `Result<_, ApiError>`; the one `From<ApiError> for Status` in
 //! `crate::error` picks the gRPC code. The trait impl below only delegates.
 
-mod access;
+pub(crate) mod access;
 mod catalog;
 mod events;
 mod executions;

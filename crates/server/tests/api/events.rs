@@ -343,5 +343,84 @@ async fn two_replicas_on_postgres_and_jetstream_trigger_once_and_resume_each_oth
     b.stop().await;
     let client = async_nats::connect(&nats).await?;
     let _ = async_nats::jetstream::new(client).delete_stream(&events.stream).await;
+
+/// The knowledge graph learns events at registration: `impact` of an event type lists the
+/// versions triggered by it, waiting for it and emitting it (and callers of the latter two),
+/// with the visibility filtering of every graph query.
+#[tokio::test]
+async fn the_graph_knows_who_is_triggered_by_waits_for_and_emits_an_event() -> Result<()> {
+    use nexus_store::AuthStore;
+    let dir = tempfile::tempdir()?;
+    let store = nexus_store::SqliteStore::open(dir.path()).await?;
+    let auth = nexus_server::AuthConfig { require_auth: true, ..Default::default() };
+    let mut h =
+        Harness::start_with(Options { data_dir: Some(dir.path().to_path_buf()), auth, ..Default::default() }).await?;
+    let key =
+        |tenant: &str, subject: &str, role: &str| nexus_store::api_key::generate(tenant, subject, &[role.to_string()]);
+    let (alice, a) = key("acme", "alice", "author");
+    let (viewer, v) = key("globex", "gina", "viewer");
+    store.insert_api_key(&a).await?;
+    store.insert_api_key(&v).await?;
+    for name in ["user_creation", "welcome_series"] {
+        let p = pattern_file(name)?;
+        h.client.register_pattern(authed(pb::RegisterPatternRequest { pattern: Some(p) }, &alice)).await?;
+    }
+    let private = pattern(
+        r#"
+name: private_listener
+version: 1.0.0
+visibility: private
+on:
+  - event: user.created
+    filter: "${{ event.data.name == 'Zed' }}"
+steps:
+  - id: mail
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "${{ input.email }}", subject: "hi"}
+"#,
+    )?;
+    h.client.register_pattern(authed(pb::RegisterPatternRequest { pattern: Some(private) }, &alice)).await?;
+
+    let impact = |target: &str, key: &str| {
+        authed(
+            pb::QueryGraphRequest { query: Some(pb::query_graph_request::Query::Impact(target.into())), depth: 0 },
+            key,
+        )
+    };
+    let edges = |r: &pb::QueryGraphResponse| {
+        let mut e: Vec<String> = r.edges.iter().map(|e| format!("{} -{}-> {}", e.from, e.kind, e.to)).collect();
+        e.sort();
+        e
+    };
+    // `user.created` and `event:user.created` are the same question.
+    for target in ["user.created", "event:user.created"] {
+        let r = h.client.query_graph(impact(target, &alice)).await?.into_inner();
+        ensure!(
+            edges(&r)
+                == [
+                    "pattern:private_listener@1.0.0 -TRIGGERED_BY-> event:user.created",
+                    "pattern:user_creation@1.0.0 -EMITS-> event:user.created",
+                    "pattern:welcome_series@1.0.0 -TRIGGERED_BY-> event:user.created",
+                ],
+            "{target}: {:?}",
+            edges(&r)
+        );
+        let node = r.nodes.iter().find(|n| n.id == "event:user.created").context("the event node")?;
+        ensure!(node.kind == "event" && node.label == "user.created", "{node:?}");
+    }
+    // Another tenant's viewer does not see the private pattern (nor its edge).
+    let r = h.client.query_graph(impact("user.created", &viewer)).await?.into_inner();
+    ensure!(!r.nodes.iter().any(|n| n.id.contains("private_listener")), "{:?}", r.nodes);
+    ensure!(edges(&r).len() == 2, "{:?}", edges(&r));
+    let r = h.client.query_graph(impact("event:user.verified", &viewer)).await?.into_inner();
+    ensure!(edges(&r) == ["pattern:welcome_series@1.0.0 -WAITS_FOR-> event:user.verified"], "{:?}", edges(&r));
+    // Actions are asked about as before.
+    let r = h.client.query_graph(impact("demo.notification.v1.NotificationService/SendEmail", &alice)).await?;
+    ensure!(
+        r.get_ref().edges.iter().all(|e| e.kind == "USES") && r.get_ref().edges.len() == 3,
+        "{:?}",
+        edges(r.get_ref())
+    );
+    h.stop().await;
     Ok(())
 }
