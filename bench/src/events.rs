@@ -70,7 +70,8 @@ impl EventsReport {
         let l = |name: &str, l: &Latencies| {
             format!("{name:<44} n={:<6} p50 {:>7.2} ms  p99 {:>7.2} ms\n", l.count, l.p50_ms, l.p99_ms)
         };
-        let per_waiting = (self.rss_waiting_kib.saturating_sub(self.rss_before_kib)) as f64 * 1024.0 / self.waiting as f64;
+        let per_waiting =
+            (self.rss_waiting_kib.saturating_sub(self.rss_before_kib)) as f64 * 1024.0 / self.waiting as f64;
         let mut out = format!("events on {}\n", self.bus);
         out += &l("event → triggered execution started", &self.trigger_start);
         out += &l("ExecutePattern → execution started (same run)", &self.execute_start);
@@ -130,11 +131,16 @@ pub async fn run(samples: usize, waiting: usize, events_url: Option<String>) -> 
     };
 
     // Event → start: one event at a time; the execution's journaled start against the publish.
-    let mut sent = Vec::with_capacity(samples);
+    let mut trigger = Vec::with_capacity(samples);
     for n in 0..samples {
         let t0 = SystemTime::now();
-        client.publish_event(publish("bench.start", serde_json::json!({"n": n}))).await?;
-        sent.push(t0);
+        let mut start = publish("bench.start", serde_json::json!({"n": n}));
+        if let Some(e) = start.event.as_mut() {
+            e.source = "bench".into();
+            e.id = format!("start-{n}");
+        }
+        client.publish_event(start).await?;
+        let key = format!("event:1.0.0:bench:start-{n}");
         // Sequential: wait until it exists, so one start does not queue behind another.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -146,38 +152,14 @@ pub async fn run(samples: usize, waiting: usize, events_url: Option<String>) -> 
                 })
                 .await?
                 .into_inner();
-            if page.executions.first().is_some_and(|e| {
-                e.input.as_ref().and_then(|i| i.fields.get("n")).and_then(|v| match v.kind {
-                    Some(prost_types::value::Kind::NumberValue(x)) => Some(x as usize),
-                    _ => None,
-                }) == Some(n)
-            }) {
+            if let Some(e) = page.executions.first().filter(|e| e.idempotency_key == key) {
+                trigger.push(started_at(e)?.duration_since(t0).unwrap_or_default());
                 break;
             }
             ensure!(Instant::now() < deadline, "event {n} started no execution within 10 s");
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }
-    let listed = client
-        .list_executions(pb::ListExecutionsRequest {
-            pattern_name: "bench_triggered".into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .executions;
-    let mut trigger = Vec::new();
-    for e in &listed {
-        let n = e.input.as_ref().and_then(|i| i.fields.get("n")).and_then(|v| match v.kind {
-            Some(prost_types::value::Kind::NumberValue(x)) => Some(x as usize),
-            _ => None,
-        });
-        if let Some(t0) = n.and_then(|n| sent.get(n)) {
-            trigger.push(started_at(e)?.duration_since(*t0).unwrap_or_default());
-        }
-    }
-
     // ExecutePattern → start, the same pattern, and a direct call of its one backend action.
     let mut execute = Vec::with_capacity(samples);
     for n in 0..samples {
@@ -190,7 +172,9 @@ pub async fn run(samples: usize, waiting: usize, events_url: Option<String>) -> 
             })
             .await?
             .into_inner();
-        execute.push(started_at(&execution(&mut client, &r.execution_id).await?)?.duration_since(t0).unwrap_or_default());
+        let e =
+            execution(&mut client, &r.execution_id).await.with_context(|| format!("ExecutePattern phase: {r:?}"))?;
+        execute.push(started_at(&e)?.duration_since(t0).unwrap_or_default());
     }
     let mut direct = Vec::with_capacity(samples);
     let mut backend_client = nexus_demo::pb::notification::notification_service_client::NotificationServiceClient::new(
@@ -212,9 +196,11 @@ pub async fn run(samples: usize, waiting: usize, events_url: Option<String>) -> 
     let rss_before_kib = rss_kib();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut parked_ids = Vec::with_capacity(waiting);
     for k in 0..waiting {
         if tasks.len() >= 32 {
-            tasks.join_next().await.context("a task")???;
+            let (k, id) = tasks.join_next().await.context("a task")???;
+            parked_ids.push((k, id));
         }
         let mut c = client.clone();
         tasks.spawn(async move {
@@ -227,11 +213,16 @@ pub async fn run(samples: usize, waiting: usize, events_url: Option<String>) -> 
                 .await?
                 .into_inner();
             ensure!(r.status == pb::ExecutionStatus::Running as i32, "not parked: {r:?}");
-            anyhow::Ok(r.execution_id)
+            anyhow::Ok((k, r.execution_id))
         });
     }
+    let mut ids = vec![String::new(); waiting];
+    for (k, id) in parked_ids {
+        ids[k] = id;
+    }
     while let Some(r) = tasks.join_next().await {
-        r??;
+        let (k, id) = r??;
+        ids[k] = id;
     }
     let park_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -243,24 +234,16 @@ pub async fn run(samples: usize, waiting: usize, events_url: Option<String>) -> 
         let t0 = SystemTime::now();
         client.publish_event(publish("bench.go", serde_json::json!({"key": format!("k{k}")}))).await?;
         let deadline = Instant::now() + Duration::from_secs(10);
+        let id = ids.get(k).context("an id")?;
         loop {
-            let page = client
-                .list_executions(pb::ListExecutionsRequest {
-                    pattern_name: "bench_waiting".into(),
-                    status: pb::ExecutionStatus::Succeeded as i32,
-                    page_size: 1,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            let done = page.executions.first().filter(|e| {
-                e.input.as_ref().and_then(|i| i.fields.get("key")).and_then(|v| match &v.kind {
-                    Some(prost_types::value::Kind::StringValue(s)) => Some(s.clone()),
-                    _ => None,
-                }) == Some(format!("k{k}"))
-            });
-            if let Some(e) = done {
-                resume.push(started_at(&execution(&mut client, &e.id).await?)?.duration_since(t0).unwrap_or_default());
+            // Still running (parked, or resuming): FAILED_PRECONDITION until it has finished.
+            let e = match client.get_execution(pb::GetExecutionRequest { execution_id: id.clone() }).await {
+                Ok(e) => Some(e.into_inner()),
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => None,
+                Err(s) => return Err(anyhow::Error::from(s).context(format!("resuming k{k}"))),
+            };
+            if let Some(e) = e.filter(|e| e.status == pb::ExecutionStatus::Succeeded as i32) {
+                resume.push(started_at(&e)?.duration_since(t0).unwrap_or_default());
                 break;
             }
             ensure!(Instant::now() < deadline, "bench.go k{k} resumed nothing within 10 s");
@@ -269,6 +252,11 @@ pub async fn run(samples: usize, waiting: usize, events_url: Option<String>) -> 
     }
     nexus.shutdown(Duration::from_secs(10)).await;
     let _ = demo.shutdown().await;
+    // The stream was the run's own: leave nothing behind on the server.
+    if let Some(url) = &events_url {
+        let client = async_nats::connect(url).await?;
+        let _ = async_nats::jetstream::new(client).delete_stream(format!("NEXUS_BENCH_{unique}")).await;
+    }
     Ok(EventsReport {
         bus,
         trigger_start: Latencies::of(trigger),
@@ -281,4 +269,3 @@ pub async fn run(samples: usize, waiting: usize, events_url: Option<String>) -> 
         resume: Latencies::of(resume),
     })
 }
-

@@ -61,3 +61,13 @@ async fn a_small_search_run_measures_list_patterns() {
     assert!(report.results > 0 && report.p50_ms > 0.0 && report.p99_ms >= report.p50_ms, "{report:?}");
     assert!(report.render().contains("ListPatterns searches"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_events_run_measures_starts_parking_and_resumes() {
+    let report = nexus_bench::events::run(20, 50, None).await.unwrap();
+    assert_eq!(report.trigger_start.count, 20);
+    assert_eq!(report.execute_start.count, 20);
+    assert_eq!(report.resume.count, 20);
+    assert!(report.trigger_start.p50_ms > 0.0 && report.resume.p99_ms > 0.0, "{}", report.render());
+    assert!(report.render().contains("bytes in RAM per waiting execution"));
+}

@@ -199,9 +199,16 @@ impl Api {
                 self.access.own_execution(asking, &id, &e.tenant)?;
                 Ok(e)
             }
-            None => Err(ApiError::NotFound(format!(
-                "no execution `{id}` (ephemeral executions are kept in memory: the most recent ones, until restart)"
-            ))),
+            None => match self.find_execution(&id).await? {
+                // It finished between the first look and this one.
+                Some(e) => {
+                    self.access.own_execution(asking, &id, &e.tenant)?;
+                    Ok(e)
+                }
+                None => Err(ApiError::NotFound(format!(
+                    "no execution `{id}` (ephemeral executions are kept in memory: the most recent ones, until restart)"
+                ))),
+            },
         }
     }
 
