@@ -343,6 +343,8 @@ async fn two_replicas_on_postgres_and_jetstream_trigger_once_and_resume_each_oth
     b.stop().await;
     let client = async_nats::connect(&nats).await?;
     let _ = async_nats::jetstream::new(client).delete_stream(&events.stream).await;
+    Ok(())
+}
 
 /// The knowledge graph learns events at registration: `impact` of an event type lists the
 /// versions triggered by it, waiting for it and emitting it (and callers of the latter two),
