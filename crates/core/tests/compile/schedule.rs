@@ -1,6 +1,8 @@
 //! `schedule:` (cron): every diagnostic of the pass, and what the compiled plan answers —
 //! the next tick in a time zone, and which tick is due after downtime.
 
+#![allow(clippy::unwrap_used)] // test code: a broken fixture panics, which fails the test
+
 use chrono::{DateTime, Utc};
 use expect_test::expect;
 use nexus_core::plan::{Due, Overlap};
