@@ -204,7 +204,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     config.services.push(nexus_server::ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
     let nexus = match &options.nexus_process {
         Some(exe) => RunningNexus::Process(NexusProcess::spawn(exe, &config)?),
-        None => RunningNexus::InProcess(nexus_server::Nexus::start(config).await?),
+        None => RunningNexus::InProcess(Box::new(nexus_server::Nexus::start(config).await?)),
     };
     let nexus_url = format!("http://{}", nexus.addr());
     let backend_url = format!("http://{backend}");
@@ -257,7 +257,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
 
 /// Nexus under test: in this process, or as a child process of its own.
 enum RunningNexus {
-    InProcess(nexus_server::Nexus),
+    InProcess(Box<nexus_server::Nexus>),
     Process(NexusProcess),
 }
 

@@ -89,6 +89,9 @@ pub struct EventsConfig {
     /// Events are kept (and de-duplicated by identity) this long.
     #[serde(with = "humantime_secs")]
     pub retention: std::time::Duration,
+    /// Run the scheduler (patterns' `schedule:`) on this replica; every replica may (each tick
+    /// fires on exactly one). `NEXUS_SCHEDULER=off` turns it off.
+    pub scheduler: bool,
 }
 
 impl Default for EventsConfig {
@@ -100,6 +103,7 @@ impl Default for EventsConfig {
             subject_prefix: "nexus.events".into(),
             lookback: std::time::Duration::from_secs(300),
             retention: std::time::Duration::from_secs(86_400),
+            scheduler: true,
         }
     }
 }
@@ -359,7 +363,7 @@ impl Config {
     /// `NEXUS_DATABASE_URL`,
     /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`,
     /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY`, `NEXUS_DISCOVERY_REFRESH_INTERVAL`, `NEXUS_EVENTS_URL`,
-    /// `NEXUS_EVENTS_STREAM`, `NEXUS_EVENTS_CONSUMER`, `NEXUS_EVENTS_SUBJECT_PREFIX` and `NEXUS_SERVICES` (comma-separated NAME=URL).
+    /// `NEXUS_EVENTS_STREAM`, `NEXUS_EVENTS_CONSUMER`, `NEXUS_EVENTS_SUBJECT_PREFIX`, `NEXUS_SCHEDULER` (on/off) and `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -424,6 +428,13 @@ impl Config {
         }
         if let Some(v) = env("NEXUS_EVENTS_SUBJECT_PREFIX") {
             self.events.subject_prefix = v;
+        }
+        if let Some(v) = env("NEXUS_SCHEDULER") {
+            self.events.scheduler = match v.as_str() {
+                "on" | "1" | "true" | "yes" => true,
+                "off" | "0" | "false" | "no" => false,
+                _ => return Err(invalid("NEXUS_SCHEDULER", format!("`{v}`: use on or off"))),
+            };
         }
         if let Some(v) = env("NEXUS_SERVICES") {
             for s in v.split(',').filter(|s| !s.trim().is_empty()) {

@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod refresh;
 mod registry;
+pub mod schedule;
 pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -115,6 +116,9 @@ pub struct Nexus {
     /// This replica's name in the journal's leases.
     owner: Arc<str>,
     engine: Engine,
+    /// What a [`schedule::Scheduler`] is built from.
+    registry: Arc<registry::Registry>,
+    event_store: Arc<dyn nexus_store::EventStore>,
     /// Heartbeats, take-overs and retention (awaited at shutdown before leases are released).
     leases: JoinHandle<()>,
     grace: Duration,
@@ -210,7 +214,7 @@ impl Nexus {
         };
         let event_router = Arc::new(events::router::EventRouter::new(
             bus,
-            event_store,
+            event_store.clone(),
             journal_store.clone(),
             registry.clone(),
             tasks.clone(),
@@ -268,9 +272,20 @@ impl Nexus {
         if let Some(every) = config.discovery.refresh_interval {
             tasks.spawn(refresh::CatalogRefresh { discovery: backends, every }.run(stages.background.clone()));
         }
+        if config.events.scheduler {
+            let scheduler = schedule::Scheduler::new(
+                registry.clone(),
+                event_store.clone(),
+                journal_store.clone(),
+                engine.clone(),
+                Arc::new(schedule::SystemClock),
+                tasks.clone(),
+            );
+            tasks.spawn(Arc::new(scheduler).run(stages.background.clone()));
+        }
         let keeper = journal::LeaseKeeper {
             store: journal_store.clone(),
-            registry,
+            registry: registry.clone(),
             engine: engine.clone(),
             owner: owner.clone(),
             lease: config.lease_timeout,
@@ -320,6 +335,8 @@ impl Nexus {
             journal: journal_store,
             owner,
             engine,
+            registry,
+            event_store,
             leases,
             grace: config.shutdown_grace,
         })
@@ -337,6 +354,20 @@ impl Nexus {
     /// Number of backend services in the catalog.
     pub fn service_count(&self) -> usize {
         self.services
+    }
+
+    /// A scheduler on this server's registry, store and engine, reading `clock` — not running:
+    /// call [`schedule::Scheduler::tick_once`] (tests, with a [`schedule::ManualClock`] and
+    /// `events.scheduler = false` so the server's own scheduler does not compete), or `run` it.
+    pub fn scheduler(&self, clock: Arc<dyn schedule::Clock>) -> Arc<schedule::Scheduler> {
+        Arc::new(schedule::Scheduler::new(
+            self.registry.clone(),
+            self.event_store.clone(),
+            self.journal.clone(),
+            self.engine.clone(),
+            clock,
+            self.tasks.clone(),
+        ))
     }
 
     /// The grace period configured for [`Nexus::shutdown`] (`shutdown_grace`).

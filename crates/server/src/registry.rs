@@ -61,6 +61,13 @@ pub struct Registry {
 /// registrations that committed late and clocks that differ between replicas.
 const RECENT_MS: i64 = 5 * 60 * 1000;
 
+/// A pattern name's scheduled latest version ([`Registry::scheduled`]).
+pub struct Scheduled {
+    pub tenant: String,
+    pub pattern: Arc<CompiledPattern>,
+    pub registered_at: Option<SystemTime>,
+}
+
 pub struct Registered {
     pub name: String,
     pub version: String,
@@ -480,6 +487,29 @@ impl Registry {
             })
             .filter(|p| p.triggers.iter().any(|t| t.event_type == event_type))
             .collect()
+    }
+
+    /// The latest version of every pattern name that has a `schedule:`, with the name's tenant
+    /// (the tenant its scheduled executions run in) and the version's registration time.
+    pub fn scheduled(&self) -> Vec<Scheduled> {
+        let names = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut scheduled: Vec<Scheduled> = names
+            .values()
+            .filter_map(|n| {
+                let latest = semver::Version::parse(n.latest.as_deref()?).ok()?;
+                let entry = patterns.get(&n.name)?.get(&latest)?;
+                let pattern = entry.compiled.as_ref().ok()?;
+                pattern.schedule.is_some().then(|| Scheduled {
+                    tenant: n.tenant.clone(),
+                    pattern: pattern.clone(),
+                    registered_at: entry.document.registered_at.and_then(|t| SystemTime::try_from(t).ok()),
+                })
+            })
+            .collect();
+        // Name order: polls handle patterns in a stable order.
+        scheduled.sort_by(|a, b| a.pattern.name.cmp(&b.pattern.name));
+        scheduled
     }
 
     pub fn store(&self) -> &Arc<dyn RegistryStore> {

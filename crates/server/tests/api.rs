@@ -24,6 +24,8 @@ mod lifecycle;
 mod marketplace;
 #[path = "api/refresh.rs"]
 mod refresh;
+#[path = "api/schedule.rs"]
+mod schedule;
 #[path = "api/streams.rs"]
 mod streams;
 #[path = "api/tls.rs"]

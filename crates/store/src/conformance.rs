@@ -1193,4 +1193,28 @@ pub async fn run_events<S: crate::JournalStore + crate::EventStore>(store: &S) {
     check_parking(store).await;
     check_concurrent_resolutions(store).await;
     check_triggers(store).await;
+    check_schedule_ticks(store).await;
+}
+
+/// Schedules' last ticks: the first claim creates the row, each later one is a compare-and-set on
+/// the previous tick, and of concurrent claims of one tick exactly one wins.
+pub async fn check_schedule_ticks(store: &dyn crate::EventStore) {
+    let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + s * 1000);
+    assert_eq!(store.last_tick("ticking").await.unwrap(), None);
+    assert!(store.claim_tick("ticking", t(0), None).await.unwrap());
+    assert!(!store.claim_tick("ticking", t(5), None).await.unwrap(), "a row exists: `None` is stale");
+    assert_eq!(store.last_tick("ticking").await.unwrap(), Some(t(0)));
+    assert!(store.claim_tick("ticking", t(5), Some(t(0))).await.unwrap());
+    assert!(!store.claim_tick("ticking", t(10), Some(t(0))).await.unwrap(), "stale previous");
+    assert_eq!(store.last_tick("ticking").await.unwrap(), Some(t(5)));
+    assert_eq!(store.last_tick("other").await.unwrap(), None, "per pattern name");
+
+    // Eight replicas race for the next tick, and for the first tick of a new name.
+    let claims = futures::future::join_all((0..8).map(|_| store.claim_tick("ticking", t(10), Some(t(5))))).await;
+    assert_eq!(claims.iter().filter(|c| matches!(c, Ok(true))).count(), 1, "{claims:?}");
+    assert!(claims.iter().all(Result::is_ok), "{claims:?}");
+    let claims = futures::future::join_all((0..8).map(|_| store.claim_tick("fresh", t(1), None))).await;
+    assert_eq!(claims.iter().filter(|c| matches!(c, Ok(true))).count(), 1, "{claims:?}");
+    assert_eq!(store.last_tick("ticking").await.unwrap(), Some(t(10)));
+    assert_eq!(store.last_tick("fresh").await.unwrap(), Some(t(1)));
 }

@@ -1,5 +1,5 @@
 //! The SQL of [`crate::EventStore`], shared by both stores: the events buffer, durable
-//! executions' waits, trigger starts and parking. As in `journal.rs`, each statement is written
+//! executions' waits, trigger starts, parking and schedules' last ticks. As in `journal.rs`, each statement is written
 //! once with `$n` placeholders and rendered by a [`Dialect`]; the implementation is a macro that
 //! each store instantiates (`sqlite.rs`, `postgres.rs`), so this module names neither store.
 //!
@@ -59,6 +59,14 @@ pub(crate) const UNPARK: &str = "UPDATE executions SET parked = 0, owner = $2, l
 pub(crate) const INSERT_TRIGGER: &str =
     "INSERT INTO trigger_starts (pattern_name, pattern_version, tenant, source, id, started_at_ms)
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pattern_name, pattern_version, tenant, source, id) DO NOTHING";
+
+/// A schedule's first tick: the row is created by the one claimer that finds none.
+pub(crate) const FIRST_TICK: &str = "INSERT INTO schedule_ticks (pattern_name, last_tick_ms, claimed_at_ms)
+    VALUES ($1, $2, $3) ON CONFLICT (pattern_name) DO NOTHING";
+/// Every later tick: compare-and-set on the last one (one statement, so one winner per tick).
+pub(crate) const NEXT_TICK: &str = "UPDATE schedule_ticks SET last_tick_ms = $2, claimed_at_ms = $3
+    WHERE pattern_name = $1 AND last_tick_ms = $4";
+pub(crate) const LAST_TICK: &str = "SELECT last_tick_ms FROM schedule_ticks WHERE pattern_name = $1";
 
 /// The waits that may match an event: those without a correlation, and those whose (path, value)
 /// is one of the pairs of the JSON array `$3`. Two indexed lookups (a single `OR` would read
@@ -412,6 +420,40 @@ macro_rules! event_store_impl {
                         .await?
                         .rows_affected();
                     Ok(inserted == 1)
+                }
+
+                async fn claim_tick(
+                    &self,
+                    pattern_name: &str,
+                    tick: SystemTime,
+                    previous: Option<SystemTime>,
+                ) -> Result<bool> {
+                    let done = match previous {
+                        None => {
+                            sqlx::query(&D.sql(FIRST_TICK))
+                                .bind(pattern_name)
+                                .bind(ms(tick))
+                                .bind(now_ms())
+                                .execute(&self.pool)
+                                .await?
+                        }
+                        Some(p) => {
+                            sqlx::query(&D.sql(NEXT_TICK))
+                                .bind(pattern_name)
+                                .bind(ms(tick))
+                                .bind(now_ms())
+                                .bind(ms(p))
+                                .execute(&self.pool)
+                                .await?
+                        }
+                    };
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn last_tick(&self, pattern_name: &str) -> Result<Option<SystemTime>> {
+                    let row: Option<(i64,)> =
+                        sqlx::query_as(&D.sql(LAST_TICK)).bind(pattern_name).fetch_optional(&self.pool).await?;
+                    Ok(row.map(|(t,)| from_ms(t)))
                 }
             }
         };

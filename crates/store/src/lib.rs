@@ -481,4 +481,13 @@ pub trait EventStore: Send + Sync + 'static {
         source: &str,
         id: &str,
     ) -> Result<bool>;
+
+    /// Schedules: advances `pattern_name`'s last handled tick from `previous` to `tick`,
+    /// atomically (compare-and-set: `previous` `None` means no tick was ever handled). True for
+    /// the one caller whose `previous` was still the stored value — of replicas racing for one
+    /// tick, exactly one wins and fires it. Millisecond precision.
+    async fn claim_tick(&self, pattern_name: &str, tick: SystemTime, previous: Option<SystemTime>) -> Result<bool>;
+
+    /// The last tick of `pattern_name`'s schedule that was handled (fired or skipped).
+    async fn last_tick(&self, pattern_name: &str) -> Result<Option<SystemTime>>;
 }

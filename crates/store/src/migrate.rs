@@ -31,6 +31,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, sql: BACKEND_DESCRIPTORS, only: None },
     Migration { version: 8, sql: EVENTS, only: None },
     Migration { version: 9, sql: SQLITE_JOURNAL_BATCH_WAITS, only: Some(Dialect::Sqlite) },
+    Migration { version: 10, sql: SCHEDULE_TICKS, only: None },
 ];
 
 /// The migrations `d` applies, in order.
@@ -244,6 +245,15 @@ const EVENTS: &str = "
         PRIMARY KEY (pattern_name, pattern_version, tenant, source, id)
     );";
 
+/// The last tick each scheduled pattern name handled (fired or skipped), in ms since the epoch:
+/// replicas advance it by compare-and-set, so each tick fires on exactly one of them.
+const SCHEDULE_TICKS: &str = "
+    CREATE TABLE schedule_ticks (
+        pattern_name TEXT PRIMARY KEY,
+        last_tick_ms BIGINT NOT NULL,
+        claimed_at_ms BIGINT NOT NULL
+    );";
+
 /// SQLite: migration 6's batch trigger, which must not change, again with one more statement: a
 /// finished execution waits for nothing, so its `event_waits` rows go with its step results.
 /// (PostgreSQL's batch is a statement the store renders, `journal::batch_sql`.)
@@ -361,8 +371,8 @@ pub(crate) mod tests {
     #[test]
     fn every_dialect_applies_the_shared_migrations_and_only_its_own() {
         let versions = |d| migrations(d).map(|m| m.version).collect::<Vec<_>>();
-        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
-        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7, 8]);
+        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7, 8, 10]);
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "versions ascend: {versions:?}");
     }

@@ -17,6 +17,7 @@ mod model;
 mod options;
 mod output;
 mod references;
+mod schedule;
 mod templates;
 mod typing;
 
@@ -30,6 +31,7 @@ pub use model::{
     parse_pattern_call, to_duration,
 };
 pub use options::GRPC_CODES;
+pub use schedule::{Due, MAX_CATCHUP_WINDOW, Overlap, SchedulePlan};
 
 use crate::{
     catalog::Catalog,
@@ -64,6 +66,7 @@ pub fn compile(
     let input = header::input_schema(doc, &mut diags);
     let ids = ids::collect(doc, &mut diags);
     let triggers = events::triggers(doc, &input, &mut diags);
+    let schedule = schedule::compile(doc, &input, &mut diags);
 
     // Each step on its own: what it calls, its templates and expressions, its options.
     let targets = calls::resolve(doc, catalog, patterns, &mut diags);
@@ -90,7 +93,7 @@ pub fn compile(
     if diags.has_errors() {
         return Err(sorted(diags.into_vec()));
     }
-    Ok((assemble(doc, input, drafts, deps, output, triggers), sorted(diags.into_vec())))
+    Ok((assemble(doc, input, drafts, deps, output, triggers, schedule), sorted(diags.into_vec())))
 }
 
 fn drafts(
@@ -127,6 +130,7 @@ fn assemble(
     deps: Vec<Vec<usize>>,
     output: Option<Vec<model::OutputField>>,
     triggers: Vec<model::TriggerPlan>,
+    schedule: Option<SchedulePlan>,
 ) -> CompiledPattern {
     let dependants = graph::dependants(&deps);
     let roots = graph::roots(&deps);
@@ -177,6 +181,7 @@ fn assemble(
         output,
         roots,
         triggers,
+        schedule,
     }
 }
 
@@ -187,6 +192,8 @@ fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
             (1, rest.split(']').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0))
         } else if d.path.starts_with("on[") || d.path == "on" {
             (0, 1)
+        } else if d.path.starts_with("schedule") {
+            (0, 2)
         } else if d.path.starts_with("output") {
             (2, 0)
         } else {

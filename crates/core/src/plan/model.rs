@@ -67,6 +67,8 @@ pub struct CompiledPattern {
     pub roots: Vec<usize>,
     /// The `on:` triggers.
     pub triggers: Vec<TriggerPlan>,
+    /// The `schedule:` (a cron), if any.
+    pub schedule: Option<super::SchedulePlan>,
 }
 
 #[derive(Debug)]

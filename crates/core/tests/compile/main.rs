@@ -13,6 +13,12 @@
 //! trigger filters/inputs and wait matches, event fields (±hint), a trigger's input against the
 //! input schema.
 //!
+//! plan/schedule.rs (`schedule:`) — schedule::schedule_mistakes: `schedule.cron` empty, not a
+//! cron expression (a bad field, a 7th field), never matches; `schedule.timezone` not an IANA
+//! name; `schedule.overlap` not a policy; `schedule.catchup_window` negative or over 31d;
+//! `schedule` when the input schema requires properties (a scheduled input is `{}`).
+//! Compiles: schedule::schedules_that_compile.
+//!
 //! document.rs (`DocumentError`)
 //! - `the document is N bytes; the limit is …` — document::too_large
 //! - `the document is not valid YAML or JSON: …` — document::not_yaml
@@ -103,6 +109,7 @@ mod graph;
 mod header;
 mod input_schema;
 mod output;
+mod schedule;
 mod steps;
 mod sub_patterns;
 mod support;

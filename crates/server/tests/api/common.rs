@@ -46,6 +46,9 @@ pub struct Options {
     pub max_in_flight: Option<usize>,
     /// `[events]` (the in-process bus when not set).
     pub events: Option<nexus_server::EventsConfig>,
+    /// `events.scheduler = false`: no scheduler runs on the system clock (tests drive their own,
+    /// [`Nexus::scheduler`], with a manual clock).
+    pub no_scheduler: bool,
 }
 
 impl Harness {
@@ -68,6 +71,7 @@ impl Harness {
         if let Some(events) = options.events {
             config.events = events;
         }
+        config.events.scheduler = !options.no_scheduler;
         if let Some(n) = options.max_in_flight {
             config.limits.max_in_flight_per_caller = n;
         }
@@ -79,6 +83,12 @@ impl Harness {
         let addr = nexus.local_addr();
         let client = NexusServiceClient::connect(format!("http://{addr}")).await.context("connecting to nexus")?;
         Ok(Self { client, addr, demo, nexus: Some(nexus), _demo_server: demo_server })
+    }
+
+    /// The running server (for what tests drive in-process, such as a scheduler).
+    pub fn nexus(&self) -> &Nexus {
+        #[allow(clippy::expect_used)] // only `stop` takes it, and `stop` consumes the harness
+        self.nexus.as_ref().expect("the harness is running")
     }
 
     /// Stops Nexus gracefully (and then, by dropping its guard, the demo services).
