@@ -480,3 +480,145 @@ async fn a_killed_replica_s_executions_are_taken_over_by_another() {
     drop(b);
     db.drop_now().await;
 }
+
+/// Events under fire: 10,000 events (and 2,000 more publications of earlier identities: 20 %
+/// duplicates) published through replica A while replica B — the other consumer of the same
+/// JetStream stream, on the same PostgreSQL — is killed with SIGKILL every 2 s and restarted.
+/// Each event must start exactly one durable execution, and the backend must see one distinct
+/// idempotency key per event (CreateUser de-duplicates by key, and refuses a second user with the
+/// same email: a second execution for one event would fail). `NEXUS_CHAOS_EVENTS` sets the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_while_a_consumer_replica_is_killed_trigger_exactly_once() {
+    let events: usize = std::env::var("NEXUS_CHAOS_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let duplicates = events / 5;
+    let db = PgSchema::new().await;
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let stream = format!("NEXUS_CHAOS_{unique}");
+    let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let (backend, demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await.unwrap();
+    let backend = backend.to_string();
+    let (consumer, prefix) = (format!("router-{unique}"), format!("chaos.{unique}.events"));
+    let env = [
+        ("NEXUS_DATABASE_URL", db.url.as_str()),
+        ("NEXUS_DATABASE_SCHEMA", db.schema.as_str()),
+        ("NEXUS_LEASE_TIMEOUT", "1s"),
+        ("NEXUS_EVENTS_URL", nats.as_str()),
+        ("NEXUS_EVENTS_STREAM", stream.as_str()),
+        ("NEXUS_EVENTS_CONSUMER", consumer.as_str()),
+        ("NEXUS_EVENTS_SUBJECT_PREFIX", prefix.as_str()),
+        ("NEXUS_EVENTS_ACK_WAIT", "2s"),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = serve_with(dir_a.path(), &backend, &env);
+    let mut ca = client(&a.addr).await;
+    let doc = r#"
+name: chaos_signup
+version: 1.0.0
+durability: durable
+on: [{event: chaos.signup, input: {email: "${{ event.data.email }}"}}]
+input: {type: object, required: [email], properties: {email: {type: string}}}
+steps:
+  - id: user
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "${{ input.email }}", display_name: "chaos"}
+"#;
+    let pattern = nexus_core::document::parse(doc).unwrap();
+    ca.register_pattern(pb::RegisterPatternRequest { pattern: Some(pattern) }).await.unwrap();
+
+    // B: killed every 2 s and started again, until the publishing is done.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = std::thread::spawn({
+        let (stop, backend, dir) = (stop.clone(), backend.clone(), dir_b.path().to_path_buf());
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut kills = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let b = serve_with(&dir, &backend, &env);
+                std::thread::sleep(Duration::from_secs(2));
+                drop(b); // SIGKILL
+                kills += 1;
+            }
+            kills
+        }
+    });
+
+    let publish = |n: usize| pb::PublishEventRequest {
+        event: Some(pb::Event {
+            r#type: "chaos.signup".into(),
+            source: "chaos/test".into(),
+            id: format!("signup-{n}"),
+            data: nexus_core::value::serde_to_struct(&serde_json::json!({"email": format!("chaos-{n}@example.com")})),
+            ..Default::default()
+        }),
+    };
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut duplicates_seen = 0usize;
+    for i in 0..events + duplicates {
+        // Every fifth publication repeats an earlier identity.
+        let n = if i % 6 == 5 { rand::rng().random_range(0..i.min(events).max(1)) } else { i - i / 6 };
+        if tasks.len() >= 16 {
+            duplicates_seen += tasks.join_next().await.unwrap().unwrap();
+        }
+        let mut c = ca.clone();
+        let request = publish(n.min(events - 1));
+        tasks.spawn(async move { usize::from(c.publish_event(request).await.unwrap().into_inner().duplicate) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        duplicates_seen += r.unwrap();
+    }
+    let published = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+
+    // Every event's execution finishes (on A, or resumed after a kill), and nothing more.
+    let distinct =
+        || demo.idempotency_keys(method::CREATE_USER).into_iter().collect::<std::collections::HashSet<_>>().len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while distinct() < events {
+        assert!(Instant::now() < deadline, "{} of {events} events reached the backend", distinct());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut succeeded = 0;
+    let mut token = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = ca
+            .list_executions(pb::ListExecutionsRequest {
+                pattern_name: "chaos_signup".into(),
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for e in &page.executions {
+            assert_ne!(e.status, pb::ExecutionStatus::Failed as i32, "{e:?}");
+            succeeded += usize::from(e.status == pb::ExecutionStatus::Succeeded as i32);
+        }
+        if page.next_page_token.is_empty() {
+            if succeeded == events {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{succeeded} of {events} executions succeeded");
+            succeeded = 0;
+            token.clear();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        token = page.next_page_token;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // a late redelivery would show now
+    assert_eq!(distinct(), events, "one execution per event reached the backend");
+    println!(
+        "{events} events + {duplicates} duplicate publications ({duplicates_seen} answered duplicate) in {published:?} while replica B was killed {kills} times: {succeeded} executions, {} distinct idempotency keys at the backend, {} CreateUser calls",
+        distinct(),
+        demo.calls(method::CREATE_USER)
+    );
+    drop(a);
+    let client = async_nats::connect(&nats).await.unwrap();
+    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+    db.drop_now().await;
+}

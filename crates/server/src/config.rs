@@ -92,6 +92,10 @@ pub struct EventsConfig {
     /// Run the scheduler (patterns' `schedule:`) on this replica; every replica may (each tick
     /// fires on exactly one). `NEXUS_SCHEDULER=off` turns it off.
     pub scheduler: bool,
+    /// JetStream: a delivery not acknowledged within this long (its replica died) is delivered
+    /// again, to any replica.
+    #[serde(with = "humantime_secs")]
+    pub ack_wait: std::time::Duration,
 }
 
 impl Default for EventsConfig {
@@ -104,6 +108,7 @@ impl Default for EventsConfig {
             lookback: std::time::Duration::from_secs(300),
             retention: std::time::Duration::from_secs(86_400),
             scheduler: true,
+            ack_wait: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -363,7 +368,7 @@ impl Config {
     /// `NEXUS_DATABASE_URL`,
     /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`,
     /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY`, `NEXUS_DISCOVERY_REFRESH_INTERVAL`, `NEXUS_EVENTS_URL`,
-    /// `NEXUS_EVENTS_STREAM`, `NEXUS_EVENTS_CONSUMER`, `NEXUS_EVENTS_SUBJECT_PREFIX`, `NEXUS_SCHEDULER` (on/off) and `NEXUS_SERVICES` (comma-separated NAME=URL).
+    /// `NEXUS_EVENTS_STREAM`, `NEXUS_EVENTS_CONSUMER`, `NEXUS_EVENTS_SUBJECT_PREFIX`, `NEXUS_EVENTS_ACK_WAIT`, `NEXUS_SCHEDULER` (on/off) and `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -428,6 +433,9 @@ impl Config {
         }
         if let Some(v) = env("NEXUS_EVENTS_SUBJECT_PREFIX") {
             self.events.subject_prefix = v;
+        }
+        if let Some(v) = env("NEXUS_EVENTS_ACK_WAIT") {
+            self.events.ack_wait = parse_duration(&v).map_err(|e| invalid("NEXUS_EVENTS_ACK_WAIT", e))?;
         }
         if let Some(v) = env("NEXUS_SCHEDULER") {
             self.events.scheduler = match v.as_str() {

@@ -208,6 +208,7 @@ impl Nexus {
                 o.stream = config.events.stream.clone();
                 o.consumer = config.events.consumer.clone();
                 o.subject_prefix = config.events.subject_prefix.clone();
+                o.ack_wait = config.events.ack_wait;
                 Arc::new(events::nats::JetStreamBus::connect(o).await.map_err(StartError::Events)?)
             }
             None => Arc::new(events::local::InProcessBus::new(event_store.clone())),
