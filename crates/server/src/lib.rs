@@ -245,6 +245,7 @@ impl Nexus {
                 tasks: tasks.clone(),
                 discovery: backends.clone(),
                 events: event_router.clone(),
+                leaving: stages.accept.clone(),
             }),
             authenticator,
             cloudevents,

@@ -101,6 +101,8 @@ impl Api {
             }
         };
         let live = self.events.bus().subscribe().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        // Ends (OK) when this replica leaves; the subscriber subscribes again elsewhere.
+        let live = live.take_until(self.leaving.clone().cancelled_owned());
         let tenant = p.tenant.clone();
         let types = r.types;
         let stream = live.filter_map(move |l| {

@@ -33,6 +33,9 @@ pub struct Api {
     discovery: Arc<crate::refresh::Discovery>,
     /// PublishEvent and SubscribeEvents.
     events: Arc<crate::events::router::EventRouter>,
+    /// Cancelled when this replica starts leaving: live subscriptions end then (they would
+    /// otherwise hold the shutdown for its whole grace period).
+    leaving: tokio_util::sync::CancellationToken,
 }
 
 /// What the API is built from (assembled once, in `Nexus::start`).
@@ -45,6 +48,7 @@ pub struct ApiParts {
     pub tasks: crate::lifecycle::Tasks,
     pub discovery: Arc<crate::refresh::Discovery>,
     pub events: Arc<crate::events::router::EventRouter>,
+    pub leaving: tokio_util::sync::CancellationToken,
 }
 
 impl Api {
@@ -58,6 +62,7 @@ impl Api {
             tasks: p.tasks,
             discovery: p.discovery,
             events: p.events,
+            leaving: p.leaving,
         }
     }
 }

@@ -426,3 +426,109 @@ steps:
     h.stop().await;
     Ok(())
 }
+
+/// SubscribeEvents: live events of the caller's tenant only, by type and CEL filter; over native
+/// gRPC and over gRPC-Web (HTTP/1.1, as a browser calls it), frame by frame as they are published.
+#[tokio::test]
+async fn subscribers_see_their_tenant_s_events_filtered_over_grpc_and_grpc_web() -> Result<()> {
+    use http_body_util::BodyExt;
+    use nexus_store::AuthStore;
+    use prost::Message;
+    let dir = tempfile::tempdir()?;
+    let store = nexus_store::SqliteStore::open(dir.path()).await?;
+    let auth = nexus_server::AuthConfig { require_auth: true, ..Default::default() };
+    let mut h =
+        Harness::start_with(Options { data_dir: Some(dir.path().to_path_buf()), auth, ..Default::default() }).await?;
+    let key = async |tenant: &str, role: &str| -> Result<String> {
+        let (token, record) = nexus_store::api_key::generate(tenant, "someone", &[role.to_string()]);
+        store.insert_api_key(&record).await?;
+        Ok(token)
+    };
+    let (acme_viewer, acme_runner, other_runner) =
+        (key("acme", "viewer").await?, key("acme", "runner").await?, key("other", "runner").await?);
+
+    let subscribe = pb::SubscribeEventsRequest {
+        types: vec!["order.paid".into()],
+        filter: "${{ event.data.amount > 100 }}".into(),
+    };
+    let mut live = h.client.subscribe_events(authed(subscribe.clone(), &acme_viewer)).await?.into_inner();
+    // gRPC-Web: the same subscription over HTTP/1.1, read as frames arrive.
+    let stream = tokio::net::TcpStream::connect(h.addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::post("/nexus.v1.NexusService/SubscribeEvents")
+        .header(http::header::HOST, h.addr.to_string())
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("authorization", format!("Bearer {acme_viewer}"))
+        .body(http_body_util::Full::new(crate::transports::frame(0, &subscribe.encode_to_vec())))?;
+    let mut web = sender.send_request(request).await?.into_body();
+
+    let publish = |t: &str, amount: i64, token: &str| {
+        authed(
+            pb::PublishEventRequest {
+                event: Some(pb::Event {
+                    r#type: t.into(),
+                    data: Some(to_struct(serde_json::json!({"amount": amount})).unwrap_or_default()),
+                    ..Default::default()
+                }),
+            },
+            token,
+        )
+    };
+    // Subscriptions start listening asynchronously: publish until the first one arrives.
+    let first = eventually(Duration::from_secs(5), "the subscriber sees an event", async || {
+        h.client.publish_event(publish("order.paid", 500, &acme_runner)).await?;
+        match tokio::time::timeout(Duration::from_millis(200), live.message()).await {
+            Ok(Ok(Some(e))) => Ok(e),
+            other => anyhow::bail!("nothing yet: {other:?}"),
+        }
+    })
+    .await?;
+    ensure!(first.r#type == "order.paid" && first.tenant == "acme", "{first:?}");
+    // Filtered out: another type, a small amount, another tenant. Then one that passes.
+    h.client.publish_event(publish("order.created", 500, &acme_runner)).await?;
+    h.client.publish_event(publish("order.paid", 5, &acme_runner)).await?;
+    h.client.publish_event(publish("order.paid", 900, &other_runner)).await?;
+    h.client.publish_event(publish("order.paid", 777, &acme_runner)).await?;
+    let mut next = live.message().await?.context("stream ended")?;
+    while to_json(next.data.as_ref().context("data")?)["amount"] == 500 {
+        next = live.message().await?.context("stream ended")?; // retries of the first publish
+    }
+    ensure!(next.tenant == "acme" && to_json(next.data.as_ref().context("data")?)["amount"] == 777, "{next:?}");
+    // The gRPC-Web subscriber got the 777 one too, as a message frame of its own.
+    let mut buffer = bytes::BytesMut::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let frame = web.frame().await.context("body ended")??;
+            if let Ok(data) = frame.into_data() {
+                buffer.extend_from_slice(&data);
+            }
+            while buffer.len() >= 5 {
+                let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+                if buffer.len() < 5 + len {
+                    break;
+                }
+                let message = buffer.split_to(5 + len);
+                let e = pb::Event::decode(&message[5..])?;
+                if to_json(e.data.as_ref().context("data")?)["amount"] == 777 {
+                    return anyhow::Ok(e);
+                }
+            }
+        }
+    })
+    .await
+    .context("no gRPC-Web frame within 5 s")??;
+    ensure!(got.r#type == "order.paid" && got.tenant == "acme", "{got:?}");
+    // A filter that reads anything but `event` is refused up front.
+    let bad = pb::SubscribeEventsRequest { types: vec![], filter: "${{ input.x }}".into() };
+    let err = h.client.subscribe_events(authed(bad, &acme_viewer)).await.unwrap_err();
+    ensure!(err.code() == tonic::Code::InvalidArgument && err.message().contains("filter"), "{err:?}");
+    // Shutting down ends live subscriptions at once (not after the grace period).
+    let stopping = std::time::Instant::now();
+    h.stop().await;
+    ensure!(stopping.elapsed() < Duration::from_secs(2), "shutdown took {:?}", stopping.elapsed());
+    ensure!(live.message().await.ok().flatten().is_none(), "the subscription ended");
+    drop((web, sender));
+    Ok(())
+}
