@@ -88,7 +88,8 @@ impl Endpoint {
             tracing::debug!(path = PATH, "refused: {e}");
             refusal(e)
         })?;
-        self.access.require(Asking { caller: &caller, rpc: "POST /events" }, "events", RUN).map_err(refusal)?;
+        let asking = Asking { caller: &caller, rpc: "POST /events" };
+        self.access.require(asking, "events", RUN).map_err(refusal)?;
         let mode = mode_of(req.headers())?;
         let (parts, body) = req.into_parts();
         let body = read_bounded(body, &parts.headers).await?;
@@ -98,11 +99,13 @@ impl Endpoint {
                 let json: Value = serde_json::from_slice(&body)
                     .map_err(|e| invalid(format!("body: not a JSON object (a structured CloudEvent): {e}")))?;
                 let event = structured(json, &caller).map_err(invalid)?;
+                self.access.publish(asking, &event.event_type).map_err(refusal)?;
                 let published = self.publish(&event).await?;
                 Ok(accepted(receipt(&event, published)))
             }
             Mode::Binary => {
                 let event = binary(&parts.headers, &body, &caller).map_err(invalid)?;
+                self.access.publish(asking, &event.event_type).map_err(refusal)?;
                 let published = self.publish(&event).await?;
                 Ok(accepted(receipt(&event, published)))
             }
@@ -122,6 +125,9 @@ impl Endpoint {
                     .map(|(i, item)| structured(item, &caller).map_err(|m| in_batch(i, &m)))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(invalid)?;
+                for event in &events {
+                    self.access.publish(asking, &event.event_type).map_err(refusal)?;
+                }
                 let mut receipts = Vec::with_capacity(events.len());
                 for (i, event) in events.iter().enumerate() {
                     let published = self.publish(event).await.map_err(|_| {

@@ -186,6 +186,10 @@ pub struct AuthConfig {
     /// Actions only patterns registered by these roles may call, e.g.
     /// `"demo.user.v1.UserService/DeleteUser" = ["admin"]`.
     pub restricted_actions: std::collections::BTreeMap<String, Vec<String>>,
+    /// Event types only these roles may publish (PublishEvent, `POST /events`) and only patterns
+    /// registered by them may emit: `"billing.refund" = ["admin"]`, or every type under a prefix,
+    /// `"billing.*" = ["admin"]` (the longest match applies).
+    pub restricted_events: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// `[auth.jwt]`: tokens signed with HS256 (a shared secret) or RS256 (keys from a JWKS file).

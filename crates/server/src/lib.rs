@@ -188,7 +188,26 @@ impl Nexus {
                 .collect::<Result<Vec<_>, _>>()?;
             restricted.insert(action.clone(), roles);
         }
-        let registry = Arc::new(registry::Registry::load(store, catalog.clone(), restricted).await?);
+        let mut restricted_events = Vec::new();
+        for (pattern, roles) in &config.auth.restricted_events {
+            let key = format!("auth.restricted_events.\"{pattern}\"");
+            let prefix = pattern.strip_suffix(".*");
+            if !nexus_core::plan::is_event_type(prefix.unwrap_or(pattern)) {
+                return Err(StartError::Auth(format!(
+                    "{key}: not an event type (`billing.refund`) or a prefix of types (`billing.*`)"
+                )));
+            }
+            let roles = roles
+                .iter()
+                .map(|r| {
+                    auth::Role::parse(r).ok_or_else(|| {
+                        StartError::Auth(format!("{key}: `{r}` is not a role (admin, author, runner, viewer)"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            restricted_events.push((pattern.clone(), roles));
+        }
+        let registry = Arc::new(registry::Registry::load(store, catalog.clone(), restricted, restricted_events).await?);
         let backends =
             Arc::new(refresh::Discovery::new(discovered, config.discovery_timeout, descriptor_cache, registry.clone()));
         let open = !authenticator.required();

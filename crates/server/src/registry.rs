@@ -51,6 +51,8 @@ pub struct Registry {
     names: RwLock<HashMap<String, PatternName>>,
     /// Actions only patterns registered by these roles may call.
     restricted: BTreeMap<String, Vec<Role>>,
+    /// Event types (or `prefix.*`) only these roles may publish or emit.
+    restricted_events: Vec<(String, Vec<Role>)>,
     /// Executions per (name, version) not yet added to the store.
     usage: std::sync::Mutex<HashMap<VersionKey, u64>>,
     /// Registration time (ms) of the newest version loaded, for [`Registry::refresh_recent`].
@@ -81,6 +83,7 @@ impl Registry {
         store: Arc<dyn RegistryStore>,
         catalog: Arc<Catalog>,
         restricted: BTreeMap<String, Vec<Role>>,
+        restricted_events: Vec<(String, Vec<Role>)>,
     ) -> Result<Self, ApiError> {
         let registry = Self {
             store,
@@ -89,6 +92,7 @@ impl Registry {
             patterns: RwLock::new(HashMap::new()),
             names: RwLock::new(HashMap::new()),
             restricted,
+            restricted_events,
             usage: std::sync::Mutex::new(HashMap::new()),
             newest_ms: std::sync::atomic::AtomicI64::new(0),
         };
@@ -430,13 +434,41 @@ impl Registry {
                     }
                 }
                 Target::Action(a) => self.check_restricted(&a.name, &format!("steps[{i}].call"), caller, &mut diags),
-                Target::Emit(_) | Target::Wait(_) => {}
+                Target::Emit(e) => {
+                    if let Some(roles) = self.event_roles(&e.event_type)
+                        && !caller.any_of(roles)
+                    {
+                        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                        diags.push(Diagnostic::error(
+                            format!("steps[{i}].emit.type"),
+                            format!(
+                                "`{}` is restricted: only patterns registered by {} may emit it",
+                                e.event_type,
+                                names.join(" or ")
+                            ),
+                        ));
+                    }
+                }
+                Target::Wait(_) => {}
             }
             if let Some(c) = &step.compensate {
                 self.check_restricted(&c.action.name, &format!("steps[{i}].compensate.call"), caller, &mut diags);
             }
         }
         if diags.is_empty() { Ok(()) } else { Err(ApiError::InvalidPattern(diags)) }
+    }
+
+    /// The roles that may publish `event_type`, when it is restricted (the longest matching
+    /// entry: an exact type, or `prefix.*`).
+    pub fn event_roles(&self, event_type: &str) -> Option<&[Role]> {
+        self.restricted_events
+            .iter()
+            .filter(|(p, _)| match p.strip_suffix(".*") {
+                Some(prefix) => event_type.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')),
+                None => p == event_type,
+            })
+            .max_by_key(|(p, _)| p.len())
+            .map(|(_, roles)| roles.as_slice())
     }
 
     fn check_restricted(&self, action: &str, path: &str, caller: &Principal, diags: &mut Vec<Diagnostic>) {

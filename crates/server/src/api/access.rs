@@ -80,6 +80,21 @@ impl Access {
         Err(ApiError::PermissionDenied(format!("{reason}; {} (tenant {}) has {has}", p.subject, p.tenant)))
     }
 
+    /// Publishing an event: the `runner` role, and for a restricted type one of its roles
+    /// (`[auth.restricted_events]`). Refusals are audited.
+    pub fn publish(&self, a: Asking<'_>, event_type: &str) -> Result<(), ApiError> {
+        let resource = format!("event:{event_type}");
+        self.require(a, &resource, RUN)?;
+        let Some(roles) = self.registry.event_roles(event_type) else { return Ok(()) };
+        if a.caller.any_of(roles) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).chain(["admin"]).collect();
+        let reason = format!("publishing `{event_type}` is restricted to the role {}", names.join(" or "));
+        self.deny(a, &resource, &reason);
+        Err(ApiError::PermissionDenied(format!("{reason}; {} (tenant {}) has not", a.caller.subject, a.caller.tenant)))
+    }
+
     /// The role, then the pattern's visibility: its facts when the caller may see it.
     pub async fn pattern(&self, a: Asking<'_>, name: &str, roles: &[Role]) -> Result<PatternName, ApiError> {
         self.require(a, &format!("pattern:{name}"), roles)?;

@@ -10,7 +10,7 @@ use tonic::{Request, Status};
 
 use super::{
     Api,
-    access::{Asking, READ, RUN},
+    access::{Asking, READ},
     principal,
 };
 use crate::{convert, error::ApiError};
@@ -56,7 +56,7 @@ impl Api {
         let p = principal(&req)?;
         let event = req.into_inner().event.ok_or_else(|| ApiError::InvalidArgument("event: required".into()))?;
         let asking = Asking { caller: &p, rpc: "PublishEvent" };
-        self.access.require(asking, &format!("event:{}", event.r#type), RUN)?;
+        self.access.publish(asking, &event.r#type)?;
         let event = from_api(event, p.tenant.clone(), &p.subject);
         crate::events::validate(&event).map_err(ApiError::InvalidArgument)?;
         let published = self.events.publish(&event).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;

@@ -532,3 +532,65 @@ async fn subscribers_see_their_tenant_s_events_filtered_over_grpc_and_grpc_web()
     drop((web, sender));
     Ok(())
 }
+
+/// `[auth.restricted_events]`: a restricted type (or prefix) is published and emitted only by its
+/// roles — PublishEvent, `POST /events` and registration alike; other types stay open to runners.
+#[tokio::test]
+async fn restricted_event_types_are_published_and_emitted_only_by_their_roles() -> Result<()> {
+    use nexus_store::AuthStore;
+    let dir = tempfile::tempdir()?;
+    let store = nexus_store::SqliteStore::open(dir.path()).await?;
+    let mut auth = nexus_server::AuthConfig { require_auth: true, ..Default::default() };
+    auth.restricted_events.insert("billing.*".into(), vec!["admin".into()]);
+    let mut h =
+        Harness::start_with(Options { data_dir: Some(dir.path().to_path_buf()), auth, ..Default::default() }).await?;
+    let key = async |subject: &str, roles: &[&str]| -> Result<String> {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let (token, record) = nexus_store::api_key::generate("acme", subject, &roles);
+        store.insert_api_key(&record).await?;
+        Ok(token)
+    };
+    let (runner, author, admin) =
+        (key("hook", &["runner"]).await?, key("dev", &["author"]).await?, key("boss", &["admin"]).await?);
+    let publish = |t: &str, token: &str| authed(event(t, serde_json::json!({})).unwrap_or_default(), token);
+
+    let err = h.client.publish_event(publish("billing.refund", &runner)).await.unwrap_err();
+    ensure!(
+        err.code() == tonic::Code::PermissionDenied && err.message().contains("`billing.refund` is restricted"),
+        "{err:?}"
+    );
+    h.client.publish_event(publish("billingx.refund", &runner)).await.context("not under the prefix")?;
+    h.client.publish_event(publish("order.paid", &runner)).await?;
+    h.client.publish_event(publish("billing.refund", &admin)).await?;
+    let audit = store.audit_log(10).await?;
+    ensure!(audit.iter().any(|a| a.resource == "event:billing.refund" && a.subject == "hook"), "{audit:?}");
+
+    // The HTTP binding asks the same question.
+    let body = serde_json::json!({"specversion": "1.0", "id": "r1", "source": "s", "type": "billing.refund"});
+    let response = crate::transports::http1_post(
+        h.addr,
+        "/events",
+        &[("content-type", "application/cloudevents+json"), ("authorization", &format!("Bearer {runner}"))],
+        bytes::Bytes::from(body.to_string()),
+    )
+    .await?;
+    ensure!(response.status() == http::StatusCode::FORBIDDEN, "{}", response.status());
+
+    // A pattern emitting it is registered only by those roles.
+    let doc = r#"
+name: refunder
+version: 1.0.0
+steps:
+  - id: refund
+    emit: {type: billing.refund, data: {why: "test"}}
+"#;
+    let err = h
+        .client
+        .register_pattern(authed(pb::RegisterPatternRequest { pattern: Some(pattern(doc)?) }, &author))
+        .await
+        .unwrap_err();
+    ensure!(err.code() == tonic::Code::InvalidArgument && err.message().contains("steps[0].emit.type"), "{err:?}");
+    h.client.register_pattern(authed(pb::RegisterPatternRequest { pattern: Some(pattern(doc)?) }, &admin)).await?;
+    h.stop().await;
+    Ok(())
+}
