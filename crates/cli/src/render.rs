@@ -328,7 +328,7 @@ pub fn execution_json(e: &pb::Execution) -> String {
 }
 
 /// A pattern's events as YAML comments (so `pattern show` output stays a valid document): its
-/// `on:` triggers and the kind of each event step. Empty when it has neither.
+/// `on:` triggers, its schedule and the kind of each event step. Empty when it has none.
 pub fn pattern_events(p: &pb::Pattern) -> String {
     // Expressions are shown on one line, whatever their layout in the document.
     let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -339,6 +339,12 @@ pub fn pattern_events(p: &pb::Pattern) -> String {
     for t in &p.on {
         let input = if t.input.is_some() { " (input mapped)" } else { "" };
         lines.push(format!("on: {}{}{input}", t.event, with("filter", &t.filter)));
+    }
+    if let Some(s) = &p.schedule {
+        let tz = if s.timezone.is_empty() { "UTC" } else { s.timezone.as_str() };
+        let overlap = if s.overlap.is_empty() { "skip" } else { s.overlap.as_str() };
+        let catchup = s.catchup_window.as_ref().map(|d| format!(", catch-up {}s", d.seconds)).unwrap_or_default();
+        lines.push(format!("schedule: {} ({tz}; overlap {overlap}{catchup})", one_line(&s.cron)));
     }
     for step in &p.steps {
         if let Some(e) = &step.emit {
@@ -430,6 +436,7 @@ on:
   - event: user.created
     filter: "${{ event.data.plan ==
       'pro' }}"
+schedule: {cron: "0 */5 * * * *", timezone: Europe/Paris, overlap: buffer_one}
 steps:
   - id: announce
     emit: {type: user.welcomed, data: {}}
@@ -445,6 +452,7 @@ steps:
         assert_eq!(
             pattern_events(&doc),
             "# on: user.created [filter ${{ event.data.plan == 'pro' }}]\n\
+             # schedule: 0 */5 * * * * (Europe/Paris; overlap buffer_one)\n\
              # step announce: emit user.welcomed\n\
              # step verified: wait_for user.verified [match ${{ event.data.id == 'x' }}] (timeout 60s)\n\
              # step either: wait_for any of a.done, b.done\n"
