@@ -120,7 +120,9 @@ pub(super) struct Run<'a> {
     /// Of those, the ones registered in the store (only then can the execution park).
     waits_registered: Vec<usize>,
     /// Wait futures say here when their registration is in the store.
-    registered: (tokio::sync::mpsc::UnboundedSender<usize>, Option<tokio::sync::mpsc::UnboundedReceiver<usize>>),
+    /// Only for patterns with `wait_for` steps: nothing is allocated on the others' hot path.
+    registered:
+        Option<(tokio::sync::mpsc::UnboundedSender<usize>, Option<tokio::sync::mpsc::UnboundedReceiver<usize>>)>,
     /// The execution left memory to wait for events (parked in the store).
     parked: bool,
 }
@@ -183,10 +185,10 @@ impl<'a> Run<'a> {
             steps,
             waits_pending: Vec::new(),
             waits_registered: Vec::new(),
-            registered: {
+            registered: pattern.steps.iter().any(|s| s.target.is_wait()).then(|| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 (tx, Some(rx))
-            },
+            }),
             parked: false,
         }
     }
@@ -269,7 +271,7 @@ impl<'a> Run<'a> {
         tokio::pin!(cancelled_fut);
         let closed = emitter.closed();
         tokio::pin!(closed);
-        let mut registered = self.registered.1.take();
+        let mut registered = self.registered.as_mut().and_then(|r| r.1.take());
         let next_registered = async |r: &mut Option<tokio::sync::mpsc::UnboundedReceiver<usize>>| match r {
             Some(r) => r.recv().await,
             None => std::future::pending().await,
@@ -532,7 +534,7 @@ impl<'a> Run<'a> {
                 let woken = self.services.waits.add(self.id.clone(), step.id.clone());
                 let waits = self.services.waits;
                 let running_execution = self.emitter.running.clone();
-                let registered = self.registered.0.clone();
+                let registered = self.registered.as_ref().map(|r| r.0.clone());
                 running.push(Box::pin(async move {
                     let result = match hub.register_wait(&registration).await {
                         Ok(Some(text)) => {
@@ -541,7 +543,9 @@ impl<'a> Run<'a> {
                         }
                         // The sender lives until the wait resolves here, or the run is dropped.
                         Ok(None) => {
-                            let _ = registered.send(i);
+                            if let Some(r) = &registered {
+                                let _ = r.send(i);
+                            }
                             woken.await.map_err(|_| CallError::new(Code::Cancelled, "the wait was abandoned"))
                         }
                         Err(e) => {
