@@ -33,7 +33,8 @@ struct Pending {
 
 type WriteError = JournalError;
 
-fn journal_error(e: nexus_store::Error) -> JournalError {
+/// A store error as the engine's journal error (transient or not).
+pub(crate) fn journal_error(e: nexus_store::Error) -> JournalError {
     JournalError { transient: e.is_transient(), message: e.to_string() }
 }
 

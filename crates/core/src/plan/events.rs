@@ -4,19 +4,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{
-    diagnostic::Diagnostics,
-    expr::{self, Expr},
-    input::InputSchema,
-    pb, value,
-};
+use crate::{diagnostic::Diagnostics, expr::Expr, input::InputSchema, pb, value};
 
 use super::{
     model::{
         Correlation, DEFAULT_WAIT, EmitPlan, MAX_TRIGGERS, MAX_WAIT, MAX_WAIT_BRANCHES, Target, TriggerPlan,
         WaitBranch, WaitPlan, to_duration,
     },
-    templates,
+    templates::{self, single},
 };
 
 /// Longest event type.
@@ -45,19 +40,6 @@ fn check_type(t: &str, path: &str, diags: &mut Diagnostics) -> bool {
         return false;
     }
     true
-}
-
-fn single(source: &str, path: &str, diags: &mut Diagnostics) -> Option<Expr> {
-    if source.is_empty() {
-        return None;
-    }
-    match expr::parse_single(source) {
-        Ok(e) => Some(e),
-        Err(e) => {
-            diags.error(path, e.to_string());
-            None
-        }
-    }
 }
 
 /// The target of an `emit` step.

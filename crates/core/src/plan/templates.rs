@@ -43,7 +43,8 @@ pub(super) fn conditions(doc: &pb::Pattern, diags: &mut Diagnostics) -> Conditio
     out
 }
 
-fn single(source: &str, path: &str, diags: &mut Diagnostics) -> Option<Expr> {
+/// One `${{ }}` expression at `path` (`None` when empty or invalid, reported).
+pub(super) fn single(source: &str, path: &str, diags: &mut Diagnostics) -> Option<Expr> {
     if source.is_empty() {
         return None;
     }

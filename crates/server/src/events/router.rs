@@ -27,7 +27,7 @@ use nexus_engine::{
 use nexus_store::{EventStore, EventWait, JournalStore, WaitResolution};
 use tokio_util::sync::CancellationToken;
 
-use crate::{lifecycle::Tasks, registry::Registry};
+use crate::{journal::journal_error, lifecycle::Tasks, registry::Registry};
 
 /// Most waits one event is matched against.
 const MAX_CANDIDATES: u32 = 10_000;
@@ -58,10 +58,6 @@ pub struct EventRouter {
     engine: std::sync::RwLock<Option<Engine>>,
     tasks: Tasks,
     options: RouterOptions,
-}
-
-fn journal_error(e: nexus_store::Error) -> JournalError {
-    JournalError { transient: e.is_transient(), message: e.to_string() }
 }
 
 impl EventRouter {
