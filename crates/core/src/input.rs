@@ -49,8 +49,15 @@ impl InputSchema {
 
     /// The type at `input.<segments>`, or a message saying why the path does not exist.
     pub fn resolve(&self, segments: &[String]) -> Result<InputType, String> {
+        self.resolve_named(segments, "input", "", "the input schema")
+    }
+
+    /// The type at `<root>.<segments>` of a value this schema describes (`event.data` of an event
+    /// type: `of` = `` of `user.created` ``, `schema` = "its schema"), or why the path does not
+    /// exist.
+    pub fn resolve_named(&self, segments: &[String], root: &str, of: &str, schema: &str) -> Result<InputType, String> {
         let mut node = &self.root;
-        let mut walked = String::from("input");
+        let mut walked = String::from(root);
         for seg in segments {
             let Some(obj) = node.as_object() else { return Ok(InputType::Any) };
             match obj.get("properties").and_then(Json::as_object) {
@@ -63,7 +70,7 @@ impl InputSchema {
                             .map(|s| format!(" (did you mean `{s}`?)"))
                             .unwrap_or_default();
                         return Err(format!(
-                            "`{walked}` has no property `{seg}`{hint}; the input schema declares: {}",
+                            "`{walked}`{of} has no property `{seg}`{hint}; {schema} declares: {}",
                             crate::diagnostic::name_list(names)
                         ));
                     }
@@ -73,7 +80,7 @@ impl InputSchema {
                         && t != InputType::Object
                         && t != InputType::Any
                     {
-                        return Err(format!("`{walked}` is {t:?} in the input schema, it has no `{seg}`"));
+                        return Err(format!("`{walked}`{of} is {t:?} in {schema}, it has no `{seg}`"));
                     }
                     return Ok(InputType::Any);
                 }

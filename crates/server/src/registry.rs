@@ -9,10 +9,14 @@ use std::{
     time::SystemTime,
 };
 
+use nexus_core::input::InputSchema;
 use nexus_core::{
     Catalog, CompiledPattern, Diagnostic, PatternLookup, Target, compile, document, parse_pattern_call, pb,
 };
-use nexus_store::{MetaStore, NewVersion, PatternName, PatternStore, RegisterOutcome, StoredPattern, VersionEvents};
+use nexus_store::{
+    EventStore, MetaStore, NewVersion, PatternName, PatternStore, RegisterOutcome, StoredEventType, StoredPattern,
+    VersionEvents,
+};
 
 use crate::{
     auth::{Principal, Role},
@@ -23,9 +27,9 @@ use crate::{
 type VersionKey = (Arc<str>, Arc<str>);
 
 /// What the registry needs of the store.
-pub trait RegistryStore: PatternStore + MetaStore {}
+pub trait RegistryStore: PatternStore + MetaStore + EventStore {}
 
-impl<T: PatternStore + MetaStore> RegistryStore for T {}
+impl<T: PatternStore + MetaStore + EventStore> RegistryStore for T {}
 
 /// One registered version.
 #[derive(Clone)]
@@ -57,6 +61,10 @@ pub struct Registry {
     usage: std::sync::Mutex<HashMap<VersionKey, u64>>,
     /// Registration time (ms) of the newest version loaded, for [`Registry::refresh_recent`].
     newest_ms: std::sync::atomic::AtomicI64,
+    /// Registered event types by (tenant, type), with their parsed schemas: registrations and
+    /// validations in that tenant type-check `event.data.*` against them. Reloaded with the
+    /// names on every refresh.
+    event_types: RwLock<HashMap<(String, String), (StoredEventType, InputSchema)>>,
 }
 
 /// How far back [`Registry::refresh_recent`] looks before the newest version it knows: covers
@@ -95,6 +103,7 @@ impl Registry {
             restricted_events,
             usage: std::sync::Mutex::new(HashMap::new()),
             newest_ms: std::sync::atomic::AtomicI64::new(0),
+            event_types: RwLock::new(HashMap::new()),
         };
         registry.refresh().await?;
         Ok(registry)
@@ -118,6 +127,7 @@ impl Registry {
     }
 
     async fn refresh_from(&self, since: SystemTime) -> Result<usize, ApiError> {
+        self.load_event_types().await?;
         let names = self.store.pattern_names().await?;
         {
             let mut map = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -302,7 +312,8 @@ impl Registry {
     pub fn validate(&self, doc: &pb::Pattern, caller: &Principal) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
         let mut doc = doc.clone();
         let mut resolved = self.resolve_latest(&mut doc);
-        let (compiled, mut warnings) = compile(&doc, &self.catalog(), self)?;
+        let lookup = InTenant { registry: self, tenant: &caller.tenant };
+        let (compiled, mut warnings) = compile(&doc, &self.catalog(), &lookup)?;
         if let Err(ApiError::InvalidPattern(d)) = self.check_access(&compiled, caller) {
             return Err(d);
         }
@@ -346,7 +357,8 @@ impl Registry {
             doc.durability = "ephemeral".into();
         }
         let mut resolved = self.resolve_latest(&mut doc);
-        let (compiled, mut warnings) = compile(&doc, &self.catalog(), self).map_err(ApiError::InvalidPattern)?;
+        let lookup = InTenant { registry: self, tenant: &caller.tenant };
+        let (compiled, mut warnings) = compile(&doc, &self.catalog(), &lookup).map_err(ApiError::InvalidPattern)?;
         self.check_access(&compiled, caller)?;
         warnings.append(&mut resolved);
         let (uses, calls, events) = dependencies(&compiled);
@@ -417,6 +429,55 @@ impl Registry {
             }
         };
         Ok(Registered { name: doc.name, version: doc.version, created, warnings })
+    }
+
+    /// Every event type of the store, in place of those known.
+    async fn load_event_types(&self) -> Result<(), ApiError> {
+        let stored = self.store.event_types(None).await?;
+        let map = stored
+            .into_iter()
+            .map(|t| {
+                let schema = InputSchema::new(serde_json::from_str(&t.schema).unwrap_or_default());
+                ((t.tenant.clone(), t.event_type.clone()), (t, schema))
+            })
+            .collect();
+        *self.event_types.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+        Ok(())
+    }
+
+    /// The event types of `tenant`, by name.
+    pub fn event_types(&self, tenant: &str) -> Vec<StoredEventType> {
+        let types = self.event_types.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<StoredEventType> =
+            types.iter().filter(|((t, _), _)| t == tenant).map(|(_, (stored, _))| stored.clone()).collect();
+        out.sort_by(|a, b| a.event_type.cmp(&b.event_type));
+        out
+    }
+
+    /// The schema of `event_type`'s data in `tenant`, when one is registered.
+    fn event_schema(&self, tenant: &str, event_type: &str) -> Option<InputSchema> {
+        let types = self.event_types.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (_, schema) = types.get(&(tenant.to_string(), event_type.to_string()))?;
+        (!schema.is_empty()).then(|| schema.clone())
+    }
+
+    /// Registers (or replaces) an event type of `t.tenant`; the same description and schema again
+    /// changes nothing and answers the type as registered first. The caller has checked the name
+    /// and the schema. Patterns already registered keep their plans.
+    pub async fn register_event_type(&self, t: StoredEventType) -> Result<StoredEventType, ApiError> {
+        let key = (t.tenant.clone(), t.event_type.clone());
+        let known = self.event_types.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        let same = |a: &StoredEventType| {
+            let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+            a.description == t.description && json(&a.schema) == json(&t.schema)
+        };
+        if let Some((stored, _)) = known.filter(|(k, _)| same(k)) {
+            return Ok(stored);
+        }
+        self.store.put_event_type(&t).await?;
+        let schema = InputSchema::new(serde_json::from_str(&t.schema).unwrap_or_default());
+        self.event_types.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, (t.clone(), schema));
+        Ok(t)
     }
 
     /// Sub-patterns the caller cannot see do not exist for them; restricted actions need one of
@@ -692,9 +753,27 @@ fn next_version(v: &str) -> String {
     }
 }
 
+/// Stored versions are loaded (and rechecked) without event schemas: they were checked against
+/// them when registered, and keep their plans when a schema is replaced.
 impl PatternLookup for Registry {
     fn lookup(&self, name: &str, version: &str) -> Option<Arc<CompiledPattern>> {
         self.get(name, version).ok()?.compiled.ok()
+    }
+}
+
+/// The registry as a registration in `tenant` sees it: with that tenant's event schemas.
+struct InTenant<'a> {
+    registry: &'a Registry,
+    tenant: &'a str,
+}
+
+impl PatternLookup for InTenant<'_> {
+    fn lookup(&self, name: &str, version: &str) -> Option<Arc<CompiledPattern>> {
+        self.registry.lookup(name, version)
+    }
+
+    fn event_schema(&self, event_type: &str) -> Option<InputSchema> {
+        self.registry.event_schema(self.tenant, event_type)
     }
 }
 

@@ -1194,6 +1194,34 @@ pub async fn run_events<S: crate::JournalStore + crate::EventStore>(store: &S) {
     check_concurrent_resolutions(store).await;
     check_triggers(store).await;
     check_schedule_ticks(store).await;
+    check_event_types(store).await;
+}
+
+/// Event types: per tenant, replaced by a second registration, listed by name.
+pub async fn check_event_types(store: &dyn crate::EventStore) {
+    let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + s * 1000);
+    let t = |tenant: &str, name: &str, schema: &str, s: u64| crate::StoredEventType {
+        tenant: tenant.into(),
+        event_type: name.into(),
+        description: format!("{name} of {tenant}"),
+        schema: schema.into(),
+        registered_at: at(s),
+    };
+    assert_eq!(store.event_types(Some("types-a")).await.unwrap(), []);
+    let created = t("types-a", "user.created", r#"{"type":"object"}"#, 1);
+    store.put_event_type(&created).await.unwrap();
+    store.put_event_type(&t("types-a", "order.placed", "{}", 2)).await.unwrap();
+    store.put_event_type(&t("types-b", "user.created", "{}", 3)).await.unwrap();
+    let listed = store.event_types(Some("types-a")).await.unwrap();
+    assert_eq!(listed, [t("types-a", "order.placed", "{}", 2), created]);
+    // Replaced, not added.
+    let replaced = t("types-a", "user.created", r#"{"type":"object","properties":{}}"#, 4);
+    store.put_event_type(&replaced).await.unwrap();
+    let listed = store.event_types(Some("types-a")).await.unwrap();
+    assert_eq!(listed, [t("types-a", "order.placed", "{}", 2), replaced]);
+    let all = store.event_types(None).await.unwrap();
+    let ours: Vec<_> = all.iter().filter(|e| e.tenant.starts_with("types-")).map(|e| e.tenant.as_str()).collect();
+    assert_eq!(ours, ["types-a", "types-a", "types-b"]);
 }
 
 /// Schedules' last ticks: the first claim creates the row, each later one is a compare-and-set on

@@ -68,6 +68,15 @@ pub(crate) const NEXT_TICK: &str = "UPDATE schedule_ticks SET last_tick_ms = $2,
     WHERE pattern_name = $1 AND last_tick_ms = $4";
 pub(crate) const LAST_TICK: &str = "SELECT last_tick_ms FROM schedule_ticks WHERE pattern_name = $1";
 
+pub(crate) const PUT_EVENT_TYPE: &str =
+    "INSERT INTO event_types (tenant, event_type, description, schema, registered_at_ms) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (tenant, event_type) DO UPDATE
+    SET description = excluded.description, schema = excluded.schema, registered_at_ms = excluded.registered_at_ms";
+pub(crate) const EVENT_TYPES_OF: &str = "SELECT tenant, event_type, description, schema, registered_at_ms
+    FROM event_types WHERE tenant = $1 ORDER BY tenant, event_type";
+pub(crate) const ALL_EVENT_TYPES: &str = "SELECT tenant, event_type, description, schema, registered_at_ms
+    FROM event_types ORDER BY tenant, event_type";
+
 /// The waits that may match an event: those without a correlation, and those whose (path, value)
 /// is one of the pairs of the JSON array `$3`. Two indexed lookups (a single `OR` would read
 /// every wait on the event type), merged by registration. Binds tenant, event type, the pairs,
@@ -99,8 +108,8 @@ macro_rules! event_store_impl {
 
             use sqlx::Row;
             use $crate::{
-                EventRecorded, EventWait, ExecutionStart, JournalOp, Result, StoredEvent, UnfinishedExecution,
-                WaitResolution,
+                EventRecorded, EventWait, ExecutionStart, JournalOp, Result, StoredEvent, StoredEventType,
+                UnfinishedExecution, WaitResolution,
                 dialect::Dialect,
                 events::*,
                 journal::{Batch, STEPS_OF, batch_sql, next_seq},
@@ -454,6 +463,36 @@ macro_rules! event_store_impl {
                     let row: Option<(i64,)> =
                         sqlx::query_as(&D.sql(LAST_TICK)).bind(pattern_name).fetch_optional(&self.pool).await?;
                     Ok(row.map(|(t,)| from_ms(t)))
+                }
+
+                async fn put_event_type(&self, t: &StoredEventType) -> Result<()> {
+                    sqlx::query(&D.sql(PUT_EVENT_TYPE))
+                        .bind(&t.tenant)
+                        .bind(&t.event_type)
+                        .bind(&t.description)
+                        .bind(&t.schema)
+                        .bind(ms(t.registered_at))
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn event_types(&self, tenant: Option<&str>) -> Result<Vec<StoredEventType>> {
+                    let rows = match tenant {
+                        Some(tenant) => sqlx::query(&D.sql(EVENT_TYPES_OF)).bind(tenant).fetch_all(&self.pool).await?,
+                        None => sqlx::query(&D.sql(ALL_EVENT_TYPES)).fetch_all(&self.pool).await?,
+                    };
+                    rows.iter()
+                        .map(|r| {
+                            Ok(StoredEventType {
+                                tenant: r.try_get("tenant")?,
+                                event_type: r.try_get("event_type")?,
+                                description: r.try_get("description")?,
+                                schema: r.try_get("schema")?,
+                                registered_at: from_ms(r.try_get("registered_at_ms")?),
+                            })
+                        })
+                        .collect()
                 }
             }
         };

@@ -349,6 +349,18 @@ pub struct StoredEvent {
     pub received_at: SystemTime,
 }
 
+/// A registered event type ([`EventStore::put_event_type`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEventType {
+    pub tenant: String,
+    pub event_type: String,
+    pub description: String,
+    /// The JSON Schema of the events' `data`, JSON (`{}` for none).
+    pub schema: String,
+    /// Millisecond precision.
+    pub registered_at: SystemTime,
+}
+
 /// What [`EventStore::record_event`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventRecorded {
@@ -490,4 +502,10 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The last tick of `pattern_name`'s schedule that was handled (fired or skipped).
     async fn last_tick(&self, pattern_name: &str) -> Result<Option<SystemTime>>;
+
+    /// Registers an event type of its tenant, replacing one registered before under that name.
+    async fn put_event_type(&self, event_type: &StoredEventType) -> Result<()>;
+
+    /// The event types of `tenant` (of every tenant for `None`), by tenant and name.
+    async fn event_types(&self, tenant: Option<&str>) -> Result<Vec<StoredEventType>>;
 }

@@ -32,6 +32,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, sql: EVENTS, only: None },
     Migration { version: 9, sql: SQLITE_JOURNAL_BATCH_WAITS, only: Some(Dialect::Sqlite) },
     Migration { version: 10, sql: SCHEDULE_TICKS, only: None },
+    Migration { version: 11, sql: EVENT_TYPES, only: None },
 ];
 
 /// The migrations `d` applies, in order.
@@ -254,6 +255,18 @@ const SCHEDULE_TICKS: &str = "
         claimed_at_ms BIGINT NOT NULL
     );";
 
+/// Registered event types per tenant: `schema` is the JSON Schema of their `data` (JSON text,
+/// `{}` for none). Re-registering replaces the row.
+const EVENT_TYPES: &str = "
+    CREATE TABLE event_types (
+        tenant TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        description TEXT NOT NULL,
+        schema TEXT NOT NULL,
+        registered_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant, event_type)
+    );";
+
 /// SQLite: migration 6's batch trigger, which must not change, again with one more statement: a
 /// finished execution waits for nothing, so its `event_waits` rows go with its step results.
 /// (PostgreSQL's batch is a statement the store renders, `journal::batch_sql`.)
@@ -371,8 +384,8 @@ pub(crate) mod tests {
     #[test]
     fn every_dialect_applies_the_shared_migrations_and_only_its_own() {
         let versions = |d| migrations(d).map(|m| m.version).collect::<Vec<_>>();
-        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7, 8, 10]);
+        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7, 8, 10, 11]);
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "versions ascend: {versions:?}");
     }

@@ -11,17 +11,26 @@ use crate::{
     typecheck::{Ty, TypeEnv},
 };
 
-use super::{Draft, model::Target};
+use super::{
+    Draft,
+    model::{PatternLookup, Target},
+};
 
 pub(super) struct Env<'a> {
     input: &'a InputSchema,
     step_types: HashMap<String, Ty>,
+    patterns: &'a dyn PatternLookup,
 }
 
 impl<'a> Env<'a> {
     /// A step whose call did not resolve has no entry: paths into it read as `dyn`, so they add
     /// no diagnostics on top of the unresolved call.
-    pub(super) fn new(input: &'a InputSchema, doc: &pb::Pattern, drafts: &[Draft]) -> Self {
+    pub(super) fn new(
+        input: &'a InputSchema,
+        doc: &pb::Pattern,
+        drafts: &[Draft],
+        patterns: &'a dyn PatternLookup,
+    ) -> Self {
         let step_types = drafts
             .iter()
             .zip(&doc.steps)
@@ -43,11 +52,16 @@ impl<'a> Env<'a> {
                 Some((s.id.clone(), ty))
             })
             .collect();
-        Self { input, step_types }
+        Self { input, step_types, patterns }
     }
 
-    /// The type a variable path reads, or why the path does not exist.
+    /// The type a variable path reads, or why the path does not exist (`event.data` as `dyn`).
     pub(super) fn resolve(&self, r: &expr::Reference) -> Result<Ty, String> {
+        self.resolve_in(r, None)
+    }
+
+    /// [`Env::resolve`] where `event` is an event of `event_type` (a `wait_for` branch's match).
+    pub(super) fn resolve_in(&self, r: &expr::Reference, event_type: Option<&str>) -> Result<Ty, String> {
         match r.root.as_str() {
             "input" => self.input.resolve(&r.segments).map(|t| Ty::of_input(&t)),
             "steps" => {
@@ -61,19 +75,34 @@ impl<'a> Env<'a> {
                 }
                 Ok(ty)
             }
-            "event" => {
-                let mut ty = Ty::Event;
-                let mut walked = "event".to_string();
-                for seg in &r.segments {
-                    ty = ty.select(seg, &walked)?;
-                    walked.push('.');
-                    walked.push_str(seg);
-                }
-                Ok(ty)
-            }
+            "event" => event_path(&r.segments, event_type, self.patterns),
             _ => Ok(Ty::Dyn),
         }
     }
+}
+
+/// The type of `event.<segments>` read from an event of `event_type` (`None`: of no single
+/// type): `event.data.*` against the type's registered schema, when there is one, `dyn`
+/// otherwise.
+pub(super) fn event_path(
+    segments: &[String],
+    event_type: Option<&str>,
+    patterns: &dyn PatternLookup,
+) -> Result<Ty, String> {
+    if let (Some((first, rest)), Some(t)) = (segments.split_first(), event_type)
+        && first == "data"
+        && let Some(schema) = patterns.event_schema(t)
+    {
+        return schema.resolve_named(rest, "event.data", &format!(" of `{t}`"), "its schema").map(|t| Ty::of_input(&t));
+    }
+    let mut ty = Ty::Event;
+    let mut walked = "event".to_string();
+    for seg in segments {
+        ty = ty.select(seg, &walked)?;
+        walked.push('.');
+        walked.push_str(seg);
+    }
+    Ok(ty)
 }
 
 impl TypeEnv for Env<'_> {

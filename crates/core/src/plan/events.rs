@@ -8,8 +8,8 @@ use crate::{diagnostic::Diagnostics, expr::Expr, input::InputSchema, pb, value};
 
 use super::{
     model::{
-        Correlation, DEFAULT_WAIT, EmitPlan, MAX_TRIGGERS, MAX_WAIT, MAX_WAIT_BRANCHES, Target, TriggerPlan,
-        WaitBranch, WaitPlan, to_duration,
+        Correlation, DEFAULT_WAIT, EmitPlan, MAX_TRIGGERS, MAX_WAIT, MAX_WAIT_BRANCHES, PatternLookup, Target,
+        TriggerPlan, WaitBranch, WaitPlan, to_duration,
     },
     templates::{self, single},
 };
@@ -148,7 +148,14 @@ pub(super) fn check_options(i: usize, step: &pb::Step, diags: &mut Diagnostics) 
 
 /// The `on:` triggers. Their expressions read only `event`; the input they build must fit the
 /// pattern's input schema (declared properties, every required one given).
-pub(super) fn triggers(doc: &pb::Pattern, input: &InputSchema, diags: &mut Diagnostics) -> Vec<TriggerPlan> {
+/// `event.data.*` is checked against the schema of the trigger's event type, when one is
+/// registered.
+pub(super) fn triggers(
+    doc: &pb::Pattern,
+    input: &InputSchema,
+    patterns: &dyn PatternLookup,
+    diags: &mut Diagnostics,
+) -> Vec<TriggerPlan> {
     if doc.on.len() > MAX_TRIGGERS {
         diags.error("on", format!("{} triggers; the limit is {MAX_TRIGGERS}", doc.on.len()));
     }
@@ -184,6 +191,8 @@ pub(super) fn triggers(doc: &pb::Pattern, input: &InputSchema, diags: &mut Diagn
                         p,
                         format!("an event has no `{first}`; its fields are: {}", super::model::EVENT_FIELDS.join(", ")),
                     );
+                } else if ok && let Err(msg) = super::env::event_path(&r.segments, Some(&t.event), patterns) {
+                    diags.error(p, msg);
                 }
             }
         }

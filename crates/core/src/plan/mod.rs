@@ -65,7 +65,7 @@ pub fn compile(
     header::check(doc, &mut diags);
     let input = header::input_schema(doc, &mut diags);
     let ids = ids::collect(doc, &mut diags);
-    let triggers = events::triggers(doc, &input, &mut diags);
+    let triggers = events::triggers(doc, &input, patterns, &mut diags);
     let schedule = schedule::compile(doc, &input, &mut diags);
 
     // Each step on its own: what it calls, its templates and expressions, its options.
@@ -79,7 +79,7 @@ pub fn compile(
     let drafts = drafts(targets, requests, conditions, compensations, timeouts, retries);
 
     // Across steps: what expressions read, whether requests fit, the graph, the output.
-    let env = env::Env::new(&input, doc, &drafts);
+    let env = env::Env::new(&input, doc, &drafts, patterns);
     let mut deps = references::check_steps(doc, &drafts, &ids, &env, &mut diags);
     references::check_compensations(doc, &drafts, &ids, &env, &mut diags);
     typing::check_compensations(&drafts, &env, &mut diags);

@@ -158,6 +158,12 @@ impl Target {
 pub trait PatternLookup {
     /// `version` is an exact semantic version or `latest`.
     fn lookup(&self, name: &str, version: &str) -> Option<Arc<CompiledPattern>>;
+
+    /// The JSON Schema of an event type's `data`, when one is registered: `event.data.*` in
+    /// triggers and `wait_for` matches is then checked against it (`dyn` otherwise).
+    fn event_schema(&self, _event_type: &str) -> Option<InputSchema> {
+        None
+    }
 }
 
 /// No patterns (for documents checked without a registry).

@@ -25,11 +25,13 @@ pub(super) struct Scope<'a> {
     pub(super) items: bool,
     /// `event` is defined (a `wait_for` match).
     pub(super) event: bool,
+    /// The type of that event (its registered schema types `event.data.*`).
+    pub(super) event_type: Option<&'a str>,
 }
 
 impl Scope<'_> {
     /// Outside any step's own request: the output mapping and compensations.
-    pub(super) const OUTSIDE: Scope<'static> = Scope { in_step: None, items: false, event: false };
+    pub(super) const OUTSIDE: Scope<'static> = Scope { in_step: None, items: false, event: false, event_type: None };
 }
 
 /// Pass 10: the references of each step's `with`, `when` and `for_each`; returns, per step, the
@@ -54,6 +56,8 @@ pub(super) fn check_steps(
             exprs.push((format!("steps[{i}].for_each"), f));
         }
         let event_scope = exprs.len();
+        // The event type each wait match reads (indexed from `event_scope`).
+        let mut event_types: Vec<&str> = Vec::new();
         match &draft.target {
             Some(Target::Emit(e)) => {
                 e.data.expressions(&format!("steps[{i}].emit.data"), &mut exprs);
@@ -71,6 +75,7 @@ pub(super) fn check_steps(
                             format!("steps[{i}].wait_for.any[{k}].match")
                         };
                         exprs.push((path, m));
+                        event_types.push(&b.event_type);
                     }
                 }
             }
@@ -80,8 +85,9 @@ pub(super) fn check_steps(
         for (n, (path, e)) in exprs.iter().enumerate() {
             // `item` and `index` exist in the request of a for_each step only; `event` in a
             // wait_for match only.
-            let scope =
-                Scope { in_step: Some(&step.id), items: fan_out && n < item_scope, event: is_wait && n >= event_scope };
+            let event = is_wait && n >= event_scope;
+            let event_type = if event { event_types.get(n - event_scope).copied() } else { None };
+            let scope = Scope { in_step: Some(&step.id), items: fan_out && n < item_scope, event, event_type };
             for r in e.references() {
                 let Some(target) = check_reference(r, path, ids, env, scope, diags) else { continue };
                 if target == i {
@@ -174,7 +180,7 @@ pub(super) fn check_reference(
             None
         }
         "event" => {
-            if let Err(msg) = env.resolve(r) {
+            if let Err(msg) = env.resolve_in(r, scope.event_type) {
                 diags.error(path, msg);
             }
             None

@@ -191,3 +191,55 @@ steps:
         "ok\n"
     );
 }
+
+#[test]
+fn event_data_is_typed_by_a_registered_schema() {
+    // `user.created` has a registered schema (see support.rs); `order.placed` has none, so its
+    // `data` is `dyn`. A wait match reads its own branch's event type.
+    check(
+        r#"
+name: welcome
+version: 1.0.0
+durability: durable
+input: {type: object, properties: {email: {type: string}, city: {type: string}}}
+on:
+  - event: user.created
+    filter: "${{ event.data.age > 17 && event.data.address.city != '' }}"
+    input: {email: "${{ event.data.email }}", city: "${{ event.data.address.city }}"}
+  - event: order.placed
+    input: {email: "${{ event.data.whatever.deep }}"}
+steps:
+  - id: again
+    wait_for:
+      any:
+        - {event: user.created, match: "${{ event.data.email == input.email }}"}
+        - {event: order.placed, match: "${{ event.data.anything == input.email }}"}
+  - id: note
+    emit: {type: user.noted, data: {email: "${{ steps.again.data.whatever }}"}}
+"#,
+        expect![[r#"
+            ok
+        "#]],
+    );
+    check(
+        r#"
+name: welcome
+version: 1.0.0
+durability: durable
+input: {type: object, properties: {email: {type: string}}}
+on:
+  - event: user.created
+    filter: "${{ event.data.address.town != '' }}"
+    input: {email: "${{ event.data.emial }}"}
+steps:
+  - id: again
+    wait_for: {event: user.created, match: "${{ event.data.age.years > 1 && event.data.mail == input.email }}"}
+"#,
+        expect![[r#"
+            error: on[0].filter: `event.data.address` of `user.created` has no property `town`; its schema declares: city
+            error: on[0].input.email: `event.data` of `user.created` has no property `emial` (did you mean `email`?); its schema declares: email, age, address
+            error: steps[0].wait_for.match: `event.data.age` of `user.created` is Integer in its schema, it has no `years`
+            error: steps[0].wait_for.match: `event.data` of `user.created` has no property `mail` (did you mean `email`?); its schema declares: email, age, address
+        "#]],
+    );
+}

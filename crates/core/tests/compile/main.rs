@@ -11,7 +11,10 @@
 //! wait_for_mistakes, triggers: one `call`/`emit`/`wait_for` per step, event type names, options an
 //! event step has not, `wait_for` needs durable, timeout limits, `any` vs `event`, `event` only in
 //! trigger filters/inputs and wait matches, event fields (±hint), a trigger's input against the
-//! input schema.
+//! input schema; events::event_data_is_typed_by_a_registered_schema: `event.data.*` of a type
+//! with a registered schema (`PatternLookup::event_schema`) in a trigger or a wait branch's match
+//! — no such property (±hint), a property of a scalar type; `dyn` without a schema and for
+//! `steps.<wait>.data.*`.
 //!
 //! plan/schedule.rs (`schedule:`) — schedule::schedule_mistakes: `schedule.cron` empty, not a
 //! cron expression (a bad field, a 7th field), never matches; `schedule.timezone` not an IANA

@@ -39,6 +39,8 @@ pub static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
 /// Registered patterns a step may call as `pattern:NAME@VERSION`:
 /// - `cancel_order@1.0.0`: input `{order_id (required), reason}`, output `{cancelled}`;
 /// - `no_output@1.0.0`: no output mapping (its output is every step's output, untyped).
+///
+/// and one event type with a schema (see [`Registry::event_schema`]).
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     let mut patterns = HashMap::new();
     for doc in [
@@ -78,6 +80,22 @@ impl PatternLookup for Registry {
     fn lookup(&self, name: &str, version: &str) -> Option<Arc<CompiledPattern>> {
         let version = if version == "latest" { "1.0.0" } else { version };
         self.0.get(&format!("{name}@{version}")).cloned()
+    }
+
+    /// One registered event type: `user.created`, data `{email (required, string), age
+    /// (integer), address {city}}`.
+    fn event_schema(&self, event_type: &str) -> Option<nexus_core::input::InputSchema> {
+        (event_type == "user.created").then(|| {
+            nexus_core::input::InputSchema::new(serde_json::json!({
+                "type": "object",
+                "required": ["email"],
+                "properties": {
+                    "email": {"type": "string"},
+                    "age": {"type": "integer"},
+                    "address": {"type": "object", "properties": {"city": {"type": "string"}}}
+                }
+            }))
+        })
     }
 }
 

@@ -1,5 +1,7 @@
 //! Event RPCs: PublishEvent (idempotent by identity) and SubscribeEvents (live, filtered, of the
 //! caller's tenant only). Publishing needs the `runner` role: an event starts executions.
+//! RegisterEventType (authors) and ListEventTypes: the event types of the caller's tenant, whose
+//! schemas type `event.data.*` in the patterns registered after them.
 
 use std::{pin::Pin, sync::Arc, time::SystemTime};
 
@@ -10,7 +12,7 @@ use tonic::{Request, Status};
 
 use super::{
     Api,
-    access::{Asking, READ},
+    access::{AUTHOR, Asking, READ},
     principal,
 };
 use crate::{convert, error::ApiError};
@@ -48,7 +50,66 @@ pub fn to_api(e: &CloudEvent) -> pb::Event {
     }
 }
 
+fn event_type_to_api(t: &nexus_store::StoredEventType) -> pb::EventType {
+    let schema = serde_json::from_str::<serde_json::Value>(&t.schema).unwrap_or_else(|_| serde_json::json!({}));
+    pb::EventType {
+        r#type: t.event_type.clone(),
+        description: t.description.clone(),
+        schema: value::serde_to_struct(&schema),
+        tenant: t.tenant.clone(),
+        registered_at: Some(convert::timestamp(t.registered_at)),
+    }
+}
+
 impl Api {
+    pub async fn register_event_type(
+        &self,
+        req: Request<pb::RegisterEventTypeRequest>,
+    ) -> Result<pb::EventType, ApiError> {
+        let p = principal(&req)?;
+        let t = req.into_inner().event_type.ok_or_else(|| ApiError::InvalidArgument("event_type: required".into()))?;
+        let asking = Asking { caller: &p, rpc: "RegisterEventType" };
+        self.access.require(asking, &format!("event_type:{}", t.r#type), AUTHOR)?;
+        if !nexus_core::plan::is_event_type(&t.r#type) {
+            return Err(ApiError::InvalidArgument(format!(
+                "event_type.type: `{}` is not a valid event type: start with a letter or digit, then letters, digits, `.`, `_` or `-` (at most {})",
+                t.r#type,
+                nexus_core::plan::MAX_EVENT_TYPE_LEN
+            )));
+        }
+        let schema = t.schema.as_ref().map(value::struct_to_serde).unwrap_or_else(|| serde_json::json!({}));
+        let problems = nexus_core::input::InputSchema::new(schema.clone()).lint();
+        if !problems.is_empty() {
+            let named: Vec<String> = problems
+                .iter()
+                .map(|(path, msg)| format!("event_type.schema{}: {msg}", path.strip_prefix("input").unwrap_or(path)))
+                .collect();
+            return Err(ApiError::InvalidArgument(named.join("; ")));
+        }
+        let stored = self
+            .registry
+            .register_event_type(nexus_store::StoredEventType {
+                tenant: p.tenant.to_string(),
+                event_type: t.r#type,
+                description: t.description,
+                schema: schema.to_string(),
+                registered_at: SystemTime::now(),
+            })
+            .await?;
+        Ok(event_type_to_api(&stored))
+    }
+
+    pub async fn list_event_types(
+        &self,
+        req: Request<pb::ListEventTypesRequest>,
+    ) -> Result<pb::ListEventTypesResponse, ApiError> {
+        let p = principal(&req)?;
+        let asking = Asking { caller: &p, rpc: "ListEventTypes" };
+        self.access.require(asking, "event_types", READ)?;
+        let event_types = self.registry.event_types(&p.tenant).iter().map(event_type_to_api).collect();
+        Ok(pb::ListEventTypesResponse { event_types })
+    }
+
     pub async fn publish_event(
         &self,
         req: Request<pb::PublishEventRequest>,

@@ -147,4 +147,6 @@ delegate! {
     query_graph(pb::QueryGraphRequest) -> pb::QueryGraphResponse;
     who_am_i(pb::WhoAmIRequest) -> pb::Principal;
     publish_event(pb::PublishEventRequest) -> pb::PublishEventResponse;
+    register_event_type(pb::RegisterEventTypeRequest) -> pb::EventType;
+    list_event_types(pb::ListEventTypesRequest) -> pb::ListEventTypesResponse;
 }

@@ -594,3 +594,70 @@ steps:
     h.stop().await;
     Ok(())
 }
+
+/// A registered event type's schema types `event.data.*` of the patterns registered after it:
+/// a trigger reading a property the schema does not declare is refused, naming the path.
+#[tokio::test]
+async fn an_event_types_schema_checks_the_triggers_that_read_its_data() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["email"],
+        "properties": {"email": {"type": "string"}, "name": {"type": "string"}}
+    });
+    let register_type = |schema: serde_json::Value| -> Result<pb::RegisterEventTypeRequest> {
+        Ok(pb::RegisterEventTypeRequest {
+            event_type: Some(pb::EventType {
+                r#type: "user.created".into(),
+                description: "a user signed up".into(),
+                schema: Some(to_struct(schema)?),
+                ..Default::default()
+            }),
+        })
+    };
+    let first = h.client.register_event_type(register_type(schema.clone())?).await?.into_inner();
+    ensure!(first.r#type == "user.created" && first.registered_at.is_some(), "{first:?}");
+    // The same schema again changes nothing.
+    let again = h.client.register_event_type(register_type(schema)?).await?.into_inner();
+    ensure!(again.registered_at == first.registered_at, "{again:?} vs {first:?}");
+    let listed = h.client.list_event_types(pb::ListEventTypesRequest {}).await?.into_inner().event_types;
+    ensure!(listed.len() == 1 && listed[0].r#type == "user.created", "{listed:?}");
+    // A schema that is not one is refused, naming where.
+    let bad = h.client.register_event_type(register_type(serde_json::json!({"type": "text"}))?).await;
+    let status = bad.err().context("a bad schema was accepted")?;
+    ensure!(
+        status.code() == tonic::Code::InvalidArgument && status.message().contains("event_type.schema.type"),
+        "{status:?}"
+    );
+
+    let doc = |path: &str| {
+        pattern(&format!(
+            r#"
+name: greet_user
+version: 1.0.0
+input: {{type: object, properties: {{email: {{type: string}}}}}}
+on:
+  - event: user.created
+    input: {{email: "${{{{ event.data.{path} }}}}"}}
+steps:
+  - id: send
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {{to: "${{{{ input.email }}}}"}}
+"#
+        ))
+    };
+    let refused = h.client.register_pattern(pb::RegisterPatternRequest { pattern: Some(doc("emial")?) }).await;
+    let status = refused.err().context("a trigger reading event.data.emial was registered")?;
+    ensure!(status.code() == tonic::Code::InvalidArgument, "{status:?}");
+    let detail: pb::ValidatePatternResponse = status_detail(&status, "nexus.v1.ValidatePatternResponse")?;
+    ensure!(
+        detail.diagnostics.iter().any(|d| d.path == "on[0].input.email"
+            && d.message.contains("`event.data` of `user.created` has no property `emial` (did you mean `email`?)")),
+        "{:?}",
+        detail.diagnostics
+    );
+    let r = register(&mut h.client, doc("email")?).await?;
+    ensure!(r.created, "{r:?}");
+    h.stop().await;
+    Ok(())
+}
