@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 # The interop tests run real Python grpcio, Node grpc-js and Go grpc-go servers; install them
 # (quick when already done).
 bash scripts/interop-setup.sh
+# The web UI's npm packages and Debian's chromium for its browser tests.
+bash scripts/ui-setup.sh
+
+# The UI first: its bundle is embedded in the binary, so a stale one fails before any Rust builds.
+bash scripts/ui-test.sh build
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -21,3 +26,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+bash scripts/ui-test.sh browser

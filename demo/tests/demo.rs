@@ -163,7 +163,12 @@ mod notifications {
         assert_eq!(fixture.handle.last_traceparent(method::SEND_PUSH), None);
 
         let push = client
-            .send_push(SendPushRequest { user_id: "usr_000001".into(), title: "Hi".into(), body: "There".into() })
+            .send_push(SendPushRequest {
+                user_id: "usr_000001".into(),
+                title: "Hi".into(),
+                body: "There".into(),
+                ..Default::default()
+            })
             .await?
             .into_inner();
         assert!(!push.message_id.is_empty());

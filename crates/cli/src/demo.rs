@@ -147,6 +147,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     print!("{}", render::timeline(&execution));
 
     println!("\nNexus      http://{addr}  (gRPC, gRPC-Web, Connect JSON and CloudEvents at /events on one port)");
+    println!("Web UI     http://{addr}/ui/  (composer, catalog, marketplace, executions, graph)");
     println!("backends   http://{backend}  (demo.user.v1.UserService, demo.asset.v1.AssetService,");
     println!("           demo.notification.v1.NotificationService, demo.broadcast.v1.BroadcastService)");
     println!("\nTry it:");

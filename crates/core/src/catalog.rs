@@ -80,6 +80,11 @@ impl Action {
     pub fn output_schema(&self) -> serde_json::Value {
         schema::message_schema(&self.method.output())
     }
+
+    /// The method's comment in its proto (empty without source info).
+    pub fn description(&self) -> String {
+        schema::method_comment(&self.method).unwrap_or_default()
+    }
 }
 
 /// All known services and actions.

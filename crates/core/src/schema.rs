@@ -1,9 +1,12 @@
 //! JSON Schema of protobuf messages (in their proto3 JSON mapping with proto field names), served
-//! to editors and the UI so they validate a `with` block as the author types.
+//! to editors and the UI so they validate a `with` block as the author types. The protos' comments
+//! become `description`s (when the backend's descriptors carry source info, as protoc's and
+//! protox's do), and each number keeps its protobuf type in `format` (`int32`, `uint64`, `double` …)
+//! so a form can say what a field takes.
 
 use std::collections::BTreeSet;
 
-use prost_reflect::{Cardinality, FieldDescriptor, Kind, MessageDescriptor};
+use prost_reflect::{Cardinality, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
 /// Schema of a message; recursive message types are cut with a `$comment` at the second visit.
@@ -19,17 +22,46 @@ fn message(desc: &MessageDescriptor, seen: &mut BTreeSet<String>) -> Value {
     if !seen.insert(desc.full_name().to_string()) {
         return json!({"type": "object", "$comment": format!("recursive {}", desc.full_name())});
     }
+    let file = desc.parent_file();
     let mut properties = Map::new();
     for field in desc.fields() {
-        properties.insert(field.name().to_string(), field_schema(&field, seen));
+        let mut schema = field_schema(&field, seen);
+        if let (Some(text), Value::Object(o)) = (comment(&file, field.path()), &mut schema) {
+            o.insert("description".into(), Value::String(text));
+        }
+        properties.insert(field.name().to_string(), schema);
     }
     seen.remove(desc.full_name());
-    json!({
+    let mut schema = json!({
         "type": "object",
         "title": desc.full_name(),
         "properties": properties,
         "additionalProperties": false,
-    })
+    });
+    if let (Some(text), Value::Object(o)) = (comment(&file, desc.path()), &mut schema) {
+        o.insert("description".into(), Value::String(text));
+    }
+    schema
+}
+
+/// The comment of an RPC method in its proto, if the descriptors carry it.
+pub fn method_comment(method: &prost_reflect::MethodDescriptor) -> Option<String> {
+    comment(&method.parent_file(), method.path())
+}
+
+/// The comment attached to the declaration at `path` (leading, else trailing), trimmed; `None`
+/// when the descriptors carry no source info or the declaration has no comment.
+fn comment(file: &FileDescriptor, path: &[i32]) -> Option<String> {
+    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
+    let location = info.location.iter().find(|l| l.path == path)?;
+    let text = location
+        .leading_comments
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+        .or(location.trailing_comments.as_deref())?;
+    let text = text.lines().map(str::trim).collect::<Vec<_>>().join("\n");
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
 }
 
 fn field_schema(field: &FieldDescriptor, seen: &mut BTreeSet<String>) -> Value {
@@ -46,20 +78,26 @@ fn field_schema(field: &FieldDescriptor, seen: &mut BTreeSet<String>) -> Value {
 
 fn kind_schema(kind: &Kind, seen: &mut BTreeSet<String>) -> Value {
     match kind {
-        Kind::Double | Kind::Float => json!({"type": "number"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Uint32 | Kind::Fixed32 => {
-            json!({"type": "integer"})
-        }
+        Kind::Double => json!({"type": "number", "format": "double"}),
+        Kind::Float => json!({"type": "number", "format": "float"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "uint32", "minimum": 0}),
         // proto3 JSON writes 64-bit integers as strings and reads both.
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
-            json!({"type": ["integer", "string"], "pattern": "^-?[0-9]+$"})
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            json!({"type": ["integer", "string"], "format": "int64", "pattern": "^-?[0-9]+$"})
+        }
+        Kind::Uint64 | Kind::Fixed64 => {
+            json!({"type": ["integer", "string"], "format": "uint64", "pattern": "^[0-9]+$"})
         }
         Kind::Bool => json!({"type": "boolean"}),
         Kind::String => json!({"type": "string"}),
         Kind::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
         Kind::Enum(e) => {
+            // Names are what documents write; the numbers (also accepted) and the enum's name go
+            // along for forms and readers.
             let names: Vec<String> = e.values().map(|v| v.name().to_string()).collect();
-            json!({"type": ["string", "integer"], "enum": names})
+            let numbers: Vec<i32> = e.values().map(|v| v.number()).collect();
+            json!({"type": ["string", "integer"], "title": e.full_name(), "enum": names, "x-enum-numbers": numbers})
         }
         Kind::Message(m) => message(m, seen),
     }

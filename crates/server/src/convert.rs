@@ -188,6 +188,7 @@ pub fn action(a: &Action) -> pb::Action {
         server_streaming: a.is_server_streaming(),
         input_schema: value::serde_to_struct(&a.input_schema()),
         output_schema: value::serde_to_struct(&a.output_schema()),
+        description: a.description(),
     }
 }
 

@@ -23,6 +23,7 @@ mod refresh;
 mod registry;
 pub mod schedule;
 pub mod tls;
+mod ui;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -522,6 +523,10 @@ async fn router(
     let web = axum::Router::new()
         .route(cloudevents::PATH, axum::routing::any(cloudevents::handle))
         .with_state(Arc::new(cloudevents))
+        .route("/", axum::routing::get(ui::root))
+        .route("/ui", axum::routing::get(ui::root))
+        .route(ui::PATH, axum::routing::get(ui::index))
+        .route("/ui/{*path}", axum::routing::get(ui::asset))
         .fallback_service(grpc_web)
         .layer(axum::middleware::from_fn_with_state(grpc.clone(), connect::middleware))
         .layer(cors);

@@ -32,5 +32,7 @@ mod streams;
 mod tls;
 #[path = "api/transports.rs"]
 mod transports;
+#[path = "api/ui.rs"]
+mod ui;
 #[path = "api/validation.rs"]
 mod validation;

@@ -58,6 +58,28 @@ async fn list_services_shows_the_demo_services_with_schemas() -> Result<()> {
     let schema = to_json(create.input_schema.as_ref().ok_or_else(|| anyhow!("no schema"))?);
     ensure!(schema["properties"]["email"]["type"] == "string", "{schema}");
     ensure!(schema["properties"]["roles"]["type"] == "array", "{schema}");
+    // The protos' comments travel with the schemas (the demo's descriptors carry source info).
+    ensure!(create.description.starts_with("Creates a user."), "{:?}", create.description);
+    ensure!(
+        schema["properties"]["email"]["description"] == "The new user's email address; must contain `@`.",
+        "{schema}"
+    );
+    let push = services
+        .iter()
+        .flat_map(|s| &s.actions)
+        .find(|a| a.name == "demo.notification.v1.NotificationService/SendPush")
+        .ok_or_else(|| anyhow!("no SendPush"))?;
+    let push_schema = to_json(push.input_schema.as_ref().ok_or_else(|| anyhow!("no schema"))?);
+    let priority = &push_schema["properties"]["priority"];
+    ensure!(
+        priority["enum"]
+            == serde_json::json!(["PRIORITY_UNSPECIFIED", "PRIORITY_LOW", "PRIORITY_NORMAL", "PRIORITY_HIGH"]),
+        "{priority}"
+    );
+    ensure!(priority["x-enum-numbers"] == serde_json::json!([0, 1, 2, 3]), "{priority}");
+    ensure!(priority["title"] == "demo.notification.v1.Priority", "{priority}");
+    let devices = to_json(push.output_schema.as_ref().ok_or_else(|| anyhow!("no schema"))?);
+    ensure!(devices["properties"]["devices"]["format"] == "int32", "{devices}");
     let subscribe = services
         .iter()
         .flat_map(|s| &s.actions)
