@@ -66,6 +66,7 @@ export default async function globalSetup() {
   const token = (subject: string, role: string) =>
     execFileSync(BIN, ["token", "create", "--tenant", "acme", "--subject", subject, "--role", role, "--data-dir", dataDir], {
       encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
     }).trim();
   const adminKey = token("ada", "admin");
   const viewerKey = token("vic", "viewer");

@@ -10,11 +10,11 @@
 
 use axum::{
     extract::Path,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
 };
 use include_dir::{Dir, include_dir};
-use std::{borrow::Cow, path::PathBuf, sync::LazyLock};
+use std::{borrow::Cow, collections::HashMap, io::Write, path::PathBuf, sync::LazyLock};
 
 static DIST: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../ui/dist");
 
@@ -34,14 +34,49 @@ pub async fn root() -> Redirect {
     Redirect::to(PATH)
 }
 
+/// The embedded text files gzipped, compressed once on the first request that accepts gzip (the
+/// bundle is a few hundred KB of JavaScript; compressed it is about a third).
+static GZIPPED: LazyLock<HashMap<&'static str, Vec<u8>>> = LazyLock::new(|| {
+    let mut out = HashMap::new();
+    let mut stack = vec![&DIST];
+    while let Some(dir) = stack.pop() {
+        stack.extend(dir.dirs());
+        for f in dir.files() {
+            let Some(path) = f.path().to_str() else { continue };
+            if !matches!(path.rsplit_once('.').map(|(_, e)| e), Some("js" | "css" | "html" | "svg" | "json")) {
+                continue;
+            }
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            if gz.write_all(f.contents()).is_ok()
+                && let Ok(bytes) = gz.finish()
+            {
+                out.insert(path, bytes);
+            }
+        }
+    }
+    out
+});
+
 /// `GET /ui/`.
-pub async fn index() -> Response {
-    file("index.html")
+pub async fn index(headers: HeaderMap) -> Response {
+    file("index.html", &headers)
 }
 
 /// `GET /ui/{*path}`.
-pub async fn asset(Path(path): Path<String>) -> Response {
-    file(if path.is_empty() { "index.html" } else { &path })
+pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    file(if path.is_empty() { "index.html" } else { &path }, &headers)
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |e| {
+            let mut parts = e.split(';');
+            parts.next().is_some_and(|n| n.trim().eq_ignore_ascii_case("gzip"))
+                && !parts.any(|p| {
+                    p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+                })
+        },
+    )
 }
 
 /// The bytes of `path` (relative, `/`-separated) from the disk override or the embedded bundle.
@@ -58,13 +93,22 @@ fn contents(path: &str) -> Option<Cow<'static, [u8]>> {
     }
 }
 
-fn file(path: &str) -> Response {
+fn file(path: &str, request: &HeaderMap) -> Response {
     let Some(bytes) = contents(path) else {
         return (StatusCode::NOT_FOUND, format!("no UI file `{path}`")).into_response();
     };
     let cache = if path.starts_with("assets/") { "public, max-age=31536000, immutable" } else { "no-cache" };
-    let mut res = bytes.into_response();
+    let gzipped = (DISK.is_none() && accepts_gzip(request)).then(|| GZIPPED.get(path)).flatten();
+    let mut res = match gzipped {
+        Some(gz) => {
+            let mut res = gz.as_slice().into_response();
+            res.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            res
+        }
+        None => bytes.into_response(),
+    };
     let h = res.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

@@ -6,18 +6,26 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, LOCATION};
+use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, LOCATION};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use crate::common::Harness;
 
 async fn http1_get(addr: SocketAddr, path: &str) -> Result<http::Response<Bytes>> {
+    http1_get_with(addr, path, &[]).await
+}
+
+async fn http1_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<http::Response<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.context("connecting")?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP/1.1 handshake")?;
     let connection = tokio::spawn(connection);
-    let request = http::Request::get(path).header(HOST, addr.to_string()).body(Empty::<Bytes>::new())?;
+    let mut request = http::Request::get(path).header(HOST, addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await.context("sending the request")?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.context("reading the response body")?.to_bytes();
@@ -56,6 +64,15 @@ async fn the_ui_is_served_from_the_binary_on_the_api_port() -> Result<()> {
         ensure!(header(&js, CONTENT_TYPE).starts_with("text/javascript"), "{src}: {:?}", js.headers());
         ensure!(header(&js, CACHE_CONTROL).contains("immutable"), "{src}: {:?}", js.headers());
         ensure!(js.body().len() > 1000, "{src} is {} bytes", js.body().len());
+        // Compressed for clients that accept it, and the same bytes once inflated.
+        let gz = http1_get_with(h.addr, src, &[("accept-encoding", "br, gzip;q=0.9")]).await?;
+        ensure!(header(&gz, CONTENT_ENCODING) == "gzip", "{src}: {:?}", gz.headers());
+        ensure!(gz.body().len() < js.body().len(), "{src}: gzip {} ≥ plain {}", gz.body().len(), js.body().len());
+        let mut inflated = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.body()[..]), &mut inflated)?;
+        ensure!(inflated == js.body()[..], "{src}: the gzipped body inflates to something else");
+        let refused = http1_get_with(h.addr, src, &[("accept-encoding", "gzip;q=0")]).await?;
+        ensure!(header(&refused, CONTENT_ENCODING).is_empty(), "{src}: {:?}", refused.headers());
     }
 
     for missing in ["/ui/assets/nope.js", "/ui/../Cargo.toml", "/ui/%2e%2e/Cargo.toml", "/ui//etc/passwd"] {
