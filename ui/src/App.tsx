@@ -9,12 +9,14 @@ const Composer = lazy(() => import("./pages/Composer"));
 const Marketplace = lazy(() => import("./pages/Marketplace"));
 const Executions = lazy(() => import("./pages/Executions"));
 const Graph = lazy(() => import("./pages/Graph"));
+const Events = lazy(() => import("./pages/Events"));
 
 const PAGES: { page: string; label: string }[] = [
   { page: "composer", label: "Composer" },
   { page: "catalog", label: "Catalog" },
   { page: "marketplace", label: "Marketplace" },
   { page: "executions", label: "Executions" },
+  { page: "events", label: "Events" },
   { page: "graph", label: "Graph" },
 ];
 
@@ -44,6 +46,7 @@ function Shell() {
         {page === "marketplace" && <Marketplace route={route} />}
         {(page === "executions" || page === "run") && <Executions route={route} />}
         {page === "graph" && <Graph route={route} />}
+        {page === "events" && <Events route={route} />}
         {!PAGES.some((p) => p.page === page) && page !== "run" && <p role="alert">No page `{page}`.</p>}
       </Suspense>
     );
