@@ -5,12 +5,32 @@
 //! registration. A plain path (`input.email`, `steps.user.user.id`) is the common case and is
 //! evaluated by walking maps directly, without building a CEL context; anything else runs in the
 //! CEL interpreter.
+//!
+//! What an evaluation may cost is bounded. The only way CEL repeats work is a comprehension
+//! (`all`, `exists`, `exists_one`, `map`, `filter`): a compiled expression that has one runs a
+//! *metered* copy of its syntax tree, in which each comprehension's range goes through
+//! `__nexus_iterate(range, weight)` first. That call charges `len(range) × weight` cost units
+//! (`weight`: the nodes of the loop body) against the evaluation's [`Budget`] — per expression and
+//! per execution — and checks the deadline; once either is spent it fails, and every comprehension
+//! still to start fails at once, so an over-budget evaluation stops within one loop's length.
+//! Without comprehensions an expression's work is linear in its size (at most
+//! [`MAX_EXPRESSION_BYTES`]) and is not metered.
 
-use std::{collections::HashMap, fmt, sync::Arc, sync::LazyLock};
+use std::{
+    cell::Cell,
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use cel::{
-    Context, Env, Program, Value as Cel,
-    common::ast::{EntryExpr, Expr as Ast, IdedExpr},
+    Context, Env, ExecutionError, Program, Value as Cel,
+    common::ast::{CallExpr, EntryExpr, Expr as Ast, IdedExpr, LiteralValue},
+    extractors::Arguments,
     objects::{Key, KeyRef},
 };
 
@@ -30,6 +50,217 @@ pub struct Expr {
     source: Arc<str>,
     kind: ExprKind,
     refs: Arc<[Reference]>,
+    /// The metered syntax tree evaluated instead, when the expression has a comprehension.
+    metered: Option<Arc<IdedExpr>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cost
+
+/// How much CEL evaluation may cost, in units: one unit is one node of a comprehension's body
+/// evaluated for one element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CostLimits {
+    /// What one evaluation of one expression may spend.
+    pub per_expression: u64,
+    /// What all the evaluations of one execution may spend together.
+    pub per_execution: u64,
+}
+
+impl CostLimits {
+    /// About 0.1 s of interpreter time per expression on one core, and ten such per execution.
+    pub const DEFAULT: Self = Self { per_expression: 1_000_000, per_execution: 10_000_000 };
+}
+
+impl Default for CostLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// What the expressions of one execution may still spend, and when they must stop.
+#[derive(Debug)]
+pub struct Budget {
+    remaining: AtomicU64,
+    per_expression: u64,
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(limits: CostLimits, deadline: Option<Instant>) -> Self {
+        Self { remaining: AtomicU64::new(limits.per_execution), per_expression: limits.per_expression, deadline }
+    }
+
+    /// Units this budget may still spend.
+    pub fn remaining(&self) -> u64 {
+        self.remaining.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a metered evaluation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Overrun {
+    Expression(u64),
+    Execution(u64),
+    Deadline,
+}
+
+/// The running evaluation's meter (evaluation is synchronous: one per thread at a time).
+#[derive(Clone, Copy)]
+struct Meter {
+    /// Units left for this evaluation (the smaller of the per-expression and execution budgets).
+    left: u64,
+    /// Whether `left` is the execution's remainder rather than the per-expression limit.
+    execution_bound: bool,
+    limit: u64,
+    deadline: Option<Instant>,
+    spent: u64,
+    overrun: Option<Overrun>,
+}
+
+thread_local! {
+    static METER: Cell<Option<Meter>> = const { Cell::new(None) };
+}
+
+/// The name of the metering function the metered tree calls.
+const ITERATE: &str = "__nexus_iterate";
+
+/// `__nexus_iterate(range, weight)`: charges the comprehension about to run over `range`, then
+/// hands the range back.
+fn iterate(Arguments(args): Arguments) -> Result<Cel, ExecutionError> {
+    let (Some(range), Some(Cel::Int(weight))) = (args.first(), args.get(1)) else {
+        return Err(ExecutionError::function_error(ITERATE, "expects (range, weight)"));
+    };
+    let len = match range {
+        Cel::List(l) => l.len(),
+        Cel::Map(m) => m.map.len(),
+        _ => 0,
+    };
+    let cost = u64::try_from(len).unwrap_or(u64::MAX).saturating_mul(u64::try_from(*weight).unwrap_or(1)).max(1);
+    let verdict = METER.with(|cell| {
+        let Some(mut meter) = cell.get() else { return Ok(()) };
+        let over = if meter.overrun.is_some() {
+            meter.overrun
+        } else if cost > meter.left {
+            Some(if meter.execution_bound { Overrun::Execution(meter.limit) } else { Overrun::Expression(meter.limit) })
+        } else if meter.deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(Overrun::Deadline)
+        } else {
+            meter.left -= cost;
+            meter.spent += cost;
+            None
+        };
+        meter.overrun = over;
+        cell.set(Some(meter));
+        match over {
+            Some(_) => Err(ExecutionError::function_error(ITERATE, "stopped: over budget")),
+            None => Ok(()),
+        }
+    });
+    verdict.map(|()| range.clone())
+}
+
+/// `e` with every comprehension's range wrapped in `__nexus_iterate(range, weight)`; `None` when
+/// `e` has no comprehension.
+fn metered(e: &IdedExpr) -> Option<IdedExpr> {
+    fn has_comprehension(e: &IdedExpr) -> bool {
+        let mut found = false;
+        walk(e, &mut |n| found |= matches!(n.expr, Ast::Comprehension(_)));
+        found
+    }
+    fn nodes(e: &IdedExpr) -> i64 {
+        let mut n = 0i64;
+        walk(e, &mut |_| n = n.saturating_add(1));
+        n
+    }
+    fn rewrite(e: &mut IdedExpr) {
+        match &mut e.expr {
+            Ast::Comprehension(c) => {
+                rewrite(&mut c.iter_range);
+                rewrite(&mut c.accu_init);
+                rewrite(&mut c.loop_cond);
+                rewrite(&mut c.loop_step);
+                rewrite(&mut c.result);
+                let weight = 1 + nodes(&c.loop_cond) + nodes(&c.loop_step);
+                let range = std::mem::take(&mut c.iter_range);
+                let id = range.id;
+                c.iter_range = IdedExpr {
+                    id,
+                    expr: Ast::Call(CallExpr {
+                        func_name: ITERATE.to_string(),
+                        target: None,
+                        args: vec![range, IdedExpr { id, expr: Ast::Literal(LiteralValue::Int(weight.into())) }],
+                    }),
+                };
+            }
+            Ast::Call(c) => {
+                if let Some(t) = &mut c.target {
+                    rewrite(t);
+                }
+                c.args.iter_mut().for_each(rewrite);
+            }
+            Ast::Select(s) => rewrite(&mut s.operand),
+            Ast::List(l) => l.elements.iter_mut().for_each(rewrite),
+            Ast::Map(m) => {
+                for entry in &mut m.entries {
+                    if let EntryExpr::MapEntry(me) = &mut entry.expr {
+                        rewrite(&mut me.key);
+                        rewrite(&mut me.value);
+                    }
+                }
+            }
+            Ast::Struct(s) => {
+                for entry in &mut s.entries {
+                    if let EntryExpr::StructField(f) = &mut entry.expr {
+                        rewrite(&mut f.value);
+                    }
+                }
+            }
+            Ast::Ident(_) | Ast::Literal(_) | Ast::Unspecified => {}
+        }
+    }
+    if !has_comprehension(e) {
+        return None;
+    }
+    let mut copy = e.clone();
+    rewrite(&mut copy);
+    Some(copy)
+}
+
+/// Calls `f` on every node of `e`.
+fn walk(e: &IdedExpr, f: &mut impl FnMut(&IdedExpr)) {
+    f(e);
+    match &e.expr {
+        Ast::Comprehension(c) => {
+            for part in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                walk(part, f);
+            }
+        }
+        Ast::Call(c) => {
+            if let Some(t) = &c.target {
+                walk(t, f);
+            }
+            c.args.iter().for_each(|a| walk(a, f));
+        }
+        Ast::Select(s) => walk(&s.operand, f),
+        Ast::List(l) => l.elements.iter().for_each(|x| walk(x, f)),
+        Ast::Map(m) => {
+            for entry in &m.entries {
+                if let EntryExpr::MapEntry(me) = &entry.expr {
+                    walk(&me.key, f);
+                    walk(&me.value, f);
+                }
+            }
+        }
+        Ast::Struct(s) => {
+            for entry in &s.entries {
+                if let EntryExpr::StructField(fl) = &entry.expr {
+                    walk(&fl.value, f);
+                }
+            }
+        }
+        Ast::Ident(_) | Ast::Literal(_) | Ast::Unspecified => {}
+    }
 }
 
 #[derive(Clone)]
@@ -112,6 +343,18 @@ pub enum ExprError {
 pub struct EvalError {
     pub expression: String,
     pub message: String,
+    pub kind: EvalErrorKind,
+}
+
+/// What kind of failure an [`EvalError`] is, for the status code it becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalErrorKind {
+    /// The expression fails on these values (a missing field, a type mismatch …).
+    Invalid,
+    /// Its cost budget is spent (RESOURCE_EXHAUSTED).
+    CostExceeded,
+    /// The execution's deadline passed while it ran (DEADLINE_EXCEEDED).
+    DeadlineExceeded,
 }
 
 /// What an expression can read while it is evaluated.
@@ -124,6 +367,9 @@ pub struct Scope<'a> {
     pub execution: &'a Cel,
     /// The event (trigger filters and inputs, `wait_for` matches).
     pub event: Option<&'a Cel>,
+    /// The execution's CEL budget and deadline; without one, each evaluation gets
+    /// [`CostLimits::DEFAULT`]'s per-expression limit and no deadline.
+    pub budget: Option<&'a Budget>,
 }
 
 impl Expr {
@@ -140,11 +386,12 @@ impl Expr {
             .map_err(|e| ExprError::Parse { text: source.to_string(), message: clean_parse_error(&e.to_string()) })?;
         let mut refs = Vec::new();
         collect_refs(program.expression(), &mut Vec::new(), false, &mut refs);
+        let metered = metered(program.expression()).map(Arc::new);
         let kind = match plain_path(program.expression()) {
             Some((root, segments)) => ExprKind::Path { root, keys: segments.iter().map(|s| value::key(s)).collect() },
             None => ExprKind::Cel(Arc::new(program)),
         };
-        Ok(Self { source: Arc::from(source), kind, refs: refs.into() })
+        Ok(Self { source: Arc::from(source), kind, refs: refs.into(), metered })
     }
 
     pub fn source(&self) -> &str {
@@ -153,6 +400,12 @@ impl Expr {
 
     pub fn references(&self) -> &[Reference] {
         &self.refs
+    }
+
+    /// Whether evaluating this expression can cost more than its size (it has a comprehension):
+    /// callers that serve other work on the same thread should evaluate it off that thread.
+    pub fn is_costly(&self) -> bool {
+        self.metered.is_some()
     }
 
     /// Whether the expression is a plain variable path (and so has a statically known type).
@@ -178,22 +431,73 @@ impl Expr {
             if path.is_empty() || refs.iter().any(|r| r.root == "event") {
                 return None;
             }
+            let metered = metered(other).map(Arc::new);
             let kind = match plain_path(other) {
                 Some((root, segments)) => {
                     ExprKind::Path { root, keys: segments.iter().map(|s| value::key(s)).collect() }
                 }
                 None => ExprKind::Node(Arc::new(other.clone())),
             };
-            Some((path, Expr { source: self.source.clone(), kind, refs: refs.into() }))
+            Some((path, Expr { source: self.source.clone(), kind, refs: refs.into(), metered }))
         };
         side(&call.args[0], &call.args[1]).or_else(|| side(&call.args[1], &call.args[0]))
     }
 
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Cel, EvalError> {
-        match &self.kind {
-            ExprKind::Path { root, keys } => self.eval_path(*root, keys, scope),
-            ExprKind::Cel(program) => self.eval_cel(|ctx| program.execute(ctx), scope),
-            ExprKind::Node(node) => self.eval_cel(|ctx| Cel::resolve(node, ctx), scope),
+        match (&self.kind, &self.metered) {
+            (ExprKind::Path { root, keys }, _) => self.eval_path(*root, keys, scope),
+            (_, Some(tree)) => self.eval_metered(tree, scope),
+            (ExprKind::Cel(program), None) => self.eval_cel(|ctx| program.execute(ctx), scope, false),
+            (ExprKind::Node(node), None) => self.eval_cel(|ctx| Cel::resolve(node, ctx), scope, false),
+        }
+    }
+
+    /// Evaluates the metered tree under a meter set from the scope's budget, then charges the
+    /// budget what was spent.
+    fn eval_metered(&self, tree: &IdedExpr, scope: &Scope<'_>) -> Result<Cel, EvalError> {
+        let (limit, remaining, deadline) = match scope.budget {
+            Some(b) => (b.per_expression, b.remaining(), b.deadline),
+            None => (CostLimits::DEFAULT.per_expression, u64::MAX, None),
+        };
+        let execution_bound = remaining < limit;
+        let meter = Meter {
+            left: limit.min(remaining),
+            execution_bound,
+            limit: if execution_bound { scope.budget.map_or(limit, |_| remaining) } else { limit },
+            deadline,
+            spent: 0,
+            overrun: None,
+        };
+        let outer = METER.with(|m| m.replace(Some(meter)));
+        let result = self.eval_cel(|ctx| Cel::resolve(tree, ctx), scope, true);
+        let meter = METER.with(|m| m.replace(outer)).unwrap_or(meter);
+        if let Some(b) = scope.budget {
+            let _ =
+                b.remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(meter.spent)));
+        }
+        match meter.overrun {
+            None => result,
+            Some(Overrun::Deadline) => Err(EvalError {
+                expression: self.source.to_string(),
+                message: "the execution's deadline passed while it was evaluated".into(),
+                kind: EvalErrorKind::DeadlineExceeded,
+            }),
+            Some(Overrun::Expression(limit)) => Err(EvalError {
+                expression: self.source.to_string(),
+                message: format!(
+                    "stopped after {} of its {limit} cost units (one unit: one node of a comprehension's body for one element); \
+                     the limit is `limits.cel_cost_per_expression`",
+                    meter.spent
+                ),
+                kind: EvalErrorKind::CostExceeded,
+            }),
+            Some(Overrun::Execution(left)) => Err(EvalError {
+                expression: self.source.to_string(),
+                message: format!(
+                    "the execution's CEL cost budget is spent ({left} units were left); the limit is `limits.cel_cost_per_execution`"
+                ),
+                kind: EvalErrorKind::CostExceeded,
+            }),
         }
     }
 
@@ -201,10 +505,15 @@ impl Expr {
         &self,
         run: impl FnOnce(&Context) -> Result<Cel, cel::ExecutionError>,
         scope: &Scope<'_>,
+        metered: bool,
     ) -> Result<Cel, EvalError> {
         {
             {
                 let mut ctx = Context::with_env(ENV.clone());
+                if metered {
+                    // A name no document can declare (`__` is reserved), so this cannot fail.
+                    let _ = ctx.add_function(ITERATE, iterate);
+                }
                 ctx.add_variable_from_value("input", scope.input.clone());
                 ctx.add_variable_from_value("steps", value::map(scope.steps.clone()));
                 ctx.add_variable_from_value("execution", scope.execution.clone());
@@ -261,7 +570,7 @@ impl Expr {
     }
 
     fn error(&self, message: impl Into<String>) -> EvalError {
-        EvalError { expression: self.source.to_string(), message: message.into() }
+        EvalError { expression: self.source.to_string(), message: message.into(), kind: EvalErrorKind::Invalid }
     }
 }
 
@@ -481,6 +790,17 @@ impl Template {
         }
     }
 
+    /// Whether any expression inside is costly (see [`Expr::is_costly`]).
+    pub fn is_costly(&self) -> bool {
+        match self {
+            Template::Literal(..) => false,
+            Template::Expr(e) => e.is_costly(),
+            Template::Interpolate(segments) => segments.iter().any(|s| matches!(s, Segment::Expr(e) if e.is_costly())),
+            Template::Object(fields) => fields.iter().any(|(_, t)| t.is_costly()),
+            Template::List(items) => items.iter().any(Template::is_costly),
+        }
+    }
+
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Cel, EvalError> {
         match self {
             Template::Literal(_, v) => Ok(v.clone()),
@@ -595,7 +915,98 @@ mod tests {
         let input = value::serde_to_cel(&input);
         let steps = HashMap::new();
         let exec = Cel::Null;
-        t.eval(&Scope { input: &input, steps: &steps, item: None, index: None, execution: &exec, event: None }).unwrap()
+        t.eval(&Scope {
+            input: &input,
+            steps: &steps,
+            item: None,
+            index: None,
+            execution: &exec,
+            event: None,
+            budget: None,
+        })
+        .unwrap()
+    }
+
+    fn eval_with(source: &str, input: serde_json::Value, budget: Option<&Budget>) -> Result<Cel, EvalError> {
+        let input = value::serde_to_cel(&input);
+        let steps = HashMap::new();
+        let exec = Cel::Null;
+        Expr::compile(source).unwrap().eval(&Scope {
+            input: &input,
+            steps: &steps,
+            item: None,
+            index: None,
+            execution: &exec,
+            event: None,
+            budget,
+        })
+    }
+
+    #[test]
+    fn comprehensions_are_metered_and_give_the_same_answers() {
+        let input = serde_json::json!({"xs": [1, 2, 3, 4], "m": {"a": 1, "b": 2}});
+        for (source, expected) in [
+            ("input.xs.all(x, x > 0)", Cel::Bool(true)),
+            ("input.xs.exists(x, x > 3)", Cel::Bool(true)),
+            ("input.xs.exists_one(x, x > 3)", Cel::Bool(true)),
+            ("size(input.xs.filter(x, x % 2 == 0))", Cel::Int(2)),
+            ("input.xs.map(x, x * 2)[3]", Cel::Int(8)),
+            ("input.m.all(k, input.m[k] > 0)", Cel::Bool(true)),
+            ("input.xs.all(x, input.xs.exists(y, y == x))", Cel::Bool(true)),
+        ] {
+            let e = Expr::compile(source).unwrap();
+            assert!(e.is_costly(), "{source}");
+            let budget = Budget::new(CostLimits::DEFAULT, None);
+            assert_eq!(eval_with(source, input.clone(), Some(&budget)).unwrap(), expected, "{source}");
+            assert!(budget.remaining() < CostLimits::DEFAULT.per_execution, "{source} charged nothing");
+        }
+        assert!(!Expr::compile("input.xs[0] + 1").unwrap().is_costly());
+    }
+
+    #[test]
+    fn a_nested_comprehension_stops_at_the_expression_budget_quickly() {
+        // 22^6 ≈ 113 M iterations unmetered (minutes); metered, it stops within the budget.
+        let xs: Vec<i64> = (0..22).collect();
+        let source = "input.xs.all(a, input.xs.all(b, input.xs.all(c, input.xs.all(d, input.xs.all(e, \
+                      input.xs.all(f, a + b + c + d + e + f >= 0))))))";
+        let started = std::time::Instant::now();
+        let budget = Budget::new(CostLimits { per_expression: 100_000, per_execution: 10_000_000 }, None);
+        let err = eval_with(source, serde_json::json!({"xs": xs}), Some(&budget)).unwrap_err();
+        assert_eq!(err.kind, EvalErrorKind::CostExceeded, "{err}");
+        assert!(err.message.contains("100000 cost units"), "{err}");
+        assert!(err.message.contains("limits.cel_cost_per_expression"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+        // What it spent is charged to the execution.
+        assert!(budget.remaining() <= 10_000_000 - 90_000, "{}", budget.remaining());
+
+        // Without a budget in scope, the default per-expression limit still applies.
+        let err = eval_with(source, serde_json::json!({"xs": xs}), None).unwrap_err();
+        assert_eq!(err.kind, EvalErrorKind::CostExceeded, "{err}");
+    }
+
+    #[test]
+    fn the_execution_budget_is_shared_by_its_evaluations() {
+        let xs: Vec<i64> = (0..100).collect();
+        let budget = Budget::new(CostLimits { per_expression: 200_000, per_execution: 150_000 }, None);
+        let source = "input.xs.all(a, input.xs.exists(b, b == a))";
+        // About 100 × (the outer body) + 100 × 100 × (the inner body) ≈ 80,000 units: inside one
+        // expression's budget, but not twice inside the execution's.
+        let first = eval_with(source, serde_json::json!({"xs": xs}), Some(&budget));
+        assert_eq!(first.unwrap(), Cel::Bool(true));
+        let err = eval_with(source, serde_json::json!({"xs": xs}), Some(&budget)).unwrap_err();
+        assert_eq!(err.kind, EvalErrorKind::CostExceeded, "{err}");
+        assert!(err.message.contains("limits.cel_cost_per_execution"), "{err}");
+    }
+
+    #[test]
+    fn a_metered_evaluation_stops_at_the_deadline() {
+        let xs: Vec<i64> = (0..22).collect();
+        let deadline = std::time::Instant::now();
+        let budget = Budget::new(CostLimits::DEFAULT, Some(deadline));
+        let err =
+            eval_with("input.xs.all(a, input.xs.all(b, a + b >= 0))", serde_json::json!({"xs": xs}), Some(&budget))
+                .unwrap_err();
+        assert_eq!(err.kind, EvalErrorKind::DeadlineExceeded, "{err}");
     }
 
     fn template(s: &str) -> Template {

@@ -59,8 +59,15 @@ pub fn branch_matches(branch: &WaitBranch, context: &Cel, event: &Cel, event_typ
     }
     let Some(matcher) = &branch.matcher else { return true };
     let (input, steps) = context_parts(context);
-    let scope =
-        Scope { input: &input, steps: &steps, item: None, index: None, execution: &Cel::Null, event: Some(event) };
+    let scope = Scope {
+        input: &input,
+        steps: &steps,
+        item: None,
+        index: None,
+        execution: &Cel::Null,
+        event: Some(event),
+        budget: None,
+    };
     matches!(matcher.eval(&scope), Ok(Cel::Bool(true)))
 }
 

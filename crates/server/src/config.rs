@@ -164,11 +164,21 @@ pub struct LimitsConfig {
     /// Executions one caller (tenant + subject) may have in flight; more are refused with
     /// RESOURCE_EXHAUSTED. 0 = unlimited.
     pub max_in_flight_per_caller: usize,
+    /// What one evaluation of one `${{ }}` expression may cost, in units (one unit: one node of a
+    /// comprehension's body — `all`, `exists`, `map`, `filter` … — for one element); beyond it the
+    /// step fails with RESOURCE_EXHAUSTED naming the expression. About 0.1 s of CPU per million.
+    pub cel_cost_per_expression: u64,
+    /// What all the expressions of one execution may cost together.
+    pub cel_cost_per_execution: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_in_flight_per_caller: 10_000 }
+        Self {
+            max_in_flight_per_caller: 10_000,
+            cel_cost_per_expression: nexus_core::expr::CostLimits::DEFAULT.per_expression,
+            cel_cost_per_execution: nexus_core::expr::CostLimits::DEFAULT.per_execution,
+        }
     }
 }
 
@@ -393,6 +403,14 @@ impl Config {
             self.limits.max_in_flight_per_caller =
                 v.parse().map_err(|e| invalid("NEXUS_MAX_IN_FLIGHT_PER_CALLER", format!("`{v}`: {e}")))?;
         }
+        if let Some(v) = env("NEXUS_CEL_COST_PER_EXPRESSION") {
+            self.limits.cel_cost_per_expression =
+                v.parse().map_err(|e| invalid("NEXUS_CEL_COST_PER_EXPRESSION", format!("`{v}`: {e}")))?;
+        }
+        if let Some(v) = env("NEXUS_CEL_COST_PER_EXECUTION") {
+            self.limits.cel_cost_per_execution =
+                v.parse().map_err(|e| invalid("NEXUS_CEL_COST_PER_EXECUTION", format!("`{v}`: {e}")))?;
+        }
         if let Some(v) = env("NEXUS_EXECUTION_HISTORY") {
             self.execution_history =
                 v.parse().map_err(|e| invalid("NEXUS_EXECUTION_HISTORY", format!("`{v}`: {e}")))?;
@@ -457,6 +475,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.limits.cel_cost_per_expression == 0 || self.limits.cel_cost_per_execution == 0 {
+            return Err(invalid(
+                "limits.cel_cost_per_expression",
+                "the CEL cost limits must be at least 1 (an expression without comprehensions costs nothing)",
+            ));
+        }
         if let Some(url) = &self.store.url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(invalid(

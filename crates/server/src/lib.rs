@@ -247,6 +247,10 @@ impl Nexus {
             },
         ));
         let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)))
+            .with_cel_limits(nexus_core::expr::CostLimits {
+                per_expression: config.limits.cel_cost_per_expression,
+                per_execution: config.limits.cel_cost_per_execution,
+            })
             .with_journal(Arc::new(journal))
             .with_events(event_router.clone());
         event_router.set_engine(engine.clone());

@@ -10,6 +10,8 @@ mod access;
 mod catalog;
 #[path = "api/cloudevents.rs"]
 mod cloudevents;
+#[path = "api/cost.rs"]
+mod cost;
 #[path = "api/events.rs"]
 mod events;
 #[path = "api/events_nats.rs"]

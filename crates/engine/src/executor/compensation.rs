@@ -24,10 +24,8 @@ impl<'a> Run<'a> {
             let Some(comp) = &step.compensate else { continue };
             ran = true;
             let started = Instant::now();
-            let result = match comp
-                .request
-                .eval(&self.scope())
-                .map_err(|e| CallError::new(Code::InvalidArgument, e.to_string()))
+            let result = match super::run::evaluate(comp.request.is_costly(), || comp.request.eval(&self.scope()))
+                .map_err(|e| CallError::new(super::run::eval_code(&e, Code::InvalidArgument), e.to_string()))
                 .and_then(|v| {
                     value::to_message(&v, &comp.action.method.input())
                         .map_err(|e| CallError::new(Code::InvalidArgument, e.to_string()))

@@ -42,6 +42,7 @@ pub struct Engine {
     closing: Arc<AtomicBool>,
     hub: Option<Arc<dyn EventHub>>,
     waits: Arc<LocalWaits>,
+    cel: nexus_core::expr::CostLimits,
 }
 
 /// One request to run a pattern.
@@ -102,7 +103,15 @@ impl Engine {
             closing: Arc::default(),
             hub: None,
             waits: Arc::default(),
+            cel: nexus_core::expr::CostLimits::DEFAULT,
         }
+    }
+
+    /// What CEL evaluation may cost, per expression and per execution (default
+    /// [`CostLimits::DEFAULT`](nexus_core::expr::CostLimits::DEFAULT)).
+    pub fn with_cel_limits(mut self, limits: nexus_core::expr::CostLimits) -> Self {
+        self.cel = limits;
+        self
     }
 
     /// Events: `emit` steps publish through `hub`, `wait_for` steps register there.
@@ -346,6 +355,7 @@ impl Engine {
                 history: &self.history,
                 hub: self.hub.as_deref(),
                 waits: &self.waits,
+                cel: self.cel,
             },
             id,
             input: req.input,

@@ -11,7 +11,11 @@ use std::{
 
 use cel::{Value as Cel, objects::Key};
 use futures::{StreamExt, stream::FuturesUnordered};
-use nexus_core::{CompiledPattern, CompiledStep, Target, expr::Scope, value};
+use nexus_core::{
+    CompiledPattern, CompiledStep, Target,
+    expr::{Budget, EvalError, EvalErrorKind, Scope},
+    value,
+};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -38,6 +42,28 @@ pub(super) struct Services<'a> {
     /// Events: where `emit` publishes and `wait_for` registers (none: event steps fail).
     pub hub: Option<&'a dyn EventHub>,
     pub waits: &'a LocalWaits,
+    /// What CEL evaluation may cost, per expression and per execution.
+    pub cel: nexus_core::expr::CostLimits,
+}
+
+/// The status of a failed evaluation: its own for a spent cost budget or a passed deadline,
+/// `otherwise` for an expression that fails on its values.
+pub(super) fn eval_code(e: &EvalError, otherwise: Code) -> Code {
+    match e.kind {
+        EvalErrorKind::CostExceeded => Code::ResourceExhausted,
+        EvalErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        EvalErrorKind::Invalid => otherwise,
+    }
+}
+
+/// Runs `eval` off the async worker when `costly` (an expression with a comprehension, which
+/// may run up to its cost budget): the worker's other tasks move to another thread meanwhile, so
+/// one heavy expression never stalls unrelated calls. Cheap expressions run in place.
+pub(super) fn evaluate<T>(costly: bool, eval: impl FnOnce() -> T) -> T {
+    let multi_thread = costly
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread { tokio::task::block_in_place(eval) } else { eval() }
 }
 
 /// Everything a run starts from.
@@ -100,6 +126,8 @@ pub(super) struct Run<'a> {
     input: Cel,
     execution: Cel,
     deadline: Option<Instant>,
+    /// What this execution's CEL expressions may still cost (and its deadline, for them).
+    budget: Budget,
     pub(super) timeline: Timeline,
     pub(super) emitter: Emitter,
     pub(super) trace_id: Arc<str>,
@@ -170,6 +198,10 @@ impl<'a> Run<'a> {
             input: o.input,
             execution,
             deadline: o.deadline,
+            budget: Budget::new(
+                o.services.cel,
+                o.deadline.map(|d| std::time::Instant::now() + d.saturating_duration_since(Instant::now())),
+            ),
             timeline: Timeline::start(),
             emitter: o.emitter,
             trace_id: o.trace_id,
@@ -201,6 +233,7 @@ impl<'a> Run<'a> {
             index: None,
             execution: &self.execution,
             event: None,
+            budget: Some(&self.budget),
         }
     }
 
@@ -473,7 +506,7 @@ impl<'a> Run<'a> {
                 continue;
             }
             if let Some(when) = &step.when {
-                match when.eval(&self.scope()) {
+                match evaluate(when.is_costly(), || when.eval(&self.scope())) {
                     Ok(Cel::Bool(true)) => {}
                     Ok(Cel::Bool(false)) => {
                         self.steps[i].status = StepStatus::Skipped;
@@ -494,7 +527,9 @@ impl<'a> Run<'a> {
                             format!("`when` must be a bool, got {} from `{}`", value::type_name(&other), when.source()),
                         ));
                     }
-                    Err(e) => return Err(self.fail_step(i, Code::InvalidArgument, format!("`when`: {e}"))),
+                    Err(e) => {
+                        return Err(self.fail_step(i, eval_code(&e, Code::InvalidArgument), format!("`when`: {e}")));
+                    }
                 }
             }
             let wait = match &step.target {
@@ -585,7 +620,8 @@ impl<'a> Run<'a> {
                 Target::Emit(plan) => &plan.data,
                 _ => &step.request,
             };
-            let v = template.eval(scope).map_err(|e| (Code::InvalidArgument, format!("building the request: {e}")))?;
+            let v = evaluate(template.is_costly(), || template.eval(scope))
+                .map_err(|e| (eval_code(&e, Code::InvalidArgument), format!("building the request: {e}")))?;
             match &step.target {
                 Target::Action(a) => {
                     let input = a.method.input();
@@ -601,7 +637,7 @@ impl<'a> Run<'a> {
         let Some(for_each) = &step.for_each else {
             return build(&self.scope()).map(Requests::One);
         };
-        let items = match for_each.eval(&self.scope()) {
+        let items = match evaluate(for_each.is_costly(), || for_each.eval(&self.scope())) {
             Ok(Cel::List(items)) => items,
             Ok(other) => {
                 return Err((
@@ -609,7 +645,7 @@ impl<'a> Run<'a> {
                     format!("`for_each` must be a list, got {} from `{}`", value::type_name(&other), for_each.source()),
                 ));
             }
-            Err(e) => return Err((Code::InvalidArgument, format!("`for_each`: {e}"))),
+            Err(e) => return Err((eval_code(&e, Code::InvalidArgument), format!("`for_each`: {e}"))),
         };
         if items.len() > MAX_FAN_OUT {
             return Err((
@@ -641,10 +677,10 @@ impl<'a> Run<'a> {
             ));
         }
         let subject = match &plan.subject {
-            Some(t) => match t.eval(&self.scope()) {
+            Some(t) => match evaluate(t.is_costly(), || t.eval(&self.scope())) {
                 Ok(Cel::String(s)) => s.to_string(),
                 Ok(other) => value::cel_to_serde(&other).to_string(),
-                Err(e) => return Err((Code::InvalidArgument, format!("`emit.subject`: {e}"))),
+                Err(e) => return Err((eval_code(&e, Code::InvalidArgument), format!("`emit.subject`: {e}"))),
             },
             None => String::new(),
         };
@@ -681,7 +717,8 @@ impl<'a> Run<'a> {
             }
             correlations.push(match &b.correlation {
                 Some(c) => {
-                    let v = c.value.eval(&scope).map_err(|e| (Code::InvalidArgument, format!("`match`: {e}")))?;
+                    let v = evaluate(c.value.is_costly(), || c.value.eval(&scope))
+                        .map_err(|e| (eval_code(&e, Code::InvalidArgument), format!("`match`: {e}")))?;
                     Some(correlation_key(&value::cel_to_serde(&v)))
                 }
                 None => None,
@@ -811,8 +848,8 @@ impl<'a> Run<'a> {
             if field.reads_steps.iter().any(|&s| self.skipped[s]) {
                 continue;
             }
-            let v = field.template.eval(&scope).map_err(|e| ExecError {
-                code: Code::FailedPrecondition,
+            let v = evaluate(field.template.is_costly(), || field.template.eval(&scope)).map_err(|e| ExecError {
+                code: eval_code(&e, Code::FailedPrecondition),
                 message: format!("output.{}: {e}", field.name),
                 step_id: None,
             })?;

@@ -180,6 +180,7 @@ impl Api {
                             index: None,
                             execution: &cel::Value::Null,
                             event: Some(&cel),
+                            budget: None,
                         };
                         matches!(f.eval(&scope), Ok(cel::Value::Bool(true)))
                     });

@@ -154,6 +154,7 @@ impl EventRouter {
                 index: None,
                 execution: &Cel::Null,
                 event: Some(cel),
+                budget: None,
             };
             let mut input = None;
             for t in pattern.triggers.iter().filter(|t| t.event_type == event.event_type) {

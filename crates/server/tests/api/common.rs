@@ -44,6 +44,8 @@ pub struct Options {
     pub database: Option<(String, String)>,
     /// `limits.max_in_flight_per_caller`, when set.
     pub max_in_flight: Option<usize>,
+    /// `limits.cel_cost_per_expression` and `limits.cel_cost_per_execution`, when set.
+    pub cel_cost: Option<(u64, u64)>,
     /// `[events]` (the in-process bus when not set).
     pub events: Option<nexus_server::EventsConfig>,
     /// `events.scheduler = false`: no scheduler runs on the system clock (tests drive their own,
@@ -74,6 +76,10 @@ impl Harness {
         config.events.scheduler = !options.no_scheduler;
         if let Some(n) = options.max_in_flight {
             config.limits.max_in_flight_per_caller = n;
+        }
+        if let Some((per_expression, per_execution)) = options.cel_cost {
+            config.limits.cel_cost_per_expression = per_expression;
+            config.limits.cel_cost_per_execution = per_execution;
         }
         config.services.push(ServiceConfig::from_flag(&format!("demo=http://{demo_addr}"))?);
         for flag in &options.services {

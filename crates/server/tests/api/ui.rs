@@ -34,7 +34,7 @@ async fn http1_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
     Ok(http::Response::from_parts(parts, body))
 }
 
-fn header<'a>(r: &'a http::Response<Bytes>, name: http::header::HeaderName) -> &'a str {
+fn header(r: &http::Response<Bytes>, name: http::header::HeaderName) -> &str {
     r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
