@@ -26,8 +26,13 @@ fn message(desc: &MessageDescriptor, seen: &mut BTreeSet<String>) -> Value {
     let mut properties = Map::new();
     for field in desc.fields() {
         let mut schema = field_schema(&field, seen);
-        if let (Some(text), Value::Object(o)) = (comment(&file, field.path()), &mut schema) {
-            o.insert("description".into(), Value::String(text));
+        if let Value::Object(o) = &mut schema {
+            if let Some(text) = comment(&file, field.path()) {
+                o.insert("description".into(), Value::String(text));
+            }
+            // JSON objects (and protobuf Structs) do not keep key order: the field number lets a
+            // reader list fields as the proto declares them.
+            o.insert("x-field-number".into(), Value::from(field.number()));
         }
         properties.insert(field.name().to_string(), schema);
     }
@@ -97,7 +102,18 @@ fn kind_schema(kind: &Kind, seen: &mut BTreeSet<String>) -> Value {
             // along for forms and readers.
             let names: Vec<String> = e.values().map(|v| v.name().to_string()).collect();
             let numbers: Vec<i32> = e.values().map(|v| v.number()).collect();
-            json!({"type": ["string", "integer"], "title": e.full_name(), "enum": names, "x-enum-numbers": numbers})
+            let file = e.parent_file();
+            let comments: Vec<String> = e.values().map(|v| comment(&file, v.path()).unwrap_or_default()).collect();
+            let mut schema = json!({"type": ["string", "integer"], "title": e.full_name(), "enum": names, "x-enum-numbers": numbers});
+            if let Value::Object(o) = &mut schema {
+                if comments.iter().any(|c| !c.is_empty()) {
+                    o.insert("x-enum-descriptions".into(), json!(comments));
+                }
+                if let Some(text) = comment(&file, e.path()) {
+                    o.insert("x-enum-description".into(), Value::String(text));
+                }
+            }
+            schema
         }
         Kind::Message(m) => message(m, seen),
     }

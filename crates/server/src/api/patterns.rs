@@ -151,6 +151,7 @@ impl Api {
         let name = req.into_inner().name;
         let meta = self.access.pattern(Asking { caller: &p, rpc: "ListPatternVersions" }, &name, READ).await?;
         let versions = self.registry.store().versions(&name).await?;
+        let starred = self.registry.store().starred(&name, &p.key()).await?;
         Ok(pb::ListPatternVersionsResponse {
             versions: versions
                 .into_iter()
@@ -169,6 +170,7 @@ impl Api {
             visibility: meta.visibility,
             forked_from: meta.forked_from.unwrap_or_default(),
             stars: meta.stars,
+            starred,
             name,
         })
     }
@@ -256,6 +258,8 @@ impl Api {
         let r = req.into_inner();
         self.access.pattern(Asking { caller: &p, rpc: "Star" }, &r.name, READ).await?;
         let stars = self.registry.store().star(&r.name, &p.key(), !r.unstar).await?;
+        // The registry caches names' metadata (stars included) for GetPattern and versions.
+        self.registry.reload_name(&r.name).await?;
         Ok(pb::StarResponse { stars, starred: !r.unstar })
     }
 }

@@ -78,6 +78,9 @@ async fn list_services_shows_the_demo_services_with_schemas() -> Result<()> {
     );
     ensure!(priority["x-enum-numbers"] == serde_json::json!([0, 1, 2, 3]), "{priority}");
     ensure!(priority["title"] == "demo.notification.v1.Priority", "{priority}");
+    ensure!(priority["x-enum-descriptions"][1] == "Delivered when the device is next awake.", "{priority}");
+    ensure!(priority["x-enum-description"] == "Delivery priority of a push notification.", "{priority}");
+    ensure!(push_schema["properties"]["priority"]["x-field-number"] == 4.0, "{push_schema}");
     let devices = to_json(push.output_schema.as_ref().ok_or_else(|| anyhow!("no schema"))?);
     ensure!(devices["properties"]["devices"]["format"] == "int32", "{devices}");
     let subscribe = services

@@ -182,6 +182,14 @@ async fn fork_lineage_diff(harness: Harness) -> Result<()> {
     let names: Vec<&str> = popular.patterns.iter().map(|p| p.name.as_str()).collect();
     ensure!(names == ["welcome", "welcome_plus"], "{names:?}");
     ensure!(popular.patterns[0].stars == 1, "{:?}", popular.patterns[0]);
+    // Every read agrees at once, and says whether the caller starred it.
+    let got = client.get_pattern(pb::GetPatternRequest { name: "welcome".into(), version: String::new() }).await?;
+    ensure!(got.get_ref().stars == 1, "GetPattern: {} stars", got.get_ref().stars);
+    let versions = client.list_pattern_versions(pb::ListPatternVersionsRequest { name: "welcome".into() }).await?;
+    ensure!(versions.get_ref().stars == 1 && versions.get_ref().starred, "{:?}", versions.get_ref());
+    client.star(pb::StarRequest { name: "welcome".into(), unstar: true }).await?;
+    let versions = client.list_pattern_versions(pb::ListPatternVersionsRequest { name: "welcome".into() }).await?;
+    ensure!(versions.get_ref().stars == 0 && !versions.get_ref().starred, "{:?}", versions.get_ref());
     harness.stop().await;
     Ok(())
 }
