@@ -30,7 +30,8 @@ export function unique(prefix: string): string {
   return `${prefix}_${Date.now().toString(36)}${counter}${Math.floor(Math.random() * 1e4)}`;
 }
 
-export const SCREENSHOTS = resolve(import.meta.dirname, "../test-results/screenshots");
+// Outside Playwright's output directory, which every run empties.
+export const SCREENSHOTS = resolve(import.meta.dirname, "../screenshots");
 
 export async function screenshot(page: Page, name: string): Promise<void> {
   mkdirSync(SCREENSHOTS, { recursive: true });

@@ -5,18 +5,22 @@
 import dagre from "@dagrejs/dagre";
 import {
   Background,
+  BaseEdge,
   Controls,
+  getBezierPath,
+  MiniMap,
   Handle,
   MarkerType,
   Position,
   ReactFlow,
   ReactFlowProvider,
   type Edge,
+  type EdgeProps,
   type Node,
   type NodeProps,
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
-import { memo, useMemo } from "react";
+import { memo, useLayoutEffect, useMemo, useRef, useState } from "react";
 import type { Step } from "../gen/nexus/v1/nexus_pb";
 import { stepEdges, type StepChange } from "./diff";
 import "./pattern-graph.css";
@@ -90,20 +94,69 @@ const StepNodeView = memo(function StepNodeView({ data }: NodeProps<StepNode>) {
 
 const NODE_TYPES = { step: StepNodeView };
 
-/** Node positions (top-left corners) for `steps`, top-down. */
-export function layoutSteps(steps: readonly Step[]): Map<string, { x: number; y: number }> {
+interface Point {
+  x: number;
+  y: number;
+}
+
+type RoutedEdge = Edge<{ points: Point[] }, "routed">;
+
+/** A smooth path through `pts` (quadratic curves through the midpoints of the polyline). */
+function smoothPath(pts: Point[]): string {
+  if (pts.length < 2) return "";
+  let d = `M ${pts[0].x},${pts[0].y}`;
+  for (let i = 1; i < pts.length - 1; i++) {
+    const mx = (pts[i].x + pts[i + 1].x) / 2;
+    const my = (pts[i].y + pts[i + 1].y) / 2;
+    d += ` Q ${pts[i].x},${pts[i].y} ${mx},${my}`;
+  }
+  const last = pts[pts.length - 1];
+  return `${d} L ${last.x},${last.y}`;
+}
+
+/** An edge along the route dagre computed (around the nodes in between, unlike a straight step). */
+function RoutedEdgeView({ sourceX, sourceY, targetX, targetY, sourcePosition, targetPosition, data, markerEnd, style }: EdgeProps<RoutedEdge>) {
+  const inner = (data?.points ?? []).slice(1, -1);
+  const path =
+    inner.length > 0
+      ? smoothPath([{ x: sourceX, y: sourceY }, ...inner, { x: targetX, y: targetY }])
+      : getBezierPath({ sourceX, sourceY, targetX, targetY, sourcePosition, targetPosition })[0];
+  return <BaseEdge path={path} markerEnd={markerEnd} style={style} />;
+}
+
+const EDGE_TYPES = { routed: RoutedEdgeView };
+
+export interface GraphLayout {
+  /** Top-left corner of each step's node. */
+  nodes: Map<string, Point>;
+  /** Dagre's route of each edge (`from>to`), node border to node border. */
+  edges: Map<string, Point[]>;
+}
+
+/** Node positions and edge routes for `steps`, top-down. */
+export function layoutSteps(steps: readonly Step[]): GraphLayout {
   const g = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: "TB", nodesep: 28, ranksep: 56, marginx: 8, marginy: 8 });
+  g.setGraph({ rankdir: "TB", nodesep: 28, ranksep: 56, edgesep: 16, marginx: 8, marginy: 8 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const s of steps) g.setNode(s.id, { width: NODE_W, height: NODE_H });
   for (const e of stepEdges(steps)) g.setEdge(e.from, e.to);
   dagre.layout(g);
-  const out = new Map<string, { x: number; y: number }>();
+  const nodes = new Map<string, Point>();
   for (const s of steps) {
     const n = g.node(s.id);
-    out.set(s.id, { x: (n?.x ?? 0) - NODE_W / 2, y: (n?.y ?? 0) - NODE_H / 2 });
+    nodes.set(s.id, { x: (n?.x ?? 0) - NODE_W / 2, y: (n?.y ?? 0) - NODE_H / 2 });
   }
-  return out;
+  const edges = new Map<string, Point[]>();
+  for (const e of g.edges()) {
+    const pts = g.edge(e)?.points;
+    if (pts) edges.set(`${e.v}>${e.w}`, pts.map((p) => ({ x: p.x, y: p.y })));
+  }
+  return { nodes, edges };
+}
+
+function minimapColor(n: Node): string {
+  const c = (n.data as StepNodeData).change;
+  return c === "added" ? "#1e7b34" : c === "removed" ? "#b3261e" : c === "changed" ? "#c98a00" : "#9aa3b5";
 }
 
 export function PatternGraphView(props: PatternGraphViewProps) {
@@ -126,7 +179,7 @@ function Inner({ steps, highlight, onStepClick, selected, label, height = 380 }:
         return {
           id: step.id,
           type: "step" as const,
-          position: layout.get(step.id) ?? { x: 0, y: 0 },
+          position: layout.nodes.get(step.id) ?? { x: 0, y: 0 },
           data: { step, change, selected: isSelected },
           className: ["pg-node", change ? `pg-${change}` : "", isSelected ? "pg-selected" : ""].filter(Boolean).join(" "),
           ariaLabel: `Step ${step.id}: ${stepSummary(step)}${change ? ` (${change})` : ""}`,
@@ -142,7 +195,7 @@ function Inner({ steps, highlight, onStepClick, selected, label, height = 380 }:
     [steps, layout, highlight, selected, onStepClick],
   );
 
-  const edges: Edge[] = useMemo(
+  const edges: RoutedEdge[] = useMemo(
     () =>
       edgesOf.map((e) => {
         const gone = highlight?.get(e.from) === "removed" || highlight?.get(e.to) === "removed";
@@ -151,18 +204,35 @@ function Inner({ steps, highlight, onStepClick, selected, label, height = 380 }:
           id: `${e.from}>${e.to}`,
           source: e.from,
           target: e.to,
-          type: "smoothstep",
+          type: "routed" as const,
+          data: { points: layout.edges.get(`${e.from}>${e.to}`) ?? [] },
           className: ["pg-edge", `pg-edge-${e.kind}`, gone ? "pg-edge-removed" : "", added ? "pg-edge-added" : ""]
             .filter(Boolean)
             .join(" "),
-          markerEnd: { type: MarkerType.ArrowClosed, width: 16, height: 16 },
+          markerEnd: { type: MarkerType.ArrowClosed, width: 16, height: 16, color: gone ? "#b3261e" : added ? "#1e7b34" : "#7d879b" },
           ariaLabel: `${e.to} ${e.kind === "order" ? "runs after" : "reads"} ${e.from}`,
           focusable: false,
           selectable: false,
         };
       }),
-    [edgesOf, highlight],
+    [edgesOf, highlight, layout],
   );
+
+  // A big graph fitted whole is unreadable: it opens at a readable zoom on its first steps, with a
+  // minimap to roam.
+  const big = steps.length > 40;
+  const box = useRef<HTMLDivElement>(null);
+  const [width, setWidth] = useState<number | null>(null);
+  useLayoutEffect(() => {
+    if (big && box.current) setWidth(box.current.clientWidth);
+  }, [big]);
+  const startViewport = useMemo(() => {
+    if (!big || width === null) return undefined;
+    // Centred on the first step (the top-most, then left-most).
+    const first = [...layout.nodes.values()].sort((a, b) => a.y - b.y || a.x - b.x)[0] ?? { x: 0, y: 0 };
+    const zoom = 0.75;
+    return { x: width / 2 - (first.x + NODE_W / 2) * zoom, y: 16 - first.y * zoom, zoom };
+  }, [big, width, layout]);
 
   if (steps.length === 0) {
     return (
@@ -174,6 +244,7 @@ function Inner({ steps, highlight, onStepClick, selected, label, height = 380 }:
   return (
     <div
       className="pattern-graph"
+      ref={box}
       style={{ height }}
       onKeyDown={
         onStepClick
@@ -185,13 +256,16 @@ function Inner({ steps, highlight, onStepClick, selected, label, height = 380 }:
           : undefined
       }
     >
+      {(!big || startViewport) && (
       <ReactFlow
         aria-label={label}
         nodes={nodes}
         edges={edges}
         nodeTypes={NODE_TYPES}
-        fitView
+        edgeTypes={EDGE_TYPES}
+        fitView={!big}
         fitViewOptions={{ padding: 0.12, maxZoom: 1.1 }}
+        defaultViewport={startViewport}
         minZoom={0.05}
         maxZoom={2}
         nodesDraggable={false}
@@ -208,7 +282,9 @@ function Inner({ steps, highlight, onStepClick, selected, label, height = 380 }:
       >
         <Background gap={24} size={1} />
         <Controls showInteractive={false} position="bottom-right" />
+        {big && <MiniMap pannable zoomable ariaLabel={`Overview of ${label}`} position="top-right" nodeColor={minimapColor} />}
       </ReactFlow>
+      )}
     </div>
   );
 }

@@ -9,7 +9,6 @@ import {
   draftFrom,
   formable,
   inputOf,
-  kindOf,
   parseInputJson,
   properties,
   requiredOf,
@@ -344,7 +343,11 @@ export function RunForm({ schema, initial, disabledReason, busy, submitLabel = "
         <label>
           <input type="radio" name={`${idBase}-mode`} checked={mode === "json"} onChange={() => switchTo("json")} /> JSON
         </label>
-        {!canForm && <span className="muted">The input schema declares no properties: the input is edited as JSON.</span>}
+        {!canForm && (
+          <span className="muted">
+            {schema ? "The input schema declares no properties" : "This pattern declares no input schema"}: the input is edited as JSON.
+          </span>
+        )}
       </fieldset>
 
       {mode === "form" && canForm ? (

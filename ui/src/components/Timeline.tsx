@@ -3,7 +3,7 @@
 // details (request, response, error, for_each items), the forwarded stream messages as they
 // arrive, and the input and output. Renders a `FeedState`; knows nothing about where it comes from.
 import type { JsonValue } from "@bufbuild/protobuf";
-import { useEffect, useLayoutEffect, useRef, useState, type ReactNode } from "react";
+import { memo, useEffect, useLayoutEffect, useRef, useState, type ReactNode } from "react";
 import { ExecutionStatus, StepStatus } from "../gen/nexus/v1/nexus_pb";
 import { href } from "../router";
 import type { FeedState } from "./executionFeed";
@@ -38,8 +38,8 @@ export function StatusBadge({ status, kind = "execution" }: { status: ExecutionS
 
 const JSON_LIMIT = 100_000;
 
-/** Expandable, focusable JSON. */
-export function JsonBlock({ label, value, open = false }: { label: string; value: JsonValue | undefined; open?: boolean }) {
+/** Expandable, focusable JSON (re-rendered only when its value changes). */
+export const JsonBlock = memo(function JsonBlock({ label, value, open = false }: { label: string; value: JsonValue | undefined; open?: boolean }) {
   const [all, setAll] = useState(false);
   if (value === undefined) {
     return (
@@ -63,7 +63,19 @@ export function JsonBlock({ label, value, open = false }: { label: string; value
       )}
     </details>
   );
-}
+});
+
+/** One forwarded message (the same object across snapshots, so rows already shown are not redone). */
+const MessageRow = memo(function MessageRow({ m }: { m: MessageView }) {
+  return (
+    <li>
+      <span className="muted">
+        #{m.index} {m.stepId}
+      </span>{" "}
+      <code>{JSON.stringify(m.message ?? {})}</code>
+    </li>
+  );
+});
 
 interface Axis {
   t0: number;
@@ -264,7 +276,7 @@ function StepRows({ step, axis, now, expanded, toggle }: { step: StepView; axis:
 }
 
 function Messages({ view }: { view: ExecView }) {
-  const box = useRef<HTMLOListElement>(null);
+  const box = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
   useLayoutEffect(() => {
     const el = box.current;
@@ -284,7 +296,7 @@ function Messages({ view }: { view: ExecView }) {
       {view.messageCount === 0 ? (
         <p className="muted">None yet: they appear here as the stream forwards them.</p>
       ) : (
-        <ol
+        <div
           ref={box}
           className="tl-message-list"
           role="log"
@@ -295,15 +307,12 @@ function Messages({ view }: { view: ExecView }) {
             stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
           }}
         >
-          {shown.map((m: MessageView) => (
-            <li key={m.seq}>
-              <span className="muted">
-                #{m.index} {m.stepId}
-              </span>{" "}
-              <code>{JSON.stringify(m.message ?? {})}</code>
-            </li>
-          ))}
-        </ol>
+          <ol>
+            {shown.map((m) => (
+              <MessageRow key={m.seq} m={m} />
+            ))}
+          </ol>
+        </div>
       )}
       {view.messageCount > MAX_MESSAGES && <p className="muted">Older messages are not kept in the page (the last {MAX_MESSAGES.toLocaleString()} are).</p>}
     </section>
@@ -438,7 +447,7 @@ export function Timeline({ state, actions }: { state: FeedState; actions?: React
                   <div className="tl-axis" aria-hidden="true">
                     {[0, 0.25, 0.5, 0.75, 1].map((f) => (
                       <span key={f} style={{ left: `${f * 100}%` }}>
-                        {formatDuration(f * axis.span)}
+                        {f === 0 ? "0" : formatDuration(f * axis.span)}
                       </span>
                     ))}
                   </div>

@@ -50,6 +50,8 @@ export class Feed {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private planFor = "";
   connection: Connection = "connecting";
+  /** This tab's ExecutePatternStream for it is open (closing the tab would cancel it). */
+  streamOpen = false;
   error?: string;
   notice?: string;
   private abort = new AbortController();
@@ -160,11 +162,20 @@ export function ownRun(id: string): Feed | undefined {
   return runs.get(id);
 }
 
-/** Whether some execution started here still streams (leaving the page would cancel it). */
+/** Runs started here and kept (with their forwarded messages, which the server does not keep). */
+const KEEP_FINISHED = 20;
+
+/** How many executions started here still stream (leaving the page would cancel them). */
 export function streamingRuns(): number {
   let n = 0;
-  for (const f of runs.values()) if (f.connection !== "done") n += 1;
+  for (const f of runs.values()) if (f.streamOpen) n += 1;
   return n;
+}
+
+/** Forgets the oldest finished runs beyond KEEP_FINISHED (their timelines then come from the server). */
+function prune(): void {
+  const finished = [...runs.entries()].filter(([, f]) => f.connection === "done" && !f.streamOpen);
+  for (const [id] of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED))) runs.delete(id);
 }
 
 if (typeof window !== "undefined") {
@@ -207,11 +218,14 @@ export function startRun(req: RunRequest): Promise<string> {
             feed.view.input = req.input;
             feed.view.status = ExecutionStatus.RUNNING;
             feed.connection = "live";
+            feed.streamOpen = true;
             runs.set(ev.executionId, feed);
+            prune();
             resolve(ev.executionId);
           }
           if (feed.apply(ev)) break;
         }
+        if (feed) feed.streamOpen = false;
         if (!feed) {
           reject(new Error("The server ended the stream without starting an execution."));
           return;
@@ -234,6 +248,7 @@ export function startRun(req: RunRequest): Promise<string> {
         }
         // The stream broke: the server cancels an execution whose caller went away. Show what it
         // recorded.
+        feed.streamOpen = false;
         feed.set({
           notice: `The stream of this execution broke (${errorText(err)}); the server cancels an execution whose caller goes away.`,
         });
@@ -307,11 +322,11 @@ async function follow(feed: Feed): Promise<void> {
       feed.set({ connection: "done" });
       return;
     }
-    // 2. Its events, live.
-    feed.set({ connection: "live", notice: undefined, error: undefined });
+    // 2. Its events, live (from when the server answers with its headers).
     let finished = false;
+    const onHeader = () => feed.set({ connection: "live", notice: undefined, error: undefined });
     try {
-      for await (const ev of nexus.watchExecution({ executionId: id }, { signal })) {
+      for await (const ev of nexus.watchExecution({ executionId: id }, { signal, onHeader })) {
         failures = 0;
         if (feed.apply(ev)) {
           finished = true;

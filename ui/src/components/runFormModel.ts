@@ -26,10 +26,19 @@ export function typeOf(schema: JsonObject): string {
   return "";
 }
 
+/**
+ * The declared properties: the required ones first, in the order `required` lists them (a list
+ * keeps the author's order; `properties` is a map, which the server returns sorted), then the
+ * others in name order.
+ */
 export function properties(schema: JsonObject): [string, JsonObject][] {
   const p = schema.properties;
   if (!isObject(p)) return [];
-  return Object.entries(p).map(([k, v]) => [k, isObject(v) ? v : {}]);
+  const all = Object.entries(p).map(([k, v]): [string, JsonObject] => [k, isObject(v) ? v : {}]);
+  const req = [...requiredOf(schema)];
+  const first = req.flatMap((k) => all.filter(([n]) => n === k));
+  const rest = all.filter(([n]) => !req.includes(n)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return [...first, ...rest];
 }
 
 export function requiredOf(schema: JsonObject): Set<string> {

@@ -4,7 +4,7 @@
 // by `applyEvent` and copied by `snapshot` for React: thousands of stream messages a second must
 // not cost an array copy each.
 import type { JsonObject } from "@bufbuild/protobuf";
-import { durationMs, timestampMs, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   ExecutionStatus,
   StepStatus,
@@ -126,8 +126,9 @@ export function statusName(s: ExecutionStatus | StepStatus, kind: "execution" | 
   return name ?? String(s);
 }
 
-export const tsMs = (t: Timestamp | undefined): number | undefined => (t ? timestampMs(t) : undefined);
-export const durMs = (d: Duration | undefined): number | undefined => (d ? durationMs(d) : undefined);
+/** Milliseconds with the sub-millisecond part kept (the library's helpers round it away). */
+export const tsMs = (t: Timestamp | undefined): number | undefined => (t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : undefined);
+export const durMs = (d: Duration | undefined): number | undefined => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : undefined);
 
 function errorView(e: ExecutionError | undefined): ErrorView | undefined {
   return e ? { code: e.code, message: e.message, stepId: e.stepId } : undefined;
@@ -145,10 +146,10 @@ function stepOf(view: ExecView, id: string): StepView {
 /** What a step of the plan does, in one line: its action, or the event it emits or waits for. */
 export function planCall(step: Pattern["steps"][number]): string {
   if (step.call) return step.call;
-  if (step.emit) return `emit ${step.emit.type}`;
+  if (step.emit) return `emit:${step.emit.type}`;
   if (step.waitFor) {
     const types = step.waitFor.event ? [step.waitFor.event] : step.waitFor.any.map((b) => b.event);
-    return `wait_for ${types.join(" | ")}`;
+    return `wait_for:${types.join("|")}`;
   }
   return "";
 }

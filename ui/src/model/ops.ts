@@ -225,6 +225,7 @@ export function renameStep(doc: PatternDoc, index: number, newId: string): Patte
   const step = steps[index];
   if (!isObj(step)) return doc;
   const old = typeof step.id === "string" ? step.id : "";
+  if (old === newId) return doc;
   const firstWithOld = steps.findIndex((s) => isObj(s) && s.id === old);
   let next = setStepField(doc, index, "id", newId);
   // References follow only when this step is the one they resolved to, and the new id is a name.

@@ -10,7 +10,7 @@ export interface FieldInfo {
   path: string;
   name: string;
   depth: number;
-  /** Short type for people: `string`, `integer`, `int64`, `boolean`, `number`, `enum`, `Message`, `list<string>`, `timestamp`, `duration`, `map`, `any`. */
+  /** Short type for people: `string`, `int32`, `uint32`, `int64`, `integer`, `double`, `boolean`, `number`, `enum`, `Message`, `list<string>`, `timestamp`, `duration`, `map`, `any`. */
   type: string;
   schema: JsonObj;
   repeated: boolean;
@@ -32,9 +32,10 @@ export function typeName(s: Json | undefined): string {
   if (Array.isArray(s.enum)) return "enum";
   const t = types(s);
   if (t.includes("array")) return `list<${typeName(s.items)}>`;
-  if (t.includes("integer") && t.includes("string")) return "int64";
-  if (t.includes("integer")) return "integer";
-  if (t.includes("number")) return "number";
+  const format = typeof s.format === "string" ? s.format : "";
+  if (t.includes("integer") && t.includes("string")) return format || "int64";
+  if (t.includes("integer")) return format || "integer";
+  if (t.includes("number")) return format || "number";
   if (t.includes("boolean")) return "boolean";
   if (t.includes("string")) {
     if (s.format === "date-time") return "timestamp";
@@ -54,12 +55,22 @@ function hasProps(s: JsonObj): boolean {
   return isObj(s.properties) && Object.keys(s.properties).length > 0;
 }
 
+/** A message schema's properties in proto declaration order (the server's `x-field-number`;
+ *  JSON objects do not keep it), then any without a number in the order given. */
+export function orderedProperties(props: JsonObj): [string, Json][] {
+  const num = (v: Json) => (isObj(v) && typeof v["x-field-number"] === "number" ? v["x-field-number"] : Infinity);
+  return Object.entries(props)
+    .map((e, i) => [e, i] as const)
+    .sort(([a, i], [b, j]) => num(a[1]) - num(b[1]) || i - j)
+    .map(([e]) => e);
+}
+
 /** Fields of a message schema, depth first, messages before their fields, at most `maxDepth` deep. */
 export function flattenFields(schema: Json | undefined, maxDepth = 3): FieldInfo[] {
   const out: FieldInfo[] = [];
   const walk = (s: JsonObj, prefix: string, depth: number) => {
     if (!isObj(s.properties)) return;
-    for (const [name, raw] of Object.entries(s.properties)) {
+    for (const [name, raw] of orderedProperties(s.properties)) {
       if (!isObj(raw)) continue;
       const path = prefix ? `${prefix}.${name}` : name;
       const repeated = types(raw).includes("array");

@@ -42,10 +42,9 @@ function streaming(a: Action): string {
   return "unary";
 }
 
-/** The method's proto comment (Action.description; read defensively until the generated types have it). */
+/** The method's proto comment (empty when the backend's descriptors carry no source info). */
 function actionDescription(a: Action): string {
-  const d = (a as Action & { description?: unknown }).description;
-  return typeof d === "string" ? d : "";
+  return a.description;
 }
 
 function shortName(full: string): string {
@@ -180,7 +179,7 @@ export default function Catalog({ route }: { route: Route }) {
         {selected ? (
           <ActionDetail key={selected.action.name} a={selected} terms={ts} />
         ) : (
-          services !== null && !selectedName && <Overview services={services} q={q} />
+          services !== null && !selectedName && <Overview services={ts.length ? visibleServices : services} q={q} />
         )}
       </section>
     </div>
@@ -260,7 +259,7 @@ function ActionDetail({ a, terms }: { a: IndexedAction; terms: string[] }) {
         </div>
         {actionDescription(action) && (
           <p className="catalog-comment catalog-action-comment" data-testid="action-description">
-            {actionDescription(action)}
+            <Comment text={actionDescription(action)} />
           </p>
         )}
         <dl className="catalog-facts">
@@ -355,7 +354,11 @@ function MessageView({ label, info, typeName, terms }: { label: string; info: Me
           </button>
         )}
       </div>
-      {info.description && <p className="catalog-comment">{info.description}</p>}
+      {info.description && (
+        <p className="catalog-comment">
+          <Comment text={info.description} />
+        </p>
+      )}
       {info.fields.length === 0 ? (
         <p className="muted">No fields (an empty message).</p>
       ) : (
@@ -380,6 +383,12 @@ function MessageView({ label, info, typeName, terms }: { label: string; info: Me
       )}
     </section>
   );
+}
+
+/** A proto comment, with `backticked` words as code. */
+function Comment({ text }: { text: string }) {
+  const parts = text.split(/`([^`\n]+)`/);
+  return <>{parts.map((p, i) => (i % 2 === 1 ? <code key={i}>{p}</code> : p))}</>;
 }
 
 function highlight(name: string, terms: string[]): ReactNode {
@@ -412,6 +421,11 @@ function FieldRow({ f, depth, terms, all, path }: { f: FieldInfo; depth: number;
   useEffect(() => {
     if (all !== null) setOpen(all);
   }, [all]);
+  // A search for a nested field opens the messages on its way.
+  const termsKey = terms.join(" ");
+  useEffect(() => {
+    if (termsKey && hasMatch(f.message, termsKey.split(" "))) setOpen(true);
+  }, [termsKey, f.message]);
   const fieldPath = path.split(".").slice(1).join(".");
   return (
     <>
@@ -434,24 +448,27 @@ function FieldRow({ f, depth, terms, all, path }: { f: FieldInfo; depth: number;
         </td>
         <td>
           <code className={`catalog-type kind-${f.kind}`}>{f.type}</code>
-          {f.repeated && <span className="tag">repeated</span>}
-          {f.map && <span className="tag">map</span>}
           {f.kind === "enum" && <span className="tag">enum</span>}
           {f.enumValues && f.enumValues.length > 0 && (
             <ul className="catalog-enum" aria-label={`Values of ${f.name}`}>
               {f.enumValues.map((v, i) => (
-                <li key={v}>
+                <li key={v} title={f.enumDescriptions?.[i] || undefined}>
                   <code>
                     {v}
                     {f.enumNumbers ? ` = ${f.enumNumbers[i]}` : ""}
                   </code>
+                  {f.enumDescriptions?.[i] && <span className="catalog-enum-doc"> {f.enumDescriptions[i]}</span>}
                 </li>
               ))}
             </ul>
           )}
         </td>
         <td>
-          {f.description && <span className="catalog-comment">{f.description}</span>}
+          {f.description && (
+            <span className="catalog-comment">
+              <Comment text={f.description} />
+            </span>
+          )}
           {f.note && <span className="muted catalog-note">{f.description ? " · " : ""}{f.note}</span>}
         </td>
       </tr>

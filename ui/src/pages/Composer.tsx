@@ -1,10 +1,14 @@
+// The composer page: `#/composer` (a new canvas), `#/composer/NAME?version=V` (a registered
+// pattern), `#/composer?add=ACTION` (a new canvas with that action placed).
+import { ReactFlowProvider } from "@xyflow/react";
+import { Composer } from "../composer/Composer";
 import type { Route } from "../router";
+import "./composer.css";
 
-export default function Composer({ route }: { route: Route }) {
+export default function ComposerPage({ route }: { route: Route }) {
   return (
-    <section>
-      <h1>Composer</h1>
-      <p className="muted">{route.page}</p>
-    </section>
+    <ReactFlowProvider>
+      <Composer route={route} />
+    </ReactFlowProvider>
   );
 }

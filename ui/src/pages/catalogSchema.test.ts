@@ -14,7 +14,7 @@ const user: JsonObject = {
     created_at: { type: "string", format: "date-time" },
     roles: { type: "array", items: { type: "string" } },
     sequence: { type: ["integer", "string"], pattern: "^-?[0-9]+$" },
-    status: { type: ["string", "integer"], enum: ["STATUS_UNSPECIFIED", "ACTIVE", "BANNED"], title: "demo.user.v1.Status", "x-enum-numbers": [0, 1, 5] },
+    status: { type: ["string", "integer"], enum: ["STATUS_UNSPECIFIED", "ACTIVE", "BANNED"], title: "demo.user.v1.Status", "x-enum-numbers": [0, 1, 5], "x-enum-descriptions": ["", "Can sign in.", ""] },
     labels: { type: "object", additionalProperties: { type: "string" } },
     friends: { type: "array", items: { type: "object", $comment: "recursive demo.user.v1.User" } },
     avatar: { type: "string", contentEncoding: "base64" },
@@ -74,6 +74,7 @@ describe("describeMessage", () => {
       type: "demo.user.v1.Status",
       enumValues: ["STATUS_UNSPECIFIED", "ACTIVE", "BANNED"],
       enumNumbers: [0, 1, 5],
+      enumDescriptions: ["", "Can sign in.", ""],
     });
     expect(byName("friends")).toMatchObject({ kind: "recursive", type: "repeated demo.user.v1.User", repeated: true });
   });
@@ -82,6 +83,15 @@ describe("describeMessage", () => {
     expect([...fieldNames(info)]).toEqual(expect.arrayContaining(["user", "by_team", "sequence", "status"]));
     const ex = example(info);
     expect(ex.user).toMatchObject({ id: "", roles: [""], status: "STATUS_UNSPECIFIED", sequence: "0", ok: false, count: 0 });
+  });
+
+  it("orders fields by their numbers when the schema gives them", () => {
+    const m = describeMessage({
+      type: "object",
+      title: "x.Y",
+      properties: { b: { type: "string", "x-field-number": 2 }, a: { type: "string", "x-field-number": 3 }, c: { type: "string", "x-field-number": 1 } },
+    });
+    expect(m.fields.map((f) => f.name)).toEqual(["c", "b", "a"]);
   });
 
   it("copes with a missing schema", () => {

@@ -17,6 +17,8 @@ export interface FieldInfo {
   enumValues?: string[];
   /** Their numbers, when the schema gives them (`x-enum-numbers`). */
   enumNumbers?: number[];
+  /** Their comments, when the schema gives them (`x-enum-descriptions`, "" for none). */
+  enumDescriptions?: string[];
   /** The proto comment of the field, when the schema has it. */
   description?: string;
   /** How the value is written in JSON when it is not obvious (64-bit integers as strings, base64 …). */
@@ -54,6 +56,7 @@ interface TypeInfo {
   kind: FieldKind;
   enumValues?: string[];
   enumNumbers?: number[];
+  enumDescriptions?: string[];
   note?: string;
   message?: MessageInfo;
 }
@@ -68,7 +71,17 @@ function valueType(s: Schema, depth: number): TypeInfo {
     const nums = s["x-enum-numbers"];
     const numbers =
       Array.isArray(nums) && nums.length === values.length && nums.every((n) => typeof n === "number") ? (nums as number[]) : undefined;
-    return { type: str(s.title) ?? "enum", kind: "enum", enumValues: values, enumNumbers: numbers, note: "name or number" };
+    const docs = s["x-enum-descriptions"];
+    const descriptions =
+      Array.isArray(docs) && docs.length === values.length && docs.every((d) => typeof d === "string") ? (docs as string[]) : undefined;
+    return {
+      type: str(s.title) ?? "enum",
+      kind: "enum",
+      enumValues: values,
+      enumNumbers: numbers,
+      enumDescriptions: descriptions,
+      note: "name or number",
+    };
   }
   if (comment?.startsWith("recursive ")) {
     const name = comment.slice("recursive ".length);
@@ -118,14 +131,23 @@ function field(name: string, s: Schema, depth: number): FieldInfo {
   return { name, ...valueType(s, depth), repeated: false, map: false, description };
 }
 
-/** The fields of a message schema, in declaration order. */
+function fieldNumber(s: Schema): number {
+  const n = s["x-field-number"];
+  return typeof n === "number" ? n : Number.MAX_SAFE_INTEGER;
+}
+
+/** The fields of a message schema: by field number when the schema has them (`x-field-number`), else as listed. */
 export function describeMessage(schema: Schema | undefined, depth = 0): MessageInfo {
   if (!schema) return { title: "", fields: [] };
   const props = isObject(schema.properties) ? schema.properties : {};
   const fields =
     depth > MAX_DEPTH
       ? []
-      : Object.entries(props).map(([name, s]) => field(name, isObject(s) ? s : {}, depth));
+      : Object.entries(props)
+          .map(([name, s]) => ({ name, s: isObject(s) ? s : {} }))
+          // A Struct has no key order: declaration order comes from the field numbers when given.
+          .sort((a, b) => fieldNumber(a.s) - fieldNumber(b.s))
+          .map(({ name, s }) => field(name, s, depth));
   return { title: str(schema.title) ?? "", description: str(schema.description), fields };
 }
 

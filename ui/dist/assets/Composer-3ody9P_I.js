@@ -1,1 +1,0 @@
-import{t as e}from"./index-DI-ftSnj.js";var t=e();function n({route:e}){return(0,t.jsxs)(`section`,{children:[(0,t.jsx)(`h1`,{children:`Composer`}),(0,t.jsx)(`p`,{className:`muted`,children:e.page})]})}export{n as default};
