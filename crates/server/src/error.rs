@@ -49,9 +49,21 @@ impl From<nexus_engine::EngineError> for ApiError {
 /// Metadata (header or trailer) naming the execution an ExecutePattern call ran.
 pub const EXECUTION_ID_HEADER: &str = "nexus-execution-id";
 
+/// Errors listed in a status message; every diagnostic is in the status details. Metadata is
+/// limited (8 KiB by default in grpcio and grpc-go), so the message stays short.
+const MESSAGE_DIAGNOSTICS: usize = 10;
+
 fn describe_diagnostics(diags: &[Diagnostic]) -> String {
     let errors: Vec<String> = diags.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
-    format!("the pattern has {} problem(s):\n{}", errors.len(), errors.join("\n"))
+    let mut message = format!(
+        "the pattern has {} problem(s):\n{}",
+        errors.len(),
+        errors.iter().take(MESSAGE_DIAGNOSTICS).cloned().collect::<Vec<_>>().join("\n")
+    );
+    if errors.len() > MESSAGE_DIAGNOSTICS {
+        message.push_str(&format!("\n… and {} more, listed in the details", errors.len() - MESSAGE_DIAGNOSTICS));
+    }
+    message
 }
 
 /// `google.rpc.Status`, the conventional payload of the `grpc-status-details-bin` trailer.

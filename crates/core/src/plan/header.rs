@@ -8,6 +8,37 @@ use super::model::{MAX_STEPS, to_duration};
 /// Longest version string: room for any real semver with pre-release and build metadata, while
 /// every listing, table and key that shows versions stays bounded.
 pub const MAX_VERSION_LEN: usize = 64;
+/// Longest description, in bytes: a paragraph or two; listings return it for every pattern.
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+/// Most tags a pattern may carry, and the longest tag.
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG_LEN: usize = 64;
+/// Longest `owner` field (a label; the registry records the real owner).
+pub const MAX_OWNER_LEN: usize = 128;
+/// Most `${{ }}` expressions in one document: each is compiled and type-checked at registration.
+pub const MAX_EXPRESSIONS: usize = 2000;
+
+/// Whether the document is too big to check further: more steps or expressions than the limits.
+/// Checking goes no further then — tens of thousands of steps would take seconds and bury the
+/// one problem that matters under as many diagnostics.
+pub(super) fn too_big(doc: &pb::Pattern, diags: &mut Diagnostics) -> bool {
+    let mut stop = false;
+    if doc.steps.len() > MAX_STEPS {
+        diags.error("steps", format!("{} steps; the limit is {MAX_STEPS}", doc.steps.len()));
+        stop = true;
+    }
+    // Every string of the document appears as is in its protobuf encoding.
+    let encoded = prost::Message::encode_to_vec(doc);
+    let expressions = encoded.windows(3).filter(|w| *w == b"${{").count();
+    if expressions > MAX_EXPRESSIONS {
+        diags.error(
+            "",
+            format!("{expressions} `${{{{ }}}}` expressions; a document may have at most {MAX_EXPRESSIONS}"),
+        );
+        stop = true;
+    }
+    stop
+}
 
 pub(super) fn check(doc: &pb::Pattern, diags: &mut Diagnostics) {
     if doc.name.is_empty() {
@@ -40,10 +71,25 @@ pub(super) fn check(doc: &pb::Pattern, diags: &mut Diagnostics) {
     if doc.steps.is_empty() {
         diags.error("steps", "a pattern needs at least one step");
     }
-    // The limit is reported, not enforced by stopping: every step is still checked, so the author
-    // sees the rest of the document's problems too.
-    if doc.steps.len() > MAX_STEPS {
-        diags.error("steps", format!("{} steps; the limit is {MAX_STEPS}", doc.steps.len()));
+    if doc.description.len() > MAX_DESCRIPTION_BYTES {
+        diags.error(
+            "description",
+            format!("{} bytes; a description is at most {MAX_DESCRIPTION_BYTES}", doc.description.len()),
+        );
+    }
+    if doc.owner.chars().count() > MAX_OWNER_LEN {
+        diags.error("owner", format!("{} characters; at most {MAX_OWNER_LEN}", doc.owner.chars().count()));
+    }
+    if doc.tags.len() > MAX_TAGS {
+        diags.error("tags", format!("{} tags; at most {MAX_TAGS}", doc.tags.len()));
+    }
+    for (i, tag) in doc.tags.iter().enumerate().take(MAX_TAGS) {
+        let n = tag.chars().count();
+        if n == 0 || n > MAX_TAG_LEN {
+            diags.error(format!("tags[{i}]"), format!("a tag has 1 to {MAX_TAG_LEN} characters; this one has {n}"));
+        } else if tag.chars().any(char::is_control) {
+            diags.error(format!("tags[{i}]"), "a tag may not contain control characters");
+        }
     }
 }
 

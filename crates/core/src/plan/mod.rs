@@ -63,6 +63,9 @@ pub fn compile(
 
     // Structure: the header, the input schema, and the step ids every later pass refers to.
     header::check(doc, &mut diags);
+    if header::too_big(doc, &mut diags) {
+        return Err(sorted(diags.into_vec()));
+    }
     let input = header::input_schema(doc, &mut diags);
     let ids = ids::collect(doc, &mut diags);
     let triggers = events::triggers(doc, &input, patterns, &mut diags);
@@ -186,7 +189,48 @@ fn assemble(
 }
 
 /// Document order: header fields, then steps by index, then the output mapping (stable within).
-fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+/// Most diagnostics a compilation reports: past these, one more says how many were left out.
+pub const MAX_DIAGNOSTICS: usize = 100;
+/// Longest diagnostic message, in bytes (they may quote the document).
+pub const MAX_DIAGNOSTIC_BYTES: usize = 1024;
+
+/// The diagnostics in document order, each message at most [`MAX_DIAGNOSTIC_BYTES`], at most
+/// [`MAX_DIAGNOSTICS`] of them (errors first) and then a count of the rest.
+fn sorted(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut diags = in_document_order(diags);
+    for d in &mut diags {
+        if d.path.len() > 256 {
+            let mut end = 256;
+            while !d.path.is_char_boundary(end) {
+                end -= 1;
+            }
+            d.path.truncate(end);
+            d.path.push('…');
+        }
+        if d.message.len() > MAX_DIAGNOSTIC_BYTES {
+            let mut end = MAX_DIAGNOSTIC_BYTES;
+            while !d.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            let total = d.message.len();
+            d.message.truncate(end);
+            d.message.push_str(&format!("… ({total} bytes in all)"));
+        }
+    }
+    if diags.len() > MAX_DIAGNOSTICS {
+        // Keep errors over warnings, each group in document order.
+        diags.sort_by_key(|d| !d.is_error());
+        let rest = diags.len() - MAX_DIAGNOSTICS;
+        let errors_left_out = diags[MAX_DIAGNOSTICS..].iter().filter(|d| d.is_error()).count();
+        diags.truncate(MAX_DIAGNOSTICS);
+        diags = in_document_order(diags);
+        let summary = format!("and {rest} more problem(s) not listed ({errors_left_out} error(s)); fix these first");
+        diags.push(if errors_left_out > 0 { Diagnostic::error("", summary) } else { Diagnostic::warning("", summary) });
+    }
+    diags
+}
+
+fn in_document_order(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     diags.sort_by_key(|d| {
         if let Some(rest) = d.path.strip_prefix("steps[") {
             (1, rest.split(']').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0))

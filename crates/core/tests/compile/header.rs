@@ -84,3 +84,99 @@ fn too_many_steps() {
     "#]],
     );
 }
+
+#[test]
+fn past_the_step_limit_nothing_else_is_checked() {
+    // 20,000 steps, each calling nothing that exists: one diagnostic, not 20,001.
+    let mut doc = String::from("name: t\nversion: 1.0.0\nsteps:\n");
+    for i in 0..20_000 {
+        doc.push_str(&format!("  - {{id: s{i}, call: no.such.Service/Nope}}\n"));
+    }
+    let started = std::time::Instant::now();
+    check(
+        &doc,
+        expect![[r#"
+        error: steps: 20000 steps; the limit is 256
+    "#]],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn expressions_per_document_are_limited() {
+    let mut doc = String::from(
+        "name: t\nversion: 1.0.0\nsteps:\n  - id: a\n    call: test.shop.v1.OrderService/CancelOrder\n    with:\n",
+    );
+    for i in 0..2001 {
+        doc.push_str(&format!("      f{i}: \"${{{{ input.x }}}}\"\n"));
+    }
+    check(
+        &doc,
+        expect![[r#"
+        error: 2001 `${{ }}` expressions; a document may have at most 2000
+    "#]],
+    );
+}
+
+#[test]
+fn description_owner_and_tags_are_bounded() {
+    let doc = format!(
+        "name: t\nversion: 1.0.0\ndescription: {}\nowner: {}\ntags: [{}, '', ok]\nsteps:\n  - id: a\n    call: test.shop.v1.OrderService/CancelOrder\n    with: {{order_id: x}}\n",
+        "d".repeat(5000),
+        "o".repeat(129),
+        "t".repeat(65),
+    );
+    check(
+        &doc,
+        expect![[r#"
+        error: description: 5000 bytes; a description is at most 4096
+        error: owner: 129 characters; at most 128
+        error: tags[0]: a tag has 1 to 64 characters; this one has 65
+        error: tags[1]: a tag has 1 to 64 characters; this one has 0
+    "#]],
+    );
+    let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    check(
+        &format!(
+            "name: t\nversion: 1.0.0\ntags: [{}]\nsteps:\n  - id: a\n    call: test.shop.v1.OrderService/CancelOrder\n    with: {{order_id: x}}\n",
+            many.join(", ")
+        ),
+        expect![[r#"
+        error: tags: 33 tags; at most 32
+    "#]],
+    );
+}
+
+#[test]
+fn diagnostics_are_capped_and_each_is_bounded() {
+    // 200 steps each with a problem: the first 100 are listed, then how many more there are.
+    let mut doc = String::from("name: t\nversion: 1.0.0\nsteps:\n");
+    for i in 0..200 {
+        doc.push_str(&format!("  - {{id: s{i}, call: no.such.Service/Nope{i}}}\n"));
+    }
+    let diags = nexus_core::compile(
+        &nexus_core::document::parse(&doc).expect("parses"),
+        &crate::support::CATALOG,
+        &nexus_core::NoPatterns,
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(diags.len(), 101, "{diags:#?}");
+    assert!(diags[100].message.starts_with("and 100 more problem(s) not listed (100 error(s))"), "{:?}", diags[100]);
+    assert_eq!(diags[0].path, "steps[0].call");
+
+    // A diagnostic quoting a huge value is cut.
+    let long = format!("name: t\nversion: 1.0.0\nsteps:\n  - {{id: a, call: \"{}\"}}\n", "x".repeat(50_000));
+    let diags = nexus_core::compile(
+        &nexus_core::document::parse(&long).expect("parses"),
+        &crate::support::CATALOG,
+        &nexus_core::NoPatterns,
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        diags.iter().all(|d| d.message.len() < 1100),
+        "{:?}",
+        diags.iter().map(|d| d.message.len()).collect::<Vec<_>>()
+    );
+}

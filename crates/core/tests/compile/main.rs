@@ -48,7 +48,12 @@
 //! plan (structure, calls, references, graph, output)
 //! - name/version missing — header::empty_document; version over 64 characters — header::version_too_long; name/version/visibility/durability/timeout
 //!   invalid — header::invalid_header_fields, negative_timeout; `at least one step` —
-//!   empty_document; `N steps; the limit is 256` — header::too_many_steps
+//!   empty_document; `N steps; the limit is 256` — header::too_many_steps (and nothing else is
+//!   checked past it: past_the_step_limit_nothing_else_is_checked); `N ${{ }} expressions; … at
+//!   most 2000` — expressions_per_document_are_limited; description bytes, owner length, tag
+//!   count and length — description_owner_and_tags_are_bounded; `and N more problem(s) not
+//!   listed` (past 100 diagnostics; each message at most 1 KiB) —
+//!   diagnostics_are_capped_and_each_is_bounded
 //! - `every step needs an id`, `is not a valid id`, `duplicate id` — steps::ids
 //! - `every step needs a call`, `unknown action` (±hint), `client-streaming`, `not a
 //!   server-streaming method`, `no registered pattern` — steps::calls
