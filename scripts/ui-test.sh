@@ -6,33 +6,35 @@
 set -euo pipefail
 cd "$(dirname "$0")/../ui"
 
-case "${1:-all}" in
-  build | all)
-    echo "== ui: generate API types, type-check"
-    npm run --silent gen
-    npx tsc -b
-    echo "== ui: the embedded bundle (ui/dist) matches the source"
-    out="$(mktemp -d)"
-    trap 'rm -rf "$out"' EXIT
-    NEXUS_UI_OUT="$out" npx vite build --logLevel warn
-    if ! diff -r "$out" dist >/dev/null; then
-      diff -r "$out" dist | head -20 || true
-      echo "error: ui/dist is stale — it is not what the sources in ui/ build to." >&2
-      echo "       Run \`npm --prefix ui run build\` and commit ui/dist." >&2
-      exit 1
-    fi
-    echo "== ui: unit tests (vitest)"
-    npx vitest run
-    ;;&
-  browser | all)
-    if [ "${1:-all}" != build ]; then
-      echo "== ui: browser tests (playwright, Debian chromium)"
-      (cd .. && cargo build --locked --bin nexus -q)
-      npx playwright test
-    fi
-    ;;
+what="${1:-all}"
+case "$what" in
+  build | browser | all) ;;
   *)
     echo "usage: scripts/ui-test.sh [build|browser|all]" >&2
     exit 2
     ;;
 esac
+
+if [ "$what" = build ] || [ "$what" = all ]; then
+  echo "== ui: generate API types, type-check"
+  npm run --silent gen
+  npx tsc -b
+  echo "== ui: the embedded bundle (ui/dist) matches the source"
+  out="$(mktemp -d)"
+  trap 'rm -rf "$out"' EXIT
+  NEXUS_UI_OUT="$out" npx vite build --logLevel warn
+  if ! diff -r "$out" dist >/dev/null; then
+    diff -r "$out" dist | head -20 || true
+    echo "error: ui/dist is stale — it is not what the sources in ui/ build to." >&2
+    echo "       Run \`npm --prefix ui run build\` and commit ui/dist." >&2
+    exit 1
+  fi
+  echo "== ui: unit tests (vitest)"
+  npx vitest run
+fi
+
+if [ "$what" = browser ] || [ "$what" = all ]; then
+  echo "== ui: browser tests (playwright, Debian chromium)"
+  (cd .. && cargo build --locked --bin nexus -q)
+  npx playwright test
+fi

@@ -324,7 +324,7 @@ test("the timeline reconnects when its stream drops while the execution still ru
   await ctx.close();
 });
 
-test("a durable execution waiting for an event shows as parked, then finishes when the event comes", async ({ page }) => {
+test("a durable execution waiting for an event shows as parked and finishes when the event comes; another is cancelled while parked", async ({ page }) => {
   const name = unique("wait_for_go");
   const type = `${name}.go`;
   await register({
@@ -348,7 +348,7 @@ test("a durable execution waiting for an event shows as parked, then finishes wh
   await expect(status(page)).toHaveText("RUNNING");
   await expect(page.getByText(/Waiting \(parked\)/)).toBeVisible();
   await expect(page.getByText(/Parked until an event resumes it/)).toBeVisible();
-  await expect(page.getByRole("button", { name: "Cancel execution" })).toHaveCount(0);
+  await expect(page.getByRole("button", { name: "Cancel execution" })).toBeEnabled();
   await expect(stepRow(page, "mail")).toContainText("PENDING");
   // Listed while it waits (durable executions are journaled).
   const listed = await api("ListExecutions", { pattern_name: name });
@@ -358,6 +358,18 @@ test("a durable execution waiting for an event shows as parked, then finishes wh
   await expect(stepRow(page, "mail")).toContainText("SUCCEEDED");
   await expect(page.getByLabel("Output", { exact: true })).toContainText("message_id");
   expect((await api("GetExecution", { execution_id: id })).status).toBe("EXECUTION_STATUS_SUCCEEDED");
+
+  // A second one, parked, is cancelled from the page: it ends CANCELLED and never mails.
+  await open(page, `#/run/${name}`);
+  await field(page, "key").fill("k2");
+  const second = await submitRun(page, name);
+  await expect(page.getByText(/Waiting \(parked\)/)).toBeVisible();
+  await page.getByLabel("Reason").fill("no longer needed");
+  await page.getByRole("button", { name: "Cancel execution" }).click();
+  await expect(status(page)).toHaveText("CANCELLED", { timeout: 15_000 });
+  const cancelled = await api("GetExecution", { execution_id: second });
+  expect(cancelled.status).toBe("EXECUTION_STATUS_CANCELLED");
+  expect(JSON.stringify(cancelled.error)).toContain("no longer needed");
 });
 
 test("the executions list filters by pattern and status, pages, and opens a timeline", async ({ page }) => {

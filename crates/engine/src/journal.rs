@@ -83,6 +83,7 @@ pub fn encode_result(r: &StepResponse) -> String {
             }
             StepResponse::Event(event) => serde_json::json!({ "v": value::cel_to_serde(event) }),
             StepResponse::TimedOut(message) => serde_json::json!({ "t": message }),
+            StepResponse::Cancelled(reason) => serde_json::json!({ "c": reason }),
         }
     }
     enc(r).to_string()
@@ -117,6 +118,9 @@ pub fn decode_result(text: &str, target: &Target) -> Result<StepResponse, String
         }
         if let Some(message) = v.get("t").and_then(serde_json::Value::as_str) {
             return Ok(StepResponse::TimedOut(message.to_string()));
+        }
+        if let Some(reason) = v.get("c").and_then(serde_json::Value::as_str) {
+            return Ok(StepResponse::Cancelled(reason.to_string()));
         }
         if let Some(id) = v.get("p").and_then(serde_json::Value::as_str) {
             let output = v.get("o").map_or(Cel::Null, value::serde_to_cel);

@@ -99,6 +99,10 @@ pub enum StepResponse {
     Event(Cel),
     /// A `wait_for` step that timed out (journaled, so a resumed execution fails it the same way).
     TimedOut(String),
+    /// A `wait_for` step whose execution was cancelled while it waited (CancelExecution on a
+    /// waiting durable execution, which may be parked or on another replica): the execution ends
+    /// as cancelled, compensating what it completed.
+    Cancelled(String),
 }
 
 /// The compensation of a completed step, run when its execution failed or was cancelled.

@@ -113,7 +113,7 @@ fn response_struct(r: &StepResponse) -> Option<prost_types::Struct> {
         }
         StepResponse::Items(items) => Some(list_struct("items", items.iter().map(response_value).collect())),
         StepResponse::Event(event) => Some(value::cel_to_struct(event)),
-        StepResponse::TimedOut(_) => None,
+        StepResponse::TimedOut(_) | StepResponse::Cancelled(_) => None,
         StepResponse::Pattern { execution_id, output } => {
             let mut s = value::cel_to_struct(output);
             s.fields.insert(

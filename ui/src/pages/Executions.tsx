@@ -226,15 +226,11 @@ function CancelControl({ id, running, parked }: { id: string; running: boolean; 
     }
   };
   if (!running && !error) return result ? <p className="muted" role="status">{result}</p> : null;
-  if (parked) {
-    return (
-      <p className="muted tl-cancel">
-        Parked until an event resumes it (or its wait times out): the server cancels an execution only while it runs.
-      </p>
-    );
-  }
   return (
     <div className="tl-cancel">
+      {parked && running && (
+        <p className="muted">Parked until an event resumes it or its wait times out; cancelling ends it now (compensating what it did).</p>
+      )}
       {running && (
         <form onSubmit={cancel} aria-label="Cancel the execution">
           <label htmlFor={`${ids}-reason`}>Reason</label>

@@ -400,6 +400,16 @@ impl<'a> Run<'a> {
     /// compensates if it failed, and builds the record.
     async fn settle(mut self, stopped: Stopped) -> ExecutionRecord {
         let Stopped { mut failure, mut cancelled } = stopped;
+        // A wait step failed CANCELLED: CancelExecution reached the execution through the journal
+        // (it was waiting, maybe parked or elsewhere). That is a cancellation, not a failure.
+        if let Some(e) = &failure
+            && e.code == Code::Cancelled
+            && e.step_id
+                .as_deref()
+                .is_some_and(|id| self.pattern.steps.iter().any(|s| *s.id == *id && s.target.is_wait()))
+        {
+            cancelled = true;
+        }
         let ending = self.emitter.running.begin_finishing();
         if ending == Ending::Cancelled && !cancelled {
             cancelled = true;
@@ -495,6 +505,9 @@ impl<'a> Run<'a> {
             if let Some(response) = self.prefilled.get_mut(i).and_then(Option::take) {
                 if let StepResponse::TimedOut(message) = response {
                     return Err(self.fail_step(i, Code::DeadlineExceeded, message));
+                }
+                if let StepResponse::Cancelled(reason) = response {
+                    return Err(self.fail_step(i, Code::Cancelled, cancelled_message(&reason)));
                 }
                 let output = response_to_cel(&response, &step.target);
                 let record = &mut self.steps[i];
@@ -859,10 +872,19 @@ impl<'a> Run<'a> {
     }
 }
 
+fn cancelled_message(reason: &str) -> String {
+    if reason.is_empty() {
+        "the execution was cancelled while it waited".to_string()
+    } else {
+        format!("the execution was cancelled while it waited: {reason}")
+    }
+}
+
 /// A wait's journaled result as the step's outcome: the matched event, or DEADLINE_EXCEEDED.
 fn wait_outcome(text: &str, target: &Target) -> Result<StepResponse, CallError> {
     match crate::journal::decode_result(text, target) {
         Ok(StepResponse::TimedOut(message)) => Err(CallError::new(Code::DeadlineExceeded, message)),
+        Ok(StepResponse::Cancelled(reason)) => Err(CallError::new(Code::Cancelled, cancelled_message(&reason))),
         Ok(r) => Ok(r),
         Err(e) => Err(CallError::new(Code::Internal, format!("unreadable wait result: {e}"))),
     }

@@ -62,7 +62,7 @@ pub(super) fn response_to_cel(response: &StepResponse, target: &Target) -> Cel {
         StepResponse::Items(items) => Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, target)).collect())),
         StepResponse::Pattern { output, .. } => output.clone(),
         StepResponse::Event(event) => event.clone(),
-        StepResponse::TimedOut(_) => Cel::Null,
+        StepResponse::TimedOut(_) | StepResponse::Cancelled(_) => Cel::Null,
     }
 }
 

@@ -159,6 +159,16 @@ impl Api {
             tracing::info!(execution = %r.execution_id, reason = %r.reason, "execution cancelled");
             return Ok(pb::CancelExecutionResponse { cancelled: true });
         }
+        // Not running on this replica: a durable execution waiting for events (parked in the
+        // store, or on another replica) is cancelled through its waits.
+        let waits = self.events.waits_of(&r.execution_id).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if let Some(w) = waits.first() {
+            self.access.own_execution(asking, &r.execution_id, &w.tenant)?;
+            if self.events.cancel_waiting(&waits, &r.reason).await.map_err(|e| ApiError::Unavailable(e.to_string()))? {
+                tracing::info!(execution = %r.execution_id, reason = %r.reason, "waiting execution cancelled");
+                return Ok(pb::CancelExecutionResponse { cancelled: true });
+            }
+        }
         match self.engine.history().get(&r.execution_id) {
             Some(_) => Ok(pb::CancelExecutionResponse { cancelled: false }),
             None => Err(not_found_execution(&r.execution_id)),

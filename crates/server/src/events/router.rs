@@ -281,6 +281,28 @@ impl EventRouter {
         waits::branch_matches(branch, &context, event, event_type)
     }
 
+    /// The waits of a durable execution (empty when it waits for nothing), for CancelExecution.
+    pub(crate) async fn waits_of(&self, execution: &str) -> Result<Vec<EventWait>, JournalError> {
+        self.store.execution_waits(execution).await.map_err(journal_error)
+    }
+
+    /// Cancels a durable execution that waits for events, wherever it is — parked in the store,
+    /// waiting here, or on another replica: each waiting step's result is journaled as cancelled
+    /// (one winner against a concurrent event or timeout), and the execution goes on from there to
+    /// end as cancelled, compensating. True when at least one wait was still open.
+    pub(crate) async fn cancel_waiting(&self, waits: &[EventWait], reason: &str) -> Result<bool, JournalError> {
+        let result = nexus_engine::encode_result(&nexus_engine::StepResponse::Cancelled(reason.to_string()));
+        let mut steps: Vec<(&str, &str)> =
+            waits.iter().map(|w| (w.execution_id.as_str(), w.step_id.as_str())).collect();
+        steps.sort_unstable();
+        steps.dedup();
+        let mut cancelled = false;
+        for (execution, step) in steps {
+            cancelled |= !matches!(self.resolve(execution, step, &result).await?, WaitResolution::Gone);
+        }
+        Ok(cancelled)
+    }
+
     /// Journals a wait's result and continues its execution: handed to it when it runs here,
     /// resumed here when it was parked. Returns what the store decided.
     async fn resolve(&self, execution: &str, step: &str, result: &str) -> Result<WaitResolution, JournalError> {

@@ -661,3 +661,70 @@ steps:
     h.stop().await;
     Ok(())
 }
+
+const CANCEL_ME: &str = r#"
+name: cancel_me
+version: 1.0.0
+durability: durable
+on: [{event: test.cancel_me}]
+input: {type: object, required: [email], properties: {email: {type: string}}}
+steps:
+  - id: user
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: "${{ input.email }}", display_name: Waiting}
+    compensate:
+      call: demo.user.v1.UserService/DeleteUser
+      with: {user_id: "${{ steps.user.user.id }}"}
+  - id: verified
+    wait_for: {event: user.verified, match: "${{ event.data.user_id == steps.user.user.id }}", timeout: 3600s}
+  - id: mail
+    depends_on: [verified]
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "${{ input.email }}", subject: hi, body: there}
+"#;
+
+/// A durable execution parked on a wait (no task, no memory) is still cancellable: the wait is
+/// resolved as cancelled in the store, the execution resumes, compensates and ends CANCELLED, and
+/// the event it waited for no longer does anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_parked_execution_compensates_it_and_ends_it_cancelled() -> Result<()> {
+    use nexus_demo::method;
+    let mut h = Harness::start().await?;
+    register(&mut h.client, pattern(CANCEL_ME)?).await?;
+    h.client.publish_event(event("test.cancel_me", serde_json::json!({"email": unique_email("parked")}))?).await?;
+    let id = eventually(Duration::from_secs(5), "cancel_me parked", async || {
+        let running = executions(&mut h.client, "cancel_me", pb::ExecutionStatus::Running).await?;
+        ensure!(running.len() == 1 && h.demo.calls(method::CREATE_USER) == 1, "{} running", running.len());
+        Ok(running[0].id.clone())
+    })
+    .await?;
+    // Parked: its wait is in the store, and it no longer runs on this replica.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = h
+        .client
+        .cancel_execution(pb::CancelExecutionRequest { execution_id: id.clone(), reason: "changed my mind".into() })
+        .await?
+        .into_inner();
+    ensure!(r.cancelled, "{r:?}");
+    let done = eventually(Duration::from_secs(5), "cancel_me cancelled", async || {
+        let e = get_execution(&mut h.client, &id).await?;
+        ensure!(e.status == pb::ExecutionStatus::Cancelled as i32, "status {}", e.status);
+        Ok(e)
+    })
+    .await?;
+    let error = done.error.as_ref().context("no error")?;
+    ensure!(error.code == "CANCELLED" && error.message.contains("changed my mind"), "{error:?}");
+    ensure!(h.demo.calls(method::DELETE_USER) == 1, "the created user is compensated");
+    ensure!(h.demo.calls(method::SEND_EMAIL) == 0, "nothing after the wait ran");
+
+    // Cancelling again changes nothing; the awaited event resumes nothing.
+    let again = h
+        .client
+        .cancel_execution(pb::CancelExecutionRequest { execution_id: id.clone(), reason: String::new() })
+        .await?
+        .into_inner();
+    ensure!(!again.cancelled, "{again:?}");
+    h.stop().await;
+    Ok(())
+}
