@@ -564,3 +564,26 @@ test("the catalog's link #/composer?add=ACTION starts a canvas with that action 
   await expectAccessible(page);
   await screenshot(page, "composer-step-form");
 });
+
+test("a registered pattern is a step too: dropped from the palette as a sub-pattern call with its input and output fields", async ({ page }) => {
+  await openComposer(page, "#/composer");
+  const sub = page.locator('.palette button.action[data-action="pattern:user_creation@1.0.0"]');
+  await expect(sub).toHaveAccessibleName("Add sub-pattern user_creation");
+  await sub.dragTo(canvas(page), { targetPosition: { x: 300, y: 200 } });
+  const n = node(page, "user_creation");
+  await expect(n).toBeVisible();
+  // Its inputs are the pattern's input schema, its outputs the keys of its output mapping.
+  for (const field of ["email", "name", "avatar_url", "user_id", "email_id"]) {
+    await expect(n).toContainText(field);
+  }
+  await expect(page.getByRole("textbox", { name: "YAML" })).toHaveValue(/call: pattern:user_creation@1\.0\.0/);
+  // Filled from the step form, it type-checks against the callee's input: no problem left.
+  const form = page.getByRole("form", { name: "Step user_creation" });
+  await form.getByRole("textbox", { name: /^email/ }).first().fill("ada@example.com");
+  await form.getByRole("textbox", { name: /^name/ }).first().fill("Ada");
+  // The one problem left is the pattern's own missing name: the call and its `with` type-check.
+  const diagnostics = page.getByRole("region", { name: "Diagnostics" });
+  await expect(diagnostics.getByRole("listitem")).toHaveCount(1);
+  await expect(diagnostics.getByRole("listitem")).toContainText("a pattern needs a name");
+  await expect(page.getByRole("textbox", { name: "YAML" })).toHaveValue(/email: ada@example\.com/);
+});

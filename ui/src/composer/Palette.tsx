@@ -1,7 +1,7 @@
 // The actions of the catalog, searchable: drag one onto the canvas, or focus it and press Enter
 // (or click it) to add a step.
 import { memo, useMemo, useState, type RefObject } from "react";
-import type { ActionInfo, CatalogState } from "./catalog";
+import { PATTERNS_GROUP, type ActionInfo, type CatalogState } from "./catalog";
 
 export const DRAG_TYPE = "application/x-nexus-action";
 
@@ -50,7 +50,7 @@ export const Palette = memo(function Palette(props: { catalog: CatalogState; onA
                     className="action"
                     draggable
                     data-action={a.name}
-                    aria-label={`Add ${a.method} (${a.service})`}
+                    aria-label={a.service === PATTERNS_GROUP ? `Add sub-pattern ${a.method}` : `Add ${a.method} (${a.service})`}
                     title={`${a.name}${a.description ? `\n${a.description}` : ""}\nDrag onto the canvas, or press Enter to add it.`}
                     onDragStart={(e) => {
                       e.dataTransfer.setData(DRAG_TYPE, a.name);
@@ -62,7 +62,7 @@ export const Palette = memo(function Palette(props: { catalog: CatalogState; onA
                     <span className="m">{a.method}</span>
                     {a.serverStreaming && <span className="tag">stream</span>}
                     <span className="io">
-                      {a.inputType.split(".").pop()} → {a.outputType.split(".").pop()}
+                      {a.service === PATTERNS_GROUP ? a.name.replace(/^pattern:/, "") : `${a.inputType.split(".").pop()} → ${a.outputType.split(".").pop()}`}
                     </span>
                   </button>
                 </li>

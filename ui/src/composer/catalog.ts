@@ -1,7 +1,10 @@
 // The catalog the composer builds from: every action of ListServices with its input and output
-// fields flattened (the node handles and the forms).
+// fields flattened (the node handles and the forms), and every registered pattern the caller can
+// see as a sub-pattern step (`call: pattern:NAME@VERSION`: its input schema in, its output mapping's
+// keys out).
 import { useEffect, useState } from "react";
 import { errorText, nexus } from "../api";
+import { PatternSort } from "../gen/nexus/v1/nexus_pb";
 import { flattenFields, type FieldInfo } from "../model/schema";
 import type { JsonObj } from "../model/types";
 
@@ -53,7 +56,50 @@ async function load(): Promise<Catalog> {
     }
   }
   actions.sort((x, y) => x.name.localeCompare(y.name));
-  return { actions, byName: new Map(actions.map((a) => [a.name, a])) };
+  const patterns = await subPatterns();
+  actions.push(...patterns);
+  const byName = new Map(actions.map((a) => [a.name, a]));
+  // `pattern:NAME` (no version) calls the latest: the listed version is the latest.
+  for (const p of patterns) byName.set(`pattern:${p.method}`, p);
+  return { actions, byName };
+}
+
+/** The service name the palette groups sub-patterns under. */
+export const PATTERNS_GROUP = "Patterns";
+
+/** Registered patterns as callable steps (latest versions, at most 500, newest names first). */
+async function subPatterns(): Promise<ActionInfo[]> {
+  const out: ActionInfo[] = [];
+  let pageToken = "";
+  try {
+    for (let page = 0; page < 5; page++) {
+      const res = await nexus.listPatterns({ pageSize: 100, pageToken, sort: PatternSort.NAME });
+      for (const p of res.patterns) {
+        const inputSchema = (p.input ?? { type: "object" }) as JsonObj;
+        const outputKeys = Object.keys((p.output ?? {}) as JsonObj);
+        const outputSchema: JsonObj = { type: "object", properties: Object.fromEntries(outputKeys.map((k) => [k, {}])) };
+        out.push({
+          name: `pattern:${p.name}@${p.version}`,
+          service: PATTERNS_GROUP,
+          method: p.name,
+          inputType: `${p.name} input`,
+          outputType: `${p.name}@${p.version} output`,
+          description: p.description,
+          serverStreaming: false,
+          clientStreaming: false,
+          inputSchema,
+          outputSchema,
+          inputFields: flattenFields(inputSchema, 3),
+          outputFields: flattenFields(outputSchema, 3),
+        });
+      }
+      if (!res.nextPageToken) break;
+      pageToken = res.nextPageToken;
+    }
+  } catch {
+    // Patterns are an extra: the actions alone still make a catalog.
+  }
+  return out;
 }
 
 /** ListServices once per page load (shared by every composer mount); retried after an error. */

@@ -139,7 +139,9 @@ export function replaceStep(doc: PatternDoc, index: number, step: Json): Pattern
 
 /** snake_case id from an action (`demo.user.v1.UserService/CreateUser` → `create_user`). */
 export function idFromAction(action: string): string {
-  const method = action.split("/").pop() || action.split(".").pop() || "step";
+  // A sub-pattern call `pattern:NAME@VERSION` is named after the pattern.
+  const sub = /^pattern:([^@]+)/.exec(action);
+  const method = sub ? sub[1] : action.split("/").pop() || action.split(".").pop() || "step";
   const snake = method
     .replace(/([a-z0-9])([A-Z])/g, "$1_$2")
     .replace(/([A-Z]+)([A-Z][a-z])/g, "$1_$2")
