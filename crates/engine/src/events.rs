@@ -77,6 +77,9 @@ pub struct RunningExecution {
     /// The tenant of the caller who started it (only they may watch or cancel it).
     pub tenant: Arc<str>,
     pub cancel: CancellationToken,
+    /// What it runs (`name`, `version`) and since when, for GetExecution while it runs.
+    pub pattern: Option<(Arc<str>, Arc<str>)>,
+    pub started_at: std::time::SystemTime,
     /// RUNNING, then either FINISHING (its outcome is decided) or CANCELLED: whichever of the
     /// execution and a CancelExecution gets there first wins, so a cancel is either honoured
     /// (compensation, CANCELLED) or refused (`cancelled: false`), never acknowledged and ignored.
@@ -110,9 +113,17 @@ impl RunningExecution {
             durable,
             tenant,
             cancel: CancellationToken::new(),
+            pattern: None,
+            started_at: std::time::SystemTime::now(),
             state: AtomicU8::new(RUNNING),
             watch: OnceLock::new(),
         }
+    }
+
+    /// Names the pattern it runs.
+    pub fn with_pattern(mut self, name: Arc<str>, version: Arc<str>) -> Self {
+        self.pattern = Some((name, version));
+        self
     }
 
     /// Requests cancellation; false when the execution's outcome was already decided.

@@ -292,6 +292,11 @@ async function follow(feed: Feed): Promise<void> {
     let running = true;
     try {
       const e = await nexus.getExecution({ executionId: id }, { signal });
+      // An ephemeral execution running on the server: its record has what it runs, not yet its
+      // steps (those done before we joined are not replayed; the rest arrive as events).
+      if (!seen && e.status === ExecutionStatus.RUNNING && e.steps.length === 0 && feed.view.steps.length === 0) {
+        feed.view.joinedLate = true;
+      }
       seen = true;
       applyRecord(feed.view, e);
       void feed.loadPlan();

@@ -320,7 +320,10 @@ impl Engine {
             Durability::Durable => self.journal.as_deref(),
             Durability::Ephemeral => None,
         };
-        let running = Arc::new(RunningExecution::new(id.clone(), journal.is_some(), req.tenant.clone()));
+        let running = Arc::new(
+            RunningExecution::new(id.clone(), journal.is_some(), req.tenant.clone())
+                .with_pattern(req.pattern.name.clone(), req.pattern.version.clone()),
+        );
         self.lock_running().insert(id.clone(), running.clone());
         let registration = Registration { engine: self, id: id.clone() };
         let trace_id = req

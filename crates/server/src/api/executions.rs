@@ -196,10 +196,21 @@ impl Api {
             self.access.own_execution(asking, &id, &e.tenant)?;
             return Ok(e);
         }
-        if self.engine.running(&id).is_some() {
-            return Err(ApiError::FailedPrecondition(format!(
-                "execution `{id}` is still running (WatchExecution follows it live)"
-            )));
+        if let Some(running) = self.engine.running(&id)
+            && !running.durable
+        {
+            // Ephemeral, running here: what it is and since when; its steps arrive with
+            // WatchExecution, and the whole record once it finishes.
+            let (pattern_name, pattern_version) = running.pattern.clone().unwrap_or_default();
+            return Ok(pb::Execution {
+                id: id.clone(),
+                pattern_name: pattern_name.to_string(),
+                pattern_version: pattern_version.to_string(),
+                status: pb::ExecutionStatus::Running as i32,
+                started_at: Some(convert::timestamp(running.started_at)),
+                tenant: running.tenant.to_string(),
+                ..Default::default()
+            });
         }
         // A durable execution still running on another replica (or waiting to be taken over
         // after a replica left): its journaled progress so far.

@@ -506,3 +506,30 @@ async fn a_restarted_backend_is_reconnected() -> Result<()> {
     nexus.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
+
+/// While an ephemeral execution runs, GetExecution answers what it runs and since when (RUNNING);
+/// once it finishes, the whole record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_execution_of_a_running_ephemeral_execution_says_what_runs() -> Result<()> {
+    let mut h = Harness::start().await?;
+    register_examples(&mut h.client).await?;
+    h.demo.set_latency(method::CREATE_USER, Duration::from_millis(600));
+    let mut stream = h
+        .client
+        .execute_pattern_stream(execute_request(
+            "user_creation",
+            json!({"email": unique_email("live"), "name": "Ada"}),
+        )?)
+        .await?
+        .into_inner();
+    let first = stream.message().await?.ok_or_else(|| anyhow!("no event"))?;
+    let running = get_execution(&mut h.client, &first.execution_id).await?;
+    ensure!(running.status == pb::ExecutionStatus::Running as i32, "{running:?}");
+    ensure!(running.pattern_name == "user_creation" && running.pattern_version == "1.0.0", "{running:?}");
+    ensure!(running.started_at.is_some() && running.tenant == "default", "{running:?}");
+    while stream.message().await?.is_some() {}
+    let done = get_execution(&mut h.client, &first.execution_id).await?;
+    ensure!(done.status == pb::ExecutionStatus::Succeeded as i32 && !done.steps.is_empty(), "{done:?}");
+    h.stop().await;
+    Ok(())
+}

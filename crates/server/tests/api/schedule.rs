@@ -60,7 +60,8 @@ fn started(f: &Fired) -> Result<String> {
     }
 }
 
-/// GetExecution answers FAILED_PRECONDITION ("still running") for an execution running live.
+/// The status GetExecution reports (RUNNING while it runs; FAILED_PRECONDITION was how older
+/// servers said so).
 async fn status_of(client: &mut Client, id: &str) -> Result<pb::ExecutionStatus> {
     match client.get_execution(pb::GetExecutionRequest { execution_id: id.to_string() }).await {
         Ok(r) => Ok(r.into_inner().status()),
