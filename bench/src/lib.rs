@@ -57,6 +57,32 @@ pub struct Options {
     /// Run Nexus as its own process (this executable, re-run with `--serve-nexus`), so its CPU
     /// time and memory are measured alone. Otherwise it runs in the benchmark's process.
     pub nexus_process: Option<std::path::PathBuf>,
+    /// Measure the 1-client latency again while costly CEL expressions run without pause beside
+    /// it (each up to its cost budget): the p99 should not move.
+    pub costly_background: bool,
+}
+
+/// A pattern whose `when` is a five-deep comprehension: it runs until its cost budget is spent.
+const COSTLY: &str = r#"
+name: costly_expression
+version: 1.0.0
+input: {type: object, properties: {xs: {type: array, items: {type: integer}}}}
+steps:
+  - id: mail
+    when: "${{ input.xs.all(a, input.xs.all(b, input.xs.all(c, input.xs.all(d, input.xs.all(e, a + b + c + d + e >= 0))))) }}"
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: a@example.com, subject: hi, body: there}
+"#;
+
+/// The 1-client latency measured while costly expressions run.
+#[derive(Debug, Clone)]
+pub struct CostlyBackground {
+    pub latency: Stats,
+    /// Costly executions that ended meanwhile, and how long each took (mean, ms).
+    pub costly_runs: u64,
+    pub costly_mean_ms: f64,
+    /// The status code they ended with (RESOURCE_EXHAUSTED expected).
+    pub costly_code: String,
 }
 
 impl Default for Options {
@@ -70,6 +96,7 @@ impl Default for Options {
             durable: false,
             database_url: None,
             nexus_process: None,
+            costly_background: false,
         }
     }
 }
@@ -85,7 +112,7 @@ pub struct Stats {
     pub cpu_us_per_exec: f64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Report {
     pub direct_latency: Stats,
     pub nexus_latency: Stats,
@@ -98,6 +125,7 @@ pub struct Report {
     pub rss_after_kib: u64,
     /// Measured on Nexus's own process, when it runs as one.
     pub nexus_alone: Option<NexusAlone>,
+    pub costly: Option<CostlyBackground>,
 }
 
 /// Nexus measured as its own process.
@@ -133,6 +161,9 @@ impl Report {
         );
         out += &row("direct, 1 client", &self.direct_latency);
         out += &row("nexus, 1 client", &self.nexus_latency);
+        if let Some(c) = &self.costly {
+            out += &row("nexus, 1 client, costly CEL beside", &c.latency);
+        }
         out += &row(&format!("direct, {} clients", self.concurrency), &self.direct_throughput);
         out += &row(&format!("nexus, {} clients", self.concurrency), &self.nexus_throughput);
         // The targets of the issues: ephemeral (hot path) and durable (journaled, SQLite).
@@ -151,6 +182,12 @@ impl Report {
                 "nexus / direct throughput at {} clients: {:.2} (target ≥ 0.50)\n",
                 self.concurrency,
                 self.throughput_ratio()
+            );
+        }
+        if let Some(c) = &self.costly {
+            out += &format!(
+                "beside it: {} costly executions (a five-deep all() each), {:.0} ms each on average, ending {}; p99 {:.1} µs vs {:.1} µs without\n",
+                c.costly_runs, c.costly_mean_ms, c.costly_code, c.latency.p99_us, self.nexus_latency.p99_us
             );
         }
         match &self.nexus_alone {
@@ -226,6 +263,15 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
 
     let direct_latency = phase(&direct, 1, options.latency_requests, options.max_phase_time, &counter).await?;
     let nexus_latency = phase(&via_nexus, 1, options.latency_requests, options.max_phase_time, &counter).await?;
+    let costly = if options.costly_background {
+        client
+            .register_pattern(pb::RegisterPatternRequest { pattern: Some(document::parse(COSTLY)?) })
+            .await
+            .context("registering costly_expression")?;
+        Some(with_costly_background(&mut client, &via_nexus, options, &counter).await?)
+    } else {
+        None
+    };
     let c = options.concurrency;
     let direct_throughput = phase(&direct, c, options.throughput_requests, options.max_phase_time, &counter).await?;
     let nexus_cpu_before = nexus.process_cpu();
@@ -252,6 +298,51 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         concurrency: c,
         durable: options.durable,
         nexus_alone,
+        costly,
+    })
+}
+
+/// Runs costly executions back to back on one client while the 1-client latency phase runs again.
+async fn with_costly_background(
+    client: &mut NexusServiceClient<Channel>,
+    via_nexus: &Target,
+    options: &Options,
+    counter: &Arc<AtomicU64>,
+) -> anyhow::Result<CostlyBackground> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut heavy = client.clone();
+    let flag = stop.clone();
+    let background = tokio::spawn(async move {
+        let input = value::serde_to_struct(&serde_json::json!({"xs": (0..22).collect::<Vec<i64>>()}));
+        let (mut runs, mut total, mut code) = (0u64, Duration::ZERO, String::new());
+        while !flag.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let r = heavy
+                .execute_pattern(pb::ExecutePatternRequest {
+                    pattern_name: "costly_expression".into(),
+                    input: input.clone(),
+                    ..Default::default()
+                })
+                .await;
+            total += started.elapsed();
+            runs += 1;
+            code = match r {
+                Ok(_) => "OK".into(),
+                Err(s) => format!("{:?}", s.code()),
+            };
+        }
+        (runs, total, code)
+    });
+    // Let the first costly evaluation start.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let latency = phase(via_nexus, 1, options.latency_requests, options.max_phase_time, counter).await?;
+    stop.store(true, Ordering::Relaxed);
+    let (costly_runs, total, costly_code) = background.await?;
+    Ok(CostlyBackground {
+        latency,
+        costly_runs,
+        costly_mean_ms: total.as_secs_f64() * 1e3 / costly_runs.max(1) as f64,
+        costly_code,
     })
 }
 

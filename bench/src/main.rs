@@ -54,6 +54,9 @@ struct Args {
     /// With --events: NATS JetStream instead of the in-process bus (a stream of its own).
     #[arg(long)]
     events_url: Option<String>,
+    /// Also measure the 1-client latency while costly CEL expressions run beside it.
+    #[arg(long)]
+    costly_background: bool,
     /// (Internal) run as the Nexus child process.
     #[arg(long, hide = true)]
     serve_nexus: bool,
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         durable: args.durable,
         database_url: args.database_url.clone(),
         nexus_process: if args.in_process { None } else { Some(std::env::current_exe()?) },
+        costly_background: args.costly_background,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.serve_nexus {

@@ -15,11 +15,15 @@ async fn a_small_run_measures_both_paths() {
         durable: false,
         database_url: None,
         nexus_process: None,
+        costly_background: true,
     };
     let report = nexus_bench::run(&options).await.expect("benchmark run");
     for s in [report.direct_latency, report.nexus_latency, report.direct_throughput, report.nexus_throughput] {
         assert!(s.count > 0 && s.p50_us > 0.0 && s.p99_us >= s.p50_us && s.per_sec > 0.0, "{s:?}");
     }
+    let costly = report.costly.as_ref().expect("the costly phase ran");
+    assert!(costly.latency.count > 0 && costly.costly_runs > 0, "{costly:?}");
+    assert_eq!(costly.costly_code, "ResourceExhausted", "{costly:?}");
     assert!(report.render().contains("overhead per step"));
 }
 
@@ -45,6 +49,7 @@ async fn a_durable_run_measures_nexus_as_its_own_process() {
         durable: true,
         database_url: None,
         nexus_process: Some(env!("CARGO_BIN_EXE_nexus-bench").into()),
+        costly_background: false,
     };
     let report = nexus_bench::run(&options).await.expect("benchmark run");
     let alone = report.nexus_alone.expect("figures of the Nexus process");
