@@ -35,8 +35,61 @@ pub async fn middleware(State(grpc): State<axum::Router>, req: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
     let path = req.uri().path();
-    if req.method() != http::Method::POST || !is_json || !path.starts_with(&format!("/{SERVICE}/")) {
+    // `/package.Service/Method`: an RPC path (not the UI, not /events).
+    let rpc = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .filter(|(service, method)| service.contains('.') && !method.is_empty() && !method.contains('/'));
+    let Some((service, _)) = rpc else { return next.run(req).await };
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let grpc_type = content_type.starts_with("application/grpc");
+    if !grpc_type && req.method() != http::Method::POST && req.method() != http::Method::OPTIONS {
+        // Connect's GET form of idempotent calls is not served: say so, in Connect's shape.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return with_status(
+            connect_error(
+                tonic::Code::Unimplemented,
+                &format!("{} {path}: RPCs take POST (Connect unary JSON, gRPC-Web or gRPC)", req.method()),
+                &[],
+                headers,
+            ),
+            StatusCode::METHOD_NOT_ALLOWED,
+        );
+    }
+    if req.method() == http::Method::POST && !grpc_type && !is_json {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::HeaderName::from_static("accept-post"),
+            HeaderValue::from_static(
+                "application/json, application/grpc-web, application/grpc-web+proto, application/grpc",
+            ),
+        );
+        let shown: String = content_type.chars().take(80).collect();
+        return with_status(
+            connect_error(
+                tonic::Code::InvalidArgument,
+                &format!(
+                    "Content-Type `{shown}` is not served: send application/json (Connect), application/grpc-web (gRPC-Web) or application/grpc"
+                ),
+                &[],
+                headers,
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        );
+    }
+    if req.method() != http::Method::POST || !is_json {
         return next.run(req).await;
+    }
+    if service != SERVICE {
+        let shown: String = service.chars().take(120).collect();
+        return connect_error(
+            tonic::Code::Unimplemented,
+            &format!("no service `{shown}` here: Connect JSON serves {SERVICE}"),
+            &[],
+            HeaderMap::new(),
+        );
     }
     let method_name = path.rsplit('/').next().unwrap_or_default().to_string();
     let Some(method) = nexus_core::descriptor_pool()
@@ -178,6 +231,12 @@ fn decode_details(b64: &str) -> Vec<serde_json::Value> {
 }
 
 /// The Connect error body, with the HTTP status the Connect protocol assigns to each code.
+/// `response` with another HTTP status (the protocol's own for the case, e.g. 415), same body.
+fn with_status(mut response: Response, status: StatusCode) -> Response {
+    *response.status_mut() = status;
+    response
+}
+
 fn connect_error(code: tonic::Code, message: &str, details: &[serde_json::Value], extra: HeaderMap) -> Response {
     use tonic::Code as C;
     let http = match code {

@@ -342,3 +342,46 @@ async fn credentials_work_over_connect_and_grpc_web() -> Result<()> {
     harness.stop().await;
     Ok(())
 }
+
+/// Requests the Connect protocol does not serve get Connect's error JSON, with the HTTP status the
+/// case calls for, never an empty body: wrong content type (415, Accept-Post), a method other
+/// than POST (405, Allow), a service that is not Nexus's (unimplemented).
+#[tokio::test]
+async fn connect_refusals_are_connect_error_json() -> Result<()> {
+    let h = Harness::start().await?;
+    let cases: &[(&str, &str, Option<&str>, u16, &str, &str)] = &[
+        ("POST", EXECUTE_PATH, Some("text/plain"), 415, "invalid_argument", "text/plain"),
+        ("POST", EXECUTE_PATH, None, 415, "invalid_argument", "Content-Type"),
+        ("GET", EXECUTE_PATH, None, 405, "unimplemented", "POST"),
+        ("PUT", EXECUTE_PATH, Some("application/json"), 405, "unimplemented", "POST"),
+        ("POST", "/no.such.Service/Call", Some("application/json"), 501, "unimplemented", "no.such.Service"),
+        ("POST", "/nexus.v1.NexusService/NoSuchMethod", Some("application/json"), 501, "unimplemented", "NoSuchMethod"),
+    ];
+    for &(method, path, content_type, status, code, fragment) in cases {
+        let stream = tokio::net::TcpStream::connect(h.addr).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let connection = tokio::spawn(connection);
+        let mut request = http::Request::builder().method(method).uri(path).header(HOST, h.addr.to_string());
+        if let Some(ct) = content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        let response = sender.send_request(request.body(Full::new(Bytes::from_static(b"{}")))?).await?;
+        let got = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        connection.abort();
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{method} {path}: not JSON: {:?}", String::from_utf8_lossy(&body)))?;
+        ensure!(got == status, "{method} {path} ({content_type:?}): HTTP {got}, expected {status}: {json}");
+        ensure!(json["code"] == code, "{method} {path}: {json}");
+        ensure!(json["message"].as_str().is_some_and(|m| m.contains(fragment)), "{method} {path}: {json}");
+        if status == 415 {
+            ensure!(headers.contains_key("accept-post"), "{headers:?}");
+        }
+        if status == 405 {
+            ensure!(headers.get("allow").is_some_and(|v| v == "POST"), "{headers:?}");
+        }
+    }
+    h.stop().await;
+    Ok(())
+}
