@@ -349,7 +349,9 @@ async fn credentials_work_over_connect_and_grpc_web() -> Result<()> {
 #[tokio::test]
 async fn connect_refusals_are_connect_error_json() -> Result<()> {
     let h = Harness::start().await?;
-    let cases: &[(&str, &str, Option<&str>, u16, &str, &str)] = &[
+    /// Method, path, content type → HTTP status, Connect code, a fragment of the message.
+    type Case = (&'static str, &'static str, Option<&'static str>, u16, &'static str, &'static str);
+    let cases: &[Case] = &[
         ("POST", EXECUTE_PATH, Some("text/plain"), 415, "invalid_argument", "text/plain"),
         ("POST", EXECUTE_PATH, None, 415, "invalid_argument", "Content-Type"),
         ("GET", EXECUTE_PATH, None, 405, "unimplemented", "POST"),
