@@ -13,6 +13,12 @@ export default defineConfig({
   retries: 0,
   reporter: process.env.CI ? [["list"]] : [["list"]],
   outputDir: "test-results",
+  // The timed test runs last and alone (two cores: beside other browser tests its frame times
+  // would measure them, not the composer).
+  projects: [
+    { name: "ui", testIgnore: /perf\.spec\.ts/ },
+    { name: "perf", testMatch: /perf\.spec\.ts/, dependencies: ["ui"] },
+  ],
   use: {
     headless: true,
     viewport: { width: 1440, height: 900 },
