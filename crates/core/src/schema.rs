@@ -49,6 +49,16 @@ fn message(desc: &MessageDescriptor, seen: &mut BTreeSet<String>) -> Value {
     schema
 }
 
+/// The comment of a message field in its proto, if the descriptors carry it.
+pub fn field_comment(field: &FieldDescriptor) -> Option<String> {
+    comment(&field.parent_file(), field.path())
+}
+
+/// The comment of a message in its proto, if the descriptors carry it.
+pub fn message_comment(desc: &MessageDescriptor) -> Option<String> {
+    comment(&desc.parent_file(), desc.path())
+}
+
 /// The comment of an RPC method in its proto, if the descriptors carry it.
 pub fn method_comment(method: &prost_reflect::MethodDescriptor) -> Option<String> {
     comment(&method.parent_file(), method.path())

@@ -1,0 +1,219 @@
+//! Words in names and comments, and how well a value's name fits a field's.
+//!
+//! Synthesis fills an input field from a value (a pattern input or an earlier step's output) when
+//! their types agree and their names say they are the same thing. Names are compared as words
+//! (`displayName`, `display_name` → `display`, `name`), lightly stemmed, with the field's proto
+//! comment as a second source of words: a role name (`owner_id`, "The user who owns the asset")
+//! takes an entity's id when its comment names that entity.
+
+use std::collections::BTreeSet;
+
+/// Words that say nothing about what a value is.
+const STOP: &[&str] = &[
+    "a", "an", "the", "of", "to", "for", "and", "or", "in", "on", "by", "with", "from", "is", "are", "be", "it", "its",
+    "this", "that", "as", "at", "when", "if", "their", "them", "they", "his", "her", "who", "which", "what", "then",
+    "into", "each", "every", "one", "new", "given", "me", "my", "our", "we", "us", "so", "can", "will", "should", "v1",
+];
+
+/// Splits an identifier or a sentence into lower-case, stemmed words (stop words dropped).
+pub fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut prev_lower = false;
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            // camelCase boundary.
+            if c.is_ascii_uppercase() && prev_lower && !current.is_empty() {
+                push_word(&mut out, std::mem::take(&mut current));
+            }
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            current.push(c.to_ascii_lowercase());
+        } else {
+            prev_lower = false;
+            if !current.is_empty() {
+                push_word(&mut out, std::mem::take(&mut current));
+            }
+        }
+    }
+    if !current.is_empty() {
+        push_word(&mut out, current);
+    }
+    out
+}
+
+fn push_word(out: &mut Vec<String>, word: String) {
+    if STOP.contains(&word.as_str()) {
+        return;
+    }
+    out.push(stem(&word));
+}
+
+/// A crude stemmer, consistent rather than correct: plurals and verb endings go, then a final
+/// `e`, so `orders`/`order`, `created`/`create`/`creating` and `charges`/`charged` each end as one
+/// word. Only ever compared with other stems.
+pub fn stem(word: &str) -> String {
+    let mut w = word;
+    if w.len() > 4 && w.ends_with("ies") {
+        return format!("{}y", &w[..w.len() - 3]);
+    }
+    if w.len() > 4 && w.ends_with("sses") {
+        w = &w[..w.len() - 2];
+    } else if w.len() > 5 && w.ends_with("ing") {
+        w = &w[..w.len() - 3];
+    } else if w.len() > 4 && (w.ends_with("ed") || w.ends_with("es")) {
+        w = &w[..w.len() - 2];
+    } else if w.len() > 2 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is") {
+        w = &w[..w.len() - 1];
+    }
+    let w = if w.len() > 3 && w.ends_with('e') { &w[..w.len() - 1] } else { w };
+    w.to_string()
+}
+
+/// Verbs people use for the same operation, mapped to the word APIs use most.
+/// (Both sides are stems.)
+pub fn canonical_verb(stem: &str) -> Option<&'static str> {
+    Some(match stem {
+        "plac" | "mak" | "register" | "add" | "open" | "submit" => "creat",
+        "fetch" | "retriev" | "look" | "lookup" | "read" | "load" | "find" | "show" => "get",
+        "remov" | "eras" => "delet",
+        "modify" | "chang" | "edit" => "updat",
+        "notify" | "mail" => "send",
+        "pay" | "bill" => "charg",
+        "enumerat" | "brows" => "list",
+        _ => return None,
+    })
+}
+
+/// The words of a value's name, with its context: the path's words (`user.id` → user, id), the
+/// entity the value belongs to (the message type holding it: `Customer` → customer), and — for
+/// a step's output — the action's words (`SendEmail` → send, email).
+#[derive(Debug, Clone, Default)]
+pub struct ValueWords {
+    /// The leaf field's words (`message_id` → message, id).
+    pub leaf: Vec<String>,
+    /// The whole path's words (`user.id` → user, id).
+    pub path: Vec<String>,
+    /// The entity: the words of the message type holding the leaf (`User`), empty at top level
+    /// of an input.
+    pub entity: Vec<String>,
+    /// The action's words, for a step output.
+    pub action: Vec<String>,
+    /// The leaf field's comment words.
+    pub comment: BTreeSet<String>,
+}
+
+/// The words of a field to fill: its name and its comment.
+#[derive(Debug, Clone, Default)]
+pub struct FieldWords {
+    pub name: Vec<String>,
+    pub comment: BTreeSet<String>,
+}
+
+impl FieldWords {
+    pub fn new(name: &str, comment: Option<&str>) -> Self {
+        Self { name: words(name), comment: comment.map(|c| words(c).into_iter().collect()).unwrap_or_default() }
+    }
+}
+
+/// How well a value fits a field by name, 0.0–1.0 (types are checked elsewhere).
+///
+/// - 1.0: the same words (`email` ← `input.email`, `user_id` ← `steps.u.user_id`);
+/// - 0.95: the field names the entity's id (`user_id` ← `steps.u.user.id`, `order_id` ← the `id`
+///   of an `Order`);
+/// - 0.75: a role (`owner_id`, `recipient_id`) whose comment names the entity ("The user who owns
+///   the asset");
+/// - 0.6–0.8: the value's words are part of the field's (`display_name` ← `name`);
+/// - less: shared words, or the value's leaf named in the field's comment.
+pub fn fit(field: &FieldWords, value: &ValueWords) -> f64 {
+    let f = &field.name;
+    if f.is_empty() || value.leaf.is_empty() {
+        return 0.0;
+    }
+    if *f == value.path || *f == value.leaf {
+        return 1.0;
+    }
+    let f_last = f.last().map(String::as_str);
+    let v_last = value.leaf.last().map(String::as_str);
+    // `user_id` ← `user.id` / the `id` of a `User`.
+    let mut with_entity: Vec<String> = value.entity.clone();
+    with_entity.extend(value.leaf.iter().cloned());
+    if *f == with_entity || (value.path.len() > value.leaf.len() && ends_with(f, &value.path)) {
+        return 0.95;
+    }
+    if f_last == v_last && f.len() > 1 {
+        let head = &f[..f.len() - 1];
+        let context: BTreeSet<&str> =
+            value.path.iter().chain(&value.entity).chain(&value.action).map(String::as_str).collect();
+        // `order_id` ← `order.id` deeper in a path, or `payment_id` ← CreatePayment's `id`.
+        if head.iter().all(|w| context.contains(w.as_str())) {
+            return if value.action.iter().any(|w| head.contains(w)) && value.entity.is_empty() { 0.8 } else { 0.9 };
+        }
+        // A role named by the comment: `owner_id` "The user who owns …" ← `user.id`.
+        let entity = if value.entity.is_empty() { &value.path[..value.path.len().saturating_sub(1)] } else { &value.entity[..] };
+        if !entity.is_empty() && entity.iter().all(|w| field.comment.contains(w)) {
+            return 0.75;
+        }
+        // Only the last word (`id`) in common: a different thing.
+        return 0.1;
+    }
+    // `display_name` ← `name`; `source_url` ← `url`.
+    if value.leaf.iter().all(|w| f.contains(w)) {
+        return 0.55 + 0.25 * value.leaf.len() as f64 / f.len() as f64;
+    }
+    // `to` "Recipient address." ← `email`: the comment says what the field holds.
+    if !value.leaf.is_empty() && value.leaf.iter().all(|w| field.comment.contains(w) || synonym_in(w, &field.comment)) {
+        return 0.6;
+    }
+    let shared = f.iter().filter(|w| value.path.contains(w)).count();
+    0.4 * shared as f64 / f.len().max(value.path.len()) as f64
+}
+
+fn ends_with(haystack: &[String], needle: &[String]) -> bool {
+    haystack.len() >= needle.len() && haystack[haystack.len() - needle.len()..] == *needle
+}
+
+/// A few words that name the same kind of value in field comments.
+fn synonym_in(word: &str, comment: &BTreeSet<String>) -> bool {
+    let alternatives: &[&str] = match word {
+        "email" => &["address", "mail", "recipient"],
+        "name" => &["title", "label"],
+        "url" => &["link", "uri", "location"],
+        "amount" => &["total", "price", "sum"],
+        _ => &[],
+    };
+    alternatives.iter().any(|a| comment.contains(*a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(path: &str, entity: &str) -> ValueWords {
+        let path_words = words(path);
+        let leaf = words(path.rsplit('.').next().unwrap_or(path));
+        ValueWords { leaf, path: path_words, entity: words(entity), ..Default::default() }
+    }
+
+    #[test]
+    fn words_split_case_and_stem() {
+        assert_eq!(words("displayName"), ["display", "name"]);
+        assert_eq!(words("CreateOrders"), words("creating order"));
+        assert_eq!(words("the user_ids of the charged card"), ["user", "id", "charg", "card"]);
+        assert_eq!(words("categories addresses"), ["category", "address"]);
+        assert_eq!(words("deleted"), words("delete"));
+    }
+
+    #[test]
+    fn fits_rank_the_right_source_first() {
+        let user_id = FieldWords::new("user_id", None);
+        assert_eq!(fit(&user_id, &value("user.id", "User")), 0.95);
+        assert!(fit(&user_id, &value("broadcast.id", "Broadcast")) < 0.2);
+        let owner = FieldWords::new("owner_id", Some("The user who owns the asset."));
+        assert_eq!(fit(&owner, &value("user.id", "User")), 0.75);
+        let display = FieldWords::new("display_name", None);
+        assert!(fit(&display, &value("name", "")) > 0.6);
+        let to = FieldWords::new("to", Some("Recipient address."));
+        assert_eq!(fit(&to, &value("email", "")), 0.6);
+        assert_eq!(fit(&FieldWords::new("email", None), &value("email", "")), 1.0);
+    }
+}

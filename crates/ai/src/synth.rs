@@ -1,0 +1,673 @@
+//! GeneratePattern's offline path: type-directed synthesis over the catalog.
+//!
+//! A goal names what the pattern starts from (typed inputs), what it must produce (output names),
+//! and which actions it must call (`end_with`, `use`, or verbs and nouns in its words). Synthesis
+//! picks, for each wanted output, the actions whose responses offer a value of that name; adds
+//! the actions that produce the ids those need (`order_id` ← CreateOrder's `order.id`) until every
+//! reference is filled from the input or an earlier step; orders them by what feeds what; fills
+//! each request field from the best-fitting value of the same type (pattern input or earlier
+//! output, see [`crate::names::fit`]); and ranks the candidates — every wanted output made, every
+//! reference filled, fewest steps, best name fits, actions the goal's words name, actions used
+//! together in registered patterns. Each candidate is compiled against the real catalog (the
+//! same `compile` as RegisterPattern): one that does not type-check is never returned.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
+
+use nexus_core::{Catalog, Diagnostic, PatternLookup, compile, document, pb};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    index::{ActionInfo, Index, Offer, Slot, VTy},
+    names::{FieldWords, ValueWords, canonical_verb, fit, words},
+};
+
+/// Most steps a generated pattern has.
+pub const MAX_STEPS: usize = 8;
+/// Most candidates returned.
+pub const MAX_CANDIDATES: usize = 20;
+/// Longest goal text, in bytes.
+pub const MAX_GOAL_TEXT: usize = 4096;
+/// Most goal inputs, outputs or `use` actions.
+pub const MAX_GOAL_FIELDS: usize = 32;
+
+/// What the pattern should do.
+#[derive(Debug, Clone, Default)]
+pub struct Goal {
+    /// In words: "create a user and send them a welcome email".
+    pub text: String,
+    /// The pattern's input fields; empty: whatever the steps need becomes an input.
+    pub inputs: Vec<GoalField>,
+    /// Names the pattern's output must have.
+    pub outputs: Vec<GoalField>,
+    /// The action of the last step.
+    pub end_with: Option<String>,
+    /// Actions the pattern must call.
+    pub use_actions: Vec<String>,
+    /// The generated pattern's name (default: from the goal).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GoalField {
+    pub name: String,
+    /// A proto scalar, `integer`/`number`/`boolean`, or a message/enum full name; empty: any.
+    pub ty: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GoalError {
+    #[error("the goal is empty: give its words, its outputs, `end_with` or `use`")]
+    Empty,
+    #[error("{what} is too long: {size} (the limit is {limit})")]
+    TooBig { what: &'static str, size: usize, limit: usize },
+    #[error("{field}: `{action}` is not an action in the catalog{hint}")]
+    UnknownAction { field: &'static str, action: String, hint: String },
+    #[error("{field}: `{action}` is restricted: the caller may not register a pattern that calls it")]
+    Restricted { field: &'static str, action: String },
+    #[error("inputs[{index}].type: `{ty}` is not a proto scalar type, `integer`, `number`, `boolean` or a message or enum of the catalog")]
+    UnknownType { index: usize, ty: String },
+    #[error("{field}: `{name}` is not a valid field name (letters, digits and `_`, starting with a letter)")]
+    BadName { field: String, name: String },
+}
+
+/// Options of one generation.
+pub struct Options<'a> {
+    pub limit: usize,
+    /// Actions the caller may use (restricted actions are left out for callers who could not
+    /// register them); `None`: all.
+    pub allowed: Option<&'a dyn Fn(&str) -> bool>,
+    /// How often two actions are called by the same registered pattern (`(a, b)` with `a < b`).
+    pub together: &'a HashMap<(String, String), u32>,
+}
+
+/// One proposed pattern.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub pattern: pb::Pattern,
+    pub score: f64,
+    /// Why these steps and these wires, one line each.
+    pub explanation: Vec<String>,
+    /// Warnings of the compiler (never errors: a candidate with errors is dropped).
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Debug)]
+pub struct Generated {
+    pub candidates: Vec<Candidate>,
+    /// Candidates built and dropped because they did not type-check (should stay 0).
+    pub rejected: usize,
+    pub elapsed: std::time::Duration,
+}
+
+/// A source of a value: the pattern input, or a step's output.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Input(String),
+    Step { step: usize, path: String },
+}
+
+struct Plan {
+    /// Indexes into `Index::actions`, in execution order.
+    steps: Vec<usize>,
+    /// `with` of each step: field → source.
+    wires: Vec<BTreeMap<String, (Source, f64)>>,
+    /// Pattern inputs: name → type.
+    inputs: BTreeMap<String, VTy>,
+    outputs: Vec<(String, Source, f64)>,
+    unfilled_references: usize,
+    explanation: Vec<String>,
+}
+
+struct Ctx<'a> {
+    index: &'a Index,
+    goal: &'a Goal,
+    allowed: Vec<bool>,
+    /// The goal's typed inputs.
+    inputs: Vec<(String, VTy, ValueWords)>,
+    /// Whether the goal fixes the inputs (else unfilled fields become inputs).
+    fixed_inputs: bool,
+    text: Vec<String>,
+    together: &'a HashMap<(String, String), u32>,
+}
+
+/// Proposes up to `options.limit` patterns for `goal`, best first, each type-checked against
+/// `catalog` (and the registered patterns `patterns` it may call).
+pub fn generate(
+    goal: &Goal,
+    index: &Index,
+    catalog: &Catalog,
+    patterns: &dyn PatternLookup,
+    options: &Options<'_>,
+) -> Result<Generated, GoalError> {
+    let started = Instant::now();
+    check_goal(goal)?;
+    let allowed: Vec<bool> = index.actions.iter().map(|a| options.allowed.is_none_or(|f| f(&a.name))).collect();
+    let mut inputs = Vec::new();
+    for (i, field) in goal.inputs.iter().enumerate() {
+        let ty = if field.ty.is_empty() {
+            VTy { ty: crate::index::Ty::Str, list: false }
+        } else {
+            VTy::parse(&field.ty, index).ok_or_else(|| GoalError::UnknownType { index: i, ty: field.ty.clone() })?
+        };
+        let w = words(&field.name);
+        inputs.push((field.name.clone(), ty, ValueWords { leaf: w.clone(), path: w, ..Default::default() }));
+    }
+    let ctx = Ctx {
+        index,
+        goal,
+        allowed,
+        fixed_inputs: !goal.inputs.is_empty(),
+        inputs,
+        text: words(&goal.text).into_iter().map(|w| canonical_verb(&w).map(str::to_string).unwrap_or(w)).collect(),
+        together: options.together,
+    };
+
+    let mut required = Vec::new();
+    if let Some(end) = &goal.end_with {
+        required.push(ctx.resolve("end_with", end)?);
+    }
+    for action in &goal.use_actions {
+        let at = ctx.resolve("use", action)?;
+        if !required.contains(&at) {
+            required.push(at);
+        }
+    }
+    for at in ctx.mentioned() {
+        if !required.contains(&at) {
+            required.push(at);
+        }
+    }
+
+    // Each wanted output no required action or input offers: its best producers, one per
+    // alternative.
+    let mut choices: Vec<Vec<usize>> = Vec::new();
+    for out in &goal.outputs {
+        let ow = FieldWords::new(&out.name, None);
+        let met = ctx.inputs.iter().any(|(n, _, _)| *n == out.name)
+            || required.iter().any(|&a| best_offer(&ow, &index.actions[a], None).is_some_and(|(_, f)| f >= 0.75));
+        if met {
+            continue;
+        }
+        let mut producers: Vec<(usize, f64)> = (0..index.actions.len())
+            .filter(|&a| ctx.allowed[a])
+            .filter_map(|a| {
+                let (_, f) = best_offer(&ow, &index.actions[a], None)?;
+                (f >= 0.5).then(|| (a, f + 0.3 * ctx.text_relevance(a) - 0.1 * ctx.unfillable(a) as f64))
+            })
+            .collect();
+        producers.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        producers.truncate(3);
+        if !producers.is_empty() {
+            choices.push(producers.into_iter().map(|(a, _)| a).collect());
+        }
+    }
+    if required.is_empty() && choices.is_empty() {
+        return Ok(Generated { candidates: Vec::new(), rejected: 0, elapsed: started.elapsed() });
+    }
+
+    // Every combination of producers (bounded), each closed over the ids it needs.
+    let mut sets: Vec<Vec<usize>> = Vec::new();
+    let mut combo = vec![0usize; choices.len()];
+    'combos: for _ in 0..81 {
+        let mut set = required.clone();
+        for (c, &pick) in choices.iter().zip(&combo) {
+            if !set.contains(&c[pick]) {
+                set.push(c[pick]);
+            }
+        }
+        for closed in ctx.close(set) {
+            let mut key = closed.clone();
+            key.sort_unstable();
+            if !sets.iter().any(|s| {
+                let mut k = s.clone();
+                k.sort_unstable();
+                k == key
+            }) {
+                sets.push(closed);
+            }
+        }
+        // Next combination (odometer).
+        for i in 0..combo.len() {
+            combo[i] += 1;
+            if combo[i] < choices[i].len() {
+                continue 'combos;
+            }
+            combo[i] = 0;
+        }
+        break;
+    }
+
+    let mut candidates = Vec::new();
+    let mut rejected = 0;
+    for set in sets {
+        let Some(plan) = ctx.plan(set, goal.end_with.as_deref()) else { continue };
+        let score = ctx.score(&plan);
+        let doc = ctx.document(&plan);
+        match document::from_json(doc) {
+            Ok(pattern) => match compile(&pattern, catalog, patterns) {
+                Ok((_, warnings)) => {
+                    candidates.push(Candidate { pattern, score, explanation: plan.explanation, warnings })
+                }
+                Err(_) => rejected += 1,
+            },
+            Err(_) => rejected += 1,
+        }
+    }
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    candidates.truncate(options.limit.clamp(1, MAX_CANDIDATES));
+    Ok(Generated { candidates, rejected, elapsed: started.elapsed() })
+}
+
+fn check_goal(goal: &Goal) -> Result<(), GoalError> {
+    if goal.text.trim().is_empty() && goal.outputs.is_empty() && goal.end_with.is_none() && goal.use_actions.is_empty() {
+        return Err(GoalError::Empty);
+    }
+    if goal.text.len() > MAX_GOAL_TEXT {
+        return Err(GoalError::TooBig { what: "the goal's text", size: goal.text.len(), limit: MAX_GOAL_TEXT });
+    }
+    for (what, n) in [("inputs", goal.inputs.len()), ("outputs", goal.outputs.len()), ("use", goal.use_actions.len())] {
+        if n > MAX_GOAL_FIELDS {
+            return Err(GoalError::TooBig { what, size: n, limit: MAX_GOAL_FIELDS });
+        }
+    }
+    for (list, fields) in [("inputs", &goal.inputs), ("outputs", &goal.outputs)] {
+        for (i, f) in fields.iter().enumerate() {
+            let ok = f.name.len() <= 64
+                && f.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(GoalError::BadName { field: format!("{list}[{i}].name"), name: f.name.chars().take(64).collect() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The offer of `action` that best fits `field` (and, when given, its type).
+fn best_offer<'a>(field: &FieldWords, action: &'a ActionInfo, ty: Option<&VTy>) -> Option<(&'a Offer, f64)> {
+    action
+        .offers
+        .iter()
+        .filter_map(|o| {
+            let t = ty.map_or(1.0, |ty| o.ty.fits(ty));
+            let f = fit(field, &o.words) * t;
+            (f > 0.0).then_some((o, f))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+impl Ctx<'_> {
+    fn resolve(&self, field: &'static str, action: &str) -> Result<usize, GoalError> {
+        match self.index.position(action) {
+            Some(at) if self.allowed[at] => Ok(at),
+            Some(_) => Err(GoalError::Restricted { field, action: action.to_string() }),
+            None => {
+                let names = self.index.actions.iter().zip(&self.allowed).filter(|(_, ok)| **ok).map(|(a, _)| &*a.name);
+                let hint = nexus_core::diagnostic::suggest(action, names).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                Err(GoalError::UnknownAction { field, action: action.to_string(), hint })
+            }
+        }
+    }
+
+    /// Actions the goal's words name: a verb followed closely by the method's other words
+    /// ("create a user" → CreateUser), or a one-word method ("subscribe"). For each verb in the
+    /// text, the best such action.
+    fn mentioned(&self) -> Vec<usize> {
+        let text = &self.text;
+        let mut out = Vec::new();
+        for (i, verb) in text.iter().enumerate() {
+            let mut best: Option<(usize, f64)> = None;
+            for (a, info) in self.index.actions.iter().enumerate() {
+                if !self.allowed[a] {
+                    continue;
+                }
+                let Some(first) = info.method_words.first() else { continue };
+                if first != verb {
+                    continue;
+                }
+                let rest = &info.method_words[1..];
+                let window = &text[i + 1..text.len().min(i + 5)];
+                if !rest.iter().all(|w| window.contains(w)) {
+                    continue;
+                }
+                // More of the method named, and the service named too: a better fit.
+                let service = info.service_words.iter().filter(|w| text.contains(w)).count() as f64;
+                let comment = info.comment_words.iter().filter(|w| text.contains(w)).count() as f64;
+                let score = rest.len() as f64 * 2.0 + service + 0.2 * comment - 0.5 * (rest.is_empty() as u8 as f64);
+                if best.is_none_or(|(_, s)| score > s) {
+                    best = Some((a, score));
+                }
+            }
+            if let Some((a, _)) = best
+                && !out.contains(&a)
+            {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// How much of the goal's words an action's names and comment carry.
+    fn text_relevance(&self, a: usize) -> f64 {
+        if self.text.is_empty() {
+            return 0.0;
+        }
+        let info = &self.index.actions[a];
+        let hits = info.method_words.iter().filter(|w| self.text.contains(w)).count() as f64
+            + 0.5 * info.service_words.iter().filter(|w| self.text.contains(w)).count() as f64;
+        hits / (info.method_words.len() as f64 + 0.5 * info.service_words.len() as f64).max(1.0)
+    }
+
+    /// References of `a` that neither the goal's inputs nor any other action could fill.
+    fn unfillable(&self, a: usize) -> usize {
+        self.index.actions[a]
+            .slots
+            .iter()
+            .filter(|s| s.is_reference && self.input_fit(s).is_none_or(|(_, f)| f < 0.75))
+            .count()
+    }
+
+    fn input_fit(&self, slot: &Slot) -> Option<(String, f64)> {
+        self.inputs
+            .iter()
+            .map(|(n, ty, w)| (n.clone(), fit(&slot.words, w) * ty.fits(&slot.ty)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// Adds, for each reference no input or member fills, an action that produces it (the best
+    /// two, as alternatives), up to [`MAX_STEPS`].
+    fn close(&self, set: Vec<usize>) -> Vec<Vec<usize>> {
+        let mut done = Vec::new();
+        let mut todo = vec![set];
+        let mut rounds = 0;
+        while let Some(set) = todo.pop() {
+            rounds += 1;
+            if rounds > 64 {
+                break;
+            }
+            let missing = set.iter().flat_map(|&a| self.index.actions[a].slots.iter().map(move |s| (a, s))).find(|(a, s)| {
+                s.is_reference
+                    && self.input_fit(s).is_none_or(|(_, f)| f < 0.75)
+                    && !set.iter().any(|&b| b != *a && best_offer(&s.words, &self.index.actions[b], Some(&s.ty)).is_some_and(|(_, f)| f >= 0.75))
+            });
+            let Some((consumer, slot)) = missing else {
+                done.push(set);
+                continue;
+            };
+            if !self.fixed_inputs || set.len() >= MAX_STEPS {
+                // Without fixed inputs the reference becomes an input; past the size limit it
+                // stays unfilled (and the candidate ranks lower).
+                done.push(set);
+                continue;
+            }
+            let mut producers: Vec<(usize, f64)> = (0..self.index.actions.len())
+                .filter(|&b| b != consumer && self.allowed[b] && !set.contains(&b))
+                .filter_map(|b| {
+                    let (_, f) = best_offer(&slot.words, &self.index.actions[b], Some(&slot.ty))?;
+                    (f >= 0.75).then(|| (b, f + 0.3 * self.text_relevance(b) - 0.3 * self.unfillable(b) as f64))
+                })
+                .collect();
+            producers.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+            if producers.is_empty() {
+                done.push(set);
+                continue;
+            }
+            for (b, _) in producers.into_iter().take(2) {
+                let mut next = set.clone();
+                next.push(b);
+                todo.push(next);
+            }
+        }
+        done
+    }
+
+    /// Orders a set of actions by what feeds what and wires every field it can.
+    fn plan(&self, set: Vec<usize>, end_with: Option<&str>) -> Option<Plan> {
+        let actions = &self.index.actions;
+        // b needs a: some reference of b is best filled from a (and not from the input).
+        let needs = |b: usize, a: usize| {
+            actions[b].slots.iter().any(|s| {
+                s.is_reference
+                    && best_offer(&s.words, &actions[a], Some(&s.ty)).is_some_and(|(_, f)| {
+                        f >= 0.75 && self.input_fit(s).is_none_or(|(_, i)| f > i)
+                    })
+            })
+        };
+        let mut order: Vec<usize> = Vec::new();
+        let mut left = set.clone();
+        // The `end_with` action goes last whatever the order says.
+        let last = end_with.and_then(|e| self.index.position(e)).filter(|p| left.contains(p));
+        if let Some(l) = last {
+            left.retain(|&a| a != l);
+        }
+        while !left.is_empty() {
+            let ready = left.iter().position(|&b| !left.iter().any(|&a| a != b && needs(b, a) && !needs(a, b)));
+            let at = ready.unwrap_or(0);
+            order.push(left.remove(at));
+        }
+        order.extend(last);
+
+        let mut wires: Vec<BTreeMap<String, (Source, f64)>> = Vec::new();
+        let mut inputs: BTreeMap<String, VTy> = self.inputs.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
+        let mut unfilled = 0;
+        let mut explanation = Vec::new();
+        for (i, &a) in order.iter().enumerate() {
+            let info = &actions[a];
+            let mut with = BTreeMap::new();
+            for slot in &info.slots {
+                let from_input = self.input_fit(slot).filter(|(_, f)| *f >= 0.5);
+                let from_step = order[..i]
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, &p)| {
+                        let (o, f) = best_offer(&slot.words, &actions[p], Some(&slot.ty))?;
+                        Some((j, o.path.clone(), f))
+                    })
+                    .filter(|(_, _, f)| *f >= if slot.is_reference { 0.75 } else { 0.6 })
+                    .max_by(|x, y| x.2.total_cmp(&y.2));
+                let chosen = match (from_input, from_step) {
+                    (Some((n, fi)), Some((j, path, fs))) => {
+                        if fs > fi { (Source::Step { step: j, path }, fs) } else { (Source::Input(n), fi) }
+                    }
+                    (Some((n, fi)), None) => (Source::Input(n), fi),
+                    (None, Some((j, path, fs))) => (Source::Step { step: j, path }, fs),
+                    (None, None) => {
+                        if self.fixed_inputs {
+                            if slot.is_reference {
+                                unfilled += 1;
+                                explanation.push(format!("{}: `{}` is left unset: nothing in the input or an earlier step offers it", short(&info.name), slot.name));
+                            }
+                            continue;
+                        }
+                        // Unfixed inputs: a scalar field nothing offers becomes an input of its
+                        // own name (shared by fields of the same name and type).
+                        if slot.ty.list || matches!(slot.ty.ty, crate::index::Ty::Msg(_)) && !slot.is_reference {
+                            continue;
+                        }
+                        match inputs.get(&slot.name) {
+                            Some(t) if *t != slot.ty => continue,
+                            _ => {
+                                inputs.insert(slot.name.clone(), slot.ty.clone());
+                            }
+                        }
+                        (Source::Input(slot.name.clone()), 1.0)
+                    }
+                };
+                if let Source::Step { step, path } = &chosen.0 {
+                    explanation.push(format!(
+                        "{}.{} ← {}.{}",
+                        short(&info.name),
+                        slot.name,
+                        short(&actions[order[*step]].name),
+                        path
+                    ));
+                }
+                with.insert(slot.name.clone(), chosen);
+            }
+            wires.push(with);
+        }
+
+        let mut outputs = Vec::new();
+        for out in &self.goal.outputs {
+            let ow = FieldWords::new(&out.name, None);
+            let want = if out.ty.is_empty() { None } else { VTy::parse(&out.ty, self.index) };
+            if inputs.contains_key(&out.name) && self.fixed_inputs {
+                outputs.push((out.name.clone(), Source::Input(out.name.clone()), 1.0));
+                continue;
+            }
+            let best = order
+                .iter()
+                .enumerate()
+                .filter_map(|(j, &a)| {
+                    let (o, f) = best_offer(&ow, &actions[a], want.as_ref())?;
+                    Some((j, o.path.clone(), f))
+                })
+                .max_by(|x, y| x.2.total_cmp(&y.2).then(y.0.cmp(&x.0)))?;
+            if best.2 < 0.5 {
+                return None;
+            }
+            explanation.push(format!("output {} ← {}.{}", out.name, short(&actions[order[best.0]].name), best.1));
+            outputs.push((out.name.clone(), Source::Step { step: best.0, path: best.1 }, best.2));
+        }
+        if self.goal.outputs.is_empty() {
+            // No outputs asked for: what the last step says about its entity (its id), or its
+            // top-level fields.
+            let j = order.len() - 1;
+            let info = &actions[order[j]];
+            let ids: Vec<&Offer> = info.offers.iter().filter(|o| o.words.leaf == ["id"] || o.words.leaf.last().is_some_and(|w| w == "id")).collect();
+            let picked: Vec<&Offer> = if ids.is_empty() {
+                info.offers.iter().filter(|o| !o.path.contains('.') && !o.ty.list).take(4).collect()
+            } else {
+                ids.into_iter().take(1).collect()
+            };
+            for o in picked {
+                let name = o.path.replace('.', "_");
+                outputs.push((name, Source::Step { step: j, path: o.path.clone() }, 0.5));
+            }
+        }
+        Some(Plan { steps: order, wires, inputs, outputs, unfilled_references: unfilled, explanation })
+    }
+
+    fn score(&self, plan: &Plan) -> f64 {
+        let outputs: f64 = plan.outputs.iter().map(|(_, _, f)| f).sum();
+        let wires: f64 = plan.wires.iter().flat_map(|w| w.values()).map(|(_, f)| f).sum();
+        let text: f64 = plan.steps.iter().map(|&a| self.text_relevance(a)).sum();
+        let mut together = 0.0;
+        for (i, &a) in plan.steps.iter().enumerate() {
+            for &b in &plan.steps[i + 1..] {
+                let (x, y) = (&self.index.actions[a].name, &self.index.actions[b].name);
+                let key = if x < y { (x.to_string(), y.to_string()) } else { (y.to_string(), x.to_string()) };
+                together += (self.together.get(&key).copied().unwrap_or(0) as f64).ln_1p().min(3.0);
+            }
+        }
+        3.0 * outputs + 0.3 * wires - 1.0 * plan.steps.len() as f64 - 1.5 * plan.unfilled_references as f64
+            + 0.8 * text
+            + 0.2 * together
+    }
+
+    fn document(&self, plan: &Plan) -> Value {
+        let actions = &self.index.actions;
+        let ids = step_ids(plan.steps.iter().map(|&a| &*actions[a].name));
+        let expr = |s: &Source| match s {
+            Source::Input(n) => format!("${{{{ input.{n} }}}}"),
+            Source::Step { step, path } => format!("${{{{ steps.{}.{} }}}}", ids[*step], path),
+        };
+        let steps: Vec<Value> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| {
+                let mut step = Map::new();
+                step.insert("id".into(), Value::String(ids[i].clone()));
+                step.insert("call".into(), Value::String(actions[a].name.to_string()));
+                let with: Map<String, Value> =
+                    plan.wires[i].iter().map(|(k, (s, _))| (k.clone(), Value::String(expr(s)))).collect();
+                if !with.is_empty() {
+                    step.insert("with".into(), Value::Object(with));
+                }
+                if actions[a].server_streaming && i + 1 == plan.steps.len() {
+                    step.insert("stream".into(), Value::Bool(true));
+                }
+                Value::Object(step)
+            })
+            .collect();
+        let mut properties = Map::new();
+        let mut required = Vec::new();
+        for (name, ty) in &plan.inputs {
+            properties.insert(name.clone(), ty.json_schema());
+            required.push(Value::String(name.clone()));
+        }
+        let output: Map<String, Value> = plan.outputs.iter().map(|(k, s, _)| (k.clone(), Value::String(expr(s)))).collect();
+        let name = self.goal.name.clone().unwrap_or_else(|| default_name(self.goal, plan.steps.iter().map(|&a| &*actions[a].name)));
+        let description = if self.goal.text.trim().is_empty() {
+            format!("Generated: {}.", plan.steps.iter().map(|&a| short(&actions[a].name)).collect::<Vec<_>>().join(", then "))
+        } else {
+            self.goal.text.trim().chars().take(200).collect()
+        };
+        let mut doc = json!({
+            "name": name,
+            "version": "1.0.0",
+            "description": description,
+            "durability": "ephemeral",
+            "input": {"type": "object", "required": required, "properties": properties},
+            "steps": steps,
+        });
+        if !output.is_empty()
+            && let Value::Object(o) = &mut doc
+        {
+            o.insert("output".into(), Value::Object(output));
+        }
+        doc
+    }
+}
+
+/// `demo.user.v1.UserService/CreateUser` → `UserService/CreateUser`.
+fn short(action: &str) -> &str {
+    match action.rfind('.') {
+        Some(dot) => &action[dot + 1..],
+        None => action,
+    }
+}
+
+/// Step ids from the methods' names (`CreateUser` → `create_user`), numbered when repeated.
+pub(crate) fn step_ids<'a>(calls: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    calls
+        .map(|call| {
+            let method = call.rsplit('/').next().unwrap_or(call);
+            let base = snake(method);
+            let n = seen.entry(base.clone()).or_default();
+            *n += 1;
+            if *n == 1 { base } else { format!("{base}_{n}") }
+        })
+        .collect()
+}
+
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            out.push(c);
+        }
+    }
+    if out.is_empty() || !out.starts_with(|c: char| c.is_ascii_alphabetic()) { format!("s_{out}") } else { out }
+}
+
+fn default_name<'a>(goal: &Goal, calls: impl Iterator<Item = &'a str>) -> String {
+    let from_text: Vec<String> = goal.text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() > 2).take(4).map(|w| w.to_ascii_lowercase()).collect();
+    let base = if from_text.is_empty() {
+        calls.map(|c| snake(c.rsplit('/').next().unwrap_or(c))).collect::<Vec<_>>().join("_then_")
+    } else {
+        from_text.join("_")
+    };
+    let base: String = base.chars().take(60).collect();
+    if base.starts_with(|c: char| c.is_ascii_alphabetic()) { base } else { format!("generated_{base}") }
+}
