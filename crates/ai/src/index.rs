@@ -230,6 +230,19 @@ impl Index {
                 server_streaming: action.is_server_streaming(),
             });
         }
+        // Entities: messages with an `id`. A field `<entity>_id` names one of them.
+        let mut entities = BTreeSet::new();
+        for action in catalog.actions() {
+            for desc in [action.method.input(), action.method.output()] {
+                collect_entities(&desc, &mut entities, 0);
+            }
+        }
+        for info in &mut index.actions {
+            for slot in &mut info.slots {
+                let head = &slot.words.name[..slot.words.name.len().saturating_sub(1)];
+                slot.words.names_entity = slot.is_reference && entities.contains(&head.join(" "));
+            }
+        }
         index
     }
 
@@ -256,6 +269,24 @@ impl Index {
 
     pub fn position(&self, action: &str) -> Option<usize> {
         self.actions.iter().position(|a| &*a.name == action)
+    }
+}
+
+fn collect_entities(desc: &MessageDescriptor, out: &mut BTreeSet<String>, depth: usize) {
+    if depth > 3 {
+        return;
+    }
+    if desc.get_field_by_name("id").is_some() {
+        let w = words(desc.name());
+        out.insert(w.join(" "));
+        if let Some(last) = w.last() {
+            out.insert(last.clone());
+        }
+    }
+    for f in desc.fields() {
+        if let Kind::Message(m) = f.kind() {
+            collect_entities(&m, out, depth + 1);
+        }
     }
 }
 

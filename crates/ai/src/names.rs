@@ -70,10 +70,12 @@ pub fn stem(word: &str) -> String {
 }
 
 /// Verbs people use for the same operation, mapped to the word APIs use most.
-/// (Both sides are stems.)
+/// (Both sides are stems; applied to the goal's words and the methods' names alike.)
 pub fn canonical_verb(stem: &str) -> Option<&'static str> {
     Some(match stem {
-        "plac" | "mak" | "register" | "add" | "open" | "submit" => "creat",
+        "plac" | "mak" | "register" | "open" | "submit" | "book" => "creat",
+        "put" | "insert" | "append" => "add",
+        "stor" | "import" | "ingest" => "upload",
         "fetch" | "retriev" | "look" | "lookup" | "read" | "load" | "find" | "show" => "get",
         "remov" | "eras" => "delet",
         "modify" | "chang" | "edit" => "updat",
@@ -82,6 +84,17 @@ pub fn canonical_verb(stem: &str) -> Option<&'static str> {
         "enumerat" | "brows" => "list",
         _ => return None,
     })
+}
+
+/// A word with its verb canonicalized.
+pub fn canon(word: &str) -> &str {
+    canonical_verb(word).unwrap_or(word)
+}
+
+/// Verbs that only say "do it" before the word that says what (`StartTranscode`,
+/// `GenerateCaptions`): the second word alone names the method too.
+pub fn is_generic_verb(word: &str) -> bool {
+    matches!(word, "creat" | "start" | "run" | "generat" | "request" | "begin" | "trigger" | "perform" | "issu")
 }
 
 /// The words of a value's name, with its context: the path's words (`user.id` → user, id), the
@@ -107,11 +120,18 @@ pub struct ValueWords {
 pub struct FieldWords {
     pub name: Vec<String>,
     pub comment: BTreeSet<String>,
+    /// The name is `<entity>_id` for an entity of the catalog (`template_id` when there is a
+    /// `Template`): not a role that could hold another entity's id.
+    pub names_entity: bool,
 }
 
 impl FieldWords {
     pub fn new(name: &str, comment: Option<&str>) -> Self {
-        Self { name: words(name), comment: comment.map(|c| words(c).into_iter().collect()).unwrap_or_default() }
+        Self {
+            name: words(name),
+            comment: comment.map(|c| words(c).into_iter().collect()).unwrap_or_default(),
+            names_entity: false,
+        }
     }
 }
 
@@ -148,9 +168,16 @@ pub fn fit(field: &FieldWords, value: &ValueWords) -> f64 {
         if head.iter().all(|w| context.contains(w.as_str())) {
             return if value.action.iter().any(|w| head.contains(w)) && value.entity.is_empty() { 0.8 } else { 0.9 };
         }
-        // A role named by the comment: `owner_id` "The user who owns …" ← `user.id`.
-        let entity = if value.entity.is_empty() { &value.path[..value.path.len().saturating_sub(1)] } else { &value.entity[..] };
-        if !entity.is_empty() && entity.iter().all(|w| field.comment.contains(w)) {
+        // A role named by the comment: `owner_id` "The user who owns …" ← `user.id` (the
+        // entity of a bare `id` is its message; of `customer_id`, the customer).
+        let entity = if value.leaf.len() > 1 {
+            &value.leaf[..value.leaf.len() - 1]
+        } else if value.entity.is_empty() {
+            &value.path[..value.path.len().saturating_sub(1)]
+        } else {
+            &value.entity[..]
+        };
+        if !field.names_entity && !entity.is_empty() && entity.iter().all(|w| field.comment.contains(w)) {
             return 0.75;
         }
         // Only the last word (`id`) in common: a different thing.

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     index::{ActionInfo, Index, Offer, Slot, VTy},
-    names::{FieldWords, ValueWords, canonical_verb, fit, words},
+    names::{FieldWords, ValueWords, canon, canonical_verb, fit, is_generic_verb, words},
 };
 
 /// Most steps a generated pattern has.
@@ -67,7 +67,9 @@ pub enum GoalError {
     UnknownAction { field: &'static str, action: String, hint: String },
     #[error("{field}: `{action}` is restricted: the caller may not register a pattern that calls it")]
     Restricted { field: &'static str, action: String },
-    #[error("inputs[{index}].type: `{ty}` is not a proto scalar type, `integer`, `number`, `boolean` or a message or enum of the catalog")]
+    #[error(
+        "inputs[{index}].type: `{ty}` is not a proto scalar type, `integer`, `number`, `boolean` or a message or enum of the catalog"
+    )]
     UnknownType { index: usize, ty: String },
     #[error("{field}: `{name}` is not a valid field name (letters, digits and `_`, starting with a letter)")]
     BadName { field: String, name: String },
@@ -161,7 +163,7 @@ pub fn generate(
         allowed,
         fixed_inputs: !goal.inputs.is_empty(),
         inputs,
-        text: words(&goal.text).into_iter().map(|w| canonical_verb(&w).map(str::to_string).unwrap_or(w)).collect(),
+        text: goal_words(&goal.text),
         together: options.together,
     };
 
@@ -195,7 +197,7 @@ pub fn generate(
             .filter(|&a| ctx.allowed[a])
             .filter_map(|a| {
                 let (_, f) = best_offer(&ow, &index.actions[a], None)?;
-                (f >= 0.5).then(|| (a, f + 0.3 * ctx.text_relevance(a) - 0.1 * ctx.unfillable(a) as f64))
+                (f >= 0.5).then(|| (a, f + ctx.prior(&required, a)))
             })
             .collect();
         producers.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -251,7 +253,15 @@ pub fn generate(
                 Ok((_, warnings)) => {
                     candidates.push(Candidate { pattern, score, explanation: plan.explanation, warnings })
                 }
-                Err(_) => rejected += 1,
+                Err(diags) => {
+                    rejected += 1;
+                    if std::env::var_os("NEXUS_SYNTH_DEBUG").is_some() {
+                        eprintln!(
+                            "rejected: {}",
+                            diags.iter().map(|d| format!("{}: {}", d.path, d.message)).collect::<Vec<_>>().join("; ")
+                        );
+                    }
+                }
             },
             Err(_) => rejected += 1,
         }
@@ -261,8 +271,28 @@ pub fn generate(
     Ok(Generated { candidates, rejected, elapsed: started.elapsed() })
 }
 
+/// Stands for "it", "them", "its", "their" in the goal's words.
+const PRONOUN: &str = "@it";
+
+/// The goal's words, verbs canonicalized, pronouns kept as [`PRONOUN`].
+fn goal_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '\'')
+        .filter(|t| !t.is_empty())
+        .flat_map(|t| {
+            let lower = t.to_ascii_lowercase();
+            if matches!(lower.as_str(), "it" | "its" | "them" | "their" | "they" | "him" | "her") {
+                vec![PRONOUN.to_string()]
+            } else {
+                words(t.trim_end_matches("'s").trim_matches('\''))
+            }
+        })
+        .map(|w| canonical_verb(&w).map(str::to_string).unwrap_or(w))
+        .collect()
+}
+
 fn check_goal(goal: &Goal) -> Result<(), GoalError> {
-    if goal.text.trim().is_empty() && goal.outputs.is_empty() && goal.end_with.is_none() && goal.use_actions.is_empty() {
+    if goal.text.trim().is_empty() && goal.outputs.is_empty() && goal.end_with.is_none() && goal.use_actions.is_empty()
+    {
         return Err(GoalError::Empty);
     }
     if goal.text.len() > MAX_GOAL_TEXT {
@@ -279,7 +309,10 @@ fn check_goal(goal: &Goal) -> Result<(), GoalError> {
                 && f.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                 && f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
-                return Err(GoalError::BadName { field: format!("{list}[{i}].name"), name: f.name.chars().take(64).collect() });
+                return Err(GoalError::BadName {
+                    field: format!("{list}[{i}].name"),
+                    name: f.name.chars().take(64).collect(),
+                });
             }
         }
     }
@@ -306,37 +339,52 @@ impl Ctx<'_> {
             Some(_) => Err(GoalError::Restricted { field, action: action.to_string() }),
             None => {
                 let names = self.index.actions.iter().zip(&self.allowed).filter(|(_, ok)| **ok).map(|(a, _)| &*a.name);
-                let hint = nexus_core::diagnostic::suggest(action, names).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                let hint = nexus_core::diagnostic::suggest(action, names)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
                 Err(GoalError::UnknownAction { field, action: action.to_string(), hint })
             }
         }
     }
 
     /// Actions the goal's words name: a verb followed closely by the method's other words
-    /// ("create a user" → CreateUser), or a one-word method ("subscribe"). For each verb in the
-    /// text, the best such action.
+    /// ("create a user" → CreateUser, "place an order" → CreateOrder), a one-word method
+    /// ("subscribe"), or the second word of a method whose first only says "do it" ("transcode
+    /// it" → StartTranscode). For each verb in the text, the best such action.
     fn mentioned(&self) -> Vec<usize> {
         let text = &self.text;
         let mut out = Vec::new();
         for (i, verb) in text.iter().enumerate() {
             let mut best: Option<(usize, f64)> = None;
             for (a, info) in self.index.actions.iter().enumerate() {
-                if !self.allowed[a] {
+                if !self.allowed[a] || info.method_words.is_empty() {
                     continue;
                 }
-                let Some(first) = info.method_words.first() else { continue };
-                if first != verb {
+                let method: Vec<&str> = info.method_words.iter().map(|w| canon(w)).collect();
+                let (rest, generic) = if method[0] == verb {
+                    (&method[1..], false)
+                } else if method.len() == 2 && method[0] != "creat" && is_generic_verb(method[0]) && method[1] == verb {
+                    (&method[2..], true)
+                } else {
+                    continue;
+                };
+                // The method's other words close after the verb ("refund its payment"), or, when
+                // a pronoun follows it ("scan it"), anywhere before.
+                let window = &text[i + 1..text.len().min(i + 7)];
+                let near = rest.iter().filter(|w| window.iter().any(|t| t == *w)).count();
+                let pronoun = text.get(i + 1).is_some_and(|t| t == PRONOUN);
+                let before =
+                    if pronoun { rest.iter().filter(|w| text[..i].iter().any(|t| t == *w)).count() } else { 0 };
+                let anywhere = near.max(before);
+                if anywhere < rest.len() {
                     continue;
                 }
-                let rest = &info.method_words[1..];
-                let window = &text[i + 1..text.len().min(i + 5)];
-                if !rest.iter().all(|w| window.contains(w)) {
-                    continue;
-                }
-                // More of the method named, and the service named too: a better fit.
+                // More of the method named (close to the verb), and the service named too.
                 let service = info.service_words.iter().filter(|w| text.contains(w)).count() as f64;
                 let comment = info.comment_words.iter().filter(|w| text.contains(w)).count() as f64;
-                let score = rest.len() as f64 * 2.0 + service + 0.2 * comment - 0.5 * (rest.is_empty() as u8 as f64);
+                let score = near as f64 * 2.0 + (anywhere - near) as f64 + service + 0.2 * comment
+                    - 0.5 * (rest.is_empty() as u8 as f64)
+                    - 0.5 * (generic as u8 as f64);
                 if best.is_none_or(|(_, s)| score > s) {
                     best = Some((a, score));
                 }
@@ -356,9 +404,52 @@ impl Ctx<'_> {
             return 0.0;
         }
         let info = &self.index.actions[a];
-        let hits = info.method_words.iter().filter(|w| self.text.contains(w)).count() as f64
+        let hits = info.method_words.iter().filter(|w| self.text.iter().any(|t| t == canon(w))).count() as f64
             + 0.5 * info.service_words.iter().filter(|w| self.text.contains(w)).count() as f64;
         hits / (info.method_words.len() as f64 + 0.5 * info.service_words.len() as f64).max(1.0)
+    }
+
+    /// Whether `a` only reads (its verb says so): reads are what a goal that gives an id and
+    /// asks for facts about it wants.
+    fn is_read(&self, a: usize) -> bool {
+        self.index.actions[a].method_words.first().is_some_and(|w| {
+            matches!(
+                canon(w),
+                "get"
+                    | "list"
+                    | "search"
+                    | "check"
+                    | "validat"
+                    | "watch"
+                    | "track"
+                    | "count"
+                    | "estimat"
+                    | "preview"
+                    | "verify"
+                    | "describ"
+                    | "quot"
+                    | "calculat"
+                    | "recommend"
+            )
+        })
+    }
+
+    /// Whether `a` creates an entity whose id the goal already gives (CreateOrder when the
+    /// input has `order_id`): almost never what is meant.
+    fn creates_given(&self, a: usize) -> bool {
+        let method = &self.index.actions[a].method_words;
+        method.first().is_some_and(|w| canon(w) == "creat")
+            && self.inputs.iter().any(|(n, _, _)| {
+                let w = words(n);
+                w.last().is_some_and(|l| l == "id") && w.len() > 1 && method[1..].ends_with(&w[..w.len() - 1])
+            })
+    }
+
+    /// How good a choice `a` is to make something, beyond its name's fit.
+    fn prior(&self, set: &[usize], a: usize) -> f64 {
+        0.3 * self.text_relevance(a) + 0.5 * (self.grounded(set, a) as u8 as f64) + 0.3 * (self.is_read(a) as u8 as f64)
+            - 0.8 * (self.creates_given(a) as u8 as f64)
+            - 0.1 * self.unfillable(a) as f64
     }
 
     /// References of `a` that neither the goal's inputs nor any other action could fill.
@@ -377,48 +468,132 @@ impl Ctx<'_> {
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
-    /// Adds, for each reference no input or member fills, an action that produces it (the best
-    /// two, as alternatives), up to [`MAX_STEPS`].
+    /// The best fit for `slot` of `consumer` among the goal's inputs and the offers of the
+    /// other members of `set`.
+    fn available(&self, set: &[usize], consumer: usize, slot: &Slot) -> f64 {
+        let from_input = self.input_fit(slot).map_or(0.0, |(_, f)| f);
+        set.iter()
+            .filter(|&&b| b != consumer)
+            .filter_map(|&b| best_offer(&slot.words, &self.index.actions[b], Some(&slot.ty)).map(|(_, f)| f))
+            .fold(from_input, f64::max)
+    }
+
+    /// Whether every reference of `a` could be filled from the goal's inputs or `set`.
+    fn grounded(&self, set: &[usize], a: usize) -> bool {
+        self.index.actions[a].slots.iter().filter(|s| s.is_reference).all(|s| self.available(set, a, s) >= 0.75)
+    }
+
+    /// The first thing `set` lacks, and the actions that would supply it (best first). `optional`
+    /// gaps may also be left as they are.
+    fn gap(&self, set: &[usize], skipped: &[String]) -> Option<(String, Vec<usize>, bool)> {
+        let actions = &self.index.actions;
+        let rank = |mut found: Vec<(usize, f64)>, n: usize| -> Vec<usize> {
+            found.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+            found.into_iter().take(n).map(|(a, _)| a).collect()
+        };
+        // A reference nothing fills: an action that makes it.
+        for &a in set {
+            for slot in actions[a].slots.iter().filter(|s| s.is_reference) {
+                let key = format!("ref:{a}:{}", slot.name);
+                if skipped.contains(&key) || self.available(set, a, slot) >= 0.75 {
+                    continue;
+                }
+                let producers = (0..actions.len())
+                    .filter(|&b| b != a && self.allowed[b] && !set.contains(&b) && !actions[b].server_streaming)
+                    .filter_map(|b| {
+                        let (_, f) = best_offer(&slot.words, &actions[b], Some(&slot.ty))?;
+                        (f >= 0.75).then(|| (b, f + self.prior(set, b)))
+                    })
+                    .collect();
+                return Some((key, rank(producers, 2), false));
+            }
+        }
+        // A goal input nothing uses: an action that takes it.
+        for (name, ty, words) in &self.inputs {
+            let key = format!("input:{name}");
+            let used =
+                set.iter().any(|&a| actions[a].slots.iter().any(|s| fit(&s.words, words) * ty.fits(&s.ty) >= 0.6));
+            if used || skipped.contains(&key) {
+                continue;
+            }
+            let consumers = (0..actions.len())
+                .filter(|&b| self.allowed[b] && !set.contains(&b))
+                .filter_map(|b| {
+                    let f = actions[b].slots.iter().map(|s| fit(&s.words, words) * ty.fits(&s.ty)).fold(0.0, f64::max);
+                    let mut with = set.to_vec();
+                    with.push(b);
+                    let grounded = self.grounded(&with, b);
+                    (f >= 0.9 && grounded).then(|| (b, f + 0.3 * self.text_relevance(b) + self.inputs_used(b)))
+                })
+                .collect();
+            return Some((key, rank(consumers, 2), true));
+        }
+        // A field the input does not give that a grounded read of something we have does
+        // (`destination` ← GetOrder's `order.shipping_address`).
+        for &a in set {
+            for slot in actions[a].slots.iter().filter(|s| !s.is_reference && !s.ty.list) {
+                let key = format!("enrich:{a}:{}", slot.name);
+                if skipped.contains(&key) || self.available(set, a, slot) >= 0.6 {
+                    continue;
+                }
+                let getters: Vec<(usize, f64)> = (0..actions.len())
+                    .filter(|&b| {
+                        self.allowed[b]
+                            && !set.contains(&b)
+                            && !actions[b].server_streaming
+                            && actions[b].method_words.first().is_some_and(|w| canon(w) == "get")
+                    })
+                    .filter_map(|b| {
+                        let (_, f) = best_offer(&slot.words, &actions[b], Some(&slot.ty))?;
+                        let refs = actions[b].slots.iter().filter(|s| s.is_reference).count();
+                        (f >= 0.9 && refs > 0 && self.grounded(set, b)).then_some((b, f))
+                    })
+                    .collect();
+                if getters.is_empty() {
+                    continue;
+                }
+                return Some((key, rank(getters, 1), true));
+            }
+        }
+        None
+    }
+
+    /// How many of the goal's inputs an action takes.
+    fn inputs_used(&self, a: usize) -> f64 {
+        self.inputs
+            .iter()
+            .filter(|(_, ty, words)| {
+                self.index.actions[a].slots.iter().any(|s| fit(&s.words, words) * ty.fits(&s.ty) >= 0.6)
+            })
+            .count() as f64
+            * 0.2
+    }
+
+    /// Completes a set of actions: what makes the ids it needs, what uses the inputs it was
+    /// given, what reads the fields the input does not give — each as alternatives, bounded.
     fn close(&self, set: Vec<usize>) -> Vec<Vec<usize>> {
-        let mut done = Vec::new();
-        let mut todo = vec![set];
-        let mut rounds = 0;
-        while let Some(set) = todo.pop() {
-            rounds += 1;
-            if rounds > 64 {
+        let mut done: Vec<Vec<usize>> = Vec::new();
+        let mut todo: Vec<(Vec<usize>, Vec<String>)> = vec![(set, Vec::new())];
+        let mut visited = 0;
+        while let Some((set, skipped)) = todo.pop() {
+            visited += 1;
+            if visited > 256 || done.len() >= 64 {
                 break;
             }
-            let missing = set.iter().flat_map(|&a| self.index.actions[a].slots.iter().map(move |s| (a, s))).find(|(a, s)| {
-                s.is_reference
-                    && self.input_fit(s).is_none_or(|(_, f)| f < 0.75)
-                    && !set.iter().any(|&b| b != *a && best_offer(&s.words, &self.index.actions[b], Some(&s.ty)).is_some_and(|(_, f)| f >= 0.75))
-            });
-            let Some((consumer, slot)) = missing else {
+            let gap = if self.fixed_inputs && set.len() < MAX_STEPS { self.gap(&set, &skipped) } else { None };
+            let Some((key, fillers, optional)) = gap else {
                 done.push(set);
                 continue;
             };
-            if !self.fixed_inputs || set.len() >= MAX_STEPS {
-                // Without fixed inputs the reference becomes an input; past the size limit it
-                // stays unfilled (and the candidate ranks lower).
-                done.push(set);
-                continue;
+            if optional || fillers.is_empty() {
+                let mut more = skipped.clone();
+                more.push(key.clone());
+                todo.push((set.clone(), more));
             }
-            let mut producers: Vec<(usize, f64)> = (0..self.index.actions.len())
-                .filter(|&b| b != consumer && self.allowed[b] && !set.contains(&b))
-                .filter_map(|b| {
-                    let (_, f) = best_offer(&slot.words, &self.index.actions[b], Some(&slot.ty))?;
-                    (f >= 0.75).then(|| (b, f + 0.3 * self.text_relevance(b) - 0.3 * self.unfillable(b) as f64))
-                })
-                .collect();
-            producers.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-            if producers.is_empty() {
-                done.push(set);
-                continue;
-            }
-            for (b, _) in producers.into_iter().take(2) {
+            for b in fillers {
                 let mut next = set.clone();
                 next.push(b);
-                todo.push(next);
+                todo.push((next, skipped.clone()));
             }
         }
         done
@@ -431,9 +606,8 @@ impl Ctx<'_> {
         let needs = |b: usize, a: usize| {
             actions[b].slots.iter().any(|s| {
                 s.is_reference
-                    && best_offer(&s.words, &actions[a], Some(&s.ty)).is_some_and(|(_, f)| {
-                        f >= 0.75 && self.input_fit(s).is_none_or(|(_, i)| f > i)
-                    })
+                    && best_offer(&s.words, &actions[a], Some(&s.ty))
+                        .is_some_and(|(_, f)| f >= 0.75 && self.input_fit(s).is_none_or(|(_, i)| f > i))
             })
         };
         let mut order: Vec<usize> = Vec::new();
@@ -449,6 +623,11 @@ impl Ctx<'_> {
             order.push(left.remove(at));
         }
         order.extend(last);
+        // A server stream is forwarded as the pattern's stream: it can only be the last step
+        // (earlier, its output would be a list of messages no field reference fits).
+        if order[..order.len() - 1].iter().any(|&a| actions[a].server_streaming) {
+            return None;
+        }
 
         let mut wires: Vec<BTreeMap<String, (Source, f64)>> = Vec::new();
         let mut inputs: BTreeMap<String, VTy> = self.inputs.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect();
@@ -470,7 +649,11 @@ impl Ctx<'_> {
                     .max_by(|x, y| x.2.total_cmp(&y.2));
                 let chosen = match (from_input, from_step) {
                     (Some((n, fi)), Some((j, path, fs))) => {
-                        if fs > fi { (Source::Step { step: j, path }, fs) } else { (Source::Input(n), fi) }
+                        if fs > fi {
+                            (Source::Step { step: j, path }, fs)
+                        } else {
+                            (Source::Input(n), fi)
+                        }
                     }
                     (Some((n, fi)), None) => (Source::Input(n), fi),
                     (None, Some((j, path, fs))) => (Source::Step { step: j, path }, fs),
@@ -478,7 +661,11 @@ impl Ctx<'_> {
                         if self.fixed_inputs {
                             if slot.is_reference {
                                 unfilled += 1;
-                                explanation.push(format!("{}: `{}` is left unset: nothing in the input or an earlier step offers it", short(&info.name), slot.name));
+                                explanation.push(format!(
+                                    "{}: `{}` is left unset: nothing in the input or an earlier step offers it",
+                                    short(&info.name),
+                                    slot.name
+                                ));
                             }
                             continue;
                         }
@@ -518,14 +705,17 @@ impl Ctx<'_> {
                 outputs.push((out.name.clone(), Source::Input(out.name.clone()), 1.0));
                 continue;
             }
+            // An id comes from the step that made it (the first), a state from the last step
+            // that changed it; `customer.id` is as good a `customer_id` as an echoed one.
+            let id_like = ow.name.last().is_some_and(|w| w == "id");
             let best = order
                 .iter()
                 .enumerate()
                 .filter_map(|(j, &a)| {
                     let (o, f) = best_offer(&ow, &actions[a], want.as_ref())?;
-                    Some((j, o.path.clone(), f))
+                    Some((j, o.path.clone(), if f >= 0.95 { 1.0 } else { f }))
                 })
-                .max_by(|x, y| x.2.total_cmp(&y.2).then(y.0.cmp(&x.0)))?;
+                .max_by(|x, y| x.2.total_cmp(&y.2).then(if id_like { y.0.cmp(&x.0) } else { x.0.cmp(&y.0) }))?;
             if best.2 < 0.5 {
                 return None;
             }
@@ -537,7 +727,11 @@ impl Ctx<'_> {
             // top-level fields.
             let j = order.len() - 1;
             let info = &actions[order[j]];
-            let ids: Vec<&Offer> = info.offers.iter().filter(|o| o.words.leaf == ["id"] || o.words.leaf.last().is_some_and(|w| w == "id")).collect();
+            let ids: Vec<&Offer> = info
+                .offers
+                .iter()
+                .filter(|o| o.words.leaf == ["id"] || o.words.leaf.last().is_some_and(|w| w == "id"))
+                .collect();
             let picked: Vec<&Offer> = if ids.is_empty() {
                 info.offers.iter().filter(|o| !o.path.contains('.') && !o.ty.list).take(4).collect()
             } else {
@@ -553,8 +747,27 @@ impl Ctx<'_> {
 
     fn score(&self, plan: &Plan) -> f64 {
         let outputs: f64 = plan.outputs.iter().map(|(_, _, f)| f).sum();
-        let wires: f64 = plan.wires.iter().flat_map(|w| w.values()).map(|(_, f)| f).sum();
+        // A reference filled from a step is what makes the steps one workflow; a field filled
+        // from the input is worth a little; another field copied from a step next to nothing.
+        let mut wires = 0.0;
+        let mut used: Vec<&str> = Vec::new();
+        for (&a, with) in plan.steps.iter().zip(&plan.wires) {
+            for (field, (source, f)) in with {
+                let reference = self.index.actions[a].slots.iter().any(|s| s.name == *field && s.is_reference);
+                wires += match source {
+                    Source::Step { .. } if reference => 0.5 * f,
+                    Source::Step { .. } => 0.1 * f,
+                    Source::Input(name) => {
+                        used.push(name);
+                        0.2 * f
+                    }
+                };
+            }
+        }
+        let unused = self.inputs.iter().filter(|(n, _, _)| !used.contains(&n.as_str())).count() as f64;
         let text: f64 = plan.steps.iter().map(|&a| self.text_relevance(a)).sum();
+        let reads = plan.steps.iter().filter(|&&a| self.is_read(a)).count() as f64;
+        let recreated = plan.steps.iter().filter(|&&a| self.creates_given(a)).count() as f64;
         let mut together = 0.0;
         for (i, &a) in plan.steps.iter().enumerate() {
             for &b in &plan.steps[i + 1..] {
@@ -563,8 +776,10 @@ impl Ctx<'_> {
                 together += (self.together.get(&key).copied().unwrap_or(0) as f64).ln_1p().min(3.0);
             }
         }
-        3.0 * outputs + 0.3 * wires - 1.0 * plan.steps.len() as f64 - 1.5 * plan.unfilled_references as f64
-            + 0.8 * text
+        3.0 * outputs + wires - 1.5 * plan.steps.len() as f64 - 1.5 * plan.unfilled_references as f64 - 1.2 * unused
+            + 1.0 * text
+            + 0.3 * reads
+            - 1.0 * recreated
             + 0.2 * together
     }
 
@@ -600,10 +815,18 @@ impl Ctx<'_> {
             properties.insert(name.clone(), ty.json_schema());
             required.push(Value::String(name.clone()));
         }
-        let output: Map<String, Value> = plan.outputs.iter().map(|(k, s, _)| (k.clone(), Value::String(expr(s)))).collect();
-        let name = self.goal.name.clone().unwrap_or_else(|| default_name(self.goal, plan.steps.iter().map(|&a| &*actions[a].name)));
+        let output: Map<String, Value> =
+            plan.outputs.iter().map(|(k, s, _)| (k.clone(), Value::String(expr(s)))).collect();
+        let name = self
+            .goal
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(self.goal, plan.steps.iter().map(|&a| &*actions[a].name)));
         let description = if self.goal.text.trim().is_empty() {
-            format!("Generated: {}.", plan.steps.iter().map(|&a| short(&actions[a].name)).collect::<Vec<_>>().join(", then "))
+            format!(
+                "Generated: {}.",
+                plan.steps.iter().map(|&a| short(&actions[a].name)).collect::<Vec<_>>().join(", then ")
+            )
         } else {
             self.goal.text.trim().chars().take(200).collect()
         };
@@ -662,7 +885,13 @@ fn snake(name: &str) -> String {
 }
 
 fn default_name<'a>(goal: &Goal, calls: impl Iterator<Item = &'a str>) -> String {
-    let from_text: Vec<String> = goal.text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() > 2).take(4).map(|w| w.to_ascii_lowercase()).collect();
+    let from_text: Vec<String> = goal
+        .text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() > 2)
+        .take(4)
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
     let base = if from_text.is_empty() {
         calls.map(|c| snake(c.rsplit('/').next().unwrap_or(c))).collect::<Vec<_>>().join("_then_")
     } else {

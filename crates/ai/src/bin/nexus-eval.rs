@@ -167,17 +167,56 @@ fn catalog_of(root: &Path, names: &[&str], filler: usize) -> Result<Catalog, Str
 /// Entities of the generated services: many share words with the evaluation's catalogs
 /// (customer, order, user, video, account, payment) the way unrelated teams' APIs do.
 const ENTITIES: &[(&str, &str)] = &[
-    ("crm", "Contact"), ("crm", "Lead"), ("crm", "Deal"), ("support", "Ticket"), ("support", "Agent"),
-    ("hr", "Employee"), ("hr", "Team"), ("hr", "Leave"), ("project", "Project"), ("project", "Task"),
-    ("project", "Milestone"), ("docs", "Document"), ("docs", "Folder"), ("booking", "Reservation"),
-    ("booking", "Room"), ("fleet", "Vehicle"), ("fleet", "Driver"), ("fleet", "Route"), ("iot", "Device"),
-    ("iot", "Sensor"), ("iot", "Alert"), ("ops", "Incident"), ("ops", "Runbook"), ("finance", "Invoice"),
-    ("finance", "Ledger"), ("finance", "Refund"), ("school", "Course"), ("school", "Student"), ("school", "Grade"),
-    ("health", "Patient"), ("health", "Appointment"), ("legal", "Contract"), ("legal", "Signature"),
-    ("events", "Venue"), ("events", "Ticket"), ("survey", "Survey"), ("survey", "Response"), ("wiki", "Page"),
-    ("chat", "Channel"), ("chat", "Thread"), ("forum", "Post"), ("auth", "Session"), ("auth", "Token"),
-    ("billing", "Plan"), ("warehouse", "Pallet"), ("warehouse", "Shelf"), ("recruit", "Candidate"),
-    ("recruit", "Interview"), ("social", "Profile"), ("social", "Follow"),
+    ("crm", "Contact"),
+    ("crm", "Lead"),
+    ("crm", "Deal"),
+    ("support", "Ticket"),
+    ("support", "Agent"),
+    ("hr", "Employee"),
+    ("hr", "Team"),
+    ("hr", "Leave"),
+    ("project", "Project"),
+    ("project", "Task"),
+    ("project", "Milestone"),
+    ("docs", "Document"),
+    ("docs", "Folder"),
+    ("booking", "Reservation"),
+    ("booking", "Room"),
+    ("fleet", "Vehicle"),
+    ("fleet", "Driver"),
+    ("fleet", "Route"),
+    ("iot", "Device"),
+    ("iot", "Sensor"),
+    ("iot", "Alert"),
+    ("ops", "Incident"),
+    ("ops", "Runbook"),
+    ("finance", "Invoice"),
+    ("finance", "Ledger"),
+    ("finance", "Refund"),
+    ("school", "Course"),
+    ("school", "Student"),
+    ("school", "Grade"),
+    ("health", "Patient"),
+    ("health", "Appointment"),
+    ("legal", "Contract"),
+    ("legal", "Signature"),
+    ("events", "Venue"),
+    ("events", "Ticket"),
+    ("survey", "Survey"),
+    ("survey", "Response"),
+    ("wiki", "Page"),
+    ("chat", "Channel"),
+    ("chat", "Thread"),
+    ("forum", "Post"),
+    ("auth", "Session"),
+    ("auth", "Token"),
+    ("billing", "Plan"),
+    ("warehouse", "Pallet"),
+    ("warehouse", "Shelf"),
+    ("recruit", "Candidate"),
+    ("recruit", "Interview"),
+    ("social", "Profile"),
+    ("social", "Follow"),
 ];
 
 const VERBS: &[(&str, &str)] = &[
@@ -215,11 +254,19 @@ fn write_filler(dir: &Path, actions: usize) -> Result<(), String> {
                     break;
                 }
                 let method = format!("{verb}{entity}");
-                rpcs.push_str(&format!("  // {phrase} {lower}.\n  rpc {method}({method}Request) returns ({method}Response);\n"));
+                rpcs.push_str(&format!(
+                    "  // {phrase} {lower}.\n  rpc {method}({method}Request) returns ({method}Response);\n"
+                ));
                 let request = match *verb {
-                    "Create" => format!("  string title = 1;\n  // The {owner} who owns it.\n  string {owner}_id = 2;\n  string {other}_id = 3;\n  string email = 4;\n"),
-                    "List" | "Search" => format!("  string query = 1;\n  int32 page_size = 2;\n  string page_token = 3;\n  string {owner}_id = 4;\n"),
-                    "Assign" => format!("  string {lower}_id = 1;\n  // The {owner} to assign.\n  string {owner}_id = 2;\n"),
+                    "Create" => format!(
+                        "  string title = 1;\n  // The {owner} who owns it.\n  string {owner}_id = 2;\n  string {other}_id = 3;\n  string email = 4;\n"
+                    ),
+                    "List" | "Search" => format!(
+                        "  string query = 1;\n  int32 page_size = 2;\n  string page_token = 3;\n  string {owner}_id = 4;\n"
+                    ),
+                    "Assign" => {
+                        format!("  string {lower}_id = 1;\n  // The {owner} to assign.\n  string {owner}_id = 2;\n")
+                    }
                     _ => format!("  string {lower}_id = 1;\n  string reason = 2;\n"),
                 };
                 let response = match *verb {
@@ -228,7 +275,9 @@ fn write_filler(dir: &Path, actions: usize) -> Result<(), String> {
                     "Export" => "  string url = 1;\n  int64 bytes = 2;\n".to_string(),
                     _ => format!("  {entity} {lower} = 1;\n"),
                 };
-                messages.push_str(&format!("message {method}Request {{\n{request}}}\nmessage {method}Response {{\n{response}}}\n"));
+                messages.push_str(&format!(
+                    "message {method}Request {{\n{request}}}\nmessage {method}Response {{\n{response}}}\n"
+                ));
                 written += 1;
             }
             let text = format!(
@@ -281,8 +330,20 @@ fn run_generate(root: &Path, only: Option<&str>, check: bool, large: usize, verb
     let together = HashMap::new();
     let options = Options { limit: 5, allowed: None, together: &together };
 
-    println!("{:<14} {:>6} {:>5} {:>5} {:>5} {:>9}   {:>5} {:>5} {:>9}", "task", "checks", "cands", "top1", "top5", "time", "top1", "top5", "time");
-    println!("{:<14} {:>6} {:>5} {:>5} {:>5} {:>9}   {:>27}", "", "", "", "", "", "", format!("({}-action catalog)", big_index.actions.len()));
+    println!(
+        "{:<14} {:>6} {:>5} {:>5} {:>5} {:>9}   {:>5} {:>5} {:>9}",
+        "task", "checks", "cands", "top1", "top5", "time", "top1", "top5", "time"
+    );
+    println!(
+        "{:<14} {:>6} {:>5} {:>5} {:>5} {:>9}   {:>27}",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        format!("({}-action catalog)", big_index.actions.len())
+    );
     let mut own = Vec::new();
     let mut bigs = Vec::new();
     let mut references_ok = true;
@@ -293,7 +354,11 @@ fn run_generate(root: &Path, only: Option<&str>, check: bool, large: usize, verb
         let reference = document::parse(&task.reference).map_err(|e| format!("task {}: reference: {e}", task.id))?;
         if let Err(diags) = compile(&reference, catalog, &NoPatterns) {
             references_ok = false;
-            println!("{}: the reference does not type-check: {}", task.id, diags.iter().map(|d| format!("{}: {}", d.path, d.message)).collect::<Vec<_>>().join("; "));
+            println!(
+                "{}: the reference does not type-check: {}",
+                task.id,
+                diags.iter().map(|d| format!("{}: {}", d.path, d.message)).collect::<Vec<_>>().join("; ")
+            );
         }
         let goal = goal_of(task);
         let wanted: Vec<String> = goal.outputs.iter().map(|o| o.name.clone()).collect();
@@ -308,15 +373,31 @@ fn run_generate(root: &Path, only: Option<&str>, check: bool, large: usize, verb
                     let top1 = shapes.first().is_some_and(|s| s.matches(&want, &wanted));
                     let top5 = shapes.iter().take(5).any(|s| s.matches(&want, &wanted));
                     let note = if !top1 && verbose {
-                        g.candidates.first().map(|c| nexus_core::document::to_yaml(&c.pattern)).unwrap_or_else(|| "no candidate".into())
+                        shapes.first().map(|s| differences(s, &want, &wanted)).unwrap_or_else(|| "no candidate".into())
                     } else {
                         String::new()
                     };
                     // Every candidate was compiled by `generate`; a rejected one counts as a
                     // failed type-check.
-                    Outcome { id: task.id.clone(), checked: g.rejected == 0, candidates: g.candidates.len(), top1, top5, time, note }
+                    Outcome {
+                        id: task.id.clone(),
+                        checked: g.rejected == 0,
+                        candidates: g.candidates.len(),
+                        top1,
+                        top5,
+                        time,
+                        note,
+                    }
                 }
-                Err(e) => Outcome { id: task.id.clone(), checked: true, candidates: 0, top1: false, top5: false, time, note: e.to_string() },
+                Err(e) => Outcome {
+                    id: task.id.clone(),
+                    checked: true,
+                    candidates: 0,
+                    top1: false,
+                    top5: false,
+                    time,
+                    note: e.to_string(),
+                },
             }
         };
         let a = run(catalog, index);
@@ -334,6 +415,15 @@ fn run_generate(root: &Path, only: Option<&str>, check: bool, large: usize, verb
             b.time.as_secs_f64() * 1e3
         );
         if !a.note.is_empty() {
+            let g = &task.goal;
+            println!(
+                "    goal: text={:?} inputs={:?} outputs={:?} end_with={:?} use={:?}",
+                g.text,
+                g.inputs.iter().map(|f| format!("{}:{}", f.name, f.ty)).collect::<Vec<_>>(),
+                g.outputs,
+                g.end_with,
+                g.use_actions
+            );
             println!("    {}", a.note.replace('\n', "\n    "));
         }
         own.push(a);
@@ -368,16 +458,59 @@ fn run_generate(root: &Path, only: Option<&str>, check: bool, large: usize, verb
     }
     let (checked, _, top5, _) = summary("total (own catalogs)", &own);
     let (big_checked, _, _, big_p95) = summary(&format!("total ({}-action catalog)", big_index.actions.len()), &bigs);
-    let ok = references_ok && checked == 1.0 && big_checked == 1.0 && top5 >= 0.8 && big_p95 < Duration::from_millis(500);
+    let ok =
+        references_ok && checked == 1.0 && big_checked == 1.0 && top5 >= 0.8 && big_p95 < Duration::from_millis(500);
     if check {
-        println!("goals (type-checks 100 %, top-5 ≥ 80 %, p95 < 500 ms on the large catalog): {}", if ok { "met" } else { "NOT met" });
+        println!(
+            "goals (type-checks 100 %, top-5 ≥ 80 %, p95 < 500 ms on the large catalog): {}",
+            if ok { "met" } else { "NOT met" }
+        );
         return Ok(ok);
     }
     Ok(true)
 }
 
+/// What a candidate has that the reference has not (`+`) and the reverse (`-`).
+fn differences(got: &Shape, want: &Shape, wanted: &[String]) -> String {
+    let mut out = Vec::new();
+    for c in &got.calls {
+        if !want.calls.contains(c) {
+            out.push(format!("+call {c}"));
+        }
+    }
+    for c in &want.calls {
+        if !got.calls.contains(c) {
+            out.push(format!("-call {c}"));
+        }
+    }
+    for w in got.wires.difference(&want.wires) {
+        out.push(format!("+wire {}.{} -> {}.{}", short(&w.0), w.1, short(&w.2), w.3));
+    }
+    for w in want.wires.difference(&got.wires) {
+        out.push(format!("-wire {}.{} -> {}.{}", short(&w.0), w.1, short(&w.2), w.3));
+    }
+    for o in wanted {
+        if got.outputs.get(o) != want.outputs.get(o) {
+            out.push(format!("output {o}: got {:?}, want {:?}", got.outputs.get(o), want.outputs.get(o)));
+        }
+    }
+    out.join("\n")
+}
+
+fn short(action: &str) -> &str {
+    action.rsplit('.').next().unwrap_or(action)
+}
+
 fn clone_outcome(o: &Outcome) -> Outcome {
-    Outcome { id: o.id.clone(), checked: o.checked, candidates: o.candidates, top1: o.top1, top5: o.top5, time: o.time, note: String::new() }
+    Outcome {
+        id: o.id.clone(),
+        checked: o.checked,
+        candidates: o.candidates,
+        top1: o.top1,
+        top5: o.top5,
+        time: o.time,
+        note: String::new(),
+    }
 }
 
 fn mark(ok: bool) -> &'static str {
