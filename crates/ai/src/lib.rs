@@ -9,8 +9,10 @@
 
 pub mod canon;
 pub mod index;
+pub mod mine;
 pub mod names;
 pub mod synth;
+pub mod synthetic;
 
 pub use index::Index;
 pub use synth::{Candidate, Generated, Goal, GoalError, GoalField, Options, generate};
