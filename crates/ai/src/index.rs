@@ -131,6 +131,10 @@ pub struct Offer {
     pub path: String,
     pub ty: VTy,
     pub words: ValueWords,
+    /// The request field this value merely repeats (GetVideo's `video.id` is the `video_id` it
+    /// was asked for; UploadAsset's `asset.owner_id` the `owner_id` it was given): such a value
+    /// cannot be where that value comes from, only a copy of it.
+    pub echoes: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +145,9 @@ pub struct ActionInfo {
     /// The service's words without `service` (`UserService` → user).
     pub service_words: Vec<String>,
     pub comment_words: BTreeSet<String>,
+    /// The verb the method's comment starts with, canonicalized ("Starts a live broadcast" →
+    /// start; "Signs up a new account" → create): another word the goal may name it by.
+    pub comment_verb: Option<String>,
     pub slots: Vec<Slot>,
     pub offers: Vec<Offer>,
     pub server_streaming: bool,
@@ -157,6 +164,9 @@ impl Index {
     /// Indexes every unary and server-streaming action (client streams cannot be a step).
     pub fn new(catalog: &Catalog) -> Self {
         let mut index = Index::default();
+        // Request fields' own comments by field name, to describe response fields of the same
+        // name that have none (see below).
+        let mut described: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
         for action in catalog.actions() {
             if action.is_client_streaming() {
                 continue;
@@ -166,20 +176,34 @@ impl Index {
             let output = method.output();
             index.remember_types(&input);
             index.remember_types(&output);
-            let slots = input
+            let action_words: Vec<String> = words(method.name());
+            let method_comment = schema::method_comment(method);
+            let slots: Vec<Slot> = input
                 .fields()
                 .filter(|f| !f.is_map())
                 .map(|f| {
                     let comment = schema::field_comment(&f);
-                    let words = FieldWords::new(f.name(), comment.as_deref());
+                    let mut words = FieldWords::new(f.name(), comment.as_deref());
+                    if comment.is_some() {
+                        described.entry(f.name().to_string()).or_insert_with(|| words.comment.clone());
+                    }
                     let ty = field_ty(&f);
                     let is_reference = words.name.last().is_some_and(|w| w == "id")
                         && words.name.len() > 1
                         && matches!(ty.ty, Ty::Str | Ty::Int | Ty::Uint);
+                    // A reference without a comment of its own is described by its method's
+                    // comment ("Starts a live broadcast owned by a user" says whose id
+                    // `owner_id` is) — less the words naming the method's own entity, which is
+                    // what the reference is *not* (a broadcast is not its own owner).
+                    if is_reference && comment.is_none() {
+                        words.comment = comment_words(method_comment.clone())
+                            .into_iter()
+                            .filter(|w| !action_words.iter().skip(1).any(|a| a == w))
+                            .collect();
+                    }
                     Slot { name: f.name().to_string(), ty, words, is_reference }
                 })
                 .collect();
-            let action_words: Vec<String> = words(method.name());
             let mut offers = Vec::new();
             for f in output.fields().filter(|f| !f.is_map()) {
                 let leaf = words(f.name());
@@ -192,7 +216,9 @@ impl Index {
                         entity: Vec::new(),
                         action: action_words.clone(),
                         comment: comment_words(schema::field_comment(&f)),
+                        names_entity: false,
                     },
+                    echoes: None,
                 });
                 // One level into a message field (`user.id`), not into well-known types.
                 if let Kind::Message(m) = f.kind()
@@ -213,18 +239,22 @@ impl Index {
                                 entity: entity.clone(),
                                 action: action_words.clone(),
                                 comment: comment_words(schema::field_comment(&g)),
+                                names_entity: false,
                             },
+                            echoes: None,
                         });
                     }
                 }
             }
+            mark_echoes(&slots, &mut offers);
             let service = method.parent_service();
             let service_words = words(service.name()).into_iter().filter(|w| w != "servic").collect();
             index.actions.push(ActionInfo {
                 name: action.name.clone(),
                 method_words: action_words,
                 service_words,
-                comment_words: comment_words(schema::method_comment(method)),
+                comment_verb: method_comment.as_deref().and_then(comment_verb),
+                comment_words: comment_words(method_comment),
                 slots,
                 offers,
                 server_streaming: action.is_server_streaming(),
@@ -241,6 +271,20 @@ impl Index {
             for slot in &mut info.slots {
                 let head = &slot.words.name[..slot.words.name.len().saturating_sub(1)];
                 slot.words.names_entity = slot.is_reference && entities.contains(&head.join(" "));
+            }
+            for offer in &mut info.offers {
+                let leaf = &offer.words.leaf;
+                offer.words.names_entity = leaf.len() > 1
+                    && leaf.last().is_some_and(|w| w == "id")
+                    && entities.contains(&leaf[..leaf.len() - 1].join(" "));
+                // A response field without a comment means what a request field of the same
+                // name says it means (`Asset.owner_id` ← UploadAssetRequest's "The user who owns
+                // the asset"): APIs document a field once, where it is set.
+                if offer.words.comment.is_empty()
+                    && let Some(c) = offer.path.rsplit('.').next().and_then(|name| described.get(name))
+                {
+                    offer.words.comment = c.clone();
+                }
             }
         }
         index
@@ -288,6 +332,29 @@ fn collect_entities(desc: &MessageDescriptor, out: &mut BTreeSet<String>, depth:
             collect_entities(&m, out, depth + 1);
         }
     }
+}
+
+/// Marks the offers that repeat a request field of the same action (see [`Offer::echoes`]): the
+/// same type, and a name that is that field's (`video_id` ← `video.id` or `stats.video_id`).
+fn mark_echoes(slots: &[Slot], offers: &mut [Offer]) {
+    for offer in offers {
+        offer.echoes = slots
+            .iter()
+            .map(|s| (s, crate::names::fit(&s.words, &offer.words) * offer.ty.fits(&s.ty)))
+            .filter(|(_, f)| *f >= 0.95)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(s, _)| s.name.clone());
+    }
+}
+
+/// The first word of a method's comment as a verb (see [`ActionInfo::comment_verb`]).
+fn comment_verb(comment: &str) -> Option<String> {
+    let w = words(comment);
+    let first = w.first()?;
+    if matches!(first.as_str(), "sign" | "set") && w.get(1).is_some_and(|s| s == "up") {
+        return Some("creat".to_string());
+    }
+    Some(crate::names::canon(first).to_string())
 }
 
 fn comment_words(text: Option<String>) -> BTreeSet<String> {

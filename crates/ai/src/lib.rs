@@ -11,6 +11,7 @@ pub mod canon;
 pub mod index;
 pub mod mine;
 pub mod names;
+pub mod suggest;
 pub mod synth;
 pub mod synthetic;
 

@@ -171,7 +171,12 @@ struct Seen {
     ended_ms: u64,
 }
 
-fn composites(traces: &[Trace], order: &[usize], options: &MiningOptions, executions: &HashMap<String, u64>) -> Vec<Composite> {
+fn composites(
+    traces: &[Trace],
+    order: &[usize],
+    options: &MiningOptions,
+    executions: &HashMap<String, u64>,
+) -> Vec<Composite> {
     // Interned field names keep the hot map small.
     let mut fields: Vec<&str> = Vec::new();
     let mut field_ids: HashMap<&str, u32> = HashMap::new();
@@ -234,7 +239,8 @@ fn composites(traces: &[Trace], order: &[usize], options: &MiningOptions, execut
             if let Some(&z) = predecessor.get(&a) {
                 let tz = &traces[z as usize];
                 if tz.pattern != tb.pattern {
-                    let chain = chains.entry((tz.pattern.as_str(), ta.pattern.as_str(), tb.pattern.as_str())).or_default();
+                    let chain =
+                        chains.entry((tz.pattern.as_str(), ta.pattern.as_str(), tb.pattern.as_str())).or_default();
                     chain.support += 1;
                     chain.gap_total += tb.started_ms.saturating_sub(tz.ended_ms) as f64;
                     if chain.evidence.len() < options.evidence {
@@ -322,6 +328,9 @@ fn most_common_versions(traces: &[Trace]) -> HashMap<String, String> {
 /// Longest shared run considered.
 const MAX_SEQUENCE: usize = 6;
 
+/// A run of calls and where it occurs: (pattern index, start).
+type Run<'a> = (Vec<&'a str>, Vec<(usize, usize)>);
+
 fn shared_sequences(traces: &[Trace], options: &MiningOptions) -> Vec<SharedSequence> {
     // Each pattern's usual sequence: the most common executed-call sequence of its successful
     // executions (noise and partial runs fall away).
@@ -335,7 +344,8 @@ fn shared_sequences(traces: &[Trace], options: &MiningOptions) -> Vec<SharedSequ
         .into_iter()
         .filter_map(|(p, seqs)| {
             let total: u64 = seqs.values().map(|(n, _)| n).sum();
-            let (calls, (_, example)) = seqs.into_iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)))?;
+            let (calls, (_, example)) =
+                seqs.into_iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(&a.0)))?;
             Some((p, calls, total, example))
         })
         .collect();
@@ -355,12 +365,11 @@ fn shared_sequences(traces: &[Trace], options: &MiningOptions) -> Vec<SharedSequ
         }
     }
     let min_patterns = (options.min_support as usize).clamp(2, 3);
-    let mut frequent: Vec<(Vec<&str>, Vec<(usize, usize)>)> =
-        runs.into_iter().filter(|(_, holders)| holders.len() >= min_patterns).collect();
+    let mut frequent: Vec<Run<'_>> = runs.into_iter().filter(|(_, holders)| holders.len() >= min_patterns).collect();
     // Keep the maximal runs: drop one contained in a longer frequent run held by the same
     // patterns.
     frequent.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-    let mut kept: Vec<(Vec<&str>, Vec<(usize, usize)>)> = Vec::new();
+    let mut kept: Vec<Run<'_>> = Vec::new();
     for (run, holders) in frequent {
         let holder_set: HashSet<usize> = holders.iter().map(|h| h.0).collect();
         let contained = kept.iter().any(|(longer, lh)| {
@@ -388,7 +397,8 @@ fn step_stats(traces: &[Trace], options: &MiningOptions) -> BTreeMap<(String, St
             let entry = stats.entry((t.pattern.as_str(), s.step_id.as_str())).or_default();
             entry.runs += 1;
             entry.total_ms += s.duration_ms;
-            let transient = matches!(s.first_code.as_str(), "UNAVAILABLE" | "DEADLINE_EXCEEDED" | "RESOURCE_EXHAUSTED" | "ABORTED");
+            let transient =
+                matches!(s.first_code.as_str(), "UNAVAILABLE" | "DEADLINE_EXCEEDED" | "RESOURCE_EXHAUSTED" | "ABORTED");
             let noteworthy = if s.succeeded && s.attempts > 1 {
                 entry.recovered_by_retry += 1;
                 true
@@ -404,4 +414,58 @@ fn step_stats(traces: &[Trace], options: &MiningOptions) -> BTreeMap<(String, St
         }
     }
     stats.into_iter().map(|((p, s), v)| ((p.to_string(), s.to_string()), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{HistorySpec, history};
+
+    #[test]
+    fn planted_composites_and_shared_sequences_are_found_among_noise() {
+        let (traces, planted) = history(&HistorySpec { executions: 60_000, ..Default::default() });
+        let mined = mine(&traces, &MiningOptions::default());
+        let found: Vec<Vec<String>> = mined.composites.iter().map(|c| c.patterns.clone()).collect();
+        let shared: Vec<Vec<String>> = mined.shared.iter().map(|s| s.calls.clone()).collect();
+        let hits = planted.composites.iter().filter(|p| found.contains(p)).count()
+            + planted.shared.iter().filter(|p| shared.contains(p)).count();
+        let right = found.iter().filter(|f| planted.composites.contains(f)).count()
+            + shared.iter().filter(|f| planted.shared.contains(f)).count();
+        let recall = hits as f64 / (planted.composites.len() + planted.shared.len()) as f64;
+        let precision = right as f64 / (found.len() + shared.len()).max(1) as f64;
+        assert!(recall >= 0.9, "recall {recall}: found {found:?} {shared:?}");
+        assert!(precision >= 0.8, "precision {precision}: found {found:?} {shared:?}");
+    }
+
+    #[test]
+    fn flows_never_cross_tenants() {
+        let t =
+            |id: &str, tenant: &str, pattern: &str, at: u64, input: &[(&str, &str)], output: &[(&str, &str)]| Trace {
+                id: id.into(),
+                tenant: tenant.into(),
+                pattern: pattern.into(),
+                version: "1.0.0".into(),
+                started_ms: at,
+                ended_ms: at + 5,
+                succeeded: true,
+                input: input.iter().map(|(k, v)| (k.to_string(), value_hash(v))).collect(),
+                output: output.iter().map(|(k, v)| (k.to_string(), value_hash(v))).collect(),
+                steps: Vec::new(),
+            };
+        let mut traces = Vec::new();
+        for i in 0..5u64 {
+            let user = format!("usr_{i:04}");
+            traces.push(t(&format!("a{i}"), "acme", "signup", i * 100, &[], &[("user_id", &user)]));
+            // The same value, in another tenant: not a flow.
+            traces.push(t(&format!("b{i}"), "other", "watch", i * 100 + 50, &[("user_id", &user)], &[]));
+        }
+        assert!(mine(&traces, &MiningOptions::default()).composites.is_empty());
+        for trace in traces.iter_mut().filter(|t| t.tenant == "other") {
+            trace.tenant = "acme".into();
+        }
+        let mined = mine(&traces, &MiningOptions::default());
+        assert_eq!(mined.composites.len(), 1);
+        assert_eq!(mined.composites[0].patterns, ["signup", "watch"]);
+        assert_eq!(mined.composites[0].flows[0], [Flow { output: "user_id".into(), input: "user_id".into() }]);
+    }
 }

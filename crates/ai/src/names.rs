@@ -15,8 +15,24 @@ const STOP: &[&str] = &[
     "into", "each", "every", "one", "new", "given", "me", "my", "our", "we", "us", "so", "can", "will", "should", "v1",
 ];
 
-/// Splits an identifier or a sentence into lower-case, stemmed words (stop words dropped).
+/// Splits an identifier or a sentence into lower-case, stemmed words (stop words dropped —
+/// unless that leaves nothing: a field named `to` or `from` is still called something).
 pub fn words(text: &str) -> Vec<String> {
+    let out = split_words(text, false);
+    if out.is_empty() { split_words(text, true) } else { out }
+}
+
+/// Whether `word` (lower case) says nothing about what a value is.
+pub fn is_stop(word: &str) -> bool {
+    STOP.contains(&word)
+}
+
+fn split_words(text: &str, keep_stop: bool) -> Vec<String> {
+    let push_word = |out: &mut Vec<String>, word: String| {
+        if keep_stop || !STOP.contains(&word.as_str()) {
+            out.push(stem(&word));
+        }
+    };
     let mut out = Vec::new();
     let mut current = String::new();
     let mut prev_lower = false;
@@ -39,13 +55,6 @@ pub fn words(text: &str) -> Vec<String> {
         push_word(&mut out, current);
     }
     out
-}
-
-fn push_word(out: &mut Vec<String>, word: String) {
-    if STOP.contains(&word.as_str()) {
-        return;
-    }
-    out.push(stem(&word));
 }
 
 /// A crude stemmer, consistent rather than correct: plurals and verb endings go, then a final
@@ -113,6 +122,8 @@ pub struct ValueWords {
     pub action: Vec<String>,
     /// The leaf field's comment words.
     pub comment: BTreeSet<String>,
+    /// The leaf is `<entity>_id` for an entity of the catalog (`channel_id`), not a role.
+    pub names_entity: bool,
 }
 
 /// The words of a field to fill: its name and its comment.
@@ -157,15 +168,25 @@ pub fn fit(field: &FieldWords, value: &ValueWords) -> f64 {
     // `user_id` ← `user.id` / the `id` of a `User`.
     let mut with_entity: Vec<String> = value.entity.clone();
     with_entity.extend(value.leaf.iter().cloned());
-    if *f == with_entity || (value.path.len() > value.leaf.len() && ends_with(f, &value.path)) {
+    if *f == with_entity {
         return 0.95;
+    }
+    if value.path.len() > value.leaf.len() && ends_with(f, &value.path) {
+        // The field may qualify the value (`translated_track_id` ← `track.id`): only when the
+        // qualifier is what the value's action or entity is about (TranslateCaptions' track)
+        // is it the same thing; else it is some other track.
+        let qualifier = &f[..f.len() - value.path.len()];
+        let about = |w: &String| value.entity.contains(w) || value.action.contains(w);
+        return if qualifier.iter().all(about) { 0.95 } else { 0.45 };
     }
     if f_last == v_last && f.len() > 1 {
         let head = &f[..f.len() - 1];
         let context: BTreeSet<&str> =
             value.path.iter().chain(&value.entity).chain(&value.action).map(String::as_str).collect();
-        // `order_id` ← `order.id` deeper in a path, or `payment_id` ← CreatePayment's `id`.
-        if head.iter().all(|w| context.contains(w.as_str())) {
+        // `order_id` ← `order.id` deeper in a path, or `payment_id` ← CreatePayment's `id` —
+        // but not ← `video.channel_id`: the leaf's own words must be the field's.
+        let leaf_head = &value.leaf[..value.leaf.len() - 1];
+        if head.iter().all(|w| context.contains(w.as_str())) && leaf_head.iter().all(|w| head.contains(w)) {
             return if value.action.iter().any(|w| head.contains(w)) && value.entity.is_empty() { 0.8 } else { 0.9 };
         }
         // A role named by the comment: `owner_id` "The user who owns …" ← `user.id` (the
@@ -180,11 +201,24 @@ pub fn fit(field: &FieldWords, value: &ValueWords) -> f64 {
         if !field.names_entity && !entity.is_empty() && entity.iter().all(|w| field.comment.contains(w)) {
             return 0.75;
         }
-        // Only the last word (`id`) in common: a different thing.
-        return 0.1;
+        // The other way round: a role value whose comment names the entity the field names
+        // (`user_id` ← `asset.owner_id`, "The user who owns the asset").
+        if field.names_entity
+            && !value.names_entity
+            && value.leaf.len() > 1
+            && head.iter().all(|w| value.comment.contains(w))
+        {
+            return 0.75;
+        }
+        // Only the last word `id` in common: a different thing. (Other shared heads — a
+        // `display_name` ← a `name` — are partial fits, below.)
+        if v_last == Some("id") {
+            return 0.1;
+        }
     }
-    // `display_name` ← `name`; `source_url` ← `url`.
-    if value.leaf.iter().all(|w| f.contains(w)) {
+    // `display_name` ← `name`; `source_url` ← `url` — the value names the field's head (its
+    // last word: a `display_name` is a name), not only a qualifier (`track_id` is no `track`).
+    if value.leaf.iter().all(|w| f.contains(w)) && f_last == v_last {
         return 0.55 + 0.25 * value.leaf.len() as f64 / f.len() as f64;
     }
     // `to` "Recipient address." ← `email`: the comment says what the field holds.
@@ -223,7 +257,8 @@ mod tests {
 
     #[test]
     fn words_split_case_and_stem() {
-        assert_eq!(words("displayName"), ["display", "name"]);
+        assert_eq!(words("displayName"), words("display name"));
+        assert_eq!(words("displayName").len(), 2);
         assert_eq!(words("CreateOrders"), words("creating order"));
         assert_eq!(words("the user_ids of the charged card"), ["user", "id", "charg", "card"]);
         assert_eq!(words("categories addresses"), ["category", "address"]);
@@ -233,7 +268,7 @@ mod tests {
     #[test]
     fn fits_rank_the_right_source_first() {
         let user_id = FieldWords::new("user_id", None);
-        assert_eq!(fit(&user_id, &value("user.id", "User")), 0.95);
+        assert!(fit(&user_id, &value("user.id", "User")) >= 0.95);
         assert!(fit(&user_id, &value("broadcast.id", "Broadcast")) < 0.2);
         let owner = FieldWords::new("owner_id", Some("The user who owns the asset."));
         assert_eq!(fit(&owner, &value("user.id", "User")), 0.75);
@@ -242,5 +277,31 @@ mod tests {
         let to = FieldWords::new("to", Some("Recipient address."));
         assert_eq!(fit(&to, &value("email", "")), 0.6);
         assert_eq!(fit(&FieldWords::new("email", None), &value("email", "")), 1.0);
+    }
+
+    #[test]
+    fn a_value_must_name_the_fields_head() {
+        // A `track_id` is no `track`; a `display_name` is a name.
+        let translated = FieldWords::new("translated_track_id", None);
+        assert!(fit(&translated, &value("track", "")) < 0.5);
+        // An extra qualifier only fits when the value's action is about it.
+        let mut by_translate = value("track.id", "CaptionTrack");
+        assert!(fit(&translated, &by_translate) < 0.5);
+        by_translate.action = words("TranslateCaptions");
+        assert_eq!(fit(&translated, &by_translate), 0.95);
+        // Another entity's id inside a path is not the field's.
+        assert!(fit(&FieldWords::new("video_id", None), &value("video.channel_id", "Video")) < 0.5);
+    }
+
+    #[test]
+    fn a_role_value_fills_the_entity_its_comment_names() {
+        let mut owner = value("asset.owner_id", "Asset");
+        owner.comment = words("The user who owns the asset.").into_iter().collect();
+        let mut user_id = FieldWords::new("user_id", None);
+        user_id.names_entity = true;
+        assert_eq!(fit(&user_id, &owner), 0.75);
+        // Not when the value names an entity of its own.
+        owner.names_entity = true;
+        assert!(fit(&user_id, &owner) < 0.5);
     }
 }

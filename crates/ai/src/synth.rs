@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     index::{ActionInfo, Index, Offer, Slot, VTy},
-    names::{FieldWords, ValueWords, canon, canonical_verb, fit, is_generic_verb, words},
+    names::{FieldWords, ValueWords, canon, canonical_verb, fit, is_generic_verb, is_stop, words},
 };
 
 /// Most steps a generated pattern has.
@@ -123,6 +123,9 @@ struct Plan {
     explanation: Vec<String>,
 }
 
+/// Actions found by one scan of the catalog, with their fit, by (action, field name).
+type FitCache = std::cell::RefCell<HashMap<(usize, String), Vec<(usize, f64)>>>;
+
 struct Ctx<'a> {
     index: &'a Index,
     goal: &'a Goal,
@@ -133,6 +136,12 @@ struct Ctx<'a> {
     fixed_inputs: bool,
     text: Vec<String>,
     together: &'a HashMap<(String, String), u32>,
+    /// Per (consumer action, field): the actions that could make it, with their fit.
+    producers: FitCache,
+    /// Per goal input: the actions that take it.
+    consumers: FitCache,
+    /// Per (consumer action, field): the reads that offer it.
+    getters: FitCache,
 }
 
 /// Proposes up to `options.limit` patterns for `goal`, best first, each type-checked against
@@ -165,6 +174,9 @@ pub fn generate(
         inputs,
         text: goal_words(&goal.text),
         together: options.together,
+        producers: Default::default(),
+        consumers: Default::default(),
+        getters: Default::default(),
     };
 
     let mut required = Vec::new();
@@ -196,7 +208,7 @@ pub fn generate(
         let mut producers: Vec<(usize, f64)> = (0..index.actions.len())
             .filter(|&a| ctx.allowed[a])
             .filter_map(|a| {
-                let (_, f) = best_offer(&ow, &index.actions[a], None)?;
+                let (_, f) = best_origin(&ow, &index.actions[a], None)?;
                 (f >= 0.5).then(|| (a, f + ctx.prior(&required, a)))
             })
             .collect();
@@ -242,11 +254,25 @@ pub fn generate(
         break;
     }
 
+    // Plans best first; only as many are compiled as are returned (compiling is the costly
+    // part on a large catalog).
+    let mut plans: Vec<(f64, Plan)> = sets
+        .into_iter()
+        .filter_map(|set| ctx.plan(set, goal.end_with.as_deref()))
+        .map(|plan| (ctx.score(&plan), plan))
+        .collect();
+    plans.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let limit = options.limit.clamp(1, MAX_CANDIDATES);
     let mut candidates = Vec::new();
     let mut rejected = 0;
-    for set in sets {
-        let Some(plan) = ctx.plan(set, goal.end_with.as_deref()) else { continue };
-        let score = ctx.score(&plan);
+    for (score, plan) in plans {
+        if candidates.len() >= limit {
+            break;
+        }
+        if debug() {
+            let steps: Vec<&str> = plan.steps.iter().map(|&a| short(&index.actions[a].name)).collect();
+            eprintln!("candidate {score:.2}: [{}] {}", steps.join(", "), plan.explanation.join("; "));
+        }
         let doc = ctx.document(&plan);
         match document::from_json(doc) {
             Ok(pattern) => match compile(&pattern, catalog, patterns) {
@@ -255,7 +281,7 @@ pub fn generate(
                 }
                 Err(diags) => {
                     rejected += 1;
-                    if std::env::var_os("NEXUS_SYNTH_DEBUG").is_some() {
+                    if debug() {
                         eprintln!(
                             "rejected: {}",
                             diags.iter().map(|d| format!("{}: {}", d.path, d.message)).collect::<Vec<_>>().join("; ")
@@ -267,8 +293,17 @@ pub fn generate(
         }
     }
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-    candidates.truncate(options.limit.clamp(1, MAX_CANDIDATES));
     Ok(Generated { candidates, rejected, elapsed: started.elapsed() })
+}
+
+/// Fits this close to 1.0 say the same thing (`user_id` ← `user_id` or ← `user.id`).
+fn quantize(f: f64) -> f64 {
+    if f >= 0.95 { 1.0 } else { f }
+}
+
+/// Whether to trace the search on stderr (`NEXUS_SYNTH_DEBUG=1`).
+fn debug() -> bool {
+    std::env::var_os("NEXUS_SYNTH_DEBUG").is_some()
 }
 
 /// Stands for "it", "them", "its", "their" in the goal's words.
@@ -276,18 +311,34 @@ const PRONOUN: &str = "@it";
 
 /// The goal's words, verbs canonicalized, pronouns kept as [`PRONOUN`].
 fn goal_words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '\'')
+    let tokens: Vec<String> = text
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '\'')
         .filter(|t| !t.is_empty())
         .flat_map(|t| {
             let lower = t.to_ascii_lowercase();
             if matches!(lower.as_str(), "it" | "its" | "them" | "their" | "they" | "him" | "her") {
                 vec![PRONOUN.to_string()]
+            } else if is_stop(&lower) {
+                Vec::new()
             } else {
                 words(t.trim_end_matches("'s").trim_matches('\''))
             }
         })
-        .map(|w| canonical_verb(&w).map(str::to_string).unwrap_or(w))
-        .collect()
+        .collect();
+    // Phrasal verbs that mean "create": "sign up a viewer", "set up a stream".
+    let mut out: Vec<String> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let phrasal = matches!(tokens[i].as_str(), "sign" | "set") && tokens.get(i + 1).is_some_and(|t| t == "up");
+        if phrasal {
+            out.push("creat".to_string());
+            i += 2;
+            continue;
+        }
+        out.push(canonical_verb(&tokens[i]).map(str::to_string).unwrap_or_else(|| tokens[i].clone()));
+        i += 1;
+    }
+    out
 }
 
 fn check_goal(goal: &Goal) -> Result<(), GoalError> {
@@ -332,6 +383,28 @@ fn best_offer<'a>(field: &FieldWords, action: &'a ActionInfo, ty: Option<&VTy>) 
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
+/// The offer of `action` that best fits `field` among those that are not echoes of its own
+/// request (see [`Offer::echoes`]): what an action can be added to the pattern to *make*.
+fn best_origin<'a>(field: &FieldWords, action: &'a ActionInfo, ty: Option<&VTy>) -> Option<(&'a Offer, f64)> {
+    action
+        .offers
+        .iter()
+        .filter(|o| !echoes_for(o, action, field))
+        .filter_map(|o| {
+            let t = ty.map_or(1.0, |ty| o.ty.fits(ty));
+            let f = fit(field, &o.words) * t;
+            (f > 0.0).then_some((o, f))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Whether offer `o` of `action` is, for `field`, only an echo of the action's request. Not when
+/// the field names what the action does to it: `translated_track_id` is TranslateCaptions' new
+/// `track.id`, not the `track_id` it was given.
+fn echoes_for(o: &Offer, action: &ActionInfo, field: &FieldWords) -> bool {
+    o.echoes.is_some() && !action.method_words.first().is_some_and(|verb| field.name.contains(verb))
+}
+
 impl Ctx<'_> {
     fn resolve(&self, field: &'static str, action: &str) -> Result<usize, GoalError> {
         match self.index.position(action) {
@@ -349,42 +422,61 @@ impl Ctx<'_> {
 
     /// Actions the goal's words name: a verb followed closely by the method's other words
     /// ("create a user" → CreateUser, "place an order" → CreateOrder), a one-word method
-    /// ("subscribe"), or the second word of a method whose first only says "do it" ("transcode
-    /// it" → StartTranscode). For each verb in the text, the best such action.
+    /// ("subscribe"), the second word of a method whose first only says "do it" ("transcode
+    /// it" → StartTranscode), or the verb of the method's comment ("start a broadcast" →
+    /// CreateBroadcast, "Starts a live broadcast"). When the method's other words are not in the
+    /// text, the comment's words close after the verb may say it instead ("check that they may
+    /// watch it" → CheckAccess, "Whether a user may watch …"). For each verb in the text, the
+    /// best such action; the method's words closer to the verb count more, so "create a user,
+    /// start a broadcast" names CreateUser, not CreateBroadcast.
     fn mentioned(&self) -> Vec<usize> {
         let text = &self.text;
         let mut out = Vec::new();
         for (i, verb) in text.iter().enumerate() {
             let mut best: Option<(usize, f64)> = None;
+            let window = &text[i + 1..text.len().min(i + 7)];
+            // 2.0 right after the verb, less further away.
+            let closeness = |w: &str| window.iter().position(|t| t == w).map_or(0.0, |d| 2.0 / (1.0 + 0.3 * d as f64));
             for (a, info) in self.index.actions.iter().enumerate() {
                 if !self.allowed[a] || info.method_words.is_empty() {
                     continue;
                 }
                 let method: Vec<&str> = info.method_words.iter().map(|w| canon(w)).collect();
-                let (rest, generic) = if method[0] == verb {
-                    (&method[1..], false)
+                let (rest, penalty) = if method[0] == verb {
+                    (&method[1..], 0.0)
                 } else if method.len() == 2 && method[0] != "creat" && is_generic_verb(method[0]) && method[1] == verb {
-                    (&method[2..], true)
+                    (&method[2..], 0.5)
+                } else if info.comment_verb.as_deref() == Some(verb.as_str()) {
+                    (&method[1..], 0.7)
                 } else {
                     continue;
                 };
                 // The method's other words close after the verb ("refund its payment"), or, when
                 // a pronoun follows it ("scan it"), anywhere before.
-                let window = &text[i + 1..text.len().min(i + 7)];
                 let near = rest.iter().filter(|w| window.iter().any(|t| t == *w)).count();
+                let proximity: f64 = rest.iter().map(|w| closeness(w)).sum();
                 let pronoun = text.get(i + 1).is_some_and(|t| t == PRONOUN);
                 let before =
                     if pronoun { rest.iter().filter(|w| text[..i].iter().any(|t| t == *w)).count() } else { 0 };
                 let anywhere = near.max(before);
+                let mut extra = 0.0;
                 if anywhere < rest.len() {
-                    continue;
+                    // The comment's words instead: two of them close after the verb.
+                    let described = window
+                        .iter()
+                        .filter(|t| *t != PRONOUN && *t != verb && info.comment_words.contains(*t))
+                        .count();
+                    if described < 2 || anywhere > 0 {
+                        continue;
+                    }
+                    extra = described as f64 * 0.5 - 1.0;
                 }
                 // More of the method named (close to the verb), and the service named too.
                 let service = info.service_words.iter().filter(|w| text.contains(w)).count() as f64;
                 let comment = info.comment_words.iter().filter(|w| text.contains(w)).count() as f64;
-                let score = near as f64 * 2.0 + (anywhere - near) as f64 + service + 0.2 * comment
+                let score = proximity + (anywhere - near) as f64 + service + 0.2 * comment + extra
                     - 0.5 * (rest.is_empty() as u8 as f64)
-                    - 0.5 * (generic as u8 as f64);
+                    - penalty;
                 if best.is_none_or(|(_, s)| score > s) {
                     best = Some((a, score));
                 }
@@ -498,12 +590,19 @@ impl Ctx<'_> {
                 if skipped.contains(&key) || self.available(set, a, slot) >= 0.75 {
                     continue;
                 }
-                let producers = (0..actions.len())
-                    .filter(|&b| b != a && self.allowed[b] && !set.contains(&b) && !actions[b].server_streaming)
-                    .filter_map(|b| {
-                        let (_, f) = best_offer(&slot.words, &actions[b], Some(&slot.ty))?;
-                        (f >= 0.75).then(|| (b, f + self.prior(set, b)))
-                    })
+                let found = self.cached(&self.producers, (a, slot.name.clone()), || {
+                    (0..actions.len())
+                        .filter(|&b| b != a && self.allowed[b] && !actions[b].server_streaming)
+                        .filter_map(|b| {
+                            let (_, f) = best_origin(&slot.words, &actions[b], Some(&slot.ty))?;
+                            (f >= 0.75).then_some((b, f))
+                        })
+                        .collect()
+                });
+                let producers: Vec<(usize, f64)> = found
+                    .into_iter()
+                    .filter(|(b, _)| !set.contains(b))
+                    .map(|(b, f)| (b, f + self.prior(set, b)))
                     .collect();
                 return Some((key, rank(producers, 2), false));
             }
@@ -516,10 +615,20 @@ impl Ctx<'_> {
             if used || skipped.contains(&key) {
                 continue;
             }
-            let consumers = (0..actions.len())
-                .filter(|&b| self.allowed[b] && !set.contains(&b))
-                .filter_map(|b| {
-                    let f = actions[b].slots.iter().map(|s| fit(&s.words, words) * ty.fits(&s.ty)).fold(0.0, f64::max);
+            let found = self.cached(&self.consumers, (usize::MAX, name.clone()), || {
+                (0..actions.len())
+                    .filter(|&b| self.allowed[b])
+                    .filter_map(|b| {
+                        let f =
+                            actions[b].slots.iter().map(|s| fit(&s.words, words) * ty.fits(&s.ty)).fold(0.0, f64::max);
+                        (f >= 0.9).then_some((b, f))
+                    })
+                    .collect()
+            });
+            let consumers = found
+                .into_iter()
+                .filter(|(b, _)| !set.contains(b))
+                .filter_map(|(b, f)| {
                     let mut with = set.to_vec();
                     with.push(b);
                     let grounded = self.grounded(&with, b);
@@ -536,19 +645,25 @@ impl Ctx<'_> {
                 if skipped.contains(&key) || self.available(set, a, slot) >= 0.6 {
                     continue;
                 }
-                let getters: Vec<(usize, f64)> = (0..actions.len())
-                    .filter(|&b| {
-                        self.allowed[b]
-                            && !set.contains(&b)
-                            && !actions[b].server_streaming
-                            && actions[b].method_words.first().is_some_and(|w| canon(w) == "get")
-                    })
-                    .filter_map(|b| {
-                        let (_, f) = best_offer(&slot.words, &actions[b], Some(&slot.ty))?;
-                        let refs = actions[b].slots.iter().filter(|s| s.is_reference).count();
-                        (f >= 0.9 && refs > 0 && self.grounded(set, b)).then_some((b, f))
-                    })
-                    .collect();
+                let found = self.cached(&self.getters, (a, slot.name.clone()), || {
+                    (0..actions.len())
+                        .filter(|&b| {
+                            self.allowed[b]
+                                && !actions[b].server_streaming
+                                && actions[b].method_words.first().is_some_and(|w| canon(w) == "get")
+                                && actions[b].slots.iter().any(|s| s.is_reference)
+                        })
+                        .filter_map(|b| {
+                            let (_, f) = best_origin(&slot.words, &actions[b], Some(&slot.ty))?;
+                            (f >= 0.9).then_some((b, f))
+                        })
+                        .collect()
+                });
+                // Grounded without `a`: a read that needs what `a` makes runs after it and
+                // cannot feed it.
+                let others: Vec<usize> = set.iter().copied().filter(|&x| x != a).collect();
+                let getters: Vec<(usize, f64)> =
+                    found.into_iter().filter(|(b, _)| !set.contains(b) && self.grounded(&others, *b)).collect();
                 if getters.is_empty() {
                     continue;
                 }
@@ -556,6 +671,22 @@ impl Ctx<'_> {
             }
         }
         None
+    }
+
+    /// `compute()` once per `key` for this goal: the scans of the whole catalog behind a gap
+    /// do not depend on the set being completed, only the filtering after them does.
+    fn cached(
+        &self,
+        cache: &FitCache,
+        key: (usize, String),
+        compute: impl FnOnce() -> Vec<(usize, f64)>,
+    ) -> Vec<(usize, f64)> {
+        if let Some(found) = cache.borrow().get(&key) {
+            return found.clone();
+        }
+        let found = compute();
+        cache.borrow_mut().insert(key, found.clone());
+        found
     }
 
     /// How many of the goal's inputs an action takes.
@@ -573,9 +704,12 @@ impl Ctx<'_> {
     /// given, what reads the fields the input does not give — each as alternatives, bounded.
     fn close(&self, set: Vec<usize>) -> Vec<Vec<usize>> {
         let mut done: Vec<Vec<usize>> = Vec::new();
-        let mut todo: Vec<(Vec<usize>, Vec<String>)> = vec![(set, Vec::new())];
+        // Breadth first: the smallest completions are found before the visit budget runs out
+        // (depth first would spend it on ever longer chains of optional enrichments).
+        let mut todo: std::collections::VecDeque<(Vec<usize>, Vec<String>)> =
+            std::collections::VecDeque::from([(set, Vec::new())]);
         let mut visited = 0;
-        while let Some((set, skipped)) = todo.pop() {
+        while let Some((set, skipped)) = todo.pop_front() {
             visited += 1;
             if visited > 256 || done.len() >= 64 {
                 break;
@@ -588,12 +722,12 @@ impl Ctx<'_> {
             if optional || fillers.is_empty() {
                 let mut more = skipped.clone();
                 more.push(key.clone());
-                todo.push((set.clone(), more));
+                todo.push_back((set.clone(), more));
             }
             for b in fillers {
                 let mut next = set.clone();
                 next.push(b);
-                todo.push((next, skipped.clone()));
+                todo.push_back((next, skipped.clone()));
             }
         }
         done
@@ -602,12 +736,18 @@ impl Ctx<'_> {
     /// Orders a set of actions by what feeds what and wires every field it can.
     fn plan(&self, set: Vec<usize>, end_with: Option<&str>) -> Option<Plan> {
         let actions = &self.index.actions;
-        // b needs a: some reference of b is best filled from a (and not from the input).
+        // b needs a: some reference of b is best filled from a (and not from the input), or
+        // another field of b that the input does not give is one a makes (GetVideo's
+        // `video.source_uri` for StartTranscode's `source_uri`).
         let needs = |b: usize, a: usize| {
             actions[b].slots.iter().any(|s| {
-                s.is_reference
-                    && best_offer(&s.words, &actions[a], Some(&s.ty))
-                        .is_some_and(|(_, f)| f >= 0.75 && self.input_fit(s).is_none_or(|(_, i)| f > i))
+                let least = if s.is_reference { 0.75 } else { 0.9 };
+                let offer = if s.is_reference {
+                    best_offer(&s.words, &actions[a], Some(&s.ty))
+                } else {
+                    best_origin(&s.words, &actions[a], Some(&s.ty))
+                };
+                offer.is_some_and(|(_, f)| f >= least && self.input_fit(s).is_none_or(|(_, i)| f > i))
             })
         };
         let mut order: Vec<usize> = Vec::new();
@@ -638,25 +778,33 @@ impl Ctx<'_> {
             let mut with = BTreeMap::new();
             for slot in &info.slots {
                 let from_input = self.input_fit(slot).filter(|(_, f)| *f >= 0.5);
+                // Unfixed inputs: a field of the name of an input an earlier step already
+                // takes is that same value.
+                let from_input = from_input.or_else(|| {
+                    (!self.fixed_inputs && inputs.get(&slot.name).is_some_and(|t| *t == slot.ty))
+                        .then(|| (slot.name.clone(), 1.0))
+                });
                 let from_step = order[..i]
                     .iter()
                     .enumerate()
                     .filter_map(|(j, &p)| {
                         let (o, f) = best_offer(&slot.words, &actions[p], Some(&slot.ty))?;
-                        Some((j, o.path.clone(), f))
+                        Some((self.origin(&wires, j, p, o, &slot.words), f, j))
                     })
-                    .filter(|(_, _, f)| *f >= if slot.is_reference { 0.75 } else { 0.6 })
-                    .max_by(|x, y| x.2.total_cmp(&y.2));
+                    .filter(|(_, f, _)| *f >= if slot.is_reference { 0.75 } else { 0.6 })
+                    // An id from the step that made it: near-equal fits count as equal, and the
+                    // earliest wins.
+                    .max_by(|x, y| quantize(x.1).total_cmp(&quantize(y.1)).then(y.2.cmp(&x.2)));
                 let chosen = match (from_input, from_step) {
-                    (Some((n, fi)), Some((j, path, fs))) => {
+                    (Some((n, fi)), Some((src, fs, _))) => {
                         if fs > fi {
-                            (Source::Step { step: j, path }, fs)
+                            (src, fs)
                         } else {
                             (Source::Input(n), fi)
                         }
                     }
                     (Some((n, fi)), None) => (Source::Input(n), fi),
-                    (None, Some((j, path, fs))) => (Source::Step { step: j, path }, fs),
+                    (None, Some((src, fs, _))) => (src, fs),
                     (None, None) => {
                         if self.fixed_inputs {
                             if slot.is_reference {
@@ -707,20 +855,27 @@ impl Ctx<'_> {
             }
             // An id comes from the step that made it (the first), a state from the last step
             // that changed it; `customer.id` is as good a `customer_id` as an echoed one.
+            // Among ids, an entity's own (`payment.id`) is where it comes from; a copy of it
+            // held by another entity (`order.payment_id`) comes later.
             let id_like = ow.name.last().is_some_and(|w| w == "id");
             let best = order
                 .iter()
                 .enumerate()
                 .filter_map(|(j, &a)| {
                     let (o, f) = best_offer(&ow, &actions[a], want.as_ref())?;
-                    Some((j, o.path.clone(), if f >= 0.95 { 1.0 } else { f }))
+                    let own = id_like && o.words.leaf == ["id"];
+                    Some((j, o, quantize(f), own))
                 })
-                .max_by(|x, y| x.2.total_cmp(&y.2).then(if id_like { y.0.cmp(&x.0) } else { x.0.cmp(&y.0) }))?;
+                .max_by(|x, y| {
+                    x.2.total_cmp(&y.2).then(x.3.cmp(&y.3)).then(if id_like { y.0.cmp(&x.0) } else { x.0.cmp(&y.0) })
+                })?;
             if best.2 < 0.5 {
                 return None;
             }
-            explanation.push(format!("output {} ← {}.{}", out.name, short(&actions[order[best.0]].name), best.1));
-            outputs.push((out.name.clone(), Source::Step { step: best.0, path: best.1 }, best.2));
+            // A value a step only echoes comes from where that step got it.
+            let source = self.origin(&wires, best.0, order[best.0], best.1, &ow);
+            explanation.push(format!("output {} ← {}.{}", out.name, short(&actions[order[best.0]].name), best.1.path));
+            outputs.push((out.name.clone(), source, best.2));
         }
         if self.goal.outputs.is_empty() {
             // No outputs asked for: what the last step says about its entity (its id), or its
@@ -745,6 +900,24 @@ impl Ctx<'_> {
         Some(Plan { steps: order, wires, inputs, outputs, unfilled_references: unfilled, explanation })
     }
 
+    /// Where the value of offer `o` of step `j` comes from: the step itself, or — when the offer
+    /// only echoes one of the step's request fields — whatever filled that field.
+    fn origin(
+        &self,
+        wires: &[BTreeMap<String, (Source, f64)>],
+        j: usize,
+        a: usize,
+        o: &Offer,
+        field: &FieldWords,
+    ) -> Source {
+        o.echoes
+            .as_ref()
+            .filter(|_| echoes_for(o, &self.index.actions[a], field))
+            .and_then(|field| wires.get(j)?.get(field))
+            .map(|(src, _)| src.clone())
+            .unwrap_or_else(|| Source::Step { step: j, path: o.path.clone() })
+    }
+
     fn score(&self, plan: &Plan) -> f64 {
         let outputs: f64 = plan.outputs.iter().map(|(_, _, f)| f).sum();
         // A reference filled from a step is what makes the steps one workflow; a field filled
@@ -757,6 +930,8 @@ impl Ctx<'_> {
                 wires += match source {
                     Source::Step { .. } if reference => 0.5 * f,
                     Source::Step { .. } => 0.1 * f,
+                    // An input is worth using once; more steps taking it add little.
+                    Source::Input(name) if used.contains(&name.as_str()) => 0.05 * f,
                     Source::Input(name) => {
                         used.push(name);
                         0.2 * f
@@ -899,4 +1074,24 @@ fn default_name<'a>(goal: &Goal, calls: impl Iterator<Item = &'a str>) -> String
     };
     let base: String = base.chars().take(60).collect();
     if base.starts_with(|c: char| c.is_ascii_alphabetic()) { base } else { format!("generated_{base}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::stem;
+
+    #[test]
+    fn phrasal_verbs_mean_create() {
+        assert_eq!(goal_words("Sign up a viewer"), ["creat".to_string(), stem("viewer")]);
+        assert_eq!(goal_words("set up a live stream")[0], "creat");
+        assert_eq!(goal_words("set up a live stream").len(), 3);
+        assert_eq!(goal_words("set the title"), words("set title"));
+    }
+
+    #[test]
+    fn near_equal_fits_are_equal() {
+        assert_eq!(quantize(0.95), 1.0);
+        assert_eq!(quantize(0.9), 0.9);
+    }
 }

@@ -14,7 +14,7 @@ impl Rng {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
@@ -23,11 +23,11 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
 }
 
@@ -54,7 +54,16 @@ pub struct HistorySpec {
 
 impl Default for HistorySpec {
     fn default() -> Self {
-        Self { executions: 100_000, patterns: 60, actions: 200, composites: 8, chains: 2, shared: 5, noise: 0.10, seed: 7 }
+        Self {
+            executions: 100_000,
+            patterns: 60,
+            actions: 200,
+            composites: 8,
+            chains: 2,
+            shared: 5,
+            noise: 0.10,
+            seed: 7,
+        }
     }
 }
 
@@ -106,10 +115,16 @@ pub fn history(spec: &HistorySpec) -> (Vec<Trace>, Planted) {
     let mut counter: u64 = 0;
     let mut fresh = |rng: &mut Rng| {
         counter += 1;
-        value_hash(&format!("v{}-{}", counter, rng.next()))
+        value_hash(&format!("v{}-{}", counter, rng.next_u64()))
     };
     let mut recent_outputs: Vec<ValueLike> = Vec::new();
-    let make = |p: usize, id: u64, started: u64, input: Vec<(String, u64)>, output: Vec<(String, u64)>, rng: &mut Rng, steps_of: &Vec<Vec<String>>| {
+    let make = |p: usize,
+                id: u64,
+                started: u64,
+                input: Vec<(String, u64)>,
+                output: Vec<(String, u64)>,
+                rng: &mut Rng,
+                steps_of: &Vec<Vec<String>>| {
         let fail_at = if rng.chance(0.03) { Some(rng.below(steps_of[p].len())) } else { None };
         let steps: Vec<StepTrace> = steps_of[p]
             .iter()
@@ -182,10 +197,8 @@ pub fn history(spec: &HistorySpec) -> (Vec<Trace>, Planted) {
             }
         }
     }
-    let planted = Planted {
-        composites: composites.iter().map(|c| c.iter().map(|&p| name(p)).collect()).collect(),
-        shared,
-    };
+    let planted =
+        Planted { composites: composites.iter().map(|c| c.iter().map(|&p| name(p)).collect()).collect(), shared };
     (traces, planted)
 }
 

@@ -680,6 +680,90 @@ pub async fn tail_events(target: &Target, types: Vec<String>, filter: Option<Str
     Ok(())
 }
 
+pub async fn suggest(
+    target: &Target,
+    pattern: Option<String>,
+    kinds: &[String],
+    min_support: Option<u32>,
+    limit: u32,
+    show: bool,
+) -> anyhow::Result<()> {
+    let mut kind_numbers = Vec::new();
+    for k in kinds {
+        let name = format!("SUGGESTION_KIND_{}", k.to_ascii_uppercase());
+        let kind = pb::SuggestionKind::from_str_name(&name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--kind {k}: not a kind (composite, shared_subpattern, retry_policy, parallelize, unread_output)"
+            )
+        })?;
+        kind_numbers.push(kind as i32);
+    }
+    let mut client = connect(target).await?;
+    let req = pb::SuggestPatternsRequest {
+        kinds: kind_numbers,
+        pattern_name: pattern.unwrap_or_default(),
+        min_support: min_support.unwrap_or(0),
+        limit,
+        ..Default::default()
+    };
+    let r = client.suggest_patterns(req).await.map_err(status_error)?.into_inner();
+    if target.json {
+        say!("{}", render::message_json(&r, "nexus.v1.SuggestPatternsResponse"));
+    } else {
+        say_raw!("{}", render::suggestions(&r, show));
+    }
+    Ok(())
+}
+
+/// What `nexus generate` asks for.
+pub struct GoalArgs {
+    pub goal: Option<String>,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub use_actions: Vec<String>,
+    pub end_with: Option<String>,
+    pub name: Option<String>,
+    pub limit: u32,
+    pub save: Option<std::path::PathBuf>,
+}
+
+fn goal_field(text: &str) -> pb::GoalField {
+    match text.split_once(':') {
+        Some((name, ty)) => pb::GoalField { name: name.trim().to_string(), r#type: ty.trim().to_string() },
+        None => pb::GoalField { name: text.trim().to_string(), r#type: String::new() },
+    }
+}
+
+pub async fn generate(target: &Target, g: GoalArgs) -> anyhow::Result<()> {
+    let mut client = connect(target).await?;
+    let req = pb::GeneratePatternRequest {
+        goal: g.goal.unwrap_or_default(),
+        inputs: g.inputs.iter().map(|i| goal_field(i)).collect(),
+        outputs: g.outputs.iter().map(|o| goal_field(o)).collect(),
+        use_actions: g.use_actions,
+        end_with: g.end_with.unwrap_or_default(),
+        name: g.name.unwrap_or_default(),
+        limit: g.limit,
+        offline: false,
+    };
+    let r = client.generate_pattern(req).await.map_err(status_error)?.into_inner();
+    if let (Some(path), Some(best)) = (&g.save, r.candidates.first()) {
+        std::fs::write(path, &best.yaml).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if target.json {
+        say!("{}", render::message_json(&r, "nexus.v1.GeneratePatternResponse"));
+    } else {
+        say_raw!("{}", render::generated(&r));
+        if let (Some(path), false) = (&g.save, r.candidates.is_empty()) {
+            say!("best candidate written to {}", path.display());
+        }
+    }
+    if r.candidates.is_empty() {
+        anyhow::bail!("no candidate: {}", r.notes.join("; "));
+    }
+    Ok(())
+}
+
 pub async fn whoami(target: &Target) -> anyhow::Result<()> {
     let mut client = connect(target).await?;
     let r = client.who_am_i(pb::WhoAmIRequest {}).await.map_err(status_error)?.into_inner();

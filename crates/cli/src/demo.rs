@@ -146,6 +146,56 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .into_inner();
     print!("{}", render::timeline(&execution));
 
+    // Usage the system learns from: a few users sign up, then each watches the keynote with the
+    // user id sign-up returned. SuggestPatterns finds the flow and proposes one pattern for it.
+    for (i, name) in ["Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra"].iter().enumerate() {
+        let email = format!("viewer{i}@example.com");
+        let signed_up = client
+            .execute_pattern(pb::ExecutePatternRequest {
+                pattern_name: "user_creation".into(),
+                input: value::serde_to_struct(&serde_json::json!({"email": email, "name": name})),
+                ..Default::default()
+            })
+            .await
+            .map_err(client::status_error)
+            .context("executing user_creation")?
+            .into_inner();
+        let user_id = signed_up
+            .output
+            .as_ref()
+            .and_then(|o| o.fields.get("user_id"))
+            .and_then(|v| match &v.kind {
+                Some(prost_types::value::Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .context("user_creation returned no user_id")?;
+        client
+            .execute_pattern(pb::ExecutePatternRequest {
+                pattern_name: "subscribe_live_stream".into(),
+                input: value::serde_to_struct(
+                    &serde_json::json!({"broadcast_id": "public-keynote", "user_id": user_id, "max_chunks": 2}),
+                ),
+                ..Default::default()
+            })
+            .await
+            .map_err(client::status_error)
+            .context("executing subscribe_live_stream")?;
+    }
+    println!(
+        "
+ran user_creation then subscribe_live_stream (with the new user_id) for 4 users"
+    );
+    let suggested = client
+        .suggest_patterns(pb::SuggestPatternsRequest {
+            kinds: vec![pb::SuggestionKind::Composite as i32],
+            ..Default::default()
+        })
+        .await
+        .map_err(client::status_error)
+        .context("SuggestPatterns")?
+        .into_inner();
+    print!("SuggestPatterns: {}", render::suggestions(&suggested, true));
+
     println!("\nNexus      http://{addr}  (gRPC, gRPC-Web, Connect JSON and CloudEvents at /events on one port)");
     println!("Web UI     http://{addr}/ui/  (composer, catalog, marketplace, executions, graph)");
     println!("backends   http://{backend}  (demo.user.v1.UserService, demo.asset.v1.AssetService,");

@@ -154,6 +154,56 @@ enum Command {
     /// Publish events, or follow them live.
     #[command(subcommand)]
     Event(EventCommand),
+    /// Patterns proposed from what your tenant really runs: composites, shared sub-patterns,
+    /// improvements (each a complete document that validates; nothing is registered).
+    Suggest {
+        /// Only suggestions involving this pattern.
+        #[arg(long)]
+        pattern: Option<String>,
+        /// Only these kinds: composite, shared_subpattern, retry_policy, parallelize,
+        /// unread_output (repeatable).
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Least executions a suggestion rests on.
+        #[arg(long)]
+        min_support: Option<u32>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print each suggestion's document in full (YAML).
+        #[arg(long)]
+        show: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Synthesize patterns from a goal over the catalog, each type-checked (nothing is
+    /// registered: review one, then `nexus pattern register`).
+    Generate {
+        /// The goal in words: "create a user and send them a welcome email".
+        goal: Option<String>,
+        /// An input field of the pattern, `NAME` or `NAME:TYPE` (repeatable; TYPE a proto scalar
+        /// such as string or int64, or a message name).
+        #[arg(long = "input", short = 'i')]
+        inputs: Vec<String>,
+        /// A field the output must have, `NAME` or `NAME:TYPE` (repeatable).
+        #[arg(long = "output", short = 'o')]
+        outputs: Vec<String>,
+        /// An action the pattern must call (repeatable).
+        #[arg(long = "use")]
+        use_actions: Vec<String>,
+        /// The action of the last step.
+        #[arg(long)]
+        end_with: Option<String>,
+        /// The generated pattern's name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        limit: u32,
+        /// Write the best candidate's YAML to this file.
+        #[arg(long)]
+        save: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Show the identity the server sees for these credentials.
     Whoami {
         #[command(flatten)]
@@ -499,6 +549,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client::graph(&target, client::GraphQuery::Neighbourhood(node), depth).await
         }
         Command::Whoami { target } => client::whoami(&target).await,
+        Command::Suggest { pattern, kinds, min_support, limit, show, target } => {
+            client::suggest(&target, pattern, &kinds, min_support, limit, show).await
+        }
+        Command::Generate { goal, inputs, outputs, use_actions, end_with, name, limit, save, target } => {
+            let goal = client::GoalArgs { goal, inputs, outputs, use_actions, end_with, name, limit, save };
+            client::generate(&target, goal).await
+        }
         Command::Event(EventCommand::Publish { event_type, data, id, source, subject, target }) => {
             client::publish_event(&target, event_type, &data, id, source, subject).await
         }

@@ -488,3 +488,89 @@ mod safety_tests {
         assert!(versions(&r).contains("1.0.0-xxx"));
     }
 }
+
+/// `nexus suggest`: each suggestion with its evidence and gain.
+pub fn suggestions(r: &pb::SuggestPatternsResponse, show: bool) -> String {
+    let mut out = String::new();
+    let took = r.took.as_ref().map_or(0.0, |d| d.seconds as f64 * 1e3 + f64::from(d.nanos) / 1e6);
+    if r.suggestions.is_empty() {
+        out.push_str(&format!("no suggestions from {} executions ({took:.1} ms)\n", r.executions_analyzed));
+        return out;
+    }
+    out.push_str(&format!(
+        "{} suggestion(s) from {} executions ({took:.1} ms)\n",
+        r.suggestions.len(),
+        r.executions_analyzed
+    ));
+    for s in &r.suggestions {
+        let kind = pb::SuggestionKind::try_from(s.kind)
+            .map_or("UNKNOWN", |k| k.as_str_name())
+            .trim_start_matches("SUGGESTION_KIND_")
+            .to_ascii_lowercase();
+        out.push_str(&format!("\n[{}] {} ({kind})\n", s.id, terminal_safe(&s.title)));
+        out.push_str(&format!("  {}\n", terminal_safe(&s.rationale)));
+        out.push_str(&format!("  support {} executions, confidence {:.0} %\n", s.support, s.confidence * 100.0));
+        if let Some(g) = &s.gain
+            && !g.summary.is_empty()
+        {
+            out.push_str(&format!("  gain: {}\n", terminal_safe(&g.summary)));
+        }
+        if !s.execution_ids.is_empty() {
+            let shown: Vec<&str> = s.execution_ids.iter().take(3).map(String::as_str).collect();
+            out.push_str(&format!(
+                "  evidence: {}{}\n",
+                shown.join(", "),
+                if s.execution_ids.len() > 3 {
+                    format!(" and {} more", s.execution_ids.len() - 3)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        for c in s.changes.iter().take(10) {
+            out.push_str(&format!("  change: {}\n", terminal_safe(&c.path)));
+        }
+        if show {
+            out.push_str("  ---\n");
+            for line in s.yaml.lines() {
+                out.push_str(&format!("  {}\n", terminal_safe(line)));
+            }
+        } else if let Some(p) = &s.pattern {
+            out.push_str(&format!(
+                "  pattern {} with {} step(s) (--show prints it)\n",
+                terminal_safe(&p.name),
+                p.steps.len()
+            ));
+        }
+    }
+    out
+}
+
+/// `nexus generate`: the candidates, best first.
+pub fn generated(r: &pb::GeneratePatternResponse) -> String {
+    let mut out = String::new();
+    for (i, c) in r.candidates.iter().enumerate() {
+        let Some(p) = &c.pattern else { continue };
+        let calls: Vec<&str> = p.steps.iter().map(|s| s.call.rsplit('.').next().unwrap_or(&s.call)).collect();
+        out.push_str(&format!(
+            "#{} score {:.2} ({}): {}\n",
+            i + 1,
+            c.score,
+            c.source,
+            terminal_safe(&calls.join(" → "))
+        ));
+        for line in c.explanation.iter().take(12) {
+            out.push_str(&format!("   {}\n", terminal_safe(line)));
+        }
+        if i == 0 {
+            out.push_str("   ---\n");
+            for line in c.yaml.lines() {
+                out.push_str(&format!("   {}\n", terminal_safe(line)));
+            }
+        }
+    }
+    for note in &r.notes {
+        out.push_str(&format!("note: {}\n", terminal_safe(note)));
+    }
+    out
+}

@@ -65,6 +65,8 @@ pub struct Registry {
     /// validations in that tenant type-check `event.data.*` against them. Reloaded with the
     /// names on every refresh.
     event_types: RwLock<HashMap<(String, String), (StoredEventType, InputSchema)>>,
+    /// The catalog indexed for GeneratePattern, rebuilt when the catalog is swapped.
+    generation_index: std::sync::Mutex<Option<(Arc<Catalog>, Arc<nexus_ai::Index>)>>,
 }
 
 /// How far back [`Registry::refresh_recent`] looks before the newest version it knows: covers
@@ -104,6 +106,7 @@ impl Registry {
             usage: std::sync::Mutex::new(HashMap::new()),
             newest_ms: std::sync::atomic::AtomicI64::new(0),
             event_types: RwLock::new(HashMap::new()),
+            generation_index: std::sync::Mutex::new(None),
         };
         registry.refresh().await?;
         Ok(registry)
@@ -542,6 +545,43 @@ impl Registry {
                 format!("`{action}` is restricted: only patterns registered by {} may call it", names.join(" or ")),
             ));
         }
+    }
+
+    /// The catalog indexed for synthesis (built once per catalog).
+    pub fn generation_index(&self) -> Arc<nexus_ai::Index> {
+        let catalog = self.catalog();
+        let mut cached = self.generation_index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((c, index)) = cached.as_ref()
+            && Arc::ptr_eq(c, &catalog)
+        {
+            return index.clone();
+        }
+        let index = Arc::new(nexus_ai::Index::new(&catalog));
+        *cached = Some((catalog, index.clone()));
+        index
+    }
+
+    /// Whether `caller` could register a pattern that calls `action` (it is not restricted to
+    /// roles they lack).
+    pub fn may_call(&self, action: &str, caller: &Principal) -> bool {
+        self.restricted.get(action).is_none_or(|roles| caller.any_of(roles))
+    }
+
+    /// The latest version of every name `caller` may see.
+    pub fn visible_latest(&self, caller: &Principal) -> Vec<pb::Pattern> {
+        let visible: Vec<String> = {
+            let names = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            names.iter().filter(|(_, n)| visible_to(n, caller)).map(|(k, _)| k.clone()).collect()
+        };
+        visible.iter().filter_map(|name| self.get(name, "latest").ok().map(|e| e.document)).collect()
+    }
+
+    /// One version's document, when `caller` may see its name.
+    pub fn visible_document(&self, name: &str, version: &str, caller: &Principal) -> Option<pb::Pattern> {
+        if self.visible_here(name, caller) != Some(true) {
+            return None;
+        }
+        self.get(name, version).ok().map(|e| e.document)
     }
 
     /// Whether the name exists here and `caller` may see it (the hot path: no copy).

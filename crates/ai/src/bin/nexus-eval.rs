@@ -146,7 +146,10 @@ fn nexus_ai_mine(executions: usize, check: bool) -> Result<bool, String> {
         ok &= recall >= 0.9 && precision >= 0.8 && (label != "speed" || took < Duration::from_secs(10));
     }
     if check {
-        println!("goals (recall ≥ 90 %, precision ≥ 80 %, 1,000,000 executions mined in < 10 s): {}", if ok { "met" } else { "NOT met" });
+        println!(
+            "goals (recall ≥ 90 %, precision ≥ 80 %, 1,000,000 executions mined in < 10 s): {}",
+            if ok { "met" } else { "NOT met" }
+        );
         return Ok(ok);
     }
     Ok(true)

@@ -5,6 +5,7 @@
 //! `crate::error` picks the gRPC code. The trait impl below only delegates.
 
 pub(crate) mod access;
+mod ai;
 mod catalog;
 mod events;
 mod executions;
@@ -149,4 +150,6 @@ delegate! {
     publish_event(pb::PublishEventRequest) -> pb::PublishEventResponse;
     register_event_type(pb::RegisterEventTypeRequest) -> pb::EventType;
     list_event_types(pb::ListEventTypesRequest) -> pb::ListEventTypesResponse;
+    suggest_patterns(pb::SuggestPatternsRequest) -> pb::SuggestPatternsResponse;
+    generate_pattern(pb::GeneratePatternRequest) -> pb::GeneratePatternResponse;
 }
