@@ -121,6 +121,9 @@ pub struct Slot {
     /// Names another entity by id (`user_id`, `owner_id`): must be filled for the call to mean
     /// anything.
     pub is_reference: bool,
+    /// The comment says the call does without it ("the current rate applies when empty",
+    /// "Optional …", "(default: standard)"): left unset unless a value clearly is it.
+    pub optional: bool,
 }
 
 /// A value a response offers: a top-level field, or a field of a top-level message field
@@ -195,13 +198,21 @@ impl Index {
                     // comment ("Starts a live broadcast owned by a user" says whose id
                     // `owner_id` is) — less the words naming the method's own entity, which is
                     // what the reference is *not* (a broadcast is not its own owner).
+                    // Likewise for a commented reference of a create: the entity being created
+                    // does not exist yet, so its own name in the comment ("The account that
+                    // will own the channel") cannot say whose id the field holds.
+                    let creates = action_words.first().is_some_and(|v| crate::names::canon(v) == "creat");
+                    if is_reference && comment.is_some() && creates {
+                        words.comment.retain(|w| !action_words.iter().skip(1).any(|a| a == w));
+                    }
                     if is_reference && comment.is_none() {
                         words.comment = comment_words(method_comment.clone())
                             .into_iter()
                             .filter(|w| !action_words.iter().skip(1).any(|a| a == w))
                             .collect();
                     }
-                    Slot { name: f.name().to_string(), ty, words, is_reference }
+                    let optional = comment.as_deref().is_some_and(says_optional);
+                    Slot { name: f.name().to_string(), ty, words, is_reference, optional }
                 })
                 .collect();
             let mut offers = Vec::new();
@@ -347,6 +358,29 @@ fn mark_echoes(slots: &[Slot], offers: &mut [Offer]) {
     }
 }
 
+/// Whether a field's comment says the field may be left out: it names what happens when the
+/// field is empty, or a default. (API documentation says this in a handful of stock phrases.)
+pub fn says_optional(comment: &str) -> bool {
+    let c = comment.to_ascii_lowercase();
+    [
+        "when unset",
+        "when empty",
+        "if unset",
+        "if empty",
+        "when not set",
+        "if not set",
+        "when omitted",
+        "if omitted",
+        "if any",
+        "optional",
+        "(default",
+        "default:",
+    ]
+    .iter()
+    .any(|p| c.contains(p))
+        || c.trim_start().starts_with("default")
+}
+
 /// The first word of a method's comment as a verb (see [`ActionInfo::comment_verb`]).
 fn comment_verb(comment: &str) -> Option<String> {
     let w = words(comment);
@@ -359,4 +393,20 @@ fn comment_verb(comment: &str) -> Option<String> {
 
 fn comment_words(text: Option<String>) -> BTreeSet<String> {
     text.map(|t| words(&t).into_iter().collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_fields_are_told_by_their_comment() {
+        assert!(says_optional("A quote to honour; the current rate applies when empty."));
+        assert!(says_optional("Amount to collect; the whole authorized amount when unset."));
+        assert!(says_optional("Wanted speed (default: standard)."));
+        assert!(says_optional("Optional mobile number, E.164."));
+        assert!(says_optional("The comment this one replies to, if any."));
+        assert!(!says_optional("Amount to collect, usually the order total."));
+        assert!(!says_optional("The order being paid."));
+    }
 }

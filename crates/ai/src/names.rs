@@ -166,9 +166,8 @@ pub fn fit(field: &FieldWords, value: &ValueWords) -> f64 {
     let f_last = f.last().map(String::as_str);
     let v_last = value.leaf.last().map(String::as_str);
     // `user_id` ← `user.id` / the `id` of a `User`.
-    let mut with_entity: Vec<String> = value.entity.clone();
-    with_entity.extend(value.leaf.iter().cloned());
-    if *f == with_entity {
+    // (Compared without building `entity + leaf`: fit runs for every offer of every candidate.)
+    if f.len() == value.entity.len() + value.leaf.len() && f.iter().eq(value.entity.iter().chain(&value.leaf)) {
         return 0.95;
     }
     if value.path.len() > value.leaf.len() && ends_with(f, &value.path) {
@@ -181,13 +180,22 @@ pub fn fit(field: &FieldWords, value: &ValueWords) -> f64 {
     }
     if f_last == v_last && f.len() > 1 {
         let head = &f[..f.len() - 1];
-        let context: BTreeSet<&str> =
-            value.path.iter().chain(&value.entity).chain(&value.action).map(String::as_str).collect();
+        let in_context = |w: &String| value.path.contains(w) || value.entity.contains(w) || value.action.contains(w);
         // `order_id` ← `order.id` deeper in a path, or `payment_id` ← CreatePayment's `id` —
         // but not ← `video.channel_id`: the leaf's own words must be the field's.
         let leaf_head = &value.leaf[..value.leaf.len() - 1];
-        if head.iter().all(|w| context.contains(w.as_str())) && leaf_head.iter().all(|w| head.contains(w)) {
+        if head.iter().all(in_context) && leaf_head.iter().all(|w| head.contains(w)) {
             return if value.action.iter().any(|w| head.contains(w)) && value.entity.is_empty() { 0.8 } else { 0.9 };
+        }
+        // The id of what the action itself made, named after the action (`email_id` ←
+        // SendEmail's top-level `message_id`): only when the leaf does not name another entity
+        // of the catalog (a `channel_id` is a channel's, whatever the action).
+        if value.entity.is_empty()
+            && value.path.len() == value.leaf.len()
+            && !value.names_entity
+            && head.iter().all(|w| value.action.contains(w))
+        {
+            return 0.8;
         }
         // A role named by the comment: `owner_id` "The user who owns …" ← `user.id` (the
         // entity of a bare `id` is its message; of `customer_id`, the customer).

@@ -135,6 +135,8 @@ struct Ctx<'a> {
     /// Whether the goal fixes the inputs (else unfilled fields become inputs).
     fixed_inputs: bool,
     text: Vec<String>,
+    /// Per word of `text`: whether it may be a verb the goal orders (see [`goal_tokens`]).
+    commands: Vec<bool>,
     together: &'a HashMap<(String, String), u32>,
     /// Per (consumer action, field): the actions that could make it, with their fit.
     producers: FitCache,
@@ -166,13 +168,15 @@ pub fn generate(
         let w = words(&field.name);
         inputs.push((field.name.clone(), ty, ValueWords { leaf: w.clone(), path: w, ..Default::default() }));
     }
+    let (text, commands) = goal_tokens(&goal.text);
     let ctx = Ctx {
         index,
         goal,
         allowed,
         fixed_inputs: !goal.inputs.is_empty(),
         inputs,
-        text: goal_words(&goal.text),
+        text,
+        commands,
         together: options.together,
         producers: Default::default(),
         consumers: Default::default(),
@@ -197,7 +201,7 @@ pub fn generate(
 
     // Each wanted output no required action or input offers: its best producers, one per
     // alternative.
-    let mut choices: Vec<Vec<usize>> = Vec::new();
+    let mut choices: Vec<(FieldWords, Vec<usize>)> = Vec::new();
     for out in &goal.outputs {
         let ow = FieldWords::new(&out.name, None);
         let met = ctx.inputs.iter().any(|(n, _, _)| *n == out.name)
@@ -208,14 +212,17 @@ pub fn generate(
         let mut producers: Vec<(usize, f64)> = (0..index.actions.len())
             .filter(|&a| ctx.allowed[a])
             .filter_map(|a| {
-                let (_, f) = best_origin(&ow, &index.actions[a], None)?;
-                (f >= 0.5).then(|| (a, f + ctx.prior(&required, a)))
+                let (o, f) = best_origin(&ow, &index.actions[a], None)?;
+                // An id is made by the action whose entity it is (`channel.id`), not by one
+                // that holds a copy of it (some `Contract.channel_id`).
+                let own = 0.1 * (is_own_id(&ow, o) as u8 as f64);
+                (f >= 0.5).then(|| (a, quantize(f) + own + ctx.prior(&required, a)))
             })
             .collect();
         producers.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         producers.truncate(3);
         if !producers.is_empty() {
-            choices.push(producers.into_iter().map(|(a, _)| a).collect());
+            choices.push((ow, producers.into_iter().map(|(a, _)| a).collect()));
         }
     }
     if required.is_empty() && choices.is_empty() {
@@ -227,8 +234,18 @@ pub fn generate(
     let mut combo = vec![0usize; choices.len()];
     'combos: for _ in 0..81 {
         let mut set = required.clone();
-        for (c, &pick) in choices.iter().zip(&combo) {
-            if !set.contains(&c[pick]) {
+        for ((ow, c), &pick) in choices.iter().zip(&combo) {
+            // An output a step already picked reports itself (NotifyCustomer's `channel` next
+            // to its `notification_id`: a top-level field of its response) or makes (its
+            // entity's own id) needs no producer of its own. (A field of an entity —
+            // `playlist.item_count` — is state later steps may change: its producer stays.)
+            let made = set.iter().any(|&a| {
+                best_origin(ow, &index.actions[a], None).is_some_and(|(o, f)| {
+                    f >= 0.95
+                        && (is_own_id(ow, o) || !o.path.contains('.') && o.words.leaf.last().is_none_or(|w| w != "id"))
+                })
+            });
+            if !made && !set.contains(&c[pick]) {
                 set.push(c[pick]);
             }
         }
@@ -246,7 +263,7 @@ pub fn generate(
         // Next combination (odometer).
         for i in 0..combo.len() {
             combo[i] += 1;
-            if combo[i] < choices[i].len() {
+            if combo[i] < choices[i].1.len() {
                 continue 'combos;
             }
             combo[i] = 0;
@@ -254,14 +271,28 @@ pub fn generate(
         break;
     }
 
+    if debug() {
+        eprintln!("sets: {} after {:?}", sets.len(), started.elapsed());
+    }
     // Plans best first; only as many are compiled as are returned (compiling is the costly
     // part on a large catalog).
     let mut plans: Vec<(f64, Plan)> = sets
         .into_iter()
-        .filter_map(|set| ctx.plan(set, goal.end_with.as_deref()))
+        .filter_map(|set| {
+            let names: Vec<&str> =
+                if debug() { set.iter().map(|&a| short(&index.actions[a].name)).collect() } else { Vec::new() };
+            let plan = ctx.plan(set, goal.end_with.as_deref());
+            if debug() && plan.is_none() {
+                eprintln!("no plan: [{}]", names.join(", "));
+            }
+            plan
+        })
         .map(|plan| (ctx.score(&plan), plan))
         .collect();
     plans.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if debug() {
+        eprintln!("plans: {} after {:?}", plans.len(), started.elapsed());
+    }
     let limit = options.limit.clamp(1, MAX_CANDIDATES);
     let mut candidates = Vec::new();
     let mut rejected = 0;
@@ -310,35 +341,78 @@ fn debug() -> bool {
 const PRONOUN: &str = "@it";
 
 /// The goal's words, verbs canonicalized, pronouns kept as [`PRONOUN`].
+#[cfg(test)]
 fn goal_words(text: &str) -> Vec<String> {
-    let tokens: Vec<String> = text
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '\'')
-        .filter(|t| !t.is_empty())
-        .flat_map(|t| {
-            let lower = t.to_ascii_lowercase();
-            if matches!(lower.as_str(), "it" | "its" | "them" | "their" | "they" | "him" | "her") {
-                vec![PRONOUN.to_string()]
-            } else if is_stop(&lower) {
-                Vec::new()
-            } else {
-                words(t.trim_end_matches("'s").trim_matches('\''))
+    goal_tokens(text).0
+}
+
+/// Words right before which a word is not an order to do something: an article or possessive
+/// makes it a noun or an adjective ("an *authorized* payment", "the *order*"), a subject or
+/// relative pronoun makes it the verb of a description ("the customer who *placed* it", "the
+/// order it *pays*"). Imperative goals put their verbs after punctuation, conjunctions or
+/// objects, never right after these.
+const DESCRIBERS: &[&str] = &[
+    "a", "an", "the", "its", "their", "his", "her", "this", "these", "those", "my", "our", "your", "it", "they", "he",
+    "she", "we", "who", "which", "that", "whose",
+];
+
+/// The goal's words (see [`goal_words`]) and, for each, whether it may be a verb the goal
+/// orders: not when it directly follows one of the [`DESCRIBERS`] (punctuation in between
+/// breaks the link: "transcode it, caption it").
+fn goal_tokens(text: &str) -> (Vec<String>, Vec<bool>) {
+    let mut raw: Vec<(&str, bool)> = Vec::new();
+    let mut start = None;
+    let mut previous: Option<&str> = None;
+    let mut only_space = true;
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '\'';
+    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+        if i < text.len() && is_word(c) {
+            if start.is_none() {
+                start = Some(i);
             }
-        })
-        .collect();
+            continue;
+        }
+        if let Some(s) = start.take() {
+            let token = &text[s..i];
+            let described =
+                only_space && previous.is_some_and(|p| DESCRIBERS.contains(&p.to_ascii_lowercase().as_str()));
+            raw.push((token, !described));
+            previous = Some(token);
+            only_space = true;
+        }
+        if i < text.len() && !c.is_whitespace() {
+            only_space = false;
+        }
+    }
+    let mut tokens: Vec<(String, bool)> = Vec::new();
+    for (t, command) in raw {
+        let lower = t.to_ascii_lowercase();
+        if matches!(lower.as_str(), "it" | "its" | "them" | "their" | "they" | "him" | "her") {
+            tokens.push((PRONOUN.to_string(), command));
+        } else if !is_stop(&lower) {
+            for (k, w) in words(t.trim_end_matches("'s").trim_matches('\'')).into_iter().enumerate() {
+                tokens.push((w, command && k == 0));
+            }
+        }
+    }
     // Phrasal verbs that mean "create": "sign up a viewer", "set up a stream".
     let mut out: Vec<String> = Vec::with_capacity(tokens.len());
+    let mut commands: Vec<bool> = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
-        let phrasal = matches!(tokens[i].as_str(), "sign" | "set") && tokens.get(i + 1).is_some_and(|t| t == "up");
+        let (word, command) = &tokens[i];
+        let phrasal = matches!(word.as_str(), "sign" | "set") && tokens.get(i + 1).is_some_and(|t| t.0 == "up");
         if phrasal {
             out.push("creat".to_string());
+            commands.push(*command);
             i += 2;
             continue;
         }
-        out.push(canonical_verb(&tokens[i]).map(str::to_string).unwrap_or_else(|| tokens[i].clone()));
+        out.push(canonical_verb(word).map(str::to_string).unwrap_or_else(|| word.clone()));
+        commands.push(*command);
         i += 1;
     }
-    out
+    (out, commands)
 }
 
 fn check_goal(goal: &Goal) -> Result<(), GoalError> {
@@ -398,6 +472,12 @@ fn best_origin<'a>(field: &FieldWords, action: &'a ActionInfo, ty: Option<&VTy>)
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
+/// Whether `o` is the entity's own id wanted as `field` (`payment_id` ← `payment.id`), not a
+/// copy of it another entity holds (`order.payment_id`).
+fn is_own_id(field: &FieldWords, o: &Offer) -> bool {
+    field.name.last().is_some_and(|w| w == "id") && o.words.leaf == ["id"]
+}
+
 /// Whether offer `o` of `action` is, for `field`, only an echo of the action's request. Not when
 /// the field names what the action does to it: `translated_track_id` is TranslateCaptions' new
 /// `track.id`, not the `track_id` it was given.
@@ -430,11 +510,34 @@ impl Ctx<'_> {
     /// best such action; the method's words closer to the verb count more, so "create a user,
     /// start a broadcast" names CreateUser, not CreateBroadcast.
     fn mentioned(&self) -> Vec<usize> {
+        // Twice: a verb two look-alike actions of different APIs answer equally well ("send an
+        // email") goes, the second time, to the one of the API the other named actions are of
+        // (see [`strays`]).
+        let first = self.mentioned_near(None);
+        let names = first.iter().map(|&a| &*self.index.actions[a].name);
+        match dominant_root(names) {
+            Some(root) if first.len() > 1 => self.mentioned_near(Some(root)),
+            _ => first,
+        }
+    }
+
+    fn mentioned_near(&self, root: Option<&str>) -> Vec<usize> {
         let text = &self.text;
         let mut out = Vec::new();
         for (i, verb) in text.iter().enumerate() {
+            if !self.commands.get(i).copied().unwrap_or(true) {
+                continue;
+            }
             let mut best: Option<(usize, f64)> = None;
-            let window = &text[i + 1..text.len().min(i + 7)];
+            // The verb's object comes before the verb is ordered again ("open a channel for
+            // an account, set up a live stream": the stream is the second create's).
+            let mut end = text.len().min(i + 7);
+            if let Some(again) =
+                (i + 1..end).find(|&j| text[j] == *verb && self.commands.get(j).copied().unwrap_or(true))
+            {
+                end = again;
+            }
+            let window = &text[i + 1..end];
             // 2.0 right after the verb, less further away.
             let closeness = |w: &str| window.iter().position(|t| t == w).map_or(0.0, |d| 2.0 / (1.0 + 0.3 * d as f64));
             for (a, info) in self.index.actions.iter().enumerate() {
@@ -446,7 +549,10 @@ impl Ctx<'_> {
                     (&method[1..], 0.0)
                 } else if method.len() == 2 && method[0] != "creat" && is_generic_verb(method[0]) && method[1] == verb {
                     (&method[2..], 0.5)
-                } else if info.comment_verb.as_deref() == Some(verb.as_str()) {
+                } else if info.comment_verb.as_deref() == Some(verb.as_str()) && method.len() > 1 {
+                    // (A one-word method named only by its comment's verb — Subscribe, "Streams
+                    // a broadcast's chunks" — has nothing else the text could confirm: "a live
+                    // stream" is no call to it.)
                     (&method[1..], 0.7)
                 } else {
                     continue;
@@ -461,22 +567,33 @@ impl Ctx<'_> {
                 let anywhere = near.max(before);
                 let mut extra = 0.0;
                 if anywhere < rest.len() {
-                    // The comment's words instead: two of them close after the verb.
+                    // The comment's words instead: two of them close after the verb ("put the
+                    // stream on air" → "Puts a stream on air"), or — when the method's own verb
+                    // is the goal's — one ("store their avatar from a URL" → UploadAsset,
+                    // "Stores a copy of the file at `source_url`"), which counts less.
                     let described = window
                         .iter()
                         .filter(|t| *t != PRONOUN && *t != verb && info.comment_words.contains(*t))
                         .count();
-                    if described < 2 || anywhere > 0 {
+                    // The one word must also name a field the action takes ("URL" →
+                    // `source_url`): a stray shared word ("first") says nothing.
+                    let takes = |t: &String| info.slots.iter().any(|s| s.words.name.contains(t));
+                    let own_verb = penalty == 0.0
+                        && anywhere == 0
+                        && window.iter().any(|t| t != verb && info.comment_words.contains(t) && takes(t));
+                    if described < 2 && !(own_verb && described == 1) {
                         continue;
                     }
-                    extra = described as f64 * 0.5 - 1.0;
+                    extra = described as f64 * 0.5 - 1.0 - if described < 2 { 0.5 } else { 0.0 };
                 }
                 // More of the method named (close to the verb), and the service named too.
                 let service = info.service_words.iter().filter(|w| text.contains(w)).count() as f64;
                 let comment = info.comment_words.iter().filter(|w| text.contains(w)).count() as f64;
+                let home = root.is_some_and(|r| info.name.split('.').next() == Some(r));
                 let score = proximity + (anywhere - near) as f64 + service + 0.2 * comment + extra
                     - 0.5 * (rest.is_empty() as u8 as f64)
-                    - penalty;
+                    - penalty
+                    + 0.3 * (home as u8 as f64);
                 if best.is_none_or(|(_, s)| score > s) {
                     best = Some((a, score));
                 }
@@ -604,7 +721,7 @@ impl Ctx<'_> {
                     .filter(|(b, _)| !set.contains(b))
                     .map(|(b, f)| (b, f + self.prior(set, b)))
                     .collect();
-                return Some((key, rank(producers, 2), false));
+                return Some((key, rank(producers, 2), slot.optional));
             }
         }
         // A goal input nothing uses: an action that takes it.
@@ -642,6 +759,11 @@ impl Ctx<'_> {
         for &a in set {
             for slot in actions[a].slots.iter().filter(|s| !s.is_reference && !s.ty.list) {
                 let key = format!("enrich:{a}:{}", slot.name);
+                // A message of the catalog's own (an `Address`, a `Money`) is told by its type:
+                // a name that fits a little (`destination` "Delivery address, usually the
+                // order's shipping address" ← `order.shipping_address`) is enough. A scalar
+                // must be named as the field.
+                let least = if matches!(slot.ty.ty, crate::index::Ty::Msg(_)) { 0.6 } else { 0.9 };
                 if skipped.contains(&key) || self.available(set, a, slot) >= 0.6 {
                     continue;
                 }
@@ -655,7 +777,7 @@ impl Ctx<'_> {
                         })
                         .filter_map(|b| {
                             let (_, f) = best_origin(&slot.words, &actions[b], Some(&slot.ty))?;
-                            (f >= 0.9).then_some((b, f))
+                            (f >= least).then_some((b, f))
                         })
                         .collect()
                 });
@@ -789,12 +911,33 @@ impl Ctx<'_> {
                     .enumerate()
                     .filter_map(|(j, &p)| {
                         let (o, f) = best_offer(&slot.words, &actions[p], Some(&slot.ty))?;
-                        Some((self.origin(&wires, j, p, o, &slot.words), f, j))
+                        let own = o.words.leaf == ["id"];
+                        let source = self.origin(&wires, j, p, o, &slot.words);
+                        // An optional field passed along as an earlier step got it (Capture's
+                        // `amount` ← the authorization's `amount`) is what its default does.
+                        let made = matches!(&source, Source::Step { step, path } if *step == j && *path == o.path);
+                        if slot.optional && !made {
+                            return None;
+                        }
+                        Some((source, f, j, own))
                     })
-                    .filter(|(_, f, _)| *f >= if slot.is_reference { 0.75 } else { 0.6 })
-                    // An id from the step that made it: near-equal fits count as equal, and the
-                    // earliest wins.
-                    .max_by(|x, y| quantize(x.1).total_cmp(&quantize(y.1)).then(y.2.cmp(&x.2)));
+                    // An optional field is only wired from a value that clearly is it: its
+                    // default is what the author most likely wants otherwise.
+                    .filter(|(_, f, _, _)| {
+                        *f >= if slot.is_reference {
+                            0.75
+                        } else if slot.optional {
+                            0.9
+                        } else {
+                            0.6
+                        }
+                    })
+                    // An id from the step that made it: near-equal fits count as equal; an
+                    // entity's own id (`payment.id`) beats a copy another entity holds
+                    // (`order.payment_id`, set only once the order is paid); then the earliest
+                    // wins.
+                    .max_by(|x, y| quantize(x.1).total_cmp(&quantize(y.1)).then(x.3.cmp(&y.3)).then(y.2.cmp(&x.2)))
+                    .map(|(src, f, j, _)| (src, f, j));
                 let chosen = match (from_input, from_step) {
                     (Some((n, fi)), Some((src, fs, _))) => {
                         if fs > fi {
@@ -807,7 +950,7 @@ impl Ctx<'_> {
                     (None, Some((src, fs, _))) => (src, fs),
                     (None, None) => {
                         if self.fixed_inputs {
-                            if slot.is_reference {
+                            if slot.is_reference && !slot.optional {
                                 unfilled += 1;
                                 explanation.push(format!(
                                     "{}: `{}` is left unset: nothing in the input or an earlier step offers it",
@@ -951,7 +1094,12 @@ impl Ctx<'_> {
                 together += (self.together.get(&key).copied().unwrap_or(0) as f64).ln_1p().min(3.0);
             }
         }
-        3.0 * outputs + wires - 1.5 * plan.steps.len() as f64 - 1.5 * plan.unfilled_references as f64 - 1.2 * unused
+        let strays = strays(plan.steps.iter().map(|&a| &*self.index.actions[a].name));
+        3.0 * outputs + wires
+            - 1.5 * plan.steps.len() as f64
+            - 0.4 * strays as f64
+            - 1.5 * plan.unfilled_references as f64
+            - 1.2 * unused
             + 1.0 * text
             + 0.3 * reads
             - 1.0 * recreated
@@ -1022,6 +1170,40 @@ impl Ctx<'_> {
     }
 }
 
+/// How many of `calls` come from another API than most of them do — by the first component of
+/// their proto package (`demo` in `demo.user.v1.UserService/CreateUser`). A gateway's catalog
+/// joins the APIs of many teams or vendors, often with look-alike methods (two `SendEmail`s); a
+/// workflow mostly stays within one of them, so a step from elsewhere needs a better reason.
+fn strays<'a>(calls: impl Iterator<Item = &'a str>) -> usize {
+    let (total, most) = roots(calls);
+    total - most.map_or(0, |(_, n)| n)
+}
+
+/// The package root most of `calls` share (on a tie, the first call's).
+fn dominant_root<'a>(calls: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    roots(calls).1.map(|(r, _)| r)
+}
+
+/// How many calls, and the most common package root with its count.
+fn roots<'a>(calls: impl Iterator<Item = &'a str>) -> (usize, Option<(&'a str, usize)>) {
+    let mut roots: Vec<(&str, usize)> = Vec::new();
+    let mut total = 0;
+    for call in calls {
+        let root = call.split('.').next().unwrap_or(call);
+        total += 1;
+        match roots.iter_mut().find(|(r, _)| *r == root) {
+            Some((_, n)) => *n += 1,
+            None => roots.push((root, 1)),
+        }
+    }
+    // The first of equally common roots: the one of the goal's first named action.
+    let most = roots.iter().fold(None, |best: Option<(&str, usize)>, &(r, n)| match best {
+        Some((_, m)) if m >= n => best,
+        _ => Some((r, n)),
+    });
+    (total, most)
+}
+
 /// `demo.user.v1.UserService/CreateUser` → `UserService/CreateUser`.
 fn short(action: &str) -> &str {
     match action.rfind('.') {
@@ -1087,6 +1269,45 @@ mod tests {
         assert_eq!(goal_words("set up a live stream")[0], "creat");
         assert_eq!(goal_words("set up a live stream").len(), 3);
         assert_eq!(goal_words("set the title"), words("set title"));
+    }
+
+    #[test]
+    fn steps_from_another_api_are_strays() {
+        let calls = ["demo.user.v1.UserService/GetUser", "demo.notification.v1.NotificationService/SendEmail"];
+        assert_eq!(strays(calls.into_iter()), 0);
+        let mixed = ["demo.user.v1.UserService/GetUser", "shop.notify.v1.MessagingService/SendEmail", "demo.a.v1.S/X"];
+        assert_eq!(strays(mixed.into_iter()), 1);
+        assert_eq!(strays(std::iter::empty()), 0);
+    }
+
+    #[test]
+    fn verbs_in_descriptions_are_no_orders() {
+        let (words, commands) = goal_tokens("Cancel an order and notify the customer who placed it");
+        let placed = words.iter().position(|w| w == "creat").unwrap_or(usize::MAX);
+        assert!(placed < words.len() && !commands[placed], "placed follows `who`");
+        assert!(commands[0], "cancel is ordered");
+        let (words, commands) = goal_tokens("Capture an authorized payment, then transcode it, caption it");
+        let authorized = words.iter().position(|w| w == &stem("authorized")).unwrap_or(usize::MAX);
+        assert!(authorized < words.len() && !commands[authorized]);
+        let caption = words.iter().position(|w| w == "caption").unwrap_or(usize::MAX);
+        assert!(caption < words.len() && commands[caption], "a comma breaks `it caption`");
+    }
+
+    #[test]
+    fn an_own_id_is_the_entitys_not_a_copy() {
+        let offer = |path: &str| {
+            let leaf = words(path.rsplit('.').next().unwrap_or(path));
+            Offer {
+                path: path.to_string(),
+                ty: VTy { ty: crate::index::Ty::Str, list: false },
+                words: ValueWords { leaf, path: words(path), ..Default::default() },
+                echoes: None,
+            }
+        };
+        let payment_id = FieldWords::new("payment_id", None);
+        assert!(is_own_id(&payment_id, &offer("payment.id")));
+        assert!(!is_own_id(&payment_id, &offer("order.payment_id")));
+        assert!(!is_own_id(&FieldWords::new("channel", None), &offer("channel.id")));
     }
 
     #[test]
