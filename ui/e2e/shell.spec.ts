@@ -4,7 +4,7 @@ test("the demo serves the UI at / and every page opens from the navigation", asy
   await page.goto(`${servers().nexus}/`);
   await expect(page).toHaveURL(/\/ui\/$/);
   await expect(page.getByTestId("principal")).toContainText("local@default");
-  for (const name of ["Catalog", "Marketplace", "Executions", "Graph", "Composer"]) {
+  for (const name of ["Catalog", "Marketplace", "Executions", "Graph", "Assist", "Composer"]) {
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name }).click();
     await expect(page.getByRole("link", { name })).toHaveAttribute("aria-current", "page");
   }

@@ -10,6 +10,7 @@ const Marketplace = lazy(() => import("./pages/Marketplace"));
 const Executions = lazy(() => import("./pages/Executions"));
 const Graph = lazy(() => import("./pages/Graph"));
 const Events = lazy(() => import("./pages/Events"));
+const Assist = lazy(() => import("./pages/Assist"));
 
 const PAGES: { page: string; label: string }[] = [
   { page: "composer", label: "Composer" },
@@ -18,6 +19,7 @@ const PAGES: { page: string; label: string }[] = [
   { page: "executions", label: "Executions" },
   { page: "events", label: "Events" },
   { page: "graph", label: "Graph" },
+  { page: "assist", label: "Assist" },
 ];
 
 export function App() {
@@ -47,6 +49,7 @@ function Shell() {
         {(page === "executions" || page === "run") && <Executions route={route} />}
         {page === "graph" && <Graph route={route} />}
         {page === "events" && <Events route={route} />}
+        {page === "assist" && <Assist route={route} />}
         {!PAGES.some((p) => p.page === page) && page !== "run" && <p role="alert">No page `{page}`.</p>}
       </Suspense>
     );

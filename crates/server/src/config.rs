@@ -70,6 +70,42 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// `[events]`: the event bus, and how events meet waits.
     pub events: EventsConfig,
+    /// `[ai]`: GeneratePattern's optional LLM provider.
+    pub ai: AiConfig,
+}
+
+/// `[ai]`: an OpenAI-compatible chat-completions endpoint (a local Ollama or vLLM, or a hosted
+/// one) that GeneratePattern asks for a proposal next to its own synthesis. Optional: without it
+/// everything works offline. Its proposals pass the same validation as any document, with a
+/// bounded validate-and-repair loop.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AiConfig {
+    /// Base URL, e.g. `http://127.0.0.1:11434/v1` (`/chat/completions` is appended); empty: no
+    /// provider.
+    pub llm_endpoint: String,
+    /// The model name sent with each request.
+    pub llm_model: String,
+    /// The environment variable holding the API key (sent as a bearer token); the key itself
+    /// never goes in the file.
+    pub llm_api_key_env: String,
+    /// Deadline of one request to the provider.
+    #[serde(with = "humantime_secs")]
+    pub llm_timeout: std::time::Duration,
+    /// Rounds of "here is what ValidatePattern says, fix it" after the first proposal.
+    pub llm_max_repair_rounds: u32,
+}
+
+impl Default for AiConfig {
+    fn default() -> Self {
+        Self {
+            llm_endpoint: String::new(),
+            llm_model: String::new(),
+            llm_api_key_env: String::new(),
+            llm_timeout: std::time::Duration::from_secs(30),
+            llm_max_repair_rounds: 2,
+        }
+    }
 }
 
 /// `[events]`: where events travel, and how long they are kept.
@@ -260,6 +296,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             discovery: DiscoveryConfig::default(),
             events: EventsConfig::default(),
+            ai: AiConfig::default(),
         }
     }
 }
@@ -382,7 +419,7 @@ impl Config {
     /// `NEXUS_DATABASE_URL`,
     /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`,
     /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY`, `NEXUS_DISCOVERY_REFRESH_INTERVAL`, `NEXUS_EVENTS_URL`,
-    /// `NEXUS_EVENTS_STREAM`, `NEXUS_EVENTS_CONSUMER`, `NEXUS_EVENTS_SUBJECT_PREFIX`, `NEXUS_EVENTS_ACK_WAIT`, `NEXUS_SCHEDULER` (on/off) and `NEXUS_SERVICES` (comma-separated NAME=URL).
+    /// `NEXUS_EVENTS_STREAM`, `NEXUS_EVENTS_CONSUMER`, `NEXUS_EVENTS_SUBJECT_PREFIX`, `NEXUS_EVENTS_ACK_WAIT`, `NEXUS_SCHEDULER` (on/off), `NEXUS_AI_LLM_ENDPOINT`, `NEXUS_AI_LLM_MODEL`, `NEXUS_AI_LLM_API_KEY_ENV` and `NEXUS_SERVICES` (comma-separated NAME=URL).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -465,6 +502,15 @@ impl Config {
                 "off" | "0" | "false" | "no" => false,
                 _ => return Err(invalid("NEXUS_SCHEDULER", format!("`{v}`: use on or off"))),
             };
+        }
+        if let Some(v) = env("NEXUS_AI_LLM_ENDPOINT") {
+            self.ai.llm_endpoint = v;
+        }
+        if let Some(v) = env("NEXUS_AI_LLM_MODEL") {
+            self.ai.llm_model = v;
+        }
+        if let Some(v) = env("NEXUS_AI_LLM_API_KEY_ENV") {
+            self.ai.llm_api_key_env = v;
         }
         if let Some(v) = env("NEXUS_SERVICES") {
             for s in v.split(',').filter(|s| !s.trim().is_empty()) {

@@ -19,6 +19,7 @@ mod invoker;
 mod journal;
 mod lifecycle;
 mod limits;
+mod llm;
 mod refresh;
 mod registry;
 pub mod schedule;
@@ -43,8 +44,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer;
 
 pub use config::{
-    AuthConfig, Config, ConfigError, DiscoveryConfig, EventsConfig, JwtConfig, ServiceConfig, StoreConfig, TlsConfig,
-    parse_duration,
+    AiConfig, AuthConfig, Config, ConfigError, DiscoveryConfig, EventsConfig, JwtConfig, ServiceConfig, StoreConfig,
+    TlsConfig, parse_duration,
 };
 pub use error::EXECUTION_ID_HEADER;
 pub use error::RpcStatus;
@@ -80,6 +81,8 @@ pub enum StartError {
     Tls(tls::TlsError),
     #[error("events: {0}")]
     Events(nexus_engine::BusError),
+    #[error("the LLM provider: {0}")]
+    Llm(String),
 }
 
 macro_rules! start_error_from {
@@ -142,6 +145,7 @@ impl Nexus {
     /// Builds the catalog, opens the store, loads patterns, binds the port and starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        let llm = llm::LlmProvider::from_config(&config.ai, |k| std::env::var(k).ok()).map_err(StartError::Llm)?;
         // The listener's certificate first: a bad file should stop the start before anything else.
         let listener_cert = match config.tls.files() {
             Some((cert, key)) => {
@@ -270,6 +274,7 @@ impl Nexus {
                 discovery: backends.clone(),
                 events: event_router.clone(),
                 leaving: stages.accept.clone(),
+                llm,
             }),
             authenticator,
             cloudevents,

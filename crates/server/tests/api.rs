@@ -6,6 +6,8 @@ mod common;
 
 #[path = "api/access.rs"]
 mod access;
+#[path = "api/ai.rs"]
+mod ai;
 #[path = "api/catalog.rs"]
 mod catalog;
 #[path = "api/cloudevents.rs"]

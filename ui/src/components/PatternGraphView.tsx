@@ -52,6 +52,7 @@ type StepNode = Node<StepNodeData, "step">;
 
 /** What a step does, in a few words: `UserService/CreateUser`, `emit user.created`, `wait for …`. */
 export function stepSummary(step: Step): string {
+  if (step.call.startsWith("pattern:")) return step.call;
   if (step.call) {
     const slash = step.call.lastIndexOf("/");
     const service = step.call.slice(0, slash);

@@ -19,6 +19,7 @@ import { EdgePanel, PatternForm, StepForm } from "./forms";
 import { useEditor, type EditorState } from "./history";
 import { autoLayout, DAGRE_MAX_ON_OPEN } from "./layout";
 import { Canvas } from "./Canvas";
+import { readDraft } from "./draft";
 import { COMPACT_ZOOM, compactSelector } from "./nodes";
 import { DRAG_TYPE, Palette } from "./Palette";
 import { RegisterPanel } from "./RegisterPanel";
@@ -153,12 +154,13 @@ export function Composer({ route }: { route: Route }) {
   const name = route.rest[0] ?? "";
   const version = route.query.get("version") ?? "";
   const add = route.query.get("add") ?? "";
+  const draft = name ? "" : (route.query.get("draft") ?? "");
 
-  // Open: a registered pattern (fetched while the catalog loads), or a new canvas (optionally
-  // with an action placed).
+  // Open: a registered pattern (fetched while the catalog loads), a draft handed over by another
+  // page (`?draft=KEY`, see draft.ts), or a new canvas (optionally with an action placed).
   const opened = useRef<string | null>(null);
   const [fetched, setFetched] = useState<{ key: string; doc: PatternDoc } | null>(null);
-  const routeKey = `${name}@${version}`;
+  const routeKey = `${name}@${version}${draft ? `?draft=${draft}` : ""}`;
   useEffect(() => {
     if (!name) return;
     let live = true;
@@ -173,6 +175,27 @@ export function Composer({ route }: { route: Route }) {
   }, [name, version]);
   useEffect(() => {
     if (opened.current === routeKey) return;
+    setNotice(null);
+    if (!name && draft) {
+      // The sizes for the automatic layout come from the catalog: wait for it (or its failure).
+      if (catalogState.status === "loading") return;
+      opened.current = routeKey;
+      setSelNode(null);
+      setSelEdge(null);
+      const got = readDraft(draft);
+      if (!got) {
+        editor.reset({ doc: EMPTY_DOC, layout: EMPTY_LAYOUT, comments: [] });
+        setLoad({ status: "error", error: "it is no longer kept in this tab (drafts live in the tab that made them): open it again from where it came from" });
+        return;
+      }
+      const l = layoutFor(got.doc, catalog, undefined, true);
+      const rect = canvasRef.current?.getBoundingClientRect();
+      if (rect) void rf.setViewport(fitViewport(got.doc, l, catalog, rect.width, rect.height));
+      editor.reset({ doc: got.doc, layout: l, comments: [] });
+      setNotice(`Opened ${got.origin || "a draft"}: not registered yet. Check it, edit it if needed, then register it.`);
+      setLoad({ status: "ready" });
+      return;
+    }
     if (!name) {
       if (add && catalogState.status === "loading") return; // place it once the catalog is here
       opened.current = routeKey;
@@ -589,7 +612,7 @@ export function Composer({ route }: { route: Route }) {
       )}
       {load.status === "error" && (
         <p role="alert" className="error banner">
-          Cannot open {name}
+          Cannot open {name || "the draft"}
           {version ? `@${version}` : ""}: {load.error}
         </p>
       )}

@@ -216,11 +216,191 @@ impl Api {
         if candidates.is_empty() {
             notes.push("no composition of the catalog's actions meets the goal: name the outputs it should have, an action to use (`use_actions`) or to end with (`end_with`), or the inputs it starts from".into());
         }
-        if !r.offline {
-            notes.push("no LLM provider is configured: offline synthesis only".into());
+        match (&self.llm, r.offline) {
+            (Some(llm), false) => {
+                let asked = self.ask_llm(llm, &r, &p, &mut candidates).await;
+                notes.push(asked);
+            }
+            (None, false) => {
+                notes.push("no LLM provider is configured ([ai] llm_endpoint): offline synthesis only".into())
+            }
+            (_, true) => {}
         }
         Ok(pb::GeneratePatternResponse { candidates, took: Some(convert::duration(started.elapsed())), notes })
     }
+
+    /// Asks the LLM provider for a document, validates it for the caller, and feeds the
+    /// diagnostics back for at most `max_repair_rounds` more answers. A valid document joins the
+    /// candidates (or confirms the synthesis candidate of the same shape); returns the note.
+    async fn ask_llm(
+        &self,
+        llm: &crate::llm::LlmProvider,
+        r: &pb::GeneratePatternRequest,
+        p: &Principal,
+        candidates: &mut Vec<pb::GeneratedCandidate>,
+    ) -> String {
+        let index = self.registry.generation_index();
+        let actions = grounding(&index, r, candidates, |a| self.registry.may_call(a, p));
+        let mut messages = vec![
+            serde_json::json!({"role": "system", "content": LLM_SYSTEM}),
+            serde_json::json!({"role": "user", "content": llm_goal(r, &actions)}),
+        ];
+        let model = llm.model().to_string();
+        let mut last_problem = String::new();
+        for round in 0..=llm.max_repair_rounds {
+            let answer = match llm.chat(&messages).await {
+                Ok(a) => a,
+                Err(e) => return format!("llm ({model}): {e}"),
+            };
+            let problems: Vec<String> = match nexus_core::document::parse(crate::llm::extract_document(&answer)) {
+                Err(e) => vec![format!("the document does not parse: {e}")],
+                Ok(mut doc) => {
+                    if !r.name.is_empty() {
+                        doc.name = r.name.clone();
+                    }
+                    if doc.version.is_empty() {
+                        doc.version = "1.0.0".into();
+                    }
+                    match self.registry.validate(&doc, p) {
+                        Ok(warnings) => {
+                            let shape = nexus_ai::canon::Shape::of(&doc);
+                            if let Some(same) = candidates
+                                .iter_mut()
+                                .find(|c| c.pattern.as_ref().is_some_and(|d| nexus_ai::canon::Shape::of(d) == shape))
+                            {
+                                same.source = format!("{}+llm", same.source);
+                                return format!(
+                                    "llm ({model}): agrees with a synthesis candidate after {round} repair round(s)"
+                                );
+                            }
+                            let changes = self
+                                .registry
+                                .visible_document(&doc.name, "latest", p)
+                                .map(|before| nexus_core::diff::diff(&before, &doc))
+                                .unwrap_or_default();
+                            candidates.push(pb::GeneratedCandidate {
+                                yaml: nexus_core::document::to_yaml(&doc),
+                                pattern: Some(doc),
+                                score: 0.0,
+                                source: "llm".into(),
+                                explanation: vec![format!(
+                                    "proposed by {model}; validated after {round} repair round(s)"
+                                )],
+                                diagnostics: warnings.iter().map(pb::Diagnostic::from).collect(),
+                                changes,
+                                repair_rounds: round,
+                            });
+                            return format!("llm ({model}): 1 proposal, valid after {round} repair round(s)");
+                        }
+                        Err(diags) => diags.iter().take(20).map(|d| format!("{}: {}", d.path, d.message)).collect(),
+                    }
+                }
+            };
+            last_problem = problems.first().cloned().unwrap_or_default();
+            messages.push(serde_json::json!({"role": "assistant", "content": answer}));
+            messages.push(serde_json::json!({
+                "role": "user",
+                "content": format!(
+                    "ValidatePattern rejected it:\n- {}\nUse only the actions and fields listed. Reply with the whole corrected document in one ```yaml block.",
+                    problems.join("\n- ")
+                ),
+            }));
+        }
+        format!("llm ({model}): proposal rejected after {} repair round(s): {last_problem}", llm.max_repair_rounds)
+    }
+}
+
+/// What the model is told about the document format.
+const LLM_SYSTEM: &str = "You write pattern documents for Nexus, a gRPC orchestration gateway. A pattern is YAML with: \
+name, version (1.0.0), description, durability: ephemeral, input (a JSON Schema object: type, required, properties), \
+steps (each: id, call: one of the actions listed, with: the request's fields, each `${{ input.NAME }}` or \
+`${{ steps.ID.FIELD_PATH }}` of an earlier step), and output (names mapped to `${{ ... }}`). Use only the actions \
+listed and only the fields they list; a value must have the field's type. Reply with exactly one YAML document in a \
+```yaml block and nothing else.";
+
+/// The actions the model is shown: those the goal names, those synthesis used, and the ones
+/// whose names share the most words with the goal (at most 40; only actions the caller may
+/// call).
+fn grounding(
+    index: &nexus_ai::Index,
+    r: &pb::GeneratePatternRequest,
+    candidates: &[pb::GeneratedCandidate],
+    may_call: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    use nexus_ai::names::words;
+    let mut goal_words: Vec<String> = words(&r.goal);
+    for f in r.inputs.iter().chain(&r.outputs) {
+        goal_words.extend(words(&f.name));
+    }
+    let named: Vec<&str> =
+        r.use_actions.iter().map(String::as_str).chain(std::iter::once(r.end_with.as_str())).collect();
+    let used: Vec<&str> = candidates
+        .iter()
+        .flat_map(|c| c.pattern.iter().flat_map(|p| p.steps.iter().map(|s| s.call.as_str())))
+        .collect();
+    let mut scored: Vec<(f64, &nexus_ai::index::ActionInfo)> = index
+        .actions
+        .iter()
+        .filter(|a| may_call(&a.name))
+        .map(|a| {
+            let mut score = 0.0;
+            if named.contains(&&*a.name) {
+                score += 100.0;
+            }
+            if used.contains(&&*a.name) {
+                score += 50.0;
+            }
+            score +=
+                a.method_words.iter().chain(&a.service_words).filter(|w| goal_words.contains(w)).count() as f64 * 2.0;
+            score +=
+                a.offers.iter().filter(|o| goal_words.iter().any(|g| o.words.leaf.contains(g))).count() as f64 * 0.5;
+            (score, a)
+        })
+        .filter(|(s, _)| *s > 0.0)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    scored
+        .into_iter()
+        .take(40)
+        .map(|(_, a)| {
+            let inputs: Vec<String> = a.slots.iter().map(|s| format!("{}: {}", s.name, s.ty)).collect();
+            let outputs: Vec<String> = a.offers.iter().map(|o| format!("{}: {}", o.path, o.ty)).collect();
+            format!("- {}({}) -> {{{}}}", a.name, inputs.join(", "), outputs.join(", "))
+        })
+        .collect()
+}
+
+fn llm_goal(r: &pb::GeneratePatternRequest, actions: &[String]) -> String {
+    let field =
+        |f: &pb::GoalField| if f.r#type.is_empty() { f.name.clone() } else { format!("{}: {}", f.name, f.r#type) };
+    let mut text = String::new();
+    if !r.goal.is_empty() {
+        text.push_str(&format!("Goal: {}\n", r.goal));
+    }
+    if !r.inputs.is_empty() {
+        text.push_str(&format!(
+            "Inputs (exactly these): {}\n",
+            r.inputs.iter().map(field).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !r.outputs.is_empty() {
+        text.push_str(&format!(
+            "Outputs (at least these names): {}\n",
+            r.outputs.iter().map(field).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !r.use_actions.is_empty() {
+        text.push_str(&format!("Must call: {}\n", r.use_actions.join(", ")));
+    }
+    if !r.end_with.is_empty() {
+        text.push_str(&format!("The last step calls: {}\n", r.end_with));
+    }
+    if !r.name.is_empty() {
+        text.push_str(&format!("Name: {}\n", r.name));
+    }
+    text.push_str("Actions (request fields) -> {response fields}:\n");
+    text.push_str(&actions.join("\n"));
+    text
 }
 
 /// The documents the caller may see, for the suggestion builder.

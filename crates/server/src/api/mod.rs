@@ -37,6 +37,8 @@ pub struct Api {
     /// Cancelled when this replica starts leaving: live subscriptions end then (they would
     /// otherwise hold the shutdown for its whole grace period).
     leaving: tokio_util::sync::CancellationToken,
+    /// GeneratePattern's LLM provider, when one is configured.
+    llm: Option<Arc<crate::llm::LlmProvider>>,
 }
 
 /// What the API is built from (assembled once, in `Nexus::start`).
@@ -50,6 +52,7 @@ pub struct ApiParts {
     pub discovery: Arc<crate::refresh::Discovery>,
     pub events: Arc<crate::events::router::EventRouter>,
     pub leaving: tokio_util::sync::CancellationToken,
+    pub llm: Option<Arc<crate::llm::LlmProvider>>,
 }
 
 impl Api {
@@ -64,6 +67,7 @@ impl Api {
             discovery: p.discovery,
             events: p.events,
             leaving: p.leaving,
+            llm: p.llm,
         }
     }
 }

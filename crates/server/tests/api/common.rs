@@ -51,6 +51,8 @@ pub struct Options {
     /// `events.scheduler = false`: no scheduler runs on the system clock (tests drive their own,
     /// [`Nexus::scheduler`], with a manual clock).
     pub no_scheduler: bool,
+    /// `[ai]` (no LLM provider when not set).
+    pub ai: Option<nexus_server::AiConfig>,
 }
 
 impl Harness {
@@ -74,6 +76,9 @@ impl Harness {
             config.events = events;
         }
         config.events.scheduler = !options.no_scheduler;
+        if let Some(ai) = options.ai {
+            config.ai = ai;
+        }
         if let Some(n) = options.max_in_flight {
             config.limits.max_in_flight_per_caller = n;
         }
