@@ -450,12 +450,27 @@ fn best_offer<'a>(field: &FieldWords, action: &'a ActionInfo, ty: Option<&VTy>) 
         .offers
         .iter()
         .filter_map(|o| {
-            let t = ty.map_or(1.0, |ty| o.ty.fits(ty));
-            let f = fit(field, &o.words) * t;
+            let f = typed_fit(field, o, ty);
             (f > 0.0).then_some((o, f))
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
+
+/// How well offer `o` fits `field` of type `ty`: by name, and — for a message of the API's own
+/// (an `Address`, a `Money`; not a well-known `google.protobuf` type, which says nothing of what
+/// it holds) — at least a little by type alone: a `destination` "Where the parcel goes." is an
+/// `Address` an order's `shipping_address` can be, whatever their names.
+fn typed_fit(field: &FieldWords, o: &Offer, ty: Option<&VTy>) -> f64 {
+    let t = ty.map_or(1.0, |ty| o.ty.fits(ty));
+    let f = fit(field, &o.words) * t;
+    let own_message =
+        ty.is_some_and(|ty| !ty.list && matches!(&ty.ty, crate::index::Ty::Msg(m) if !m.starts_with("google.")));
+    if own_message && t == 1.0 { f.max(TYPE_ONLY_FIT) } else { f }
+}
+
+/// The fit [`typed_fit`] gives a value of the very message type a field wants, names aside:
+/// enough to fill a required field, not an optional one (see [`enrich_least`]).
+const TYPE_ONLY_FIT: f64 = 0.6;
 
 /// The offer of `action` that best fits `field` among those that are not echoes of its own
 /// request (see [`Offer::echoes`]): what an action can be added to the pattern to *make*.
@@ -465,11 +480,51 @@ fn best_origin<'a>(field: &FieldWords, action: &'a ActionInfo, ty: Option<&VTy>)
         .iter()
         .filter(|o| !echoes_for(o, action, field))
         .filter_map(|o| {
-            let t = ty.map_or(1.0, |ty| o.ty.fits(ty));
-            let f = fit(field, &o.words) * t;
+            let f = typed_fit(field, o, ty);
             (f > 0.0).then_some((o, f))
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Whether the goal's words (see [`goal_tokens`]) name offer `o` — a role another entity holds
+/// (`channel.owner_id`, not an entity's own id like `video.channel_id`) — as "the owner of a
+/// channel" (the role's word, then the entity's within three words) or "the channel's owner"
+/// (the entity's word right before).
+fn names_role(text: &[String], o: &Offer) -> bool {
+    let leaf = &o.words.leaf;
+    if o.words.names_entity || leaf.len() < 2 || leaf.last().is_none_or(|w| w != "id") {
+        return false;
+    }
+    let (Some(role), Some(entity)) = (leaf.get(leaf.len() - 2), o.words.entity.last()) else {
+        return false;
+    };
+    text.iter().enumerate().any(|(i, t)| {
+        t == role && (text[i + 1..text.len().min(i + 4)].contains(entity) || i > 0 && text[i - 1] == *entity)
+    })
+}
+
+/// Whether `o` only describes another entity than the one `consumer` creates, for a field that
+/// describes the new one: CreatePlaylist's `description` is the playlist's own, not a copy of
+/// the channel's `channel.description` a read brought along — unless the field's comment says
+/// where its value comes from (`destination` "usually the order's shipping address").
+fn describes_other(consumer: &ActionInfo, slot: &Slot, o: &Offer) -> bool {
+    let creates = consumer.method_words.first().is_some_and(|w| canon(w) == "creat");
+    let entity = &o.words.entity;
+    creates
+        && !slot.is_reference
+        && !entity.is_empty()
+        && !entity.iter().all(|w| consumer.method_words.contains(w))
+        && !entity.iter().all(|w| slot.words.comment.contains(w) || slot.words.name.contains(w))
+}
+
+/// How well a read's value must fit a field that is no reference for the read to be added to
+/// fill it (and to run before the step). A message of the catalog's own (an `Address`, a
+/// `Money`) is told by its type: a name that fits a little (`destination` "Delivery address,
+/// usually the order's shipping address" ← `order.shipping_address`) is enough. So is a
+/// required scalar whose comment says what it holds (`to` "Recipient address." ← `user.email`):
+/// the call means nothing without it. An optional scalar must be named as the field.
+fn enrich_least(slot: &Slot) -> f64 {
+    if matches!(slot.ty.ty, crate::index::Ty::Msg(_)) || !slot.optional { 0.6 } else { 0.9 }
 }
 
 /// Whether `o` is the entity's own id wanted as `field` (`payment_id` ← `payment.id`), not a
@@ -692,6 +747,106 @@ impl Ctx<'_> {
         self.index.actions[a].slots.iter().filter(|s| s.is_reference).all(|s| self.available(set, a, s) >= 0.75)
     }
 
+    /// A reference nothing fills that the goal's words say is a role of another entity ("a
+    /// playlist owned by *the owner of a channel*", "the channel's owner"): the read of that
+    /// entity that offers the role (GetChannel's `channel.owner_id`). Without such words the
+    /// reference is simply left to the caller.
+    fn role_read(&self, set: &[usize], skipped: &[String]) -> Option<(String, Vec<usize>, bool)> {
+        let actions = &self.index.actions;
+        for &a in set {
+            for slot in actions[a].slots.iter().filter(|s| s.is_reference) {
+                let key = format!("role:{a}:{}", slot.name);
+                // Filled by a member that does not itself take what `a` makes (AddVideo's
+                // `playlist.owner_id` is CreatePlaylist's own, after the fact).
+                let filled = self.input_fit(slot).is_some_and(|(_, f)| f >= 0.75)
+                    || set.iter().filter(|&&b| b != a && !self.takes_from(b, a)).any(|&b| {
+                        best_origin(&slot.words, &actions[b], Some(&slot.ty)).is_some_and(|(_, f)| f >= 0.75)
+                    });
+                if skipped.contains(&key) || filled {
+                    continue;
+                }
+                let found = self.cached(&self.getters, (a, key.clone()), || {
+                    (0..actions.len())
+                        .filter(|&b| b != a && self.allowed[b] && self.is_plain_get(b))
+                        .filter_map(|b| {
+                            let (o, f) = best_origin(&slot.words, &actions[b], Some(&slot.ty))?;
+                            (f >= 0.75 && names_role(&self.text, o)).then_some((b, f))
+                        })
+                        .collect()
+                });
+                let best = found
+                    .into_iter()
+                    .filter(|(b, _)| !set.contains(b))
+                    .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(&x.0)));
+                if let Some((b, _)) = best {
+                    return Some((key, vec![b], true));
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether some reference of `b` is one `a` makes: `b` runs after `a`.
+    fn takes_from(&self, b: usize, a: usize) -> bool {
+        let actions = &self.index.actions;
+        actions[b]
+            .slots
+            .iter()
+            .filter(|s| s.is_reference)
+            .any(|s| best_origin(&s.words, &actions[a], Some(&s.ty)).is_some_and(|(_, f)| f >= 0.75))
+    }
+
+    /// Whether `b` reads one entity by reference (`GetOrder`): what may be added to a pattern to
+    /// learn something about what it already has.
+    fn is_plain_get(&self, b: usize) -> bool {
+        let info = &self.index.actions[b];
+        !info.server_streaming
+            && info.method_words.first().is_some_and(|w| canon(w) == "get")
+            && info.slots.iter().any(|s| s.is_reference)
+    }
+
+    /// When the goal leaves the inputs open: whether every reference of read `a` names what
+    /// some step of `set` already takes and nothing makes — a value that becomes a pattern
+    /// input (GetOrder on CreateShipment's `order_id`). Reading what the caller already names
+    /// adds no input the goal did not call for.
+    fn on_taken(&self, set: &[usize], a: usize) -> bool {
+        if self.fixed_inputs {
+            return false;
+        }
+        let actions = &self.index.actions;
+        actions[a].slots.iter().filter(|s| s.is_reference).all(|s| {
+            set.iter().filter(|&&b| b != a).any(|&b| {
+                actions[b].slots.iter().any(|t| {
+                    let taken = ValueWords {
+                        leaf: t.words.name.clone(),
+                        path: t.words.name.clone(),
+                        comment: t.words.comment.clone(),
+                        names_entity: t.words.names_entity,
+                        ..Default::default()
+                    };
+                    t.is_reference
+                        && fit(&s.words, &taken) * t.ty.fits(&s.ty) >= 0.75
+                        && self.available(set, b, t) < 0.75
+                })
+            })
+        })
+    }
+
+    /// Whether every reference of `a` could be filled from the goal's inputs or from values
+    /// other members of `set` make. Stricter than [`Ctx::grounded`]: a value a member only
+    /// echoes (TrackShipment's `shipment_id`) was given to it by something else — for a read
+    /// that is to feed a step, likely by the very step it would feed.
+    fn made_for(&self, set: &[usize], a: usize) -> bool {
+        self.index.actions[a].slots.iter().filter(|s| s.is_reference).all(|s| {
+            let from_input = self.input_fit(s).map_or(0.0, |(_, f)| f);
+            set.iter()
+                .filter(|&&b| b != a)
+                .filter_map(|&b| best_origin(&s.words, &self.index.actions[b], Some(&s.ty)).map(|(_, f)| f))
+                .fold(from_input, f64::max)
+                >= 0.75
+        })
+    }
+
     /// The first thing `set` lacks, and the actions that would supply it (best first). `optional`
     /// gaps may also be left as they are.
     fn gap(&self, set: &[usize], skipped: &[String]) -> Option<(String, Vec<usize>, bool)> {
@@ -754,16 +909,17 @@ impl Ctx<'_> {
                 .collect();
             return Some((key, rank(consumers, 2), true));
         }
-        // A field the input does not give that a grounded read of something we have does
-        // (`destination` ← GetOrder's `order.shipping_address`).
+        self.enrichment(set, skipped)
+    }
+
+    /// A field the input does not give that a grounded read of something we have does
+    /// (`destination` ← GetOrder's `order.shipping_address`), and the read.
+    fn enrichment(&self, set: &[usize], skipped: &[String]) -> Option<(String, Vec<usize>, bool)> {
+        let actions = &self.index.actions;
         for &a in set {
             for slot in actions[a].slots.iter().filter(|s| !s.is_reference && !s.ty.list) {
                 let key = format!("enrich:{a}:{}", slot.name);
-                // A message of the catalog's own (an `Address`, a `Money`) is told by its type:
-                // a name that fits a little (`destination` "Delivery address, usually the
-                // order's shipping address" ← `order.shipping_address`) is enough. A scalar
-                // must be named as the field.
-                let least = if matches!(slot.ty.ty, crate::index::Ty::Msg(_)) { 0.6 } else { 0.9 };
+                let least = enrich_least(slot);
                 if skipped.contains(&key) || self.available(set, a, slot) >= 0.6 {
                     continue;
                 }
@@ -784,12 +940,15 @@ impl Ctx<'_> {
                 // Grounded without `a`: a read that needs what `a` makes runs after it and
                 // cannot feed it.
                 let others: Vec<usize> = set.iter().copied().filter(|&x| x != a).collect();
-                let getters: Vec<(usize, f64)> =
-                    found.into_iter().filter(|(b, _)| !set.contains(b) && self.grounded(&others, *b)).collect();
-                if getters.is_empty() {
+                let mut getters: Vec<(usize, f64)> = found
+                    .into_iter()
+                    .filter(|(b, _)| !set.contains(b) && (self.made_for(&others, *b) || self.on_taken(set, *b)))
+                    .collect();
+                getters.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+                let Some(&(best, _)) = getters.first() else {
                     continue;
-                }
-                return Some((key, rank(getters, 1), true));
+                };
+                return Some((key, vec![best], true));
             }
         }
         None
@@ -836,7 +995,15 @@ impl Ctx<'_> {
             if visited > 256 || done.len() >= 64 {
                 break;
             }
-            let gap = if self.fixed_inputs && set.len() < MAX_STEPS { self.gap(&set, &skipped) } else { None };
+            // With the inputs left open, whatever nothing fills becomes an input; only reads
+            // grounded on what the steps already take are worth adding (see [`Ctx::on_taken`]).
+            let gap = if set.len() >= MAX_STEPS {
+                None
+            } else if self.fixed_inputs {
+                self.gap(&set, &skipped)
+            } else {
+                self.role_read(&set, &skipped).or_else(|| self.enrichment(&set, &skipped))
+            };
             let Some((key, fillers, optional)) = gap else {
                 done.push(set);
                 continue;
@@ -863,15 +1030,26 @@ impl Ctx<'_> {
         // `video.source_uri` for StartTranscode's `source_uri`).
         let needs = |b: usize, a: usize| {
             actions[b].slots.iter().any(|s| {
-                let least = if s.is_reference { 0.75 } else { 0.9 };
-                let offer = if s.is_reference {
-                    best_offer(&s.words, &actions[a], Some(&s.ty))
-                } else {
-                    best_origin(&s.words, &actions[a], Some(&s.ty))
-                };
+                let least = if s.is_reference { 0.75 } else { enrich_least(s) };
+                // Only what `a` makes counts: a value `a` merely echoes (StartTranscode's
+                // `job.video_id`) comes from wherever `a` got it, and must not put a read
+                // that feeds `a` (GetVideo, for its `source_uri`) after it.
+                let offer = best_origin(&s.words, &actions[a], Some(&s.ty));
                 offer.is_some_and(|(_, f)| f >= least && self.input_fit(s).is_none_or(|(_, i)| f > i))
             })
         };
+        // When two steps seem to need each other, the one that needs the other's entity's own
+        // id (AddVideo: CreatePlaylist's `playlist.id`) runs second: the other only seems to
+        // need a field the first reports afterwards (CreatePlaylist's `owner_id` ← AddVideo's
+        // `playlist.owner_id`, which CreatePlaylist set).
+        let needs_id = |b: usize, a: usize| {
+            actions[b].slots.iter().filter(|s| s.is_reference).any(|s| {
+                best_origin(&s.words, &actions[a], Some(&s.ty)).is_some_and(|(o, f)| {
+                    f >= 0.75 && o.words.leaf == ["id"] && self.input_fit(s).is_none_or(|(_, i)| f > i)
+                })
+            })
+        };
+        let blocks = |b: usize, a: usize| needs(b, a) && (!needs(a, b) || needs_id(b, a) && !needs_id(a, b));
         let mut order: Vec<usize> = Vec::new();
         let mut left = set.clone();
         // The `end_with` action goes last whatever the order says.
@@ -880,7 +1058,7 @@ impl Ctx<'_> {
             left.retain(|&a| a != l);
         }
         while !left.is_empty() {
-            let ready = left.iter().position(|&b| !left.iter().any(|&a| a != b && needs(b, a) && !needs(a, b)));
+            let ready = left.iter().position(|&b| !left.iter().any(|&a| a != b && blocks(b, a)));
             let at = ready.unwrap_or(0);
             order.push(left.remove(at));
         }
@@ -917,6 +1095,9 @@ impl Ctx<'_> {
                         // `amount` ← the authorization's `amount`) is what its default does.
                         let made = matches!(&source, Source::Step { step, path } if *step == j && *path == o.path);
                         if slot.optional && !made {
+                            return None;
+                        }
+                        if describes_other(info, slot, o) {
                             return None;
                         }
                         Some((source, f, j, own))
@@ -1308,6 +1489,73 @@ mod tests {
         assert!(is_own_id(&payment_id, &offer("payment.id")));
         assert!(!is_own_id(&payment_id, &offer("order.payment_id")));
         assert!(!is_own_id(&FieldWords::new("channel", None), &offer("channel.id")));
+    }
+
+    fn offer_of(path: &str, entity: &str, ty: VTy) -> Offer {
+        let leaf = words(path.rsplit('.').next().unwrap_or(path));
+        Offer {
+            path: path.to_string(),
+            ty,
+            words: ValueWords { leaf, path: words(path), entity: words(entity), ..Default::default() },
+            echoes: None,
+        }
+    }
+
+    fn string() -> VTy {
+        VTy { ty: crate::index::Ty::Str, list: false }
+    }
+
+    fn slot(name: &str, comment: Option<&str>, ty: VTy, optional: bool) -> Slot {
+        let is_reference = name.ends_with("_id");
+        Slot { name: name.to_string(), ty, words: FieldWords::new(name, comment), is_reference, optional }
+    }
+
+    #[test]
+    fn roles_are_named_by_the_goals_words() {
+        let owner = offer_of("channel.owner_id", "Channel", string());
+        assert!(names_role(&goal_words("a playlist owned by the owner of a channel"), &owner));
+        assert!(names_role(&goal_words("notify the channel's owner"), &owner));
+        assert!(!names_role(&goal_words("create a playlist for an owner"), &owner));
+        // An entity's own reference is no role.
+        let mut channel = offer_of("video.channel_id", "Video", string());
+        channel.words.names_entity = true;
+        assert!(!names_role(&goal_words("the channel of a video"), &channel));
+    }
+
+    #[test]
+    fn messages_of_the_api_fit_by_type() {
+        let address = VTy { ty: crate::index::Ty::Msg("shop.common.v1.Address".into()), list: false };
+        let destination = FieldWords::new("destination", Some("Where the parcel goes."));
+        let shipping = offer_of("order.shipping_address", "Order", address.clone());
+        assert_eq!(typed_fit(&destination, &shipping, Some(&address)), TYPE_ONLY_FIT);
+        let time = VTy { ty: crate::index::Ty::Msg("google.protobuf.Timestamp".into()), list: false };
+        let created = offer_of("order.created_at", "Order", time.clone());
+        assert!(typed_fit(&FieldWords::new("deadline", None), &created, Some(&time)) < TYPE_ONLY_FIT);
+        assert_eq!(typed_fit(&destination, &offer_of("order.note", "Order", string()), Some(&address)), 0.0);
+    }
+
+    #[test]
+    fn required_fields_are_enriched_by_looser_fits() {
+        assert_eq!(enrich_least(&slot("to", Some("Recipient address."), string(), false)), 0.6);
+        assert_eq!(enrich_least(&slot("subject", Some("Default: none."), string(), true)), 0.9);
+    }
+
+    #[test]
+    fn a_created_entity_is_not_described_by_another() {
+        let create = ActionInfo {
+            name: "x.v1.PlaylistService/CreatePlaylist".into(),
+            method_words: words("CreatePlaylist"),
+            service_words: words("Playlist"),
+            comment_words: Default::default(),
+            comment_verb: None,
+            slots: Vec::new(),
+            offers: Vec::new(),
+            server_streaming: false,
+        };
+        let description = slot("description", None, string(), false);
+        assert!(describes_other(&create, &description, &offer_of("channel.description", "Channel", string())));
+        let destination = slot("destination", Some("usually the order's shipping address"), string(), false);
+        assert!(!describes_other(&create, &destination, &offer_of("order.shipping_address", "Order", string())));
     }
 
     #[test]
