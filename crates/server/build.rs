@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // include_dir! does not tell cargo which files it read.
     println!("cargo:rerun-if-changed={}", proto_root.join("../ui/dist").display());
     let fds = protox::compile(["nexus/v1/nexus.proto"], [&proto_root])?;
-    tonic_prost_build::configure().extern_path(".nexus.v1", "::nexus_core::pb").compile_fds(fds)?;
+    // Requests that are not valid protobuf are INVALID_ARGUMENT (src/codec.rs), not INTERNAL.
+    tonic_prost_build::configure()
+        .extern_path(".nexus.v1", "::nexus_core::pb")
+        .codec_path("crate::codec::NexusCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

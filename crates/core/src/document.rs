@@ -33,6 +33,9 @@ pub fn parse(text: &str) -> Result<pb::Pattern, DocumentError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(DocumentError::TooLarge { size: text.len(), limit: MAX_DOCUMENT_BYTES });
     }
+    // A byte-order mark (editors on Windows write one) is not content: without this, YAML reads
+    // it as a document of its own ("more than one document").
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| DocumentError::Syntax(e.to_string()))?;
     from_json(value)
 }
@@ -86,6 +89,14 @@ pub fn to_yaml(pattern: &pb::Pattern) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_not_a_document() {
+        let doc = parse("\u{feff}name: bom\nversion: 1.0.0\nsteps: []\n").unwrap_or_default();
+        assert_eq!(doc.name, "bom");
+        let json = parse("\u{feff}{\"name\": \"bom\", \"version\": \"1.0.0\"}").unwrap_or_default();
+        assert_eq!(json.name, "bom");
+    }
 
     #[test]
     fn parses_the_design_example() {

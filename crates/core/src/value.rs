@@ -235,7 +235,10 @@ pub fn cel_to_json_value(v: &Cel) -> prost_types::Value {
         Cel::Int(i) => SKind::StringValue(i.to_string()),
         Cel::UInt(u) if *u <= MAX_SAFE_INTEGER as u64 => SKind::NumberValue(*u as f64),
         Cel::UInt(u) => SKind::StringValue(u.to_string()),
-        Cel::Float(f) => SKind::NumberValue(*f),
+        Cel::Float(f) if f.is_finite() => SKind::NumberValue(*f),
+        // JSON has no infinity or NaN (google.protobuf.Value refuses them in its JSON form): null,
+        // as in `CelJson`, so every transport shows the same output.
+        Cel::Float(_) => SKind::NullValue(0),
         Cel::String(s) => SKind::StringValue(s.to_string()),
         Cel::Bytes(b) => SKind::StringValue(base64_encode(b)),
         Cel::Duration(d) => SKind::StringValue(format_duration(d)),

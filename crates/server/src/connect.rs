@@ -27,8 +27,16 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 const SERVICE: &str = "nexus.v1.NexusService";
 
+/// What the Connect middleware needs: the gRPC router it translates to, and the authenticator
+/// that checks credentials before a body is read.
+#[derive(Clone)]
+pub struct Connect {
+    pub grpc: axum::Router,
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
+}
+
 /// Axum middleware: Connect unary JSON requests are answered here, everything else passes on.
-pub async fn middleware(State(grpc): State<axum::Router>, req: Request, next: Next) -> Response {
+pub async fn middleware(State(connect): State<Connect>, req: Request, next: Next) -> Response {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -111,7 +119,13 @@ pub async fn middleware(State(grpc): State<axum::Router>, req: Request, next: Ne
             HeaderMap::new(),
         );
     }
-    match unary(grpc, method, req).await {
+    // Credentials first: a caller who may not call anything costs no body read and no parse.
+    // (The gRPC router authenticates again; verified keys are cached, so that is a map lookup.)
+    if let Err(e) = connect.auth.authenticate(req.headers()).await {
+        let status = tonic::Status::from(e);
+        return connect_error(status.code(), status.message(), &[], HeaderMap::new());
+    }
+    match unary(connect.grpc, method, req).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -126,6 +140,46 @@ async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Re
             HeaderMap::new(),
         )
     })?;
+    // Connect's request compression: gzip (bounded like the body itself), or none.
+    let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let body = match encoding.trim() {
+        "" | "identity" => body,
+        "gzip" => {
+            use std::io::Read as _;
+            let mut out = Vec::new();
+            let read = flate2::read::GzDecoder::new(body.as_ref())
+                .take(MAX_BODY_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    connect_error(
+                        tonic::Code::InvalidArgument,
+                        &format!("the body is not valid gzip: {e}"),
+                        &[],
+                        HeaderMap::new(),
+                    )
+                })?;
+            if read > MAX_BODY_BYTES {
+                return Err(connect_error(
+                    tonic::Code::ResourceExhausted,
+                    &format!("the request body is more than {MAX_BODY_BYTES} bytes once decompressed"),
+                    &[],
+                    HeaderMap::new(),
+                ));
+            }
+            bytes::Bytes::from(out)
+        }
+        other => {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            let shown: String = other.chars().take(40).collect();
+            return Err(connect_error(
+                tonic::Code::Unimplemented,
+                &format!("Content-Encoding `{shown}` is not supported: send gzip or an uncompressed body"),
+                &[],
+                headers,
+            ));
+        }
+    };
     let invalid = |msg: String| connect_error(tonic::Code::InvalidArgument, &msg, &[], HeaderMap::new());
     let json: serde_json::Value = if body.is_empty() {
         json!({})
@@ -150,7 +204,12 @@ async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Re
     let headers = grpc_req.headers_mut();
     for (name, value) in &parts.headers {
         let n = name.as_str();
-        if n == "content-type" || n == "content-length" || n.starts_with("connect-") || n == "accept-encoding" {
+        if n == "content-type"
+            || n == "content-length"
+            || n == "content-encoding"
+            || n.starts_with("connect-")
+            || n == "accept-encoding"
+        {
             continue;
         }
         headers.append(name.clone(), value.clone());

@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 mod cloudevents;
+mod codec;
 mod config;
 mod connect;
 mod convert;
@@ -514,7 +515,8 @@ async fn router(
         .prepare()
         .into_axum_router()
         // Every call is authenticated here, before any service sees it.
-        .layer(axum::middleware::from_fn_with_state(auth, auth::middleware));
+        .layer(axum::middleware::from_fn_with_state(auth.clone(), auth::middleware))
+        .layer(axum::middleware::map_response(codec::oversize_is_resource_exhausted));
     let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc.clone());
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
@@ -537,7 +539,7 @@ async fn router(
         .route(ui::PATH, axum::routing::get(ui::index))
         .route("/ui/{*path}", axum::routing::get(ui::asset))
         .fallback_service(grpc_web)
-        .layer(axum::middleware::from_fn_with_state(grpc.clone(), connect::middleware))
+        .layer(axum::middleware::from_fn_with_state(connect::Connect { grpc: grpc.clone(), auth }, connect::middleware))
         .layer(cors);
     Ok(Dispatch { grpc, web })
 }

@@ -20,6 +20,8 @@ mod events;
 mod events_nats;
 #[path = "api/execution.rs"]
 mod execution;
+#[path = "api/hostile.rs"]
+mod hostile;
 #[path = "api/interop.rs"]
 mod interop;
 #[path = "api/lifecycle.rs"]

@@ -1,0 +1,94 @@
+//! The protobuf codec of the NexusService: prost's, except that a request that is not a valid
+//! protobuf encoding of its message is the caller's mistake — INVALID_ARGUMENT naming the
+//! message — not INTERNAL (which tonic's codec answers, and which tells a caller the server broke).
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::{
+    Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
+use tonic_prost::{ProstDecoder, ProstEncoder};
+
+#[derive(Debug, Clone)]
+pub struct NexusCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for NexusCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for NexusCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = CallerDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CallerDecoder(ProstDecoder::new(BufferSettings::default()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CallerDecoder<U>(ProstDecoder<U>);
+
+impl<U: Message + Default> Decoder for CallerDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(|s| {
+            if s.code() == tonic::Code::Internal {
+                let name = std::any::type_name::<U>().rsplit("::").next().unwrap_or("message");
+                Status::invalid_argument(format!(
+                    "the message is not a valid protobuf encoding of nexus.v1.{name}: {}",
+                    s.message()
+                ))
+            } else {
+                s
+            }
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}
+
+/// tonic refuses a message over the size limit with OUT_OF_RANGE ("decoded message length too
+/// large"); the caller sent too much, which gRPC calls RESOURCE_EXHAUSTED — as Connect already
+/// answers (HTTP 429) for a body over its limit. Rewrites that one status of a trailers-only
+/// response (the refusal comes before any message is sent), on the native and gRPC-Web paths.
+pub async fn oversize_is_resource_exhausted(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    let is_oversize = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+    if is_oversize {
+        let text = headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
+            .unwrap_or_default();
+        let detail = text.split_once(": ").map_or(text.as_str(), |(_, rest)| rest);
+        let message = format!("the request message is too large: {detail}");
+        let encoded = percent_encoding::utf8_percent_encode(&message, percent_encoding::NON_ALPHANUMERIC).to_string();
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+            headers.insert("grpc-message", v);
+        }
+    }
+    response
+}
