@@ -416,6 +416,15 @@ impl Expr {
         }
     }
 
+    /// The syntax tree of an expression that is not a plain path (for static typing).
+    pub fn syntax(&self) -> Option<&IdedExpr> {
+        match &self.kind {
+            ExprKind::Cel(program) => Some(program.expression()),
+            ExprKind::Node(node) => Some(node),
+            ExprKind::Path { .. } => None,
+        }
+    }
+
     /// When the expression is `event.PATH == VALUE` (either way round) and VALUE does not read the
     /// event: PATH (below `event`) and VALUE as an expression of its own.
     pub fn correlation(&self) -> Option<(Vec<String>, Expr)> {

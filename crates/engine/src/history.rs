@@ -13,13 +13,21 @@ use crate::record::{ExecutionRecord, ExecutionStatus};
 pub struct History {
     inner: Mutex<Inner>,
     capacity: usize,
+    /// Most bytes the records may take (estimated, [`ExecutionRecord::approx_bytes`]): a few
+    /// executions with huge inputs must not hold gigabytes when the count is far from full.
+    max_bytes: usize,
 }
 
 struct Inner {
-    by_id: HashMap<Arc<str>, Arc<ExecutionRecord>>,
+    by_id: HashMap<Arc<str>, (Arc<ExecutionRecord>, usize)>,
     /// Sorted by id, i.e. by start time, oldest first.
     order: VecDeque<Arc<str>>,
+    /// The estimated bytes of every record held.
+    bytes: usize,
 }
+
+/// The default bound on the history's memory.
+pub const DEFAULT_HISTORY_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Default, Clone)]
 pub struct HistoryFilter {
@@ -34,7 +42,22 @@ pub struct HistoryFilter {
 
 impl History {
     pub fn new(capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner { by_id: HashMap::new(), order: VecDeque::new() }), capacity: capacity.max(1) }
+        Self::with_byte_limit(capacity, DEFAULT_HISTORY_BYTES)
+    }
+
+    /// At most `capacity` records and `max_bytes` of them (estimated); the oldest go first. The
+    /// newest record is always kept, even alone over the byte limit (its caller may ask for it).
+    pub fn with_byte_limit(capacity: usize, max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner { by_id: HashMap::new(), order: VecDeque::new(), bytes: 0 }),
+            capacity: capacity.max(1),
+            max_bytes,
+        }
+    }
+
+    /// The estimated bytes the records take now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     pub fn insert(&self, record: Arc<ExecutionRecord>) {
@@ -42,12 +65,21 @@ impl History {
         // Ids are time-ordered (UUIDv7) by start; executions finish out of order, so keep `order`
         // sorted by id: listing and the `before` page cursor then agree. Most inserts land at or
         // near the end.
-        let pos = inner.order.partition_point(|id| **id < *record.id);
-        inner.order.insert(pos, record.id.clone());
-        inner.by_id.insert(record.id.clone(), record);
-        while inner.order.len() > self.capacity {
-            if let Some(old) = inner.order.pop_front() {
-                inner.by_id.remove(&old);
+        let size = record.approx_bytes();
+        if let Some((_, old)) = inner.by_id.insert(record.id.clone(), (record.clone(), size)) {
+            // The same execution again (a durable one read back): replace, do not duplicate.
+            inner.bytes -= old;
+        } else {
+            let pos = inner.order.partition_point(|id| **id < *record.id);
+            inner.order.insert(pos, record.id.clone());
+        }
+        inner.bytes += size;
+        while inner.order.len() > self.capacity || (inner.bytes > self.max_bytes && inner.order.len() > 1) {
+            // The oldest that is not the record just inserted.
+            let victim = if inner.order.front().is_some_and(|id| *id == record.id) { 1 } else { 0 };
+            let Some(old) = inner.order.remove(victim) else { break };
+            if let Some((_, size)) = inner.by_id.remove(&old) {
+                inner.bytes -= size;
             }
         }
     }
@@ -57,7 +89,7 @@ impl History {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<ExecutionRecord>> {
-        self.lock().by_id.get(id).cloned()
+        self.lock().by_id.get(id).map(|(r, _)| r.clone())
     }
 
     /// Newest first; the second value tells whether more match past `limit`.
@@ -69,7 +101,7 @@ impl History {
             if filter.before.as_deref().is_some_and(|b| &**id >= b) {
                 continue;
             }
-            let Some(rec) = inner.by_id.get(id) else { continue };
+            let Some((rec, _)) = inner.by_id.get(id) else { continue };
             if filter.tenant.as_deref().is_some_and(|t| &*rec.tenant != t) {
                 continue;
             }
@@ -91,5 +123,51 @@ impl History {
         // A panic while holding the lock cannot leave the maps inconsistent (each operation is a
         // few inserts/removes), so a poisoned lock is safe to keep using.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod byte_limit_tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn record(id: &str, input_bytes: usize) -> Arc<ExecutionRecord> {
+        Arc::new(ExecutionRecord {
+            id: Arc::from(id),
+            tenant: Arc::from("t"),
+            pattern_name: Arc::from("p"),
+            pattern_version: Arc::from("1.0.0"),
+            status: ExecutionStatus::Succeeded,
+            input: cel::Value::String(Arc::new("x".repeat(input_bytes))),
+            output: None,
+            error: None,
+            started_at: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            steps: Vec::new(),
+            idempotency_key: None,
+        })
+    }
+
+    #[test]
+    fn the_history_is_bounded_by_bytes_as_well_as_count() {
+        let history = History::with_byte_limit(1000, 3 << 20);
+        for i in 0..10 {
+            history.insert(record(&format!("{i:02}"), 1 << 20));
+        }
+        // 1 MiB inputs, 3 MiB: the two newest and the one being inserted fit... at most 3.
+        let (kept, _) = history.list(&HistoryFilter { limit: 100, ..Default::default() });
+        let ids: Vec<&str> = kept.iter().map(|r| &*r.id).collect();
+        assert!(ids.len() <= 3 && ids.first() == Some(&"09"), "{ids:?}");
+        assert!(history.bytes() <= 3 << 20, "{}", history.bytes());
+        // One record over the whole limit is still kept (alone).
+        history.insert(record("10", 8 << 20));
+        assert!(history.get("10").is_some());
+        assert!(history.get("09").is_none());
+        // The same id again replaces its record and its bytes.
+        history.insert(record("10", 10));
+        assert!(history.bytes() < 4096, "{}", history.bytes());
+        let (kept, _) = history.list(&HistoryFilter { limit: 100, ..Default::default() });
+        assert_eq!(kept.len(), 1);
     }
 }

@@ -19,7 +19,7 @@ pub use events::{Event, ExecutionEvent, RunningExecution};
 pub use executor::{
     CheckedRequest, Engine, EngineError, ExecuteRequest, Keyed, MAX_COLLECTED_STREAM_MESSAGES, MAX_FAN_OUT,
 };
-pub use history::{History, HistoryFilter};
+pub use history::{DEFAULT_HISTORY_BYTES, History, HistoryFilter};
 pub use invoker::{Call, CallError, Invoker, MessageStream};
 pub use journal::{Journal, JournalError, JournalStart, decode_result, encode_result};
 pub use record::{

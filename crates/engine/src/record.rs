@@ -149,6 +149,60 @@ pub struct ExecutionRecord {
     pub idempotency_key: Option<String>,
 }
 
+impl ExecutionRecord {
+    /// What the record takes in memory, estimated: its payloads (CEL values by their contents,
+    /// messages by their encoded size times the in-memory overhead of a `DynamicMessage`) plus
+    /// fixed costs. Bounds the history by bytes, not only by count.
+    pub fn approx_bytes(&self) -> usize {
+        let mut total = 512 + cel_bytes(&self.input) + self.output.as_ref().map_or(0, cel_bytes);
+        for step in &self.steps {
+            total += 256 + step.attempts.len() * 96 + step.request.as_ref().map_or(0, message_bytes);
+            total += step.response.as_ref().map_or(0, response_bytes);
+            total += step.error.as_ref().map_or(0, |e| e.message.len());
+        }
+        total
+    }
+}
+
+fn cel_bytes(v: &Cel) -> usize {
+    match v {
+        Cel::String(s) => 32 + s.len(),
+        Cel::Bytes(b) => 32 + b.len(),
+        Cel::List(items) => 32 + items.iter().map(cel_bytes).sum::<usize>(),
+        Cel::Map(m) => {
+            64 + m
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        cel::objects::Key::String(s) => s.len(),
+                        _ => 8,
+                    };
+                    48 + key + cel_bytes(v)
+                })
+                .sum::<usize>()
+        }
+        _ => 16,
+    }
+}
+
+fn message_bytes(m: &DynamicMessage) -> usize {
+    use prost::Message as _;
+    64 + 4 * m.encoded_len()
+}
+
+fn response_bytes(r: &StepResponse) -> usize {
+    match r {
+        StepResponse::Message(m) => message_bytes(m),
+        StepResponse::Stream(ms) => ms.iter().map(message_bytes).sum(),
+        StepResponse::Forwarded { last, .. } => last.as_ref().map_or(0, message_bytes),
+        StepResponse::Items(items) => items.iter().map(response_bytes).sum(),
+        StepResponse::Pattern { output, .. } => cel_bytes(output),
+        StepResponse::Event(e) => cel_bytes(e),
+        StepResponse::TimedOut(s) | StepResponse::Cancelled(s) => s.len(),
+    }
+}
+
 /// The canonical upper-case name of a gRPC code (`UNAVAILABLE`).
 pub fn code_name(code: tonic::Code) -> &'static str {
     match code {

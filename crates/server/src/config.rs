@@ -35,6 +35,9 @@ pub struct Config {
     /// ListExecutions (~10 KiB each for a 3-step pattern). Durable executions are also in the
     /// journal (their summary) for as long as `retention` says.
     pub execution_history: usize,
+    /// And at most this many bytes of them (estimated from their payloads; default 256 MiB):
+    /// the oldest go first when either bound is reached.
+    pub execution_history_bytes: usize,
     /// How long to wait for a backend's descriptors at start.
     #[serde(with = "humantime_secs")]
     pub discovery_timeout: std::time::Duration,
@@ -283,6 +286,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".nexus"),
             in_memory: false,
             execution_history: 1_000,
+            execution_history_bytes: nexus_engine::DEFAULT_HISTORY_BYTES,
             discovery_timeout: std::time::Duration::from_secs(10),
             services: Vec::new(),
             store: StoreConfig::default(),
@@ -415,7 +419,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_EXECUTION_HISTORY`,
+    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_EXECUTION_HISTORY`, `NEXUS_EXECUTION_HISTORY_BYTES`,
     /// `NEXUS_DATABASE_URL`,
     /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`,
     /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY`, `NEXUS_DISCOVERY_REFRESH_INTERVAL`, `NEXUS_EVENTS_URL`,
@@ -451,6 +455,10 @@ impl Config {
         if let Some(v) = env("NEXUS_EXECUTION_HISTORY") {
             self.execution_history =
                 v.parse().map_err(|e| invalid("NEXUS_EXECUTION_HISTORY", format!("`{v}`: {e}")))?;
+        }
+        if let Some(v) = env("NEXUS_EXECUTION_HISTORY_BYTES") {
+            self.execution_history_bytes =
+                v.parse().map_err(|e| invalid("NEXUS_EXECUTION_HISTORY_BYTES", format!("`{v}`: {e}")))?;
         }
         if let Some(v) = env("NEXUS_OUTAGE_WAIT") {
             self.outage_wait = parse_duration(&v).map_err(|e| invalid("NEXUS_OUTAGE_WAIT", e))?;
@@ -579,6 +587,9 @@ impl Config {
         }
         if self.execution_history == 0 {
             return Err(invalid("execution_history", "must be at least 1"));
+        }
+        if self.execution_history_bytes < 1 << 20 {
+            return Err(invalid("execution_history_bytes", "must be at least 1048576 (1 MiB)"));
         }
         for (i, s) in self.services.iter().enumerate() {
             let key = format!("services[{i}]");

@@ -251,13 +251,16 @@ impl Nexus {
                 retention: config.events.retention,
             },
         ));
-        let engine = Engine::new(invoker, Arc::new(History::new(config.execution_history)))
-            .with_cel_limits(nexus_core::expr::CostLimits {
-                per_expression: config.limits.cel_cost_per_expression,
-                per_execution: config.limits.cel_cost_per_execution,
-            })
-            .with_journal(Arc::new(journal))
-            .with_events(event_router.clone());
+        let engine = Engine::new(
+            invoker,
+            Arc::new(History::with_byte_limit(config.execution_history, config.execution_history_bytes)),
+        )
+        .with_cel_limits(nexus_core::expr::CostLimits {
+            per_expression: config.limits.cel_cost_per_expression,
+            per_execution: config.limits.cel_cost_per_execution,
+        })
+        .with_journal(Arc::new(journal))
+        .with_events(event_router.clone());
         event_router.set_engine(engine.clone());
         let cloudevents = cloudevents::Endpoint::new(
             authenticator.clone(),

@@ -109,7 +109,48 @@ impl TypeEnv for Env<'_> {
     fn type_of(&self, e: &Expr) -> Ty {
         match e.as_path() {
             Some(r) => self.resolve(r).unwrap_or(Ty::Dyn),
-            None => Ty::Dyn,
+            None => e.syntax().map_or(Ty::Dyn, infer),
         }
     }
+}
+
+/// The type of an expression's result where its operators and literals say it whatever its
+/// variables hold (`1 + 2` is an int, `a == b` a bool, `'x' + y` a string, `size(l)` an int);
+/// `dyn` where that takes the variables' types. Catches `to: "${{ 1 + 2 }}"` at registration
+/// instead of at run time.
+fn infer(e: &cel::common::ast::IdedExpr) -> Ty {
+    use cel::common::ast::{Expr as Ast, LiteralValue as L};
+    match &e.expr {
+        Ast::Literal(L::Int(_)) => Ty::Int,
+        Ast::Literal(L::UInt(_)) => Ty::UInt,
+        Ast::Literal(L::Double(_)) => Ty::Double,
+        Ast::Literal(L::String(_)) => Ty::String,
+        Ast::Literal(L::Boolean(_)) => Ty::Bool,
+        Ast::Literal(L::Bytes(_)) => Ty::Bytes,
+        Ast::Call(call) => {
+            let args: Vec<Ty> = call.args.iter().map(infer).collect();
+            match (call.func_name.as_str(), call.target.is_some(), args.as_slice()) {
+                ("_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "_&&_" | "_||_" | "!_" | "@in", _, _) => Ty::Bool,
+                ("has" | "startsWith" | "endsWith" | "contains" | "matches", _, _) => Ty::Bool,
+                ("size", _, _) | ("int", false, _) => Ty::Int,
+                ("uint", false, _) => Ty::UInt,
+                ("double", false, _) => Ty::Double,
+                ("string", false, _) => Ty::String,
+                ("_+_", _, [Ty::String, _] | [_, Ty::String]) => Ty::String,
+                ("_+_" | "_-_" | "_*_" | "_/_" | "_%_", _, [a, b]) if same_number(a, b) => a.clone(),
+                ("-_", _, [a]) if same_number(a, a) => a.clone(),
+                ("_?_:_", _, [_, a, b]) if same_scalar(a, b) => a.clone(),
+                _ => Ty::Dyn,
+            }
+        }
+        _ => Ty::Dyn,
+    }
+}
+
+fn same_number(a: &Ty, b: &Ty) -> bool {
+    matches!((a, b), (Ty::Int, Ty::Int) | (Ty::UInt, Ty::UInt) | (Ty::Double, Ty::Double))
+}
+
+fn same_scalar(a: &Ty, b: &Ty) -> bool {
+    same_number(a, b) || matches!((a, b), (Ty::String, Ty::String) | (Ty::Bool, Ty::Bool) | (Ty::Bytes, Ty::Bytes))
 }

@@ -190,3 +190,15 @@ fn struct_field_takes_an_object_with_expressions() {
     "#]],
     );
 }
+
+#[test]
+fn expressions_typed_by_their_operators_and_literals() {
+    check(
+        &place_order(
+            r#"{customer_id: "${{ 1 + 2 }}", gift: "${{ input.n > 2 }}", quantity: "${{ size(input.name) }}", note: "${{ input.ok ? 'a' : 'b' }}", total_cents: "${{ 'x' + input.name }}", weight: "${{ 2 * 3 }}", seats: "${{ input.n + 1 }}"}"#,
+        ),
+        expect![[r#"
+            error: steps[1].with.customer_id: field `customer_id` expects a string, got int (from `1 + 2`)
+        "#]],
+    );
+}
