@@ -13,6 +13,8 @@ use crate::value::type_name;
 #[derive(Debug, Clone, Default)]
 pub struct InputSchema {
     root: Json,
+    /// Some property is `type: number`: its integral values are made doubles ([`InputSchema::coerce`]).
+    has_number: bool,
 }
 
 /// The shape an `input.*` path reads, as far as the schema says.
@@ -29,7 +31,8 @@ pub enum InputType {
 
 impl InputSchema {
     pub fn new(root: Json) -> Self {
-        Self { root }
+        let has_number = mentions_number(&root);
+        Self { root, has_number }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -91,11 +94,64 @@ impl InputSchema {
         Ok(node.as_object().and_then(node_type).unwrap_or(InputType::Any))
     }
 
+    /// The input as the schema types it: a value of a `type: number` property is a double even
+    /// when it is whole (`10.0` arrives as JSON `10` and would otherwise be an int, and
+    /// `input.x / 4` would divide as integers). Free when no property is a number.
+    pub fn coerce(&self, input: Cel) -> Cel {
+        if self.has_number { coerce_node(&self.root, input) } else { input }
+    }
+
     /// Validates an execution's input; every violation as `(path, message)`.
     pub fn validate(&self, input: &Cel) -> Vec<(String, String)> {
         let mut out = Vec::new();
         validate_node(&self.root, input, "input", &mut out);
         out
+    }
+}
+
+fn mentions_number(v: &Json) -> bool {
+    match v {
+        Json::String(s) => s == "number",
+        Json::Array(items) => items.iter().any(mentions_number),
+        Json::Object(o) => o.values().any(mentions_number),
+        _ => false,
+    }
+}
+
+/// Whether a schema node says "a number" and not "an integer".
+fn is_number(obj: &serde_json::Map<String, Json>) -> bool {
+    match obj.get("type") {
+        Some(Json::String(t)) => t == "number",
+        Some(Json::Array(ts)) => ts.iter().any(|t| t == "number") && !ts.iter().any(|t| t == "integer"),
+        _ => false,
+    }
+}
+
+fn coerce_node(schema: &Json, v: Cel) -> Cel {
+    let Some(obj) = schema.as_object() else { return v };
+    match v {
+        Cel::Int(i) if is_number(obj) => Cel::Float(i as f64),
+        Cel::UInt(u) if is_number(obj) => Cel::Float(u as f64),
+        Cel::Map(m) => {
+            let Some(props) = obj.get("properties").and_then(Json::as_object) else { return Cel::Map(m) };
+            let entries: std::collections::HashMap<cel::objects::Key, Cel> = m
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    let child = match k {
+                        cel::objects::Key::String(name) => props.get(name.as_str()),
+                        _ => None,
+                    };
+                    (k.clone(), child.map_or_else(|| v.clone(), |c| coerce_node(c, v.clone())))
+                })
+                .collect();
+            Cel::Map(cel::objects::Map { map: std::sync::Arc::new(entries) })
+        }
+        Cel::List(items) => match obj.get("items") {
+            Some(item) => Cel::List(std::sync::Arc::new(items.iter().map(|i| coerce_node(item, i.clone())).collect())),
+            None => Cel::List(items),
+        },
+        other => other,
     }
 }
 
@@ -237,6 +293,40 @@ fn validate_node(schema: &Json, v: &Cel, path: &str, out: &mut Vec<(String, Stri
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn whole_numbers_of_number_properties_are_doubles() {
+        let schema = InputSchema::new(serde_json::json!({
+            "type": "object",
+            "properties": {
+                "price": {"type": "number"},
+                "count": {"type": "integer"},
+                "either": {"type": ["number", "string"]},
+                "prices": {"type": "array", "items": {"type": "number"}},
+                "nested": {"type": "object", "properties": {"ratio": {"type": "number"}}}
+            }
+        }));
+        let input = crate::value::serde_to_cel(&serde_json::json!({
+            "price": 10, "count": 3, "either": 2, "prices": [1, 2.5], "nested": {"ratio": 1}, "other": 7
+        }));
+        let out = crate::value::cel_to_serde(&schema.coerce(input));
+        let map = |v: &Cel, k: &str| match v {
+            Cel::Map(m) => m.get(&cel::objects::KeyRef::String(k)).cloned(),
+            _ => None,
+        };
+        let coerced = schema.coerce(crate::value::serde_to_cel(&serde_json::json!({"price": 10, "count": 3})));
+        assert!(matches!(map(&coerced, "price"), Some(Cel::Float(f)) if f == 10.0));
+        assert!(matches!(map(&coerced, "count"), Some(Cel::Int(3))));
+        assert_eq!(out["prices"], serde_json::json!([1, 2.5]), "whole doubles still print as integers in JSON");
+        let nested =
+            schema.coerce(crate::value::serde_to_cel(&serde_json::json!({"nested": {"ratio": 1}, "either": 2})));
+        assert!(matches!(map(&map(&nested, "nested").unwrap_or(Cel::Null), "ratio"), Some(Cel::Float(_))));
+        assert!(matches!(map(&nested, "either"), Some(Cel::Float(_))));
+        // No number in the schema: the input is returned as it is.
+        let plain = InputSchema::new(serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}}));
+        assert!(!plain.has_number);
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -167,12 +167,13 @@ impl Engine {
     }
 
     /// Checks the input against the pattern's input schema, once for every path that runs it.
-    pub fn check(&self, req: ExecuteRequest) -> Result<CheckedRequest, EngineError> {
+    pub fn check(&self, mut req: ExecuteRequest) -> Result<CheckedRequest, EngineError> {
         if !req.pattern.input.is_empty() {
             let problems = req.pattern.input.validate(&req.input);
             if !problems.is_empty() {
                 return Err(EngineError::InvalidInput(problems));
             }
+            req.input = req.pattern.input.coerce(std::mem::replace(&mut req.input, Cel::Null));
         }
         Ok(CheckedRequest(req))
     }

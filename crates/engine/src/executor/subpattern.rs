@@ -42,6 +42,7 @@ pub(super) async fn run_pattern(
             ));
         }
     }
+    let input = callee.input.coerce(input);
     let deadline = sooner(ctx.deadline, callee.timeout);
     let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().simple().to_string());
     // A sub-execution belongs to the caller's tenant.
