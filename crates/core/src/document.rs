@@ -36,9 +36,23 @@ pub fn parse(text: &str) -> Result<pb::Pattern, DocumentError> {
     // A byte-order mark (editors on Windows write one) is not content: without this, YAML reads
     // it as a document of its own ("more than one document").
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| DocumentError::Syntax(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_norway::from_str(text).map_err(|e| DocumentError::Syntax(nesting(e.to_string())))?;
     from_json(value)
 }
+
+/// The parsers' "recursion limit exceeded" says neither that the document nests too deep nor how
+/// deep it may nest: say both.
+fn nesting(message: String) -> String {
+    if message.contains("recursion limit") {
+        format!("the document nests deeper than the limit of {MAX_NESTING} levels of objects and lists ({message})")
+    } else {
+        message
+    }
+}
+
+/// How deep objects and lists may nest in a document (the YAML and JSON parsers' limit).
+pub const MAX_NESTING: usize = 128;
 
 /// Converts a JSON value (already parsed) into a `Pattern`, naming the path of the first field of
 /// the wrong shape.
@@ -89,6 +103,13 @@ pub fn to_yaml(pattern: &pb::Pattern) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_too_deep_says_so_and_names_the_limit() {
+        let deep = format!("name: {}1{}", "[".repeat(200), "]".repeat(200));
+        let e = parse(&deep).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("nests deeper than the limit of 128 levels"), "{e}");
+    }
 
     #[test]
     fn a_byte_order_mark_is_not_a_document() {

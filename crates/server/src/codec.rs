@@ -50,8 +50,13 @@ impl<U: Message + Default> Decoder for CallerDecoder<U> {
         self.0.decode(buf).map_err(|s| {
             if s.code() == tonic::Code::Internal {
                 let name = std::any::type_name::<U>().rsplit("::").next().unwrap_or("message");
+                let nesting = if s.message().contains("recursion limit") {
+                    " (it nests messages deeper than the limit of 100 levels)"
+                } else {
+                    ""
+                };
                 Status::invalid_argument(format!(
-                    "the message is not a valid protobuf encoding of nexus.v1.{name}: {}",
+                    "the message is not a valid protobuf encoding of nexus.v1.{name}{nesting}: {}",
                     s.message()
                 ))
             } else {

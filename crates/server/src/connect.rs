@@ -184,7 +184,15 @@ async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Re
     let json: serde_json::Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&body).map_err(|e| invalid(format!("the request body is not valid JSON: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            if e.to_string().contains("recursion limit") {
+                invalid(format!(
+                    "the request body nests deeper than the limit of 128 levels of objects and arrays ({e})"
+                ))
+            } else {
+                invalid(format!("the request body is not valid JSON: {e}"))
+            }
+        })?
     };
     let message = DynamicMessage::deserialize_with_options(method.input(), json, &DeserializeOptions::new())
         .map_err(|e| invalid(format!("the request does not match {}: {e}", method.input().full_name())))?;

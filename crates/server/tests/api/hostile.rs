@@ -131,6 +131,12 @@ async fn malformed_and_oversized_messages_are_the_callers_error_on_every_transpo
     let (status, body) =
         connect_raw(h.addr, EXECUTE, &[], Bytes::from_static(b"{\"pattern_name\": ")).await.context("Connect")?;
     ensure!(status == 400 && body["code"] == "invalid_argument", "{status} {body}");
+    let deep = format!("{{\"pattern_name\": \"x\", \"input\": {{\"a\": {}1{}}}}}", "[".repeat(300), "]".repeat(300));
+    let (status, body) = connect_raw(h.addr, EXECUTE, &[], Bytes::from(deep)).await.context("Connect deep")?;
+    ensure!(
+        status == 400 && body["message"].as_str().is_some_and(|m| m.contains("nests deeper than the limit of 128")),
+        "{status} {body}"
+    );
     let big = Bytes::from(format!("{{\"pattern_name\": \"{}\"}}", "x".repeat(5 << 20)));
     let (status, body) = connect_early(h.addr, EXECUTE, big).await?;
     ensure!(status == 429 && body["code"] == "resource_exhausted", "{status} {body}");
