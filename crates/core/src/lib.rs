@@ -13,6 +13,7 @@ pub mod expr;
 pub mod input;
 pub mod plan;
 pub mod schema;
+pub mod transcode;
 mod typecheck;
 pub mod value;
 

@@ -12,11 +12,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::Engine as _;
-use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use prost::Message;
-use prost_reflect::{DeserializeOptions, DynamicMessage, MethodDescriptor, SerializeOptions};
+use prost_reflect::{DynamicMessage, MethodDescriptor, SerializeOptions};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -180,34 +179,32 @@ async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Re
             ));
         }
     };
-    let invalid = |msg: String| connect_error(tonic::Code::InvalidArgument, &msg, &[], HeaderMap::new());
-    let json: serde_json::Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.to_string().contains("recursion limit") {
-                invalid(format!(
-                    "the request body nests deeper than the limit of 128 levels of objects and arrays ({e})"
-                ))
-            } else {
-                invalid(format!("the request body is not valid JSON: {e}"))
-            }
-        })?
+    // JSON → protobuf without an intermediate tree: one pass validates and measures, the second
+    // writes the gRPC frame in a buffer of exactly its size (memory: the body plus its encoding).
+    let invalid = |e: nexus_core::transcode::TranscodeError| {
+        connect_error(tonic::Code::InvalidArgument, &e.message, &[], HeaderMap::new())
     };
-    let message = DynamicMessage::deserialize_with_options(method.input(), json, &DeserializeOptions::new())
-        .map_err(|e| invalid(format!("the request does not match {}: {e}", method.input().full_name())))?;
-
-    let payload = message.encode_to_vec();
-    let mut frame = BytesMut::with_capacity(payload.len() + 5);
-    frame.put_u8(0);
-    frame.put_u32(payload.len() as u32);
-    frame.put_slice(&payload);
+    let input = method.input();
+    let len = nexus_core::transcode::encoded_len(&input, &body).map_err(invalid)?;
+    let Ok(frame_len) = u32::try_from(len) else {
+        return Err(connect_error(
+            tonic::Code::ResourceExhausted,
+            &format!("the request is {len} bytes once encoded, more than a gRPC frame holds"),
+            &[],
+            HeaderMap::new(),
+        ));
+    };
+    let mut frame = Vec::with_capacity(len + 5);
+    frame.push(0);
+    frame.extend_from_slice(&frame_len.to_be_bytes());
+    nexus_core::transcode::encode_into(&input, &body, &mut frame).map_err(invalid)?;
+    drop(body);
 
     let mut grpc_req = http::Request::builder()
         .method(http::Method::POST)
         .uri(parts.uri)
         .version(http::Version::HTTP_2)
-        .body(Body::from(frame.freeze()))
+        .body(Body::from(frame))
         .map_err(|e| connect_error(tonic::Code::Internal, &e.to_string(), &[], HeaderMap::new()))?;
     let headers = grpc_req.headers_mut();
     for (name, value) in &parts.headers {
@@ -264,10 +261,14 @@ async fn unary(grpc: axum::Router, method: MethodDescriptor, req: Request) -> Re
     let out = DynamicMessage::decode(method.output(), bytes).map_err(|e| {
         connect_error(tonic::Code::Internal, &format!("decoding the response: {e}"), &[], extra.clone())
     })?;
-    let json = out
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().use_proto_field_name(true))
-        .map_err(|e| connect_error(tonic::Code::Internal, &e.to_string(), &[], extra.clone()))?;
-    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response();
+    // Straight to text, without a serde_json::Value in between.
+    let mut json = Vec::new();
+    out.serialize_with_options(
+        &mut serde_json::Serializer::new(&mut json),
+        &SerializeOptions::new().use_proto_field_name(true),
+    )
+    .map_err(|e| connect_error(tonic::Code::Internal, &e.to_string(), &[], extra.clone()))?;
+    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response();
     resp.headers_mut().extend(extra);
     Ok(resp)
 }

@@ -134,7 +134,18 @@ async fn malformed_and_oversized_messages_are_the_callers_error_on_every_transpo
     let deep = format!("{{\"pattern_name\": \"x\", \"input\": {{\"a\": {}1{}}}}}", "[".repeat(300), "]".repeat(300));
     let (status, body) = connect_raw(h.addr, EXECUTE, &[], Bytes::from(deep)).await.context("Connect deep")?;
     ensure!(
-        status == 400 && body["message"].as_str().is_some_and(|m| m.contains("nests deeper than the limit of 128")),
+        status == 400
+            && body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nests deeper than the limit of 100 levels of protobuf messages")),
+        "{status} {body}"
+    );
+    // Deeper than JSON's own limit (a field that is not a Struct stops at the first array).
+    let deep =
+        format!("{{\"pattern_name\": \"x\", \"input\": {{}}, \"version\": {}1{}}}", "[".repeat(300), "]".repeat(300));
+    let (status, body) = connect_raw(h.addr, EXECUTE, &[], Bytes::from(deep)).await.context("Connect deep")?;
+    ensure!(
+        status == 400 && body["message"].as_str().is_some_and(|m| m.contains("at `version`: expected a string")),
         "{status} {body}"
     );
     let big = Bytes::from(format!("{{\"pattern_name\": \"{}\"}}", "x".repeat(5 << 20)));
