@@ -547,6 +547,7 @@ fn write_scalar<S: Sink>(
                         ));
                     }
                 },
+                Scalar::F64(f) => return Err(format!("expected an enum name or an integer, found {f}")),
                 other => to_i64(other, i64::from(i32::MIN), i64::from(i32::MAX))? as i32,
             };
             tag(st);
@@ -604,6 +605,13 @@ fn write_wkt_scalar<S: Sink>(
         }
         Some(Wkt::Timestamp) => {
             let Scalar::Str(s) = v else { return Err(expected()) };
+            // As proto3 JSON readers do: `T` and `Z` upper case, no space for the `T`.
+            if s.bytes().any(|b| matches!(b, b't' | b'z' | b' ')) {
+                return Err(format!(
+                    "{:?} is not an RFC 3339 timestamp as protobuf writes them (such as \"2026-12-02T10:00:00Z\")",
+                    truncate(s)
+                ));
+            }
             let t = chrono::DateTime::parse_from_rfc3339(s)
                 .map_err(|e| format!("{:?} is not an RFC 3339 timestamp: {e}", truncate(s)))?;
             let seconds = t.timestamp();
@@ -614,12 +622,15 @@ fn write_wkt_scalar<S: Sink>(
                     truncate(s)
                 ));
             }
+            let nanos = t.timestamp_subsec_nanos();
+            if nanos >= 1_000_000_000 {
+                return Err(format!("{:?} is a leap second, which google.protobuf.Timestamp cannot hold", truncate(s)));
+            }
             let mark = region(st)?;
             if seconds != 0 {
                 st.tag(1, VARINT);
                 st.sink.varint(seconds as u64);
             }
-            let nanos = t.timestamp_subsec_nanos();
             if nanos != 0 {
                 st.tag(2, VARINT);
                 st.sink.varint(u64::from(nanos));

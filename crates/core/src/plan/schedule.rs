@@ -191,12 +191,36 @@ pub(super) fn compile(doc: &pb::Pattern, input: &InputSchema, diags: &mut Diagno
         overlap: overlap?,
         catchup_window: catchup_window?,
     };
-    // An expression that parses but never matches (`0 0 30 2 *`) would never fire.
-    if plan.next_after(DateTime::<Utc>::UNIX_EPOCH).is_none() {
+    // An expression that parses but never matches (`0 0 30 2 *`) would never fire. Impossible
+    // dates are found from the fields: croner's own search goes on to the year 5000 first
+    // (~1 s, at every registration).
+    if !days_can_exist(&plan.cron.pattern) || plan.next_after(DateTime::<Utc>::UNIX_EPOCH).is_none() {
         diags.error("schedule.cron", format!("`{}` never matches a date", s.cron));
         return None;
     }
     Some(plan)
+}
+
+/// Whether the day-of-month and month fields name at least one real date. `false` only when the
+/// days are plain numbers (no `L`, no `W`), the weekday cannot match on its own, and every day
+/// named is past the end of every month named (`30 2`, `31 4,6,9,11`).
+fn days_can_exist(p: &croner::CronPattern) -> bool {
+    // croner's bits for `L` and `W` (its component module is private).
+    const LAST_BIT: u8 = 1 << 6;
+    const CLOSEST_WEEKDAY_BIT: u8 = 1 << 7;
+    if p.is_dom_wildcard() || (!p.is_dow_wildcard() && !p.matches_dom_and_dow()) {
+        return true;
+    }
+    if p.days.is_feature_enabled(LAST_BIT)
+        || (1..=31).any(|d| p.days.is_bit_set(d, CLOSEST_WEEKDAY_BIT).unwrap_or(true))
+    {
+        return true;
+    }
+    const LONGEST: [u16; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    (1..=12u16).any(|m| {
+        p.months.is_bit_set(m, 1).unwrap_or(true)
+            && (1..=LONGEST[usize::from(m - 1)]).any(|d| p.days.is_bit_set(d, 1).unwrap_or(true))
+    })
 }
 
 /// croner's messages start with their own type name ("Invalid pattern: …"); keep the part that
