@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod search;
+pub mod soak;
 
 use std::{
     sync::{

@@ -57,6 +57,14 @@ struct Args {
     /// Also measure the 1-client latency while costly CEL expressions run beside it.
     #[arg(long)]
     costly_background: bool,
+    /// Instead: the soak benchmark — mixed load (ephemeral, durable, streams, registrations, slow
+    /// readers, injected errors) against one Nexus process for this many seconds, its RSS and CPU
+    /// printed every --soak-interval-secs; fails if any error was not an injected one.
+    #[arg(long)]
+    soak_secs: Option<u64>,
+    /// With --soak-secs: seconds between two samples.
+    #[arg(long, default_value_t = 60)]
+    soak_interval_secs: u64,
     /// (Internal) run as the Nexus child process.
     #[arg(long, hide = true)]
     serve_nexus: bool,
@@ -87,6 +95,19 @@ fn main() -> anyhow::Result<()> {
     if let Some(samples) = args.events {
         let report = runtime.block_on(nexus_bench::events::run(samples, args.waiting, args.events_url.clone()))?;
         print!("{}", report.render());
+        return Ok(());
+    }
+    if let Some(secs) = args.soak_secs {
+        let options = nexus_bench::soak::SoakOptions {
+            duration: Duration::from_secs(secs),
+            interval: Duration::from_secs(args.soak_interval_secs.max(1)),
+            nexus_exe: std::env::current_exe()?,
+            load: nexus_bench::soak::Load::default(),
+            print_progress: true,
+        };
+        let report = runtime.block_on(nexus_bench::soak::run(&options))?;
+        print!("{}", report.render());
+        anyhow::ensure!(report.unexpected_errors == 0, "{} unexpected errors", report.unexpected_errors);
         return Ok(());
     }
     if let Some(secs) = args.slow_stream_secs {
