@@ -28,3 +28,8 @@ else
 fi
 
 bash scripts/ui-test.sh browser
+
+# A few seconds of coverage-guided fuzzing per target on the committed corpus (fuzz/README.md).
+# Without AddressSanitizer here: the build is the cost (the code fuzzed is safe Rust); the long
+# runs (`bash scripts/fuzz.sh run`) use it.
+FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" bash scripts/fuzz.sh smoke 5
