@@ -65,6 +65,10 @@ struct Args {
     /// With --soak-secs: seconds between two samples.
     #[arg(long, default_value_t = 60)]
     soak_interval_secs: u64,
+    /// With --soak-secs: new pattern versions registered per second (0 leaves the registry alone,
+    /// to tell its growth from the rest).
+    #[arg(long, default_value_t = 1.0)]
+    soak_registrations_per_sec: f64,
     /// (Internal) run as the Nexus child process.
     #[arg(long, hide = true)]
     serve_nexus: bool,
@@ -102,7 +106,10 @@ fn main() -> anyhow::Result<()> {
             duration: Duration::from_secs(secs),
             interval: Duration::from_secs(args.soak_interval_secs.max(1)),
             nexus_exe: std::env::current_exe()?,
-            load: nexus_bench::soak::Load::default(),
+            load: nexus_bench::soak::Load {
+                registration_rate: args.soak_registrations_per_sec.max(0.0),
+                ..nexus_bench::soak::Load::default()
+            },
             print_progress: true,
         };
         let report = runtime.block_on(nexus_bench::soak::run(&options))?;

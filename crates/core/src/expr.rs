@@ -95,6 +95,12 @@ impl Budget {
     pub fn remaining(&self) -> u64 {
         self.remaining.load(Ordering::Relaxed)
     }
+
+    /// The most one evaluation may spend now: the per-expression limit or what the execution has
+    /// left, whichever is smaller.
+    pub fn per_evaluation(&self) -> u64 {
+        self.per_expression.min(self.remaining())
+    }
 }
 
 /// Why a metered evaluation stopped.

@@ -134,6 +134,7 @@ mod byte_limit_tests {
 
     fn record(id: &str, input_bytes: usize) -> Arc<ExecutionRecord> {
         Arc::new(ExecutionRecord {
+            trace: None,
             id: Arc::from(id),
             tenant: Arc::from("t"),
             pattern_name: Arc::from("p"),

@@ -15,8 +15,10 @@ pub struct Call {
     pub timeout: Option<Duration>,
     /// `<execution>/<step>[/<item>]`: the same on every attempt so backends can de-duplicate.
     pub idempotency_key: String,
-    /// W3C trace context (`traceparent`) of this call.
+    /// W3C trace context (`traceparent`) of this call: its span is the step attempt's.
     pub traceparent: Option<String>,
+    /// The caller's `tracestate`, passed on unchanged.
+    pub tracestate: Option<std::sync::Arc<str>>,
 }
 
 /// A failed call, in gRPC terms.

@@ -11,7 +11,9 @@ mod executor;
 mod history;
 mod invoker;
 mod journal;
+mod observe;
 mod record;
+pub mod trace;
 pub mod waits;
 
 pub use bus::{Acker, BusError, CloudEvent, Delivery, EventBus, EventHub, Live, Published, WaitRegistration};
@@ -22,6 +24,7 @@ pub use executor::{
 pub use history::{DEFAULT_HISTORY_BYTES, History, HistoryFilter};
 pub use invoker::{Call, CallError, Invoker, MessageStream};
 pub use journal::{Journal, JournalError, JournalStart, decode_result, encode_result};
+pub use observe::Observer;
 pub use record::{
     Attempt, CompensationRecord, ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus,
     code_name,

@@ -69,6 +69,8 @@ pub struct ExecError {
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub number: u32,
+    /// The attempt's span in the execution's trace: its backend call's `traceparent` names it.
+    pub span_id: u64,
     /// The for_each item this attempt called for.
     pub item: Option<u32>,
     pub started_at: SystemTime,
@@ -109,6 +111,8 @@ pub enum StepResponse {
 #[derive(Debug, Clone)]
 pub struct CompensationRecord {
     pub call: Arc<str>,
+    /// The compensation call's span in the execution's trace.
+    pub span_id: u64,
     pub status: StepStatus,
     pub started_at: SystemTime,
     pub duration: Duration,
@@ -147,6 +151,8 @@ pub struct ExecutionRecord {
     pub duration: Duration,
     pub steps: Vec<StepRecord>,
     pub idempotency_key: Option<String>,
+    /// Its place in a W3C trace (`None` for a record read back from the journal).
+    pub trace: Option<Arc<crate::trace::TraceContext>>,
 }
 
 impl ExecutionRecord {

@@ -178,6 +178,7 @@ fn request(pattern: &Arc<CompiledPattern>, input: serde_json::Value) -> ExecuteR
         deadline: None,
         idempotency_key: None,
         traceparent: None,
+        tracestate: None,
         tenant: Arc::from("t"),
     }
 }
@@ -628,8 +629,12 @@ async fn backend_calls_continue_the_callers_trace_with_a_span_each() {
     let pattern = compile(&doc("user_creation"));
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
     let input = serde_json::json!({"email": "a@b.c", "name": "Ada"});
-    engine
-        .execute(ExecuteRequest { traceparent: Some(CALLER.into()), ..request(&pattern, input.clone()) })
+    let traced = engine
+        .execute(ExecuteRequest {
+            traceparent: Some(CALLER.into()),
+            tracestate: Some("congo=t61rcWkgMzE".into()),
+            ..request(&pattern, input.clone())
+        })
         .await
         .unwrap();
     engine.execute(request(&pattern, input)).await.unwrap();
@@ -645,6 +650,15 @@ async fn backend_calls_continue_the_callers_trace_with_a_span_each() {
     // Without it: a trace of the execution's own, shared by its calls.
     assert_eq!(parts[2][1], parts[3][1], "{seen:?}");
     assert_ne!(parts[2][1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    // The record keeps the tree: the execution's span under the caller's, each attempt's span id
+    // the one its call carried.
+    let trace = traced.trace.as_ref().expect("a finished execution has its trace");
+    assert_eq!((trace.trace_id_hex().as_str(), trace.parent_span_id), (parts[0][1], Some(0x00f0_67aa_0ba9_02b7)));
+    assert_eq!(trace.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
+    let attempts: Vec<String> =
+        traced.steps.iter().flat_map(|s| &s.attempts).map(|a| format!("{:016x}", a.span_id)).collect();
+    assert_eq!(attempts, [parts[0][2], parts[1][2]]);
+    assert!(!attempts.contains(&format!("{:016x}", trace.span_id)));
 }
 
 #[tokio::test(start_paused = true)]

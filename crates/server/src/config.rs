@@ -370,20 +370,57 @@ mod humantime_secs {
     }
 }
 
-/// Parses `500ms`, `10s`, `2m`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 10s or 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)")),
-    };
-    Ok(std::time::Duration::from_secs_f64(secs))
+/// Parses a duration: one or more `<number><unit>` groups, largest unit first, such as `500ms`,
+/// `10s`, `1.5s`, `2m`, `1h30m`, `7d` or `1d12h`; units `ms`, `s`, `m`, `h`, `d`; a bare number is
+/// seconds. The one syntax of durations in the config file, the `NEXUS_*` variables and the
+/// command-line flags. Out of range (more than ~584 billion years) is an error, never a panic.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    const USAGE: &str = "a duration like 500ms, 10s, 2m, 1h30m or 7d";
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(format!("an empty value is not {USAGE}"));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let n: f64 = s.parse().map_err(|_| format!("`{s}` is not {USAGE}"))?;
+        return seconds(s, n);
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s;
+    let mut last_rank = usize::MAX;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let n: f64 = num.parse().map_err(|_| format!("`{s}` is not {USAGE}"))?;
+        let (rank, factor) = match unit {
+            "d" => (0, 86_400.0),
+            "h" => (1, 3_600.0),
+            "m" => (2, 60.0),
+            "s" => (3, 1.0),
+            "ms" => (4, 0.001),
+            "" => return Err(format!("`{s}`: `{num}` has no unit (use ms, s, m, h or d)")),
+            _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)")),
+        };
+        if last_rank != usize::MAX && rank <= last_rank {
+            return Err(format!("`{s}`: units must go from the largest to the smallest, each once (like 1h30m)"));
+        }
+        last_rank = rank;
+        total = total.checked_add(seconds(s, n * factor)?).ok_or_else(|| too_long(s))?;
+        rest = after;
+    }
+    Ok(total)
+}
+
+fn seconds(s: &str, n: f64) -> Result<std::time::Duration, String> {
+    if n.is_sign_negative() {
+        return Err(format!("`{s}`: a duration cannot be negative"));
+    }
+    std::time::Duration::try_from_secs_f64(n).map_err(|_| too_long(s))
+}
+
+fn too_long(s: &str) -> String {
+    format!("`{s}` is longer than the longest duration (about 584 billion years)")
 }
 
 impl Config {
@@ -649,6 +686,46 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_have_one_syntax_and_never_overflow() {
+        use std::time::Duration;
+        for (text, expected) in [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1d12h", Duration::from_secs(129_600)),
+            ("1h0m5s250ms", Duration::from_millis(3_605_250)),
+            ("7d", Duration::from_secs(604_800)),
+            ("30", Duration::from_secs(30)),
+            (" 2m ", Duration::from_secs(120)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for (text, fragment) in [
+            ("99999999999999999999d", "longer than the longest duration"),
+            ("18446744073709551615s1ms", "longer than the longest duration"),
+            ("", "empty"),
+            ("10x", "unknown unit `x`"),
+            ("30m1h", "largest to the smallest"),
+            ("1m1m", "largest to the smallest"),
+            ("1h30", "has no unit"),
+            ("-5s", "not a duration"),
+            ("inf", "not a duration"),
+            ("1..5s", "not a duration"),
+        ] {
+            let e = parse_duration(text).expect_err(text);
+            assert!(e.contains(fragment), "{text}: {e}");
+        }
+        // The reported panic: a retention far past the largest duration, in the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(&path, "retention = \"99999999999999999999d\"\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("retention") && e.contains("longest duration"), "{e}");
+    }
 
     #[test]
     fn loads_services_from_toml_and_env() {

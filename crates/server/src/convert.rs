@@ -321,5 +321,6 @@ pub fn record_from_journal(e: pb::Execution) -> nexus_engine::ExecutionRecord {
         duration: e.duration.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default(),
         steps: Vec::new(),
         idempotency_key: (!e.idempotency_key.is_empty()).then_some(e.idempotency_key),
+        trace: None,
     }
 }

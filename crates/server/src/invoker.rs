@@ -224,6 +224,9 @@ fn request(call: Call) -> tonic::Request<DynamicMessage> {
     if let Some(tp) = call.traceparent.as_deref().and_then(|t| MetadataValue::try_from(t).ok()) {
         req.metadata_mut().insert("traceparent", tp);
     }
+    if let Some(ts) = call.tracestate.as_deref().and_then(|t| MetadataValue::try_from(t).ok()) {
+        req.metadata_mut().insert("tracestate", ts);
+    }
     req
 }
 

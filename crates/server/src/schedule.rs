@@ -300,6 +300,7 @@ impl Scheduler {
             deadline: None,
             idempotency_key: Some(key),
             traceparent: None,
+            tracestate: None,
             tenant: Arc::from(tenant),
         };
         let checked = match self.engine.check(request) {

@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{DEFAULT_COMPENSATION_TIMEOUT, run::Run, step::traceparent};
+use super::{DEFAULT_COMPENSATION_TIMEOUT, run::Run};
 use crate::{
     events::Event,
     invoker::{Call, CallError},
@@ -24,30 +24,33 @@ impl<'a> Run<'a> {
             let Some(comp) = &step.compensate else { continue };
             ran = true;
             let started = Instant::now();
-            let result = match super::run::evaluate(comp.request.is_costly(), || comp.request.eval(&self.scope()))
-                .map_err(|e| CallError::new(super::run::eval_code(&e, Code::InvalidArgument), e.to_string()))
-                .and_then(|v| {
-                    value::to_message(&v, &comp.action.method.input())
-                        .map_err(|e| CallError::new(Code::InvalidArgument, e.to_string()))
-                }) {
-                Ok(request) => {
-                    let timeout = step.timeout.unwrap_or(DEFAULT_COMPENSATION_TIMEOUT);
-                    let call = Call {
-                        action: comp.action.clone(),
-                        request,
-                        timeout: Some(timeout),
-                        idempotency_key: format!("{}/{}/compensate", self.id, step.id),
-                        traceparent: Some(traceparent(&self.trace_id)),
-                    };
-                    match tokio::time::timeout(timeout, self.services.invoker.unary(call)).await {
-                        Ok(r) => r.map(|_| ()),
-                        Err(_) => {
-                            Err(CallError::new(Code::DeadlineExceeded, format!("no response within {timeout:?}")))
+            let span_id = crate::trace::new_span_id();
+            let result =
+                match super::run::evaluate(comp.request.is_costly(), &self.budget, || comp.request.eval(&self.scope()))
+                    .map_err(|e| CallError::new(super::run::eval_code(&e, Code::InvalidArgument), e.to_string()))
+                    .and_then(|v| {
+                        value::to_message(&v, &comp.action.method.input())
+                            .map_err(|e| CallError::new(Code::InvalidArgument, e.to_string()))
+                    }) {
+                    Ok(request) => {
+                        let timeout = step.timeout.unwrap_or(DEFAULT_COMPENSATION_TIMEOUT);
+                        let call = Call {
+                            action: comp.action.clone(),
+                            request,
+                            timeout: Some(timeout),
+                            idempotency_key: format!("{}/{}/compensate", self.id, step.id),
+                            traceparent: Some(self.trace.traceparent(span_id)),
+                            tracestate: self.trace.tracestate.clone(),
+                        };
+                        match tokio::time::timeout(timeout, self.services.invoker.unary(call)).await {
+                            Ok(r) => r.map(|_| ()),
+                            Err(_) => {
+                                Err(CallError::new(Code::DeadlineExceeded, format!("no response within {timeout:?}")))
+                            }
                         }
                     }
-                }
-                Err(e) => Err(e),
-            };
+                    Err(e) => Err(e),
+                };
             let duration = started.elapsed();
             let error = result.err().map(|e| ExecError {
                 code: e.code,
@@ -66,6 +69,7 @@ impl<'a> Run<'a> {
             self.emitter.emit(Event::StepCompensated { step: step.id.clone(), error: error.clone(), duration }).await;
             self.steps[i].compensation = Some(CompensationRecord {
                 call: comp.action.name.clone(),
+                span_id,
                 status: if error.is_some() { StepStatus::Failed } else { StepStatus::Succeeded },
                 started_at: self.timeline.wall(started),
                 duration,

@@ -43,6 +43,7 @@ pub struct Engine {
     hub: Option<Arc<dyn EventHub>>,
     waits: Arc<LocalWaits>,
     cel: nexus_core::expr::CostLimits,
+    observer: Option<Arc<dyn crate::Observer>>,
 }
 
 /// One request to run a pattern.
@@ -52,8 +53,11 @@ pub struct ExecuteRequest {
     /// The caller's deadline; the pattern's own timeout applies too, whichever is sooner.
     pub deadline: Option<std::time::Instant>,
     pub idempotency_key: Option<String>,
-    /// The caller's W3C `traceparent`, continued by every backend call.
+    /// The caller's W3C `traceparent`: the execution's span is its child, and every backend
+    /// call continues the trace.
     pub traceparent: Option<String>,
+    /// The caller's W3C `tracestate`, passed on to the backends.
+    pub tracestate: Option<String>,
     /// The caller's tenant: the execution is recorded as theirs (an opaque label to the engine).
     pub tenant: Arc<str>,
 }
@@ -104,7 +108,19 @@ impl Engine {
             hub: None,
             waits: Arc::default(),
             cel: nexus_core::expr::CostLimits::DEFAULT,
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of every finished execution (metrics, traces).
+    pub fn with_observer(mut self, observer: Arc<dyn crate::Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Executions running in this process now (suspended and parked ones excluded).
+    pub fn in_flight(&self) -> usize {
+        self.lock_running().len()
     }
 
     /// What CEL evaluation may cost, per expression and per execution (default
@@ -286,6 +302,7 @@ impl Engine {
             deadline: None,
             idempotency_key: idempotency_key.clone(),
             traceparent: None,
+            tracestate: None,
             tenant: tenant.clone(),
         };
         let resumed = Resumed::Yes { id, prefilled };
@@ -327,13 +344,7 @@ impl Engine {
         );
         self.lock_running().insert(id.clone(), running.clone());
         let registration = Registration { engine: self, id: id.clone() };
-        let trace_id = req
-            .traceparent
-            .as_deref()
-            .and_then(|t| t.split('-').nth(1))
-            .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(Arc::from)
-            .unwrap_or_else(|| Arc::from(uuid.simple().to_string()));
+        let trace = Arc::new(crate::trace::TraceContext::start(req.traceparent.as_deref(), req.tracestate.as_deref()));
         let emitter = Emitter { running, direct: observer };
         // Not journaled yet, so nothing to hand over: the caller retries on another replica.
         let refused = (journal.is_some() && !resuming && self.closing.load(Ordering::Acquire)).then(|| ExecError {
@@ -360,12 +371,13 @@ impl Engine {
                 hub: self.hub.as_deref(),
                 waits: &self.waits,
                 cel: self.cel,
+                observer: self.observer.as_deref(),
             },
             id,
             input: req.input,
             deadline,
             emitter: emitter.clone(),
-            trace_id,
+            trace,
             depth: 0,
             journal,
             journal_start,
@@ -385,6 +397,9 @@ impl Engine {
         let record = Arc::new(record);
         if !suspended {
             self.history.insert(record.clone());
+            if let Some(o) = &self.observer {
+                o.finished(&record);
+            }
         }
         // Deregistered before the last event: from here on CancelExecution says "already
         // finished", and watchers hold their own receivers.
@@ -420,6 +435,7 @@ fn running_elsewhere(req: &ExecuteRequest, id: Arc<str>) -> ExecutionRecord {
         duration: std::time::Duration::ZERO,
         steps: Vec::new(),
         idempotency_key: req.idempotency_key.clone(),
+        trace: None,
         id,
     }
 }

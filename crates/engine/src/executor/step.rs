@@ -32,7 +32,7 @@ pub(super) struct CallContext<'a> {
     pub deadline: Option<Instant>,
     pub timeline: Timeline,
     pub execution_id: Arc<str>,
-    pub trace_id: Arc<str>,
+    pub trace: Arc<crate::trace::TraceContext>,
     pub emitter: Emitter,
 }
 
@@ -66,12 +66,6 @@ pub(super) fn response_to_cel(response: &StepResponse, target: &Target) -> Cel {
     }
 }
 
-/// A W3C trace context header continuing `trace_id` with a new span for one call.
-pub(super) fn traceparent(trace_id: &str) -> String {
-    let span: u64 = rand::rng().random::<u64>() | 1;
-    format!("00-{trace_id}-{span:016x}-01")
-}
-
 /// Calls a step's action, retrying per its policy within the execution's deadline.
 pub(super) async fn attempt(
     ctx: &CallContext<'_>,
@@ -95,7 +89,8 @@ pub(super) async fn attempt(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let once = call_once(ctx, &request, timeout, &idempotency_key);
+        let span_id = crate::trace::new_span_id();
+        let once = call_once(ctx, &request, timeout, &idempotency_key, span_id);
         let result = match timeout {
             Some(t) if t.is_zero() => Err(CallError::new(Code::DeadlineExceeded, "no time left before the call")),
             Some(t) => tokio::time::timeout(t, once).await.unwrap_or_else(|_| {
@@ -108,6 +103,7 @@ pub(super) async fn attempt(
         };
         attempts.push(Attempt {
             number,
+            span_id,
             item,
             started_at: ctx.timeline.wall(now),
             duration: now.elapsed(),
@@ -139,11 +135,12 @@ async fn call_once(
     request: &Request,
     timeout: Option<Duration>,
     idempotency_key: &str,
+    span_id: u64,
 ) -> Result<StepResponse, CallError> {
     let step = ctx.step;
     let (action, message) = match (&step.target, request) {
         (Target::Action(a), Request::Message(m)) => (a, m),
-        (Target::Pattern(p), Request::Input(input)) => return run_pattern(ctx, p, input.clone()).await,
+        (Target::Pattern(p), Request::Input(input)) => return run_pattern(ctx, p, input.clone(), span_id).await,
         (Target::Emit(_), Request::Event(event)) => {
             let Some(hub) = ctx.services.hub else {
                 return Err(CallError::new(Code::FailedPrecondition, "events are not configured on this server"));
@@ -159,7 +156,8 @@ async fn call_once(
         request: message.clone(),
         timeout,
         idempotency_key: idempotency_key.to_string(),
-        traceparent: Some(traceparent(&ctx.trace_id)),
+        traceparent: Some(ctx.trace.traceparent(span_id)),
+        tracestate: ctx.trace.tracestate.clone(),
     };
     if !action.is_server_streaming() {
         return ctx.services.invoker.unary(call).await.map(StepResponse::Message);

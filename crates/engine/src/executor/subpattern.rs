@@ -25,6 +25,7 @@ pub(super) async fn run_pattern(
     ctx: &CallContext<'_>,
     callee: &Arc<CompiledPattern>,
     input: Cel,
+    span_id: u64,
 ) -> Result<StepResponse, CallError> {
     if ctx.depth + 1 > MAX_PATTERN_DEPTH {
         return Err(CallError::new(
@@ -55,7 +56,7 @@ pub(super) async fn run_pattern(
         input,
         deadline,
         emitter,
-        trace_id: ctx.trace_id.clone(),
+        trace: Arc::new(ctx.trace.child(span_id)),
         depth: ctx.depth + 1,
         journal: None,
         journal_start: None,
@@ -64,6 +65,9 @@ pub(super) async fn run_pattern(
     });
     let record = Arc::new(Box::pin(child.go()).await);
     ctx.services.history.insert(record.clone());
+    if let Some(o) = ctx.services.observer {
+        o.finished(&record);
+    }
     match (record.status, &record.output) {
         (ExecutionStatus::Succeeded, output) => {
             Ok(StepResponse::Pattern { execution_id: record.id.clone(), output: output.clone().unwrap_or(Cel::Null) })

@@ -43,6 +43,7 @@ impl Api {
         let p = principal(&req)?;
         let deadline = metadata::deadline(&req);
         let traceparent = metadata::traceparent(&req);
+        let tracestate = metadata::tracestate(&req);
         let r = req.into_inner();
         if r.pattern_name.is_empty() {
             return Err(ApiError::InvalidArgument("`pattern_name` is required".into()));
@@ -61,6 +62,7 @@ impl Api {
             deadline,
             idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
             traceparent,
+            tracestate,
             tenant: p.tenant.clone(),
         };
         Ok((self.engine.check(request)?, slot))

@@ -35,6 +35,12 @@ pub fn traceparent<T>(req: &Request<T>) -> Option<String> {
     req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// The caller's W3C `tracestate` (several headers are one list, in order).
+pub fn tracestate<T>(req: &Request<T>) -> Option<String> {
+    let parts: Vec<&str> = req.metadata().get_all("tracestate").iter().filter_map(|v| v.to_str().ok()).collect();
+    (!parts.is_empty()).then(|| parts.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,7 @@ impl EventRouter {
                 // One execution per (version, event): the journal refuses the same key twice.
                 idempotency_key: Some(format!("event:{}:{}:{}", pattern.version, event.source, event.id)),
                 traceparent: None,
+                tracestate: None,
                 tenant: event.tenant.clone(),
             };
             let checked = match engine.check(request) {
