@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "cli/logs.rs"]
+mod logs;
 #[path = "cli/tls.rs"]
 mod tls;
 

@@ -310,8 +310,11 @@ pub async fn middleware(
     }
     match auth.authenticate(req.headers()).await {
         Ok(p) => {
-            req.extensions_mut().insert(p);
-            next.run(req).await
+            req.extensions_mut().insert(p.clone());
+            let mut response = next.run(req).await;
+            // For the access log, which sits outside this layer.
+            response.extensions_mut().insert(p);
+            response
         }
         Err(e) => {
             tracing::debug!(path = %req.uri().path(), "refused: {e}");

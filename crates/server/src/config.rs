@@ -75,6 +75,37 @@ pub struct Config {
     pub events: EventsConfig,
     /// `[ai]`: GeneratePattern's optional LLM provider.
     pub ai: AiConfig,
+    /// `[telemetry]`: traces, the access log.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: what an operator watches besides `/metrics` (always served).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OpenTelemetry collector: a span per execution and per step attempt is exported there
+    /// (`http://127.0.0.1:4317` for OTLP/gRPC, `http://127.0.0.1:4318` for OTLP/HTTP); not set: no
+    /// export (trace context is still passed on to the backends).
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` (default) or `http` (protobuf over HTTP, `/v1/traces` appended).
+    pub otlp_protocol: OtlpProtocol,
+    /// The `service.name` resource attribute of exported spans.
+    pub service_name: String,
+    /// A log line per RPC (target `nexus::access`: method, gRPC code, duration, tenant, subject).
+    pub access_log: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, otlp_protocol: OtlpProtocol::Grpc, service_name: "nexus".into(), access_log: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    Grpc,
+    Http,
 }
 
 /// `[ai]`: an OpenAI-compatible chat-completions endpoint (a local Ollama or vLLM, or a hosted
@@ -301,6 +332,7 @@ impl Default for Config {
             discovery: DiscoveryConfig::default(),
             events: EventsConfig::default(),
             ai: AiConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -556,6 +588,26 @@ impl Config {
         }
         if let Some(v) = env("NEXUS_AI_LLM_API_KEY_ENV") {
             self.ai.llm_api_key_env = v;
+        }
+        if let Some(v) = env("NEXUS_OTLP_ENDPOINT") {
+            self.telemetry.otlp_endpoint = (!v.trim().is_empty()).then(|| v.trim().to_string());
+        }
+        if let Some(v) = env("NEXUS_OTLP_PROTOCOL") {
+            self.telemetry.otlp_protocol = match v.trim() {
+                "grpc" => OtlpProtocol::Grpc,
+                "http" | "http/protobuf" => OtlpProtocol::Http,
+                _ => return Err(invalid("NEXUS_OTLP_PROTOCOL", format!("`{v}`: use grpc or http"))),
+            };
+        }
+        if let Some(v) = env("NEXUS_SERVICE_NAME") {
+            self.telemetry.service_name = v;
+        }
+        if let Some(v) = env("NEXUS_ACCESS_LOG") {
+            self.telemetry.access_log = match v.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(invalid("NEXUS_ACCESS_LOG", format!("`{v}`: use true or false"))),
+            };
         }
         if let Some(v) = env("NEXUS_SERVICES") {
             for s in v.split(',').filter(|s| !s.trim().is_empty()) {

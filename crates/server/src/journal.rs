@@ -49,10 +49,11 @@ impl StoreBackedJournal {
         lease: std::time::Duration,
         outage_wait: std::time::Duration,
         writers: usize,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> (Self, JournalWriters) {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let writers = JournalWriters { store: store.clone(), rx, count: writers.max(1) };
+        let writers = JournalWriters { store: store.clone(), rx, count: writers.max(1), metrics };
         (Self { queue, store, owner, lease, outage_wait }, writers)
     }
 
@@ -105,13 +106,15 @@ pub struct JournalWriters {
     store: Arc<dyn JournalStore>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
     count: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl JournalWriters {
     /// Commits queued writes until `shutdown`, then commits what is still queued and ends (a
     /// write queued later fails: "the journal writer stopped").
     pub async fn run(self, shutdown: CancellationToken) {
-        let writers = (0..self.count).map(|_| group_commit(self.store.clone(), self.rx.clone(), shutdown.clone()));
+        let writers = (0..self.count)
+            .map(|_| group_commit(self.store.clone(), self.rx.clone(), shutdown.clone(), self.metrics.clone()));
         futures::future::join_all(writers).await;
     }
 }
@@ -120,6 +123,7 @@ async fn group_commit(
     store: Arc<dyn JournalStore>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
     shutdown: CancellationToken,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -144,7 +148,10 @@ async fn group_commit(
             }
         }
         let ops: Vec<JournalOp> = batch.iter().map(|p| p.op.clone()).collect();
-        match store.apply(&ops).await {
+        let started = std::time::Instant::now();
+        let applied = store.apply(&ops).await;
+        metrics.journal_commit(ops.len(), started.elapsed());
+        match applied {
             Ok(()) => {
                 for p in batch.drain(..) {
                     let _ = p.done.send(Ok(()));
@@ -237,6 +244,7 @@ pub struct LeaseKeeper {
     pub retention: std::time::Duration,
     /// Where resumed executions run.
     pub tasks: Tasks,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl LeaseKeeper {
@@ -293,6 +301,7 @@ impl LeaseKeeper {
     }
 
     async fn take_over(&self, u: nexus_store::UnfinishedExecution) {
+        self.metrics.lease_takeover();
         resume_claimed(&self.engine, &self.registry, &self.tasks, u, "taking over a durable execution").await;
     }
 }

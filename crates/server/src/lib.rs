@@ -5,6 +5,7 @@
 //! Architecture invariant: this is the only crate that reads configuration or binds sockets;
 //! everything is assembled in [`Nexus::start`] by constructor injection of `Arc<dyn Trait>`.
 
+mod access_log;
 mod api;
 pub mod auth;
 mod cloudevents;
@@ -21,6 +22,7 @@ mod journal;
 mod lifecycle;
 mod limits;
 mod llm;
+pub mod metrics;
 mod refresh;
 mod registry;
 pub mod schedule;
@@ -45,8 +47,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tower::Layer;
 
 pub use config::{
-    AiConfig, AuthConfig, Config, ConfigError, DiscoveryConfig, EventsConfig, JwtConfig, ServiceConfig, StoreConfig,
-    TlsConfig, parse_duration,
+    AiConfig, AuthConfig, Config, ConfigError, DiscoveryConfig, EventsConfig, JwtConfig, OtlpProtocol, ServiceConfig,
+    StoreConfig, TelemetryConfig, TlsConfig, parse_duration,
 };
 pub use error::EXECUTION_ID_HEADER;
 pub use error::RpcStatus;
@@ -219,12 +221,14 @@ impl Nexus {
         let open = !authenticator.required();
         let invoker = Arc::new(GrpcInvoker::new(&catalog, &config.services).map_err(StartError::Invoker)?);
         let owner: Arc<str> = Arc::from(format!("replica-{}", uuid::Uuid::now_v7().simple()));
+        let metrics = Arc::new(metrics::Metrics::new());
         let (journal, journal_writers) = journal::StoreBackedJournal::new(
             journal_store.clone(),
             owner.clone(),
             config.lease_timeout,
             config.outage_wait,
             if config.store.url.is_some() { 4 } else { 1 },
+            metrics.clone(),
         );
         let (tasks, stages) = (lifecycle::Tasks::default(), lifecycle::Stages::new());
         let bus: Arc<dyn nexus_engine::EventBus> = match &config.events.url {
@@ -249,6 +253,7 @@ impl Nexus {
                 lease: config.lease_timeout,
                 lookback: config.events.lookback,
                 retention: config.events.retention,
+                metrics: metrics.clone(),
             },
         ));
         let engine = Engine::new(
@@ -260,7 +265,8 @@ impl Nexus {
             per_execution: config.limits.cel_cost_per_execution,
         })
         .with_journal(Arc::new(journal))
-        .with_events(event_router.clone());
+        .with_events(event_router.clone())
+        .with_observer(metrics.clone());
         event_router.set_engine(engine.clone());
         let cloudevents = cloudevents::Endpoint::new(
             authenticator.clone(),
@@ -282,6 +288,9 @@ impl Nexus {
             }),
             authenticator,
             cloudevents,
+            metrics.clone(),
+            engine.clone(),
+            config.telemetry.access_log,
         )
         .await?;
 
@@ -327,6 +336,7 @@ impl Nexus {
             take_all_at_start: config.store.url.is_none(),
             retention: config.retention,
             tasks: tasks.clone(),
+            metrics: metrics.clone(),
         };
         let leases = tokio::spawn(keeper.run(stages.leases.clone()));
         let accept = stages.accept.clone();
@@ -500,6 +510,9 @@ async fn router(
     api: api::Api,
     auth: Arc<auth::Authenticator>,
     cloudevents: cloudevents::Endpoint,
+    metrics: Arc<metrics::Metrics>,
+    engine: Engine,
+    access_log: bool,
 ) -> Result<Dispatch, StartError> {
     use proto::nexus_service_server::NexusServiceServer;
 
@@ -519,7 +532,11 @@ async fn router(
         .into_axum_router()
         // Every call is authenticated here, before any service sees it.
         .layer(axum::middleware::from_fn_with_state(auth.clone(), auth::middleware))
-        .layer(axum::middleware::map_response(codec::oversize_is_resource_exhausted));
+        .layer(axum::middleware::map_response(codec::oversize_is_resource_exhausted))
+        .layer(axum::middleware::from_fn_with_state(
+            access_log::AccessLog { metrics: metrics.clone(), log: access_log },
+            access_log::middleware,
+        ));
     let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc.clone());
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
@@ -537,6 +554,8 @@ async fn router(
     let web = axum::Router::new()
         .route(cloudevents::PATH, axum::routing::any(cloudevents::handle))
         .with_state(Arc::new(cloudevents))
+        .route(metrics::PATH, axum::routing::get(metrics::handle))
+        .with_state(metrics::Endpoint { metrics, auth: auth.clone(), engine })
         .route("/", axum::routing::get(ui::root))
         .route("/ui", axum::routing::get(ui::root))
         .route(ui::PATH, axum::routing::get(ui::index))

@@ -34,6 +34,8 @@ mod refresh;
 mod schedule;
 #[path = "api/streams.rs"]
 mod streams;
+#[path = "api/telemetry.rs"]
+mod telemetry;
 #[path = "api/tls.rs"]
 mod tls;
 #[path = "api/transports.rs"]

@@ -13,6 +13,7 @@ use cel::Value as Cel;
 use nexus_core::{CompiledPattern, plan::Durability, value};
 use tokio::{sync::mpsc, time::Instant};
 use tonic::Code;
+use tracing::Instrument as _;
 
 use super::{
     keyed::{Keyed, KeyedExecutions},
@@ -345,6 +346,14 @@ impl Engine {
         self.lock_running().insert(id.clone(), running.clone());
         let registration = Registration { engine: self, id: id.clone() };
         let trace = Arc::new(crate::trace::TraceContext::start(req.traceparent.as_deref(), req.tracestate.as_deref()));
+        // Every log line of the execution carries these (and JSON logs show them as fields).
+        let span = tracing::info_span!(
+            "execution",
+            id = %id,
+            pattern = %req.pattern.name,
+            version = %req.pattern.version,
+            trace_id = %format_args!("{:032x}", trace.trace_id),
+        );
         let emitter = Emitter { running, direct: observer };
         // Not journaled yet, so nothing to hand over: the caller retries on another replica.
         let refused = (journal.is_some() && !resuming && self.closing.load(Ordering::Acquire)).then(|| ExecError {
@@ -384,7 +393,11 @@ impl Engine {
             refused,
             prefilled,
         });
-        let mut record = run.go().await;
+        let mut record = run.go().instrument(span.clone()).await;
+        span.in_scope(|| {
+            let took = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(status = record.status.as_str(), duration_us = took, "execution ended");
+        });
         record.idempotency_key = req.idempotency_key;
         let suspended = record.status == ExecutionStatus::Running;
         if suspended {

@@ -46,6 +46,8 @@ pub struct RouterOptions {
     pub lookback: Duration,
     /// How long events are kept (their identities de-duplicate publications that long).
     pub retention: Duration,
+    /// Where the routing lag is reported.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub struct EventRouter {
@@ -116,6 +118,9 @@ impl EventRouter {
 
     async fn route(&self, d: Delivery) {
         let Delivery { event, attempt, acker } = d;
+        if attempt == 1 {
+            self.options.metrics.event_routed(SystemTime::now().duration_since(event.time).unwrap_or_default());
+        }
         match self.process(&event).await {
             Ok(()) => {
                 if let Err(e) = acker.ack().await {

@@ -16,7 +16,11 @@ async fn http1_get(addr: SocketAddr, path: &str) -> Result<http::Response<Bytes>
     http1_get_with(addr, path, &[]).await
 }
 
-async fn http1_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<http::Response<Bytes>> {
+pub(crate) async fn http1_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<http::Response<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.context("connecting")?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP/1.1 handshake")?;
