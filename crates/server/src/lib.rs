@@ -23,6 +23,7 @@ mod lifecycle;
 mod limits;
 mod llm;
 pub mod metrics;
+mod otel;
 mod refresh;
 mod registry;
 pub mod schedule;
@@ -86,6 +87,8 @@ pub enum StartError {
     Events(nexus_engine::BusError),
     #[error("the LLM provider: {0}")]
     Llm(String),
+    #[error("telemetry: {0}")]
+    Telemetry(String),
 }
 
 macro_rules! start_error_from {
@@ -222,6 +225,12 @@ impl Nexus {
         let invoker = Arc::new(GrpcInvoker::new(&catalog, &config.services).map_err(StartError::Invoker)?);
         let owner: Arc<str> = Arc::from(format!("replica-{}", uuid::Uuid::now_v7().simple()));
         let metrics = Arc::new(metrics::Metrics::new());
+        let (tracer, exporter) = match otel::from_config(&config.telemetry).map_err(StartError::Telemetry)? {
+            Some((t, e)) => (Some(t), Some(e)),
+            None => (None, None),
+        };
+        let mut observers: Vec<Arc<dyn nexus_engine::Observer>> = vec![metrics.clone()];
+        observers.extend(tracer.map(|t| Arc::new(t) as Arc<dyn nexus_engine::Observer>));
         let (journal, journal_writers) = journal::StoreBackedJournal::new(
             journal_store.clone(),
             owner.clone(),
@@ -266,7 +275,7 @@ impl Nexus {
         })
         .with_journal(Arc::new(journal))
         .with_events(event_router.clone())
-        .with_observer(metrics.clone());
+        .with_observer(Arc::new(Observers(observers)));
         event_router.set_engine(engine.clone());
         let cloudevents = cloudevents::Endpoint::new(
             authenticator.clone(),
@@ -304,6 +313,9 @@ impl Nexus {
             );
         }
         // Everything that runs in the background, started now that nothing can fail any more.
+        if let Some(exporter) = exporter {
+            tasks.spawn(exporter.run(stages.background.clone()));
+        }
         tasks.spawn(journal_writers.run(stages.journal.clone()));
         tasks.spawn(
             registry::PatternRefresh { registry: registry.clone(), every: config.refresh_interval }
@@ -471,6 +483,17 @@ impl Nexus {
         match (&mut self.server).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Every observer of finished executions (metrics; traces when exported).
+struct Observers(Vec<Arc<dyn nexus_engine::Observer>>);
+
+impl nexus_engine::Observer for Observers {
+    fn finished(&self, record: &Arc<nexus_engine::ExecutionRecord>) {
+        for o in &self.0 {
+            o.finished(record);
         }
     }
 }

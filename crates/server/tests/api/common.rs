@@ -53,6 +53,8 @@ pub struct Options {
     pub no_scheduler: bool,
     /// `[ai]` (no LLM provider when not set).
     pub ai: Option<nexus_server::AiConfig>,
+    /// `[telemetry]` (no span export when not set).
+    pub telemetry: Option<nexus_server::TelemetryConfig>,
 }
 
 impl Harness {
@@ -78,6 +80,9 @@ impl Harness {
         config.events.scheduler = !options.no_scheduler;
         if let Some(ai) = options.ai {
             config.ai = ai;
+        }
+        if let Some(telemetry) = options.telemetry {
+            config.telemetry = telemetry;
         }
         if let Some(n) = options.max_in_flight {
             config.limits.max_in_flight_per_caller = n;
