@@ -43,6 +43,9 @@ COPY bench bench
 COPY proto proto
 COPY patterns patterns
 COPY --from=ui /dist ui/dist
+# `nexus --version` names the revision: .git is not in the context, so pass it
+# (`--build-arg NEXUS_GIT_REV=$(git rev-parse --short=12 HEAD)`, as scripts/docker-smoke.sh does).
+ARG NEXUS_GIT_REV="unknown revision"
 # target/ is a cache mount, so the binary is copied out in the same step. The release profile
 # keeps debug info (debug = 1, for profiling): about three quarters of the binary, dropped here;
 # the symbol table stays, so backtraces still name the functions.

@@ -114,7 +114,7 @@ expect_in() {
 # --- the image alone ---------------------------------------------------------------------------
 if [ "${NEXUS_SMOKE_BUILD:-1}" = 1 ]; then
   echo "== docker build -t $image ."
-  docker build -t "$image" .
+  docker build --build-arg NEXUS_GIT_REV="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" -t "$image" .
 fi
 
 echo "== docker run $image (embedded store)"

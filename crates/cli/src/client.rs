@@ -87,8 +87,11 @@ pub async fn connect(target: &Target) -> anyhow::Result<Client> {
     };
     // A server that accepts connections and never answers must not hang the CLI.
     let endpoint = endpoint.connect_timeout(std::time::Duration::from_secs(10)).timeout(target.timeout);
-    let channel = endpoint.connect_with_connector(nexus_server::tls::Connector::new(tls)).await.with_context(|| {
-        format!("cannot reach Nexus at {} (is `nexus serve` running? set --addr or NEXUS_ADDR)", target.addr)
+    let channel = endpoint.connect_with_connector(nexus_server::tls::Connector::new(tls)).await.map_err(|e| {
+        anyhow::Error::new(e).context(crate::exit::Unreachable(format!(
+            "cannot reach Nexus at {} (is `nexus serve` running? set --addr or NEXUS_ADDR)",
+            target.addr
+        )))
     })?;
     Ok(NexusServiceClient::with_interceptor(channel, credentials))
 }
@@ -106,7 +109,11 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
             if any.type_url.ends_with("nexus.v1.ValidatePatternResponse")
                 && let Ok(v) = pb::ValidatePatternResponse::decode(any.value.as_slice())
             {
-                return anyhow::anyhow!("{}", render::diagnostics_report(&v.diagnostics));
+                return anyhow::Error::new(crate::exit::Rpc {
+                    code: s.code(),
+                    execution_failed: false,
+                    text: render::diagnostics_report(&v.diagnostics),
+                });
             }
         }
     }
@@ -122,12 +129,52 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
         }
         _ => "",
     };
-    anyhow::anyhow!("{:?}: {}{id}{hint}", s.code(), s.message())
+    let execution_failed = !id.is_empty();
+    anyhow::Error::new(crate::exit::Rpc {
+        code: s.code(),
+        execution_failed,
+        text: format!("{}: {}{id}{hint}", nexus_server::code_name(s.code()), s.message()),
+    })
 }
 
 pub fn read_pattern(path: &Path) -> anyhow::Result<pb::Pattern> {
     let text = read_bounded(path, document::MAX_DOCUMENT_BYTES)?;
-    document::parse(&text).with_context(|| format!("{}", path.display()))
+    document::parse(&text)
+        .map_err(|e| anyhow::Error::new(crate::exit::Invalid(e.to_string())))
+        .with_context(|| format!("{}", path.display()))
+}
+
+/// Largest execution input read from a file or stdin (the server's message limit is 4 MiB).
+const MAX_INPUT_BYTES: usize = 4 << 20;
+
+/// `--input`: a JSON object given inline, `@FILE` to read it from a file, or `-` for stdin.
+pub fn execution_input(arg: &str) -> anyhow::Result<prost_types::Struct> {
+    let invalid = |m: String| anyhow::Error::new(crate::exit::Invalid(m));
+    let (text, from) = if arg == "-" {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(MAX_INPUT_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| invalid(format!("reading --input from stdin: {e}")))?;
+        if bytes.len() > MAX_INPUT_BYTES {
+            return Err(invalid(format!("--input from stdin is over {MAX_INPUT_BYTES} bytes")));
+        }
+        (
+            String::from_utf8(bytes).map_err(|e| invalid(format!("--input from stdin is not UTF-8 ({e})")))?,
+            "stdin".into(),
+        )
+    } else if let Some(path) = arg.strip_prefix('@') {
+        let path = Path::new(path);
+        let text = read_bounded(path, MAX_INPUT_BYTES).map_err(|e| invalid(format!("--input: {e:#}")))?;
+        (text, path.display().to_string())
+    } else {
+        (arg.to_string(), "--input".into())
+    };
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| invalid(format!("{from} is not JSON ({e}); --input takes a JSON object, @FILE or - (stdin)")))?;
+    value::serde_to_struct(&json)
+        .ok_or_else(|| invalid(format!("{from} must be a JSON object, e.g. '{{\"email\": \"a@b.c\"}}'")))
 }
 
 /// A text file of at most `limit` bytes, refused before it is read whole (a huge file, or a
@@ -311,9 +358,7 @@ pub async fn run(
     version: Option<String>,
     idempotency_key: Option<String>,
 ) -> anyhow::Result<()> {
-    let input: serde_json::Value = serde_json::from_str(input).context("--input must be a JSON object")?;
-    let input =
-        value::serde_to_struct(&input).context("--input must be a JSON object, e.g. '{\"email\": \"a@b.c\"}'")?;
+    let input = execution_input(input)?;
     let mut client = connect(target).await?;
     let result = client
         .execute_pattern(pb::ExecutePatternRequest {
@@ -432,8 +477,7 @@ pub async fn executions(
 /// Runs a pattern over ExecutePatternStream, printing events as they happen.
 pub async fn follow(target: &Target, name: &str, input: &str, version: Option<String>) -> anyhow::Result<()> {
     use pb::execution_event::Event as E;
-    let input: serde_json::Value = serde_json::from_str(input).context("--input must be a JSON object")?;
-    let input = value::serde_to_struct(&input).context("--input must be a JSON object")?;
+    let input = execution_input(input)?;
     let mut client = connect(target).await?;
     let mut stream = client
         .execute_pattern_stream(pb::ExecutePatternRequest {

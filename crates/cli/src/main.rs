@@ -19,6 +19,7 @@ macro_rules! say_err {
 
 mod client;
 mod demo;
+mod exit;
 mod render;
 mod token;
 
@@ -33,8 +34,11 @@ use nexus_server::{Config, ServiceConfig};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `nexus --version`: the release and the git revision it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("NEXUS_GIT_REV"), ")");
+
 #[derive(Parser)]
-#[command(name = "nexus", version, about = "Nexus: one endpoint that runs typed patterns across gRPC services")]
+#[command(name = "nexus", version = VERSION, about = "Nexus: one endpoint that runs typed patterns across gRPC services")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -116,6 +120,14 @@ enum EventCommand {
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Print a shell completion script: `nexus completions bash > /etc/bash_completion.d/nexus`
+    /// (zsh: into a directory of `$fpath` as `_nexus`; fish: `~/.config/fish/completions/nexus.fish`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `nexus man > /usr/local/share/man/man1/nexus.1`.
+    Man,
     /// Start the demo services and Nexus in one process, register the example patterns and run one.
     Demo(demo::DemoArgs),
     /// Register, validate, list and show patterns; their versions, diffs, forks, sharing and stars.
@@ -125,7 +137,7 @@ enum Command {
     Run {
         /// Pattern name.
         name: String,
-        /// Execution input as a JSON object.
+        /// Execution input: a JSON object, `@FILE` to read it from a file, or `-` for stdin.
         #[arg(long, short, default_value = "{}")]
         input: String,
         /// Exact version (default: latest).
@@ -494,7 +506,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             say_err!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            exit::code(exit::status_of(&e))
         }
     }
 }
@@ -563,6 +575,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client::graph(&target, client::GraphQuery::Neighbourhood(node), depth).await
         }
         Command::Whoami { target } => client::whoami(&target).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "nexus",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &page)?;
+            Ok(())
+        }
         Command::Suggest { pattern, kinds, min_support, limit, show, target } => {
             client::suggest(&target, pattern, &kinds, min_support, limit, show).await
         }

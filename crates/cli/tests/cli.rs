@@ -397,3 +397,90 @@ fn a_server_that_never_answers_times_out_and_huge_files_are_refused_unread() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("2097152 bytes") && stderr.contains("at most 1048576 bytes"), "{stderr}");
 }
+
+#[test]
+fn version_names_the_git_revision_and_completions_and_man_page_are_generated() {
+    let out = nexus().arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{version}");
+    // `nexus 0.1.0 (0123456789ab)`, `(0123456789ab-modified)` from a changed tree.
+    let rev = version.split('(').nth(1).and_then(|r| r.split(')').next()).unwrap_or_default();
+    let hex = rev.trim_end_matches("-modified");
+    assert!(
+        version.starts_with(&format!("nexus {} (", env!("CARGO_PKG_VERSION")))
+            && hex.len() == 12
+            && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{version}"
+    );
+    let completions = |shell: &str| {
+        let out = nexus().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = completions("bash");
+    assert!(bash.contains("complete -F") && bash.contains("register") && bash.contains("--log-format"), "{bash}");
+    assert!(completions("zsh").starts_with("#compdef nexus"));
+    assert!(completions("fish").contains("complete -c nexus"));
+    let man = nexus().arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(man.status.success() && page.contains(".TH nexus") && page.contains("serve"), "{page}");
+}
+
+#[test]
+fn exit_statuses_tell_failures_apart_and_input_comes_from_a_file_or_stdin() {
+    use std::io::Write as _;
+    let demo = start_demo();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut child = nexus()
+            .args(args)
+            .args(["--addr", &demo.addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
+        drop(pipe);
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, r#"{"email": "file@example.com", "name": "From A File"}"#).unwrap();
+    let from_file = format!("@{}", input.display());
+    assert_eq!(run(&["run", "user_creation", "--input", &from_file], None).0, 0);
+    let stdin = r#"{"email": "stdin@example.com", "name": "From Stdin"}"#;
+    assert_eq!(run(&["run", "user_creation", "--input", "-"], Some(stdin)).0, 0);
+
+    // 2: invalid input, refused locally or by the server; codes printed as the protocol names them.
+    for (args, fragment) in [
+        (vec!["run", "user_creation", "--input", "[1, 2]"], "must be a JSON object"),
+        (vec!["run", "user_creation", "--input", "{not json"], "is not JSON"),
+        (vec!["run", "user_creation", "--input", "@/no/such/file.json"], "cannot read /no/such/file.json"),
+        (vec!["run", "no_such_pattern"], "NOT_FOUND: "),
+        (vec!["run", "user_creation", "--input", r#"{"name": "no email"}"#], "INVALID_ARGUMENT: "),
+    ] {
+        let (status, stderr) = run(&args, None);
+        assert_eq!(status, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(fragment) && !stderr.contains("NotFound"), "{args:?}: {stderr}");
+    }
+    // 1: the execution ran and failed (the backend's NOT_FOUND is the execution's outcome).
+    let missing = dir.path().join("missing.yaml");
+    std::fs::write(
+        &missing,
+        "name: get_missing_user\nversion: 1.0.0\nsteps:\n  - id: get\n    call: demo.user.v1.UserService/GetUser\n    \
+         with: {user_id: usr_nobody}\n",
+    )
+    .unwrap();
+    assert_eq!(run(&["pattern", "register", missing.to_str().unwrap()], None).0, 0);
+    let (status, stderr) = run(&["run", "get_missing_user"], None);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("NOT_FOUND") && stderr.contains("execution "), "{stderr}");
+    // 4: not authorized (a key this server never issued).
+    let (status, stderr) = run(&["whoami", "--token", "nxs_not_a_real_key_at_all_0000000000"], None);
+    assert_eq!(status, 4, "{stderr}");
+    // 3: unreachable.
+    let out = nexus().args(["whoami", "--addr", "http://127.0.0.1:1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}

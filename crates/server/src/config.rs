@@ -22,6 +22,15 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
+/// A boolean environment variable: `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`.
+fn flag(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(key, format!("`{v}`: use true or false"))),
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -488,11 +497,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `NEXUS_LISTEN`, `NEXUS_DATA_DIR`, `NEXUS_IN_MEMORY`, `NEXUS_EXECUTION_HISTORY`, `NEXUS_EXECUTION_HISTORY_BYTES`,
-    /// `NEXUS_DATABASE_URL`,
-    /// `NEXUS_DATABASE_SCHEMA`, `NEXUS_LEASE_TIMEOUT`, `NEXUS_OUTAGE_WAIT`, `NEXUS_SHUTDOWN_GRACE`,
-    /// `NEXUS_TLS_CERT`, `NEXUS_TLS_KEY`, `NEXUS_DISCOVERY_REFRESH_INTERVAL`, `NEXUS_EVENTS_URL`,
-    /// `NEXUS_EVENTS_STREAM`, `NEXUS_EVENTS_CONSUMER`, `NEXUS_EVENTS_SUBJECT_PREFIX`, `NEXUS_EVENTS_ACK_WAIT`, `NEXUS_SCHEDULER` (on/off), `NEXUS_AI_LLM_ENDPOINT`, `NEXUS_AI_LLM_MODEL`, `NEXUS_AI_LLM_API_KEY_ENV` and `NEXUS_SERVICES` (comma-separated NAME=URL).
+    /// Applies the `NEXUS_*` environment variables: every key's variable is listed in
+    /// `docs/config.md` (a test holds the two together).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("NEXUS_LISTEN") {
             self.listen = v.parse().map_err(|e| invalid("NEXUS_LISTEN", format!("`{v}`: {e}")))?;
@@ -501,13 +507,13 @@ impl Config {
             self.data_dir = PathBuf::from(v);
         }
         if let Some(v) = env("NEXUS_IN_MEMORY") {
-            self.in_memory = matches!(v.as_str(), "1" | "true" | "yes");
+            self.in_memory = flag("NEXUS_IN_MEMORY", &v)?;
         }
         if let Some(v) = env("NEXUS_LEASE_TIMEOUT") {
             self.lease_timeout = parse_duration(&v).map_err(|e| invalid("NEXUS_LEASE_TIMEOUT", e))?;
         }
         if let Some(v) = env("NEXUS_REQUIRE_AUTH") {
-            self.auth.require_auth = matches!(v.as_str(), "1" | "true" | "yes");
+            self.auth.require_auth = flag("NEXUS_REQUIRE_AUTH", &v)?;
         }
         if let Some(v) = env("NEXUS_MAX_IN_FLIGHT_PER_CALLER") {
             self.limits.max_in_flight_per_caller =
@@ -603,11 +609,58 @@ impl Config {
             self.telemetry.service_name = v;
         }
         if let Some(v) = env("NEXUS_ACCESS_LOG") {
-            self.telemetry.access_log = match v.trim() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(invalid("NEXUS_ACCESS_LOG", format!("`{v}`: use true or false"))),
-            };
+            self.telemetry.access_log = flag("NEXUS_ACCESS_LOG", &v)?;
+        }
+        let duration = |key: &str, v: &str| parse_duration(v).map_err(|e| invalid(key, e));
+        if let Some(v) = env("NEXUS_DISCOVERY_TIMEOUT") {
+            self.discovery_timeout = duration("NEXUS_DISCOVERY_TIMEOUT", &v)?;
+        }
+        if let Some(v) = env("NEXUS_REFRESH_INTERVAL") {
+            self.refresh_interval = duration("NEXUS_REFRESH_INTERVAL", &v)?;
+        }
+        if let Some(v) = env("NEXUS_RETENTION") {
+            self.retention = duration("NEXUS_RETENTION", &v)?;
+        }
+        if let Some(v) = env("NEXUS_EVENTS_LOOKBACK") {
+            self.events.lookback = duration("NEXUS_EVENTS_LOOKBACK", &v)?;
+        }
+        if let Some(v) = env("NEXUS_EVENTS_RETENTION") {
+            self.events.retention = duration("NEXUS_EVENTS_RETENTION", &v)?;
+        }
+        if let Some(v) = env("NEXUS_INSECURE") {
+            self.auth.insecure = flag("NEXUS_INSECURE", &v)?;
+        }
+        if let Some(v) = env("NEXUS_AI_LLM_TIMEOUT") {
+            self.ai.llm_timeout = duration("NEXUS_AI_LLM_TIMEOUT", &v)?;
+        }
+        if let Some(v) = env("NEXUS_AI_LLM_MAX_REPAIR_ROUNDS") {
+            self.ai.llm_max_repair_rounds =
+                v.trim().parse().map_err(|e| invalid("NEXUS_AI_LLM_MAX_REPAIR_ROUNDS", format!("`{v}`: {e}")))?;
+        }
+        // Any of these turns JWTs on (as an `[auth.jwt]` section would).
+        let jwt_paths = [("NEXUS_AUTH_JWT_HS256_SECRET_FILE", 0), ("NEXUS_AUTH_JWT_JWKS_FILE", 1)];
+        for (key, which) in jwt_paths {
+            if let Some(v) = env(key) {
+                let jwt = self.auth.jwt.get_or_insert_default();
+                let slot = if which == 0 { &mut jwt.hs256_secret_file } else { &mut jwt.jwks_file };
+                *slot = Some(PathBuf::from(v));
+            }
+        }
+        for key in [
+            "NEXUS_AUTH_JWT_ISSUER",
+            "NEXUS_AUTH_JWT_AUDIENCE",
+            "NEXUS_AUTH_JWT_TENANT_CLAIM",
+            "NEXUS_AUTH_JWT_ROLES_CLAIM",
+        ] {
+            if let Some(v) = env(key) {
+                let jwt = self.auth.jwt.get_or_insert_default();
+                match key {
+                    "NEXUS_AUTH_JWT_ISSUER" => jwt.issuer = v,
+                    "NEXUS_AUTH_JWT_AUDIENCE" => jwt.audience = v,
+                    "NEXUS_AUTH_JWT_TENANT_CLAIM" => jwt.tenant_claim = Some(v),
+                    _ => jwt.roles_claim = Some(v),
+                }
+            }
         }
         if let Some(v) = env("NEXUS_SERVICES") {
             for s in v.split(',').filter(|s| !s.trim().is_empty()) {
@@ -738,6 +791,99 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rows of `docs/config.md`: key, variable, default.
+    fn reference() -> Vec<(String, Option<String>, Option<String>)> {
+        let unquote = |c: &str| c.trim().strip_prefix('`').and_then(|c| c.strip_suffix('`')).map(str::to_string);
+        include_str!("../../../docs/config.md")
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').collect();
+                (unquote(cells[1]).unwrap_or_default(), unquote(cells[2]), unquote(cells[3]))
+            })
+            .collect()
+    }
+
+    /// The keys the code accepts, from serde's own list (an unknown key in each section).
+    fn accepted_keys() -> std::collections::BTreeSet<String> {
+        let sections = ["", "store", "auth", "auth.jwt", "limits", "tls", "discovery", "events", "ai", "telemetry"];
+        let mut keys = std::collections::BTreeSet::new();
+        let dir = tempfile::tempdir().unwrap();
+        for section in sections.iter().map(|s| (*s, false)).chain([("services", true)]) {
+            let header = match section {
+                ("", _) => String::new(),
+                (s, false) => format!("[{s}]\n"),
+                (s, true) => format!("[[{s}]]\n"),
+            };
+            let path = dir.path().join("probe.toml");
+            std::fs::write(&path, format!("{header}no_such_key = 1\n")).unwrap();
+            let e = Config::load(Some(&path)).unwrap_err().to_string();
+            let expected = e.split("expected").nth(1).unwrap_or_else(|| panic!("{e}"));
+            for key in expected.split('`').skip(1).step_by(2) {
+                let prefix = if section.0.is_empty() { String::new() } else { format!("{}.", section.0) };
+                // Sections are documented by their keys.
+                if !sections.contains(&format!("{prefix}{key}").as_str()) {
+                    keys.insert(format!("{prefix}{key}"));
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn the_reference_lists_every_key_the_code_accepts_and_no_other() {
+        let documented: std::collections::BTreeSet<String> = reference().into_iter().map(|(k, _, _)| k).collect();
+        let accepted = accepted_keys();
+        assert!(accepted.len() > 40, "{accepted:?}");
+        let missing: Vec<_> = accepted.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&accepted).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "not in docs/config.md: {missing:?}; not in the code: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn the_reference_defaults_and_variables_are_the_codes() {
+        let default = format!("{:?}", Config::default());
+        let dir = tempfile::tempdir().unwrap();
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::default()
+            .apply_env(|k| {
+                asked.borrow_mut().insert(k.to_string());
+                None
+            })
+            .unwrap();
+        let asked = asked.into_inner();
+        let mut documented_vars = std::collections::BTreeSet::new();
+        for (key, var, value) in reference() {
+            if let Some(var) = &var {
+                assert!(asked.contains(var), "{var} (for {key}) is documented but never read");
+                documented_vars.insert(var.clone());
+            }
+            // Claims' defaults are what applies when they are not set, not values of the key.
+            let Some(value) = value.filter(|_| !key.starts_with("auth.jwt.")) else { continue };
+            let (section, name) = key.rsplit_once('.').unwrap_or(("", &key));
+            let literal = if value.parse::<u64>().is_ok() || value == "true" || value == "false" {
+                value.clone()
+            } else {
+                format!("{value:?}")
+            };
+            let header = if section.is_empty() { String::new() } else { format!("[{section}]\n") };
+            let path = dir.path().join("default.toml");
+            std::fs::write(&path, format!("{header}{name} = {literal}\n")).unwrap();
+            let from_file = Config::load(Some(&path)).unwrap_or_else(|e| panic!("{key} = {literal}: {e}"));
+            assert_eq!(format!("{from_file:?}"), default, "the documented default of {key} is not the code's");
+            if let Some(var) = &var {
+                let mut from_env = Config::default();
+                from_env.apply_env(|k| (k == var).then(|| value.clone())).unwrap_or_else(|e| panic!("{var}: {e}"));
+                assert_eq!(format!("{from_env:?}"), default, "{var}={value} is not the default");
+            }
+        }
+        let undocumented: Vec<_> = asked.difference(&documented_vars).collect();
+        assert!(undocumented.is_empty(), "read but not in docs/config.md: {undocumented:?}");
+    }
 
     #[test]
     fn durations_have_one_syntax_and_never_overflow() {

@@ -54,6 +54,7 @@ pub use config::{
 pub use error::EXECUTION_ID_HEADER;
 pub use error::RpcStatus;
 pub use invoker::{DynamicCodec, GrpcInvoker};
+pub use nexus_engine::code_name;
 
 /// The generated NexusService server and client (messages live in `nexus_core::pb`).
 pub mod proto {
