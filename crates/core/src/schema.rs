@@ -15,6 +15,34 @@ pub fn message_schema(desc: &MessageDescriptor) -> Value {
     message(desc, &mut seen)
 }
 
+/// The `$schema` of every schema served.
+pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// JSON Schema of the pattern document, generated from the `nexus.v1.Pattern` descriptor (the
+/// document *is* that message's JSON mapping): what editors validate YAML and JSON patterns with
+/// (`# yaml-language-server: $schema=…`), served at `/schema/pattern.json` and committed as
+/// `schema/pattern.json`.
+pub fn pattern_document_schema() -> Value {
+    let Some(desc) = crate::descriptor_pool().get_message_by_name("nexus.v1.Pattern") else {
+        unreachable!("nexus.v1.Pattern is compiled into the descriptor pool")
+    };
+    let mut schema = message_schema(&desc);
+    if let Value::Object(o) = &mut schema {
+        o.insert("$schema".into(), Value::from(DIALECT));
+        o.insert("title".into(), Value::from("Nexus pattern document (nexus.v1.Pattern)"));
+    }
+    schema
+}
+
+/// A served schema: the message's, with its `$schema`.
+pub fn served_message_schema(desc: &MessageDescriptor) -> Value {
+    let mut schema = message_schema(desc);
+    if let Value::Object(o) = &mut schema {
+        o.insert("$schema".into(), Value::from(DIALECT));
+    }
+    schema
+}
+
 fn message(desc: &MessageDescriptor, seen: &mut BTreeSet<String>) -> Value {
     if let Some(wkt) = well_known(desc.full_name()) {
         return wkt;
@@ -43,6 +71,34 @@ fn message(desc: &MessageDescriptor, seen: &mut BTreeSet<String>) -> Value {
         "properties": properties,
         "additionalProperties": false,
     });
+    // A `oneof` holds at most one of its fields: no two of them together.
+    let exclusive: Vec<Value> = desc
+        .oneofs()
+        .filter(|o| !o.is_synthetic())
+        .flat_map(|o| {
+            let names: Vec<String> = o.fields().map(|f| f.name().to_string()).collect();
+            let mut pairs = Vec::new();
+            for (i, a) in names.iter().enumerate() {
+                for b in &names[i + 1..] {
+                    pairs.push(json!({"not": {"required": [a, b]}}));
+                }
+            }
+            pairs
+        })
+        .collect();
+    if let Value::Object(o) = &mut schema {
+        let oneofs: Vec<Value> = desc
+            .oneofs()
+            .filter(|o| !o.is_synthetic())
+            .map(|o| json!({"name": o.name(), "fields": o.fields().map(|f| f.name().to_string()).collect::<Vec<_>>()}))
+            .collect();
+        if !oneofs.is_empty() {
+            o.insert("x-oneofs".into(), Value::Array(oneofs));
+        }
+        if !exclusive.is_empty() {
+            o.insert("allOf".into(), Value::Array(exclusive));
+        }
+    }
     if let (Some(text), Value::Object(o)) = (comment(&file, desc.path()), &mut schema) {
         o.insert("description".into(), Value::String(text));
     }
@@ -108,13 +164,15 @@ fn kind_schema(kind: &Kind, seen: &mut BTreeSet<String>) -> Value {
         Kind::String => json!({"type": "string"}),
         Kind::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
         Kind::Enum(e) => {
-            // Names are what documents write; the numbers (also accepted) and the enum's name go
-            // along for forms and readers.
+            // Names are what documents write; numbers are accepted too (proto3 JSON reads both), so
+            // both are in `enum`; `x-enum-numbers` pairs each name with its number for forms.
             let names: Vec<String> = e.values().map(|v| v.name().to_string()).collect();
             let numbers: Vec<i32> = e.values().map(|v| v.number()).collect();
+            let accepted: Vec<Value> =
+                names.iter().map(|n| Value::from(n.as_str())).chain(numbers.iter().map(|n| Value::from(*n))).collect();
             let file = e.parent_file();
             let comments: Vec<String> = e.values().map(|v| comment(&file, v.path()).unwrap_or_default()).collect();
-            let mut schema = json!({"type": ["string", "integer"], "title": e.full_name(), "enum": names, "x-enum-numbers": numbers});
+            let mut schema = json!({"type": ["string", "integer"], "title": e.full_name(), "enum": accepted, "x-enum-numbers": numbers});
             if let Value::Object(o) = &mut schema {
                 if comments.iter().any(|c| !c.is_empty()) {
                     o.insert("x-enum-descriptions".into(), json!(comments));

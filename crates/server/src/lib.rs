@@ -27,6 +27,7 @@ mod otel;
 mod refresh;
 mod registry;
 pub mod schedule;
+mod schemas;
 pub mod tls;
 mod ui;
 
@@ -300,6 +301,7 @@ impl Nexus {
             cloudevents,
             metrics.clone(),
             engine.clone(),
+            registry.clone(),
             config.telemetry.access_log,
         )
         .await?;
@@ -536,6 +538,7 @@ async fn router(
     cloudevents: cloudevents::Endpoint,
     metrics: Arc<metrics::Metrics>,
     engine: Engine,
+    registry: Arc<registry::Registry>,
     access_log: bool,
 ) -> Result<Dispatch, StartError> {
     use proto::nexus_service_server::NexusServiceServer;
@@ -580,6 +583,9 @@ async fn router(
         .with_state(Arc::new(cloudevents))
         .route(metrics::PATH, axum::routing::get(metrics::handle))
         .with_state(metrics::Endpoint { metrics, auth: auth.clone(), engine })
+        .route(schemas::PATTERN_PATH, axum::routing::get(schemas::pattern))
+        .route(schemas::ACTIONS_PATH, axum::routing::get(schemas::action))
+        .with_state(schemas::Endpoint { registry, auth: auth.clone() })
         .route("/", axum::routing::get(ui::root))
         .route("/ui", axum::routing::get(ui::root))
         .route(ui::PATH, axum::routing::get(ui::index))

@@ -73,7 +73,16 @@ async fn list_services_shows_the_demo_services_with_schemas() -> Result<()> {
     let priority = &push_schema["properties"]["priority"];
     ensure!(
         priority["enum"]
-            == serde_json::json!(["PRIORITY_UNSPECIFIED", "PRIORITY_LOW", "PRIORITY_NORMAL", "PRIORITY_HIGH"]),
+            == serde_json::json!([
+                "PRIORITY_UNSPECIFIED",
+                "PRIORITY_LOW",
+                "PRIORITY_NORMAL",
+                "PRIORITY_HIGH",
+                0,
+                1,
+                2,
+                3
+            ]),
         "{priority}"
     );
     ensure!(priority["x-enum-numbers"] == serde_json::json!([0, 1, 2, 3]), "{priority}");
@@ -428,5 +437,45 @@ async fn replicas_on_postgres_share_patterns() -> anyhow::Result<()> {
     a.shutdown(std::time::Duration::from_secs(5)).await;
     b.shutdown(std::time::Duration::from_secs(5)).await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await?;
+    Ok(())
+}
+
+/// JSON Schemas for editors: the pattern document (public) and each action's input.
+#[tokio::test]
+async fn schemas_of_the_pattern_document_and_of_each_action_are_served() -> Result<()> {
+    use crate::ui::http1_get_with;
+    let h = Harness::start().await?;
+    let pattern = http1_get_with(h.addr, "/schema/pattern.json", &[]).await?;
+    ensure!(pattern.status() == 200, "{}", pattern.status());
+    ensure!(pattern.headers()["content-type"] == "application/schema+json", "{:?}", pattern.headers());
+    let served: serde_json::Value = serde_json::from_slice(pattern.body())?;
+    ensure!(served == nexus_core::schema::pattern_document_schema(), "{served}");
+
+    let push =
+        http1_get_with(h.addr, "/schema/actions/demo.notification.v1.NotificationService/SendPush.json", &[]).await?;
+    ensure!(push.status() == 200, "{}", push.status());
+    let schema: serde_json::Value = serde_json::from_slice(push.body())?;
+    ensure!(schema["$schema"] == "https://json-schema.org/draft/2020-12/schema", "{schema}");
+    ensure!(schema["title"] == "demo.notification.v1.SendPushRequest", "{schema}");
+    let priority = &schema["properties"]["priority"]["enum"];
+    ensure!(
+        priority.as_array().is_some_and(|a| a.contains(&"PRIORITY_HIGH".into()) && a.contains(&3.into())),
+        "{schema}"
+    );
+
+    let typo =
+        http1_get_with(h.addr, "/schema/actions/demo.notification.v1.NotificationService/SendPsh.json", &[]).await?;
+    ensure!(typo.status() == 404, "{}", typo.status());
+    let body = String::from_utf8_lossy(typo.body()).into_owned();
+    ensure!(body.contains("Did you mean `demo.notification.v1.NotificationService/SendPush`"), "{body}");
+    h.stop().await;
+
+    // With authentication required, action schemas need a credential; the document's does not.
+    let auth = nexus_server::AuthConfig { require_auth: true, ..Default::default() };
+    let h = Harness::start_with(crate::common::Options { auth, ..Default::default() }).await?;
+    let refused = http1_get_with(h.addr, "/schema/actions/demo.user.v1.UserService/CreateUser.json", &[]).await?;
+    ensure!(refused.status() == 401, "{}", refused.status());
+    ensure!(http1_get_with(h.addr, "/schema/pattern.json", &[]).await?.status() == 200);
+    h.stop().await;
     Ok(())
 }
