@@ -1,21 +1,35 @@
 //! The execution input's JSON Schema: resolving `input.*` paths at registration and validating an
 //! execution's input before any backend is called.
 //!
-//! Supported keywords: `type`, `properties`, `required`, `items`, `enum`, `additionalProperties`.
-//! Other keywords are accepted and ignored (they document, they do not constrain).
+//! Validation is the `jsonschema` crate's, the whole of JSON Schema (draft 2020-12 unless the
+//! schema's `$schema` names another; `format`s asserted): the schema is compiled once, at
+//! registration, and a schema that does not compile (an unknown draft, a bad regex, a `$ref` to
+//! anything outside itself) is a registration error. Typing `input.*` paths at registration reads
+//! `type`, `properties` and `additionalProperties`.
 
-use cel::{Value as Cel, objects::KeyRef};
+use cel::Value as Cel;
 use serde_json::Value as Json;
 
-use crate::value::type_name;
-
 /// The declared input schema of a pattern (empty = anything goes).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct InputSchema {
     root: Json,
     /// Some property is `type: number`: its integral values are made doubles ([`InputSchema::coerce`]).
     has_number: bool,
+    /// The compiled schema (`None` when it is empty, or did not compile: see [`InputSchema::lint`]).
+    validator: Option<std::sync::Arc<jsonschema::Validator>>,
+    /// Why the schema did not compile.
+    invalid: Option<String>,
 }
+
+impl std::fmt::Debug for InputSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputSchema").field("root", &self.root).field("invalid", &self.invalid).finish_non_exhaustive()
+    }
+}
+
+/// The most violations reported for one input (the first ones, in schema order).
+pub const MAX_VIOLATIONS: usize = 20;
 
 /// The shape an `input.*` path reads, as far as the schema says.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +46,16 @@ pub enum InputType {
 impl InputSchema {
     pub fn new(root: Json) -> Self {
         let has_number = mentions_number(&root);
-        Self { root, has_number }
+        let empty = root.as_object().is_none_or(|o| o.is_empty());
+        let (validator, invalid) = if empty {
+            (None, None)
+        } else {
+            match jsonschema::options().should_validate_formats(true).build(&root) {
+                Ok(v) => (Some(std::sync::Arc::new(v)), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        };
+        Self { root, has_number, validator, invalid }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -47,6 +70,11 @@ impl InputSchema {
     pub fn lint(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         lint_node(&self.root, "input", &mut out);
+        if out.is_empty()
+            && let Some(e) = &self.invalid
+        {
+            out.push(("input".to_string(), format!("not a valid JSON Schema: {e}")));
+        }
         out
     }
 
@@ -101,11 +129,91 @@ impl InputSchema {
         if self.has_number { coerce_node(&self.root, input) } else { input }
     }
 
-    /// Validates an execution's input; every violation as `(path, message)`.
+    /// Validates an execution's input; its violations (the first [`MAX_VIOLATIONS`]) as
+    /// `(path, message)`, paths like `input.items[2].name`.
     pub fn validate(&self, input: &Cel) -> Vec<(String, String)> {
+        let Some(validator) = &self.validator else { return Vec::new() };
+        let instance = to_json(input);
         let mut out = Vec::new();
-        validate_node(&self.root, input, "input", &mut out);
+        for error in validator.iter_errors(&instance) {
+            let path = dotted(error.instance_path().as_str());
+            match error.kind() {
+                jsonschema::error::ValidationErrorKind::Required { property } => {
+                    let name = property.as_str().map_or_else(|| property.to_string(), str::to_string);
+                    out.push((format!("{path}.{name}"), "required property is missing".into()));
+                }
+                jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    for k in unexpected {
+                        out.push((format!("{path}.{k}"), "property is not allowed by the input schema".into()));
+                    }
+                }
+                _ => out.push((path, shortened(&error.to_string()))),
+            }
+            if out.len() >= MAX_VIOLATIONS {
+                out.truncate(MAX_VIOLATIONS);
+                break;
+            }
+        }
         out
+    }
+}
+
+/// A JSON Pointer into the input (`/items/2/name`) as the path documents use (`input.items[2].name`).
+fn dotted(pointer: &str) -> String {
+    let mut out = String::from("input");
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(&segment);
+            out.push(']');
+        } else {
+            out.push('.');
+            out.push_str(&segment);
+        }
+    }
+    out
+}
+
+/// The validator's message, with the input value it quotes cut short (an input can be large).
+fn shortened(message: &str) -> String {
+    const MAX: usize = 300;
+    if message.chars().count() <= MAX {
+        return message.to_string();
+    }
+    let mut s: String = message.chars().take(MAX).collect();
+    s.push('…');
+    s
+}
+
+/// The input as JSON for the validator: numbers keep their kind (an `Int` is a JSON integer of any
+/// size, a `Float` a JSON number, a non-finite one null), bytes are base64 strings.
+fn to_json(v: &Cel) -> Json {
+    use base64::Engine as _;
+    match v {
+        Cel::Null => Json::Null,
+        Cel::Bool(b) => Json::Bool(*b),
+        Cel::Int(i) => Json::from(*i),
+        Cel::UInt(u) => Json::from(*u),
+        Cel::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Cel::String(s) => Json::String(s.to_string()),
+        Cel::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b.as_slice())),
+        Cel::List(items) => Json::Array(items.iter().map(to_json).collect()),
+        Cel::Map(m) => Json::Object(
+            m.map
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        cel::objects::Key::String(s) => s.to_string(),
+                        cel::objects::Key::Int(i) => i.to_string(),
+                        cel::objects::Key::Uint(u) => u.to_string(),
+                        cel::objects::Key::Bool(b) => b.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        other => Json::String(format!("{other:?}")),
     }
 }
 
@@ -221,76 +329,6 @@ fn lint_node(node: &Json, path: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
-fn matches_type(t: &str, v: &Cel) -> bool {
-    match t {
-        "string" => matches!(v, Cel::String(_)),
-        "integer" => matches!(v, Cel::Int(_) | Cel::UInt(_)),
-        "number" => matches!(v, Cel::Int(_) | Cel::UInt(_) | Cel::Float(_)),
-        "boolean" => matches!(v, Cel::Bool(_)),
-        "object" => matches!(v, Cel::Map(_)),
-        "array" => matches!(v, Cel::List(_)),
-        "null" => matches!(v, Cel::Null),
-        _ => true,
-    }
-}
-
-fn validate_node(schema: &Json, v: &Cel, path: &str, out: &mut Vec<(String, String)>) {
-    let Some(obj) = schema.as_object() else { return };
-    let type_ok = match obj.get("type") {
-        Some(Json::String(t)) => matches_type(t, v),
-        Some(Json::Array(ts)) => ts.iter().filter_map(Json::as_str).any(|t| matches_type(t, v)),
-        _ => true,
-    };
-    if !type_ok {
-        out.push((
-            path.to_string(),
-            format!("expected {}, got {}", obj.get("type").map(Json::to_string).unwrap_or_default(), type_name(v)),
-        ));
-        return;
-    }
-    if let Some(Json::Array(allowed)) = obj.get("enum") {
-        let json = crate::value::cel_to_serde(v);
-        if !allowed.contains(&json) {
-            out.push((path.to_string(), format!("{json} is not one of {}", Json::Array(allowed.clone()))));
-        }
-    }
-    match v {
-        Cel::Map(m) => {
-            if let Some(Json::Array(required)) = obj.get("required") {
-                for name in required.iter().filter_map(Json::as_str) {
-                    if m.get(&KeyRef::String(name)).is_none_or(|v| matches!(v, Cel::Null)) {
-                        out.push((format!("{path}.{name}"), "required property is missing".into()));
-                    }
-                }
-            }
-            if let Some(props) = obj.get("properties").and_then(Json::as_object) {
-                for (name, child) in props {
-                    if let Some(value) = m.get(&KeyRef::String(name)) {
-                        validate_node(child, value, &format!("{path}.{name}"), out);
-                    }
-                }
-                if matches!(obj.get("additionalProperties"), Some(Json::Bool(false))) {
-                    for k in m.map.keys() {
-                        if let cel::objects::Key::String(k) = k
-                            && !props.contains_key(k.as_str())
-                        {
-                            out.push((format!("{path}.{k}"), "property is not allowed by the input schema".into()));
-                        }
-                    }
-                }
-            }
-        }
-        Cel::List(items) => {
-            if let Some(item_schema) = obj.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    validate_node(item_schema, item, &format!("{path}[{i}]"), out);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -343,6 +381,47 @@ mod tests {
         assert_eq!(schema().resolve(&["email".into()]), Ok(InputType::String));
         let err = schema().resolve(&["emial".into()]).unwrap_err();
         assert!(err.contains("did you mean `email`"), "{err}");
+    }
+
+    #[test]
+    fn the_keywords_the_old_validator_ignored_now_constrain() {
+        let schema = InputSchema::new(json!({
+            "type": "object",
+            "$defs": {"positive": {"type": "integer", "minimum": 1}},
+            "properties": {
+                "email": {"type": "string", "format": "email"},
+                "code": {"type": "string", "minLength": 3, "pattern": "^[A-Z]+$"},
+                "count": {"$ref": "#/$defs/positive"},
+                "contact": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 4}}
+            }
+        }));
+        assert!(schema.lint().is_empty(), "{:?}", schema.lint());
+        let ok = crate::value::serde_to_cel(&json!({"email": "a@b.c", "code": "ABC", "count": 2, "contact": 5}));
+        assert_eq!(schema.validate(&ok), Vec::<(String, String)>::new());
+        let bad = crate::value::serde_to_cel(&json!({
+            "email": "not an email", "code": "ab", "count": 0, "contact": true, "tags": ["ok", "toolong"]
+        }));
+        let errors = schema.validate(&bad);
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        for path in ["input.email", "input.code", "input.count", "input.contact", "input.tags[1]"] {
+            assert!(paths.contains(&path), "{path} not in {errors:?}");
+        }
+        // A schema that does not compile is a registration error, with the reason.
+        let broken = InputSchema::new(json!({"type": "object", "properties": {"x": {"pattern": "(unclosed"}}}));
+        let lint = broken.lint();
+        assert!(lint.iter().any(|(p, m)| p == "input" && m.contains("not a valid JSON Schema")), "{lint:?}");
+        let remote = InputSchema::new(json!({"$ref": "https://example.com/schema.json"}));
+        assert!(!remote.lint().is_empty(), "a remote $ref is never fetched");
+    }
+
+    #[test]
+    fn violations_are_capped() {
+        let properties: serde_json::Map<String, Json> =
+            (0..100).map(|i| (format!("p{i}"), json!({"type": "string"}))).collect();
+        let schema = InputSchema::new(json!({"type": "object", "properties": properties}));
+        let input: serde_json::Map<String, Json> = (0..100).map(|i| (format!("p{i}"), json!(i))).collect();
+        assert_eq!(schema.validate(&crate::value::serde_to_cel(&Json::Object(input))).len(), MAX_VIOLATIONS);
     }
 
     #[test]

@@ -406,7 +406,7 @@ async fn input_that_violates_the_schema_is_refused_before_any_call() {
     let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
     let err =
         engine.execute(request(&compile(&doc("user_creation")), serde_json::json!({"name": 3}))).await.unwrap_err();
-    expect![[r#"the input does not match the pattern's input schema: input.email: required property is missing; input.name: expected "string", got int"#]]
+    expect![[r#"the input does not match the pattern's input schema: input.email: required property is missing; input.name: 3 is not of type "string""#]]
         .assert_eq(&err.to_string());
     assert_eq!(script.trace(), "");
 }

@@ -47,7 +47,7 @@ async fn scrape(h: &Harness, headers: &[(&str, &str)]) -> Result<http::Response<
     crate::ui::http1_get_with(h.addr, "/metrics", headers).await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_executions_steps_errors_retries_and_the_journal() -> Result<()> {
     let mut h = Harness::start().await?;
     register_examples(&mut h.client).await?;
