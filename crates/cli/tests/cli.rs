@@ -21,8 +21,11 @@ fn nexus() -> Command {
 
 #[test]
 fn demo_once_registers_the_examples_and_runs_user_creation() {
-    let out = nexus().args(["demo", "--once", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let out = nexus().args(["demo", "--once", "--listen", "127.0.0.1:0"]).env("NEXUS_LOG", "info").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // Logs to a pipe (not a terminal) carry no colour codes.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO") && !stderr.contains('\u{1b}'), "{stderr}");
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("registered user_creation@1.0.0"), "{stdout}");
     assert!(stdout.contains("registered subscribe_live_stream@1.0.0"), "{stdout}");
