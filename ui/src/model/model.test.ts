@@ -80,7 +80,9 @@ describe("example patterns", () => {
     expect(labels).toContain("step:welcome.message_id -> $output.output.email_id");
     // Its compensation reads the step itself: a self edge.
     expect(labels).toContain("step:user.user.id -> step:user.compensate.with.user_id");
-    expect(parsed.comments[0]).toMatch(/^# Create a user/);
+    // The leading comments are kept, the editors' schema line first.
+    expect(parsed.comments[0]).toBe("# yaml-language-server: $schema=../schema/pattern.json");
+    expect(parsed.comments[1]).toMatch(/^# Create a user/);
   });
 });
 
