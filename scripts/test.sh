@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A fresh clone in CI builds once: incremental-compilation caches would only take disk (gigabytes
+# for this workspace) and time. Developers keep their own setting.
+if [[ "${CI:-}" == "true" ]]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 # The interop tests run real Python grpcio, Node grpc-js and Go grpc-go servers; install them
 # (quick when already done).
 bash scripts/interop-setup.sh
@@ -33,3 +39,6 @@ bash scripts/ui-test.sh browser
 # Without AddressSanitizer here: the build is the cost (the code fuzzed is safe Rust); the long
 # runs (`bash scripts/fuzz.sh run`) use it.
 FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" bash scripts/fuzz.sh smoke 5
+
+# What the build took on disk (the CI machine's disk is not large; see [profile.dev] in Cargo.toml).
+du -sh target fuzz/target 2>/dev/null || true
