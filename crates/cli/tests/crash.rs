@@ -150,6 +150,118 @@ async fn a_durable_execution_killed_after_step_two_completes_without_repeating_s
     assert_eq!((calls[3], calls[4]), (1, 1), "{calls:?}");
 }
 
+/// An OTLP/gRPC collector: the spans it receives go to the channel.
+struct Collector(tokio::sync::mpsc::UnboundedSender<opentelemetry_proto::tonic::trace::v1::Span>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        for span in request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
+            let _ = self.0.send(span);
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A durable execution killed mid-way and resumed by the next process stays in its caller's trace,
+/// as the same span: the steps called after the restart carry the caller's trace id to the
+/// backend, and the resumed process exports the execution span under the caller's span with
+/// those attempts as its children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_durable_execution_continues_its_callers_trace() {
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::trace_service_server::TraceServiceServer, trace::v1::span::SpanKind,
+    };
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+    let (backend, demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await.unwrap();
+    slow_demo(&demo);
+    let backend = backend.to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, mut spans) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &backend);
+    let mut c = client(&server.addr).await;
+    register_pattern(&mut c).await;
+    let input = nexus_core::value::serde_to_struct(&serde_json::json!({ "email": "traced@x.y" }));
+    let mut request = tonic::Request::new(pb::ExecutePatternRequest {
+        pattern_name: "durable_five".into(),
+        input,
+        ..Default::default()
+    });
+    request.metadata_mut().insert("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01").parse().unwrap());
+    request.metadata_mut().insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+    let mut events = c.execute_pattern_stream(request).await.unwrap().into_inner();
+    let id = events.message().await.unwrap().expect("the started event").execution_id;
+    loop {
+        let e = events.message().await.unwrap().expect("events until s2 succeeds");
+        if let Some(pb::execution_event::Event::StepSucceeded(s)) = &e.event
+            && s.step_id == "s2"
+        {
+            break;
+        }
+    }
+    drop(server); // SIGKILL: nothing of this process's spans is exported
+    drop(events);
+    // The execution's span, as the killed process journaled it.
+    let journaled: String = {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.path().join("nexus.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT trace FROM executions WHERE id = ?1").bind(&id).fetch_one(&mut db).await.unwrap()
+    };
+    assert!(journaled.starts_with(&format!("00-{TRACE}-")), "{journaled}");
+    let execution_span = journaled[36..52].to_string();
+
+    let server = serve_with(dir.path(), &backend, &[("NEXUS_OTLP_ENDPOINT", &collector)]);
+    let mut c = client(&server.addr).await;
+    succeeded(&mut c, &id, Duration::from_secs(20)).await;
+
+    // The resumed execution's span: the caller's trace and span as parent, its tracestate kept.
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !received.iter().any(|s: &opentelemetry_proto::tonic::trace::v1::Span| s.kind == SpanKind::Server as i32) {
+        let span = tokio::time::timeout_at(deadline, spans.recv()).await.expect("spans within 10 s").unwrap();
+        received.push(span);
+    }
+    // The rest of the batch the execution's span came in.
+    while let Ok(span) = spans.try_recv() {
+        received.push(span);
+    }
+    let execution = received.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap();
+    assert_eq!(hex(&execution.trace_id), TRACE, "{execution:?}");
+    assert_eq!(hex(&execution.parent_span_id), CALLER_SPAN, "{execution:?}");
+    assert_eq!(execution.trace_state, "congo=t61rcWkgMzE");
+    assert_eq!(hex(&execution.span_id), execution_span, "the resumed execution is the span it was");
+    // Steps s3..s5 ran after the restart, each call carrying its attempt's span in the same trace.
+    for m in [method::SEND_PUSH, method::CHECK_ACCESS] {
+        let seen = demo.last_traceparent(m).expect("a traceparent");
+        assert!(seen.starts_with(&format!("00-{TRACE}-")), "{m} was called outside the caller's trace: {seen}");
+        let attempt = received.iter().find(|s| s.name == m).unwrap_or_else(|| panic!("no span for {m}: {received:#?}"));
+        assert_eq!(hex(&attempt.trace_id), TRACE);
+        assert_eq!(attempt.parent_span_id, execution.span_id, "an attempt is the execution's child");
+        assert_eq!(seen, format!("00-{TRACE}-{}-01", hex(&attempt.span_id)));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kills_at_random_points_lose_nothing_and_repeat_no_completed_step() {
     let (backend, demo, _guard) = nexus_demo::spawn(nexus_demo::DemoOptions::default()).await.unwrap();

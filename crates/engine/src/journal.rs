@@ -48,6 +48,9 @@ pub struct JournalStart {
     pub input: String,
     pub idempotency_key: Option<String>,
     pub tenant: Arc<str>,
+    /// The execution's trace context ([`crate::trace::TraceContext::to_journal`]): resumed, it
+    /// continues the same trace, as the same span.
+    pub trace: String,
 }
 
 /// What the engine journals of durable executions, and asks of it (implemented over the store by

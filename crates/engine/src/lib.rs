@@ -19,7 +19,7 @@ pub mod waits;
 pub use bus::{Acker, BusError, CloudEvent, Delivery, EventBus, EventHub, Live, Published, WaitRegistration};
 pub use events::{Event, ExecutionEvent, RunningExecution};
 pub use executor::{
-    CheckedRequest, Engine, EngineError, ExecuteRequest, Keyed, MAX_COLLECTED_STREAM_MESSAGES, MAX_FAN_OUT,
+    CheckedRequest, Engine, EngineError, ExecuteRequest, Keyed, MAX_COLLECTED_STREAM_MESSAGES, MAX_FAN_OUT, Resumption,
 };
 pub use history::{DEFAULT_HISTORY_BYTES, History, HistoryFilter};
 pub use invoker::{Call, CallError, Invoker, MessageStream};

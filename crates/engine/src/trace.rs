@@ -73,6 +73,45 @@ impl TraceContext {
     pub fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
     }
+
+    /// The context as a durable execution journals it, space-separated: the execution's own
+    /// `traceparent`, its parent's span id (or `-`), then the `tracestate` if any (last and taken
+    /// whole: it may hold spaces).
+    pub fn to_journal(&self) -> String {
+        let mut s = self.traceparent(self.span_id);
+        match self.parent_span_id {
+            Some(p) => {
+                let _ = write!(s, " {p:016x}");
+            }
+            None => s.push_str(" -"),
+        }
+        if let Some(state) = &self.tracestate {
+            s.push(' ');
+            s.push_str(state);
+        }
+        s
+    }
+
+    /// The context journaled by [`TraceContext::to_journal`]: a resumed execution (after a crash,
+    /// on another replica) keeps its trace and its span, so its step attempts join the trace its
+    /// caller started. `None` for an empty or malformed value (an execution journaled before
+    /// traces were: it resumes in a new trace).
+    pub fn from_journal(journaled: &str) -> Option<Self> {
+        let mut parts = journaled.splitn(3, ' ');
+        let own = parse_traceparent(parts.next()?)?;
+        let parent_span_id = match parts.next()? {
+            "-" => None,
+            p => Some(u64::from_str_radix(p, 16).ok().filter(|p| *p != 0)?),
+        };
+        let tracestate = parts.next().filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE).map(Arc::from);
+        Some(Self {
+            trace_id: own.trace_id,
+            span_id: own.span_id,
+            parent_span_id,
+            sampled: own.flags & 1 == 1,
+            tracestate,
+        })
+    }
 }
 
 /// A new random span id (never 0, which is invalid).
@@ -133,6 +172,22 @@ mod tests {
         let unsampled = TraceContext::start(Some(&CALLER.replace("-01", "-00")), None);
         assert!(!unsampled.sampled);
         assert!(unsampled.traceparent(1).ends_with("-00"));
+    }
+
+    #[test]
+    fn a_journaled_context_comes_back_whole() {
+        let caller = TraceContext::start(Some(CALLER), Some("congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"));
+        let root = TraceContext::start(None, None);
+        let unsampled = TraceContext::start(Some(&CALLER.replace("-01", "-00")), None);
+        for t in [caller, root, unsampled] {
+            let journaled = t.to_journal();
+            assert_eq!(TraceContext::from_journal(&journaled), Some(t), "{journaled}");
+        }
+        for bad in
+            ["", "-", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "nonsense - x", &format!("{CALLER} 0")]
+        {
+            assert_eq!(TraceContext::from_journal(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -186,6 +186,7 @@ impl Journal for StoreBackedJournal {
             input: s.input.clone(),
             idempotency_key: s.idempotency_key.clone(),
             tenant: s.tenant.to_string(),
+            trace: s.trace.clone(),
             started_at: std::time::SystemTime::now(),
             owner: self.owner.to_string(),
             lease_until: std::time::SystemTime::now() + self.lease,
@@ -332,6 +333,14 @@ pub(crate) async fn resume_claimed(
     let engine = engine.clone();
     tasks.spawn(async move {
         let (id, tenant) = (Arc::from(u.start.id.as_str()), Arc::from(u.start.tenant.as_str()));
-        engine.resume(pattern, id, input, u.start.idempotency_key, tenant, &u.steps).await;
+        let resumption = nexus_engine::Resumption {
+            pattern,
+            id,
+            input,
+            idempotency_key: u.start.idempotency_key,
+            tenant,
+            trace: u.start.trace,
+        };
+        engine.resume(resumption, &u.steps).await;
     });
 }

@@ -54,7 +54,7 @@ pub(crate) const PARK: &str = "UPDATE executions SET parked = 1, owner = '', lea
 pub(crate) const DELETE_STEP_WAITS: &str = "DELETE FROM event_waits WHERE execution_id = $1 AND step_id = $2";
 pub(crate) const DELETE_EXECUTION_WAITS: &str = "DELETE FROM event_waits WHERE execution_id = $1";
 pub(crate) const UNPARK: &str = "UPDATE executions SET parked = 0, owner = $2, lease_until_ms = $3 WHERE id = $1
-    RETURNING id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms";
+    RETURNING id, pattern_name, pattern_version, input, idempotency_key, tenant, trace, started_at_ms, owner, lease_until_ms";
 
 pub(crate) const INSERT_TRIGGER: &str =
     "INSERT INTO trigger_starts (pattern_name, pattern_version, tenant, source, id, started_at_ms)
@@ -389,6 +389,7 @@ macro_rules! event_store_impl {
                             input: r.try_get("input")?,
                             idempotency_key: r.try_get("idempotency_key")?,
                             tenant: r.try_get("tenant")?,
+                            trace: r.try_get("trace")?,
                             started_at: from_ms(r.try_get("started_at_ms")?),
                             owner: r.try_get("owner")?,
                             lease_until: from_ms(r.try_get("lease_until_ms")?),

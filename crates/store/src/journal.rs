@@ -20,9 +20,9 @@ pub(crate) fn next_seq() -> i64 {
 }
 
 pub(crate) const COLUMNS: &str =
-    "id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms";
+    "id, pattern_name, pattern_version, input, idempotency_key, tenant, trace, started_at_ms, owner, lease_until_ms";
 pub(crate) const UNFINISHED: &str =
-    "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
+    "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, trace, started_at_ms, owner, lease_until_ms
     FROM executions WHERE status = 'RUNNING' ORDER BY started_at_ms";
 pub(crate) const PRUNE: &str = "DELETE FROM executions WHERE status <> 'RUNNING' AND started_at_ms < $1";
 // A parked execution runs nowhere (`EventStore::park_execution`): no lease of it is renewed,
@@ -33,7 +33,7 @@ pub(crate) const RELEASE: &str =
     "UPDATE executions SET lease_until_ms = 0 WHERE owner = $1 AND status = 'RUNNING' AND parked = 0";
 pub(crate) const STEPS_OF: &str = "SELECT step_id, result FROM step_results WHERE execution_id = $1 ORDER BY seq";
 pub(crate) const UNFINISHED_ONE: &str =
-    "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms
+    "SELECT id, pattern_name, pattern_version, input, idempotency_key, tenant, trace, started_at_ms, owner, lease_until_ms
     FROM executions WHERE id = $1 AND status = 'RUNNING'";
 pub(crate) const FINISHED: &str =
     "SELECT id, pattern_name, status, record FROM executions WHERE id = $1 AND status <> 'RUNNING'";
@@ -68,7 +68,7 @@ impl Batch {
             match op {
                 JournalOp::Start(s) => starts.push(json!({
                     "id": s.id, "name": s.pattern_name, "version": s.pattern_version, "input": s.input,
-                    "key": s.idempotency_key, "tenant": s.tenant, "started": ms(s.started_at),
+                    "key": s.idempotency_key, "tenant": s.tenant, "trace": s.trace, "started": ms(s.started_at),
                     "owner": s.owner, "lease": ms(s.lease_until),
                 })),
                 JournalOp::Step { execution_id, step_id, result } => steps.push(json!({
@@ -97,10 +97,10 @@ pub(crate) fn batch_sql(d: Dialect) -> String {
 /// PostgreSQL reads the arrays with `json_to_recordset`.
 fn postgres_batch_sql() -> String {
     let start = "INSERT INTO executions
-            (id, pattern_name, pattern_version, input, idempotency_key, tenant, started_at_ms, owner, lease_until_ms)
-            SELECT id, name, version, input, key, tenant, started, owner, lease
+            (id, pattern_name, pattern_version, input, idempotency_key, tenant, trace, started_at_ms, owner, lease_until_ms)
+            SELECT id, name, version, input, key, tenant, coalesce(trace, ''), started, owner, lease
             FROM json_to_recordset($1::json) AS x(id text, name text, version text, input text, key text,
-                tenant text, started bigint, owner text, lease bigint)";
+                tenant text, trace text, started bigint, owner text, lease bigint)";
     let step = "INSERT INTO step_results (execution_id, step_id, seq, result)
             SELECT id, step, seq, result FROM json_to_recordset($1::json) AS x(id text, step text, seq bigint, result text)
             ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result";
@@ -191,6 +191,7 @@ macro_rules! journal_impl {
                         input: r.try_get("input")?,
                         idempotency_key: r.try_get("idempotency_key")?,
                         tenant: r.try_get("tenant")?,
+                        trace: r.try_get("trace")?,
                         started_at: from_ms(r.try_get("started_at_ms")?),
                         owner: r.try_get("owner")?,
                         lease_until: from_ms(r.try_get("lease_until_ms")?),

@@ -216,6 +216,9 @@ pub struct ExecutionStart {
     pub idempotency_key: Option<String>,
     /// The tenant of the caller who started it.
     pub tenant: String,
+    /// Its trace context, opaque to the store (the engine's `TraceContext::to_journal`; empty
+    /// for none): resumed elsewhere, it continues the same trace.
+    pub trace: String,
     pub started_at: SystemTime,
     /// The replica running it, and until when its lease holds (millisecond precision).
     pub owner: String,

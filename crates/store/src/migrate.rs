@@ -33,6 +33,8 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 9, sql: SQLITE_JOURNAL_BATCH_WAITS, only: Some(Dialect::Sqlite) },
     Migration { version: 10, sql: SCHEDULE_TICKS, only: None },
     Migration { version: 11, sql: EVENT_TYPES, only: None },
+    Migration { version: 12, sql: EXECUTION_TRACE, only: None },
+    Migration { version: 13, sql: SQLITE_JOURNAL_BATCH_TRACE, only: Some(Dialect::Sqlite) },
 ];
 
 /// The migrations `d` applies, in order.
@@ -287,6 +289,30 @@ const SQLITE_JOURNAL_BATCH_WAITS: &str = "
         DELETE FROM event_waits WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
     END;";
 
+/// A durable execution's trace context (opaque to the store, empty for none): resumed on another
+/// replica, it continues its caller's trace as the same span.
+const EXECUTION_TRACE: &str = "ALTER TABLE executions ADD COLUMN trace TEXT NOT NULL DEFAULT '';";
+
+/// SQLite: migration 9's batch trigger again, its start statement writing the trace context
+/// (migration 12). PostgreSQL's batch is rendered by the store (`journal::batch_sql`).
+const SQLITE_JOURNAL_BATCH_TRACE: &str = "
+    DROP TRIGGER journal_batch_apply;
+    CREATE TRIGGER journal_batch_apply INSTEAD OF INSERT ON journal_batch BEGIN
+        INSERT INTO executions
+            (id, pattern_name, pattern_version, input, idempotency_key, tenant, trace, started_at_ms, owner,
+                lease_until_ms)
+            SELECT value->>'id', value->>'name', value->>'version', value->>'input', value->>'key',
+                value->>'tenant', coalesce(value->>'trace', ''), value->>'started', value->>'owner', value->>'lease'
+            FROM json_each(NEW.starts);
+        INSERT INTO step_results (execution_id, step_id, seq, result)
+            SELECT value->>'id', value->>'step', value->>'seq', value->>'result' FROM json_each(NEW.steps) WHERE true
+            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result;
+        UPDATE executions SET status = x.value->>'status', record = x.value->>'record'
+            FROM json_each(NEW.finishes) AS x WHERE executions.id = x.value->>'id';
+        DELETE FROM step_results WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
+        DELETE FROM event_waits WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
+    END;";
+
 /// The versions applied, and when.
 const SCHEMA_MIGRATIONS: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version {int} PRIMARY KEY, applied_at_ms {int} NOT NULL)";
@@ -384,8 +410,8 @@ pub(crate) mod tests {
     #[test]
     fn every_dialect_applies_the_shared_migrations_and_only_its_own() {
         let versions = |d| migrations(d).map(|m| m.version).collect::<Vec<_>>();
-        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
-        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7, 8, 10, 11]);
+        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7, 8, 10, 11, 12]);
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "versions ascend: {versions:?}");
     }

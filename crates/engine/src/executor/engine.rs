@@ -275,15 +275,8 @@ impl Engine {
     /// results and are not called again; the others run (a step that was in flight is called
     /// again with the same idempotency key). The deadline restarts from now. A request with the
     /// execution's idempotency key waits for it.
-    pub async fn resume(
-        &self,
-        pattern: Arc<CompiledPattern>,
-        id: Arc<str>,
-        input: Cel,
-        idempotency_key: Option<String>,
-        tenant: Arc<str>,
-        completed: &[(String, String)],
-    ) -> Arc<ExecutionRecord> {
+    pub async fn resume(&self, resumption: Resumption, completed: &[(String, String)]) -> Arc<ExecutionRecord> {
+        let Resumption { pattern, id, input, idempotency_key, tenant, trace } = resumption;
         let mut prefilled: Vec<Option<StepResponse>> = pattern.steps.iter().map(|_| None).collect();
         for (step_id, result) in completed {
             let Some(step) = pattern.steps.iter().find(|s| &*s.id == step_id) else {
@@ -306,7 +299,9 @@ impl Engine {
             tracestate: None,
             tenant: tenant.clone(),
         };
-        let resumed = Resumed::Yes { id, prefilled };
+        // The journaled context: the execution stays the span it was, in its caller's trace.
+        let trace = crate::trace::TraceContext::from_journal(&trace);
+        let resumed = Resumed::Yes { id, prefilled, trace };
         let Some(key) = idempotency_key else { return self.run(req, None, resumed).await };
         let slot = match self.keyed.slot(&pattern.name, &key, &tenant) {
             Ok(slot) => slot,
@@ -329,10 +324,10 @@ impl Engine {
     ) -> Arc<ExecutionRecord> {
         let deadline = sooner(req.deadline.map(Instant::from_std), req.pattern.timeout);
         let uuid = uuid::Uuid::now_v7();
-        let (id, prefilled, resuming) = match resumed {
-            Resumed::Yes { id, prefilled } => (id, prefilled, true),
+        let (id, prefilled, resuming, journaled_trace) = match resumed {
+            Resumed::Yes { id, prefilled, trace } => (id, prefilled, true, trace),
             Resumed::No => {
-                (Arc::from(uuid.simple().to_string()), req.pattern.steps.iter().map(|_| None).collect(), false)
+                (Arc::from(uuid.simple().to_string()), req.pattern.steps.iter().map(|_| None).collect(), false, None)
             }
         };
         let journal = match req.pattern.durability {
@@ -345,7 +340,9 @@ impl Engine {
         );
         self.lock_running().insert(id.clone(), running.clone());
         let registration = Registration { engine: self, id: id.clone() };
-        let trace = Arc::new(crate::trace::TraceContext::start(req.traceparent.as_deref(), req.tracestate.as_deref()));
+        let trace = Arc::new(journaled_trace.unwrap_or_else(|| {
+            crate::trace::TraceContext::start(req.traceparent.as_deref(), req.tracestate.as_deref())
+        }));
         // Every log line of the execution carries these (and JSON logs show them as fields).
         let span = tracing::info_span!(
             "execution",
@@ -370,6 +367,7 @@ impl Engine {
             input: value::cel_to_json_string(&req.input),
             idempotency_key: req.idempotency_key.clone(),
             tenant: req.tenant.clone(),
+            trace: trace.to_journal(),
         });
         let journals_end = journal.is_some() && refused.is_none();
         let run = Run::new(RunOptions {
@@ -425,7 +423,19 @@ impl Engine {
 /// Whether a run continues a journaled execution.
 enum Resumed {
     No,
-    Yes { id: Arc<str>, prefilled: Vec<Option<StepResponse>> },
+    Yes { id: Arc<str>, prefilled: Vec<Option<StepResponse>>, trace: Option<crate::trace::TraceContext> },
+}
+
+/// A durable execution to resume ([`Engine::resume`]), as its journal holds it.
+pub struct Resumption {
+    pub pattern: Arc<CompiledPattern>,
+    pub id: Arc<str>,
+    pub input: Cel,
+    pub idempotency_key: Option<String>,
+    pub tenant: Arc<str>,
+    /// Its journaled trace context ([`crate::trace::TraceContext::to_journal`]); empty or
+    /// malformed, the execution resumes in a new trace.
+    pub trace: String,
 }
 
 /// The answer for a key whose execution is journaled as unfinished and does not run here: it runs

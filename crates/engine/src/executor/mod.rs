@@ -23,7 +23,7 @@ mod subpattern;
 
 use std::time::Duration;
 
-pub use engine::{CheckedRequest, Engine, EngineError, ExecuteRequest};
+pub use engine::{CheckedRequest, Engine, EngineError, ExecuteRequest, Resumption};
 pub use keyed::Keyed;
 
 /// Most messages a streaming step collects when it is not forwarded (`stream: false`).
