@@ -60,7 +60,7 @@ fn every_example_pattern_names_the_schema_and_is_valid_against_it() {
                 path.display()
             );
         }
-        let document: Value = serde_norway::from_str(&text).unwrap();
+        let document: Value = serde_saphyr::from_str(&text).unwrap();
         let problems = errors(&validator, &document);
         assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
         // And Nexus parses it (the schema is no stricter than the parser on valid documents).

@@ -382,7 +382,7 @@ fn run_generate(
 ) -> Result<bool, String> {
     let path = root.join("eval/generate/tasks.yaml");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tasks: Vec<Task> = serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tasks: Vec<Task> = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let tasks: Vec<Task> = tasks.into_iter().filter(|t| only.is_none_or(|o| t.id.contains(o))).collect();
 
     let mut catalogs: HashMap<String, (Catalog, Index)> = HashMap::new();

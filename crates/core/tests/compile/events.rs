@@ -36,7 +36,7 @@ steps:
     with: {order_id: "${{ steps.announce.id }}", reason: "${{ steps.paid.type }}"}
 "#,
         expect![[r#"
-            document: steps[1].wait_for.timeout: failed to parse duration
+            document: steps[1].wait_for.timeout (line 18, column 16): failed to parse duration
         "#]],
     );
 }
