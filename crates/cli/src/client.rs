@@ -55,6 +55,11 @@ impl Interceptor for Credentials {
 /// system's roots), plaintext for `http://` — and every call made with the client carries the
 /// target's credentials. The one place that builds API clients.
 pub async fn connect(target: &Target) -> anyhow::Result<Client> {
+    connect_to(&crate::profile::effective(target)?).await
+}
+
+/// Connects with settings already resolved (flags, variables, profile, defaults).
+pub async fn connect_to(target: &crate::profile::Effective) -> anyhow::Result<Client> {
     let credentials = Credentials::from_token(target.token.as_deref())?;
     let endpoint = tonic::transport::Endpoint::from_shared(target.addr.clone())
         .with_context(|| format!("invalid address {}", target.addr))?;
@@ -357,23 +362,26 @@ pub async fn run(
     input: &str,
     version: Option<String>,
     idempotency_key: Option<String>,
+    progress: bool,
 ) -> anyhow::Result<()> {
     let input = execution_input(input)?;
     let mut client = connect(target).await?;
-    let result = client
-        .execute_pattern(pb::ExecutePatternRequest {
-            pattern_name: name.to_string(),
-            version: version.unwrap_or_default(),
-            input: Some(input),
-            idempotency_key: idempotency_key.unwrap_or_default(),
-        })
-        .await;
-    let (id, failure) = match &result {
-        Ok(r) => (r.get_ref().execution_id.clone(), None),
-        Err(s) => match s.metadata().get(nexus_server::EXECUTION_ID_HEADER).and_then(|v| v.to_str().ok()) {
-            Some(id) => (id.to_string(), Some(s.clone())),
-            None => return Err(status_error(s.clone())),
-        },
+    let request = pb::ExecutePatternRequest {
+        pattern_name: name.to_string(),
+        version: version.unwrap_or_default(),
+        input: Some(input),
+        idempotency_key: idempotency_key.unwrap_or_default(),
+    };
+    let (id, failure) = if progress {
+        run_with_progress(&mut client, request).await?
+    } else {
+        match &client.execute_pattern(request).await {
+            Ok(r) => (r.get_ref().execution_id.clone(), None),
+            Err(s) => match s.metadata().get(nexus_server::EXECUTION_ID_HEADER).and_then(|v| v.to_str().ok()) {
+                Some(id) => (id.to_string(), Some(format!("{}: {}", nexus_server::code_name(s.code()), s.message()))),
+                None => return Err(status_error(s.clone())),
+            },
+        }
     };
     let execution =
         client.get_execution(pb::GetExecutionRequest { execution_id: id }).await.map_err(status_error)?.into_inner();
@@ -383,9 +391,52 @@ pub async fn run(
         say_raw!("{}", render::timeline(&execution));
     }
     match failure {
-        Some(s) => Err(anyhow::anyhow!("the execution failed: {:?}: {}", s.code(), s.message())),
+        Some(why) => {
+            Err(anyhow::Error::new(crate::exit::ExecutionFailed { text: format!("the execution failed: {why}") }))
+        }
         None => Ok(()),
     }
+}
+
+/// Runs the request over ExecutePatternStream with a live status line on standard error (the
+/// same execution as the unary call: an idempotency key is honoured the same way). Returns the
+/// execution's id and, when it did not succeed, why.
+async fn run_with_progress(
+    client: &mut Client,
+    request: pb::ExecutePatternRequest,
+) -> anyhow::Result<(String, Option<String>)> {
+    use pb::execution_event::Event as E;
+    let mut progress = crate::progress::Progress::new(&request.pattern_name);
+    let mut stream = client.execute_pattern_stream(request).await.map_err(status_error)?.into_inner();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut id = String::new();
+    let outcome = loop {
+        tokio::select! {
+            event = stream.message() => match event {
+                Ok(Some(event)) => {
+                    if id.is_empty() {
+                        id.clone_from(&event.execution_id);
+                    }
+                    progress.apply(&event);
+                    crate::progress::draw(&progress.line());
+                    if let Some(E::Finished(f)) = event.event {
+                        break Ok(f);
+                    }
+                }
+                Ok(None) => break Err(anyhow::anyhow!("the stream ended without a result")),
+                Err(s) => break Err(status_error(s)),
+            },
+            _ = tick.tick() => crate::progress::draw(&progress.line()),
+        }
+    };
+    crate::progress::clear();
+    let finished = outcome?;
+    if finished.status == pb::ExecutionStatus::Succeeded as i32 {
+        return Ok((finished.execution_id, None));
+    }
+    let e = finished.error.unwrap_or_default();
+    let id = if finished.execution_id.is_empty() { id } else { finished.execution_id };
+    Ok((id, Some(format!("{}: {}", e.code, e.message))))
 }
 
 pub async fn services(target: &Target) -> anyhow::Result<()> {
@@ -504,7 +555,9 @@ pub async fn follow(target: &Target, name: &str, input: &str, version: Option<St
         Some(f) if f.status == pb::ExecutionStatus::Succeeded as i32 => Ok(()),
         Some(f) => {
             let e = f.error.unwrap_or_default();
-            Err(anyhow::anyhow!("the execution did not succeed: {}: {}", e.code, e.message))
+            Err(anyhow::Error::new(crate::exit::ExecutionFailed {
+                text: format!("the execution did not succeed: {}: {}", e.code, e.message),
+            }))
         }
         None => Err(anyhow::anyhow!("the stream ended without a result")),
     }

@@ -9,7 +9,7 @@ use nexus_core::{document, pb, value};
 use nexus_demo::DemoOptions;
 use nexus_server::{Config, Nexus, ServiceConfig};
 
-use crate::{Target, client, render};
+use crate::{client, render};
 
 /// The example patterns, compiled into the binary so the demo runs from anywhere.
 pub const EXAMPLE_PATTERNS: &[(&str, &str)] = &[
@@ -66,16 +66,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.services.push(ServiceConfig::from_flag(&format!("demo=http://{backend}"))?);
     let nexus = Nexus::start(config).await.context("starting nexus")?;
     let addr = nexus.local_addr();
-    let target = Target {
+    // The demo's own server: no profile applies.
+    let target = crate::profile::Effective {
         addr: format!("http://{addr}"),
-        json: false,
         token: None,
         ca_file: None,
         allow_plaintext_token: false,
         timeout: Duration::from_secs(60),
+        profile: None,
     };
 
-    let mut client = client::connect(&target).await?;
+    let mut client = client::connect_to(&target).await?;
     for (file, text) in EXAMPLE_PATTERNS {
         let pattern = document::parse(text).with_context(|| file.to_string())?;
         let r = client

@@ -60,6 +60,50 @@ impl std::fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+/// An execution that ran and did not succeed, already printed as the command's output (its
+/// timeline, or with `--json` its execution object, whose `status` and `error` say why): with
+/// `--json` nothing more is printed, so standard output holds one object.
+#[derive(Debug)]
+pub struct ExecutionFailed {
+    pub text: String,
+}
+
+impl std::fmt::Display for ExecutionFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for ExecutionFailed {}
+
+/// The error of a failed command as `--json` prints it, on standard output (one object, so a
+/// script reads the same stream whatever happened):
+/// `{"error": {"code": "NOT_FOUND", "message": "...", "exit_status": 2}}`. `code` is a gRPC
+/// status name: the server's, or for what the CLI refused itself `INVALID_ARGUMENT` (a file, a
+/// flag), `UNAVAILABLE` (Nexus unreachable) or `UNKNOWN`. `None` when the failure was already
+/// printed as an execution object ([`ExecutionFailed`]).
+pub fn error_json(e: &anyhow::Error) -> Option<serde_json::Value> {
+    if e.downcast_ref::<ExecutionFailed>().is_some() {
+        return None;
+    }
+    let code = if let Some(rpc) = e.downcast_ref::<Rpc>() {
+        rpc.code
+    } else if e.downcast_ref::<Unreachable>().is_some() {
+        Code::Unavailable
+    } else if e.downcast_ref::<Invalid>().is_some() {
+        Code::InvalidArgument
+    } else {
+        Code::Unknown
+    };
+    Some(serde_json::json!({
+        "error": {
+            "code": nexus_server::code_name(code),
+            "message": format!("{e:#}"),
+            "exit_status": status_of(e),
+        }
+    }))
+}
+
 /// The status for a failed command.
 pub fn status_of(e: &anyhow::Error) -> u8 {
     // `downcast_ref` sees through `context` layers to the error and the contexts themselves.
@@ -68,6 +112,9 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
     }
     if e.downcast_ref::<Invalid>().is_some() {
         return INVALID;
+    }
+    if e.downcast_ref::<ExecutionFailed>().is_some() {
+        return FAILED;
     }
     let Some(rpc) = e.downcast_ref::<Rpc>() else { return FAILED };
     if rpc.execution_failed {
@@ -111,5 +158,24 @@ mod tests {
         assert_eq!(status_of(&wrapped), UNREACHABLE);
         assert_eq!(status_of(&anyhow::anyhow!("something else")), FAILED);
         assert_eq!(status_of(&anyhow::Error::new(Invalid("bad".into())).context("reading x")), INVALID);
+        let failed = anyhow::Error::new(ExecutionFailed { text: String::new() });
+        assert_eq!(status_of(&failed), FAILED);
+    }
+
+    #[test]
+    fn json_errors_have_one_shape() {
+        let e = anyhow::Error::new(Rpc { code: Code::NotFound, execution_failed: false, text: "no such".into() });
+        let json = error_json(&e).unwrap_or_default();
+        assert_eq!(json, serde_json::json!({"error": {"code": "NOT_FOUND", "message": "no such", "exit_status": 2}}));
+        let e = anyhow::Error::new(Invalid("not JSON".into())).context("reading input.json");
+        let json = error_json(&e).unwrap_or_default();
+        assert_eq!(json["error"]["code"], "INVALID_ARGUMENT");
+        assert_eq!(json["error"]["message"], "reading input.json: not JSON");
+        assert_eq!(json["error"]["exit_status"], 2);
+        let e = anyhow::Error::new(std::io::Error::other("refused")).context(Unreachable("cannot reach".into()));
+        assert_eq!(error_json(&e).unwrap_or_default()["error"]["code"], "UNAVAILABLE");
+        assert_eq!(error_json(&anyhow::anyhow!("other")).unwrap_or_default()["error"]["code"], "UNKNOWN");
+        let shown = anyhow::Error::new(ExecutionFailed { text: String::new() });
+        assert_eq!(error_json(&shown), None, "an execution's failure is its execution object");
     }
 }

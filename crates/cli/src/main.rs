@@ -20,6 +20,8 @@ macro_rules! say_err {
 mod client;
 mod demo;
 mod exit;
+mod profile;
+mod progress;
 mod render;
 mod token;
 
@@ -49,6 +51,13 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -56,9 +65,9 @@ enum LogFormat {
 
 #[derive(Args, Clone)]
 pub struct Target {
-    /// Address of a running Nexus.
-    #[arg(long, global = true, env = "NEXUS_ADDR", default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
+    /// Address of a running Nexus [default: the profile's, else http://127.0.0.1:50051].
+    #[arg(long, global = true, env = "NEXUS_ADDR")]
+    pub addr: Option<String>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -73,10 +82,15 @@ pub struct Target {
     /// anyone on the path can read it. Refused without this flag.
     #[arg(long, global = true)]
     pub allow_plaintext_token: bool,
-    /// How long a call may take before the CLI gives up (`30s`, `2m`); streams (`run --follow`)
-    /// are bounded only while waiting for their first answer. Connecting has 10 s.
-    #[arg(long, global = true, env = "NEXUS_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
-    pub timeout: std::time::Duration,
+    /// How long a call may take before the CLI gives up (`30s`, `2m`) [default: the profile's, else
+    /// 60s]; streams (`run --follow`) are bounded only while waiting for their first answer.
+    /// Connecting has 10 s.
+    #[arg(long, global = true, env = "NEXUS_TIMEOUT", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
+    /// The profile (named environment) of `~/.config/nexus/config.toml` to use: its address,
+    /// token, CA file and timeout (see `nexus profile --help`).
+    #[arg(long, global = true, env = "NEXUS_PROFILE")]
+    pub profile: Option<String>,
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
@@ -116,6 +130,34 @@ enum EventCommand {
     },
 }
 
+/// The CLI's profiles: named environments (address, credentials, CA file, timeout) in
+/// `~/.config/nexus/config.toml` (`$XDG_CONFIG_HOME/nexus/config.toml`; NEXUS_CLI_CONFIG names
+/// another file), chosen with --profile or NEXUS_PROFILE, else the file's `current`, else the
+/// profile named `default`. Flags and their variables win over the profile:
+///
+///   current = "prod"
+///   [profiles.local]
+///   addr = "http://127.0.0.1:50051"
+///   [profiles.prod]
+///   addr = "https://nexus.example.com"
+///   token_env = "NEXUS_PROD_TOKEN"   # or token = "..." in a file only you can read (chmod 600)
+///   ca_file = "/etc/ssl/example-ca.pem"
+///   timeout = "30s"
+#[derive(Subcommand)]
+#[command(verbatim_doc_comment)]
+enum ProfileCommand {
+    /// The profiles of the file, the one in use marked with `*`.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// What commands connect with: the profile, address, timeout (the token only as set or not).
+    Show {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -128,6 +170,9 @@ enum Command {
     },
     /// Print the manual page (roff): `nexus man > /usr/local/share/man/man1/nexus.1`.
     Man,
+    /// Named environments of the CLI (address, credentials, timeout): `nexus profile --help`.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
     /// Start the demo services and Nexus in one process, register the example patterns and run one.
     Demo(demo::DemoArgs),
     /// Register, validate, list and show patterns; their versions, diffs, forks, sharing and stars.
@@ -148,6 +193,10 @@ enum Command {
         /// Show each step and each streamed message live (ExecutePatternStream).
         #[arg(long, short)]
         follow: bool,
+        /// A live status line on standard error while the execution runs: `auto` when standard
+        /// error is a terminal (not with --json or --follow), `always`, `never`.
+        #[arg(long, value_enum, default_value_t = ProgressMode::Auto, env = "NEXUS_PROGRESS")]
+        progress: ProgressMode,
         #[command(flatten)]
         target: Target,
     },
@@ -493,7 +542,12 @@ struct ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let json = wants_json(&matches);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_tracing(matches!(cli.command, Command::Serve(_) | Command::Demo(_)), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -505,10 +559,20 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            say_err!("error: {e:#}");
+            if !json {
+                say_err!("error: {e:#}");
+            } else if let Some(error) = exit::error_json(&e) {
+                say!("{error}");
+            }
             exit::code(exit::status_of(&e))
         }
     }
+}
+
+/// Whether the command line asked for `--json` (at any level of subcommands).
+fn wants_json(matches: &clap::ArgMatches) -> bool {
+    matches.try_get_one::<bool>("json").ok().flatten().copied().unwrap_or(false)
+        || matches.subcommand().is_some_and(|(_, sub)| wants_json(sub))
 }
 
 fn init_tracing(server: bool, format: LogFormat) {
@@ -556,11 +620,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client::share(&target, &name, visibility).await
         }
         Command::Pattern(PatternCommand::Star { name, unstar, target }) => client::star(&target, &name, unstar).await,
-        Command::Run { name, input, version, idempotency_key, follow, target } => {
+        Command::Run { name, input, version, idempotency_key, follow, progress, target } => {
+            use std::io::IsTerminal as _;
+            let live = match progress {
+                ProgressMode::Always => true,
+                ProgressMode::Never => false,
+                ProgressMode::Auto => std::io::stderr().is_terminal(),
+            };
             if follow {
                 client::follow(&target, &name, &input, version).await
             } else {
-                client::run(&target, &name, &input, version, idempotency_key).await
+                client::run(&target, &name, &input, version, idempotency_key, live && !target.json).await
             }
         }
         Command::Services { command: None, target } => client::services(&target).await,
@@ -606,6 +676,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Event(EventCommand::Tail { types, filter, target }) => {
             client::tail_events(&target, types, filter).await
         }
+        Command::Profile(ProfileCommand::List { target }) => profile::list(&target),
+        Command::Profile(ProfileCommand::Show { target }) => profile::show(&target),
         Command::Token(command) => token::run(command).await,
         Command::Audit { limit, json, store } => token::audit(&store, limit, json).await,
     }

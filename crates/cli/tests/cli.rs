@@ -8,14 +8,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "cli/conventions.rs"]
+mod conventions;
 #[path = "cli/logs.rs"]
 mod logs;
 #[path = "cli/tls.rs"]
 mod tls;
 
-fn nexus() -> Command {
+pub(crate) fn nexus() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-    c.env("NEXUS_LOG", "warn");
+    // No profile of the machine's user applies to the tests.
+    c.env("NEXUS_LOG", "warn").env("NEXUS_CLI_CONFIG", "/nonexistent/nexus-cli-config.toml");
+    for var in ["NEXUS_ADDR", "NEXUS_TOKEN", "NEXUS_PROFILE", "NEXUS_TIMEOUT", "NEXUS_PROGRESS"] {
+        c.env_remove(var);
+    }
     c
 }
 
@@ -35,9 +41,9 @@ fn demo_once_registers_the_examples_and_runs_user_creation() {
 }
 
 /// A demo served in the background; killed on drop.
-struct Demo {
+pub(crate) struct Demo {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Drop for Demo {
@@ -47,7 +53,7 @@ impl Drop for Demo {
     }
 }
 
-fn start_demo() -> Demo {
+pub(crate) fn start_demo() -> Demo {
     let mut child =
         nexus().args(["demo", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -147,7 +153,7 @@ fn client_commands_talk_to_a_running_nexus() {
     let (ok, stdout, stderr) = run(&["pattern", "show", "my_onboarding"]);
     assert!(ok, "{stderr}");
     let v2 = dir.path().join("v2.yaml");
-    std::fs::write(&v2, stdout.replace("version: 1.0.0", "version: 1.1.0").replace("timeout: 2s", "timeout: 5s"))
+    std::fs::write(&v2, stdout.replace("version: \"1.0.0\"", "version: 1.1.0").replace("timeout: 2s", "timeout: 5s"))
         .unwrap();
     let (ok, _, stderr) = run(&["pattern", "register", v2.to_str().unwrap()]);
     assert!(ok, "{stderr}");
