@@ -35,10 +35,16 @@ fi
 
 bash scripts/ui-test.sh browser
 
+# What the build took on disk (the CI machine's disk is not large; see [profile.dev] in Cargo.toml).
+du -sh target 2>/dev/null || true
+# In CI the test build is not needed any more: its disk goes to the fuzz build (a fresh clone
+# holds one build at a time).
+if [[ "${CI:-}" == "true" ]]; then
+  rm -rf target/debug
+fi
+
 # A few seconds of coverage-guided fuzzing per target on the committed corpus (fuzz/README.md).
 # Without AddressSanitizer here: the build is the cost (the code fuzzed is safe Rust); the long
 # runs (`bash scripts/fuzz.sh run`) use it.
 FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" bash scripts/fuzz.sh smoke 5
-
-# What the build took on disk (the CI machine's disk is not large; see [profile.dev] in Cargo.toml).
-du -sh target fuzz/target 2>/dev/null || true
+du -sh fuzz/target 2>/dev/null || true
