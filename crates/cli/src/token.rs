@@ -62,6 +62,9 @@ pub enum TokenCommand {
         /// A role of the key: admin, author, runner or viewer. Repeatable.
         #[arg(long = "role", value_name = "ROLE", required = true)]
         roles: Vec<String>,
+        /// Machine-readable JSON output: the key's record with the key itself (`"key"`).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -77,6 +80,9 @@ pub enum TokenCommand {
     Revoke {
         /// The key's id, as `nexus token list` shows it.
         id: String,
+        /// Machine-readable JSON output.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -85,9 +91,11 @@ pub enum TokenCommand {
 /// Runs a `nexus token` command.
 pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { tenant, subject, roles, store } => create(&store, &tenant, &subject, &roles).await,
+        TokenCommand::Create { tenant, subject, roles, json, store } => {
+            create(&store, &tenant, &subject, &roles, json).await
+        }
         TokenCommand::List { json, store } => list(&store, json).await,
-        TokenCommand::Revoke { id, store } => revoke(&store, &id).await,
+        TokenCommand::Revoke { id, json, store } => revoke(&store, &id, json).await,
     }
 }
 
@@ -120,7 +128,7 @@ fn non_empty(flag: &str, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create(store: &StoreArgs, tenant: &str, subject: &str, roles: &[String]) -> anyhow::Result<()> {
+async fn create(store: &StoreArgs, tenant: &str, subject: &str, roles: &[String], json: bool) -> anyhow::Result<()> {
     non_empty("tenant", tenant)?;
     non_empty("subject", subject)?;
     let roles = check_roles(roles)?;
@@ -128,6 +136,12 @@ async fn create(store: &StoreArgs, tenant: &str, subject: &str, roles: &[String]
     let db = store.open().await?;
     let (key, record) = api_key::generate(tenant, subject, &roles);
     db.insert_api_key(&record).await.with_context(|| format!("storing the new API key in {location}"))?;
+    if json {
+        let mut out = key_json(&record);
+        out["key"] = serde_json::Value::String(key);
+        println!("{out}");
+        return Ok(());
+    }
     println!("{key}");
     eprintln!(
         "created API key {} for {tenant}/{subject} (roles: {}) in {location}.\n\
@@ -197,13 +211,17 @@ async fn list(store: &StoreArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn revoke(store: &StoreArgs, id: &str) -> anyhow::Result<()> {
+async fn revoke(store: &StoreArgs, id: &str, json: bool) -> anyhow::Result<()> {
     let location = store.location();
     let db = store.open().await?;
     if !db.revoke_api_key(id).await.with_context(|| format!("revoking API key {id} in {location}"))? {
         bail!("no unrevoked API key has the id `{id}` in {location} (`nexus token list` shows the keys)");
     }
-    println!("revoked API key {id}");
+    if json {
+        println!("{}", serde_json::json!({"revoked": id}));
+    } else {
+        println!("revoked API key {id}");
+    }
     Ok(())
 }
 

@@ -274,6 +274,22 @@ fn token_create_list_and_revoke_in_the_store() {
     let (ok, _, stderr) = token_cmd(dir.path(), &["revoke", "nosuchkey000"]);
     assert!(!ok);
     assert!(stderr.contains("nosuchkey000"), "{stderr}");
+
+    // --json: the record with the key (this once), the revocation, and an error, each one object.
+    let (ok, json, _) =
+        token_cmd(dir.path(), &["create", "--tenant", "acme", "--subject", "svc", "--role", "viewer", "--json"]);
+    assert!(ok);
+    let created: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let key = created["key"].as_str().unwrap_or_default();
+    assert!(is_api_key(key) && created["roles"] == serde_json::json!(["viewer"]), "{created}");
+    let new_id = created["id"].as_str().unwrap_or_default().to_string();
+    let (ok, json, _) = token_cmd(dir.path(), &["revoke", &new_id, "--json"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(json.trim()).unwrap(), serde_json::json!({"revoked": new_id}));
+    let (ok, json, stderr) = token_cmd(dir.path(), &["revoke", &new_id, "--json"]);
+    assert!(!ok && stderr.is_empty(), "{stderr}");
+    let error: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains(&new_id)), "{error}");
 }
 
 #[test]
