@@ -236,15 +236,19 @@ async fn a_resumed_durable_execution_continues_its_callers_trace() {
     succeeded(&mut c, &id, Duration::from_secs(20)).await;
 
     // The resumed execution's span: the caller's trace and span as parent, its tracestate kept.
-    let mut received = Vec::new();
+    // Spans come in batches, in no set order: collect until the execution's span and the attempts
+    // of the steps run after the restart have all arrived.
+    let mut received: Vec<opentelemetry_proto::tonic::trace::v1::Span> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !received.iter().any(|s: &opentelemetry_proto::tonic::trace::v1::Span| s.kind == SpanKind::Server as i32) {
-        let span = tokio::time::timeout_at(deadline, spans.recv()).await.expect("spans within 10 s").unwrap();
-        received.push(span);
-    }
-    // The rest of the batch the execution's span came in.
-    while let Ok(span) = spans.try_recv() {
-        received.push(span);
+    let complete = |spans: &[opentelemetry_proto::tonic::trace::v1::Span]| {
+        spans.iter().any(|s| s.kind == SpanKind::Server as i32)
+            && [method::SEND_PUSH, method::CHECK_ACCESS].iter().all(|m| spans.iter().any(|s| s.name == *m))
+    };
+    while !complete(&received) {
+        match tokio::time::timeout_at(deadline, spans.recv()).await {
+            Ok(Some(span)) => received.push(span),
+            _ => panic!("the spans did not all arrive within 10 s: {received:#?}"),
+        }
     }
     let execution = received.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap();
     assert_eq!(hex(&execution.trace_id), TRACE, "{execution:?}");
