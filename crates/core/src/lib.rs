@@ -23,7 +23,9 @@ use prost_reflect::DescriptorPool;
 
 pub use catalog::{Action, Catalog, CatalogBuilder, CatalogError, ServiceEntry};
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use plan::{CompiledPattern, CompiledStep, NoPatterns, PatternLookup, Target, compile, parse_pattern_call};
+pub use plan::{
+    CompiledPattern, CompiledStep, MAX_PATTERN_NAME, NoPatterns, PatternLookup, Target, compile, parse_pattern_call,
+};
 
 /// The `nexus.v1` protobuf messages (the pattern document and the API's messages).
 pub mod pb {

@@ -93,15 +93,59 @@ pub fn status_with_detail(code: Code, message: String, type_name: &str, detail: 
     Status::with_details(code, message, rpc.encode_to_vec().into())
 }
 
+/// Longest status message, in bytes. A status travels in HTTP/2 headers, and clients refuse
+/// large ones (grpcio and grpc-go: 8 KiB of metadata by default), so whatever a request echoes
+/// back (a name, a version, a query) is cut to fit.
+pub const MAX_STATUS_MESSAGE: usize = 2048;
+
+/// Most bytes of diagnostics in a status's details (metadata too, base64-encoded); the rest are
+/// counted in a last diagnostic, and ValidatePattern, which answers in the body, lists them all.
+const MAX_DETAIL_DIAGNOSTIC_BYTES: usize = 4096;
+
+/// `message`, cut at a character boundary to at most [`MAX_STATUS_MESSAGE`] bytes, saying so.
+pub fn bounded_message(mut message: String) -> String {
+    if message.len() > MAX_STATUS_MESSAGE {
+        let total = message.len();
+        let mut end = MAX_STATUS_MESSAGE - 64;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(&format!("… ({} more bytes cut)", total - end));
+    }
+    message
+}
+
+/// The diagnostics a status's details carry: as many as fit the budget, then one that counts
+/// the rest.
+fn detail_diagnostics(diags: &[Diagnostic]) -> Vec<pb::Diagnostic> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (i, d) in diags.iter().enumerate() {
+        let d = pb::Diagnostic::from(d);
+        bytes += d.encoded_len() + 2;
+        if bytes > MAX_DETAIL_DIAGNOSTIC_BYTES {
+            out.push(pb::Diagnostic {
+                path: String::new(),
+                message: format!(
+                    "… and {} more, not listed here to keep the status small (ValidatePattern lists every one)",
+                    diags.len() - i
+                ),
+                severity: pb::Severity::Error as i32,
+            });
+            break;
+        }
+        out.push(d);
+    }
+    out
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        let message = e.to_string();
+        let message = bounded_message(e.to_string());
         match e {
             ApiError::InvalidPattern(diags) => {
-                let detail = pb::ValidatePatternResponse {
-                    valid: false,
-                    diagnostics: diags.iter().map(pb::Diagnostic::from).collect(),
-                };
+                let detail = pb::ValidatePatternResponse { valid: false, diagnostics: detail_diagnostics(&diags) };
                 status_with_detail(Code::InvalidArgument, message, "nexus.v1.ValidatePatternResponse", &detail)
             }
             ApiError::InvalidArgument(_) => Status::invalid_argument(message),

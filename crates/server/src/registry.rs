@@ -407,7 +407,7 @@ impl Registry {
             }
             RegisterOutcome::NotGreater { highest } => {
                 return Err(ApiError::FailedPrecondition(format!(
-                    "pattern `{}` already has version {highest}; versions only grow: register {} or higher",
+                    "pattern `{}` already has version {highest}; versions only grow: register {} or higher (a deprecated version no longer holds the name back)",
                     doc.name,
                     next_version(&highest)
                 )));
@@ -699,6 +699,7 @@ impl Registry {
 
     /// One version; `version` empty or `latest` means the highest.
     pub fn get(&self, name: &str, version: &str) -> Result<Entry, ApiError> {
+        check_name_length(name)?;
         let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let versions = patterns.get(name).ok_or_else(|| {
             ApiError::NotFound(format!("no pattern named `{name}` (ListPatterns shows what is registered)"))
@@ -782,15 +783,21 @@ impl PatternLookup for Rechecked<'_> {
     }
 }
 
+/// The next version up from `v`, for hints (a bump of the last part that can grow).
 fn next_version(v: &str) -> String {
-    match semver::Version::parse(v) {
-        Ok(mut v) => {
-            v.patch += 1;
-            v.pre = semver::Prerelease::EMPTY;
-            v.to_string()
-        }
-        Err(_) => "a higher version".into(),
+    let Ok(mut v) = semver::Version::parse(v) else { return "a higher version".into() };
+    v.pre = semver::Prerelease::EMPTY;
+    v.build = semver::BuildMetadata::EMPTY;
+    if let Some(patch) = v.patch.checked_add(1) {
+        v.patch = patch;
+    } else if let Some(minor) = v.minor.checked_add(1) {
+        (v.minor, v.patch) = (minor, 0);
+    } else if let Some(major) = v.major.checked_add(1) {
+        (v.major, v.minor, v.patch) = (major, 0, 0);
+    } else {
+        return "a higher version (there is none above this one: deprecate it, then any version above those still in use can be registered)".into();
     }
+    v.to_string()
 }
 
 /// Stored versions are loaded (and rechecked) without event schemas: they were checked against
@@ -915,5 +922,38 @@ impl UsageCounts {
                 return;
             }
         }
+    }
+}
+
+/// A name longer than any pattern's can name nothing: refused as the caller's mistake before it
+/// is looked up anywhere (and never echoed whole).
+pub fn check_name_length(name: &str) -> Result<(), ApiError> {
+    if name.len() > nexus_core::MAX_PATTERN_NAME {
+        return Err(ApiError::InvalidArgument(format!(
+            "the pattern name is {} bytes long; a pattern name is at most {}",
+            name.len(),
+            nexus_core::MAX_PATTERN_NAME
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_version;
+
+    #[test]
+    fn the_next_version_never_overflows() {
+        let max = u64::MAX;
+        for (from, next) in [
+            ("1.2.3", "1.2.4".to_string()),
+            ("1.2.3-rc.1+b5", "1.2.4".to_string()),
+            (&format!("1.2.{max}"), "1.3.0".to_string()),
+            (&format!("1.{max}.{max}"), "2.0.0".to_string()),
+            ("nonsense", "a higher version".to_string()),
+        ] {
+            assert_eq!(next_version(from), next, "{from}");
+        }
+        assert!(next_version(&format!("{max}.{max}.{max}")).contains("there is none above this one"));
     }
 }

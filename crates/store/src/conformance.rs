@@ -413,8 +413,11 @@ pub async fn check_meta(store: &dyn crate::MetaStore) {
     assert!(v.deprecated && v.deprecation_reason == "broken", "{v:?}");
     assert_eq!(store.set_deprecated(&a, "3.0.0", true, "").await.unwrap(), None);
     assert_eq!(store.set_deprecated(&format!("m{t}-missing"), "1.0.0", true, "").await.unwrap(), None);
-    // A deprecated version still counts as registered.
-    assert_eq!(store.register_version(&new_version(&a, "1.9.5", &acme, "alice")).await.unwrap(), not_greater("1.10.0"));
+    // A deprecated version keeps its number, but new versions need only pass those still in use.
+    let mut again = new_version(&a, "1.10.0", &acme, "alice");
+    again.pattern.document = "{\"changed\": true}".into();
+    assert_eq!(store.register_version(&again).await.unwrap(), Conflict);
+    assert_eq!(store.register_version(&new_version(&a, "1.5.0", &acme, "alice")).await.unwrap(), not_greater("1.9.0"));
     assert_eq!(store.set_deprecated(&a, "1.0.0", true, "old").await.unwrap(), Some(Some("1.9.0".into())));
     assert_eq!(store.set_deprecated(&a, "1.9.0", true, "old").await.unwrap(), Some(Some("1.1.0".into())));
     assert_eq!(store.set_deprecated(&a, "1.1.0", true, "old").await.unwrap(), Some(None));

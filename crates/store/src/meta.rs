@@ -85,7 +85,7 @@ pub enum RegisterOutcome {
         tenant: String,
         owner: String,
     },
-    /// Versions only grow: carries the highest registered version.
+    /// Versions only grow: carries the highest registered version that is not deprecated.
     NotGreater {
         highest: String,
     },

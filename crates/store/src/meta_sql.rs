@@ -436,7 +436,11 @@ macro_rules! meta_store_impl {
                     }
                     // (A new name may have versions too: inserted through `insert_pattern`.)
                     let mut rows = version_rows(&mut tx, &p.name).await?;
-                    if let Some(highest) = rows.iter().map(|r| &r.version).max_by(|a, b| cmp_versions(a, b)) {
+                    // Past every version still in use: a deprecated one keeps its number (the
+                    // equal-version check above) but does not hold the name back — a mistaken
+                    // 18446744073709551615.0.0, deprecated, does not burn the name for good.
+                    let in_use = rows.iter().filter(|r| !r.deprecated).map(|r| &r.version);
+                    if let Some(highest) = in_use.max_by(|a, b| cmp_versions(a, b)) {
                         if cmp_versions(&p.version, highest) != Ordering::Greater {
                             let highest = highest.clone();
                             tx.rollback().await?;

@@ -13,6 +13,8 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 /// Most tags a pattern may carry, and the longest tag.
 pub const MAX_TAGS: usize = 32;
 pub const MAX_TAG_LEN: usize = 64;
+/// Longest pattern name, in bytes.
+pub const MAX_PATTERN_NAME: usize = 128;
 /// Longest `owner` field (a label; the registry records the real owner).
 pub const MAX_OWNER_LEN: usize = 128;
 /// Most `${{ }}` expressions in one document: each is compiled and type-checked at registration.
@@ -106,7 +108,7 @@ pub(super) fn input_schema(doc: &pb::Pattern, diags: &mut Diagnostics) -> InputS
 }
 
 fn is_pattern_name(s: &str) -> bool {
-    s.len() <= 128
+    s.len() <= MAX_PATTERN_NAME
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
 }

@@ -24,6 +24,7 @@ mod typing;
 use std::{sync::Arc, time::Duration};
 
 pub use events::{MAX_EVENT_TYPE_LEN, is_event_type};
+pub use header::MAX_PATTERN_NAME;
 pub use model::{
     Compensation, CompiledPattern, CompiledStep, Correlation, DEFAULT_CONCURRENCY, DEFAULT_WAIT, Durability,
     EVENT_FIELDS, EmitPlan, MAX_CONCURRENCY, MAX_STEPS, MAX_TRIGGERS, MAX_WAIT, MAX_WAIT_BRANCHES, NoPatterns,

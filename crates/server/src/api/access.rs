@@ -120,6 +120,7 @@ impl Access {
     /// The pattern's facts when the caller may see it; NOT_FOUND otherwise, worded exactly as
     /// for a pattern that does not exist (the refusal is audited).
     pub async fn visible(&self, a: Asking<'_>, name: &str) -> Result<PatternName, ApiError> {
+        crate::registry::check_name_length(name)?;
         let meta = match self.registry.name(name) {
             Some(m) => Some(m),
             // Registered on another replica a moment ago.

@@ -230,3 +230,281 @@ output:
     h.stop().await;
     Ok(())
 }
+
+/// One request of the table, sent as is over every transport.
+struct Case {
+    what: &'static str,
+    method: &'static str,
+    request: Vec<u8>,
+    /// gRPC code, and Connect's name of it.
+    code: (&'static str, &'static str),
+    /// Each must appear in the status message (or, for an OK answer, in the response as JSON).
+    fragments: Vec<String>,
+}
+
+fn service_path(method: &str) -> String {
+    format!("/nexus.v1.NexusService/{method}")
+}
+
+/// The request as Connect JSON (proto3 JSON mapping, via prost-reflect from our descriptors).
+fn as_json(method: &str, request: &[u8]) -> Result<Bytes> {
+    let pool = nexus_core::descriptor_pool();
+    let service = pool.get_service_by_name("nexus.v1.NexusService").context("no NexusService")?;
+    let input = service.methods().find(|m| m.name() == method).context("no such method")?.input();
+    let message = prost_reflect::DynamicMessage::decode(input, request)?;
+    Ok(Bytes::from(serde_json::to_vec(&message)?))
+}
+
+/// The answer's text as JSON (for OK answers), decoded with the method's output type.
+fn response_json(method: &str, response: &[u8]) -> Result<String> {
+    let pool = nexus_core::descriptor_pool();
+    let service = pool.get_service_by_name("nexus.v1.NexusService").context("no NexusService")?;
+    let output = service.methods().find(|m| m.name() == method).context("no such method")?.output();
+    let message = prost_reflect::DynamicMessage::decode(output, response)?;
+    Ok(serde_json::to_string(&message)?)
+}
+
+/// Every status message stays small, whatever the request held: the first diagnostics, then
+/// "and N more", echoed input cut short.
+const MAX_MESSAGE: usize = 16 << 10;
+
+fn check_answer(transport: &str, case: &Case, code: &str, text: &str) -> Result<()> {
+    ensure!(
+        code == case.code.0 || code == case.code.1,
+        "{}: {transport} answered {code}, expected {:?}: {}",
+        case.what,
+        case.code,
+        text.chars().take(600).collect::<String>()
+    );
+    for fragment in &case.fragments {
+        ensure!(
+            text.contains(fragment.as_str()),
+            "{}: {transport}'s answer should say {fragment:?}: {}",
+            case.what,
+            text.chars().take(600).collect::<String>()
+        );
+    }
+    if code != "0" && code != "ok" {
+        ensure!(text.len() <= MAX_MESSAGE, "{}: {transport}'s message is {} bytes", case.what, text.len());
+    }
+    Ok(())
+}
+
+fn pattern_with(f: impl FnOnce(&mut nexus_core::pb::Pattern)) -> Result<nexus_core::pb::Pattern> {
+    let mut doc = pattern(
+        r#"
+name: careless
+version: 1.0.0
+steps:
+  - id: mail
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "a@example.com", subject: "s", body: "b"}
+"#,
+    )?;
+    f(&mut doc);
+    Ok(doc)
+}
+
+fn register_request(doc: nexus_core::pb::Pattern) -> Vec<u8> {
+    use prost::Message as _;
+    nexus_core::pb::RegisterPatternRequest { pattern: Some(doc) }.encode_to_vec()
+}
+
+/// Issue 11's defects, table-driven: each careless or hostile request answers the same code and
+/// the same clear message over native gRPC, gRPC-Web and Connect, in bounded time and size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_defect_found_by_probing_answers_one_clear_code_on_every_transport() -> Result<()> {
+    use prost::Message as _;
+    let h = Harness::start_with(Options { cel_cost: Some((200_000, 10_000_000)), ..Options::default() }).await?;
+    let mut client = h.client.clone();
+    register(
+        &mut client,
+        pattern(
+            r#"
+name: costly
+version: 1.0.0
+steps:
+  - id: mail
+    when: "${{ input.xs.all(a, input.xs.all(b, input.xs.all(c, input.xs.all(d, a + b + c + d >= 0)))) }}"
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: "a@example.com", subject: "s", body: "b"}
+"#,
+        )?,
+    )
+    .await?;
+
+    let mut cases = vec![
+        Case {
+            what: "20,000 bad steps",
+            method: "RegisterPattern",
+            request: register_request(pattern_with(|d| {
+                let step = d.steps[0].clone();
+                d.steps = (0..20_000)
+                    .map(|i| {
+                        let mut s = step.clone();
+                        s.id = format!("s{i}");
+                        s.call = format!("no.Such/Call{i}");
+                        s
+                    })
+                    .collect();
+            })?),
+            code: ("3", "invalid_argument"),
+            fragments: vec!["20000 steps; the limit is 256".into()],
+        },
+        Case {
+            what: "3,000 expressions",
+            method: "ValidatePattern",
+            request: {
+                let doc = pattern_with(|d| {
+                    d.description = String::new();
+                    let mut with = prost_types::Struct::default();
+                    for i in 0..3000 {
+                        with.fields.insert(
+                            format!("f{i}"),
+                            prost_types::Value {
+                                kind: Some(prost_types::value::Kind::StringValue(format!(
+                                    "${{{{ input.a{i} + '{}' }}}}",
+                                    "x".repeat(200)
+                                ))),
+                            },
+                        );
+                    }
+                    d.steps[0].with = Some(with);
+                })?;
+                nexus_core::pb::ValidatePatternRequest { pattern: Some(doc) }.encode_to_vec()
+            },
+            code: ("0", "ok"),
+            fragments: vec!["3000".into(), "a document may have at most 2000".into()],
+        },
+        Case {
+            what: "a version of 100,006 characters",
+            method: "RegisterPattern",
+            request: register_request(pattern_with(|d| d.version = format!("1.0.0-{}", "a".repeat(100_000)))?),
+            code: ("3", "invalid_argument"),
+            fragments: vec!["100006 characters long; a version is at most 64".into()],
+        },
+        Case {
+            what: "a description of 900 KB",
+            method: "RegisterPattern",
+            request: register_request(pattern_with(|d| d.description = "d".repeat(900_000))?),
+            code: ("3", "invalid_argument"),
+            fragments: vec!["900000 bytes; a description is at most 4096".into()],
+        },
+        Case {
+            what: "40 tags",
+            method: "RegisterPattern",
+            request: register_request(pattern_with(|d| d.tags = (0..40).map(|i| format!("t{i}")).collect())?),
+            code: ("3", "invalid_argument"),
+            fragments: vec!["40 tags; at most 32".into()],
+        },
+        Case {
+            what: "an int into a string field",
+            method: "RegisterPattern",
+            request: register_request(pattern_with(|d| {
+                if let Some(with) = d.steps[0].with.as_mut() {
+                    with.fields.insert(
+                        "to".into(),
+                        prost_types::Value { kind: Some(prost_types::value::Kind::StringValue("${{ 1 + 2 }}".into())) },
+                    );
+                }
+            })?),
+            code: ("3", "invalid_argument"),
+            fragments: vec!["steps[0].with.to".into()],
+        },
+        Case {
+            what: "a search term of 100,000 characters",
+            method: "ListPatterns",
+            request: nexus_core::pb::ListPatternsRequest { query: "x".repeat(100_000), ..Default::default() }
+                .encode_to_vec(),
+            code: ("3", "invalid_argument"),
+            fragments: vec!["`query` is 100000 bytes long; a search term is at most 256".into()],
+        },
+        Case {
+            what: "a costly expression",
+            method: "ExecutePattern",
+            request: execute_request("costly", json!({"xs": (0..40).collect::<Vec<i64>>()}))?.encode_to_vec(),
+            code: ("8", "resource_exhausted"),
+            fragments: vec!["`mail`".into(), "200000 cost units".into()],
+        },
+        Case {
+            what: "an unknown pattern with a name of 100,000 characters",
+            method: "ExecutePattern",
+            request: execute_request(&"n".repeat(100_000), json!({}))?.encode_to_vec(),
+            code: ("3", "invalid_argument"),
+            fragments: vec!["a pattern name is at most 128".into()],
+        },
+    ];
+
+    for case in &mut cases {
+        let path = service_path(case.method);
+        let started = std::time::Instant::now();
+        // Native gRPC.
+        let (code, message, body) = grpc_raw(h.addr, &path, &case.request).await.context(case.what)?;
+        let text = if code == "0" { response_json(case.method, body.get(5..).unwrap_or_default())? } else { message };
+        check_answer("gRPC", case, &code, &text)?;
+        // gRPC-Web over HTTP/1.1.
+        let response = http1_post(
+            h.addr,
+            &path,
+            &[("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1")],
+            frame(0, &case.request),
+        )
+        .await
+        .context(case.what)?;
+        let body = crate::transports::parse_grpc_web(response.body().clone())?;
+        let code = crate::transports::grpc_web_status(&response, &body).unwrap_or_default();
+        let text = if code == "0" {
+            response_json(case.method, body.messages.first().map(|b| &b[..]).unwrap_or_default())?
+        } else {
+            let raw = body
+                .trailers
+                .get("grpc-message")
+                .cloned()
+                .or_else(|| response.headers().get("grpc-message").and_then(|v| v.to_str().ok()).map(String::from))
+                .unwrap_or_default();
+            percent_encoding::percent_decode_str(&raw).decode_utf8_lossy().into_owned()
+        };
+        check_answer("gRPC-Web", case, &code, &text)?;
+        // Connect unary JSON.
+        let (status, body) = connect_raw(h.addr, &path, &[], as_json(case.method, &case.request)?).await?;
+        let (code, text) = if status == 200 {
+            ("ok".to_string(), body.to_string())
+        } else {
+            (body["code"].as_str().unwrap_or_default().to_string(), body["message"].as_str().unwrap_or_default().into())
+        };
+        check_answer("Connect", case, &code, &text)?;
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{}: three answers took {:?}",
+            case.what,
+            started.elapsed()
+        );
+    }
+    ensure!(h.demo.calls(nexus_demo::method::SEND_EMAIL) == 0, "a refused request ran a step");
+
+    // The highest version there can be does not burn the name: deprecated, it stops being the
+    // latest, and the next registration is what runs.
+    let top = "18446744073709551615.18446744073709551615.18446744073709551615";
+    register(&mut client, pattern_with(|d| d.version = top.into())?).await?;
+    let refused = client
+        .register_pattern(nexus_core::pb::RegisterPatternRequest {
+            pattern: Some(pattern_with(|d| d.version = "1.0.1".into())?),
+        })
+        .await
+        .err()
+        .context("a lower version was accepted")?;
+    ensure!(refused.code() == tonic::Code::FailedPrecondition, "{refused:?}");
+    let request = nexus_core::pb::DeprecatePatternRequest {
+        name: "careless".into(),
+        version: top.into(),
+        reason: "registered by mistake".into(),
+        undo: false,
+    };
+    client.deprecate_pattern(request).await?;
+    register(&mut client, pattern_with(|d| d.version = "1.0.1".into())?).await?;
+    let out = client.execute_pattern(execute_request("careless", json!({}))?).await?.into_inner();
+    let ran = crate::common::get_execution(&mut client, &out.execution_id).await?;
+    ensure!(ran.pattern_version == "1.0.1", "ran {:?}", ran.pattern_version);
+    h.stop().await;
+    Ok(())
+}
