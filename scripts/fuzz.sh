@@ -14,13 +14,21 @@
 # Every mode fails on a crash (panic, sanitizer report), a timeout (an input that runs > 1 s) or
 # an out-of-memory (> 512 MiB RSS, or one allocation > 512 MiB), and prints the artifact and how
 # to reproduce it. TARGETS="a b" restricts to some targets; FUZZ_SANITIZER=none builds without
-# ASan (faster build and runs; the default is address). Needs the nightly toolchain (rustup);
+# ASan (faster build and runs; the default is address); FUZZ_PROFILE=dev builds fuzz/Cargo.toml's
+# dev profile (opt-level 1: a few minutes instead of ~10, for the CI smoke; the default is
+# release). Needs the nightly toolchain (rustup);
 # installs cargo-fuzz when it is missing. Run from anywhere: it works in the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_DIR=fuzz
 SANITIZER="${FUZZ_SANITIZER:-address}"
+PROFILE="${FUZZ_PROFILE:-release}"
+case "$PROFILE" in
+  release) PROFILE_FLAG=-O PROFILE_DIR=release ;;
+  dev) PROFILE_FLAG=--dev PROFILE_DIR=debug ;;
+  *) echo "error: FUZZ_PROFILE is release or dev, not $PROFILE" >&2; exit 2 ;;
+esac
 RSS_LIMIT_MB=512
 TIMEOUT_S=1
 # ASan keeps freed memory in a quarantine (256 MB by default) to catch use-after-free: that alone
@@ -78,16 +86,16 @@ check_sources() {
 }
 
 build() {
-  echo "== cargo +nightly fuzz build (sanitizer: $SANITIZER)"
+  echo "== cargo +nightly fuzz build (sanitizer: $SANITIZER, profile: $PROFILE)"
   local start=$SECONDS
-  cargo +nightly fuzz build --fuzz-dir "$FUZZ_DIR" -O --sanitizer "$SANITIZER"
+  cargo +nightly fuzz build --fuzz-dir "$FUZZ_DIR" "$PROFILE_FLAG" --sanitizer "$SANITIZER"
   echo "   built in $((SECONDS - start)) s"
 }
 
 binary() {
   local triple
   triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
-  echo "$FUZZ_DIR/target/$triple/release/$1"
+  echo "$FUZZ_DIR/target/$triple/$PROFILE_DIR/$1"
 }
 
 # The findings libFuzzer wrote during this run (artifacts newer than the marker file).
@@ -207,7 +215,7 @@ case "$mode" in
     for t in $ALL_TARGETS; do
       echo "== cmin $t"
       before="$(du -sb "$FUZZ_DIR/corpus/$t" | cut -f1)"
-      cargo +nightly fuzz cmin --fuzz-dir "$FUZZ_DIR" -O --sanitizer "$SANITIZER" "$t" "$FUZZ_DIR/corpus/$t" -- \
+      cargo +nightly fuzz cmin --fuzz-dir "$FUZZ_DIR" "$PROFILE_FLAG" --sanitizer "$SANITIZER" "$t" "$FUZZ_DIR/corpus/$t" -- \
         -max_len="$(max_len "$t")" -rss_limit_mb=$RSS_LIMIT_MB -timeout=$TIMEOUT_S >"$logs/$t.log" 2>&1 ||
         { tail -n 30 "$logs/$t.log" >&2; failed+=("$t"); continue; }
       echo "   $t: $before -> $(du -sb "$FUZZ_DIR/corpus/$t" | cut -f1) bytes, $(find "$FUZZ_DIR/corpus/$t" -type f | wc -l) files"

@@ -44,7 +44,7 @@ if [[ "${CI:-}" == "true" ]]; then
 fi
 
 # A few seconds of coverage-guided fuzzing per target on the committed corpus (fuzz/README.md).
-# Without AddressSanitizer here: the build is the cost (the code fuzzed is safe Rust); the long
-# runs (`bash scripts/fuzz.sh run`) use it.
-FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" bash scripts/fuzz.sh smoke 5
+# Without AddressSanitizer and with the dev profile (opt-level 1) here: the build is the cost (the
+# code fuzzed is safe Rust); the long runs (`bash scripts/fuzz.sh run`) use ASan and release.
+FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" FUZZ_PROFILE="${FUZZ_PROFILE:-dev}" bash scripts/fuzz.sh smoke 5
 du -sh fuzz/target 2>/dev/null || true
