@@ -278,7 +278,7 @@ macro_rules! journal_impl {
                         .bind(batch.starts)
                         .bind(batch.steps)
                         .bind(batch.finishes)
-                        .execute(&self.pool)
+                        .execute(&self.journal_pool)
                         .await?;
                     Ok(())
                 }

@@ -11,6 +11,9 @@ use crate::{Error, Result};
 
 pub struct PgStore {
     pub(crate) pool: PgPool,
+    /// The journal's group commits: the same pool (commits from several connections overlap
+    /// on the server's fsync; see `StoreBackedJournal`'s writers).
+    pub(crate) journal_pool: PgPool,
 }
 
 /// The URL with its password replaced, for logs and error messages.
@@ -57,7 +60,7 @@ impl PgStore {
             .await
             .map_err(open_err)?;
         crate::migrate::postgres(&pool).await?;
-        let store = Self { pool };
+        let store = Self { journal_pool: pool.clone(), pool };
         store.backfill_meta().await?;
         Ok(store)
     }

@@ -12,6 +12,11 @@ use crate::{Error, Result};
 
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// The journal's group commits, on a connection of their own (the same pool in memory).
+    /// SQLite drops a connection's page cache when another connection has written since its
+    /// last transaction: commits alternating between the pool's connections re-read the pages
+    /// they touch (a `pread` each) at every commit. One writer keeps its cache warm.
+    pub(crate) journal_pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -42,10 +47,21 @@ impl SqliteStore {
             .pragma("cache_size", "-512");
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
+            .connect_with(options.clone())
+            .await
+            .map_err(|cause| Error::Open { location: location.clone(), cause })?;
+        crate::migrate::sqlite(&pool).await?;
+        // The journal's writer: one connection for good (never closed for idleness, so its page
+        // cache stays: the pages every commit touches, the tables' and indexes' right edges).
+        let journal_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await
             .map_err(|cause| Error::Open { location: location.clone(), cause })?;
-        Self::init(pool).await
+        Self::init(pool, journal_pool).await
     }
 
     /// A private in-memory database (gone when the process exits).
@@ -61,12 +77,12 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|cause| Error::Open { location: "memory".into(), cause })?;
-        Self::init(pool).await
+        crate::migrate::sqlite(&pool).await?;
+        Self::init(pool.clone(), pool).await
     }
 
-    async fn init(pool: SqlitePool) -> Result<Self> {
-        crate::migrate::sqlite(&pool).await?;
-        let store = Self { pool };
+    async fn init(pool: SqlitePool, journal_pool: SqlitePool) -> Result<Self> {
+        let store = Self { pool, journal_pool };
         store.backfill_meta().await?;
         Ok(store)
     }
