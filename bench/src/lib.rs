@@ -136,6 +136,9 @@ pub struct NexusAlone {
     pub cpu_us_per_exec: f64,
     /// Nexus's resident set size after the run, in KiB.
     pub rss_after_kib: u64,
+    /// The part of it that is the executable's own pages mapped from its file (`RssFile`: code
+    /// and read-only data; clean, shared, dropped by the kernel under pressure), in KiB.
+    pub rss_file_kib: u64,
 }
 
 impl Report {
@@ -196,12 +199,13 @@ impl Report {
                 let target =
                     |t: f64, unit: &str| if t > 0.0 { format!(" (target ≤ {t} {unit})") } else { String::new() };
                 out += &format!(
-                    "nexus process alone at {} clients: {:.1} µs CPU per execution{}; RSS after the run {:.1} MiB{}\n",
+                    "nexus process alone at {} clients: {:.1} µs CPU per execution{}; RSS after the run {:.1} MiB{} ({:.1} MiB of it mapped from the executable file)\n",
                     self.concurrency,
                     n.cpu_us_per_exec,
                     target(cpu_target, "µs"),
                     n.rss_after_kib as f64 / 1024.0,
                     target(rss_target, "MiB"),
+                    n.rss_file_kib as f64 / 1024.0,
                 );
                 out += &format!(
                     "RSS after the run of the benchmark process (client + demo services): {:.1} MiB\n",
@@ -277,10 +281,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let direct_throughput = phase(&direct, c, options.throughput_requests, options.max_phase_time, &counter).await?;
     let nexus_cpu_before = nexus.process_cpu();
     let nexus_throughput = phase(&via_nexus, c, options.throughput_requests, options.max_phase_time, &counter).await?;
-    let nexus_alone = match (nexus_cpu_before, nexus.process_cpu(), nexus.rss_kib()) {
-        (Some(before), Some(after), Some(rss)) => Some(NexusAlone {
+    let nexus_alone = match (nexus_cpu_before, nexus.process_cpu(), nexus.rss_kib("VmRSS:"), nexus.rss_kib("RssFile:"))
+    {
+        (Some(before), Some(after), Some(rss), Some(rss_file)) => Some(NexusAlone {
             cpu_us_per_exec: after.saturating_sub(before).as_secs_f64() * 1e6 / nexus_throughput.count.max(1) as f64,
             rss_after_kib: rss,
+            rss_file_kib: rss_file,
         }),
         _ => None,
     };
@@ -368,10 +374,11 @@ impl RunningNexus {
         }
     }
 
-    fn rss_kib(&self) -> Option<u64> {
+    /// A line of the process's `/proc/<pid>/status` (`VmRSS:`, `RssFile:`), in KiB.
+    fn rss_kib(&self, field: &str) -> Option<u64> {
         match self {
             Self::InProcess(_) => None,
-            Self::Process(p) => Some(rss_of(&format!("/proc/{}/status", p.child.id()))),
+            Self::Process(p) => Some(status_kib(&format!("/proc/{}/status", p.child.id()), field)),
         }
     }
 
@@ -615,11 +622,15 @@ pub fn rss_kib() -> u64 {
 }
 
 fn rss_of(status_path: &str) -> u64 {
+    status_kib(status_path, "VmRSS:")
+}
+
+fn status_kib(status_path: &str, field: &str) -> u64 {
     std::fs::read_to_string(status_path)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)

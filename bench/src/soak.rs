@@ -404,7 +404,7 @@ pub async fn run(options: &SoakOptions) -> anyhow::Result<SoakReport> {
 
     let shared = Arc::new(Shared { board: Mutex::default(), stop: AtomicBool::new(false), counter: AtomicU64::new(0) });
     let registered = Arc::new(AtomicU64::new(0));
-    let rss_start_kib = nexus.rss_kib().unwrap_or(0);
+    let rss_start_kib = nexus.rss_kib("VmRSS:").unwrap_or(0);
     let mut workers = tokio::task::JoinSet::new();
     let period = |rate: f64| Duration::from_secs_f64(1.0 / rate.max(0.001));
     for _ in 0..load.ephemeral_clients {
@@ -460,7 +460,7 @@ pub async fn run(options: &SoakOptions) -> anyhow::Result<SoakReport> {
         };
         let sample = Sample {
             elapsed: now.duration_since(started),
-            rss_kib: nexus.rss_kib().unwrap_or(0),
+            rss_kib: nexus.rss_kib("VmRSS:").unwrap_or(0),
             nexus_cpu_pct: n_cpu.saturating_sub(nexus_cpu).as_secs_f64() / wall * 100.0,
             bench_cpu_pct: b_cpu.saturating_sub(bench_cpu).as_secs_f64() / wall * 100.0,
             threads: status_field(pid, "Threads:"),

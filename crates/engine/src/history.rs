@@ -60,7 +60,9 @@ impl History {
         self.lock().bytes
     }
 
+    /// Keeps `record` compacted ([`ExecutionRecord::compacted`]): its CEL values as JSON text.
     pub fn insert(&self, record: Arc<ExecutionRecord>) {
+        let record = Arc::new(record.compacted());
         let mut inner = self.lock();
         // Ids are time-ordered (UUIDv7) by start; executions finish out of order, so keep `order`
         // sorted by id: listing and the `before` page cursor then agree. Most inserts land at or
@@ -140,7 +142,7 @@ mod byte_limit_tests {
             pattern_name: Arc::from("p"),
             pattern_version: Arc::from("1.0.0"),
             status: ExecutionStatus::Succeeded,
-            input: cel::Value::String(Arc::new("x".repeat(input_bytes))),
+            input: cel::Value::String(Arc::new("x".repeat(input_bytes))).into(),
             output: None,
             error: None,
             started_at: SystemTime::UNIX_EPOCH,

@@ -4,13 +4,15 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use nexus_core::Action;
-use prost_reflect::DynamicMessage;
+
+use crate::record::Payload;
 
 /// One call of an action.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub action: Action,
-    pub request: DynamicMessage,
+    /// Encoded once, sent as is on every attempt.
+    pub request: Payload,
     /// Time left for this attempt; sent to the backend as the gRPC deadline.
     pub timeout: Option<Duration>,
     /// `<execution>/<step>[/<item>]`: the same on every attempt so backends can de-duplicate.
@@ -35,12 +37,14 @@ impl CallError {
     }
 }
 
-pub type MessageStream = BoxStream<'static, Result<DynamicMessage, CallError>>;
+/// A server stream's messages, each as the backend sent it (decoded by the executor).
+pub type MessageStream = BoxStream<'static, Result<Payload, CallError>>;
 
 /// Calls actions. Implemented over gRPC by the server crate, and by scripted fakes in tests.
 #[async_trait::async_trait]
 pub trait Invoker: Send + Sync + 'static {
-    async fn unary(&self, call: Call) -> Result<DynamicMessage, CallError>;
+    /// The response as the backend sent it: its bytes, decoded (and checked) by the executor.
+    async fn unary(&self, call: Call) -> Result<Payload, CallError>;
 
     async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError>;
 }

@@ -10,12 +10,11 @@ use std::sync::Arc;
 use base64::Engine as _;
 use cel::Value as Cel;
 use nexus_core::{Target, value};
-use prost::Message;
 use prost_reflect::DynamicMessage;
 
 use crate::{
     Keyed,
-    record::{ExecutionRecord, StepResponse},
+    record::{ExecutionRecord, Payload, StepResponse},
 };
 
 /// A journal write or read that failed.
@@ -74,17 +73,25 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// A step result as journal text: protobuf bytes for messages (exact, whatever the types), JSON
 /// for a sub-pattern's output.
 pub fn encode_result(r: &StepResponse) -> String {
+    // The common case, one message, written straight out: `{"m":"<base64>"}`.
+    if let StepResponse::Message(m) = r {
+        let mut text = String::with_capacity(8 + m.bytes().len().div_ceil(3) * 4);
+        text.push_str("{\"m\":\"");
+        B64.encode_string(m.bytes(), &mut text);
+        text.push_str("\"}");
+        return text;
+    }
     fn enc(r: &StepResponse) -> serde_json::Value {
-        let b = |m: &DynamicMessage| serde_json::Value::String(B64.encode(m.encode_to_vec()));
+        let b = |m: &Payload| serde_json::Value::String(B64.encode(m.bytes()));
         match r {
             StepResponse::Message(m) => serde_json::json!({ "m": b(m) }),
             StepResponse::Stream(ms) => serde_json::json!({ "s": ms.iter().map(b).collect::<Vec<_>>() }),
             StepResponse::Forwarded { last, count } => serde_json::json!({ "f": last.as_ref().map(b), "n": count }),
             StepResponse::Items(items) => serde_json::json!({ "i": items.iter().map(enc).collect::<Vec<_>>() }),
             StepResponse::Pattern { execution_id, output } => {
-                serde_json::json!({ "p": &**execution_id, "o": value::cel_to_serde(output) })
+                serde_json::json!({ "p": &**execution_id, "o": value::cel_to_serde(&output.cel()) })
             }
-            StepResponse::Event(event) => serde_json::json!({ "v": value::cel_to_serde(event) }),
+            StepResponse::Event(event) => serde_json::json!({ "v": value::cel_to_serde(&event.cel()) }),
             StepResponse::TimedOut(message) => serde_json::json!({ "t": message }),
             StepResponse::Cancelled(reason) => serde_json::json!({ "c": reason }),
         }
@@ -94,10 +101,12 @@ pub fn encode_result(r: &StepResponse) -> String {
 
 /// Decodes a journaled result for a step with this target.
 pub fn decode_result(text: &str, target: &Target) -> Result<StepResponse, String> {
-    fn msg(v: &serde_json::Value, target: &Target) -> Result<DynamicMessage, String> {
+    // Checked here, so an unreadable entry makes the step run again rather than fail it.
+    fn msg(v: &serde_json::Value, target: &Target) -> Result<Payload, String> {
         let Target::Action(a) = target else { return Err("a message result for a sub-pattern step".into()) };
         let bytes = B64.decode(v.as_str().ok_or("message is not a string")?).map_err(|e| e.to_string())?;
-        DynamicMessage::decode(a.method.output(), bytes.as_slice()).map_err(|e| e.to_string())
+        DynamicMessage::decode(a.method.output(), bytes.as_slice()).map_err(|e| e.to_string())?;
+        Ok(Payload::new(a.method.output(), bytes.into()))
     }
     fn dec(v: &serde_json::Value, target: &Target) -> Result<StepResponse, String> {
         if let Some(m) = v.get("m") {
@@ -117,7 +126,7 @@ pub fn decode_result(text: &str, target: &Target) -> Result<StepResponse, String
             return items.iter().map(|i| dec(i, target)).collect::<Result<_, _>>().map(StepResponse::Items);
         }
         if let Some(event) = v.get("v") {
-            return Ok(StepResponse::Event(value::serde_to_cel(event)));
+            return Ok(StepResponse::Event(value::serde_to_cel(event).into()));
         }
         if let Some(message) = v.get("t").and_then(serde_json::Value::as_str) {
             return Ok(StepResponse::TimedOut(message.to_string()));
@@ -127,7 +136,7 @@ pub fn decode_result(text: &str, target: &Target) -> Result<StepResponse, String
         }
         if let Some(id) = v.get("p").and_then(serde_json::Value::as_str) {
             let output = v.get("o").map_or(Cel::Null, value::serde_to_cel);
-            return Ok(StepResponse::Pattern { execution_id: Arc::from(id), output });
+            return Ok(StepResponse::Pattern { execution_id: Arc::from(id), output: output.into() });
         }
         Err(format!("unknown journal entry {v}"))
     }

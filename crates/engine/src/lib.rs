@@ -26,6 +26,6 @@ pub use invoker::{Call, CallError, Invoker, MessageStream};
 pub use journal::{Journal, JournalError, JournalStart, decode_result, encode_result};
 pub use observe::Observer;
 pub use record::{
-    Attempt, CompensationRecord, ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus,
-    code_name,
+    Attempt, CompensationRecord, ExecError, ExecutionRecord, ExecutionStatus, Payload, RecordValue, StepRecord,
+    StepResponse, StepStatus, code_name,
 };

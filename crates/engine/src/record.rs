@@ -1,14 +1,106 @@
 //! What an execution leaves behind: status, per-step attempts with timings, requests, responses
-//! and errors. Payloads stay in their native form (messages, CEL values) and are converted to JSON
-//! only when someone reads them.
+//! and errors. Messages stay encoded as they travelled ([`Payload`]: the request as sent, the
+//! response as received) and are decoded only when someone reads them; a decoded
+//! `DynamicMessage` takes ten times the memory, and the history holds a thousand records.
 
 use std::{
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
 use cel::Value as Cel;
-use prost_reflect::DynamicMessage;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage};
+
+/// A protobuf message as it travelled: its type and its encoded bytes. A request is encoded once,
+/// sent on every attempt and kept in the record (clones share the bytes); a response is kept as
+/// the backend sent it and decoded where it is read (the step's output, GetExecution).
+#[derive(Clone)]
+pub struct Payload {
+    descriptor: MessageDescriptor,
+    bytes: Bytes,
+}
+
+impl Payload {
+    /// `bytes` are trusted to be an encoding of `descriptor`'s message only as far as
+    /// [`Payload::decode`] checks them.
+    pub fn new(descriptor: MessageDescriptor, bytes: Bytes) -> Self {
+        Self { descriptor, bytes }
+    }
+
+    pub fn encode(message: &DynamicMessage) -> Self {
+        Self { descriptor: message.descriptor(), bytes: Bytes::from(message.encode_to_vec()) }
+    }
+
+    pub fn descriptor(&self) -> &MessageDescriptor {
+        &self.descriptor
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn decode(&self) -> Result<DynamicMessage, prost::DecodeError> {
+        DynamicMessage::decode(self.descriptor.clone(), self.bytes.as_ref())
+    }
+}
+
+/// A CEL value in a record (the input, the output, an event): as the execution produced it, or as
+/// JSON text once the record is kept in the history ([`ExecutionRecord::compacted`]). A CEL map of
+/// strings costs a few allocations per entry; its JSON, a few dozen bytes. The JSON mapping is the
+/// one every reader applies anyway ([`nexus_core::value::cel_to_json_value`]: a `Struct` for the
+/// API, JSON for the journal), so what a reader sees does not change.
+#[derive(Clone, Debug)]
+pub enum RecordValue {
+    Cel(Cel),
+    Json(Arc<str>),
+}
+
+impl RecordValue {
+    pub fn cel(&self) -> std::borrow::Cow<'_, Cel> {
+        match self {
+            Self::Cel(v) => std::borrow::Cow::Borrowed(v),
+            Self::Json(text) => std::borrow::Cow::Owned(
+                serde_json::from_str::<serde_json::Value>(text)
+                    .map_or(Cel::Null, |v| nexus_core::value::serde_to_cel(&v)),
+            ),
+        }
+    }
+
+    /// The JSON text form.
+    pub fn compacted(&self) -> Self {
+        match self {
+            Self::Cel(v) => Self::Json(Arc::from(nexus_core::value::cel_to_json_string(v))),
+            Self::Json(text) => Self::Json(text.clone()),
+        }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        match self {
+            Self::Cel(v) => cel_bytes(v),
+            Self::Json(text) => 16 + text.len(),
+        }
+    }
+}
+
+impl From<Cel> for RecordValue {
+    fn from(v: Cel) -> Self {
+        Self::Cel(v)
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({}, {} bytes)", self.descriptor.full_name(), self.bytes.len())
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.descriptor == other.descriptor && self.bytes == other.bytes
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExecutionStatus {
@@ -82,12 +174,12 @@ pub struct Attempt {
 
 #[derive(Debug, Clone)]
 pub enum StepResponse {
-    Message(DynamicMessage),
+    Message(Payload),
     /// A server-streaming action's messages, collected.
-    Stream(Vec<DynamicMessage>),
+    Stream(Vec<Payload>),
     /// A forwarded stream (`stream: true`): its last message and how many were forwarded.
     Forwarded {
-        last: Option<DynamicMessage>,
+        last: Option<Payload>,
         count: u64,
     },
     /// A for_each step: one response per item, in item order.
@@ -95,16 +187,29 @@ pub enum StepResponse {
     /// A sub-pattern call: the child execution and its output.
     Pattern {
         execution_id: Arc<str>,
-        output: Cel,
+        output: RecordValue,
     },
     /// An `emit` step's published event, or the event a `wait_for` step matched.
-    Event(Cel),
+    Event(RecordValue),
     /// A `wait_for` step that timed out (journaled, so a resumed execution fails it the same way).
     TimedOut(String),
     /// A `wait_for` step whose execution was cancelled while it waited (CancelExecution on a
     /// waiting durable execution, which may be parked or on another replica): the execution ends
     /// as cancelled, compensating what it completed.
     Cancelled(String),
+}
+
+impl StepResponse {
+    fn compacted(&self) -> Self {
+        match self {
+            Self::Items(items) => Self::Items(items.iter().map(Self::compacted).collect()),
+            Self::Pattern { execution_id, output } => {
+                Self::Pattern { execution_id: execution_id.clone(), output: output.compacted() }
+            }
+            Self::Event(e) => Self::Event(e.compacted()),
+            other => other.clone(),
+        }
+    }
 }
 
 /// The compensation of a completed step, run when its execution failed or was cancelled.
@@ -126,7 +231,7 @@ pub struct StepRecord {
     pub status: StepStatus,
     pub started_at: Option<SystemTime>,
     pub duration: Duration,
-    pub request: Option<DynamicMessage>,
+    pub request: Option<Payload>,
     pub response: Option<StepResponse>,
     pub error: Option<ExecError>,
     pub attempts: Vec<Attempt>,
@@ -143,9 +248,9 @@ pub struct ExecutionRecord {
     pub pattern_name: Arc<str>,
     pub pattern_version: Arc<str>,
     pub status: ExecutionStatus,
-    pub input: Cel,
+    pub input: RecordValue,
     /// The output mapping's result (a map), when the execution succeeded.
-    pub output: Option<Cel>,
+    pub output: Option<RecordValue>,
     pub error: Option<ExecError>,
     pub started_at: SystemTime,
     pub duration: Duration,
@@ -156,11 +261,34 @@ pub struct ExecutionRecord {
 }
 
 impl ExecutionRecord {
+    /// The record as the history keeps it: CEL values as JSON text (messages are bytes already).
+    pub fn compacted(&self) -> Self {
+        let steps = self
+            .steps
+            .iter()
+            .map(|s| StepRecord { response: s.response.as_ref().map(StepResponse::compacted), ..s.clone() })
+            .collect();
+        Self {
+            id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            pattern_name: self.pattern_name.clone(),
+            pattern_version: self.pattern_version.clone(),
+            status: self.status,
+            input: self.input.compacted(),
+            output: self.output.as_ref().map(RecordValue::compacted),
+            error: self.error.clone(),
+            started_at: self.started_at,
+            duration: self.duration,
+            steps,
+            idempotency_key: self.idempotency_key.clone(),
+            trace: self.trace.clone(),
+        }
+    }
+
     /// What the record takes in memory, estimated: its payloads (CEL values by their contents,
-    /// messages by their encoded size times the in-memory overhead of a `DynamicMessage`) plus
-    /// fixed costs. Bounds the history by bytes, not only by count.
+    /// messages by their encoded size) plus fixed costs. Bounds the history by bytes, not only by count.
     pub fn approx_bytes(&self) -> usize {
-        let mut total = 512 + cel_bytes(&self.input) + self.output.as_ref().map_or(0, cel_bytes);
+        let mut total = 512 + self.input.approx_bytes() + self.output.as_ref().map_or(0, RecordValue::approx_bytes);
         for step in &self.steps {
             total += 256 + step.attempts.len() * 96 + step.request.as_ref().map_or(0, message_bytes);
             total += step.response.as_ref().map_or(0, response_bytes);
@@ -192,9 +320,8 @@ fn cel_bytes(v: &Cel) -> usize {
     }
 }
 
-fn message_bytes(m: &DynamicMessage) -> usize {
-    use prost::Message as _;
-    64 + 4 * m.encoded_len()
+fn message_bytes(m: &Payload) -> usize {
+    48 + m.bytes.len()
 }
 
 fn response_bytes(r: &StepResponse) -> usize {
@@ -203,8 +330,8 @@ fn response_bytes(r: &StepResponse) -> usize {
         StepResponse::Stream(ms) => ms.iter().map(message_bytes).sum(),
         StepResponse::Forwarded { last, .. } => last.as_ref().map_or(0, message_bytes),
         StepResponse::Items(items) => items.iter().map(response_bytes).sum(),
-        StepResponse::Pattern { output, .. } => cel_bytes(output),
-        StepResponse::Event(e) => cel_bytes(e),
+        StepResponse::Pattern { output, .. } => output.approx_bytes(),
+        StepResponse::Event(e) => e.approx_bytes(),
         StepResponse::TimedOut(s) | StepResponse::Cancelled(s) => s.len(),
     }
 }

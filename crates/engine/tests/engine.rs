@@ -14,7 +14,8 @@ use std::{
 use expect_test::{Expect, expect};
 use nexus_core::{Catalog, CompiledPattern, catalog::DescriptorSource, document, value};
 use nexus_engine::{
-    Call, CallError, Engine, ExecuteRequest, ExecutionRecord, History, Invoker, MessageStream, StepResponse, code_name,
+    Call, CallError, Engine, ExecuteRequest, ExecutionRecord, History, Invoker, MessageStream, Payload, StepResponse,
+    code_name,
 };
 use prost::Message;
 use prost_reflect::DynamicMessage;
@@ -90,9 +91,9 @@ impl Drop for CallGuard<'_> {
 
 #[async_trait::async_trait]
 impl Invoker for Script {
-    async fn unary(&self, call: Call) -> Result<DynamicMessage, CallError> {
+    async fn unary(&self, call: Call) -> Result<Payload, CallError> {
         let method = call.action.name.rsplit('/').next().unwrap_or_default().to_string();
-        let request = value::message_to_serde(&call.request);
+        let request = value::message_to_serde(&call.request.decode().expect("a request the engine encoded"));
         self.event(format!(
             "call {method} {request} key={}",
             call.idempotency_key.split_once('/').map_or("", |(_, k)| k)
@@ -110,6 +111,7 @@ impl Invoker for Script {
             Ok(body) => {
                 self.event(format!("reply {method} ok"));
                 DynamicMessage::deserialize(call.action.method.output(), body)
+                    .map(|m| Payload::encode(&m))
                     .map_err(|e| CallError::new(Code::Internal, e.to_string()))
             }
             Err(code) => {
@@ -123,7 +125,10 @@ impl Invoker for Script {
     /// latency (a failed reply ends the stream with that error).
     async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError> {
         let method = call.action.name.rsplit('/').next().unwrap_or_default().to_string();
-        self.event(format!("call {method} {}", value::message_to_serde(&call.request)));
+        self.event(format!(
+            "call {method} {}",
+            value::message_to_serde(&call.request.decode().expect("a request the engine encoded"))
+        ));
         let replies = self.replies.lock().unwrap().get(&*call.action.name).cloned().expect("scripted method");
         let desc = call.action.method.output();
         let stream = futures::StreamExt::then(futures::stream::iter(replies), move |reply| {
@@ -132,6 +137,7 @@ impl Invoker for Script {
                 tokio::time::sleep(reply.latency).await;
                 match reply.result {
                     Ok(body) => DynamicMessage::deserialize(desc, body)
+                        .map(|m| Payload::encode(&m))
                         .map_err(|e| CallError::new(Code::Internal, e.to_string())),
                     Err(code) => Err(CallError::new(code, "scripted stream failure")),
                 }
@@ -209,12 +215,12 @@ fn summary(r: &ExecutionRecord) -> String {
             s.attempts.iter().map(|a| format!("{}ms:{}", a.duration.as_millis(), code_name(a.code))).collect();
         let _ = write!(out, "  {} {:?} [{}]", s.step_id, s.status, attempts.join(" "));
         if let Some(StepResponse::Message(m)) = &s.response {
-            let _ = write!(out, " -> {}", value::message_to_serde(m));
+            let _ = write!(out, " -> {}", value::message_to_serde(&m.decode().expect("a recorded response")));
         }
         out.push('\n');
     }
     if let Some(o) = &r.output {
-        let mut v = value::cel_to_serde(o);
+        let mut v = value::cel_to_serde(&o.cel());
         if let Some(m) = v.as_object_mut() {
             m.sort_keys();
         }

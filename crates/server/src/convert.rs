@@ -65,13 +65,29 @@ pub fn response(r: &ExecutionRecord) -> pb::ExecutePatternResponse {
     pb::ExecutePatternResponse {
         execution_id: r.id.to_string(),
         status: status(r.status) as i32,
-        output: r.output.as_ref().map(value::cel_to_struct),
+        output: r.output.as_ref().map(record_struct),
         error: r.error.as_ref().map(error),
     }
 }
 
+fn record_struct(v: &nexus_engine::RecordValue) -> prost_types::Struct {
+    value::cel_to_struct(&v.cel())
+}
+
 fn message_struct(m: &prost_reflect::DynamicMessage) -> Option<prost_types::Struct> {
     value::serde_to_struct(&value::message_to_serde(m))
+}
+
+/// A recorded message, decoded to be shown (the executor decoded it once already: a record only
+/// holds messages that decode).
+fn payload_struct(p: &nexus_engine::Payload) -> Option<prost_types::Struct> {
+    p.decode().ok().as_ref().and_then(message_struct)
+}
+
+fn payload_value(p: &nexus_engine::Payload) -> prost_types::Value {
+    p.decode()
+        .map(|m| value::serde_to_struct_value(&value::message_to_serde(&m)))
+        .unwrap_or(prost_types::Value { kind: Some(prost_types::value::Kind::NullValue(0)) })
 }
 
 fn list_struct(key: &str, values: Vec<prost_types::Value>) -> prost_types::Struct {
@@ -95,11 +111,8 @@ fn response_value(r: &StepResponse) -> prost_types::Value {
 /// `{last: ..., count: n}` for a forwarded one; `{items: [...]}` for a for_each step.
 fn response_struct(r: &StepResponse) -> Option<prost_types::Struct> {
     match r {
-        StepResponse::Message(m) => message_struct(m),
-        StepResponse::Stream(ms) => Some(list_struct(
-            "messages",
-            ms.iter().map(|m| value::serde_to_struct_value(&value::message_to_serde(m))).collect(),
-        )),
+        StepResponse::Message(m) => payload_struct(m),
+        StepResponse::Stream(ms) => Some(list_struct("messages", ms.iter().map(payload_value).collect())),
         StepResponse::Forwarded { last, count } => {
             let mut fields = std::collections::BTreeMap::new();
             fields.insert(
@@ -107,15 +120,15 @@ fn response_struct(r: &StepResponse) -> Option<prost_types::Struct> {
                 prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(*count as f64)) },
             );
             if let Some(m) = last {
-                fields.insert("last".to_string(), value::serde_to_struct_value(&value::message_to_serde(m)));
+                fields.insert("last".to_string(), payload_value(m));
             }
             Some(prost_types::Struct { fields })
         }
         StepResponse::Items(items) => Some(list_struct("items", items.iter().map(response_value).collect())),
-        StepResponse::Event(event) => Some(value::cel_to_struct(event)),
+        StepResponse::Event(event) => Some(record_struct(event)),
         StepResponse::TimedOut(_) | StepResponse::Cancelled(_) => None,
         StepResponse::Pattern { execution_id, output } => {
-            let mut s = value::cel_to_struct(output);
+            let mut s = record_struct(output);
             s.fields.insert(
                 "_execution_id".to_string(),
                 prost_types::Value { kind: Some(prost_types::value::Kind::StringValue(execution_id.to_string())) },
@@ -133,7 +146,7 @@ fn step(s: &StepRecord, with_payloads: bool) -> pb::StepRun {
         status: step_status(s.status) as i32,
         started_at: s.started_at.map(timestamp),
         duration: Some(duration(s.duration)),
-        request: if with_payloads { s.request.as_ref().and_then(message_struct) } else { None },
+        request: if with_payloads { s.request.as_ref().and_then(payload_struct) } else { None },
         response,
         error: s.error.as_ref().map(error),
         compensation: s.compensation.as_ref().map(|c| pb::CompensationRun {
@@ -165,8 +178,8 @@ pub fn execution(r: &ExecutionRecord, with_payloads: bool) -> pb::Execution {
         pattern_name: r.pattern_name.to_string(),
         pattern_version: r.pattern_version.to_string(),
         status: status(r.status) as i32,
-        input: if with_payloads { Some(value::cel_to_struct(&r.input)) } else { None },
-        output: if with_payloads { r.output.as_ref().map(value::cel_to_struct) } else { None },
+        input: if with_payloads { Some(record_struct(&r.input)) } else { None },
+        output: if with_payloads { r.output.as_ref().map(record_struct) } else { None },
         error: r.error.as_ref().map(error),
         started_at: Some(timestamp(r.started_at)),
         duration: Some(duration(r.duration)),
@@ -237,8 +250,8 @@ pub fn execution_summary_for_journal(r: &ExecutionRecord) -> String {
     use base64::Engine as _;
     use prost::Message;
     let mut summary = execution(r, false);
-    summary.input = Some(value::cel_to_struct(&r.input));
-    summary.output = r.output.as_ref().map(value::cel_to_struct);
+    summary.input = Some(record_struct(&r.input));
+    summary.output = r.output.as_ref().map(record_struct);
     base64::engine::general_purpose::STANDARD.encode(summary.encode_to_vec())
 }
 
@@ -310,8 +323,8 @@ pub fn record_from_journal(e: pb::Execution) -> nexus_engine::ExecutionRecord {
         pattern_name: Arc::from(e.pattern_name),
         pattern_version: Arc::from(e.pattern_version),
         status: status_from_pb(e.status).unwrap_or(ExecutionStatus::Failed),
-        input: e.input.as_ref().map_or(cel::Value::Null, value::struct_to_cel),
-        output: e.output.as_ref().map(value::struct_to_cel),
+        input: e.input.as_ref().map_or(cel::Value::Null, value::struct_to_cel).into(),
+        output: e.output.as_ref().map(|o| value::struct_to_cel(o).into()),
         error: e.error.map(|x| ExecError {
             code: code(&x.code),
             message: x.message,

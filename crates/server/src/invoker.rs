@@ -3,11 +3,11 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use bytes::Buf;
+use bytes::{Buf, BufMut};
 use futures::StreamExt;
 use http::uri::PathAndQuery;
 use nexus_core::Catalog;
-use nexus_engine::{Call, CallError, Invoker, MessageStream};
+use nexus_engine::{Call, CallError, Invoker, MessageStream, Payload};
 
 use crate::{config::ServiceConfig, tls};
 use prost::Message;
@@ -213,7 +213,7 @@ impl GrpcInvoker {
     }
 }
 
-fn request(call: Call) -> tonic::Request<DynamicMessage> {
+fn request(call: Call) -> tonic::Request<Payload> {
     let mut req = tonic::Request::new(call.request);
     if let Some(t) = call.timeout {
         req.set_timeout(t);
@@ -273,9 +273,9 @@ fn status_to_error(s: Status, timeout: Option<Duration>) -> CallError {
 
 #[async_trait::async_trait]
 impl Invoker for GrpcInvoker {
-    async fn unary(&self, call: Call) -> Result<DynamicMessage, CallError> {
+    async fn unary(&self, call: Call) -> Result<Payload, CallError> {
         let (mut grpc, path) = self.client(&call).await?;
-        let codec = DynamicCodec(call.action.method.output());
+        let codec = PayloadCodec(call.action.method.output());
         let timeout = call.timeout;
         grpc.unary(request(call), path, codec)
             .await
@@ -285,7 +285,7 @@ impl Invoker for GrpcInvoker {
 
     async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError> {
         let (mut grpc, path) = self.client(&call).await?;
-        let codec = DynamicCodec(call.action.method.output());
+        let codec = PayloadCodec(call.action.method.output());
         let timeout = call.timeout;
         let stream = grpc
             .server_streaming(request(call), path, codec)
@@ -293,6 +293,53 @@ impl Invoker for GrpcInvoker {
             .map_err(|s| status_to_error(s, timeout))?
             .into_inner();
         Ok(stream.map(move |r| r.map_err(|s| status_to_error(s, timeout))).boxed())
+    }
+}
+
+/// The invoker's codec: requests go out as the engine encoded them, responses come back as their
+/// bytes (the engine decodes them into the step's output and keeps the bytes in the record).
+#[derive(Clone)]
+struct PayloadCodec(MessageDescriptor);
+
+impl Codec for PayloadCodec {
+    type Encode = Payload;
+    type Decode = Payload;
+    type Encoder = PayloadEncoder;
+    type Decoder = PayloadDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PayloadEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        PayloadDecoder(self.0.clone())
+    }
+}
+
+struct PayloadEncoder;
+
+impl Encoder for PayloadEncoder {
+    type Item = Payload;
+    type Error = Status;
+
+    fn encode(&mut self, item: Payload, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(item.bytes());
+        Ok(())
+    }
+}
+
+struct PayloadDecoder(MessageDescriptor);
+
+impl Decoder for PayloadDecoder {
+    type Item = Payload;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Payload>, Status> {
+        // Copied out, not split off: a slice of the connection's read buffer would keep the whole
+        // buffer alive for as long as the history keeps the record.
+        let mut bytes = vec![0; src.remaining()];
+        src.copy_to_slice(&mut bytes);
+        Ok(Some(Payload::new(self.0.clone(), bytes.into())))
     }
 }
 

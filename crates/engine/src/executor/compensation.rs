@@ -7,7 +7,7 @@ use super::{DEFAULT_COMPENSATION_TIMEOUT, run::Run};
 use crate::{
     events::Event,
     invoker::{Call, CallError},
-    record::{CompensationRecord, ExecError, StepStatus, code_name},
+    record::{CompensationRecord, ExecError, Payload, StepStatus, code_name},
 };
 use nexus_core::{CompiledStep, value};
 use tonic::Code;
@@ -30,6 +30,7 @@ impl<'a> Run<'a> {
                     .map_err(|e| CallError::new(super::run::eval_code(&e, Code::InvalidArgument), e.to_string()))
                     .and_then(|v| {
                         value::to_message(&v, &comp.action.method.input())
+                            .map(|m| Payload::encode(&m))
                             .map_err(|e| CallError::new(Code::InvalidArgument, e.to_string()))
                     }) {
                     Ok(request) => {

@@ -451,7 +451,7 @@ fn running_elsewhere(req: &ExecuteRequest, id: Arc<str>) -> ExecutionRecord {
         pattern_name: req.pattern.name.clone(),
         pattern_version: req.pattern.version.clone(),
         status: ExecutionStatus::Running,
-        input: Cel::Null,
+        input: Cel::Null.into(),
         output: None,
         error: Some(ExecError { code: Code::Unavailable, message, step_id: None }),
         started_at: std::time::SystemTime::now(),

@@ -2,9 +2,13 @@
 
 use futures::StreamExt;
 
+use std::sync::Arc;
+
+use cel::Value as Cel;
+
 use super::{
     run::StepDone,
-    step::{CallContext, Request, attempt},
+    step::{CallContext, Outcome, Request, attempt},
 };
 use crate::{invoker::CallError, record::StepResponse};
 
@@ -18,12 +22,12 @@ pub(super) async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<Re
     let mut results = futures::stream::iter(requests.into_iter().enumerate())
         .map(|(item, request)| async move { (item, attempt(ctx, request, Some(item as u32)).await) })
         .buffer_unordered(concurrency);
-    let mut responses: Vec<Option<StepResponse>> = (0..n).map(|_| None).collect();
+    let mut outcomes: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
     let mut attempts = Vec::new();
     while let Some((item, (result, mut a))) = results.next().await {
         attempts.append(&mut a);
         match result {
-            Ok(r) => responses[item] = Some(r),
+            Ok(r) => outcomes[item] = Some(r),
             Err(e) => {
                 return StepDone {
                     index,
@@ -34,5 +38,8 @@ pub(super) async fn fan_out(ctx: CallContext<'_>, index: usize, requests: Vec<Re
         }
     }
     attempts.sort_by_key(|a| (a.item, a.number));
-    StepDone { index, result: Ok(StepResponse::Items(responses.into_iter().flatten().collect())), attempts }
+    let (responses, outputs): (Vec<StepResponse>, Vec<Cel>) =
+        outcomes.into_iter().flatten().map(|o| (o.response, o.output)).unzip();
+    let outcome = Outcome { response: StepResponse::Items(responses), output: Cel::List(Arc::new(outputs)) };
+    StepDone { index, result: Ok(outcome), attempts }
 }

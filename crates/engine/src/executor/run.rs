@@ -22,7 +22,7 @@ use tonic::Code;
 use super::{
     MAX_FAN_OUT,
     fan_out::fan_out,
-    step::{CallContext, Request, Requests, attempt, response_to_cel},
+    step::{CallContext, Outcome, Request, Requests, attempt, response_to_cel},
 };
 use crate::{
     bus::{CloudEvent, EventHub, WaitRegistration},
@@ -30,7 +30,7 @@ use crate::{
     history::History,
     invoker::{CallError, Invoker},
     journal::{Journal, JournalStart, encode_result},
-    record::{ExecError, ExecutionRecord, ExecutionStatus, StepRecord, StepResponse, StepStatus, code_name},
+    record::{ExecError, ExecutionRecord, ExecutionStatus, Payload, StepRecord, StepResponse, StepStatus, code_name},
     waits::{LocalWaits, correlation_key},
 };
 
@@ -125,7 +125,7 @@ impl Timeline {
 /// What a step future hands back.
 pub(super) struct StepDone {
     pub index: usize,
-    pub result: Result<StepResponse, CallError>,
+    pub result: Result<Outcome, CallError>,
     pub attempts: Vec<crate::record::Attempt>,
 }
 
@@ -383,8 +383,10 @@ impl<'a> Run<'a> {
         let step = &self.pattern.steps[done.index];
         // A wait's result was journaled by whoever resolved it.
         let last = (step.dependants.is_empty() && nothing_else_running) || step.target.is_wait();
-        let (Some(j), Ok(response), false) = (self.journal, &done.result, last) else { return Ok(()) };
-        let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(response)).await else { return Ok(()) };
+        let (Some(j), Ok(outcome), false) = (self.journal, &done.result, last) else { return Ok(()) };
+        let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(&outcome.response)).await else {
+            return Ok(());
+        };
         // The journal still holds the execution as running: stop here without an outcome and let
         // it resume from the journal once the store is back (failing it would need the journal
         // too, and would lose its progress).
@@ -473,8 +475,8 @@ impl<'a> Run<'a> {
             pattern_name: self.pattern.name.clone(),
             pattern_version: self.pattern.version.clone(),
             status,
-            input: self.input,
-            output,
+            input: self.input.into(),
+            output: output.map(Into::into),
             error,
             started_at: self.timeline.wall,
             duration: Instant::now().saturating_duration_since(self.timeline.origin),
@@ -524,7 +526,12 @@ impl<'a> Run<'a> {
                 if let StepResponse::Cancelled(reason) = response {
                     return Err(self.fail_step(i, Code::Cancelled, cancelled_message(&reason)));
                 }
-                let output = response_to_cel(&response, &step.target);
+                let output = match response_to_cel(&response, &step.target) {
+                    Ok(output) => output,
+                    Err(e) => {
+                        return Err(self.fail_step(i, Code::DataLoss, format!("its journaled result: {}", e.message)));
+                    }
+                };
                 let record = &mut self.steps[i];
                 record.status = StepStatus::Succeeded;
                 record.response = Some(response);
@@ -653,7 +660,7 @@ impl<'a> Run<'a> {
             match &step.target {
                 Target::Action(a) => {
                     let input = a.method.input();
-                    value::to_message(&v, &input).map(Request::Message).map_err(|e| {
+                    value::to_message(&v, &input).map(|m| Request::Message(Payload::encode(&m))).map_err(|e| {
                         (Code::InvalidArgument, format!("building the {} request: {e}", input.full_name()))
                     })
                 }
@@ -806,8 +813,7 @@ impl<'a> Run<'a> {
         record.duration = self.step_started[i].map(|t| t.elapsed()).unwrap_or_default();
         record.attempts = done.attempts;
         match done.result {
-            Ok(response) => {
-                let output = response_to_cel(&response, &step.target);
+            Ok(Outcome { response, output }) => {
                 record.status = StepStatus::Succeeded;
                 record.response = Some(response);
                 if self.emitter.listening() {
@@ -899,11 +905,11 @@ fn cancelled_message(reason: &str) -> String {
 }
 
 /// A wait's journaled result as the step's outcome: the matched event, or DEADLINE_EXCEEDED.
-fn wait_outcome(text: &str, target: &Target) -> Result<StepResponse, CallError> {
+fn wait_outcome(text: &str, target: &Target) -> Result<Outcome, CallError> {
     match crate::journal::decode_result(text, target) {
         Ok(StepResponse::TimedOut(message)) => Err(CallError::new(Code::DeadlineExceeded, message)),
         Ok(StepResponse::Cancelled(reason)) => Err(CallError::new(Code::Cancelled, cancelled_message(&reason))),
-        Ok(r) => Ok(r),
+        Ok(response) => Ok(Outcome { output: response_to_cel(&response, target)?, response }),
         Err(e) => Err(CallError::new(Code::Internal, format!("unreadable wait result: {e}"))),
     }
 }

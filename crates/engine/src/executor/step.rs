@@ -19,7 +19,7 @@ use super::{
 use crate::{
     events::{Emitter, Event},
     invoker::{Call, CallError},
-    record::{Attempt, ExecError, StepResponse, code_name},
+    record::{Attempt, ExecError, Payload, StepResponse, code_name},
 };
 
 /// Everything a step's calls need, shared by its attempts and items. Owned (cheap clones) so the
@@ -40,7 +40,7 @@ pub(super) struct CallContext<'a> {
 /// event to publish for an emit step.
 #[derive(Clone)]
 pub(super) enum Request {
-    Message(DynamicMessage),
+    Message(Payload),
     Input(Cel),
     Event(crate::bus::CloudEvent),
 }
@@ -50,20 +50,42 @@ pub(super) enum Requests {
     Items(Vec<Request>),
 }
 
-pub(super) fn response_to_cel(response: &StepResponse, target: &Target) -> Cel {
-    match response {
-        StepResponse::Message(m) => message_to_cel(m),
-        StepResponse::Stream(ms) => Cel::List(Arc::new(ms.iter().map(message_to_cel).collect())),
+/// A completed call: its response as recorded and journaled, and its output as the pattern's
+/// expressions see it (`steps.<id>`), converted once, when the response arrived.
+pub(super) struct Outcome {
+    pub response: StepResponse,
+    pub output: Cel,
+}
+
+/// A message as the pattern sees it; a backend's bytes that are not its declared message fail
+/// the call (INTERNAL, like any malformed response).
+fn decoded(payload: &Payload) -> Result<DynamicMessage, CallError> {
+    payload.decode().map_err(|e| {
+        CallError::new(Code::Internal, format!("decoding {} response: {e}", payload.descriptor().full_name()))
+    })
+}
+
+fn payload_to_cel(payload: &Payload) -> Result<Cel, CallError> {
+    decoded(payload).map(|m| message_to_cel(&m))
+}
+
+/// A recorded response's output (a journaled one, on resume, or a wait's result).
+pub(super) fn response_to_cel(response: &StepResponse, target: &Target) -> Result<Cel, CallError> {
+    Ok(match response {
+        StepResponse::Message(m) => payload_to_cel(m)?,
+        StepResponse::Stream(ms) => Cel::List(Arc::new(ms.iter().map(payload_to_cel).collect::<Result<_, _>>()?)),
         StepResponse::Forwarded { last, .. } => match (last, target) {
-            (Some(m), _) => message_to_cel(m),
+            (Some(m), _) => payload_to_cel(m)?,
             (None, Target::Action(a)) => message_to_cel(&DynamicMessage::new(a.method.output())),
             (None, _) => Cel::Null,
         },
-        StepResponse::Items(items) => Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, target)).collect())),
-        StepResponse::Pattern { output, .. } => output.clone(),
-        StepResponse::Event(event) => event.clone(),
+        StepResponse::Items(items) => {
+            Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, target)).collect::<Result<_, _>>()?))
+        }
+        StepResponse::Pattern { output, .. } => output.cel().into_owned(),
+        StepResponse::Event(event) => event.cel().into_owned(),
         StepResponse::TimedOut(_) | StepResponse::Cancelled(_) => Cel::Null,
-    }
+    })
 }
 
 /// Calls a step's action, retrying per its policy within the execution's deadline.
@@ -71,7 +93,7 @@ pub(super) async fn attempt(
     ctx: &CallContext<'_>,
     request: Request,
     item: Option<u32>,
-) -> (Result<StepResponse, CallError>, Vec<Attempt>) {
+) -> (Result<Outcome, CallError>, Vec<Attempt>) {
     let step = ctx.step;
     let policy = &step.retry;
     let mut attempts = Vec::with_capacity(1);
@@ -136,18 +158,23 @@ async fn call_once(
     timeout: Option<Duration>,
     idempotency_key: &str,
     span_id: u64,
-) -> Result<StepResponse, CallError> {
+) -> Result<Outcome, CallError> {
     let step = ctx.step;
     let (action, message) = match (&step.target, request) {
         (Target::Action(a), Request::Message(m)) => (a, m),
-        (Target::Pattern(p), Request::Input(input)) => return run_pattern(ctx, p, input.clone(), span_id).await,
+        (Target::Pattern(p), Request::Input(input)) => {
+            let (execution_id, output) = run_pattern(ctx, p, input.clone(), span_id).await?;
+            let response = StepResponse::Pattern { execution_id, output: output.clone().into() };
+            return Ok(Outcome { response, output });
+        }
         (Target::Emit(_), Request::Event(event)) => {
             let Some(hub) = ctx.services.hub else {
                 return Err(CallError::new(Code::FailedPrecondition, "events are not configured on this server"));
             };
             let json = crate::waits::event_json(event);
             hub.emit(event.clone()).await.map_err(|e| CallError::new(Code::Unavailable, e.to_string()))?;
-            return Ok(StepResponse::Event(nexus_core::value::serde_to_cel(&json)));
+            let output = nexus_core::value::serde_to_cel(&json);
+            return Ok(Outcome { response: StepResponse::Event(output.clone().into()), output });
         }
         _ => return Err(CallError::new(Code::Internal, "request does not match the step's target")),
     };
@@ -160,7 +187,9 @@ async fn call_once(
         tracestate: ctx.trace.tracestate.clone(),
     };
     if !action.is_server_streaming() {
-        return ctx.services.invoker.unary(call).await.map(StepResponse::Message);
+        let response = ctx.services.invoker.unary(call).await?;
+        let output = payload_to_cel(&response)?;
+        return Ok(Outcome { response: StepResponse::Message(response), output });
     }
     let mut stream = ctx.services.invoker.server_streaming(call).await?;
     if step.stream {
@@ -171,15 +200,20 @@ async fn call_once(
         let mut last = None;
         while let Some(m) = stream.next().await {
             let m = m?;
+            let message = decoded(&m)?;
             if ctx.emitter.listening()
-                && !ctx.emitter.emit(Event::Message { step: step.id.clone(), index: count, message: m.clone() }).await
+                && !ctx.emitter.emit(Event::Message { step: step.id.clone(), index: count, message }).await
             {
                 return Err(CallError::new(Code::Cancelled, "the caller went away"));
             }
             count += 1;
             last = Some(m);
         }
-        return Ok(StepResponse::Forwarded { last, count });
+        let output = match &last {
+            Some(m) => payload_to_cel(m)?,
+            None => message_to_cel(&DynamicMessage::new(action.method.output())),
+        };
+        return Ok(Outcome { response: StepResponse::Forwarded { last, count }, output });
     }
     let mut messages = Vec::new();
     while let Some(m) = stream.next().await {
@@ -193,5 +227,6 @@ async fn call_once(
         }
         messages.push(m?);
     }
-    Ok(StepResponse::Stream(messages))
+    let output = Cel::List(Arc::new(messages.iter().map(payload_to_cel).collect::<Result<_, _>>()?));
+    Ok(Outcome { response: StepResponse::Stream(messages), output })
 }

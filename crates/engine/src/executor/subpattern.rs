@@ -16,17 +16,18 @@ use super::{
 use crate::{
     events::{Emitter, RunningExecution},
     invoker::CallError,
-    record::{ExecutionStatus, StepResponse},
+    record::ExecutionStatus,
 };
 
 /// Runs a registered pattern as a step, in-process: a child execution with its own id (recorded in
-/// the history), the parent's trace and remaining deadline, and no event observers.
+/// the history), the parent's trace and remaining deadline, and no event observers. Returns the
+/// child's id and output.
 pub(super) async fn run_pattern(
     ctx: &CallContext<'_>,
     callee: &Arc<CompiledPattern>,
     input: Cel,
     span_id: u64,
-) -> Result<StepResponse, CallError> {
+) -> Result<(Arc<str>, Cel), CallError> {
     if ctx.depth + 1 > MAX_PATTERN_DEPTH {
         return Err(CallError::new(
             Code::ResourceExhausted,
@@ -70,7 +71,7 @@ pub(super) async fn run_pattern(
     }
     match (record.status, &record.output) {
         (ExecutionStatus::Succeeded, output) => {
-            Ok(StepResponse::Pattern { execution_id: record.id.clone(), output: output.clone().unwrap_or(Cel::Null) })
+            Ok((record.id.clone(), output.as_ref().map_or(Cel::Null, |o| o.cel().into_owned())))
         }
         (status, _) => {
             let (code, message) = match &record.error {

@@ -472,8 +472,8 @@ fn trace(r: &ExecutionRecord) -> mine::Trace {
         started_ms,
         ended_ms: started_ms + r.duration.as_millis() as u64,
         succeeded: r.status == nexus_engine::ExecutionStatus::Succeeded,
-        input: values(&r.input),
-        output: r.output.as_ref().map(values).unwrap_or_default(),
+        input: values(&r.input.cel()),
+        output: r.output.as_ref().map(|o| values(&o.cel())).unwrap_or_default(),
         steps: r
             .steps
             .iter()
