@@ -28,10 +28,10 @@ pub struct StoreBackedJournal {
 
 struct Pending {
     op: JournalOp,
-    done: oneshot::Sender<Result<(), WriteError>>,
+    /// Answered once the op is committed, or with the error and the op itself (moved, never
+    /// cloned: a finish carries the execution's whole summary), to try again.
+    done: oneshot::Sender<Result<(), (JournalError, JournalOp)>>,
 }
-
-type WriteError = JournalError;
 
 /// A store error as the engine's journal error (transient or not).
 pub(crate) fn journal_error(e: nexus_store::Error) -> JournalError {
@@ -60,13 +60,13 @@ impl StoreBackedJournal {
     /// Returns once `op` is committed. While the store is unreachable the write waits and tries
     /// again (backing off up to 1 s) for `outage_wait`; only then does it fail, and the engine
     /// suspends the execution (it stays journaled as running and resumes once the store is back).
-    async fn write(&self, op: JournalOp) -> Result<(), JournalError> {
+    async fn write(&self, mut op: JournalOp) -> Result<(), JournalError> {
         let give_up = tokio::time::Instant::now() + self.outage_wait;
         let mut backoff = std::time::Duration::from_millis(50);
         let mut warned = false;
         loop {
             let (done, committed) = oneshot::channel();
-            let pending = Pending { op: op.clone(), done };
+            let pending = Pending { op, done };
             let stopped = || JournalError::permanent("the journal writer stopped");
             self.queue.send(pending).await.map_err(|_| stopped())?;
             let e = match committed.await.map_err(|_| stopped())? {
@@ -76,7 +76,10 @@ impl StoreBackedJournal {
                     }
                     return Ok(());
                 }
-                Err(e) => e,
+                Err((e, back)) => {
+                    op = back;
+                    e
+                }
             };
             if !e.transient || tokio::time::Instant::now() + backoff > give_up {
                 if e.transient {
@@ -126,6 +129,8 @@ async fn group_commit(
     metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut ops: Vec<JournalOp> = Vec::with_capacity(MAX_BATCH);
+    let mut dones = Vec::with_capacity(MAX_BATCH);
     loop {
         {
             // Take what is queued (waiting for at least one write), then let another writer in.
@@ -147,29 +152,36 @@ async fn group_commit(
                 }
             }
         }
-        let ops: Vec<JournalOp> = batch.iter().map(|p| p.op.clone()).collect();
+        for p in batch.drain(..) {
+            ops.push(p.op);
+            dones.push(p.done);
+        }
         let started = std::time::Instant::now();
         let applied = store.apply(&ops).await;
         metrics.journal_commit(ops.len(), started.elapsed());
         match applied {
             Ok(()) => {
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Ok(()));
+                ops.clear();
+                for done in dones.drain(..) {
+                    let _ = done.send(Ok(()));
                 }
             }
             // One bad write (say, a duplicate idempotency key) must not fail the others: redo
             // them one by one so each gets its own answer.
             // (An unreachable store fails them all alike: no point in trying one by one.)
-            Err(e) if batch.len() > 1 && !e.is_transient() => {
-                for p in batch.drain(..) {
-                    let r = store.apply(std::slice::from_ref(&p.op)).await.map_err(journal_error);
-                    let _ = p.done.send(r);
+            Err(e) if ops.len() > 1 && !e.is_transient() => {
+                for (op, done) in ops.drain(..).zip(dones.drain(..)) {
+                    let r = match store.apply(std::slice::from_ref(&op)).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err((journal_error(e), op)),
+                    };
+                    let _ = done.send(r);
                 }
             }
             Err(e) => {
                 let e = journal_error(e);
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Err(e.clone()));
+                for (op, done) in ops.drain(..).zip(dones.drain(..)) {
+                    let _ = done.send(Err((e.clone(), op)));
                 }
             }
         }

@@ -274,12 +274,14 @@ macro_rules! journal_impl {
                     // execution (each execution awaits its writes in turn), so the order of the kinds
                     // within it does not matter.
                     let batch = Batch::of(ops);
-                    sqlx::query(&rendered().batch)
-                        .bind(batch.starts)
-                        .bind(batch.steps)
-                        .bind(batch.finishes)
-                        .execute(&self.journal_pool)
-                        .await?;
+                    if let Some(batch) = self.apply_in_place(&rendered().batch, batch).await? {
+                        sqlx::query(&rendered().batch)
+                            .bind(batch.starts)
+                            .bind(batch.steps)
+                            .bind(batch.finishes)
+                            .execute(&self.journal_pool)
+                            .await?;
+                    }
                     Ok(())
                 }
 

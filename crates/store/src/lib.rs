@@ -43,6 +43,9 @@ pub enum Error {
     Migration { version: i64, cause: sqlx::Error },
     #[error("store error: {0}")]
     Database(sqlx::Error),
+    /// An error of the SQLite journal's own connection ([`SqliteStore`]'s in-place writer).
+    #[error("store error: {0}")]
+    Sqlite(rusqlite::Error),
 }
 
 impl From<sqlx::Error> for Error {
@@ -57,7 +60,12 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         let e = match self {
             Self::Database(e) => e,
-            Self::Open { .. } | Self::Migration { .. } => return false,
+            // As sqlx classifies SQLite's errors: all but a refused write (a constraint) may
+            // pass later (busy, locked, I/O).
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                return e.code != rusqlite::ErrorCode::ConstraintViolation;
+            }
+            Self::Sqlite(_) | Self::Open { .. } | Self::Migration { .. } => return false,
         };
         match e {
             sqlx::Error::Io(_)

@@ -75,6 +75,17 @@ crate::journal::journal_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::
 crate::meta_sql::meta_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
 crate::events::event_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
 
+impl PgStore {
+    /// PostgreSQL has no in-place writer: every batch goes through the pool.
+    pub(crate) async fn apply_in_place(
+        &self,
+        _sql: &str,
+        batch: crate::journal::Batch,
+    ) -> Result<Option<crate::journal::Batch>> {
+        Ok(Some(batch))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
