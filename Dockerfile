@@ -46,14 +46,15 @@ COPY --from=ui /dist ui/dist
 # `nexus --version` names the revision: .git is not in the context, so pass it
 # (`--build-arg NEXUS_GIT_REV=$(git rev-parse --short=12 HEAD)`, as scripts/docker-smoke.sh does).
 ARG NEXUS_GIT_REV="unknown revision"
-# target/ is a cache mount, so the binary is copied out in the same step. The release profile
-# keeps debug info (debug = 1, for profiling): about three quarters of the binary, dropped here;
-# the symbol table stays, so backtraces still name the functions.
+# target/ is a cache mount, so the binary is copied out in the same step. The dist profile
+# (release with whole-program optimisation, Cargo.toml) keeps debug info (debug = 1, for
+# profiling): about three quarters of the binary, dropped here; the symbol table stays, so
+# backtraces still name the functions.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked -p nexus-cli \
-    && install -D -m 0755 target/release/nexus /out/nexus \
+    cargo build --profile dist --locked -p nexus-cli \
+    && install -D -m 0755 target/dist/nexus /out/nexus \
     && strip --strip-debug /out/nexus
 
 # --- the runtime -------------------------------------------------------------------------------
