@@ -173,7 +173,57 @@ mod tests {
     use sqlx::Connection;
 
     use super::*;
-    use crate::{InsertOutcome, PatternStore, StoredPattern, dialect::Dialect, migrate};
+    use crate::{ExecutionStart, InsertOutcome, JournalStore, PatternStore, StoredPattern, dialect::Dialect, migrate};
+
+    fn start(id: &str) -> ExecutionStart {
+        ExecutionStart {
+            id: id.into(),
+            pattern_name: "p".into(),
+            pattern_version: "1.0.0".into(),
+            input: "{}".into(),
+            idempotency_key: Some("key".into()),
+            tenant: "t".into(),
+            trace: String::new(),
+            started_at: SystemTime::now(),
+            owner: "r".into(),
+            lease_until: SystemTime::now(),
+        }
+    }
+
+    /// The journal's own connection commits in place only when the write lock is free: while
+    /// another connection holds it, the commit waits (off the runtime) and goes through once it
+    /// is released — it neither fails nor blocks the runtime's thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_journal_commit_waits_for_another_connections_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        let tx = store.write_tx().await.unwrap();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.start_execution(&start("e1")).await })
+        };
+        // One runtime thread: had the commit blocked it waiting for the lock, this timer (and
+        // this test) would not run until the lock was released.
+        let beat = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(beat.elapsed() < Duration::from_millis(1000), "the runtime's thread was blocked");
+        assert!(!writer.is_finished(), "the commit went through while another connection held the write lock");
+        tx.rollback().await.unwrap();
+        writer.await.unwrap().unwrap();
+        assert!(store.unfinished_execution("e1").await.unwrap().is_some());
+    }
+
+    /// A write SQLite refuses (a constraint) is a permanent error, so the group commit redoes the
+    /// rest of its batch without it; the same idempotency key twice is such a write.
+    #[tokio::test]
+    async fn a_refused_journal_write_is_permanent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        store.start_execution(&start("e1")).await.unwrap();
+        let e = store.start_execution(&start("e2")).await.unwrap_err();
+        assert!(!e.is_transient(), "{e}");
+        assert!(e.to_string().contains("UNIQUE"), "{e}");
+    }
 
     fn pattern(doc: &str) -> StoredPattern {
         StoredPattern {
