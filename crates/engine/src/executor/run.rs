@@ -131,6 +131,31 @@ pub(super) struct StepDone {
 
 type StepFuture<'a> = Pin<Box<dyn Future<Output = StepDone> + Send + 'a>>;
 
+/// A step result's journal write.
+type JournalWrite<'a> = Pin<Box<dyn Future<Output = Result<(), ExecError>> + Send + 'a>>;
+
+/// Waits for a journal write while the steps in flight go on (those that finish meanwhile are
+/// queued again, handled after it). Not polling them would let a step in flight that holds what
+/// the write needs — the store's only connection, in memory, taken by an `emit` step — wait for
+/// the write while the write waits for it, until the journal gives up (30 s).
+async fn write_while_running<'a>(
+    mut write: JournalWrite<'a>,
+    running: &mut FuturesUnordered<StepFuture<'a>>,
+) -> Result<(), ExecError> {
+    let mut meanwhile = Vec::new();
+    let result = loop {
+        tokio::select! {
+            biased;
+            r = &mut write => break r,
+            Some(done) = running.next() => meanwhile.push(done),
+        }
+    };
+    for done in meanwhile {
+        running.push(Box::pin(std::future::ready(done)));
+    }
+    result
+}
+
 /// The state of one execution while it runs.
 pub(super) struct Run<'a> {
     pub(super) pattern: &'a CompiledPattern,
@@ -358,7 +383,9 @@ impl<'a> Run<'a> {
                 Some(done) = running.next() => {
                     self.waits_pending.retain(|&w| w != done.index);
                     self.waits_registered.retain(|&w| w != done.index);
-                    if let Err(e) = self.journal_step(&done, running.is_empty()).await {
+                    if let Some(write) = self.journal_step(&done, running.is_empty())
+                        && let Err(e) = write_while_running(write, running).await
+                    {
                         failure = Some(e);
                         continue;
                     }
@@ -379,23 +406,25 @@ impl<'a> Run<'a> {
     /// The last step to finish, with no dependants, is not: the execution's end, journaled next,
     /// records it (one commit less per execution; a crash in between calls it again with the same
     /// idempotency key, as for a step in flight).
-    async fn journal_step(&self, done: &StepDone, nothing_else_running: bool) -> Result<(), ExecError> {
-        let step = &self.pattern.steps[done.index];
+    fn journal_step(&self, done: &StepDone, nothing_else_running: bool) -> Option<JournalWrite<'a>> {
+        let step: &'a CompiledStep = &self.pattern.steps[done.index];
         // A wait's result was journaled by whoever resolved it.
         let last = (step.dependants.is_empty() && nothing_else_running) || step.target.is_wait();
-        let (Some(j), Ok(outcome), false) = (self.journal, &done.result, last) else { return Ok(()) };
-        let Err(e) = j.step_completed(&self.id, &step.id, &encode_result(&outcome.response)).await else {
-            return Ok(());
-        };
-        // The journal still holds the execution as running: stop here without an outcome and let
-        // it resume from the journal once the store is back (failing it would need the journal
-        // too, and would lose its progress).
-        self.emitter.running.request_suspend();
-        Err(ExecError {
-            code: Code::Unavailable,
-            message: format!("journaling the result of step `{}`: {e}", step.id),
-            step_id: Some(step.id.clone()),
-        })
+        let (Some(j), Ok(outcome), false) = (self.journal, &done.result, last) else { return None };
+        let result = encode_result(&outcome.response);
+        let (id, running) = (self.id.clone(), self.emitter.running.clone());
+        Some(Box::pin(async move {
+            let Err(e) = j.step_completed(&id, &step.id, &result).await else { return Ok(()) };
+            // The journal still holds the execution as running: stop here without an outcome and
+            // let it resume from the journal once the store is back (failing it would need the
+            // journal too, and would lose its progress).
+            running.request_suspend();
+            Err(ExecError {
+                code: Code::Unavailable,
+                message: format!("journaling the result of step `{}`: {e}", step.id),
+                step_id: Some(step.id.clone()),
+            })
+        }))
     }
 
     fn out_of_time(&self) -> ExecError {
