@@ -268,20 +268,21 @@ macro_rules! journal_impl {
                 }
 
                 async fn apply(&self, ops: &[JournalOp]) -> Result<()> {
-                    // Whatever the batch size, one statement (each kind of write travels as one JSON
-                    // array parameter): one round trip to the database (for SQLite, one hop to its
-                    // worker thread), not a few per write. One batch holds at most one write per
-                    // execution (each execution awaits its writes in turn), so the order of the kinds
-                    // within it does not matter.
-                    let batch = Batch::of(ops);
-                    if let Some(batch) = self.apply_in_place(&rendered().batch, batch).await? {
-                        sqlx::query(&rendered().batch)
-                            .bind(batch.starts)
-                            .bind(batch.steps)
-                            .bind(batch.finishes)
-                            .execute(&self.journal_pool)
-                            .await?;
+                    // SQLite on disk commits on the journal's own connection, in place (`sqlite.rs`).
+                    // Through the pool, whatever the batch size, one statement (each kind of write
+                    // travels as one JSON array parameter): one round trip to the database, not a few
+                    // per write. One batch holds at most one write per execution (each execution
+                    // awaits its writes in turn), so the order of the kinds within it does not matter.
+                    if self.apply_in_place(ops).await? {
+                        return Ok(());
                     }
+                    let batch = Batch::of(ops);
+                    sqlx::query(&rendered().batch)
+                        .bind(batch.starts)
+                        .bind(batch.steps)
+                        .bind(batch.finishes)
+                        .execute(&self.journal_pool)
+                        .await?;
                     Ok(())
                 }
 

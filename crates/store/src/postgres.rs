@@ -77,12 +77,8 @@ crate::events::event_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialec
 
 impl PgStore {
     /// PostgreSQL has no in-place writer: every batch goes through the pool.
-    pub(crate) async fn apply_in_place(
-        &self,
-        _sql: &str,
-        batch: crate::journal::Batch,
-    ) -> Result<Option<crate::journal::Batch>> {
-        Ok(Some(batch))
+    pub(crate) async fn apply_in_place(&self, _ops: &[crate::JournalOp]) -> Result<bool> {
+        Ok(false)
     }
 }
 
