@@ -699,6 +699,12 @@ impl Registry {
 
     /// One version; `version` empty or `latest` means the highest.
     pub fn get(&self, name: &str, version: &str) -> Result<Entry, ApiError> {
+        self.with_version(name, version, Entry::clone)
+    }
+
+    /// `f` of one version, under the read lock: the execution path takes only its plan, not a
+    /// copy of the whole document.
+    fn with_version<T>(&self, name: &str, version: &str, f: impl FnOnce(&Entry) -> T) -> Result<T, ApiError> {
         check_name_length(name)?;
         let patterns = self.patterns.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let versions = patterns.get(name).ok_or_else(|| {
@@ -714,7 +720,7 @@ impl Registry {
                 .map(|n| n.latest.clone());
             return match latest {
                 Some(Some(v)) => {
-                    semver::Version::parse(&v).ok().and_then(|v| versions.get(&v)).cloned().ok_or_else(|| {
+                    semver::Version::parse(&v).ok().and_then(|v| versions.get(&v)).map(f).ok_or_else(|| {
                         ApiError::NotFound(format!("pattern `{name}`: its latest version {v} is not loaded yet"))
                     })
                 }
@@ -725,13 +731,13 @@ impl Registry {
                 None => versions
                     .values()
                     .next_back()
-                    .cloned()
+                    .map(f)
                     .ok_or_else(|| ApiError::NotFound(format!("pattern `{name}` has no versions"))),
             };
         }
         let v = semver::Version::parse(version)
             .map_err(|e| ApiError::InvalidArgument(format!("version `{version}` is not a semantic version: {e}")))?;
-        versions.get(&v).cloned().ok_or_else(|| {
+        versions.get(&v).map(f).ok_or_else(|| {
             let known: Vec<String> = versions.keys().map(ToString::to_string).collect();
             ApiError::NotFound(format!("pattern `{name}` has no version {version}; it has {}", known.join(", ")))
         })
@@ -739,12 +745,12 @@ impl Registry {
 
     /// The compiled form of a version, ready to run.
     pub fn executable(&self, name: &str, version: &str) -> Result<Arc<CompiledPattern>, ApiError> {
-        let entry = self.get(name, version)?;
-        entry.compiled.map_err(|diags| {
+        let compiled =
+            self.with_version(name, version, |e| e.compiled.clone().map_err(|d| (e.document.version.clone(), d)))?;
+        compiled.map_err(|(version, diags)| {
             let first: Vec<String> = diags.iter().take(3).map(ToString::to_string).collect();
             ApiError::FailedPrecondition(format!(
-                "pattern {name}@{} no longer type-checks against the catalog: {}",
-                entry.document.version,
+                "pattern {name}@{version} no longer type-checks against the catalog: {}",
                 first.join("; ")
             ))
         })

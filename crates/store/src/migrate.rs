@@ -35,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 11, sql: EVENT_TYPES, only: None },
     Migration { version: 12, sql: EXECUTION_TRACE, only: None },
     Migration { version: 13, sql: SQLITE_JOURNAL_BATCH_TRACE, only: Some(Dialect::Sqlite) },
+    Migration { version: 14, sql: SQLITE_STEP_RESULTS_WITHOUT_ROWID, only: Some(Dialect::Sqlite) },
 ];
 
 /// The migrations `d` applies, in order.
@@ -313,6 +314,42 @@ const SQLITE_JOURNAL_BATCH_TRACE: &str = "
         DELETE FROM event_waits WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
     END;";
 
+/// SQLite: step results in a table clustered on its key (`WITHOUT ROWID`): a rowid table with a
+/// TEXT primary key is two b-trees (the rows, and the key's index), so every journaled step result
+/// and every finish's delete wrote a page of each. Measured with the journal's writes (a start,
+/// two step results and a finish per execution, 1 to 8 per commit): 3.56 → 2.81 WAL frames per
+/// commit at 1 write per commit, 5.40 → 4.65 at 8. The rows are few and small (only unfinished
+/// executions' results; a finish deletes its own). Migration 13's batch trigger is dropped and
+/// created again around the swap, as it was.
+const SQLITE_STEP_RESULTS_WITHOUT_ROWID: &str = "
+    DROP TRIGGER journal_batch_apply;
+    CREATE TABLE step_results_clustered (
+        execution_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        result TEXT NOT NULL,
+        PRIMARY KEY (execution_id, step_id)
+    ) WITHOUT ROWID;
+    INSERT INTO step_results_clustered (execution_id, step_id, seq, result)
+        SELECT execution_id, step_id, seq, result FROM step_results;
+    DROP TABLE step_results;
+    ALTER TABLE step_results_clustered RENAME TO step_results;
+    CREATE TRIGGER journal_batch_apply INSTEAD OF INSERT ON journal_batch BEGIN
+        INSERT INTO executions
+            (id, pattern_name, pattern_version, input, idempotency_key, tenant, trace, started_at_ms, owner,
+                lease_until_ms)
+            SELECT value->>'id', value->>'name', value->>'version', value->>'input', value->>'key',
+                value->>'tenant', coalesce(value->>'trace', ''), value->>'started', value->>'owner', value->>'lease'
+            FROM json_each(NEW.starts);
+        INSERT INTO step_results (execution_id, step_id, seq, result)
+            SELECT value->>'id', value->>'step', value->>'seq', value->>'result' FROM json_each(NEW.steps) WHERE true
+            ON CONFLICT (execution_id, step_id) DO UPDATE SET result = excluded.result;
+        UPDATE executions SET status = x.value->>'status', record = x.value->>'record'
+            FROM json_each(NEW.finishes) AS x WHERE executions.id = x.value->>'id';
+        DELETE FROM step_results WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
+        DELETE FROM event_waits WHERE execution_id IN (SELECT value->>'id' FROM json_each(NEW.finishes));
+    END;";
+
 /// The versions applied, and when.
 const SCHEMA_MIGRATIONS: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version {int} PRIMARY KEY, applied_at_ms {int} NOT NULL)";
@@ -386,12 +423,19 @@ pub(crate) mod tests {
     /// The schema as the first three migrations left it, with [`OLD_ROWS`]: the
     /// `schema_migrations` table, then for each migration its SQL and its record.
     pub(crate) fn before_4(d: Dialect) -> Vec<String> {
+        let mut sql = up_to(d, 3);
+        sql.push(OLD_ROWS.into());
+        sql
+    }
+
+    /// The statements that build the schema as migrations up to `last` left it: the
+    /// `schema_migrations` table, then for each migration its SQL and its record.
+    pub(crate) fn up_to(d: Dialect, last: i64) -> Vec<String> {
         let mut sql = vec![d.ddl(SCHEMA_MIGRATIONS)];
-        for m in migrations(d).take(3) {
+        for m in migrations(d).take_while(|m| m.version <= last) {
             sql.push(d.ddl(m.sql));
             sql.push(format!("INSERT INTO schema_migrations VALUES ({}, 0)", m.version));
         }
-        sql.push(OLD_ROWS.into());
         sql
     }
 
@@ -410,7 +454,7 @@ pub(crate) mod tests {
     #[test]
     fn every_dialect_applies_the_shared_migrations_and_only_its_own() {
         let versions = |d| migrations(d).map(|m| m.version).collect::<Vec<_>>();
-        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(versions(Dialect::Sqlite), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
         assert_eq!(versions(Dialect::Postgres), [1, 2, 3, 4, 5, 7, 8, 10, 11, 12]);
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "versions ascend: {versions:?}");
