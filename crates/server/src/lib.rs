@@ -238,7 +238,7 @@ impl Nexus {
             owner.clone(),
             config.lease_timeout,
             config.outage_wait,
-            if config.store.url.is_some() { 4 } else { 1 },
+            journal_writers(config.store.url.is_some()),
             metrics.clone(),
         );
         let (tasks, stages) = (lifecycle::Tasks::default(), lifecycle::Stages::new());
@@ -594,4 +594,15 @@ async fn router(
         .layer(axum::middleware::from_fn_with_state(connect::Connect { grpc: grpc.clone(), auth }, connect::middleware))
         .layer(cors);
     Ok(Dispatch { grpc, web })
+}
+
+/// Journal transactions in flight at once: one for SQLite (a single writer anyway); on PostgreSQL,
+/// whose commits wait on the server's WAL flush and can overlap, four unless
+/// `NEXUS_JOURNAL_WRITERS` (1–64) says otherwise. Fewer writers make bigger batches (fewer
+/// commits); more overlap more flushes — which wins depends on the server's disk.
+fn journal_writers(shared_store: bool) -> usize {
+    if !shared_store {
+        return 1;
+    }
+    std::env::var("NEXUS_JOURNAL_WRITERS").ok().and_then(|v| v.parse::<usize>().ok()).map_or(4, |n| n.clamp(1, 64))
 }
