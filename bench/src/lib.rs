@@ -134,6 +134,12 @@ pub struct Report {
 pub struct NexusAlone {
     /// Nexus's CPU time per execution in the throughput phase, in µs.
     pub cpu_us_per_exec: f64,
+    /// The same in the 1-client latency phase.
+    pub cpu_us_per_exec_one_client: f64,
+    /// Context switches of Nexus's threads per execution (voluntary and not), in the 1-client
+    /// and the throughput phase: a thread that parks and is woken again costs a pair.
+    pub switches_per_exec_one_client: f64,
+    pub switches_per_exec: f64,
     /// Nexus's resident set size after the run, in KiB.
     pub rss_after_kib: u64,
     /// The part of it that is the executable's own pages mapped from its file (`RssFile`: code
@@ -208,6 +214,10 @@ impl Report {
                     n.rss_file_kib as f64 / 1024.0,
                 );
                 out += &format!(
+                    "nexus process alone at 1 client: {:.1} µs CPU per execution; context switches per execution {:.1} at 1 client, {:.1} at {} clients\n",
+                    n.cpu_us_per_exec_one_client, n.switches_per_exec_one_client, n.switches_per_exec, self.concurrency,
+                );
+                out += &format!(
                     "RSS after the run of the benchmark process (client + demo services): {:.1} MiB\n",
                     self.rss_after_kib as f64 / 1024.0
                 );
@@ -267,7 +277,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     phase(&via_nexus, 1, options.warmup_requests, options.max_phase_time, &counter).await?;
 
     let direct_latency = phase(&direct, 1, options.latency_requests, options.max_phase_time, &counter).await?;
+    let one_client_before = (nexus.process_cpu(), nexus.context_switches());
     let nexus_latency = phase(&via_nexus, 1, options.latency_requests, options.max_phase_time, &counter).await?;
+    let one_client_after = (nexus.process_cpu(), nexus.context_switches());
     let costly = if options.costly_background {
         client
             .register_pattern(pb::RegisterPatternRequest { pattern: Some(document::parse(COSTLY)?) })
@@ -279,12 +291,24 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     };
     let c = options.concurrency;
     let direct_throughput = phase(&direct, c, options.throughput_requests, options.max_phase_time, &counter).await?;
-    let nexus_cpu_before = nexus.process_cpu();
+    let (nexus_cpu_before, switches_before) = (nexus.process_cpu(), nexus.context_switches());
     let nexus_throughput = phase(&via_nexus, c, options.throughput_requests, options.max_phase_time, &counter).await?;
+    let per_exec = |before: Option<u64>, after: Option<u64>, count: usize| match (before, after) {
+        (Some(b), Some(a)) => a.saturating_sub(b) as f64 / count.max(1) as f64,
+        _ => 0.0,
+    };
+    let micros = |d: Option<Duration>| d.map(|d| d.as_micros() as u64);
     let nexus_alone = match (nexus_cpu_before, nexus.process_cpu(), nexus.rss_kib("VmRSS:"), nexus.rss_kib("RssFile:"))
     {
         (Some(before), Some(after), Some(rss), Some(rss_file)) => Some(NexusAlone {
             cpu_us_per_exec: after.saturating_sub(before).as_secs_f64() * 1e6 / nexus_throughput.count.max(1) as f64,
+            cpu_us_per_exec_one_client: per_exec(
+                micros(one_client_before.0),
+                micros(one_client_after.0),
+                nexus_latency.count,
+            ),
+            switches_per_exec_one_client: per_exec(one_client_before.1, one_client_after.1, nexus_latency.count),
+            switches_per_exec: per_exec(switches_before, nexus.context_switches(), nexus_throughput.count),
             rss_after_kib: rss,
             rss_file_kib: rss_file,
         }),
@@ -372,6 +396,22 @@ impl RunningNexus {
             Self::InProcess(_) => None,
             Self::Process(p) => Some(cpu_of(&format!("/proc/{}/stat", p.child.id()))),
         }
+    }
+
+    /// Context switches of all the process's threads so far (`/proc/<pid>/task/*/status`).
+    fn context_switches(&self) -> Option<u64> {
+        let Self::Process(p) = self else { return None };
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", p.child.id())).ok()?;
+        let mut total = 0;
+        for task in tasks.flatten() {
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+            total += status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Some(total)
     }
 
     /// A line of the process's `/proc/<pid>/status` (`VmRSS:`, `RssFile:`), in KiB.

@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
                 "overhead_per_step_ms": report.overhead_per_step_ms(),
                 "throughput_ratio": report.throughput_ratio(),
                 "rss_after_kib": report.rss_after_kib,
-                "nexus_alone": report.nexus_alone.map(|n| serde_json::json!({"cpu_us_per_exec": n.cpu_us_per_exec, "rss_after_kib": n.rss_after_kib, "rss_file_kib": n.rss_file_kib})),
+                "nexus_alone": report.nexus_alone.map(|n| serde_json::json!({"cpu_us_per_exec": n.cpu_us_per_exec, "cpu_us_per_exec_one_client": n.cpu_us_per_exec_one_client, "switches_per_exec_one_client": n.switches_per_exec_one_client, "switches_per_exec": n.switches_per_exec, "rss_after_kib": n.rss_after_kib, "rss_file_kib": n.rss_file_kib})),
             })
         );
     } else {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use nexus_engine::{Engine, ExecutionRecord, Journal, JournalError, JournalStart, Keyed};
 use nexus_store::{FinishedExecution, JournalOp, JournalStore};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::{convert, lifecycle::Tasks, registry::Registry};
@@ -17,7 +17,7 @@ const MAX_BATCH: usize = 512;
 /// commits does not grow with the number of executions in flight. Each write still returns only
 /// once it is committed.
 pub struct StoreBackedJournal {
-    queue: mpsc::Sender<Pending>,
+    group: Arc<GroupCommit>,
     store: Arc<dyn JournalStore>,
     /// This replica, and how long its claim on an execution it starts lasts.
     owner: Arc<str>,
@@ -26,23 +26,26 @@ pub struct StoreBackedJournal {
     outage_wait: std::time::Duration,
 }
 
-struct Pending {
-    op: JournalOp,
-    /// Answered once the op is committed, or with the error and the op itself (moved, never
-    /// cloned: a finish carries the execution's whole summary), to try again.
-    done: oneshot::Sender<Result<(), (JournalError, JournalOp)>>,
-}
-
 /// A store error as the engine's journal error (transient or not).
 pub(crate) fn journal_error(e: nexus_store::Error) -> JournalError {
     JournalError { transient: e.is_transient(), message: e.to_string() }
 }
 
+fn stopped() -> JournalError {
+    JournalError::permanent("the journal writer stopped")
+}
+
+/// A write's outcome: committed, or the error with the write itself (moved, never cloned: a
+/// finish carries the execution's whole summary) to try again — `None` when it is lost with a
+/// writer that stopped.
+type Outcome = Result<(), (JournalError, Option<JournalOp>)>;
+
 impl StoreBackedJournal {
-    /// The journal handle and its writers (to run with [`JournalWriters::run`]). `writers`:
-    /// transactions in flight at once (1 for SQLite, which has a single writer anyway; more for
-    /// PostgreSQL, where commits wait on the server's fsync and can overlap). Each execution
-    /// awaits its writes in order, so writers never reorder one execution's entries.
+    /// The journal handle and the task that closes it at shutdown (to run with
+    /// [`JournalWriters::run`]). `writers`: transactions in flight at once (1 for SQLite, which
+    /// has a single writer anyway; more for PostgreSQL, where commits wait on the server's fsync
+    /// and can overlap). Each execution awaits its writes in order, so concurrent commits never
+    /// reorder one execution's entries.
     pub fn new(
         store: Arc<dyn JournalStore>,
         owner: Arc<str>,
@@ -51,10 +54,14 @@ impl StoreBackedJournal {
         writers: usize,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> (Self, JournalWriters) {
-        let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let writers = JournalWriters { store: store.clone(), rx, count: writers.max(1), metrics };
-        (Self { queue, store, owner, lease, outage_wait }, writers)
+        let group = Arc::new(GroupCommit {
+            store: store.clone(),
+            metrics,
+            max_leaders: writers.max(1),
+            state: std::sync::Mutex::new(State::default()),
+            idle: tokio::sync::Notify::new(),
+        });
+        (Self { group: group.clone(), store, owner, lease, outage_wait }, JournalWriters { group })
     }
 
     /// Returns once `op` is committed. While the store is unreachable the write waits and tries
@@ -65,21 +72,18 @@ impl StoreBackedJournal {
         let mut backoff = std::time::Duration::from_millis(50);
         let mut warned = false;
         loop {
-            let (done, committed) = oneshot::channel();
-            let pending = Pending { op, done };
-            let stopped = || JournalError::permanent("the journal writer stopped");
-            self.queue.send(pending).await.map_err(|_| stopped())?;
-            let e = match committed.await.map_err(|_| stopped())? {
+            let e = match self.group.write(op).await {
                 Ok(()) => {
                     if warned {
                         tracing::info!("the store is reachable again; journal writes go through");
                     }
                     return Ok(());
                 }
-                Err((e, back)) => {
+                Err((e, Some(back))) => {
                     op = back;
                     e
                 }
+                Err((e, None)) => return Err(e),
             };
             if !e.transient || tokio::time::Instant::now() + backoff > give_up {
                 if e.transient {
@@ -104,86 +108,232 @@ impl StoreBackedJournal {
     }
 }
 
-/// The group-commit writers behind a [`StoreBackedJournal`].
-pub struct JournalWriters {
+/// Group commit without a writer task: the write that finds no commit in flight commits itself,
+/// on its own task, with whatever queued behind the commit before it; writes that arrive while
+/// `max_leaders` commits are in flight queue, and the leader that ends hands its turn to the
+/// first of them, which commits them all. A writer task cost every write two thread switches
+/// (the queue wakes the writer, the writer wakes the execution): at one client, four per
+/// journaled step.
+///
+/// Once queued, a write is committed even if its writer goes away (its future dropped, a caller
+/// that disconnected): a leader dropped mid-commit finishes on a task of its own, and a turn
+/// handed to a writer that has gone is taken by a task.
+struct GroupCommit {
     store: Arc<dyn JournalStore>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
-    count: usize,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Commits in flight at most.
+    max_leaders: usize,
+    state: std::sync::Mutex<State>,
+    /// Notified when the last commit in flight ends.
+    idle: tokio::sync::Notify,
 }
 
-impl JournalWriters {
-    /// Commits queued writes until `shutdown`, then commits what is still queued and ends (a
-    /// write queued later fails: "the journal writer stopped").
-    pub async fn run(self, shutdown: CancellationToken) {
-        let writers = (0..self.count)
-            .map(|_| group_commit(self.store.clone(), self.rx.clone(), shutdown.clone(), self.metrics.clone()));
-        futures::future::join_all(writers).await;
+#[derive(Default)]
+struct State {
+    /// Writes waiting for a commit; never empty without a commit in flight to take them.
+    queue: std::collections::VecDeque<Pending>,
+    /// Commits in flight.
+    leaders: usize,
+    /// Shut down: new writes fail, those queued are still committed.
+    closed: bool,
+}
+
+struct Pending {
+    op: JournalOp,
+    done: oneshot::Sender<Signal>,
+}
+
+enum Signal {
+    /// Committed in another write's transaction (or failed with it).
+    Done(Outcome),
+    /// This write's turn to commit, with the writes queued behind it.
+    Lead(Turn),
+}
+
+/// The right to commit one batch (counted in [`State::leaders`]) and the write that got it.
+/// Dropped unused — its writer went away — the write is committed all the same, on a task.
+struct Turn {
+    group: Arc<GroupCommit>,
+    op: Option<JournalOp>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(op) = self.op.take() else { return };
+        let group = self.group.clone();
+        // Without a runtime (it is shutting down) nothing is left to commit for.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = group.lead(op).await;
+            });
+        }
     }
 }
 
-async fn group_commit(
-    store: Arc<dyn JournalStore>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
-    shutdown: CancellationToken,
-    metrics: Arc<crate::metrics::Metrics>,
-) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    let mut ops: Vec<JournalOp> = Vec::with_capacity(MAX_BATCH);
-    let mut dones = Vec::with_capacity(MAX_BATCH);
-    loop {
+/// A leader's commit in flight. Dropped before it ends (the leader's future was dropped), it
+/// finishes on a task of its own: the writes of the batch get their answers, and the next turn
+/// is handed on.
+struct InFlight {
+    group: Arc<GroupCommit>,
+    commit: Option<futures::future::BoxFuture<'static, Vec<Outcome>>>,
+    /// The other writes of the batch, in the batch's order after the leader's.
+    dones: Vec<oneshot::Sender<Signal>>,
+}
+
+impl InFlight {
+    async fn finish(mut self) -> Outcome {
+        let results = match self.commit.as_mut() {
+            Some(commit) => commit.await,
+            None => Vec::new(),
+        };
+        self.commit = None;
+        let own = deliver(results, std::mem::take(&mut self.dones));
+        self.group.hand_off();
+        own
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(commit) = self.commit.take() else { return };
+        let (group, dones) = (self.group.clone(), std::mem::take(&mut self.dones));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = deliver(commit.await, dones);
+                group.hand_off();
+            });
+        }
+    }
+}
+
+/// Answers the batch's other writes; returns the leader's own outcome (the first).
+fn deliver(results: Vec<Outcome>, dones: Vec<oneshot::Sender<Signal>>) -> Outcome {
+    let mut results = results.into_iter();
+    let own = results.next().unwrap_or(Err((stopped(), None)));
+    for (result, done) in results.zip(dones) {
+        let _ = done.send(Signal::Done(result));
+    }
+    own
+}
+
+impl GroupCommit {
+    /// Commits `op`, in a transaction of its own writer or another's.
+    async fn write(self: &Arc<Self>, op: JournalOp) -> Outcome {
+        let queued = {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.closed {
+                return Err((stopped(), Some(op)));
+            }
+            if state.leaders < self.max_leaders {
+                state.leaders += 1;
+                Err(op)
+            } else {
+                let (done, answer) = oneshot::channel();
+                state.queue.push_back(Pending { op, done });
+                Ok(answer)
+            }
+        };
+        let op = match queued {
+            Err(op) => op,
+            Ok(answer) => match answer.await {
+                Ok(Signal::Done(outcome)) => return outcome,
+                Ok(Signal::Lead(mut turn)) => match turn.op.take() {
+                    Some(op) => op,
+                    None => return Err((stopped(), None)),
+                },
+                Err(_) => return Err((stopped(), None)),
+            },
+        };
+        self.lead(op).await
+    }
+
+    /// Commits `op` and what is queued (up to [`MAX_BATCH`] writes), answers them, and hands the
+    /// turn on. The caller holds a turn.
+    async fn lead(self: &Arc<Self>, op: JournalOp) -> Outcome {
+        let mut ops = vec![op];
+        let mut dones = Vec::new();
         {
-            // Take what is queued (waiting for at least one write), then let another writer in.
-            let mut rx = rx.lock().await;
-            let next = tokio::select! {
-                biased;
-                p = rx.recv() => p,
-                () = shutdown.cancelled() => {
-                    rx.close();
-                    rx.recv().await
-                }
-            };
-            let Some(first) = next else { return };
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = state.queue.len().min(MAX_BATCH - 1);
+            for p in state.queue.drain(..n) {
+                ops.push(p.op);
+                dones.push(p.done);
             }
         }
-        for p in batch.drain(..) {
-            ops.push(p.op);
-            dones.push(p.done);
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        let commit = Box::pin(async move { commit(&*store, &metrics, ops).await });
+        InFlight { group: self.clone(), commit: Some(commit), dones }.finish().await
+    }
+
+    /// Gives the turn of a commit that ended to the first queued write, or ends it.
+    fn hand_off(self: &Arc<Self>) {
+        let next = {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match state.queue.pop_front() {
+                Some(next) => next,
+                None => {
+                    state.leaders -= 1;
+                    if state.leaders == 0 {
+                        self.idle.notify_waiters();
+                    }
+                    return;
+                }
+            }
+        };
+        // A writer that has gone drops the turn it is sent, which commits its write on a task.
+        let _ = next.done.send(Signal::Lead(Turn { group: self.clone(), op: Some(next.op) }));
+    }
+}
+
+/// One transaction for the batch; the outcome of each write, in order.
+async fn commit(store: &dyn JournalStore, metrics: &crate::metrics::Metrics, ops: Vec<JournalOp>) -> Vec<Outcome> {
+    let started = std::time::Instant::now();
+    let applied = store.apply(&ops).await;
+    metrics.journal_commit(ops.len(), started.elapsed());
+    match applied {
+        Ok(()) => ops.iter().map(|_| Ok(())).collect(),
+        // One bad write (say, a duplicate idempotency key) must not fail the others: redo them
+        // one by one so each gets its own answer.
+        // (An unreachable store fails them all alike: no point in trying one by one.)
+        Err(e) if ops.len() > 1 && !e.is_transient() => {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for op in ops {
+                outcomes.push(match store.apply(std::slice::from_ref(&op)).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err((journal_error(e), Some(op))),
+                });
+            }
+            outcomes
         }
-        let started = std::time::Instant::now();
-        let applied = store.apply(&ops).await;
-        metrics.journal_commit(ops.len(), started.elapsed());
-        match applied {
-            Ok(()) => {
-                ops.clear();
-                for done in dones.drain(..) {
-                    let _ = done.send(Ok(()));
+        Err(e) => {
+            let e = journal_error(e);
+            ops.into_iter().map(|op| Err((e.clone(), Some(op)))).collect()
+        }
+    }
+}
+
+/// Closes a [`StoreBackedJournal`] at shutdown.
+pub struct JournalWriters {
+    group: Arc<GroupCommit>,
+}
+
+impl JournalWriters {
+    /// Waits for `shutdown`, then refuses new writes ("the journal writer stopped"), lets the
+    /// commits in flight and the writes queued behind them end, and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        shutdown.cancelled().await;
+        loop {
+            let idle = self.group.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let mut state = self.group.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.closed = true;
+                if state.leaders == 0 {
+                    return;
                 }
             }
-            // One bad write (say, a duplicate idempotency key) must not fail the others: redo
-            // them one by one so each gets its own answer.
-            // (An unreachable store fails them all alike: no point in trying one by one.)
-            Err(e) if ops.len() > 1 && !e.is_transient() => {
-                for (op, done) in ops.drain(..).zip(dones.drain(..)) {
-                    let r = match store.apply(std::slice::from_ref(&op)).await {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err((journal_error(e), op)),
-                    };
-                    let _ = done.send(r);
-                }
-            }
-            Err(e) => {
-                let e = journal_error(e);
-                for (op, done) in ops.drain(..).zip(dones.drain(..)) {
-                    let _ = done.send(Err((e.clone(), op)));
-                }
-            }
+            idle.await;
         }
     }
 }
@@ -355,4 +505,230 @@ pub(crate) async fn resume_claimed(
         };
         engine.resume(resumption, &u.steps).await;
     });
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        time::{Duration, SystemTime},
+    };
+
+    use nexus_store::{
+        ExecutionQuery, ExecutionStart, FinishedExecution, JournaledExecution, SqliteStore, UnfinishedExecution,
+    };
+
+    use super::*;
+
+    /// A real (in-memory SQLite) store whose `apply` waits at a gate the test opens, and counts
+    /// the transactions and the writes in each.
+    struct Gated {
+        inner: SqliteStore,
+        gate: tokio::sync::Semaphore,
+        batches: std::sync::Mutex<Vec<usize>>,
+        entered: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl JournalStore for Gated {
+        async fn apply(&self, ops: &[JournalOp]) -> nexus_store::Result<()> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            self.gate.acquire().await.expect("gate open").forget();
+            self.batches.lock().unwrap().push(ops.len());
+            self.inner.apply(ops).await
+        }
+        async fn start_execution(&self, s: &ExecutionStart) -> nexus_store::Result<()> {
+            self.inner.start_execution(s).await
+        }
+        async fn complete_step(&self, e: &str, s: &str, r: &str) -> nexus_store::Result<()> {
+            self.inner.complete_step(e, s, r).await
+        }
+        async fn finish_execution(&self, f: &FinishedExecution) -> nexus_store::Result<()> {
+            self.inner.finish_execution(f).await
+        }
+        async fn unfinished_executions(&self) -> nexus_store::Result<Vec<UnfinishedExecution>> {
+            self.inner.unfinished_executions().await
+        }
+        async fn finished_execution(&self, id: &str) -> nexus_store::Result<Option<FinishedExecution>> {
+            self.inner.finished_execution(id).await
+        }
+        async fn unfinished_execution(&self, id: &str) -> nexus_store::Result<Option<UnfinishedExecution>> {
+            self.inner.unfinished_execution(id).await
+        }
+        async fn renew_leases(&self, o: &str, r: &[String], u: SystemTime) -> nexus_store::Result<u64> {
+            self.inner.renew_leases(o, r, u).await
+        }
+        async fn claim_expired(
+            &self,
+            o: &str,
+            n: SystemTime,
+            u: SystemTime,
+            l: u32,
+        ) -> nexus_store::Result<Vec<UnfinishedExecution>> {
+            self.inner.claim_expired(o, n, u, l).await
+        }
+        async fn release_leases(&self, o: &str) -> nexus_store::Result<u64> {
+            self.inner.release_leases(o).await
+        }
+        async fn prune_finished(&self, b: SystemTime) -> nexus_store::Result<u64> {
+            self.inner.prune_finished(b).await
+        }
+        async fn execution_by_idempotency_key(&self, p: &str, k: &str) -> nexus_store::Result<Option<String>> {
+            self.inner.execution_by_idempotency_key(p, k).await
+        }
+        async fn list_executions(&self, q: &ExecutionQuery) -> nexus_store::Result<Vec<JournaledExecution>> {
+            self.inner.list_executions(q).await
+        }
+    }
+
+    async fn journal(writers: usize) -> (Arc<StoreBackedJournal>, JournalWriters, Arc<Gated>) {
+        let store = Arc::new(Gated {
+            inner: SqliteStore::in_memory().await.unwrap(),
+            gate: tokio::sync::Semaphore::new(0),
+            batches: Default::default(),
+            entered: AtomicUsize::new(0),
+        });
+        let (journal, writers) = StoreBackedJournal::new(
+            store.clone(),
+            Arc::from("replica-test"),
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            writers,
+            Arc::new(crate::metrics::Metrics::new()),
+        );
+        (Arc::new(journal), writers, store)
+    }
+
+    fn start(id: &str) -> JournalStart {
+        JournalStart {
+            id: Arc::from(id),
+            pattern_name: Arc::from("p"),
+            pattern_version: Arc::from("1.0.0"),
+            input: "{}".into(),
+            idempotency_key: None,
+            tenant: Arc::from("default"),
+            trace: String::new(),
+        }
+    }
+
+    /// Spawns `start(id)` on the journal.
+    fn spawn_start(journal: &Arc<StoreBackedJournal>, id: &str) -> tokio::task::JoinHandle<Result<(), JournalError>> {
+        let (journal, id) = (journal.clone(), id.to_string());
+        tokio::spawn(async move { journal.start(&start(&id)).await })
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    async fn journaled(store: &Gated) -> Vec<String> {
+        let mut ids: Vec<String> =
+            store.inner.unfinished_executions().await.unwrap().into_iter().map(|u| u.start.id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn writes_that_arrive_during_a_commit_share_the_next_one() {
+        let (journal, _writers, store) = journal(1).await;
+        let first = spawn_start(&journal, "a");
+        until("the first commit", || store.entered.load(Ordering::SeqCst) == 1).await;
+        let rest: Vec<_> = ["b", "c", "d", "e"].iter().map(|id| spawn_start(&journal, id)).collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued behind the one commit in flight, none starts another.
+        assert_eq!(store.entered.load(Ordering::SeqCst), 1);
+        store.gate.add_permits(2);
+        first.await.unwrap().unwrap();
+        for r in rest {
+            r.await.unwrap().unwrap();
+        }
+        assert_eq!(*store.batches.lock().unwrap(), vec![1, 4]);
+        assert_eq!(journaled(&store).await, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_goes_away_mid_commit_still_commits_and_answers_the_others() {
+        let (journal, _writers, store) = journal(1).await;
+        let leader = spawn_start(&journal, "a");
+        until("the first commit", || store.entered.load(Ordering::SeqCst) == 1).await;
+        let follower = spawn_start(&journal, "b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The caller disconnected: the leader's future is dropped while its commit waits.
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        store.gate.add_permits(2);
+        follower.await.unwrap().unwrap();
+        // The dropped leader's write was committed too, and the turn went on to the follower.
+        assert_eq!(*store.batches.lock().unwrap(), vec![1, 1]);
+        assert_eq!(journaled(&store).await, ["a", "b"]);
+        // Nothing is stuck: the next write commits on its own.
+        store.gate.add_permits(1);
+        journal.start(&start("c")).await.unwrap();
+        assert_eq!(journaled(&store).await, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_queued_write_whose_writer_goes_away_is_committed_and_the_queue_goes_on() {
+        let (journal, _writers, store) = journal(1).await;
+        let leader = spawn_start(&journal, "a");
+        until("the first commit", || store.entered.load(Ordering::SeqCst) == 1).await;
+        let gone = spawn_start(&journal, "b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gone.abort();
+        let _ = gone.await;
+        store.gate.add_permits(1);
+        leader.await.unwrap().unwrap();
+        // "b"'s turn, handed to a writer that has gone, is taken by a task.
+        let later = spawn_start(&journal, "c");
+        store.gate.add_permits(2);
+        // Bounded: a turn lost with its writer would stall every later write.
+        tokio::time::timeout(Duration::from_secs(10), later).await.expect("the queue went on").unwrap().unwrap();
+        until("b's commit", || store.batches.lock().unwrap().iter().sum::<usize>() == 3).await;
+        assert_eq!(journaled(&store).await, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_commits_stay_within_the_writers_and_every_write_lands() {
+        let (journal, _writers, store) = journal(2).await;
+        let tasks: Vec<_> = (0..40).map(|i| spawn_start(&journal, &format!("e{i:02}"))).collect();
+        until("two commits in flight", || store.entered.load(Ordering::SeqCst) == 2).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.entered.load(Ordering::SeqCst), 2, "at most two commits in flight");
+        store.gate.add_permits(1000);
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let batches = store.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 40);
+        assert!(batches.len() < 40, "writes were batched: {batches:?}");
+        assert_eq!(journaled(&store).await.len(), 40);
+    }
+
+    #[tokio::test]
+    async fn shutdown_commits_what_is_queued_then_refuses_new_writes() {
+        let (journal, writers, store) = journal(1).await;
+        let shutdown = CancellationToken::new();
+        let closing = tokio::spawn(writers.run(shutdown.clone()));
+        let first = spawn_start(&journal, "a");
+        until("the first commit", || store.entered.load(Ordering::SeqCst) == 1).await;
+        let queued = spawn_start(&journal, "b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!closing.is_finished(), "a commit is still in flight");
+        let refused = journal.start(&start("c")).await.unwrap_err();
+        assert_eq!(refused.message, "the journal writer stopped");
+        assert!(!refused.transient);
+        store.gate.add_permits(2);
+        first.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        closing.await.unwrap();
+        assert_eq!(journaled(&store).await, ["a", "b"]);
+    }
 }
