@@ -38,7 +38,7 @@ fn stopped() -> JournalError {
 /// A write's outcome: committed, or the error with the write itself (moved, never cloned: a
 /// finish carries the execution's whole summary) to try again — `None` when it is lost with a
 /// writer that stopped.
-type Outcome = Result<(), (JournalError, Option<JournalOp>)>;
+type Outcome = Result<(), Box<(JournalError, Option<JournalOp>)>>;
 
 impl StoreBackedJournal {
     /// The journal handle and the task that closes it at shutdown (to run with
@@ -79,11 +79,13 @@ impl StoreBackedJournal {
                     }
                     return Ok(());
                 }
-                Err((e, Some(back))) => {
-                    op = back;
-                    e
-                }
-                Err((e, None)) => return Err(e),
+                Err(failed) => match *failed {
+                    (e, Some(back)) => {
+                        op = back;
+                        e
+                    }
+                    (e, None) => return Err(e),
+                },
             };
             if !e.transient || tokio::time::Instant::now() + backoff > give_up {
                 if e.transient {
@@ -147,7 +149,7 @@ enum Signal {
     /// Committed in another write's transaction (or failed with it).
     Done(Outcome),
     /// This write's turn to commit, with the writes queued behind it.
-    Lead(Turn),
+    Lead(Box<Turn>),
 }
 
 /// The right to commit one batch (counted in [`State::leaders`]) and the write that got it.
@@ -209,7 +211,7 @@ impl Drop for InFlight {
 /// Answers the batch's other writes; returns the leader's own outcome (the first).
 fn deliver(results: Vec<Outcome>, dones: Vec<oneshot::Sender<Signal>>) -> Outcome {
     let mut results = results.into_iter();
-    let own = results.next().unwrap_or(Err((stopped(), None)));
+    let own = results.next().unwrap_or(Err(Box::new((stopped(), None))));
     for (result, done) in results.zip(dones) {
         let _ = done.send(Signal::Done(result));
     }
@@ -222,7 +224,7 @@ impl GroupCommit {
         let queued = {
             let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if state.closed {
-                return Err((stopped(), Some(op)));
+                return Err(Box::new((stopped(), Some(op))));
             }
             if state.leaders < self.max_leaders {
                 state.leaders += 1;
@@ -239,9 +241,9 @@ impl GroupCommit {
                 Ok(Signal::Done(outcome)) => return outcome,
                 Ok(Signal::Lead(mut turn)) => match turn.op.take() {
                     Some(op) => op,
-                    None => return Err((stopped(), None)),
+                    None => return Err(Box::new((stopped(), None))),
                 },
-                Err(_) => return Err((stopped(), None)),
+                Err(_) => return Err(Box::new((stopped(), None))),
             },
         };
         self.lead(op).await
@@ -281,7 +283,7 @@ impl GroupCommit {
             }
         };
         // A writer that has gone drops the turn it is sent, which commits its write on a task.
-        let _ = next.done.send(Signal::Lead(Turn { group: self.clone(), op: Some(next.op) }));
+        let _ = next.done.send(Signal::Lead(Box::new(Turn { group: self.clone(), op: Some(next.op) })));
     }
 }
 
@@ -300,14 +302,14 @@ async fn commit(store: &dyn JournalStore, metrics: &crate::metrics::Metrics, ops
             for op in ops {
                 outcomes.push(match store.apply(std::slice::from_ref(&op)).await {
                     Ok(()) => Ok(()),
-                    Err(e) => Err((journal_error(e), Some(op))),
+                    Err(e) => Err(Box::new((journal_error(e), Some(op)))),
                 });
             }
             outcomes
         }
         Err(e) => {
             let e = journal_error(e);
-            ops.into_iter().map(|op| Err((e.clone(), Some(op)))).collect()
+            ops.into_iter().map(|op| Err(Box::new((e.clone(), Some(op))))).collect()
         }
     }
 }
