@@ -464,6 +464,13 @@ impl NexusProcess {
             .env("NEXUS_SERVICES", services.join(","))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped());
+        // Experiments on the Nexus process alone (its runtime, its allocator): a variable
+        // `NEXUS_BENCH_CHILD_X=v` of the benchmark reaches the child as `X=v`.
+        for (k, v) in std::env::vars_os() {
+            if let Some(name) = k.to_str().and_then(|k| k.strip_prefix("NEXUS_BENCH_CHILD_")) {
+                cmd.env(name, v);
+            }
+        }
         if let Some(url) = &config.store.url {
             cmd.env("NEXUS_DATABASE_URL", url);
         }

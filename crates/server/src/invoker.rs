@@ -41,7 +41,25 @@ fn connections_per_backend() -> usize {
         .clamp(1, 64)
 }
 
-type Sender = hyper::client::conn::http2::SendRequest<tonic::body::Body>;
+type Sender = h2::client::SendRequest<bytes::Bytes>;
+
+/// The HTTP/2 settings of a backend connection: hyper's client defaults, which this invoker used
+/// before it spoke `h2` directly (large windows, so a response of a few MiB needs no
+/// WINDOW_UPDATE round trips; 16 KiB of response headers at most).
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONNECTION_WINDOW: u32 = 5 << 20;
+const MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
+const MAX_SEND_BUFFER: usize = 1 << 20;
+/// A connection is pinged after this long, idle or not, and closed when the pong does not come
+/// back within [`KEEP_ALIVE_TIMEOUT`] (a backend that vanished without a FIN is noticed).
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An open connection: its sender, and whether its task has ended.
+struct Open {
+    sender: Sender,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
 
 /// One HTTP/2 connection to a backend, opened on first use and again whenever it has closed.
 pub struct Connection {
@@ -52,7 +70,7 @@ pub struct Connection {
     origin: http::Uri,
     /// TLS settings for an `https://` backend.
     tls: Option<tls::ClientTls>,
-    current: std::sync::Mutex<Option<Sender>>,
+    current: std::sync::Mutex<Option<Open>>,
     /// One dial at a time.
     dialing: tokio::sync::Mutex<()>,
 }
@@ -97,7 +115,7 @@ impl Connection {
 
     fn open(&self) -> Option<Sender> {
         let current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        current.as_ref().filter(|s| !s.is_closed()).cloned()
+        current.as_ref().filter(|o| !o.closed.load(std::sync::atomic::Ordering::Acquire)).map(|o| o.sender.clone())
     }
 
     /// The connection's sender, dialing (within 5 s) if there is none or it has closed.
@@ -120,51 +138,165 @@ impl Connection {
                 tls::ClientStream::Tls(stream) => self.handshake(*stream).await,
             }
         };
-        let sender = tokio::time::timeout(Duration::from_secs(5), dial)
+        let open = tokio::time::timeout(Duration::from_secs(5), dial)
             .await
             .map_err(|_| unavailable(format!("no connection to {} within 5s", self.address)))?
             .map_err(|e| unavailable(format!("connecting to {}: {e}", self.address)))?;
-        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender.clone());
+        let sender = open.sender.clone();
+        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(open);
         Ok(sender)
     }
 
-    /// HTTP/2 over an open stream; the connection is driven by a task of its own.
-    async fn handshake<T>(&self, io: T) -> Result<Sender, String>
+    /// HTTP/2 over an open stream; the connection is driven by a task of its own, which also
+    /// pings it (see [`KEEP_ALIVE_INTERVAL`]) and marks it closed when it ends.
+    async fn handshake<T>(&self, io: T) -> Result<Open, String>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .handshake(hyper_util::rt::TokioIo::new(io))
+        let (sender, mut connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .enable_push(false)
+            .handshake::<_, bytes::Bytes>(io)
             .await
             .map_err(|e| e.to_string())?;
-        let backend = self.backend.clone();
+        let ping = connection.ping_pong();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (backend, ended) = (self.backend.clone(), closed.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%backend, "connection closed: {e}");
+            tokio::select! {
+                r = &mut connection => if let Err(e) = r {
+                    tracing::debug!(%backend, "connection closed: {e}");
+                },
+                why = keep_alive(ping) => tracing::info!(%backend, "connection dropped: {why}"),
             }
+            ended.store(true, std::sync::atomic::Ordering::Release);
         });
-        Ok(sender)
+        Ok(Open { sender, closed })
     }
 }
 
-/// A connection's sender as the tower service tonic's client drives.
+/// Pings the connection every [`KEEP_ALIVE_INTERVAL`]; returns why it should be dropped.
+async fn keep_alive(ping: Option<h2::PingPong>) -> String {
+    let Some(mut ping) = ping else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
+            Err(_) => return format!("no answer to a keep-alive ping within {KEEP_ALIVE_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// A request that never reached the backend: its connection was closed or refused it.
+#[derive(Debug)]
+struct NotSent(h2::Error);
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request not sent: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotSent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A connection's sender as the tower service tonic's client drives, speaking `h2` directly.
+///
+/// Not hyper's client: for every request hyper hands the request to the connection's task over
+/// a channel, spawns a task that waits for the response and one that pipes the body (a new
+/// stream has no send window until the connection task opens it, so the body never goes out
+/// with the headers: two writes per request). Here the caller's task opens the stream and
+/// queues headers and body at once (h2 sends the body when the stream opens, in the same write)
+/// and awaits the response itself.
 #[derive(Clone)]
 struct H2(Sender);
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl tower::Service<http::Request<tonic::body::Body>> for H2 {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
+    type Response = http::Response<H2Body>;
+    type Error = BoxError;
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.0.poll_ready(cx).map_err(|e| NotSent(e).into())
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.0.send_request(req))
+        use http_body_util::BodyExt;
+        let mut sender = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            // The body is the one message the engine encoded (unary and server-streaming calls):
+            // it is all there at once.
+            let body = body.collect().await?.to_bytes();
+            let request = http::Request::from_parts(parts, ());
+            let (response, mut stream) = sender.send_request(request, body.is_empty()).map_err(NotSent)?;
+            if !body.is_empty() {
+                // Buffered by h2 beyond the stream's window and sent as the window allows.
+                stream.send_data(body, true).map_err(NotSent)?;
+            }
+            let response = response.await?;
+            Ok(response.map(|recv| H2Body { recv, data_done: false, done: false }))
+        })
+    }
+}
+
+/// A response body over h2's `RecvStream`: its DATA frames (their window given back as they are
+/// read), then its trailers.
+struct H2Body {
+    recv: h2::RecvStream,
+    data_done: bool,
+    done: bool,
+}
+
+impl http_body::Body for H2Body {
+    type Data = bytes::Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, h2::Error>>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if !self.data_done {
+            match std::task::ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Released at once: the message is copied out of the frame by the decoder,
+                    // and tonic bounds what it buffers (4 MiB per message).
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => self.data_done = true,
+            }
+        }
+        let trailers = std::task::ready!(self.recv.poll_trailers(cx));
+        self.done = true;
+        Poll::Ready(match trailers {
+            Ok(Some(t)) => Some(Ok(http_body::Frame::trailers(t))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }
 
@@ -236,8 +368,11 @@ fn request(call: Call) -> tonic::Request<Payload> {
 fn connection_lost(s: &Status) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
     while let Some(e) = cause {
-        if let Some(h) = e.downcast_ref::<hyper::Error>()
-            && (h.is_canceled() || h.is_closed() || h.is_incomplete_message())
+        if e.is::<NotSent>() {
+            return true;
+        }
+        if let Some(h) = e.downcast_ref::<h2::Error>()
+            && (h.is_io() || h.is_go_away() || h.reason() == Some(h2::Reason::REFUSED_STREAM))
         {
             return true;
         }

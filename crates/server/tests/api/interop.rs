@@ -292,6 +292,20 @@ output:
         "team": "nexus"
     });
     ensure!(output == expected, "output {output}, expected {expected}");
+
+    // A message of 2.5 MiB each way: far beyond the 64 KiB an HTTP/2 stream may send before the
+    // backend's first WINDOW_UPDATE (Nexus's request waits for the backend's window), and beyond
+    // the 2 MiB window Nexus grants a response (Nexus gives it back as it reads).
+    let big: String = (0..5 * 512 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let response =
+        client.execute_pattern(execute_request("interop_echo", serde_json::json!({"text": big}))?).await?.into_inner();
+    let output = to_json(&response.output.unwrap_or_default());
+    ensure!(
+        output["text"].as_str() == Some(big.as_str()),
+        "a {} byte echo came back as {} bytes",
+        big.len(),
+        output["text"].as_str().map_or(0, str::len)
+    );
     Ok(())
 }
 
