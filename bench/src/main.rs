@@ -87,7 +87,14 @@ fn main() -> anyhow::Result<()> {
         nexus_process: if args.in_process { None } else { Some(std::env::current_exe()?) },
         costly_background: args.costly_background,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.serve_nexus {
+        // As `nexus serve` does: NEXUS_WORKER_THREADS, else one worker per core.
+        if let Some(n) = std::env::var("NEXUS_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
+            runtime.worker_threads(n.clamp(1, 1024));
+        }
+    }
+    let runtime = runtime.enable_all().build()?;
     if args.serve_nexus {
         return runtime.block_on(nexus_bench::serve_nexus_child());
     }

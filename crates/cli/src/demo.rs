@@ -29,6 +29,9 @@ pub struct DemoArgs {
     /// Exit after the example execution instead of serving until Ctrl-C.
     #[arg(long)]
     once: bool,
+    /// Threads that run requests [default: one per core].
+    #[arg(long, env = "NEXUS_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 /// The newest execution of `pattern` with `status`, waiting up to 10 s for one to appear.

@@ -510,6 +510,10 @@ struct ServeArgs {
     /// Address to listen on (gRPC, gRPC-Web, Connect JSON and CloudEvents on one port).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Threads that run requests [default: one per core]. Fewer than the cores when Nexus
+    /// shares the machine with its backends or its clients (see docs/config.md).
+    #[arg(long, env = "NEXUS_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     /// A backend to plug in, as NAME=URL (descriptors by gRPC server reflection). Repeatable.
     #[arg(long = "service", value_name = "NAME=URL")]
     services: Vec<String>,
@@ -549,7 +553,16 @@ fn main() -> std::process::ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(matches!(cli.command, Command::Serve(_) | Command::Demo(_)), cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let workers = match &cli.command {
+        Command::Serve(args) => args.worker_threads,
+        Command::Demo(args) => args.worker_threads,
+        _ => None,
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        runtime.worker_threads(n.into());
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -355,6 +355,38 @@ fn serving_beyond_loopback_needs_auth_or_insecure_and_open_mode_says_so_loudly()
     assert!(stderr.contains("AUTHENTICATION IS OFF"), "the open mode is announced: {stderr}");
 }
 
+/// The threads of process `pid` named `tokio-rt-worker` (the runtime's workers).
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count()
+}
+
+#[test]
+fn worker_threads_sets_the_runtime_workers_and_refuses_zero() {
+    for (args, env, expected) in [(&["--worker-threads", "3"][..], None, 3), (&[][..], Some("1"), 1)] {
+        let mut cmd = nexus();
+        cmd.args(["serve", "--in-memory", "--listen", "127.0.0.1:0"]).args(args).env("NEXUS_LOG", "warn");
+        match env {
+            Some(v) => cmd.env("NEXUS_WORKER_THREADS", v),
+            None => cmd.env_remove("NEXUS_WORKER_THREADS"),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let started = lines.next().is_some_and(|l| l.is_ok_and(|l| l.contains("nexus listening")));
+        let workers = runtime_workers(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(started, "{args:?} {env:?}: nexus serve did not start");
+        assert_eq!(workers, expected, "{args:?} {env:?}");
+    }
+    let out = nexus().args(["serve", "--in-memory", "--worker-threads", "0"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--worker-threads") && stderr.contains("1..=1024"), "{stderr}");
+}
+
 #[test]
 fn an_unreachable_database_stops_serve_with_the_reason_and_no_password() {
     let out = nexus()
