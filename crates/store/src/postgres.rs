@@ -11,8 +11,10 @@ use crate::{Error, Result};
 
 pub struct PgStore {
     pub(crate) pool: PgPool,
-    /// The journal's group commits: the same pool (commits from several connections overlap
-    /// on the server's fsync; see `StoreBackedJournal`'s writers).
+    /// The journal's group commits: a pool of its own (commits from several connections overlap
+    /// on the server's fsync; see `StoreBackedJournal`'s writers) whose connections are not
+    /// pinged before each use — the ping was a round trip per commit, and a journal write that
+    /// meets a connection the server closed fails transiently and is retried on a new one.
     pub(crate) journal_pool: PgPool,
 }
 
@@ -56,11 +58,16 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(open_err)?;
         crate::migrate::postgres(&pool).await?;
-        let store = Self { journal_pool: pool.clone(), pool };
+        let journal_pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        let store = Self { journal_pool, pool };
         store.backfill_meta().await?;
         Ok(store)
     }
