@@ -107,12 +107,14 @@ fn postgres_batch_sql() -> String {
     let finish = "UPDATE executions SET status = x.status, record = x.record
             FROM json_to_recordset($1::json) AS x(id text, status text, record text) WHERE executions.id = x.id
             RETURNING executions.id";
-    let compact = "DELETE FROM step_results WHERE execution_id IN
-            (SELECT id FROM json_to_recordset($1::json) AS x(id text))";
+    // `= ANY (ARRAY(…))`: the ids are computed once and looked up in the primary key; `IN
+    // (SELECT …)` planned a hash join over a scan of the whole table (dead rows included).
+    let compact = "DELETE FROM step_results WHERE execution_id = ANY
+            (ARRAY(SELECT id FROM json_to_recordset($1::json) AS x(id text)))";
     // A finished execution waits for nothing. Its waits are deleted after its row is updated (the
     // DELETE reads the UPDATE's result): rows are locked in the order `EventStore::resolve_wait`
     // locks them, the execution first, so the two cannot deadlock.
-    let unwait = "DELETE FROM event_waits WHERE execution_id IN (SELECT id FROM f)";
+    let unwait = "DELETE FROM event_waits WHERE execution_id = ANY (ARRAY(SELECT id FROM f))";
     // The whole batch in one statement (data-modifying CTEs: one round trip, atomic). The parts
     // never touch the same rows: a batch holds at most one write per execution.
     format!(

@@ -66,7 +66,10 @@ impl PgStore {
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
-            .connect_lazy_with(options);
+            // The batch statement's parameters are JSON arrays, whose row counts the planner
+            // cannot see: a plan made for the values is the generic plan, planned again for
+            // every commit. Planned once per connection instead.
+            .connect_lazy_with(options.options([("plan_cache_mode", "force_generic_plan")]));
         let store = Self { journal_pool, pool };
         store.backfill_meta().await?;
         Ok(store)
