@@ -140,6 +140,15 @@ mod tests {
         sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await.unwrap();
         assert!(!plan.contains("Seq Scan"), "{plan}");
         assert!(plan.contains("executions_pkey") && plan.contains("step_results_pkey"), "{plan}");
+        // Nor by reading a whole index: every index scan looks up keys (a scan without an index
+        // condition reads every entry, as the first version of the finish's UPDATE did).
+        let lines: Vec<&str> = plan.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("Index Scan") || line.contains("Index Only Scan") {
+                let cond = lines.get(i + 1).is_some_and(|next| next.contains("Index Cond"));
+                assert!(cond, "an index scan without a key to look up: {line}\n{plan}");
+            }
+        }
     }
 
     #[tokio::test]
