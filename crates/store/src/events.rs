@@ -112,7 +112,7 @@ macro_rules! event_store_impl {
                 UnfinishedExecution, WaitResolution,
                 dialect::Dialect,
                 events::*,
-                journal::{Batch, STEPS_OF, batch_sql, next_seq},
+                journal::{STEPS_OF, batch_sql, next_seq},
                 time::{from_ms, ms, now_ms},
             };
 
@@ -351,17 +351,12 @@ macro_rules! event_store_impl {
                         return Ok(WaitResolution::Gone);
                     }
                     // The step's result, journaled by the very statement `complete_step` runs.
-                    let batch = Batch::of(&[JournalOp::Step {
+                    let step = [JournalOp::Step {
                         execution_id: execution_id.to_string(),
                         step_id: step_id.to_string(),
                         result: result.to_string(),
-                    }]);
-                    sqlx::query(&rendered().batch)
-                        .bind(batch.starts)
-                        .bind(batch.steps)
-                        .bind(batch.finishes)
-                        .execute(&mut *tx)
-                        .await?;
+                    }];
+                    <$store>::batch_query(&rendered().batch, &step).execute(&mut *tx).await?;
                     if !parked {
                         tx.commit().await?;
                         return Ok(WaitResolution::Running);

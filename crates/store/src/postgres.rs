@@ -91,6 +91,76 @@ crate::meta_sql::meta_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Diale
 crate::events::event_store_impl!(PgStore, sqlx::Postgres, crate::dialect::Dialect::Postgres);
 
 impl PgStore {
+    /// The journal's batch statement (`journal::batch_sql`) with `ops` bound: one array per
+    /// column of each kind of write (empty arrays for a kind the batch has none of).
+    pub(crate) fn batch_query<'q>(
+        sql: &'q str,
+        ops: &'q [crate::JournalOp],
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        use crate::{JournalOp, journal::next_seq, time::ms};
+        #[derive(Default)]
+        struct Starts<'a> {
+            id: Vec<&'a str>,
+            name: Vec<&'a str>,
+            version: Vec<&'a str>,
+            input: Vec<&'a str>,
+            key: Vec<Option<&'a str>>,
+            tenant: Vec<&'a str>,
+            trace: Vec<&'a str>,
+            started: Vec<i64>,
+            owner: Vec<&'a str>,
+            lease: Vec<i64>,
+        }
+        let mut s = Starts::default();
+        let (mut step_execution, mut step_id, mut step_seq, mut step_result) = (vec![], vec![], vec![], vec![]);
+        let (mut end_id, mut end_status, mut end_record) = (vec![], vec![], vec![]);
+        for op in ops {
+            match op {
+                JournalOp::Start(x) => {
+                    s.id.push(x.id.as_str());
+                    s.name.push(x.pattern_name.as_str());
+                    s.version.push(x.pattern_version.as_str());
+                    s.input.push(x.input.as_str());
+                    s.key.push(x.idempotency_key.as_deref());
+                    s.tenant.push(x.tenant.as_str());
+                    s.trace.push(x.trace.as_str());
+                    s.started.push(ms(x.started_at));
+                    s.owner.push(x.owner.as_str());
+                    s.lease.push(ms(x.lease_until));
+                }
+                JournalOp::Step { execution_id, step_id: step, result } => {
+                    step_execution.push(execution_id.as_str());
+                    step_id.push(step.as_str());
+                    step_seq.push(next_seq());
+                    step_result.push(result.as_str());
+                }
+                JournalOp::Finish(f) => {
+                    end_id.push(f.id.as_str());
+                    end_status.push(f.status.as_str());
+                    end_record.push(f.record.as_str());
+                }
+            }
+        }
+        sqlx::query(sql)
+            .bind(s.id)
+            .bind(s.name)
+            .bind(s.version)
+            .bind(s.input)
+            .bind(s.key)
+            .bind(s.tenant)
+            .bind(s.trace)
+            .bind(s.started)
+            .bind(s.owner)
+            .bind(s.lease)
+            .bind(step_execution)
+            .bind(step_id)
+            .bind(step_seq)
+            .bind(step_result)
+            .bind(end_id)
+            .bind(end_status)
+            .bind(end_record)
+    }
+
     /// PostgreSQL has no in-place writer: every batch goes through the pool.
     pub(crate) async fn apply_in_place(&self, _ops: &[crate::JournalOp]) -> Result<bool> {
         Ok(false)
@@ -125,14 +195,14 @@ mod tests {
         let store = PgStore::connect(&url, Some(&schema)).await.unwrap();
         let mut conn = store.journal_pool.acquire().await.unwrap();
         let sql = crate::journal::batch_sql(Dialect::Postgres);
-        sqlx::raw_sql(&format!("PREPARE batch(text, text, text) AS {sql}")).execute(&mut *conn).await.unwrap();
-        let plan: Vec<String> = sqlx::query_scalar(
-            r#"EXPLAIN EXECUTE batch(NULL, '[{"id":"e","step":"s","seq":1,"result":"{}"}]',
-                '[{"id":"e","status":"SUCCEEDED","record":"{}"}]')"#,
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+        sqlx::raw_sql(&format!("PREPARE batch AS {sql}")).execute(&mut *conn).await.unwrap();
+        // No start; a step result; an end.
+        let (no_starts, step, end) =
+            ("'{}', ".repeat(10), "'{e}', '{s}', '{1}', '{\"{}\"}'", "'{e}', '{SUCCEEDED}', '{\"{}\"}'");
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE batch({no_starts}{step}, {end})"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
         let plan = plan.join("\n");
         drop(conn);
         store.journal_pool.close().await;

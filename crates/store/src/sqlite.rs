@@ -221,6 +221,16 @@ impl SqliteStore {
         .map_err(Error::Sqlite)
     }
 
+    /// The journal's batch statement (`journal::batch_sql`) with `ops` bound: one JSON array per
+    /// kind of write.
+    pub(crate) fn batch_query<'q>(
+        sql: &'q str,
+        ops: &[JournalOp],
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        let batch = crate::journal::Batch::of(ops);
+        sqlx::query(sql).bind(batch.starts).bind(batch.steps).bind(batch.finishes)
+    }
+
     /// A write transaction that holds SQLite's write lock from its start: a deferred one that
     /// reads and then writes deadlocks with another writer ("database is locked") whatever the
     /// busy timeout.
