@@ -272,16 +272,12 @@ macro_rules! journal_impl {
                 }
 
                 async fn apply(&self, ops: &[JournalOp]) -> Result<()> {
-                    // SQLite on disk commits on the journal's own connection, in place (`sqlite.rs`).
-                    // Through the pool, whatever the batch size, one statement (each kind of write
-                    // travels as one JSON array parameter): one round trip to the database, not a few
-                    // per write. One batch holds at most one write per execution (each execution
-                    // awaits its writes in turn), so the order of the kinds within it does not matter.
-                    if self.apply_in_place(ops).await? {
-                        return Ok(());
-                    }
-                    <$store>::batch_query(&rendered().batch, ops).execute(&self.journal_pool).await?;
-                    Ok(())
+                    // Each store commits on the journal's own connections (`apply_batch`): SQLite on
+                    // disk in place, PostgreSQL outside the pool. Whatever the batch size, one
+                    // statement: one round trip to the database, not a few per write. One batch holds
+                    // at most one write per execution (each execution awaits its writes in turn), so
+                    // the order of the kinds within it does not matter.
+                    self.apply_batch(&rendered().batch, ops).await
                 }
 
                 async fn unfinished_executions(&self) -> Result<Vec<UnfinishedExecution>> {

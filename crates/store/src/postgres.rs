@@ -11,11 +11,70 @@ use crate::{Error, Result};
 
 pub struct PgStore {
     pub(crate) pool: PgPool,
-    /// The journal's group commits: a pool of its own (commits from several connections overlap
-    /// on the server's fsync; see `StoreBackedJournal`'s writers) whose connections are not
-    /// pinged before each use — the ping was a round trip per commit, and a journal write that
-    /// meets a connection the server closed fails transiently and is retried on a new one.
-    pub(crate) journal_pool: PgPool,
+    /// The journal's group commits: connections of their own (see [`JournalConnections`]).
+    journal: JournalConnections,
+}
+
+/// Idle journal connections kept at most (one per journal writer is in use at a time).
+const JOURNAL_IDLE: usize = 8;
+
+/// The journal's connections, outside sqlx's pool: a pool pings each connection it gets back
+/// (a round trip to the server on a task it spawns, after every commit), and may ping it again
+/// before lending it. A commit takes an idle connection (or opens one), runs the batch, and puts
+/// the connection back only if the batch went through: a connection that failed is dropped, with
+/// the idle ones (the server is likely gone or restarted), and the journal's retry opens new ones.
+struct JournalConnections {
+    options: PgConnectOptions,
+    idle: std::sync::Mutex<Vec<sqlx::PgConnection>>,
+}
+
+impl JournalConnections {
+    fn new(options: &PgConnectOptions) -> Self {
+        // The batch is planned once per connection: its parameters are arrays whose lengths the
+        // planner cannot see, so a plan made for the values is the generic plan planned again
+        // for every commit. And that plan must look rows up by primary key whatever the tables'
+        // statistics say: planned while the tables were empty (a new deployment, before
+        // autoanalyze), it scanned `executions` and `step_results` whole at every commit for as
+        // long as the connection lived — PostgreSQL's CPU per durable execution grew with the
+        // table (26,041 sequential scans against 40 index scans of `executions` 10 s into a
+        // benchmark).
+        let options = options.clone().options([("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")]);
+        Self { options, idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<sqlx::PgConnection>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle connection, or a new one (within 5 s).
+    async fn take(&self) -> Result<sqlx::PgConnection> {
+        if let Some(conn) = self.idle().pop() {
+            return Ok(conn);
+        }
+        let connect = <sqlx::PgConnection as sqlx::Connection>::connect_with(&self.options);
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(conn) => Ok(conn?),
+            Err(_) => Err(Error::Database(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    /// Commits `ops` with the batch statement `sql` (`journal::batch_sql`).
+    async fn apply(&self, sql: &str, ops: &[crate::JournalOp]) -> Result<()> {
+        let mut conn = self.take().await?;
+        match PgStore::batch_query(sql, ops).execute(&mut conn).await {
+            Ok(_) => {
+                let mut idle = self.idle();
+                if idle.len() < JOURNAL_IDLE {
+                    idle.push(conn);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.idle().clear();
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// The URL with its password replaced, for logs and error messages.
@@ -62,20 +121,8 @@ impl PgStore {
             .await
             .map_err(open_err)?;
         crate::migrate::postgres(&pool).await?;
-        let journal_pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(false)
-            // Its one statement (the batch) is planned once per connection: its parameters are
-            // JSON arrays whose row counts the planner cannot see, so a plan made for the values
-            // is the generic plan planned again for every commit. And that plan must look rows
-            // up by primary key whatever the tables' statistics say: planned while the tables
-            // were empty (a new deployment, before autoanalyze), it scanned `executions` and
-            // `step_results` whole at every commit for as long as the connection lived —
-            // PostgreSQL's CPU per durable execution grew with the table (26,041 sequential
-            // scans against 40 index scans of `executions` 10 s into a benchmark).
-            .connect_lazy_with(options.options([("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")]));
-        let store = Self { journal_pool, pool };
+        let journal = JournalConnections::new(&options);
+        let store = Self { journal, pool };
         store.backfill_meta().await?;
         Ok(store)
     }
@@ -161,9 +208,10 @@ impl PgStore {
             .bind(end_record)
     }
 
-    /// PostgreSQL has no in-place writer: every batch goes through the pool.
-    pub(crate) async fn apply_in_place(&self, _ops: &[crate::JournalOp]) -> Result<bool> {
-        Ok(false)
+    /// Commits a journal batch (`sql` is `journal::batch_sql`) on the journal's own connections
+    /// ([`JournalConnections`]), never through the pool.
+    pub(crate) async fn apply_batch(&self, sql: &str, ops: &[crate::JournalOp]) -> Result<()> {
+        self.journal.apply(sql, ops).await
     }
 }
 
@@ -193,19 +241,18 @@ mod tests {
         let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
         sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.unwrap();
         let store = PgStore::connect(&url, Some(&schema)).await.unwrap();
-        let mut conn = store.journal_pool.acquire().await.unwrap();
+        let mut conn = store.journal.take().await.unwrap();
         let sql = crate::journal::batch_sql(Dialect::Postgres);
-        sqlx::raw_sql(&format!("PREPARE batch AS {sql}")).execute(&mut *conn).await.unwrap();
+        sqlx::raw_sql(&format!("PREPARE batch AS {sql}")).execute(&mut conn).await.unwrap();
         // No start; a step result; an end.
         let (no_starts, step, end) =
             ("'{}', ".repeat(10), "'{e}', '{s}', '{1}', '{\"{}\"}'", "'{e}', '{SUCCEEDED}', '{\"{}\"}'");
         let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE batch({no_starts}{step}, {end})"))
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut conn)
             .await
             .unwrap();
         let plan = plan.join("\n");
         drop(conn);
-        store.journal_pool.close().await;
         store.pool.close().await;
         sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await.unwrap();
         assert!(!plan.contains("Seq Scan"), "{plan}");

@@ -221,6 +221,15 @@ impl SqliteStore {
         .map_err(Error::Sqlite)
     }
 
+    /// Commits a journal batch (`sql` is `journal::batch_sql`): in place on disk, through the pool
+    /// in memory.
+    pub(crate) async fn apply_batch(&self, sql: &str, ops: &[JournalOp]) -> Result<()> {
+        if !self.apply_in_place(ops).await? {
+            Self::batch_query(sql, ops).execute(&self.journal_pool).await?;
+        }
+        Ok(())
+    }
+
     /// The journal's batch statement (`journal::batch_sql`) with `ops` bound: one JSON array per
     /// kind of write.
     pub(crate) fn batch_query<'q>(
