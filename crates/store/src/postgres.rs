@@ -15,8 +15,10 @@ pub struct PgStore {
     journal: JournalConnections,
 }
 
-/// Idle journal connections kept at most (one per journal writer is in use at a time).
-const JOURNAL_IDLE: usize = 8;
+/// Idle journal connections kept at most: one per journal writer is in use at a time, and there
+/// are at most 64 writers (`NEXUS_JOURNAL_WRITERS`), so a connection is closed only after a burst
+/// of other callers.
+const JOURNAL_IDLE: usize = 64;
 
 /// The journal's connections, outside sqlx's pool: a pool pings each connection it gets back
 /// (a round trip to the server on a task it spawns, after every commit), and may ping it again
