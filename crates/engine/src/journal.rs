@@ -63,6 +63,14 @@ pub trait Journal: Send + Sync + 'static {
 
     async fn finished(&self, record: &ExecutionRecord) -> Result<(), JournalError>;
 
+    /// Takes back the write of `step_id`'s result (a `step_completed` still awaited) if no commit
+    /// has taken it yet: true when it will not be written. The engine takes back a leaf step's
+    /// result when the execution's end, written next, records it anyway. A journal that cannot
+    /// tell keeps the default: nothing is taken back.
+    fn withdraw_step(&self, _execution_id: &str, _step_id: &str) -> bool {
+        false
+    }
+
     /// The execution that used idempotency `key` for `pattern` (on any replica, before any
     /// restart), if one did.
     async fn keyed(&self, pattern: &str, key: &str) -> Result<Option<Keyed>, JournalError>;

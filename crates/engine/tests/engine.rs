@@ -867,6 +867,10 @@ struct MemJournal {
     writes: Mutex<Vec<String>>,
     fail_steps: std::sync::atomic::AtomicBool,
     keys: Mutex<HashMap<String, nexus_engine::Keyed>>,
+    /// Steps whose result takes this long to commit, queued meanwhile (`withdraw_step` takes them
+    /// back, like the store's group commit does a write no commit has taken yet).
+    slow_steps: Mutex<HashMap<String, Duration>>,
+    queued: Mutex<Vec<String>>,
 }
 
 #[async_trait::async_trait]
@@ -880,8 +884,22 @@ impl nexus_engine::Journal for MemJournal {
         if self.fail_steps.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(nexus_engine::JournalError::transient("connection refused"));
         }
+        let slow = self.slow_steps.lock().unwrap().get(step_id).copied();
+        if let Some(took) = slow {
+            self.queued.lock().unwrap().push(step_id.to_string());
+            tokio::time::sleep(took).await;
+            self.queued.lock().unwrap().retain(|s| s != step_id);
+        }
         self.writes.lock().unwrap().push(format!("step {step_id}"));
         Ok(())
+    }
+
+    fn withdraw_step(&self, _: &str, step_id: &str) -> bool {
+        let mut queued = self.queued.lock().unwrap();
+        let Some(i) = queued.iter().position(|s| s == step_id) else { return false };
+        queued.remove(i);
+        self.writes.lock().unwrap().push(format!("withdrawn {step_id}"));
+        true
     }
 
     async fn finished(&self, r: &ExecutionRecord) -> Result<(), nexus_engine::JournalError> {
@@ -1052,4 +1070,74 @@ async fn a_durable_key_from_before_a_restart_is_answered_from_the_journal() {
     let writes = journal.writes.lock().unwrap().clone();
     // Once per key: later requests with a key (and other tenants) are answered in memory.
     assert_eq!(writes.iter().filter(|w| w.starts_with("keyed ")).count(), 3, "{writes:?}");
+}
+
+/// `user_creation`, durable.
+fn durable_user_creation() -> Arc<CompiledPattern> {
+    compile(&doc("user_creation").replace("version: 1.0.0\n", "version: 1.0.0\ndurability: durable\n"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leaf_result_still_waiting_for_a_commit_when_the_execution_ends_is_left_to_the_end() {
+    let script = Script::new(&[
+        (CREATE_USER, vec![user_ok()]),
+        (UPLOAD, vec![ok(30, serde_json::json!({"asset": {"id": "ast_1", "url": "https://cdn/a.png"}}))]),
+        (EMAIL, vec![ok(20, serde_json::json!({"message_id": "m1"}))]),
+    ]);
+    let journal = Arc::new(MemJournal::default());
+    // `welcome` ends first; its commit takes 50 ms, and `avatar` ends 10 ms into it.
+    journal.slow_steps.lock().unwrap().insert("welcome".into(), Duration::from_millis(50));
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10))).with_journal(journal.clone());
+    let input = serde_json::json!({"email": "a@b.c", "name": "Ada", "avatar_url": "https://x/a.png"});
+    let record = engine.execute(request(&durable_user_creation(), input)).await.unwrap();
+    assert_eq!(
+        *journal.writes.lock().unwrap(),
+        ["start user_creation", "step user", "withdrawn welcome", "finished Succeeded"]
+    );
+    // Both results are in the end's record, and nobody waited for the withdrawn commit.
+    expect![[r#"
+        Succeeded
+          user Succeeded [10ms:OK] -> {"user":{"id":"usr_1","email":"a@b.c"}}
+          avatar Succeeded [30ms:OK] -> {"asset":{"id":"ast_1","url":"https://cdn/a.png"}}
+          welcome Succeeded [20ms:OK] -> {"message_id":"m1"}
+        output {"avatar_url":"https://cdn/a.png","user_id":"usr_1"}
+    "#]]
+    .assert_eq(&summary(&record));
+    assert_eq!(record.duration, Duration::from_millis(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_leaf_result_is_journaled_after_all_when_more_steps_start() {
+    let doc = r#"
+name: leaf_then_more
+version: 1.0.0
+durability: durable
+input: {type: object}
+steps:
+  - id: mail
+    call: demo.notification.v1.NotificationService/SendEmail
+    with: {to: a@b.c, subject: hi, body: there}
+  - id: user
+    call: demo.user.v1.UserService/CreateUser
+    with: {email: a@b.c, display_name: Ada}
+  - id: avatar
+    call: demo.asset.v1.AssetService/UploadAsset
+    with: {owner_id: "${{ steps.user.user.id }}", source_url: "https://x/a.png"}
+"#;
+    let script = Script::new(&[
+        (EMAIL, vec![ok(5, serde_json::json!({"message_id": "m1"}))]),
+        (CREATE_USER, vec![user_ok()]),
+        (UPLOAD, vec![ok(10, serde_json::json!({"asset": {"id": "ast_1"}}))]),
+    ]);
+    let journal = Arc::new(MemJournal::default());
+    journal.slow_steps.lock().unwrap().insert("mail".into(), Duration::from_millis(50));
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10))).with_journal(journal.clone());
+    let record = engine.execute(request(&compile(doc), serde_json::json!({}))).await.unwrap();
+    assert_eq!(record.status, nexus_engine::ExecutionStatus::Succeeded, "{:?}", record.error);
+    // `user` ended while `mail` waited for its commit, so `mail` was taken back; but `user`'s
+    // result then let `avatar` start, and `mail`'s result was journaled while it ran.
+    assert_eq!(
+        *journal.writes.lock().unwrap(),
+        ["start leaf_then_more", "withdrawn mail", "step user", "step mail", "finished Succeeded"]
+    );
 }

@@ -267,6 +267,16 @@ impl GroupCommit {
         InFlight { group: self.clone(), commit: Some(commit), dones }.finish().await
     }
 
+    /// Removes the queued write `which` picks, if no commit has taken it yet; its writer's
+    /// answer is dropped (the writer stops waiting for it). Whether one was removed.
+    fn withdraw(&self, which: impl Fn(&JournalOp) -> bool) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match state.queue.iter().position(|p| which(&p.op)) {
+            Some(i) => state.queue.remove(i).is_some(),
+            None => false,
+        }
+    }
+
     /// Gives the turn of a commit that ended to the first queued write, or ends it.
     fn hand_off(self: &Arc<Self>) {
         let next = {
@@ -375,6 +385,12 @@ impl Journal for StoreBackedJournal {
             record: convert::execution_summary_for_journal(record),
         }))
         .await
+    }
+
+    fn withdraw_step(&self, execution_id: &str, step_id: &str) -> bool {
+        self.group.withdraw(
+            |op| matches!(op, JournalOp::Step { execution_id: e, step_id: s, .. } if e == execution_id && s == step_id),
+        )
     }
 
     async fn keyed(&self, pattern: &str, key: &str) -> Result<Option<Keyed>, JournalError> {
@@ -710,6 +726,36 @@ mod group_commit_tests {
         assert_eq!(batches.iter().sum::<usize>(), 40);
         assert!(batches.len() < 40, "writes were batched: {batches:?}");
         assert_eq!(journaled(&store).await.len(), 40);
+    }
+
+    #[tokio::test]
+    async fn a_queued_step_result_can_be_taken_back_but_not_one_a_commit_has_taken() {
+        let (journal, _writers, store) = journal(1).await;
+        let step = |step: &str| {
+            let (journal, step) = (journal.clone(), step.to_string());
+            tokio::spawn(async move { journal.step_completed("a", &step, "{}").await })
+        };
+        store.gate.add_permits(1);
+        journal.start(&start("a")).await.unwrap();
+        let in_flight = step("first");
+        until("the commit", || store.entered.load(Ordering::SeqCst) == 2).await;
+        let queued = step("second");
+        let kept = step("third");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // In the commit: too late.
+        assert!(!journal.withdraw_step("a", "first"));
+        // Queued: taken back (and only that one; nothing matches twice).
+        assert!(journal.withdraw_step("a", "second"));
+        assert!(!journal.withdraw_step("a", "second"));
+        assert!(!journal.withdraw_step("b", "third"));
+        queued.abort();
+        store.gate.add_permits(2);
+        in_flight.await.unwrap().unwrap();
+        kept.await.unwrap().unwrap();
+        assert_eq!(*store.batches.lock().unwrap(), vec![1, 1, 1]);
+        let steps: Vec<String> =
+            store.inner.unfinished_executions().await.unwrap()[0].steps.iter().map(|(s, _)| s.clone()).collect();
+        assert_eq!(steps, ["first", "third"]);
     }
 
     #[tokio::test]

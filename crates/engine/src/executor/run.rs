@@ -138,16 +138,32 @@ type JournalWrite<'a> = Pin<Box<dyn Future<Output = Result<(), ExecError>> + Sen
 /// queued again, handled after it). Not polling them would let a step in flight that holds what
 /// the write needs — the store's only connection, in memory, taken by an `emit` step — wait for
 /// the write while the write waits for it, until the journal gives up (30 s).
+///
+/// `withdraw`: the write is a leaf step's result (no step depends on it). If every other step in
+/// flight finishes, successfully, while the write still waits for a commit, it is taken back
+/// (`Ok(true)`): the execution is likely to end at once, and its end records the result — one
+/// commit less on the execution's path, and for the journal. Should more steps start after all,
+/// the caller journals it again ([`Run::rejournal`]).
 async fn write_while_running<'a>(
     mut write: JournalWrite<'a>,
     running: &mut FuturesUnordered<StepFuture<'a>>,
-) -> Result<(), ExecError> {
-    let mut meanwhile = Vec::new();
+    withdraw: Option<(&'a dyn Journal, &str, &str)>,
+) -> Result<bool, ExecError> {
+    let mut meanwhile: Vec<StepDone> = Vec::new();
     let result = loop {
         tokio::select! {
             biased;
-            r = &mut write => break r,
-            Some(done) = running.next() => meanwhile.push(done),
+            r = &mut write => break r.map(|()| false),
+            Some(done) = running.next() => {
+                meanwhile.push(done);
+                if running.is_empty()
+                    && meanwhile.iter().all(|d| d.result.is_ok())
+                    && let Some((journal, execution_id, step_id)) = withdraw
+                    && journal.withdraw_step(execution_id, step_id)
+                {
+                    break Ok(true);
+                }
+            }
         }
     };
     for done in meanwhile {
@@ -186,6 +202,8 @@ pub(super) struct Run<'a> {
     waits_pending: Vec<usize>,
     /// Of those, the ones registered in the store (only then can the execution park).
     waits_registered: Vec<usize>,
+    /// Leaf results whose journal write was taken back (see [`write_while_running`]).
+    withdrawn: Vec<(usize, String)>,
     /// Wait futures say here when their registration is in the store.
     /// Only for patterns with `wait_for` steps: nothing is allocated on the others' hot path.
     registered:
@@ -256,6 +274,7 @@ impl<'a> Run<'a> {
             steps,
             waits_pending: Vec::new(),
             waits_registered: Vec::new(),
+            withdrawn: Vec::new(),
             registered: pattern.steps.iter().any(|s| s.target.is_wait()).then(|| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 (tx, Some(rx))
@@ -383,15 +402,30 @@ impl<'a> Run<'a> {
                 Some(done) = running.next() => {
                     self.waits_pending.retain(|&w| w != done.index);
                     self.waits_registered.retain(|&w| w != done.index);
-                    if let Some(write) = self.journal_step(&done, running.is_empty())
-                        && let Err(e) = write_while_running(write, running).await
-                    {
-                        failure = Some(e);
-                        continue;
+                    if let Some(result) = self.journal_step(&done, running.is_empty()) {
+                        let step = &self.pattern.steps[done.index];
+                        let leaf = step.dependants.is_empty().then(|| result.clone());
+                        let withdraw = self.journal.filter(|_| leaf.is_some()).map(|j| (j, &*self.id, &*step.id));
+                        match write_while_running(self.write_result(done.index, result), running, withdraw).await {
+                            Err(e) => {
+                                failure = Some(e);
+                                continue;
+                            }
+                            Ok(true) => self.withdrawn.extend(leaf.map(|r| (done.index, r))),
+                            Ok(false) => {}
+                        }
                     }
+                    let before = running.len();
                     if let Err(e) = self.finish(done, ready, &mut events) {
                         failure = Some(e);
                     } else if let Err(e) = self.start(ready, running, &mut events) {
+                        failure = Some(e);
+                    }
+                    // More steps started: the execution goes on after all.
+                    if failure.is_none()
+                        && running.len() > before
+                        && let Err(e) = self.rejournal(running).await
+                    {
                         failure = Some(e);
                     }
                     self.flush(&mut events).await;
@@ -402,18 +436,24 @@ impl<'a> Run<'a> {
         Stopped { failure, cancelled }
     }
 
-    /// Journals a durable step's result before any dependant can start (`finish` releases them).
-    /// The last step to finish, with no dependants, is not: the execution's end, journaled next,
-    /// records it (one commit less per execution; a crash in between calls it again with the same
-    /// idempotency key, as for a step in flight).
-    fn journal_step(&self, done: &StepDone, nothing_else_running: bool) -> Option<JournalWrite<'a>> {
+    /// A durable step's result to journal before any dependant can start (`finish` releases
+    /// them), encoded. The last step to finish, with no dependants, is not: the execution's end,
+    /// journaled next, records it (one commit less per execution; a crash in between calls it
+    /// again with the same idempotency key, as for a step in flight).
+    fn journal_step(&self, done: &StepDone, nothing_else_running: bool) -> Option<String> {
         let step: &'a CompiledStep = &self.pattern.steps[done.index];
         // A wait's result was journaled by whoever resolved it.
         let last = (step.dependants.is_empty() && nothing_else_running) || step.target.is_wait();
-        let (Some(j), Ok(outcome), false) = (self.journal, &done.result, last) else { return None };
-        let result = encode_result(&outcome.response);
-        let (id, running) = (self.id.clone(), self.emitter.running.clone());
-        Some(Box::pin(async move {
+        let (Some(_), Ok(outcome), false) = (self.journal, &done.result, last) else { return None };
+        Some(encode_result(&outcome.response))
+    }
+
+    /// Journals step `index`'s encoded `result`.
+    fn write_result(&self, index: usize, result: String) -> JournalWrite<'a> {
+        let step: &'a CompiledStep = &self.pattern.steps[index];
+        let (journal, id, running) = (self.journal, self.id.clone(), self.emitter.running.clone());
+        Box::pin(async move {
+            let Some(j) = journal else { return Ok(()) };
             let Err(e) = j.step_completed(&id, &step.id, &result).await else { return Ok(()) };
             // The journal still holds the execution as running: stop here without an outcome and
             // let it resume from the journal once the store is back (failing it would need the
@@ -424,7 +464,16 @@ impl<'a> Run<'a> {
                 message: format!("journaling the result of step `{}`: {e}", step.id),
                 step_id: Some(step.id.clone()),
             })
-        }))
+        })
+    }
+
+    /// Journals the leaf results taken back by [`write_while_running`] when the execution goes
+    /// on after all: a result is not left unjournaled while more steps run.
+    async fn rejournal(&mut self, running: &mut FuturesUnordered<StepFuture<'a>>) -> Result<(), ExecError> {
+        for (index, result) in std::mem::take(&mut self.withdrawn) {
+            write_while_running(self.write_result(index, result), running, None).await?;
+        }
+        Ok(())
     }
 
     fn out_of_time(&self) -> ExecError {
