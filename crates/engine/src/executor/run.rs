@@ -202,8 +202,8 @@ pub(super) struct Run<'a> {
     waits_pending: Vec<usize>,
     /// Of those, the ones registered in the store (only then can the execution park).
     waits_registered: Vec<usize>,
-    /// Leaf results whose journal write was taken back (see [`write_while_running`]).
-    withdrawn: Vec<(usize, String)>,
+    /// Steps whose result's journal write was taken back (see [`write_while_running`]).
+    withdrawn: Vec<usize>,
     /// Wait futures say here when their registration is in the store.
     /// Only for patterns with `wait_for` steps: nothing is allocated on the others' hot path.
     registered:
@@ -404,14 +404,14 @@ impl<'a> Run<'a> {
                     self.waits_registered.retain(|&w| w != done.index);
                     if let Some(result) = self.journal_step(&done, running.is_empty()) {
                         let step = &self.pattern.steps[done.index];
-                        let leaf = step.dependants.is_empty().then(|| result.clone());
-                        let withdraw = self.journal.filter(|_| leaf.is_some()).map(|j| (j, &*self.id, &*step.id));
+                        let withdraw =
+                            self.journal.filter(|_| step.dependants.is_empty()).map(|j| (j, &*self.id, &*step.id));
                         match write_while_running(self.write_result(done.index, result), running, withdraw).await {
                             Err(e) => {
                                 failure = Some(e);
                                 continue;
                             }
-                            Ok(true) => self.withdrawn.extend(leaf.map(|r| (done.index, r))),
+                            Ok(true) => self.withdrawn.push(done.index),
                             Ok(false) => {}
                         }
                     }
@@ -470,7 +470,10 @@ impl<'a> Run<'a> {
     /// Journals the leaf results taken back by [`write_while_running`] when the execution goes
     /// on after all: a result is not left unjournaled while more steps run.
     async fn rejournal(&mut self, running: &mut FuturesUnordered<StepFuture<'a>>) -> Result<(), ExecError> {
-        for (index, result) in std::mem::take(&mut self.withdrawn) {
+        for index in std::mem::take(&mut self.withdrawn) {
+            // Recorded by `finish`, which ran since.
+            let Some(response) = &self.steps[index].response else { continue };
+            let result = encode_result(response);
             write_while_running(self.write_result(index, result), running, None).await?;
         }
         Ok(())
