@@ -10,6 +10,8 @@ use nexus_core::Catalog;
 use nexus_engine::{Call, CallError, Invoker, MessageStream, Payload};
 
 use crate::{config::ServiceConfig, tls};
+
+mod unary;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -76,6 +78,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The scheme and authority of every request on this connection.
+    fn origin(&self) -> &http::Uri {
+        &self.origin
+    }
+
     /// `server_name` (`tls_server_name`) replaces the endpoint's host in `:authority`.
     fn new(
         backend: &Arc<str>,
@@ -325,24 +332,33 @@ impl GrpcInvoker {
         Ok(Self { backends, next: std::sync::atomic::AtomicUsize::new(0) })
     }
 
-    /// A ready client on one of the backend's connections, and the method's path.
-    async fn client(&self, call: &Call) -> Result<(tonic::client::Grpc<H2>, PathAndQuery), CallError> {
+    /// The next of the backend's connections, round-robin.
+    fn connection(&self, call: &Call) -> Result<&Arc<Connection>, CallError> {
         let pool = self.backends.get(&call.action.backend).ok_or_else(|| {
             CallError::new(tonic::Code::Unavailable, format!("no connection for backend `{}`", call.action.backend))
         })?;
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % pool.len().max(1);
-        let connection = pool.get(i).ok_or_else(|| {
+        pool.get(i).ok_or_else(|| {
             CallError::new(tonic::Code::Unavailable, format!("no connection to backend `{}`", call.action.backend))
-        })?;
+        })
+    }
+
+    /// A ready client on one of the backend's connections, and the method's path.
+    async fn client(&self, call: &Call) -> Result<(tonic::client::Grpc<H2>, PathAndQuery), CallError> {
+        let connection = self.connection(call)?;
         let sender = connection.sender().await?;
-        let path = PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(call.action.path.as_bytes()))
-            .map_err(|e| CallError::new(tonic::Code::Internal, format!("bad method path: {e}")))?;
+        let path = method_path(call)?;
         let mut grpc = tonic::client::Grpc::with_origin(H2(sender), connection.origin.clone());
         grpc.ready().await.map_err(|e| {
             CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend))
         })?;
         Ok((grpc, path))
     }
+}
+
+fn method_path(call: &Call) -> Result<PathAndQuery, CallError> {
+    PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(call.action.path.as_bytes()))
+        .map_err(|e| CallError::new(tonic::Code::Internal, format!("bad method path `{}`: {e}", call.action.path)))
 }
 
 fn request(call: Call) -> tonic::Request<Payload> {
@@ -409,13 +425,9 @@ fn status_to_error(s: Status, timeout: Option<Duration>) -> CallError {
 #[async_trait::async_trait]
 impl Invoker for GrpcInvoker {
     async fn unary(&self, call: Call) -> Result<Payload, CallError> {
-        let (mut grpc, path) = self.client(&call).await?;
-        let codec = PayloadCodec(call.action.method.output());
-        let timeout = call.timeout;
-        grpc.unary(request(call), path, codec)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| status_to_error(s, timeout))
+        let connection = self.connection(&call)?;
+        let sender = connection.sender().await?;
+        unary::call(sender, connection, &call).await
     }
 
     async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError> {
