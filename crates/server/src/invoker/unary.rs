@@ -35,7 +35,17 @@ pub(super) async fn call(sender: Sender, connection: &Connection, call: &Call) -
     // Queued with the headers: h2 sends both in one write once the stream opens.
     stream.send_data(body, true).map_err(|e| lost(&NotSent(e)))?;
     let response = response.await.map_err(|e| from_h2(&e))?;
-    read_response(response, call.action.method.output()).await
+    read_response(response, call.action.method.output()).await.map_err(|e| deadline_as_such(e, call.timeout))
+}
+
+/// A tonic backend answers a request past its `grpc-timeout` with CANCELLED "Timeout expired";
+/// to the pattern it is a deadline, and `retry_on: [DEADLINE_EXCEEDED]` must see it as one.
+fn deadline_as_such(e: CallError, timeout: Option<std::time::Duration>) -> CallError {
+    if e.code == Code::Cancelled && e.message == "Timeout expired" {
+        let within = timeout.map(|t| format!(" within {t:?}")).unwrap_or_default();
+        return CallError::new(Code::DeadlineExceeded, format!("no response{within}"));
+    }
+    e
 }
 
 /// The request's headers: what gRPC requires, the deadline, and Nexus's own metadata.
@@ -372,6 +382,15 @@ mod tests {
         assert_eq!(from_http_status(http::StatusCode::NOT_FOUND).code, Code::Unimplemented);
         assert_eq!(from_http_status(http::StatusCode::SERVICE_UNAVAILABLE).code, Code::Unavailable);
         assert_eq!(from_http_status(http::StatusCode::IM_A_TEAPOT).code, Code::Unknown);
+    }
+
+    #[test]
+    fn a_tonic_backends_expired_deadline_is_deadline_exceeded() {
+        let t = Some(std::time::Duration::from_millis(250));
+        let e = deadline_as_such(CallError::new(Code::Cancelled, "Timeout expired"), t);
+        assert_eq!((e.code, e.message.as_str()), (Code::DeadlineExceeded, "no response within 250ms"));
+        let e = deadline_as_such(CallError::new(Code::Cancelled, "the caller went away"), t);
+        assert_eq!(e.code, Code::Cancelled);
     }
 
     #[test]
