@@ -1,24 +1,23 @@
-//! The gRPC invoker: calls any catalog action with a `DynamicMessage`, over one pooled HTTP/2
-//! channel per backend (plaintext for `http://`, TLS for `https://`).
+//! The gRPC invoker: calls any catalog action with the request the engine encoded, over HTTP/2
+//! connections of its own to each backend (plaintext for `http://`, TLS for `https://`); the
+//! calls themselves are in [`call`].
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use bytes::{Buf, BufMut};
-use futures::StreamExt;
+use bytes::Buf;
 use http::uri::PathAndQuery;
 use nexus_core::Catalog;
 use nexus_engine::{Call, CallError, Invoker, MessageStream, Payload};
 
 use crate::{config::ServiceConfig, tls};
 
-mod unary;
+mod call;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::{
     Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    metadata::MetadataValue,
 };
 
 /// Invokes actions over gRPC, on HTTP/2 connections of its own to each backend.
@@ -216,97 +215,6 @@ impl std::error::Error for NotSent {
     }
 }
 
-/// A connection's sender as the tower service tonic's client drives, speaking `h2` directly.
-///
-/// Not hyper's client: for every request hyper hands the request to the connection's task over
-/// a channel, spawns a task that waits for the response and one that pipes the body (a new
-/// stream has no send window until the connection task opens it, so the body never goes out
-/// with the headers: two writes per request). Here the caller's task opens the stream and
-/// queues headers and body at once (h2 sends the body when the stream opens, in the same write)
-/// and awaits the response itself.
-#[derive(Clone)]
-struct H2(Sender);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower::Service<http::Request<tonic::body::Body>> for H2 {
-    type Response = http::Response<H2Body>;
-    type Error = BoxError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx).map_err(|e| NotSent(e).into())
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        use http_body_util::BodyExt;
-        let mut sender = self.0.clone();
-        Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            // The body is the one message the engine encoded (unary and server-streaming calls):
-            // it is all there at once.
-            let body = body.collect().await?.to_bytes();
-            let request = http::Request::from_parts(parts, ());
-            let (response, mut stream) = sender.send_request(request, body.is_empty()).map_err(NotSent)?;
-            if !body.is_empty() {
-                // Buffered by h2 beyond the stream's window and sent as the window allows.
-                stream.send_data(body, true).map_err(NotSent)?;
-            }
-            let response = response.await?;
-            Ok(response.map(|recv| H2Body { recv, data_done: false, done: false }))
-        })
-    }
-}
-
-/// A response body over h2's `RecvStream`: its DATA frames (their window given back as they are
-/// read), then its trailers.
-struct H2Body {
-    recv: h2::RecvStream,
-    data_done: bool,
-    done: bool,
-}
-
-impl http_body::Body for H2Body {
-    type Data = bytes::Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, h2::Error>>> {
-        use std::task::Poll;
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if !self.data_done {
-            match std::task::ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    // Released at once: the message is copied out of the frame by the decoder,
-                    // and tonic bounds what it buffers (4 MiB per message).
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
-                }
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                None => self.data_done = true,
-            }
-        }
-        let trailers = std::task::ready!(self.recv.poll_trailers(cx));
-        self.done = true;
-        Poll::Ready(match trailers {
-            Ok(Some(t)) => Some(Ok(http_body::Frame::trailers(t))),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        })
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-}
-
 impl GrpcInvoker {
     /// Connections to every backend of the catalog; `services` gives their TLS settings.
     pub fn new(catalog: &Catalog, services: &[ServiceConfig]) -> Result<Self, String> {
@@ -342,18 +250,6 @@ impl GrpcInvoker {
             CallError::new(tonic::Code::Unavailable, format!("no connection to backend `{}`", call.action.backend))
         })
     }
-
-    /// A ready client on one of the backend's connections, and the method's path.
-    async fn client(&self, call: &Call) -> Result<(tonic::client::Grpc<H2>, PathAndQuery), CallError> {
-        let connection = self.connection(call)?;
-        let sender = connection.sender().await?;
-        let path = method_path(call)?;
-        let mut grpc = tonic::client::Grpc::with_origin(H2(sender), connection.origin.clone());
-        grpc.ready().await.map_err(|e| {
-            CallError::new(tonic::Code::Unavailable, format!("backend `{}` unavailable: {e}", call.action.backend))
-        })?;
-        Ok((grpc, path))
-    }
 }
 
 fn method_path(call: &Call) -> Result<PathAndQuery, CallError> {
@@ -361,132 +257,18 @@ fn method_path(call: &Call) -> Result<PathAndQuery, CallError> {
         .map_err(|e| CallError::new(tonic::Code::Internal, format!("bad method path `{}`: {e}", call.action.path)))
 }
 
-fn request(call: Call) -> tonic::Request<Payload> {
-    let mut req = tonic::Request::new(call.request);
-    if let Some(t) = call.timeout {
-        req.set_timeout(t);
-    }
-    if let Ok(v) = MetadataValue::try_from(call.idempotency_key.as_str()) {
-        req.metadata_mut().insert("nexus-idempotency-key", v);
-    }
-    if let Some(tp) = call.traceparent.as_deref().and_then(|t| MetadataValue::try_from(t).ok()) {
-        req.metadata_mut().insert("traceparent", tp);
-    }
-    if let Some(ts) = call.tracestate.as_deref().and_then(|t| MetadataValue::try_from(t).ok()) {
-        req.metadata_mut().insert("tracestate", ts);
-    }
-    req
-}
-
-/// Whether a call failed because its connection went away (closed, reset, or the request was
-/// never sent on it): the backend is unavailable, which retry policies treat as transient — not
-/// the CANCELLED that tonic reports for a request hyper dropped.
-fn connection_lost(s: &Status) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(e) = cause {
-        if e.is::<NotSent>() {
-            return true;
-        }
-        if let Some(h) = e.downcast_ref::<h2::Error>()
-            && (h.is_io() || h.is_go_away() || h.reason() == Some(h2::Reason::REFUSED_STREAM))
-        {
-            return true;
-        }
-        if e.downcast_ref::<std::io::Error>().is_some() {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
-}
-
-fn status_to_error(s: Status, timeout: Option<Duration>) -> CallError {
-    if connection_lost(&s) {
-        // The causes say why (a reset, a TLS alert such as a missing client certificate).
-        let mut why = s.message().to_string();
-        let mut cause = std::error::Error::source(&s);
-        while let Some(c) = cause {
-            why.push_str(": ");
-            why.push_str(&c.to_string());
-            cause = c.source();
-        }
-        return CallError::new(tonic::Code::Unavailable, format!("the connection to the backend was lost: {why}"));
-    }
-    // tonic's channel enforces the deadline it sends and reports its expiry as CANCELLED
-    // "Timeout expired"; to the pattern it is a deadline, and `retry_on: [DEADLINE_EXCEEDED]`
-    // must see it as one.
-    if s.code() == tonic::Code::Cancelled && s.message() == "Timeout expired" {
-        let within = timeout.map(|t| format!(" within {t:?}")).unwrap_or_default();
-        return CallError::new(tonic::Code::DeadlineExceeded, format!("no response{within}"));
-    }
-    CallError::new(s.code(), s.message().to_string())
-}
-
 #[async_trait::async_trait]
 impl Invoker for GrpcInvoker {
     async fn unary(&self, call: Call) -> Result<Payload, CallError> {
         let connection = self.connection(&call)?;
         let sender = connection.sender().await?;
-        unary::call(sender, connection, &call).await
+        call::unary(sender, connection, &call).await
     }
 
     async fn server_streaming(&self, call: Call) -> Result<MessageStream, CallError> {
-        let (mut grpc, path) = self.client(&call).await?;
-        let codec = PayloadCodec(call.action.method.output());
-        let timeout = call.timeout;
-        let stream = grpc
-            .server_streaming(request(call), path, codec)
-            .await
-            .map_err(|s| status_to_error(s, timeout))?
-            .into_inner();
-        Ok(stream.map(move |r| r.map_err(|s| status_to_error(s, timeout))).boxed())
-    }
-}
-
-/// The invoker's codec: requests go out as the engine encoded them, responses come back as their
-/// bytes (the engine decodes them into the step's output and keeps the bytes in the record).
-#[derive(Clone)]
-struct PayloadCodec(MessageDescriptor);
-
-impl Codec for PayloadCodec {
-    type Encode = Payload;
-    type Decode = Payload;
-    type Encoder = PayloadEncoder;
-    type Decoder = PayloadDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        PayloadEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        PayloadDecoder(self.0.clone())
-    }
-}
-
-struct PayloadEncoder;
-
-impl Encoder for PayloadEncoder {
-    type Item = Payload;
-    type Error = Status;
-
-    fn encode(&mut self, item: Payload, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(item.bytes());
-        Ok(())
-    }
-}
-
-struct PayloadDecoder(MessageDescriptor);
-
-impl Decoder for PayloadDecoder {
-    type Item = Payload;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Payload>, Status> {
-        // Copied out, not split off: a slice of the connection's read buffer would keep the whole
-        // buffer alive for as long as the history keeps the record.
-        let mut bytes = vec![0; src.remaining()];
-        src.copy_to_slice(&mut bytes);
-        Ok(Some(Payload::new(self.0.clone(), bytes.into())))
+        let connection = self.connection(&call)?;
+        let sender = connection.sender().await?;
+        call::server_streaming(sender, connection, &call).await
     }
 }
 

@@ -1,4 +1,5 @@
-//! A unary gRPC call over `h2`, without tonic's client: the hot path of every step.
+//! A gRPC call over `h2`, without tonic's client: the hot path of every step (unary calls) and
+//! server-streaming calls alike.
 //!
 //! The engine has the request encoded already ([`Payload`]) and wants the response as bytes, so
 //! everything tonic's generic client does in between — a body stream with an 8 KiB encode
@@ -7,12 +8,14 @@
 //! module writes the length-prefixed message and the headers gRPC requires, and reads the answer
 //! as the gRPC-over-HTTP/2 protocol defines it
 //! (<https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md>): a trailers-only answer,
-//! or one message and the trailers; a missing `grpc-status` inferred from the HTTP status as
+//! or the messages (exactly one for a unary call) and the trailers; a missing `grpc-status`
+//! inferred from the HTTP status as
 //! <https://github.com/grpc/grpc/blob/master/doc/http-grpc-status-mapping.md> says.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, header};
-use nexus_engine::{Call, CallError, Payload};
+use nexus_engine::{Call, CallError, MessageStream, Payload};
 use prost_reflect::MessageDescriptor;
 use tonic::Code;
 
@@ -27,15 +30,124 @@ const PREFIX: usize = 5;
 
 /// Calls `call`'s method on `sender`'s connection; the response's bytes, or the call's error in
 /// gRPC terms.
-pub(super) async fn call(sender: Sender, connection: &Connection, call: &Call) -> Result<Payload, CallError> {
+pub(super) async fn unary(sender: Sender, connection: &Connection, call: &Call) -> Result<Payload, CallError> {
+    let response = send(sender, connection, call).await?;
+    read_response(response, call.action.method.output()).await.map_err(|e| deadline_as_such(e, call.timeout))
+}
+
+/// Calls a server-streaming method: its messages as they come, then its status (an error
+/// status ends the stream with that error).
+pub(super) async fn server_streaming(
+    sender: Sender,
+    connection: &Connection,
+    call: &Call,
+) -> Result<MessageStream, CallError> {
+    let timeout = call.timeout;
+    let response = send(sender, connection, call).await?;
+    let (parts, body) = response.into_parts();
+    if let Some(status) = status_of(&parts.headers) {
+        // Trailers-only: an error, or a stream of no messages.
+        status.map_err(|e| deadline_as_such(e, timeout))?;
+        return Ok(futures::stream::empty().boxed());
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(from_http_status(parts.status));
+    }
+    let reader = StreamReader { body, frames: Frames::default(), output: call.action.method.output() };
+    let messages = futures::stream::unfold(Some(reader), move |reader| async move {
+        let mut reader = reader?;
+        match reader.next().await {
+            Ok(Some(message)) => Some((Ok(message), Some(reader))),
+            Ok(None) => None,
+            Err(e) => Some((Err(deadline_as_such(e, timeout)), None)),
+        }
+    });
+    Ok(messages.boxed())
+}
+
+/// Opens the call's stream with its headers and its one message queued together (h2 sends both
+/// in one write once the stream opens), and awaits the response's headers.
+async fn send(
+    sender: Sender,
+    connection: &Connection,
+    call: &Call,
+) -> Result<http::Response<h2::RecvStream>, CallError> {
     let request = http_request(connection, call)?;
     let body = framed(call.request.bytes())?;
     let mut sender = sender.ready().await.map_err(|e| lost(&NotSent(e)))?;
     let (response, mut stream) = sender.send_request(request, false).map_err(|e| lost(&NotSent(e)))?;
-    // Queued with the headers: h2 sends both in one write once the stream opens.
     stream.send_data(body, true).map_err(|e| lost(&NotSent(e)))?;
-    let response = response.await.map_err(|e| from_h2(&e))?;
-    read_response(response, call.action.method.output()).await.map_err(|e| deadline_as_such(e, call.timeout))
+    response.await.map_err(|e| from_h2(&e))
+}
+
+/// The messages of a server-streaming response, read as the consumer asks for them: a DATA
+/// frame is read only when no whole message is buffered, so what is held is at most one message
+/// (≤ [`MAX_RESPONSE_MESSAGE`]) and one frame, and a slow consumer holds the backend back by
+/// the HTTP/2 window.
+struct StreamReader {
+    body: h2::RecvStream,
+    frames: Frames,
+    output: MessageDescriptor,
+}
+
+impl StreamReader {
+    /// The next message; `None` once the stream ended with an OK status.
+    async fn next(&mut self) -> Result<Option<Payload>, CallError> {
+        loop {
+            if let Some(message) = self.frames.next_message(&self.output)? {
+                return Ok(Some(message));
+            }
+            match self.body.data().await {
+                Some(data) => {
+                    let data = data.map_err(|e| from_h2(&e))?;
+                    let _ = self.body.flow_control().release_capacity(data.len());
+                    self.frames.push(&data);
+                }
+                None => break,
+            }
+        }
+        if !self.frames.is_empty() {
+            return Err(CallError::new(
+                Code::Internal,
+                format!("the backend's {} stream ended inside a message", self.output.full_name()),
+            ));
+        }
+        let trailers = self.body.trailers().await.map_err(|e| from_h2(&e))?;
+        match trailers.as_ref().and_then(status_of) {
+            Some(status) => status.map(|()| None),
+            None => Err(missing_status()),
+        }
+    }
+}
+
+/// The bytes of a stream's DATA frames not yet cut into messages.
+#[derive(Default)]
+struct Frames {
+    buffer: BytesMut,
+}
+
+impl Frames {
+    fn push(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// The next whole message, copied out (a slice would keep the frames' buffer alive as long
+    /// as the record keeps the message).
+    fn next_message(&mut self, output: &MessageDescriptor) -> Result<Option<Payload>, CallError> {
+        let Some(prefix) = self.buffer.get(..PREFIX) else { return Ok(None) };
+        let length = read_prefix(prefix, output)?;
+        if self.buffer.len() < PREFIX + length {
+            self.buffer.reserve(PREFIX + length - self.buffer.len());
+            return Ok(None);
+        }
+        let message = Bytes::copy_from_slice(&self.buffer[PREFIX..PREFIX + length]);
+        bytes::Buf::advance(&mut self.buffer, PREFIX + length);
+        Ok(Some(Payload::new(output.clone(), message)))
+    }
 }
 
 /// A tonic backend answers a request past its `grpc-timeout` with CANCELLED "Timeout expired";
@@ -133,15 +245,44 @@ async fn read_response(
     let trailers = body.trailers().await.map_err(|e| from_h2(&e))?;
     match trailers.as_ref().and_then(status_of) {
         Some(status) => status?,
-        None => {
-            return Err(CallError::new(
-                Code::Unknown,
-                "the backend's response ended without a grpc-status trailer (truncated by a proxy, or not a gRPC \
-                 server?)",
-            ));
-        }
+        None => return Err(missing_status()),
     }
     message.finish(output)
+}
+
+fn missing_status() -> CallError {
+    CallError::new(
+        Code::Unknown,
+        "the backend's response ended without a grpc-status trailer (truncated by a proxy, or not a gRPC server?)",
+    )
+}
+
+/// The length a message's 5-byte prefix gives, if the message is uncompressed and within the
+/// limit.
+fn read_prefix(prefix: &[u8], output: &MessageDescriptor) -> Result<usize, CallError> {
+    let &[flag, a, b, c, d] = prefix else {
+        return Err(CallError::new(Code::Internal, "a gRPC message prefix is 5 bytes"));
+    };
+    if flag != 0 {
+        return Err(CallError::new(
+            Code::Internal,
+            format!(
+                "the backend sent a compressed {} (compression flag {flag}), which Nexus did not ask for",
+                output.full_name()
+            ),
+        ));
+    }
+    let length = u32::from_be_bytes([a, b, c, d]) as usize;
+    if length > MAX_RESPONSE_MESSAGE {
+        return Err(CallError::new(
+            Code::ResourceExhausted,
+            format!(
+                "the backend's {} response is {length} bytes, over the limit of {MAX_RESPONSE_MESSAGE} bytes",
+                output.full_name()
+            ),
+        ));
+    }
+    Ok(length)
 }
 
 /// The one message of a unary response, as its DATA frames bring it.
@@ -161,7 +302,7 @@ impl Message {
                 self.buffer.extend_from_slice(&data[..take]);
                 data = &data[take..];
                 if self.buffer.len() == PREFIX {
-                    let length = self.read_prefix(output)?;
+                    let length = read_prefix(&self.buffer, output)?;
                     self.buffer.clear();
                     self.buffer.reserve_exact(length);
                     self.length = Some(length);
@@ -179,30 +320,6 @@ impl Message {
             data = &data[take..];
         }
         Ok(())
-    }
-
-    fn read_prefix(&self, output: &MessageDescriptor) -> Result<usize, CallError> {
-        if self.buffer[0] != 0 {
-            return Err(CallError::new(
-                Code::Internal,
-                format!(
-                    "the backend sent a compressed {} (compression flag {}), which Nexus did not ask for",
-                    output.full_name(),
-                    self.buffer[0]
-                ),
-            ));
-        }
-        let length = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]) as usize;
-        if length > MAX_RESPONSE_MESSAGE {
-            return Err(CallError::new(
-                Code::ResourceExhausted,
-                format!(
-                    "the backend's {} response is {length} bytes, over the limit of {MAX_RESPONSE_MESSAGE} bytes",
-                    output.full_name()
-                ),
-            ));
-        }
-        Ok(length)
     }
 
     fn finish(self, output: MessageDescriptor) -> Result<Payload, CallError> {
@@ -330,6 +447,35 @@ mod tests {
                 assert_eq!(m.finish(d.clone()).unwrap().bytes().as_ref(), b"abcdef", "cuts {cut}, {cut2}");
             }
         }
+    }
+
+    #[test]
+    fn a_stream_is_cut_into_its_messages_however_its_frames_fall() {
+        let d = descriptor();
+        let mut wire = prefixed(0, 3, b"abc");
+        wire.extend(prefixed(0, 0, b""));
+        wire.extend(prefixed(0, 5, b"defgh"));
+        for size in 1..=wire.len() {
+            let mut frames = Frames::default();
+            let mut got = Vec::new();
+            for chunk in wire.chunks(size) {
+                frames.push(chunk);
+                while let Some(m) = frames.next_message(&d).unwrap() {
+                    got.push(m.bytes().clone());
+                }
+            }
+            assert!(frames.is_empty(), "frames of {size}: bytes left over");
+            assert_eq!(got, [&b"abc"[..], b"", b"defgh"], "frames of {size}");
+        }
+        let mut frames = Frames::default();
+        frames.push(&prefixed(0, 3, b"ab"));
+        assert!(frames.next_message(&d).unwrap().is_none() && !frames.is_empty());
+        let mut frames = Frames::default();
+        frames.push(&prefixed(0, (MAX_RESPONSE_MESSAGE + 1) as u32, b""));
+        assert_eq!(frames.next_message(&d).unwrap_err().code, Code::ResourceExhausted);
+        let mut frames = Frames::default();
+        frames.push(&prefixed(1, 1, b"a"));
+        assert_eq!(frames.next_message(&d).unwrap_err().code, Code::Internal);
     }
 
     #[test]
