@@ -172,7 +172,8 @@ impl From<ApiError> for Status {
                 let id = tonic::metadata::MetadataValue::try_from(response.execution_id.as_str()).ok();
                 let mut status =
                     status_with_detail(error.code, message, "nexus.v1.ExecutePatternResponse", response.as_ref());
-                if let Some(id) = id {
+                if let Some(mut id) = id {
+                    id.set_sensitive(true);
                     status.metadata_mut().insert(EXECUTION_ID_HEADER, id);
                 }
                 status

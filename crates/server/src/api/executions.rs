@@ -87,7 +87,10 @@ impl Api {
             return Err(ApiError::Execution { error, response: Box::new(response) });
         }
         let mut resp = Response::new(response);
-        if let Ok(id) = MetadataValue::try_from(&*record.id) {
+        if let Ok(mut id) = MetadataValue::try_from(&*record.id) {
+            // New on every response: an HPACK literal no table indexes (see the invoker's
+            // `http_request`).
+            id.set_sensitive(true);
             resp.metadata_mut().insert(EXECUTION_ID_HEADER, id);
         }
         Ok(resp)

@@ -176,15 +176,22 @@ fn http_request(connection: &Connection, call: &Call) -> Result<http::Request<()
     let headers = request.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    if let Some(t) = call.timeout
-        && let Ok(v) = HeaderValue::from_str(&grpc_timeout(t))
-    {
+    // Values new on every call are sent as HPACK literals that no table indexes ("never
+    // indexed"): indexed, each would be inserted into both ends' dynamic tables only to evict the
+    // entries that do repeat (`:authority`, `content-type`, `te`), which then go in again.
+    let unique = |v: &str| {
+        HeaderValue::from_str(v).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        })
+    };
+    if let Some(v) = call.timeout.and_then(|t| unique(&grpc_timeout(t))) {
         headers.insert("grpc-timeout", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&call.idempotency_key) {
+    if let Some(v) = unique(&call.idempotency_key) {
         headers.insert("nexus-idempotency-key", v);
     }
-    if let Some(v) = call.traceparent.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+    if let Some(v) = call.traceparent.as_deref().and_then(unique) {
         headers.insert("traceparent", v);
     }
     if let Some(v) = call.tracestate.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
