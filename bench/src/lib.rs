@@ -489,6 +489,11 @@ impl NexusProcess {
 /// The child side of [`Options::nexus_process`]: starts Nexus from `NEXUS_*` variables, prints
 /// its address, and shuts down when stdin closes.
 pub async fn serve_nexus_child() -> anyhow::Result<()> {
+    // Logging as `nexus serve` sets it up (quieter by default: warnings only): with a subscriber,
+    // the libraries' debug and trace callsites are switched off, as they are in the product.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let mut config = nexus_server::Config::default();
     config.apply_env(|k| std::env::var(k).ok())?;
     let nexus = nexus_server::Nexus::start(config).await?;
