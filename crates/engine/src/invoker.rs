@@ -21,6 +21,11 @@ pub struct Call {
     pub traceparent: Option<String>,
     /// The caller's `tracestate`, passed on unchanged.
     pub tracestate: Option<std::sync::Arc<str>>,
+    /// Picks which of a backend's connections carries the call, where it has several: the same
+    /// for every call of one execution (its span id), so the calls it starts together are queued
+    /// on one connection and leave in one write; executions, and a `for_each` step's items,
+    /// spread over the connections.
+    pub lane: u64,
 }
 
 /// A failed call, in gRPC terms.

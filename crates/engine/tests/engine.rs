@@ -43,6 +43,8 @@ struct Script {
     log: Mutex<Vec<(Duration, String)>>,
     /// The `traceparent` of every unary call, in call order.
     traceparents: Mutex<Vec<String>>,
+    /// The `lane` of every unary call, in call order.
+    lanes: Mutex<Vec<u64>>,
     start: Instant,
 }
 
@@ -52,6 +54,7 @@ impl Script {
             replies: Mutex::new(replies.iter().map(|(m, r)| (m.to_string(), r.clone())).collect()),
             log: Mutex::new(Vec::new()),
             traceparents: Mutex::new(Vec::new()),
+            lanes: Mutex::new(Vec::new()),
             start: Instant::now(),
         })
     }
@@ -99,6 +102,7 @@ impl Invoker for Script {
             call.idempotency_key.split_once('/').map_or("", |(_, k)| k)
         ));
         self.traceparents.lock().unwrap().push(call.traceparent.clone().unwrap_or_default());
+        self.lanes.lock().unwrap().push(call.lane);
         let reply = {
             let mut replies = self.replies.lock().unwrap();
             let queue = replies.get_mut(&*call.action.name).expect("scripted method");
@@ -463,6 +467,41 @@ output:
               mail Succeeded [30ms:OK 10ms:OK 10ms:OK 10ms:OK]
             output {"ids":["m0","m1","m2","m3"]}
         "#]],
+    );
+}
+
+/// The invoker puts calls of one lane on one connection: an execution's calls share its lane (so
+/// the calls it starts together leave in one write); executions and for_each items spread.
+#[tokio::test(start_paused = true)]
+async fn an_executions_calls_share_a_lane_and_for_each_items_spread() {
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()]), (EMAIL, vec![ok(5, serde_json::json!({}))])]);
+    let pattern = compile(&doc("user_creation"));
+    let engine = Engine::new(script.clone(), Arc::new(History::new(10)));
+    let input = serde_json::json!({"email": "a@b.c", "name": "Ada"});
+    let first = engine.execute(request(&pattern, input.clone())).await.unwrap();
+    engine.execute(request(&pattern, input)).await.unwrap();
+    let lanes = script.lanes.lock().unwrap().clone();
+    assert_eq!(lanes.len(), 4, "{lanes:?}");
+    assert_eq!(lanes[0], first.trace.as_ref().expect("a trace").span_id, "the execution's span id");
+    assert!(lanes[0] == lanes[1] && lanes[2] == lanes[3] && lanes[0] != lanes[2], "{lanes:?}");
+
+    let doc = r#"
+name: fan_out_lanes
+version: 1.0.0
+input: {type: object, properties: {emails: {type: array, items: {type: string}}}}
+steps:
+  - id: mail
+    call: demo.notification.v1.NotificationService/SendEmail
+    for_each: "${{ input.emails }}"
+    with: {to: "${{ item }}", subject: "hi"}
+"#;
+    let script = Script::new(&[(EMAIL, vec![ok(5, serde_json::json!({"message_id": "m"}))])]);
+    run(doc, &script, serde_json::json!({"emails": ["a@x", "b@x", "c@x"]})).await;
+    let mut lanes = script.lanes.lock().unwrap().clone();
+    lanes.sort_unstable();
+    assert!(
+        lanes[1] == lanes[0].wrapping_add(1) && lanes[2] == lanes[0].wrapping_add(2),
+        "one lane per item: {lanes:?}"
     );
 }
 

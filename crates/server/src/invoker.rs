@@ -27,10 +27,10 @@ use tonic::{
 /// goes straight to hyper's HTTP/2 `SendRequest` (cheap to clone, safe to share); a connection that
 /// closes is re-established by the next call. Deadlines are enforced by the engine.
 pub struct GrpcInvoker {
-    /// Several HTTP/2 connections per backend, used round-robin: one connection is driven by one
-    /// task, and under load that task becomes the bottleneck long before the backend does.
+    /// Several HTTP/2 connections per backend, one per execution ([`Call::lane`]): one
+    /// connection is driven by one task, and under load that task becomes the bottleneck long
+    /// before the backend does.
     backends: HashMap<Arc<str>, Vec<Arc<Connection>>>,
-    next: std::sync::atomic::AtomicUsize,
 }
 
 /// Connections per backend (env `NEXUS_BACKEND_CONNECTIONS`, default: the number of cores).
@@ -237,15 +237,15 @@ impl GrpcInvoker {
                 .collect::<Result<Vec<_>, _>>()?;
             backends.insert(s.backend.clone(), pool);
         }
-        Ok(Self { backends, next: std::sync::atomic::AtomicUsize::new(0) })
+        Ok(Self { backends })
     }
 
-    /// The next of the backend's connections, round-robin.
+    /// The backend's connection for the call's lane.
     fn connection(&self, call: &Call) -> Result<&Arc<Connection>, CallError> {
         let pool = self.backends.get(&call.action.backend).ok_or_else(|| {
             CallError::new(tonic::Code::Unavailable, format!("no connection for backend `{}`", call.action.backend))
         })?;
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % pool.len().max(1);
+        let i = (call.lane % pool.len().max(1) as u64) as usize;
         pool.get(i).ok_or_else(|| {
             CallError::new(tonic::Code::Unavailable, format!("no connection to backend `{}`", call.action.backend))
         })

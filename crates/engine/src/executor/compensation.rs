@@ -42,6 +42,7 @@ impl<'a> Run<'a> {
                             idempotency_key: format!("{}/{}/compensate", self.id, step.id),
                             traceparent: Some(self.trace.traceparent(span_id)),
                             tracestate: self.trace.tracestate.clone(),
+                            lane: self.trace.span_id,
                         };
                         match tokio::time::timeout(timeout, self.services.invoker.unary(call)).await {
                             Ok(r) => r.map(|_| ()),

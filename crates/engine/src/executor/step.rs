@@ -103,6 +103,8 @@ pub(super) async fn attempt(
         Some(i) => format!("{}/{}/{i}", ctx.execution_id, step.id),
         None => format!("{}/{}", ctx.execution_id, step.id),
     };
+    // The execution's calls share a connection; a for_each step's items spread over them.
+    let lane = ctx.trace.span_id.wrapping_add(item.map_or(0, u64::from));
     loop {
         number += 1;
         let now = Instant::now();
@@ -112,7 +114,7 @@ pub(super) async fn attempt(
             (a, b) => a.or(b),
         };
         let span_id = crate::trace::new_span_id();
-        let once = call_once(ctx, &request, timeout, &idempotency_key, span_id);
+        let once = call_once(ctx, &request, timeout, &idempotency_key, span_id, lane);
         let result = match timeout {
             Some(t) if t.is_zero() => Err(CallError::new(Code::DeadlineExceeded, "no time left before the call")),
             Some(t) => tokio::time::timeout(t, once).await.unwrap_or_else(|_| {
@@ -158,6 +160,7 @@ async fn call_once(
     timeout: Option<Duration>,
     idempotency_key: &str,
     span_id: u64,
+    lane: u64,
 ) -> Result<Outcome, CallError> {
     let step = ctx.step;
     let (action, message) = match (&step.target, request) {
@@ -185,6 +188,7 @@ async fn call_once(
         idempotency_key: idempotency_key.to_string(),
         traceparent: Some(ctx.trace.traceparent(span_id)),
         tracestate: ctx.trace.tracestate.clone(),
+        lane,
     };
     if !action.is_server_streaming() {
         let response = ctx.services.invoker.unary(call).await?;
