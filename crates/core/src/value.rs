@@ -130,8 +130,13 @@ fn scalar_to_cel(v: &PValue, kind: &Kind) -> Cel {
 }
 
 fn well_known_to_cel(msg: &DynamicMessage) -> Option<Cel> {
-    let name = msg.descriptor().full_name().to_string();
-    match name.as_str() {
+    let descriptor = msg.descriptor();
+    // Every message of every response comes through here: no copy of its name to compare.
+    let name = descriptor.full_name();
+    if !name.starts_with("google.protobuf.") {
+        return None;
+    }
+    match name {
         "google.protobuf.Timestamp" => {
             let ts: prost_types::Timestamp = msg.transcode_to().ok()?;
             let dt = chrono_ts(ts.seconds, ts.nanos)?;
@@ -162,7 +167,7 @@ fn well_known_to_cel(msg: &DynamicMessage) -> Option<Cel> {
         | "google.protobuf.DoubleValue"
         | "google.protobuf.FloatValue"
         | "google.protobuf.BytesValue" => {
-            let field = msg.descriptor().get_field(1)?;
+            let field = descriptor.get_field(1)?;
             Some(scalar_to_cel(&msg.get_field(&field), &field.kind()))
         }
         _ => None,
