@@ -276,6 +276,14 @@ enum ExprKind {
         root: Root,
         keys: Arc<[Key]>,
     },
+    /// `has(root.a.b.c)`: whether the map at `root.a.b` has the key `c`, by lookups (the program
+    /// is kept for static typing).
+    Has {
+        root: Root,
+        keys: Arc<[Key]>,
+        field: Key,
+        program: Arc<Program>,
+    },
     Cel(Arc<Program>),
     /// One side of a compiled program (a wait's correlation value).
     Node(Arc<IdedExpr>),
@@ -393,9 +401,17 @@ impl Expr {
         let mut refs = Vec::new();
         collect_refs(program.expression(), &mut Vec::new(), false, &mut refs);
         let metered = metered(program.expression()).map(Arc::new);
-        let kind = match plain_path(program.expression()) {
-            Some((root, segments)) => ExprKind::Path { root, keys: segments.iter().map(|s| value::key(s)).collect() },
-            None => ExprKind::Cel(Arc::new(program)),
+        let kind = match (plain_path(program.expression()), presence_test(program.expression())) {
+            (Some((root, segments)), _) => {
+                ExprKind::Path { root, keys: segments.iter().map(|s| value::key(s)).collect() }
+            }
+            (None, Some((root, segments, field))) => ExprKind::Has {
+                root,
+                keys: segments.iter().map(|s| value::key(s)).collect(),
+                field: value::key(&field),
+                program: Arc::new(program),
+            },
+            (None, None) => ExprKind::Cel(Arc::new(program)),
         };
         Ok(Self { source: Arc::from(source), kind, refs: refs.into(), metered })
     }
@@ -418,14 +434,14 @@ impl Expr {
     pub fn as_path(&self) -> Option<&Reference> {
         match self.kind {
             ExprKind::Path { .. } => self.refs.first(),
-            ExprKind::Cel(_) | ExprKind::Node(_) => None,
+            ExprKind::Has { .. } | ExprKind::Cel(_) | ExprKind::Node(_) => None,
         }
     }
 
     /// The syntax tree of an expression that is not a plain path (for static typing).
     pub fn syntax(&self) -> Option<&IdedExpr> {
         match &self.kind {
-            ExprKind::Cel(program) => Some(program.expression()),
+            ExprKind::Cel(program) | ExprKind::Has { program, .. } => Some(program.expression()),
             ExprKind::Node(node) => Some(node),
             ExprKind::Path { .. } => None,
         }
@@ -461,6 +477,7 @@ impl Expr {
     pub fn eval(&self, scope: &Scope<'_>) -> Result<Cel, EvalError> {
         match (&self.kind, &self.metered) {
             (ExprKind::Path { root, keys }, _) => self.eval_path(*root, keys, scope),
+            (ExprKind::Has { root, keys, field, .. }, _) => self.eval_has(*root, keys, field, scope),
             (_, Some(tree)) => self.eval_metered(tree, scope),
             (ExprKind::Cel(program), None) => self.eval_cel(|ctx| program.execute(ctx), scope, false),
             (ExprKind::Node(node), None) => self.eval_cel(|ctx| Cel::resolve(node, ctx), scope, false),
@@ -572,6 +589,18 @@ impl Expr {
             .collect()
     }
 
+    /// `has(path.field)` without the CEL interpreter (which would copy every variable it binds):
+    /// as in CEL, a missing value on the way to `path` fails; a present map answers.
+    fn eval_has(&self, root: Root, keys: &[Key], field: &Key, scope: &Scope<'_>) -> Result<Cel, EvalError> {
+        if root == Root::Steps && keys.is_empty() {
+            return Ok(Cel::Bool(scope.steps.contains_key(field)));
+        }
+        match self.eval_path(root, keys, scope)? {
+            Cel::Map(m) => Ok(Cel::Bool(m.get(&key_ref(field)).is_some())),
+            other => Err(self.error(format!("cannot test for `{}` in a {}", key_str(field), type_name(&other)))),
+        }
+    }
+
     fn eval_path(&self, root: Root, keys: &[Key], scope: &Scope<'_>) -> Result<Cel, EvalError> {
         let mut rest = keys;
         let mut current: &Cel = match root {
@@ -662,6 +691,16 @@ fn plain_path(e: &IdedExpr) -> Option<(Root, Vec<String>)> {
             _ => return None,
         }
     }
+}
+
+/// `has(root.a.b.c)`: the path to the map (`root`, `a`, `b`) and the field tested (`c`).
+fn presence_test(e: &IdedExpr) -> Option<(Root, Vec<String>, String)> {
+    let Ast::Select(s) = &e.expr else { return None };
+    if !s.test {
+        return None;
+    }
+    let (root, segments) = plain_path(&s.operand)?;
+    Some((root, segments, s.field.clone()))
 }
 
 /// Collects the variable paths an expression reads. Comprehension variables (from `map`,
@@ -1020,6 +1059,47 @@ mod tests {
         // A name that is no variable is still undeclared.
         let err = Expr::compile("nothing + 1").unwrap().eval(&scope).unwrap_err();
         assert!(err.to_string().contains("nothing"), "{err}");
+    }
+
+    /// `has(path.field)` is answered by lookups, as the CEL interpreter answers it.
+    #[test]
+    fn presence_tests_answer_as_cel_does() {
+        let input = value::serde_to_cel(&serde_json::json!({"n": 1, "m": {"a": {"b": true}}, "s": ""}));
+        let steps: HashMap<Key, Cel> =
+            [(value::key("a"), value::serde_to_cel(&serde_json::json!({"x": 1, "o": {"p": null}})))].into();
+        let exec = Cel::Null;
+        let scope = Scope {
+            input: &input,
+            steps: &steps,
+            item: None,
+            index: None,
+            execution: &exec,
+            event: None,
+            budget: None,
+        };
+        for path in [
+            "input.n",
+            "input.zz",
+            "input.s",
+            "input.m.a",
+            "input.m.a.b",
+            "input.m.zz",
+            "steps.a",
+            "steps.c",
+            "steps.a.x",
+            "steps.a.o.p",
+            "steps.a.y",
+        ] {
+            let fast = Expr::compile(&format!("has({path})")).unwrap();
+            assert!(matches!(fast.kind, ExprKind::Has { .. }), "{path}");
+            let interpreted = Expr::compile(&format!("has({path}) == true")).unwrap();
+            assert_eq!(fast.eval(&scope).unwrap(), interpreted.eval(&scope).unwrap(), "has({path})");
+        }
+        for path in ["input.n.x", "input.zz.x", "steps.c.x", "item.x"] {
+            let fast = Expr::compile(&format!("has({path})")).unwrap();
+            let interpreted = Expr::compile(&format!("has({path}) == true")).unwrap();
+            assert!(fast.eval(&scope).is_err() && interpreted.eval(&scope).is_err(), "has({path}) fails both ways");
+        }
     }
 
     #[test]
