@@ -79,32 +79,49 @@ fn log(p: &Pending, code: tonic::Code, took: Duration, message: Option<&str>) {
     );
 }
 
-/// The axum middleware.
-pub async fn middleware(
-    axum::extract::State(state): axum::extract::State<AccessLog>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = Instant::now();
-    let method: Arc<str> = Arc::from(req.uri().path());
-    let trace_id = state
-        .log
-        .then(|| req.headers().get("traceparent").and_then(|v| v.to_str().ok()))
-        .flatten()
-        .and_then(nexus_engine::trace::parse_traceparent)
-        .map(|t| t.trace_id);
-    let response = next.run(req).await;
-    let principal = if state.log { response.extensions().get::<Principal>().cloned() } else { None };
-    let execution =
-        response.headers().get(crate::EXECUTION_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let pending = Pending { method, started, principal, trace_id, execution, state };
-    // An immediate error (trailers-only response): the status is in the headers.
-    if let Some(code) = status_of(response.headers()) {
-        pending.finish(code, Some(response.headers()));
-        return response;
+/// An RPC as it arrives: what the log line and the metrics need of its request.
+pub struct Started {
+    method: Arc<str>,
+    started: Instant,
+    trace_id: Option<u128>,
+}
+
+impl AccessLog {
+    /// Notes an RPC as it arrives, before anything else runs.
+    pub fn start(&self, req: &axum::extract::Request) -> Started {
+        let trace_id = self
+            .log
+            .then(|| req.headers().get("traceparent").and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(nexus_engine::trace::parse_traceparent)
+            .map(|t| t.trace_id);
+        Started { method: Arc::from(req.uri().path()), started: Instant::now(), trace_id }
     }
-    let (parts, body) = response.into_parts();
-    axum::response::Response::from_parts(parts, Body::new(Watched { inner: body, pending: Some(pending) }))
+
+    /// Ends the RPC's log entry with its response: at once for a trailers-only response (an
+    /// immediate error, its status in the headers), else when the body's trailers pass.
+    pub fn finish(
+        &self,
+        start: Started,
+        principal: Option<Principal>,
+        response: axum::response::Response,
+    ) -> axum::response::Response {
+        let (principal, execution) = if self.log {
+            let execution =
+                response.headers().get(crate::EXECUTION_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+            (principal, execution)
+        } else {
+            (None, None)
+        };
+        let Started { method, started, trace_id } = start;
+        let pending = Pending { method, started, principal, trace_id, execution, state: self.clone() };
+        if let Some(code) = status_of(response.headers()) {
+            pending.finish(code, Some(response.headers()));
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        axum::response::Response::from_parts(parts, Body::new(Watched { inner: body, pending: Some(pending) }))
+    }
 }
 
 /// `s` cut to `max` characters (with an ellipsis), control characters escaped.

@@ -11,7 +11,6 @@ use std::{
 };
 
 use nexus_store::{ApiKeyRecord, AuthStore, api_key};
-use tonic::Status;
 
 use crate::error::ApiError;
 
@@ -294,31 +293,5 @@ impl JwtVerifier {
             .map(|a| a.iter().filter_map(|r| r.as_str().and_then(Role::parse)).collect())
             .unwrap_or_default();
         Ok(Principal { tenant: Arc::from(tenant), subject: Arc::from(subject), roles, via: "jwt" })
-    }
-}
-
-/// The middleware in front of every gRPC service: authenticates the call and puts the
-/// [`Principal`] in the request's extensions for the RPC to authorize. Health checks are exempt
-/// (load balancers probe them without credentials).
-pub async fn middleware(
-    axum::extract::State(auth): axum::extract::State<Arc<Authenticator>>,
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if req.uri().path().starts_with("/grpc.health.v1.Health/") {
-        return next.run(req).await;
-    }
-    match auth.authenticate(req.headers()).await {
-        Ok(p) => {
-            req.extensions_mut().insert(p.clone());
-            let mut response = next.run(req).await;
-            // For the access log, which sits outside this layer.
-            response.extensions_mut().insert(p);
-            response
-        }
-        Err(e) => {
-            tracing::debug!(path = %req.uri().path(), "refused: {e}");
-            Status::from(e).into_http()
-        }
     }
 }

@@ -74,8 +74,7 @@ impl<U: Message + Default> Decoder for CallerDecoder<U> {
 /// large"); the caller sent too much, which gRPC calls RESOURCE_EXHAUSTED — as Connect already
 /// answers (HTTP 429) for a body over its limit. Rewrites that one status of a trailers-only
 /// response (the refusal comes before any message is sent), on the native and gRPC-Web paths.
-pub async fn oversize_is_resource_exhausted(mut response: axum::response::Response) -> axum::response::Response {
-    let headers = response.headers_mut();
+pub fn oversize_is_resource_exhausted(headers: &mut http::HeaderMap) {
     let is_oversize = headers.get("grpc-status").is_some_and(|v| v == "11")
         && headers
             .get("grpc-message")
@@ -95,5 +94,4 @@ pub async fn oversize_is_resource_exhausted(mut response: axum::response::Respon
             headers.insert("grpc-message", v);
         }
     }
-    response
 }

@@ -16,6 +16,7 @@ mod convert;
 mod discovery;
 mod error;
 pub mod events;
+mod front;
 mod graph;
 mod invoker;
 mod journal;
@@ -506,14 +507,17 @@ impl nexus_engine::Observer for Observers {
 /// pay for middleware that only browsers and `curl` need.
 #[derive(Clone)]
 struct Dispatch {
-    grpc: axum::Router,
+    grpc: front::GrpcFront,
     web: axum::Router,
 }
 
 impl tower::Service<axum::extract::Request> for Dispatch {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+    type Future = futures::future::Either<
+        <front::GrpcFront as tower::Service<axum::extract::Request>>::Future,
+        axum::routing::future::RouteFuture<std::convert::Infallible>,
+    >;
 
     fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         // Routers are always ready.
@@ -527,8 +531,11 @@ impl tower::Service<axum::extract::Request> for Dispatch {
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with("application/grpc") && !ct.starts_with("application/grpc-web"));
-        let router = if native { &mut self.grpc } else { &mut self.web };
-        tower::Service::call(router, req)
+        if native {
+            futures::future::Either::Left(tower::Service::call(&mut self.grpc, req))
+        } else {
+            futures::future::Either::Right(tower::Service::call(&mut self.web, req))
+        }
     }
 }
 
@@ -551,19 +558,20 @@ async fn router(
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nexus_core::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let grpc = tonic::service::Routes::new(NexusServiceServer::new(api))
-        .add_service(health_service)
+    let others = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .prepare()
-        .into_axum_router()
-        // Every call is authenticated here, before any service sees it.
-        .layer(axum::middleware::from_fn_with_state(auth.clone(), auth::middleware))
-        .layer(axum::middleware::map_response(codec::oversize_is_resource_exhausted))
-        .layer(axum::middleware::from_fn_with_state(
-            access_log::AccessLog { metrics: metrics.clone(), log: access_log },
-            access_log::middleware,
-        ));
+        .into_axum_router();
+    // Every call is logged and authenticated here, before any service sees it.
+    let front = front::GrpcFront {
+        nexus: NexusServiceServer::new(api),
+        others,
+        auth: auth.clone(),
+        access: access_log::AccessLog { metrics: metrics.clone(), log: access_log },
+    };
+    // The translating layers (gRPC-Web, Connect) end in the same front.
+    let grpc = axum::Router::new().fallback_service(front.clone());
     let grpc_web = tonic_web::GrpcWebLayer::new().layer(grpc.clone());
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
@@ -593,7 +601,7 @@ async fn router(
         .fallback_service(grpc_web)
         .layer(axum::middleware::from_fn_with_state(connect::Connect { grpc: grpc.clone(), auth }, connect::middleware))
         .layer(cors);
-    Ok(Dispatch { grpc, web })
+    Ok(Dispatch { grpc: front, web })
 }
 
 /// Journal transactions in flight at once: one for SQLite (a single writer anyway); on PostgreSQL
