@@ -16,6 +16,7 @@ pub mod schema;
 pub mod transcode;
 mod typecheck;
 pub mod value;
+pub mod wire;
 
 use std::sync::OnceLock;
 

@@ -105,7 +105,7 @@ fn field_value_to_cel(v: &PValue, field: &FieldDescriptor) -> Cel {
     }
 }
 
-fn scalar_to_cel(v: &PValue, kind: &Kind) -> Cel {
+pub(crate) fn scalar_to_cel(v: &PValue, kind: &Kind) -> Cel {
     match v {
         PValue::Bool(b) => Cel::Bool(*b),
         PValue::I32(i) => Cel::Int(i64::from(*i)),
@@ -144,7 +144,7 @@ fn well_known_to_cel(msg: &DynamicMessage) -> Option<Cel> {
         }
         "google.protobuf.Duration" => {
             let d: prost_types::Duration = msg.transcode_to().ok()?;
-            Some(Cel::Duration(cel_duration(d.seconds, d.nanos)))
+            cel_duration(d.seconds, d.nanos).map(Cel::Duration)
         }
         "google.protobuf.Struct" => {
             let s: prost_types::Struct = msg.transcode_to().ok()?;
@@ -174,13 +174,15 @@ fn well_known_to_cel(msg: &DynamicMessage) -> Option<Cel> {
     }
 }
 
-fn chrono_ts(seconds: i64, nanos: i32) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+pub(crate) fn chrono_ts(seconds: i64, nanos: i32) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     let dt = chrono::DateTime::from_timestamp(seconds, u32::try_from(nanos).ok()?)?;
     Some(dt.fixed_offset())
 }
 
-fn cel_duration(seconds: i64, nanos: i32) -> chrono::Duration {
-    chrono::Duration::seconds(seconds) + chrono::Duration::nanoseconds(i64::from(nanos))
+/// `None` past chrono's range (±i64::MAX ms): a backend's Duration that large reads as a plain
+/// `{seconds, nanos}` map rather than failing the call (or, as `Duration::seconds` would, panicking).
+pub(crate) fn cel_duration(seconds: i64, nanos: i32) -> Option<chrono::Duration> {
+    chrono::Duration::try_seconds(seconds)?.checked_add(&chrono::Duration::nanoseconds(i64::from(nanos)))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -65,8 +65,12 @@ fn decoded(payload: &Payload) -> Result<DynamicMessage, CallError> {
     })
 }
 
+/// A message as the pattern's expressions see it, read from its bytes (no `DynamicMessage` in
+/// between: [`nexus_core::wire`]); bytes that are not the declared message fail the call.
 fn payload_to_cel(payload: &Payload) -> Result<Cel, CallError> {
-    decoded(payload).map(|m| message_to_cel(&m))
+    nexus_core::wire::decode_to_cel(payload.descriptor(), payload.bytes()).map_err(|e| {
+        CallError::new(Code::Internal, format!("decoding {} response: {e}", payload.descriptor().full_name()))
+    })
 }
 
 /// A recorded response's output (a journaled one, on resume, or a wait's result).

@@ -1,0 +1,395 @@
+//! Protobuf bytes straight to CEL values, by the message's descriptor.
+//!
+//! A backend's response used to become a `DynamicMessage` (every field, string and list of it
+//! allocated), then a CEL map (all of it allocated again, the message dropped). [`decode_to_cel`]
+//! reads the wire format once into the CEL form, with the meaning [`message_to_cel`] gives a
+//! decoded message — the same value for the same bytes, and an error for the bytes
+//! `DynamicMessage::decode` refuses (the tests check both against prost-reflect):
+//!
+//! - a scalar field is always present (its default when absent, a proto2 custom default too);
+//!   a singular message field and a field of a `oneof` only when set; lists and maps always;
+//! - the last value of a scalar field wins; occurrences of a message field merge (decoding
+//!   their bytes one after the other is the merge, as the protobuf encoding defines it); a
+//!   field of a `oneof` clears the others;
+//! - packed and unpacked lists are both read; map entries missing a key or a value get the
+//!   default; unknown fields are skipped (and checked for well-formedness);
+//! - strings must be UTF-8; nesting is limited to prost's recursion limit (100).
+//!
+//! Well-known types (`google.protobuf.*`) and messages with proto2 groups, rare in a response,
+//! are decoded by prost-reflect and converted as before.
+
+use std::{collections::HashMap, sync::Arc};
+
+use bytes::Buf;
+use cel::{Value as Cel, objects::Key};
+use prost::encoding::{DecodeContext, WireType, check_wire_type, decode_key, decode_varint, skip_field};
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
+
+use crate::value::{key, map, message_to_cel, scalar_to_cel};
+
+/// Messages nested deeper than this are refused (prost's limit).
+const RECURSION_LIMIT: u32 = 100;
+
+/// Why bytes are not an encoding of the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(String);
+
+impl From<prost::DecodeError> for DecodeError {
+    fn from(e: prost::DecodeError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+fn malformed(what: &str) -> DecodeError {
+    DecodeError(format!("failed to decode Protobuf message: {what}"))
+}
+
+/// `bytes` as `desc`'s message, in CEL form: what `message_to_cel(&DynamicMessage::decode(desc,
+/// bytes)?)` gives, without the message in between.
+pub fn decode_to_cel(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Cel, DecodeError> {
+    // As prost counts: the top-level message is not a level of nesting.
+    decode_message(desc, &[bytes], RECURSION_LIMIT + 1)
+}
+
+/// A field's value while its message is read.
+enum Slot<'b> {
+    Scalar(Cel),
+    List(Vec<Cel>),
+    Map(HashMap<Key, Cel>),
+    /// The bytes of each occurrence, decoded together (merged) at the end.
+    Message(Vec<&'b [u8]>),
+}
+
+/// The fields read so far, by number (kept sorted: fields usually arrive in order).
+struct Slots<'b> {
+    slots: Vec<(u32, FieldDescriptor, Slot<'b>)>,
+}
+
+impl<'b> Slots<'b> {
+    fn position(&self, number: u32) -> Result<usize, usize> {
+        match self.slots.last() {
+            Some((n, ..)) if *n < number => Err(self.slots.len()),
+            _ => self.slots.binary_search_by_key(&number, |(n, ..)| *n),
+        }
+    }
+
+    fn take(&mut self, number: u32) -> Option<Slot<'b>> {
+        self.position(number).ok().map(|i| self.slots.remove(i).2)
+    }
+
+    /// The slot of `field`, made with `new` when it has none; a field of a `oneof` clears the
+    /// other fields of its `oneof` first.
+    fn entry(&mut self, field: &FieldDescriptor, new: impl FnOnce() -> Slot<'b>) -> &mut Slot<'b> {
+        let number = field.number();
+        let i = match self.position(number) {
+            Ok(i) => i,
+            Err(i) => {
+                let mut i = i;
+                if let Some(oneof) = field.containing_oneof() {
+                    for other in oneof.fields() {
+                        if other.number() != number
+                            && let Ok(j) = self.position(other.number())
+                        {
+                            self.slots.remove(j);
+                            if j < i {
+                                i -= 1;
+                            }
+                        }
+                    }
+                }
+                self.slots.insert(i, (number, field.clone(), new()));
+                i
+            }
+        };
+        &mut self.slots[i].2
+    }
+}
+
+/// `parts`: the bytes of each occurrence of the message, read one after the other.
+fn decode_message(desc: &MessageDescriptor, parts: &[&[u8]], depth: u32) -> Result<Cel, DecodeError> {
+    if depth == 0 {
+        return Err(malformed("recursion limit reached"));
+    }
+    let name = desc.full_name();
+    if name.starts_with("google.protobuf.") {
+        if (name == "google.protobuf.Timestamp" || name == "google.protobuf.Duration")
+            && let Some(v) = seconds_and_nanos(name, parts)?
+        {
+            return Ok(v);
+        }
+        return by_prost_reflect(desc, parts);
+    }
+    let mut slots = Slots { slots: Vec::new() };
+    for part in parts {
+        let mut buf: &[u8] = part;
+        while buf.has_remaining() {
+            let (number, wire_type) = decode_key(&mut buf)?;
+            let Some(field) = desc.get_field(number) else {
+                skip_field(wire_type, number, &mut buf, DecodeContext::default())?;
+                continue;
+            };
+            if field.is_group() {
+                return by_prost_reflect(desc, parts);
+            }
+            read_field(&field, wire_type, &mut buf, &mut slots, depth)?;
+        }
+    }
+    let mut out = HashMap::with_capacity(desc.fields().len());
+    for field in desc.fields() {
+        let number = field.number();
+        let value = if field.is_list() {
+            match slots.take(number) {
+                Some(Slot::List(items)) => Cel::List(Arc::new(items)),
+                _ => Cel::List(Arc::new(Vec::new())),
+            }
+        } else if field.is_map() {
+            match slots.take(number) {
+                Some(Slot::Map(entries)) => map(entries),
+                _ => map(HashMap::new()),
+            }
+        } else {
+            match slots.take(number) {
+                Some(Slot::Scalar(v)) => v,
+                Some(Slot::Message(parts)) => match field.kind() {
+                    Kind::Message(m) => decode_message(&m, &parts, depth - 1)?,
+                    _ => continue,
+                },
+                Some(Slot::List(_) | Slot::Map(_)) => continue,
+                None => {
+                    if matches!(field.kind(), Kind::Message(_)) || field.containing_oneof().is_some() {
+                        continue;
+                    }
+                    scalar_to_cel(&field.default_value(), &field.kind())
+                }
+            }
+        };
+        out.insert(key(field.name()), value);
+    }
+    Ok(map(out))
+}
+
+/// A Timestamp or Duration read from its two fields (the last of each wins); `None` for values
+/// `message_to_cel` does not turn into a CEL timestamp (out of range): those go the general way.
+fn seconds_and_nanos(name: &str, parts: &[&[u8]]) -> Result<Option<Cel>, DecodeError> {
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    for part in parts {
+        let mut buf: &[u8] = part;
+        while buf.has_remaining() {
+            let (number, wire_type) = decode_key(&mut buf)?;
+            match number {
+                1 => prost::encoding::int64::merge(wire_type, &mut seconds, &mut buf, DecodeContext::default())?,
+                2 => prost::encoding::int32::merge(wire_type, &mut nanos, &mut buf, DecodeContext::default())?,
+                // Anything else (unknown fields, groups): as prost-reflect reads it.
+                _ => return Ok(None),
+            }
+        }
+    }
+    Ok(if name == "google.protobuf.Timestamp" {
+        crate::value::chrono_ts(seconds, nanos).map(Cel::Timestamp)
+    } else {
+        crate::value::cel_duration(seconds, nanos).map(Cel::Duration)
+    })
+}
+
+fn by_prost_reflect(desc: &MessageDescriptor, parts: &[&[u8]]) -> Result<Cel, DecodeError> {
+    let message = match parts {
+        [one] => DynamicMessage::decode(desc.clone(), *one)?,
+        _ => DynamicMessage::decode(desc.clone(), parts.concat().as_slice())?,
+    };
+    Ok(message_to_cel(&message))
+}
+
+/// Whether a list of `kind` may be packed.
+fn packable(kind: &Kind) -> bool {
+    !matches!(kind, Kind::String | Kind::Bytes | Kind::Message(_))
+}
+
+/// The bytes of a length-delimited value.
+fn delimited<'b>(wire_type: WireType, buf: &mut &'b [u8]) -> Result<&'b [u8], DecodeError> {
+    check_wire_type(WireType::LengthDelimited, wire_type)?;
+    let len = decode_varint(buf)?;
+    if len > buf.len() as u64 {
+        return Err(malformed("buffer underflow"));
+    }
+    let (value, rest) = buf.split_at(len as usize);
+    *buf = rest;
+    Ok(value)
+}
+
+fn read_field<'b>(
+    field: &FieldDescriptor,
+    wire_type: WireType,
+    buf: &mut &'b [u8],
+    slots: &mut Slots<'b>,
+    depth: u32,
+) -> Result<(), DecodeError> {
+    let kind = field.kind();
+    if field.is_map() {
+        let Kind::Message(entry) = &kind else { return Err(malformed("malformed map field")) };
+        // prost-reflect reads a map entry's length whatever the wire type says (its
+        // `merge_loop` does not check it); so do we, to accept exactly the same bytes.
+        let bytes = delimited(WireType::LengthDelimited, buf)?;
+        let _ = wire_type;
+        let (k, v) = read_map_entry(entry, bytes, depth)?;
+        if let Slot::Map(entries) = slots.entry(field, || Slot::Map(HashMap::new())) {
+            entries.insert(k, v);
+        }
+        return Ok(());
+    }
+    if field.is_list() {
+        let mut items = Vec::new();
+        if wire_type == WireType::LengthDelimited && packable(&kind) {
+            let mut packed = delimited(wire_type, buf)?;
+            while packed.has_remaining() {
+                items.push(read_single(&kind, kind_wire_type(&kind), &mut packed, depth)?);
+            }
+        } else {
+            items.push(read_single(&kind, wire_type, buf, depth)?);
+        }
+        if let Slot::List(list) = slots.entry(field, || Slot::List(Vec::new())) {
+            list.extend(items);
+        }
+        return Ok(());
+    }
+    if let Kind::Message(_) = kind {
+        let bytes = delimited(wire_type, buf)?;
+        match slots.entry(field, || Slot::Message(Vec::with_capacity(1))) {
+            Slot::Message(parts) => parts.push(bytes),
+            other => *other = Slot::Message(vec![bytes]),
+        }
+        return Ok(());
+    }
+    let value = read_scalar(&kind, wire_type, buf)?;
+    *slots.entry(field, || Slot::Scalar(Cel::Null)) = Slot::Scalar(value);
+    Ok(())
+}
+
+/// One value of a list (or a map entry's value): a scalar, or a whole message.
+fn read_single(kind: &Kind, wire_type: WireType, buf: &mut &[u8], depth: u32) -> Result<Cel, DecodeError> {
+    match kind {
+        Kind::Message(m) => {
+            let bytes = delimited(wire_type, buf)?;
+            decode_message(m, &[bytes], depth - 1)
+        }
+        _ => read_scalar(kind, wire_type, buf),
+    }
+}
+
+fn kind_wire_type(kind: &Kind) -> WireType {
+    match kind {
+        Kind::Double | Kind::Fixed64 | Kind::Sfixed64 => WireType::SixtyFourBit,
+        Kind::Float | Kind::Fixed32 | Kind::Sfixed32 => WireType::ThirtyTwoBit,
+        Kind::String | Kind::Bytes | Kind::Message(_) => WireType::LengthDelimited,
+        _ => WireType::Varint,
+    }
+}
+
+/// A scalar (or enum) value, read as prost reads it for the field's kind.
+fn read_scalar(kind: &Kind, wire_type: WireType, buf: &mut &[u8]) -> Result<Cel, DecodeError> {
+    use prost::encoding as e;
+    let ctx = DecodeContext::default;
+    Ok(match kind {
+        Kind::Bool => {
+            let mut v = false;
+            e::bool::merge(wire_type, &mut v, buf, ctx())?;
+            Cel::Bool(v)
+        }
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            let mut v = 0i32;
+            match kind {
+                Kind::Int32 => e::int32::merge(wire_type, &mut v, buf, ctx())?,
+                Kind::Sint32 => e::sint32::merge(wire_type, &mut v, buf, ctx())?,
+                _ => e::sfixed32::merge(wire_type, &mut v, buf, ctx())?,
+            }
+            Cel::Int(i64::from(v))
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            let mut v = 0i64;
+            match kind {
+                Kind::Int64 => e::int64::merge(wire_type, &mut v, buf, ctx())?,
+                Kind::Sint64 => e::sint64::merge(wire_type, &mut v, buf, ctx())?,
+                _ => e::sfixed64::merge(wire_type, &mut v, buf, ctx())?,
+            }
+            Cel::Int(v)
+        }
+        Kind::Uint32 | Kind::Fixed32 => {
+            let mut v = 0u32;
+            match kind {
+                Kind::Uint32 => e::uint32::merge(wire_type, &mut v, buf, ctx())?,
+                _ => e::fixed32::merge(wire_type, &mut v, buf, ctx())?,
+            }
+            Cel::UInt(u64::from(v))
+        }
+        Kind::Uint64 | Kind::Fixed64 => {
+            let mut v = 0u64;
+            match kind {
+                Kind::Uint64 => e::uint64::merge(wire_type, &mut v, buf, ctx())?,
+                _ => e::fixed64::merge(wire_type, &mut v, buf, ctx())?,
+            }
+            Cel::UInt(v)
+        }
+        Kind::Float => {
+            let mut v = 0f32;
+            e::float::merge(wire_type, &mut v, buf, ctx())?;
+            Cel::Float(f64::from(v))
+        }
+        Kind::Double => {
+            let mut v = 0f64;
+            e::double::merge(wire_type, &mut v, buf, ctx())?;
+            Cel::Float(v)
+        }
+        Kind::String => {
+            let bytes = delimited(wire_type, buf)?;
+            match std::str::from_utf8(bytes) {
+                Ok(s) => Cel::String(Arc::new(s.to_owned())),
+                Err(_) => return Err(malformed("invalid string value: data is not UTF-8 encoded")),
+            }
+        }
+        Kind::Bytes => Cel::Bytes(Arc::new(delimited(wire_type, buf)?.to_vec())),
+        Kind::Enum(e) => {
+            let mut n = 0i32;
+            e::int32::merge(wire_type, &mut n, buf, ctx())?;
+            match e.get_value(n) {
+                Some(v) => Cel::String(Arc::new(v.name().to_owned())),
+                None => Cel::Int(i64::from(n)),
+            }
+        }
+        Kind::Message(_) => return Err(malformed("a message where a scalar was expected")),
+    })
+}
+
+/// One map entry: its key and value, each the default when absent; the last of each wins.
+fn read_map_entry(entry: &MessageDescriptor, bytes: &[u8], depth: u32) -> Result<(Key, Cel), DecodeError> {
+    let key_field = entry.map_entry_key_field();
+    let value_field = entry.map_entry_value_field();
+    let key_kind = key_field.kind();
+    let value_kind = value_field.kind();
+    let mut k = None;
+    let mut value = None;
+    let mut message_parts: Vec<&[u8]> = Vec::new();
+    let mut buf = bytes;
+    while buf.has_remaining() {
+        let (number, wire_type) = decode_key(&mut buf)?;
+        match number {
+            1 => k = Some(read_scalar(&key_kind, wire_type, &mut buf)?),
+            2 => match &value_kind {
+                Kind::Message(_) => message_parts.push(delimited(wire_type, &mut buf)?),
+                _ => value = Some(read_scalar(&value_kind, wire_type, &mut buf)?),
+            },
+            _ => skip_field(wire_type, number, &mut buf, DecodeContext::default())?,
+        }
+    }
+    let k = match k.unwrap_or_else(|| scalar_to_cel(&key_field.default_value(), &key_kind)) {
+        Cel::Bool(b) => Key::Bool(b),
+        Cel::Int(i) => Key::Int(i),
+        Cel::UInt(u) => Key::Uint(u),
+        Cel::String(s) => Key::String(s),
+        _ => return Err(malformed("unsupported map key type")),
+    };
+    let value = match &value_kind {
+        Kind::Message(m) => decode_message(m, &message_parts, depth - 1)?,
+        _ => value.unwrap_or_else(|| scalar_to_cel(&value_field.default_value(), &value_kind)),
+    };
+    Ok((k, value))
+}

@@ -1,0 +1,228 @@
+//! `wire::decode_to_cel` against prost-reflect: for random messages of every field shape, their
+//! merges (two encodings one after the other) and corrupted bytes, the wire decoder must give
+//! exactly what `message_to_cel(&DynamicMessage::decode(..))` gives — the same value, or an error
+//! where prost-reflect refuses the bytes.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // test code: a panic is a failed test
+
+use std::path::PathBuf;
+
+use cel::Value as Cel;
+use nexus_core::{value::message_to_cel, wire::decode_to_cel};
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
+
+fn pool() -> DescriptorPool {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let fds = protox::compile(["wire.proto", "wire2.proto"], [&data]).unwrap();
+    DescriptorPool::from_file_descriptor_set(fds).unwrap()
+}
+
+/// xorshift64*: deterministic, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+    fn string(&mut self) -> String {
+        let n = self.below(6);
+        (0..n).map(|_| ['a', 'z', 'é', '😀', ' ', '"'][self.below(6) as usize]).collect()
+    }
+}
+
+fn scalar(rng: &mut Rng, kind: &Kind, depth: u32) -> Value {
+    let big = |rng: &mut Rng| if rng.chance(3) { rng.next() } else { rng.below(300) };
+    match kind {
+        Kind::Double => Value::F64([0.0, -1.5, 1e300, f64::INFINITY, 3.25][rng.below(5) as usize]),
+        Kind::Float => Value::F32([0.0, -1.5, 1e30, 0.1][rng.below(4) as usize]),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(big(rng) as i32),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(big(rng) as i64),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(big(rng) as u32),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(big(rng)),
+        Kind::Bool => Value::Bool(rng.chance(2)),
+        Kind::String => Value::String(rng.string()),
+        Kind::Bytes => Value::Bytes(rng.string().into_bytes().into()),
+        // Known names, and a number no value has.
+        Kind::Enum(e) => Value::EnumNumber([0, 1, 2, 7][rng.below(4) as usize].max(e.default_value().number())),
+        Kind::Message(m) => Value::Message(message(rng, m, depth + 1)),
+    }
+}
+
+fn map_key(rng: &mut Rng, kind: &Kind) -> MapKey {
+    match scalar(rng, kind, 0) {
+        Value::Bool(b) => MapKey::Bool(b),
+        Value::I32(i) => MapKey::I32(i),
+        Value::I64(i) => MapKey::I64(i % 4),
+        Value::U32(u) => MapKey::U32(u % 4),
+        Value::U64(u) => MapKey::U64(u % 4),
+        Value::String(s) => MapKey::String(s),
+        other => panic!("not a key: {other:?}"),
+    }
+}
+
+fn field_value(rng: &mut Rng, field: &FieldDescriptor, depth: u32) -> Value {
+    if field.is_map() {
+        let Kind::Message(entry) = field.kind() else { unreachable!() };
+        let (k, v) = (entry.map_entry_key_field().kind(), entry.map_entry_value_field().kind());
+        let n = rng.below(4);
+        return Value::Map((0..n).map(|_| (map_key(rng, &k), scalar(rng, &v, depth))).collect());
+    }
+    if field.is_list() {
+        let n = rng.below(4);
+        return Value::List((0..n).map(|_| scalar(rng, &field.kind(), depth)).collect());
+    }
+    scalar(rng, &field.kind(), depth)
+}
+
+fn message(rng: &mut Rng, desc: &MessageDescriptor, depth: u32) -> DynamicMessage {
+    let mut m = DynamicMessage::new(desc.clone());
+    if depth > 3 {
+        return m;
+    }
+    if desc.full_name() == "google.protobuf.Timestamp" || desc.full_name() == "google.protobuf.Duration" {
+        // Now and then past what chrono holds: such values read as plain maps, never panic.
+        let seconds = if rng.chance(8) {
+            [i64::MAX, i64::MIN, 1 << 60][rng.below(3) as usize]
+        } else {
+            rng.below(2_000_000_000) as i64
+        };
+        m.set_field_by_name("seconds", Value::I64(seconds));
+        m.set_field_by_name("nanos", Value::I32([0, 500, -1][rng.below(3) as usize]));
+        return m;
+    }
+    for field in desc.fields() {
+        if rng.chance(2) {
+            let v = field_value(rng, &field, depth);
+            m.set_field(&field, v);
+        }
+    }
+    m
+}
+
+/// Both decoders on `bytes`: the same value, or both an error.
+fn agree(desc: &MessageDescriptor, bytes: &[u8]) -> bool {
+    let expected = DynamicMessage::decode(desc.clone(), bytes).map(|m| message_to_cel(&m));
+    let got = decode_to_cel(desc, bytes);
+    match (&expected, &got) {
+        (Ok(a), Ok(b)) => assert!(same(a, b), "{}: bytes {bytes:?}\nexpected {a:?}\n     got {b:?}", desc.full_name()),
+        (Err(_), Err(_)) => {}
+        _ => panic!("{}: bytes {bytes:?}\nexpected {expected:?}\n     got {got:?}", desc.full_name()),
+    }
+    expected.is_ok()
+}
+
+/// Equality where NaN equals NaN (a corrupted double may decode to one).
+fn same(a: &Cel, b: &Cel) -> bool {
+    match (a, b) {
+        (Cel::Float(x), Cel::Float(y)) => x == y || x.is_nan() && y.is_nan(),
+        (Cel::List(x), Cel::List(y)) => x.len() == y.len() && x.iter().zip(y.iter()).all(|(a, b)| same(a, b)),
+        (Cel::Map(x), Cel::Map(y)) => {
+            x.map.len() == y.map.len() && x.map.iter().all(|(k, v)| y.map.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn descriptors() -> Vec<MessageDescriptor> {
+    let pool = pool();
+    ["wiretest.All", "wiretest.Inner", "wiretest2.Legacy", "wiretest2.WithGroup"]
+        .iter()
+        .map(|n| pool.get_message_by_name(n).unwrap())
+        .collect()
+}
+
+#[test]
+fn random_messages_decode_as_prost_reflect_decodes_them() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for desc in descriptors() {
+        for _ in 0..400 {
+            let bytes = message(&mut rng, &desc, 0).encode_to_vec();
+            assert!(agree(&desc, &bytes), "{}: a valid encoding was refused", desc.full_name());
+        }
+    }
+}
+
+#[test]
+fn merged_encodings_decode_as_prost_reflect_merges_them() {
+    // Two encodings one after the other are one message: the later scalar wins, messages merge,
+    // a oneof keeps its last field, lists append, maps keep the last value of a key.
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    for desc in descriptors() {
+        for _ in 0..300 {
+            let mut bytes = message(&mut rng, &desc, 0).encode_to_vec();
+            bytes.extend(message(&mut rng, &desc, 0).encode_to_vec());
+            assert!(agree(&desc, &bytes));
+        }
+    }
+}
+
+#[test]
+fn corrupted_bytes_are_refused_where_prost_reflect_refuses_them() {
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let (mut accepted, mut refused) = (0, 0);
+    for desc in descriptors() {
+        for _ in 0..4000 {
+            let mut bytes = message(&mut rng, &desc, 0).encode_to_vec();
+            if bytes.is_empty() {
+                continue;
+            }
+            for _ in 0..=rng.below(3) {
+                let i = rng.below(bytes.len() as u64) as usize;
+                match rng.below(4) {
+                    0 => bytes[i] = rng.next() as u8,
+                    1 => bytes.truncate(i),
+                    2 => bytes.insert(i, rng.next() as u8),
+                    _ => bytes[i] ^= 0x80,
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if agree(&desc, &bytes) { accepted += 1 } else { refused += 1 }
+        }
+    }
+    // Both outcomes were exercised.
+    assert!(accepted > 100 && refused > 100, "accepted {accepted}, refused {refused}");
+}
+
+#[test]
+fn strings_must_be_utf8_and_nesting_is_bounded() {
+    let pool = pool();
+    let inner = pool.get_message_by_name("wiretest.Inner").unwrap();
+    // name = "\xff"
+    assert!(!agree(&inner, &[0x0a, 0x01, 0xff]));
+    // Inner.child nested n deep: prost refuses past its recursion limit, and so must we.
+    for depth in [1, 50, 99, 100, 101, 150] {
+        let mut bytes = Vec::new();
+        for _ in 0..depth {
+            let mut outer = vec![0x1a];
+            prost::encoding::encode_varint(bytes.len() as u64, &mut outer);
+            outer.extend(bytes);
+            bytes = outer;
+        }
+        agree(&inner, &bytes);
+    }
+}
+
+#[test]
+fn absent_fields_read_as_message_to_cel_reads_them() {
+    // Defaults of scalars (proto2 custom ones included), no entry for unset messages and oneofs.
+    for desc in descriptors() {
+        assert!(agree(&desc, &[]));
+    }
+    let legacy = pool().get_message_by_name("wiretest2.Legacy").unwrap();
+    let Cel::Map(m) = decode_to_cel(&legacy, &[]).unwrap() else { panic!() };
+    assert_eq!(m.map.get(&nexus_core::value::key("a")), Some(&Cel::Int(42)));
+    assert_eq!(m.map.get(&nexus_core::value::key("k")), Some(&Cel::String(std::sync::Arc::new("TWO".into()))));
+    assert!(!m.map.contains_key(&nexus_core::value::key("next")));
+}
