@@ -470,7 +470,7 @@ pub fn to_field_value(value: &Cel, field: &FieldDescriptor) -> Result<PValue, Co
     to_kind_value(value, &field.kind())
 }
 
-fn map_key(k: &Key, kind: &Kind) -> Result<MapKey, ConvertError> {
+pub(crate) fn map_key(k: &Key, kind: &Kind) -> Result<MapKey, ConvertError> {
     let as_cel = match k {
         Key::Int(i) => Cel::Int(*i),
         Key::Uint(u) => Cel::UInt(*u),

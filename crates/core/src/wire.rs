@@ -25,7 +25,7 @@ use cel::{Value as Cel, objects::Key};
 use prost::encoding::{DecodeContext, WireType, check_wire_type, decode_key, decode_varint, skip_field};
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 
-use crate::value::{key, map, message_to_cel, scalar_to_cel};
+use crate::value::{ConvertError, key, map, message_to_cel, scalar_to_cel};
 
 /// Messages nested deeper than this are refused (prost's limit).
 const RECURSION_LIMIT: u32 = 100;
@@ -392,4 +392,235 @@ fn read_map_entry(entry: &MessageDescriptor, bytes: &[u8], depth: u32) -> Result
         _ => value.unwrap_or_else(|| scalar_to_cel(&value_field.default_value(), &value_kind)),
     };
     Ok((k, value))
+}
+
+// ---------------------------------------------------------------------------------------------
+// CEL -> protobuf bytes
+
+/// `value` encoded as `desc`'s message: the bytes of `to_message(value, desc)?` (the same
+/// message once decoded, fields in number order) and the same errors, without the
+/// `DynamicMessage` in between. Well-known types, and a map naming one field twice (by its name
+/// and its JSON name), go through `to_message`.
+pub fn encode_from_cel(value: &Cel, desc: &MessageDescriptor) -> Result<Vec<u8>, ConvertError> {
+    let mut out = Vec::with_capacity(64);
+    encode_message(value, desc, &mut out)?;
+    Ok(out)
+}
+
+fn encode_message(value: &Cel, desc: &MessageDescriptor, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+    if desc.full_name().starts_with("google.protobuf.") {
+        return by_to_message(value, desc, out);
+    }
+    let Cel::Map(m) = value else {
+        return Err(ConvertError {
+            message: format!("expects a {} object, got {}", desc.full_name(), crate::value::type_name(value)),
+        });
+    };
+    let start = out.len();
+    // Each field's bytes, where they were written: in the map's order (the order `to_message`
+    // sets them, so the first error is the same), put in number order at the end.
+    let mut written: Vec<(u32, usize, usize)> = Vec::with_capacity(m.map.len());
+    for (k, v) in m.map.iter() {
+        let Key::String(name) = k else {
+            return Err(ConvertError { message: format!("{} field names must be strings", desc.full_name()) });
+        };
+        let Some(field) = desc.get_field_by_name(name).or_else(|| desc.get_field_by_json_name(name)) else {
+            return Err(ConvertError { message: format!("{} has no field `{name}`", desc.full_name()) });
+        };
+        if field.is_group() {
+            out.truncate(start);
+            return by_to_message(value, desc, out);
+        }
+        if matches!(v, Cel::Null) {
+            // null means "not set", as in the proto3 JSON mapping.
+            continue;
+        }
+        let from = out.len();
+        encode_field(&field, v, out).map_err(|e| ConvertError { message: format!("{name}: {}", e.message) })?;
+        written.push((field.number(), from, out.len()));
+    }
+    if written.windows(2).all(|w| w[0].0 < w[1].0) {
+        return Ok(());
+    }
+    written.sort_by_key(|w| w.0);
+    if written.windows(2).any(|w| w[0].0 == w[1].0) {
+        // One field named twice: `to_message` keeps the one set last.
+        out.truncate(start);
+        return by_to_message(value, desc, out);
+    }
+    let fields: Vec<u8> = out[start..].to_vec();
+    out.truncate(start);
+    for (_, from, to) in written {
+        out.extend_from_slice(&fields[from - start..to - start]);
+    }
+    Ok(())
+}
+
+fn by_to_message(value: &Cel, desc: &MessageDescriptor, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+    use prost::Message as _;
+    crate::value::to_message(value, desc)?.encode_raw(out);
+    Ok(())
+}
+
+fn encode_field(field: &FieldDescriptor, value: &Cel, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+    use prost::encoding::encode_key;
+    let number = field.number();
+    let kind = field.kind();
+    if field.is_map() {
+        let Kind::Message(entry) = &kind else { return Err(ConvertError { message: "malformed map field".into() }) };
+        let Cel::Map(m) = value else {
+            return Err(ConvertError { message: format!("expects a map, got {}", crate::value::type_name(value)) });
+        };
+        let key_kind = entry.map_entry_key_field().kind();
+        let value_kind = entry.map_entry_value_field().kind();
+        let mut body = Vec::new();
+        for (k, v) in m.map.iter() {
+            body.clear();
+            let key = crate::value::map_key(k, &key_kind)?;
+            encode_map_key(&key, &key_kind, &mut body);
+            encode_value(2, v, &value_kind, &mut body)?;
+            encode_key(number, WireType::LengthDelimited, out);
+            prost::encoding::encode_varint(body.len() as u64, out);
+            out.extend_from_slice(&body);
+        }
+        return Ok(());
+    }
+    if field.is_list() {
+        let Cel::List(items) = value else {
+            return Err(ConvertError { message: format!("expects a list, got {}", crate::value::type_name(value)) });
+        };
+        let at = |i: usize, e: ConvertError| ConvertError { message: format!("[{i}]: {}", e.message) };
+        if field.is_packed() && !items.is_empty() {
+            let mut body = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                encode_packed_item(item, &kind, &mut body).map_err(|e| at(i, e))?;
+            }
+            encode_key(number, WireType::LengthDelimited, out);
+            prost::encoding::encode_varint(body.len() as u64, out);
+            out.extend_from_slice(&body);
+        } else {
+            for (i, item) in items.iter().enumerate() {
+                encode_value(number, item, &kind, out).map_err(|e| at(i, e))?;
+            }
+        }
+        return Ok(());
+    }
+    if !field.supports_presence() && is_default_scalar(value, &kind) {
+        // As prost-reflect encodes a field without presence: not at all when it is the default.
+        // (Only values that convert without error are defaults here, so no error is skipped.)
+        return Ok(());
+    }
+    encode_value(number, value, &kind, out)
+}
+
+/// Whether `value` converts to the default of a scalar `kind` (a proto3 field without presence
+/// is not encoded then, as prost-reflect does). Values that do not convert are not defaults: their
+/// error comes from encoding them.
+fn is_default_scalar(value: &Cel, kind: &Kind) -> bool {
+    match (kind, value) {
+        (Kind::String, Cel::String(s)) => s.is_empty(),
+        (Kind::Bytes, Cel::Bytes(b)) => b.is_empty(),
+        (Kind::Bytes, Cel::String(s)) => s.is_empty(),
+        (Kind::String | Kind::Bytes | Kind::Message(_), _) => false,
+        _ => crate::value::to_kind_value(value, kind).is_ok_and(|v| v.is_default(kind)),
+    }
+}
+
+/// One value of `kind` with its own key (a singular field, a list item not packed, a map
+/// entry's value).
+fn encode_value(number: u32, value: &Cel, kind: &Kind, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+    use prost::encoding::{encode_key, encode_varint};
+    match (kind, value) {
+        (Kind::String, Cel::String(s)) => {
+            encode_key(number, WireType::LengthDelimited, out);
+            encode_varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        (Kind::Bytes, Cel::Bytes(b)) => {
+            encode_key(number, WireType::LengthDelimited, out);
+            encode_varint(b.len() as u64, out);
+            out.extend_from_slice(b);
+        }
+        (Kind::Bytes, Cel::String(s)) => {
+            encode_key(number, WireType::LengthDelimited, out);
+            encode_varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        (Kind::Message(m), _) => {
+            let mut body = Vec::new();
+            encode_message(value, m, &mut body)?;
+            encode_key(number, WireType::LengthDelimited, out);
+            encode_varint(body.len() as u64, out);
+            out.extend_from_slice(&body);
+        }
+        _ => {
+            let v = crate::value::to_kind_value(value, kind)?;
+            encode_key(number, kind_wire_type(kind), out);
+            encode_scalar(&v, kind, out);
+        }
+    }
+    Ok(())
+}
+
+/// One item of a packed list: its value alone.
+fn encode_packed_item(value: &Cel, kind: &Kind, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+    let v = crate::value::to_kind_value(value, kind)?;
+    encode_scalar(&v, kind, out);
+    Ok(())
+}
+
+/// A scalar's value without its key.
+fn encode_scalar(v: &prost_reflect::Value, kind: &Kind, out: &mut Vec<u8>) {
+    use prost::encoding::encode_varint;
+    use prost_reflect::Value as P;
+    match (v, kind) {
+        (P::Bool(b), _) => encode_varint(u64::from(*b), out),
+        (P::I32(i), Kind::Sint32) => encode_varint(u64::from(((i << 1) ^ (i >> 31)) as u32), out),
+        (P::I32(i), Kind::Sfixed32) => out.extend_from_slice(&i.to_le_bytes()),
+        (P::I32(i), _) | (P::EnumNumber(i), _) => encode_varint(i64::from(*i) as u64, out),
+        (P::I64(i), Kind::Sint64) => encode_varint(((i << 1) ^ (i >> 63)) as u64, out),
+        (P::I64(i), Kind::Sfixed64) => out.extend_from_slice(&i.to_le_bytes()),
+        (P::I64(i), _) => encode_varint(*i as u64, out),
+        (P::U32(u), Kind::Fixed32) => out.extend_from_slice(&u.to_le_bytes()),
+        (P::U32(u), _) => encode_varint(u64::from(*u), out),
+        (P::U64(u), Kind::Fixed64) => out.extend_from_slice(&u.to_le_bytes()),
+        (P::U64(u), _) => encode_varint(*u, out),
+        (P::F32(f), _) => out.extend_from_slice(&f.to_le_bytes()),
+        (P::F64(f), _) => out.extend_from_slice(&f.to_le_bytes()),
+        (P::String(s), _) => {
+            encode_varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        (P::Bytes(b), _) => {
+            encode_varint(b.len() as u64, out);
+            out.extend_from_slice(b);
+        }
+        (P::Message(m), _) => {
+            use prost::Message as _;
+            encode_varint(m.encoded_len() as u64, out);
+            m.encode_raw(out);
+        }
+        (P::List(_) | P::Map(_), _) => {}
+    }
+}
+
+/// A map entry's key, field 1.
+fn encode_map_key(key: &prost_reflect::MapKey, kind: &Kind, out: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint};
+    use prost_reflect::{MapKey as K, Value as P};
+    let value = match key {
+        K::String(s) => {
+            encode_key(1, WireType::LengthDelimited, out);
+            encode_varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+            return;
+        }
+        K::Bool(b) => P::Bool(*b),
+        K::I32(i) => P::I32(*i),
+        K::I64(i) => P::I64(*i),
+        K::U32(u) => P::U32(*u),
+        K::U64(u) => P::U64(*u),
+    };
+    encode_key(1, kind_wire_type(kind), out);
+    encode_scalar(&value, kind, out);
 }

@@ -8,7 +8,10 @@
 use std::path::PathBuf;
 
 use cel::Value as Cel;
-use nexus_core::{value::message_to_cel, wire::decode_to_cel};
+use nexus_core::{
+    value::{message_to_cel, to_message},
+    wire::{decode_to_cel, encode_from_cel},
+};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 
@@ -225,4 +228,94 @@ fn absent_fields_read_as_message_to_cel_reads_them() {
     assert_eq!(m.map.get(&nexus_core::value::key("a")), Some(&Cel::Int(42)));
     assert_eq!(m.map.get(&nexus_core::value::key("k")), Some(&Cel::String(std::sync::Arc::new("TWO".into()))));
     assert!(!m.map.contains_key(&nexus_core::value::key("next")));
+}
+
+/// `encode_from_cel` against `to_message` + encode: the same message once decoded (field by
+/// field, defaults left out alike), or the same error.
+fn encodings_agree(desc: &MessageDescriptor, value: &Cel) -> bool {
+    let expected = to_message(value, desc).map(|m| m.encode_to_vec());
+    let got = encode_from_cel(value, desc);
+    match (&expected, &got) {
+        (Ok(a), Ok(b)) => {
+            let (a, b) = (
+                DynamicMessage::decode(desc.clone(), a.as_slice()),
+                DynamicMessage::decode(desc.clone(), b.as_slice()),
+            );
+            // Not assert_eq: a DynamicMessage's Debug prints its descriptor, which for a recursive
+            // message never ends.
+            assert!(a.unwrap() == b.unwrap(), "{}: the messages differ, from {value:?}", desc.full_name());
+            true
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a.message, b.message, "{}: from {value:?}", desc.full_name());
+            false
+        }
+        _ => panic!("{}: from {value:?}\nexpected {expected:?}\n     got {got:?}", desc.full_name()),
+    }
+}
+
+/// `value` with some entries changed: a wrong type, a null, a JSON name for the field name, an
+/// unknown field, a key that is not a string; in nested maps and lists too.
+fn mutated(rng: &mut Rng, value: &Cel, depth: u32) -> Cel {
+    use std::sync::Arc;
+    match value {
+        Cel::Map(m) if depth < 4 => {
+            let mut entries: std::collections::HashMap<cel::objects::Key, Cel> = m
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), if rng.chance(3) { mutated(rng, v, depth + 1) } else { v.clone() }))
+                .collect();
+            if rng.chance(4) {
+                let k = entries.keys().next().cloned();
+                if let Some(cel::objects::Key::String(name)) = k {
+                    let v = entries.remove(&cel::objects::Key::String(name.clone())).unwrap();
+                    let camel: String = name
+                        .split('_')
+                        .enumerate()
+                        .map(|(i, w)| if i == 0 { w.to_string() } else { w[..1].to_uppercase() + &w[1..] })
+                        .collect();
+                    entries.insert(nexus_core::value::key(&camel), v);
+                }
+            }
+            if rng.chance(12) {
+                entries.insert(nexus_core::value::key("no_such_field"), Cel::Int(1));
+            }
+            if rng.chance(16) {
+                entries.insert(cel::objects::Key::Int(3), Cel::Int(1));
+            }
+            nexus_core::value::map(entries)
+        }
+        Cel::List(items) if depth < 4 => Cel::List(Arc::new(
+            items.iter().map(|v| if rng.chance(4) { mutated(rng, v, depth + 1) } else { v.clone() }).collect(),
+        )),
+        _ => match rng.below(9) {
+            0 => Cel::Null,
+            1 => Cel::Int(-3),
+            2 => Cel::UInt(u64::MAX),
+            3 => Cel::Float(2.5),
+            4 => Cel::Float(0.0),
+            5 => Cel::String(Arc::new("RED".into())),
+            6 => Cel::String(Arc::new("12".into())),
+            7 => Cel::Bool(false),
+            _ => value.clone(),
+        },
+    }
+}
+
+#[test]
+fn requests_encode_as_to_message_encodes_them() {
+    let mut rng = Rng(0x5151_7272_9393_b4b4);
+    let (mut accepted, mut refused) = (0, 0);
+    for desc in descriptors() {
+        for _ in 0..1500 {
+            let value = message_to_cel(&message(&mut rng, &desc, 0));
+            // A message's own CEL form is accepted — unless it holds what `to_message` cannot
+            // turn back (a Timestamp or Duration out of chrono's range reads as a plain map).
+            if encodings_agree(&desc, &value) {
+                accepted += 1;
+            }
+            if encodings_agree(&desc, &mutated(&mut rng, &value, 0)) { accepted += 1 } else { refused += 1 }
+        }
+    }
+    assert!(accepted > 100 && refused > 100, "accepted {accepted}, refused {refused}");
 }

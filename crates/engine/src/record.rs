@@ -33,6 +33,15 @@ impl Payload {
         Self { descriptor: message.descriptor(), bytes: Bytes::from(message.encode_to_vec()) }
     }
 
+    /// `value` encoded as `descriptor`'s message (straight from CEL: [`nexus_core::wire`]).
+    pub fn from_cel(
+        value: &cel::Value,
+        descriptor: MessageDescriptor,
+    ) -> Result<Self, nexus_core::value::ConvertError> {
+        let bytes = nexus_core::wire::encode_from_cel(value, &descriptor)?;
+        Ok(Self { descriptor, bytes: Bytes::from(bytes) })
+    }
+
     pub fn descriptor(&self) -> &MessageDescriptor {
         &self.descriptor
     }

@@ -9,7 +9,7 @@ use crate::{
     invoker::{Call, CallError},
     record::{CompensationRecord, ExecError, Payload, StepStatus, code_name},
 };
-use nexus_core::{CompiledStep, value};
+use nexus_core::CompiledStep;
 use tonic::Code;
 
 impl<'a> Run<'a> {
@@ -29,8 +29,7 @@ impl<'a> Run<'a> {
                 match super::run::evaluate(comp.request.is_costly(), &self.budget, || comp.request.eval(&self.scope()))
                     .map_err(|e| CallError::new(super::run::eval_code(&e, Code::InvalidArgument), e.to_string()))
                     .and_then(|v| {
-                        value::to_message(&v, &comp.action.method.input())
-                            .map(|m| Payload::encode(&m))
+                        Payload::from_cel(&v, comp.action.method.input())
                             .map_err(|e| CallError::new(Code::InvalidArgument, e.to_string()))
                     }) {
                     Ok(request) => {

@@ -741,7 +741,7 @@ impl<'a> Run<'a> {
             match &step.target {
                 Target::Action(a) => {
                     let input = a.method.input();
-                    value::to_message(&v, &input).map(|m| Request::Message(Payload::encode(&m))).map_err(|e| {
+                    Payload::from_cel(&v, input.clone()).map(Request::Message).map_err(|e| {
                         (Code::InvalidArgument, format!("building the {} request: {e}", input.full_name()))
                     })
                 }
