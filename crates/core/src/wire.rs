@@ -8,9 +8,9 @@
 //!
 //! - a scalar field is always present (its default when absent, a proto2 custom default too);
 //!   a singular message field and a field of a `oneof` only when set; lists and maps always;
-//! - the last value of a scalar field wins; occurrences of a message field merge (decoding
-//!   their bytes one after the other is the merge, as the protobuf encoding defines it); a
-//!   field of a `oneof` clears the others;
+//! - the last value of a scalar field wins; occurrences of a message field merge (each read in
+//!   turn into the same fields, as the protobuf encoding defines it); a field of a `oneof` clears
+//!   the others;
 //! - packed and unpacked lists are both read; map entries missing a key or a value get the
 //!   default; unknown fields are skipped (and checked for well-formedness);
 //! - strings must be UTF-8; nesting is limited to prost's recursion limit (100).
@@ -193,10 +193,13 @@ fn seconds_and_nanos(name: &str, parts: &[&[u8]]) -> Result<Option<Cel>, DecodeE
 }
 
 fn by_prost_reflect(desc: &MessageDescriptor, parts: &[&[u8]]) -> Result<Cel, DecodeError> {
-    let message = match parts {
-        [one] => DynamicMessage::decode(desc.clone(), *one)?,
-        _ => DynamicMessage::decode(desc.clone(), parts.concat().as_slice())?,
-    };
+    use prost::Message as _;
+    // Each occurrence merged in turn, as prost-reflect reads them: not their concatenation, in
+    // which a field could run from one occurrence into the next (found by the `wire` fuzz target).
+    let mut message = DynamicMessage::new(desc.clone());
+    for part in parts {
+        message.merge(*part)?;
+    }
     Ok(message_to_cel(&message))
 }
 

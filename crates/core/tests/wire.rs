@@ -319,3 +319,27 @@ fn requests_encode_as_to_message_encodes_them() {
     }
     assert!(accepted > 100 && refused > 100, "accepted {accepted}, refused {refused}");
 }
+
+#[test]
+fn a_field_never_runs_from_one_occurrence_of_a_message_into_the_next() {
+    // `st` (a Struct, read by prost-reflect) twice: the first occurrence ends inside an unknown
+    // length-delimited field whose length reaches into the second. Each occurrence is its own
+    // message to merge, so this is malformed (found by the `wire` fuzz target).
+    let all = pool().get_message_by_name("wiretest.All").unwrap();
+    let mut first = vec![0x12, 0x05, 0x01];
+    first.extend([0x28; 2]);
+    let second = [0x28; 4];
+    let mut bytes = Vec::new();
+    for part in [&first[..], &second[..]] {
+        bytes.extend([0xa2, 0x03, part.len() as u8]);
+        bytes.extend(part);
+    }
+    assert!(!agree(&all, &bytes));
+    // The same for a message the decoder reads itself (`f_inner`, field 17).
+    let mut bytes = Vec::new();
+    for part in [&first[..], &second[..]] {
+        bytes.extend([0x8a, 0x01, part.len() as u8]);
+        bytes.extend(part);
+    }
+    assert!(!agree(&all, &bytes));
+}
