@@ -61,6 +61,10 @@ pub struct Options {
     /// Measure the 1-client latency again while costly CEL expressions run without pause beside
     /// it (each up to its cost budget): the p99 should not move.
     pub costly_background: bool,
+    /// The throughput phase runs as this many rounds, direct then Nexus in each, so that a
+    /// slower minute of a shared machine weighs on both paths alike rather than on one of them
+    /// (each round gets its share of `throughput_requests` and of `max_phase_time`).
+    pub rounds: usize,
 }
 
 /// A pattern whose `when` is a five-deep comprehension: it runs until its cost budget is spent.
@@ -98,6 +102,7 @@ impl Default for Options {
             database_url: None,
             nexus_process: None,
             costly_background: false,
+            rounds: 4,
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct Report {
     /// Measured on Nexus's own process, when it runs as one.
     pub nexus_alone: Option<NexusAlone>,
     pub costly: Option<CostlyBackground>,
+    /// Nexus executions/s over direct executions/s in each round of the throughput phase.
+    pub round_ratios: Vec<f64>,
 }
 
 /// Nexus measured as its own process.
@@ -192,6 +199,17 @@ impl Report {
                 "nexus / direct throughput at {} clients: {:.2} (target ≥ 0.50)\n",
                 self.concurrency,
                 self.throughput_ratio()
+            );
+        }
+        if self.round_ratios.len() > 1 {
+            let mut sorted = self.round_ratios.clone();
+            sorted.sort_by(f64::total_cmp);
+            let each: Vec<String> = self.round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+            out += &format!(
+                "nexus / direct in each of {} alternated rounds: {} (median {:.2})\n",
+                sorted.len(),
+                each.join(" "),
+                median(&sorted)
             );
         }
         if let Some(c) = &self.costly {
@@ -290,25 +308,46 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         None
     };
     let c = options.concurrency;
-    let direct_throughput = phase(&direct, c, options.throughput_requests, options.max_phase_time, &counter).await?;
-    let (nexus_cpu_before, switches_before) = (nexus.process_cpu(), nexus.context_switches());
-    let nexus_throughput = phase(&via_nexus, c, options.throughput_requests, options.max_phase_time, &counter).await?;
+    // Alternated rounds: direct, Nexus, direct, Nexus… Nexus's CPU and context switches are
+    // counted over its rounds only.
+    let rounds = options.rounds.max(1);
+    let round_requests = options.throughput_requests.div_ceil(rounds);
+    let round_time = options.max_phase_time / u32::try_from(rounds).unwrap_or(u32::MAX);
+    let (mut direct_runs, mut nexus_runs, mut round_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut nexus_cpu, mut nexus_switches) = (Some(Duration::ZERO), Some(0u64));
+    for _ in 0..rounds {
+        let d = run_phase(&direct, c, round_requests, round_time, &counter).await?;
+        let (cpu_before, switches_before) = (nexus.process_cpu(), nexus.context_switches());
+        let n = run_phase(&via_nexus, c, round_requests, round_time, &counter).await?;
+        nexus_cpu = match (nexus_cpu, cpu_before, nexus.process_cpu()) {
+            (Some(sum), Some(b), Some(a)) => Some(sum + a.saturating_sub(b)),
+            _ => None,
+        };
+        nexus_switches = match (nexus_switches, switches_before, nexus.context_switches()) {
+            (Some(sum), Some(b), Some(a)) => Some(sum + a.saturating_sub(b)),
+            _ => None,
+        };
+        round_ratios.push(n.per_sec() / d.per_sec().max(f64::MIN_POSITIVE));
+        direct_runs.push(d);
+        nexus_runs.push(n);
+    }
+    let direct_throughput = Stats::of(direct_runs);
+    let nexus_throughput = Stats::of(nexus_runs);
     let per_exec = |before: Option<u64>, after: Option<u64>, count: usize| match (before, after) {
         (Some(b), Some(a)) => a.saturating_sub(b) as f64 / count.max(1) as f64,
         _ => 0.0,
     };
     let micros = |d: Option<Duration>| d.map(|d| d.as_micros() as u64);
-    let nexus_alone = match (nexus_cpu_before, nexus.process_cpu(), nexus.rss_kib("VmRSS:"), nexus.rss_kib("RssFile:"))
-    {
-        (Some(before), Some(after), Some(rss), Some(rss_file)) => Some(NexusAlone {
-            cpu_us_per_exec: after.saturating_sub(before).as_secs_f64() * 1e6 / nexus_throughput.count.max(1) as f64,
+    let nexus_alone = match (nexus_cpu, nexus.rss_kib("VmRSS:"), nexus.rss_kib("RssFile:")) {
+        (Some(cpu), Some(rss), Some(rss_file)) => Some(NexusAlone {
+            cpu_us_per_exec: cpu.as_secs_f64() * 1e6 / nexus_throughput.count.max(1) as f64,
             cpu_us_per_exec_one_client: per_exec(
                 micros(one_client_before.0),
                 micros(one_client_after.0),
                 nexus_latency.count,
             ),
             switches_per_exec_one_client: per_exec(one_client_before.1, one_client_after.1, nexus_latency.count),
-            switches_per_exec: per_exec(switches_before, nexus.context_switches(), nexus_throughput.count),
+            switches_per_exec: per_exec(Some(0), nexus_switches, nexus_throughput.count),
             rss_after_kib: rss,
             rss_file_kib: rss_file,
         }),
@@ -330,6 +369,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         durable: options.durable,
         nexus_alone,
         costly,
+        round_ratios,
     })
 }
 
@@ -486,14 +526,22 @@ impl NexusProcess {
     }
 }
 
-/// The child side of [`Options::nexus_process`]: starts Nexus from `NEXUS_*` variables, prints
-/// its address, and shuts down when stdin closes.
-pub async fn serve_nexus_child() -> anyhow::Result<()> {
-    // Logging as `nexus serve` sets it up (quieter by default: warnings only): with a subscriber,
-    // the libraries' debug and trace callsites are switched off, as they are in the product.
+/// Logging as `nexus serve` sets it up (quieter by default: warnings only, `NEXUS_LOG` to
+/// change it). Every process of the benchmark installs it — the Nexus child, and the benchmark
+/// itself, whose clients and demo services (and Nexus, with `--in-process`) use h2 too: without a
+/// subscriber, `tracing`'s `log` fallback still builds the spans h2 opens around every frame
+/// (`Span::log`, `Span::record_all`: ~8 % of the instructions of an `--in-process` run), a cost
+/// no service with a subscriber pays.
+pub fn install_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The child side of [`Options::nexus_process`]: starts Nexus from `NEXUS_*` variables, prints
+/// its address, and shuts down when stdin closes.
+pub async fn serve_nexus_child() -> anyhow::Result<()> {
+    install_logging();
     let mut config = nexus_server::Config::default();
     config.apply_env(|k| std::env::var(k).ok())?;
     let nexus = nexus_server::Nexus::start(config).await?;
@@ -521,6 +569,64 @@ async fn phase(
     limit: Duration,
     counter: &Arc<AtomicU64>,
 ) -> anyhow::Result<Stats> {
+    Ok(Stats::of(vec![run_phase(target, clients, total, limit, counter).await?]))
+}
+
+/// What one phase measured, before it is summed up with others into [`Stats`].
+struct PhaseRun {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    /// This process's CPU time over the phase.
+    cpu: Duration,
+}
+
+impl PhaseRun {
+    fn per_sec(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+impl Stats {
+    /// Several phases of the same kind as one: percentiles over all their executions, the rate
+    /// and the CPU over their summed time.
+    fn of(runs: Vec<PhaseRun>) -> Self {
+        let elapsed: Duration = runs.iter().map(|r| r.elapsed).sum();
+        let cpu: Duration = runs.iter().map(|r| r.cpu).sum();
+        let mut latencies: Vec<Duration> = runs.into_iter().flat_map(|r| r.latencies).collect();
+        latencies.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1);
+            latencies[i].as_secs_f64() * 1e6
+        };
+        Stats {
+            count: latencies.len(),
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            per_sec: latencies.len() as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+            cpu_us_per_exec: cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64,
+        }
+    }
+}
+
+/// The median of sorted values (0 for none).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+async fn run_phase(
+    target: &Target,
+    clients: usize,
+    total: usize,
+    limit: Duration,
+    counter: &Arc<AtomicU64>,
+) -> anyhow::Result<PhaseRun> {
     let per_client = total.div_ceil(clients.max(1));
     let cpu_start = process_cpu();
     let started = Instant::now();
@@ -537,21 +643,7 @@ async fn phase(
     }
     let elapsed = started.elapsed();
     let cpu = process_cpu().saturating_sub(cpu_start);
-    latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1);
-        latencies[i].as_secs_f64() * 1e6
-    };
-    Ok(Stats {
-        count: latencies.len(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        cpu_us_per_exec: cpu.as_secs_f64() * 1e6 / latencies.len().max(1) as f64,
-    })
+    Ok(PhaseRun { latencies, elapsed, cpu })
 }
 
 /// User + system CPU time this process has used so far.

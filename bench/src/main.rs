@@ -54,6 +54,10 @@ struct Args {
     /// With --events: NATS JetStream instead of the in-process bus (a stream of its own).
     #[arg(long)]
     events_url: Option<String>,
+    /// The throughput phase as this many alternated rounds (direct, then Nexus, in each), so
+    /// that the machine's slower moments weigh on both paths alike.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
     /// Also measure the 1-client latency while costly CEL expressions run beside it.
     #[arg(long)]
     costly_background: bool,
@@ -86,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
         nexus_process: if args.in_process { None } else { Some(std::env::current_exe()?) },
         costly_background: args.costly_background,
+        rounds: args.rounds.max(1),
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if args.serve_nexus {
@@ -95,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let runtime = runtime.enable_all().build()?;
+    nexus_bench::install_logging();
     if args.serve_nexus {
         return runtime.block_on(nexus_bench::serve_nexus_child());
     }

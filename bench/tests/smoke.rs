@@ -16,6 +16,7 @@ async fn a_small_run_measures_both_paths() {
         database_url: None,
         nexus_process: None,
         costly_background: true,
+        rounds: 2,
     };
     let report = nexus_bench::run(&options).await.expect("benchmark run");
     for s in [report.direct_latency, report.nexus_latency, report.direct_throughput, report.nexus_throughput] {
@@ -24,7 +25,9 @@ async fn a_small_run_measures_both_paths() {
     let costly = report.costly.as_ref().expect("the costly phase ran");
     assert!(costly.latency.count > 0 && costly.costly_runs > 0, "{costly:?}");
     assert_eq!(costly.costly_code, "ResourceExhausted", "{costly:?}");
-    assert!(report.render().contains("overhead per step"));
+    assert_eq!(report.round_ratios.len(), 2, "{report:?}");
+    let text = report.render();
+    assert!(text.contains("overhead per step") && text.contains("in each of 2 alternated rounds"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,6 +53,7 @@ async fn a_durable_run_measures_nexus_as_its_own_process() {
         database_url: None,
         nexus_process: Some(env!("CARGO_BIN_EXE_nexus-bench").into()),
         costly_background: false,
+        rounds: 1,
     };
     let report = nexus_bench::run(&options).await.expect("benchmark run");
     let alone = report.nexus_alone.expect("figures of the Nexus process");
