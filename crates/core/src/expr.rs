@@ -378,12 +378,43 @@ pub struct Scope<'a> {
     pub steps: &'a HashMap<Key, Cel>,
     pub item: Option<&'a Cel>,
     pub index: Option<i64>,
-    pub execution: &'a Cel,
+    pub execution: &'a ExecutionVar,
     /// The event (trigger filters and inputs, `wait_for` matches).
     pub event: Option<&'a Cel>,
     /// The execution's CEL budget and deadline; without one, each evaluation gets
     /// [`CostLimits::DEFAULT`]'s per-expression limit and no deadline.
     pub budget: Option<&'a Budget>,
+}
+
+/// The `execution` variable — `{id, pattern, version}` — made the first time an expression reads
+/// it: most executions have none that does, and making the map was a dozen allocations each.
+pub struct ExecutionVar {
+    parts: Option<[Arc<str>; 3]>,
+    value: std::sync::OnceLock<Cel>,
+}
+
+impl ExecutionVar {
+    pub fn new(id: Arc<str>, pattern: Arc<str>, version: Arc<str>) -> Self {
+        Self { parts: Some([id, pattern, version]), value: std::sync::OnceLock::new() }
+    }
+
+    /// A variable that is `value` (`null` where no execution runs: trigger filters, event matches).
+    pub fn of(value: Cel) -> Self {
+        Self { parts: None, value: std::sync::OnceLock::from(value) }
+    }
+
+    pub fn get(&self) -> &Cel {
+        self.value.get_or_init(|| match &self.parts {
+            Some(parts) => value::map(
+                ["id", "pattern", "version"]
+                    .into_iter()
+                    .zip(parts)
+                    .map(|(k, v)| (value::key(k), Cel::String(Arc::new(v.to_string()))))
+                    .collect(),
+            ),
+            None => Cel::Null,
+        })
+    }
 }
 
 impl Expr {
@@ -560,7 +591,7 @@ impl Expr {
                     ctx.add_variable_from_value("steps", value::map(self.steps_read(scope.steps)));
                 }
                 if reads("execution") {
-                    ctx.add_variable_from_value("execution", scope.execution.clone());
+                    ctx.add_variable_from_value("execution", scope.execution.get().clone());
                 }
                 if let Some(item) = scope.item.filter(|_| reads("item")) {
                     ctx.add_variable_from_value("item", item.clone());
@@ -605,7 +636,7 @@ impl Expr {
         let mut rest = keys;
         let mut current: &Cel = match root {
             Root::Input => scope.input,
-            Root::Execution => scope.execution,
+            Root::Execution => scope.execution.get(),
             Root::Item => scope.item.ok_or_else(|| self.error("`item` is only set inside for_each"))?,
             Root::Index => {
                 return match (scope.index, keys.is_empty()) {
@@ -994,7 +1025,7 @@ mod tests {
     fn scope_eval(t: &Template, input: serde_json::Value) -> Cel {
         let input = value::serde_to_cel(&input);
         let steps = HashMap::new();
-        let exec = Cel::Null;
+        let exec = ExecutionVar::of(Cel::Null);
         t.eval(&Scope {
             input: &input,
             steps: &steps,
@@ -1010,7 +1041,7 @@ mod tests {
     fn eval_with(source: &str, input: serde_json::Value, budget: Option<&Budget>) -> Result<Cel, EvalError> {
         let input = value::serde_to_cel(&input);
         let steps = HashMap::new();
-        let exec = Cel::Null;
+        let exec = ExecutionVar::of(Cel::Null);
         Expr::compile(source).unwrap().eval(&Scope {
             input: &input,
             steps: &steps,
@@ -1032,7 +1063,7 @@ mod tests {
             (value::key("b"), value::serde_to_cel(&serde_json::json!({"y": 2}))),
         ]
         .into();
-        let exec = value::serde_to_cel(&serde_json::json!({"id": "e1"}));
+        let exec = ExecutionVar::new(Arc::from("e1"), Arc::from("p"), Arc::from("1.0.0"));
         let (item, event) = (Cel::Int(7), value::serde_to_cel(&serde_json::json!({"type": "t"})));
         let scope = Scope {
             input: &input,
@@ -1052,6 +1083,8 @@ mod tests {
             ("steps.a.tags.exists(t, t == 'q') && steps.b.y == 2", Cel::Bool(true)),
             ("input.n + steps.a.x + item + index", Cel::Int(12)),
             ("execution.id + '/' + event.type", Cel::String(Arc::new("e1/t".into()))),
+            ("execution.pattern + '@' + execution.version", Cel::String(Arc::new("p@1.0.0".into()))),
+            ("size(execution)", Cel::Int(3)),
         ] {
             let got = Expr::compile(source).unwrap().eval(&scope);
             assert_eq!(got.map_err(|e| e.to_string()), Ok(expected), "{source}");
@@ -1067,7 +1100,7 @@ mod tests {
         let input = value::serde_to_cel(&serde_json::json!({"n": 1, "m": {"a": {"b": true}}, "s": ""}));
         let steps: HashMap<Key, Cel> =
             [(value::key("a"), value::serde_to_cel(&serde_json::json!({"x": 1, "o": {"p": null}})))].into();
-        let exec = Cel::Null;
+        let exec = ExecutionVar::of(Cel::Null);
         let scope = Scope {
             input: &input,
             steps: &steps,

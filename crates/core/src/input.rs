@@ -196,7 +196,7 @@ fn to_json(v: &Cel) -> Json {
         Cel::Int(i) => Json::from(*i),
         Cel::UInt(u) => Json::from(*u),
         Cel::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Cel::String(s) => Json::String(s.to_string()),
+        Cel::String(s) => Json::String(s.as_str().to_owned()),
         Cel::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b.as_slice())),
         Cel::List(items) => Json::Array(items.iter().map(to_json).collect()),
         Cel::Map(m) => Json::Object(
@@ -204,7 +204,7 @@ fn to_json(v: &Cel) -> Json {
                 .iter()
                 .map(|(k, v)| {
                     let key = match k {
-                        cel::objects::Key::String(s) => s.to_string(),
+                        cel::objects::Key::String(s) => s.as_str().to_owned(),
                         cel::objects::Key::Int(i) => i.to_string(),
                         cel::objects::Key::Uint(u) => u.to_string(),
                         cel::objects::Key::Bool(b) => b.to_string(),

@@ -64,9 +64,21 @@ impl TraceContext {
 
     /// The `traceparent` of a call made from span `span_id` of this trace.
     pub fn traceparent(&self, span_id: u64) -> String {
-        let mut s = String::with_capacity(55);
-        let _ = write!(s, "00-{:032x}-{span_id:016x}-{:02x}", self.trace_id, u8::from(self.sampled));
-        s
+        // Written digit by digit: one per backend call, and `write!`'s formatting machinery cost
+        // ~1,400 instructions for these 55 bytes.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 55];
+        out[..3].copy_from_slice(b"00-");
+        for (i, b) in out[3..35].iter_mut().enumerate() {
+            *b = HEX[((self.trace_id >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        out[35] = b'-';
+        for (i, b) in out[36..52].iter_mut().enumerate() {
+            *b = HEX[((span_id >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        // Hex digits, dashes: ASCII, so always UTF-8 (the lossy path never replaces anything).
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The trace id as 32 lower-case hex digits.
@@ -172,6 +184,16 @@ mod tests {
         let unsampled = TraceContext::start(Some(&CALLER.replace("-01", "-00")), None);
         assert!(!unsampled.sampled);
         assert!(unsampled.traceparent(1).ends_with("-00"));
+    }
+
+    #[test]
+    fn traceparent_is_written_as_the_specification_formats_it() {
+        for _ in 0..200 {
+            let t = TraceContext { sampled: rand::random(), ..TraceContext::start(None, None) };
+            let span = rand::random::<u64>() >> (rand::random::<u32>() % 64);
+            let expected = format!("00-{:032x}-{span:016x}-{:02x}", t.trace_id, u8::from(t.sampled));
+            assert_eq!(t.traceparent(span), expected);
+        }
     }
 
     #[test]

@@ -5,7 +5,11 @@
 use std::{collections::HashMap, sync::Arc};
 
 use cel::Value as Cel;
-use nexus_core::{expr::Scope, plan::WaitBranch, value};
+use nexus_core::{
+    expr::{ExecutionVar, Scope},
+    plan::WaitBranch,
+    value,
+};
 
 use crate::bus::CloudEvent;
 
@@ -64,7 +68,7 @@ pub fn branch_matches(branch: &WaitBranch, context: &Cel, event: &Cel, event_typ
         steps: &steps,
         item: None,
         index: None,
-        execution: &Cel::Null,
+        execution: &ExecutionVar::of(Cel::Null),
         event: Some(event),
         budget: None,
     };

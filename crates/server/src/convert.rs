@@ -63,7 +63,7 @@ pub fn duration(d: Duration) -> prost_types::Duration {
 
 pub fn response(r: &ExecutionRecord) -> pb::ExecutePatternResponse {
     pb::ExecutePatternResponse {
-        execution_id: r.id.to_string(),
+        execution_id: String::from(&*r.id),
         status: status(r.status) as i32,
         output: r.output.as_ref().map(record_struct),
         error: r.error.as_ref().map(error),

@@ -13,7 +13,7 @@ use cel::{Value as Cel, objects::Key};
 use futures::{StreamExt, stream::FuturesUnordered};
 use nexus_core::{
     CompiledPattern, CompiledStep, Target,
-    expr::{Budget, EvalError, EvalErrorKind, Scope},
+    expr::{Budget, EvalError, EvalErrorKind, ExecutionVar, Scope},
     value,
 };
 use tokio::time::Instant;
@@ -179,7 +179,7 @@ pub(super) struct Run<'a> {
     depth: u32,
     pub(super) id: Arc<str>,
     input: Cel,
-    execution: Cel,
+    execution: ExecutionVar,
     deadline: Option<Instant>,
     /// What this execution's CEL expressions may still cost (and its deadline, for them).
     pub(super) budget: Budget,
@@ -222,11 +222,7 @@ struct Stopped {
 impl<'a> Run<'a> {
     pub(super) fn new(o: RunOptions<'a>) -> Self {
         let pattern = o.pattern;
-        let execution = value::map(HashMap::from([
-            (value::key("id"), Cel::String(Arc::new(o.id.to_string()))),
-            (value::key("pattern"), Cel::String(Arc::new(pattern.name.to_string()))),
-            (value::key("version"), Cel::String(Arc::new(pattern.version.to_string()))),
-        ]));
+        let execution = ExecutionVar::new(o.id.clone(), pattern.name.clone(), pattern.version.clone());
         let steps = pattern
             .steps
             .iter()

@@ -103,10 +103,15 @@ pub(super) async fn attempt(
     let mut attempts = Vec::with_capacity(1);
     let mut backoff = policy.initial_backoff;
     let mut number = 0;
-    let idempotency_key = match item {
-        Some(i) => format!("{}/{}/{i}", ctx.execution_id, step.id),
-        None => format!("{}/{}", ctx.execution_id, step.id),
-    };
+    // `<execution>/<step>[/<item>]`, written without `format!`'s machinery (once per step).
+    let mut idempotency_key = String::with_capacity(ctx.execution_id.len() + step.id.len() + 12);
+    idempotency_key.push_str(&ctx.execution_id);
+    idempotency_key.push('/');
+    idempotency_key.push_str(&step.id);
+    if let Some(i) = item {
+        use std::fmt::Write as _;
+        let _ = write!(idempotency_key, "/{i}");
+    }
     // The execution's calls share a connection; a for_each step's items spread over them.
     let lane = ctx.trace.span_id.wrapping_add(item.map_or(0, u64::from));
     loop {

@@ -178,7 +178,7 @@ impl Api {
                             steps: &Default::default(),
                             item: None,
                             index: None,
-                            execution: &cel::Value::Null,
+                            execution: &nexus_core::expr::ExecutionVar::of(cel::Value::Null),
                             event: Some(&cel),
                             budget: None,
                         };

@@ -19,7 +19,11 @@ use std::{
 
 use cel::Value as Cel;
 use futures::StreamExt;
-use nexus_core::{Target, expr::Scope, value};
+use nexus_core::{
+    Target,
+    expr::{ExecutionVar, Scope},
+    value,
+};
 use nexus_engine::{
     BusError, CloudEvent, Delivery, Engine, EventBus, EventHub, ExecuteRequest, JournalError, Published,
     WaitRegistration, waits,
@@ -157,7 +161,7 @@ impl EventRouter {
                 steps: &Default::default(),
                 item: None,
                 index: None,
-                execution: &Cel::Null,
+                execution: &ExecutionVar::of(Cel::Null),
                 event: Some(cel),
                 budget: None,
             };

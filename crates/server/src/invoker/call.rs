@@ -179,23 +179,25 @@ fn http_request(connection: &Connection, call: &Call) -> Result<http::Request<()
     // Values new on every call are sent as HPACK literals that no table indexes ("never
     // indexed"): indexed, each would be inserted into both ends' dynamic tables only to evict the
     // entries that do repeat (`:authority`, `content-type`, `te`), which then go in again.
-    let unique = |v: &str| {
-        HeaderValue::from_str(v).ok().map(|mut v| {
+    let unique = |v: &[u8]| {
+        HeaderValue::from_bytes(v).ok().map(|mut v| {
             v.set_sensitive(true);
             v
         })
     };
-    if let Some(v) = call.timeout.and_then(|t| unique(&grpc_timeout(t))) {
-        headers.insert("grpc-timeout", v);
+    // The names are constants (a name made from a string is copied into a buffer of its own on
+    // every call); each value is copied once, from where it is written.
+    if let Some(v) = call.timeout.and_then(|t| unique(grpc_timeout_text(t).as_bytes())) {
+        headers.insert(GRPC_TIMEOUT, v);
     }
-    if let Some(v) = unique(&call.idempotency_key) {
-        headers.insert("nexus-idempotency-key", v);
+    if let Some(v) = unique(call.idempotency_key.as_bytes()) {
+        headers.insert(IDEMPOTENCY_KEY, v);
     }
-    if let Some(v) = call.traceparent.as_deref().and_then(unique) {
-        headers.insert("traceparent", v);
+    if let Some(v) = call.traceparent.as_deref().and_then(|t| unique(t.as_bytes())) {
+        headers.insert(TRACEPARENT, v);
     }
     if let Some(v) = call.tracestate.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
-        headers.insert("tracestate", v);
+        headers.insert(TRACESTATE, v);
     }
     Ok(request)
 }
@@ -212,19 +214,64 @@ fn framed(message: &Bytes) -> Result<Bytes, CallError> {
     Ok(body.freeze())
 }
 
+const GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
+const IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("nexus-idempotency-key");
+const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+const TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
+
 /// A deadline as `grpc-timeout` writes it: at most 8 digits, in the finest unit that fits.
-pub(super) fn grpc_timeout(t: std::time::Duration) -> String {
+#[cfg(test)]
+fn grpc_timeout(t: std::time::Duration) -> String {
+    grpc_timeout_text(t).as_str().to_owned()
+}
+
+/// [`grpc_timeout`]'s text, written on the stack.
+fn grpc_timeout_text(t: std::time::Duration) -> TimeoutText {
     const MAX: u128 = 99_999_999;
     let units = [
-        (t.as_nanos(), 'n'),
-        (t.as_micros(), 'u'),
-        (t.as_millis(), 'm'),
-        (u128::from(t.as_secs()), 'S'),
-        (u128::from(t.as_secs() / 60), 'M'),
-        (u128::from(t.as_secs() / 3600), 'H'),
+        (t.as_nanos(), b'n'),
+        (t.as_micros(), b'u'),
+        (t.as_millis(), b'm'),
+        (u128::from(t.as_secs()), b'S'),
+        (u128::from(t.as_secs() / 60), b'M'),
+        (u128::from(t.as_secs() / 3600), b'H'),
     ];
-    let (value, unit) = units.into_iter().find(|(v, _)| *v <= MAX).unwrap_or((MAX, 'H'));
-    format!("{value}{unit}")
+    let (value, unit) = units.into_iter().find(|(v, _)| *v <= MAX).unwrap_or((MAX, b'H'));
+    let mut text = TimeoutText { bytes: [0; 9], len: 0 };
+    // At most 8 digits (value ≤ MAX), then the unit.
+    let mut digits = [0u8; 8];
+    let (mut v, mut n) = (value, 0);
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 || n == digits.len() {
+            break;
+        }
+    }
+    for (i, d) in digits[..n].iter().rev().enumerate() {
+        text.bytes[i] = *d;
+    }
+    text.bytes[n] = unit;
+    text.len = n + 1;
+    text
+}
+
+/// Up to 8 digits and a unit letter.
+struct TimeoutText {
+    bytes: [u8; 9],
+    len: usize,
+}
+
+impl TimeoutText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    #[cfg(test)]
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// Reads a response: its status, and its one message when the status is OK.
@@ -555,5 +602,9 @@ mod tests {
         assert_eq!(grpc_timeout(Duration::from_secs(3600)), "3600000m");
         assert_eq!(grpc_timeout(Duration::from_secs(400_000)), "400000S");
         assert_eq!(grpc_timeout(Duration::MAX), "99999999H");
+        assert_eq!(grpc_timeout(Duration::ZERO), "0n");
+        assert_eq!(grpc_timeout(Duration::from_nanos(99_999_999)), "99999999n");
+        assert_eq!(grpc_timeout(Duration::from_nanos(100_000_000)), "100000u");
+        assert_eq!(grpc_timeout(Duration::from_nanos(1_001)), "1001n");
     }
 }
