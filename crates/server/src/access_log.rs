@@ -27,6 +27,46 @@ pub struct AccessLog {
     pub metrics: Arc<Metrics>,
     /// Whether to write a log line per RPC (the metrics are always kept).
     pub log: bool,
+    /// The method names this server serves, each one `Arc` made once: the label of the RPC
+    /// metrics (`Metrics::rpc` finds a method's series by its name's address) and of the log.
+    methods: Arc<Methods>,
+}
+
+/// The gRPC methods served here, by path; any other path is [`UNKNOWN_METHOD`].
+struct Methods {
+    known: std::collections::HashMap<Box<str>, Arc<str>>,
+    unknown: Arc<str>,
+}
+
+/// The method label of a path no service here has (answered UNIMPLEMENTED): one label for all
+/// of them, so a caller cannot grow the metrics by inventing paths.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+impl Methods {
+    fn new() -> Self {
+        let mut known = std::collections::HashMap::new();
+        let mut add = |path: String| {
+            known.insert(path.clone().into_boxed_str(), Arc::from(path));
+        };
+        for service in nexus_core::descriptor_pool().services() {
+            for method in service.methods() {
+                add(format!("/{}/{}", service.full_name(), method.name()));
+            }
+        }
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            add(path.to_owned());
+        }
+        Self { known, unknown: Arc::from(UNKNOWN_METHOD) }
+    }
+
+    fn of(&self, path: &str) -> Arc<str> {
+        self.known.get(path).unwrap_or(&self.unknown).clone()
+    }
 }
 
 /// What is known of an RPC until its status arrives.
@@ -87,6 +127,10 @@ pub struct Started {
 }
 
 impl AccessLog {
+    pub fn new(metrics: Arc<Metrics>, log: bool) -> Self {
+        Self { metrics, log, methods: Arc::new(Methods::new()) }
+    }
+
     /// Notes an RPC as it arrives, before anything else runs.
     pub fn start(&self, req: &axum::extract::Request) -> Started {
         let trace_id = self
@@ -95,7 +139,7 @@ impl AccessLog {
             .flatten()
             .and_then(nexus_engine::trace::parse_traceparent)
             .map(|t| t.trace_id);
-        Started { method: Arc::from(req.uri().path()), started: Instant::now(), trace_id }
+        Started { method: self.methods.of(req.uri().path()), started: Instant::now(), trace_id }
     }
 
     /// Ends the RPC's log entry with its response: at once for a trailers-only response (an
@@ -197,6 +241,31 @@ impl Drop for Watched {
         // The caller went away before the status: the call was cancelled.
         if let Some(pending) = self.pending.take() {
             pending.finish(tonic::Code::Cancelled, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_method_label_is_a_served_method_or_unknown() {
+        let methods = Methods::new();
+        for path in [
+            "/nexus.v1.NexusService/ExecutePattern",
+            "/nexus.v1.NexusService/RegisterPattern",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            let label = methods.of(path);
+            assert_eq!(&*label, path);
+            // One name per method, made once: the metrics find its series by this address.
+            assert!(Arc::ptr_eq(&label, &methods.of(path)), "{path}");
+        }
+        // Paths a caller invents all share one label.
+        for path in ["/nexus.v1.NexusService/Nothing", "/x.Y/Z", "/", ""] {
+            assert_eq!(&*methods.of(path), UNKNOWN_METHOD, "{path}");
         }
     }
 }

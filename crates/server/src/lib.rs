@@ -568,7 +568,7 @@ async fn router(
         nexus: NexusServiceServer::new(api),
         others,
         auth: auth.clone(),
-        access: access_log::AccessLog { metrics: metrics.clone(), log: access_log },
+        access: access_log::AccessLog::new(metrics.clone(), access_log),
     };
     // The translating layers (gRPC-Web, Connect) end in the same front.
     let grpc = axum::Router::new().fallback_service(front.clone());

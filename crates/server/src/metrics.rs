@@ -5,7 +5,8 @@
 //! record ([`nexus_engine::Observer`]): the steps' path carries no instrumentation. Executions in
 //! flight are read from the engine at scrape time. The journal's group commit, lease take-overs
 //! and the event router report their own figures here. Every label's values are bounded: pattern
-//! names and versions are registered ones, actions come from the catalog, codes are gRPC's 17.
+//! names and versions are registered ones, actions come from the catalog, codes are gRPC's 17,
+//! methods are the ones served here (any other path is `unknown`, `access_log::UNKNOWN_METHOD`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
