@@ -41,9 +41,17 @@ struct MethodState {
     fail_next: u32,
     fail_code: Option<Code>,
     latency: Option<Duration>,
-    idempotency_keys: Vec<String>,
+    /// The most recent [`KEPT_IDEMPOTENCY_KEYS`], oldest first.
+    idempotency_keys: std::collections::VecDeque<String>,
     last_traceparent: Option<String>,
 }
+
+/// Idempotency keys a method remembers: enough for any test's executions (the chaos test's
+/// 10,000 events, each called at most twice), bounded so that a demo left running under load —
+/// or the benchmark's hundreds of thousands of calls — does not grow without end (a `Vec` of
+/// every key, re-allocated and copied as it doubled, was the benchmark backend's largest cost
+/// that only calls through Nexus paid: direct calls send no key).
+pub const KEPT_IDEMPOTENCY_KEYS: usize = 65_536;
 
 /// Whether the global knobs (default latency, random failure rate) apply to a call. They are
 /// meant for unary calls; a stream is only affected by injection aimed at it by method name.
@@ -100,9 +108,10 @@ impl DemoHandle {
         self.inner.failure_rate.store(clamp_rate(rate).to_bits(), Ordering::Relaxed);
     }
 
-    /// Values of the `nexus-idempotency-key` metadata received by `method`, in arrival order.
+    /// Values of the `nexus-idempotency-key` metadata received by `method`, in arrival order
+    /// (the most recent [`KEPT_IDEMPOTENCY_KEYS`]).
     pub fn idempotency_keys(&self, method: &str) -> Vec<String> {
-        self.read(method, |state| state.idempotency_keys.clone()).unwrap_or_default()
+        self.read(method, |state| state.idempotency_keys.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// The most recent `traceparent` metadata value received by `method`.
@@ -149,7 +158,10 @@ impl DemoHandle {
             state.in_flight += 1;
             state.max_in_flight = state.max_in_flight.max(state.in_flight);
             if let Some(key) = idempotency_key {
-                state.idempotency_keys.push(key);
+                if state.idempotency_keys.len() >= KEPT_IDEMPOTENCY_KEYS {
+                    state.idempotency_keys.pop_front();
+                }
+                state.idempotency_keys.push_back(key);
             }
             if traceparent.is_some() {
                 state.last_traceparent = traceparent;
@@ -250,4 +262,27 @@ fn clamp_rate(rate: f64) -> f64 {
 /// The counters stay meaningful after a panic elsewhere, so a poisoned lock is simply reused.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_method_keeps_its_most_recent_idempotency_keys() -> Result<(), Status> {
+        let handle = DemoHandle::new(&DemoOptions::default());
+        let method = crate::method::SEND_EMAIL;
+        for i in 0..KEPT_IDEMPOTENCY_KEYS + 10 {
+            let mut request = Request::new(());
+            request
+                .metadata_mut()
+                .insert(IDEMPOTENCY_KEY_HEADER, i.to_string().parse().map_err(|_| Status::internal("key"))?);
+            drop(handle.admit(method, &request, CallKind::Unary).await?);
+        }
+        let keys = handle.idempotency_keys(method);
+        assert_eq!(keys.len(), KEPT_IDEMPOTENCY_KEYS);
+        assert_eq!(keys.first().map(String::as_str), Some("10"));
+        assert_eq!(keys.last(), Some(&(KEPT_IDEMPOTENCY_KEYS + 9).to_string()));
+        Ok(())
+    }
 }

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
-pub use control::{DemoHandle, IDEMPOTENCY_KEY_HEADER, TRACEPARENT_HEADER};
+pub use control::{DemoHandle, IDEMPOTENCY_KEY_HEADER, KEPT_IDEMPOTENCY_KEYS, TRACEPARENT_HEADER};
 
 /// Generated messages, clients and servers, one module per proto package.
 pub mod pb {
