@@ -25,7 +25,8 @@ struct Library {
 
 impl Assets {
     pub(crate) fn new(control: DemoHandle) -> Self {
-        Self { control, library: Mutex::new(Library::default()) }
+        let library = Library { by_id: HashMap::with_capacity(control.capacity()), last_sequence: 0 };
+        Self { control, library: Mutex::new(library) }
     }
 }
 

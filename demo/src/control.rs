@@ -26,6 +26,8 @@ pub struct DemoHandle {
 struct Control {
     default_latency: Duration,
     chunk_interval: Duration,
+    /// [`DemoOptions::capacity`].
+    capacity: usize,
     /// Stored as `f64` bits so the hot path reads it without a lock.
     failure_rate: AtomicU64,
     methods: Mutex<HashMap<String, MethodState>>,
@@ -67,12 +69,18 @@ impl DemoHandle {
             inner: Arc::new(Control {
                 default_latency: options.latency,
                 chunk_interval: options.chunk_interval,
+                capacity: options.capacity,
                 failure_rate: AtomicU64::new(clamp_rate(options.failure_rate).to_bits()),
                 methods: Mutex::new(HashMap::new()),
                 subscribes_started: AtomicU64::new(0),
                 subscribes_ended: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Entries the services' stores have room for from the start ([`DemoOptions::capacity`]).
+    pub(crate) fn capacity(&self) -> usize {
+        self.inner.capacity
     }
 
     /// Calls received by `method`, including the ones that failed by injection or validation.

@@ -77,11 +77,16 @@ pub struct DemoOptions {
     pub failure_rate: f64,
     /// Pause between two chunks of a Subscribe stream.
     pub chunk_interval: Duration,
+    /// Users (and assets) the stores have room for from the start. Each store is a map that
+    /// doubles as it fills: the rehash of a large one holds the store's lock for hundreds of
+    /// milliseconds, pausing every call meanwhile — in a benchmark, in whichever phase happens
+    /// to cross the power of two. 0: grow as needed.
+    pub capacity: usize,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { latency: Duration::ZERO, failure_rate: 0.0, chunk_interval: Duration::from_millis(50) }
+        Self { latency: Duration::ZERO, failure_rate: 0.0, chunk_interval: Duration::from_millis(50), capacity: 0 }
     }
 }
 

@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         failure_rate: args.failure_rate,
         chunk_interval: Duration::from_millis(args.chunk_interval_ms),
+        capacity: 0,
     };
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;

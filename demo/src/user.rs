@@ -31,7 +31,14 @@ struct Directory {
 
 impl Users {
     pub(crate) fn new(control: DemoHandle) -> Self {
-        Self { control, directory: Mutex::new(Directory::default()) }
+        let n = control.capacity();
+        let directory = Directory {
+            by_id: HashMap::with_capacity(n),
+            by_email: HashMap::with_capacity(n),
+            by_idempotency_key: HashMap::with_capacity(n),
+            last_sequence: 0,
+        };
+        Self { control, directory: Mutex::new(directory) }
     }
 }
 
