@@ -23,7 +23,7 @@ use std::{
 use cel::Value as Cel;
 use libfuzzer_sys::fuzz_target;
 use nexus_core::{
-    expr::{Budget, CostLimits, Expr, Scope, Template, parse_single},
+    expr::{Budget, CostLimits, ExecutionVar, Expr, Scope, Template, parse_single},
     value,
 };
 
@@ -55,10 +55,10 @@ fuzz_target!(|data: &[u8]| {
     let input = value::serde_to_cel(&input);
     let mut steps = HashMap::new();
     steps.insert(value::key("s"), input.clone());
-    let execution = value::map(HashMap::from([
+    let execution = ExecutionVar::of(value::map(HashMap::from([
         (value::key("id"), Cel::String(Arc::new("exec-1".into()))),
         (value::key("attempt"), Cel::Int(1)),
-    ]));
+    ])));
     let event = value::map(HashMap::from([
         (value::key("type"), Cel::String(Arc::new("user.created".into()))),
         (value::key("data"), input.clone()),
