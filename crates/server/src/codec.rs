@@ -47,27 +47,30 @@ impl<U: Message + Default> Decoder for CallerDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|s| {
-            if s.code() == tonic::Code::Internal {
-                let name = std::any::type_name::<U>().rsplit("::").next().unwrap_or("message");
-                let nesting = if s.message().contains("recursion limit") {
-                    " (it nests messages deeper than the limit of 100 levels)"
-                } else {
-                    ""
-                };
-                Status::invalid_argument(format!(
-                    "the message is not a valid protobuf encoding of nexus.v1.{name}{nesting}: {}",
-                    s.message()
-                ))
-            } else {
-                s
-            }
-        })
+        self.0.decode(buf).map_err(
+            |s| {
+                if s.code() == tonic::Code::Internal { not_protobuf::<U>(s.message()) } else { s }
+            },
+        )
     }
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
     }
+}
+
+/// INVALID_ARGUMENT for a request that does not decode as `U`, naming the message and, when that is
+/// the cause, the nesting limit; `detail` is the decoder's error.
+pub fn not_protobuf<U>(detail: &str) -> Status {
+    let name = std::any::type_name::<U>().rsplit("::").next().unwrap_or("message");
+    let nesting = if detail.contains("recursion limit") {
+        " (it nests messages deeper than the limit of 100 levels)"
+    } else {
+        ""
+    };
+    Status::invalid_argument(format!(
+        "the message is not a valid protobuf encoding of nexus.v1.{name}{nesting}: {detail}"
+    ))
 }
 
 /// tonic refuses a message over the size limit with OUT_OF_RANGE ("decoded message length too

@@ -15,6 +15,8 @@ use tower::ServiceExt as _;
 
 use crate::{access_log::AccessLog, api::Api, auth::Authenticator, proto::nexus_service_server::NexusServiceServer};
 
+mod unary;
+
 /// Paths of NexusService's methods: served without the router.
 const NEXUS_SERVICE: &str = "/nexus.v1.NexusService/";
 /// Health checks are exempt from authentication (load balancers probe them without credentials).
@@ -22,6 +24,9 @@ const HEALTH: &str = "/grpc.health.v1.Health/";
 
 #[derive(Clone)]
 pub(crate) struct GrpcFront {
+    /// ExecutePattern's own path (`unary`).
+    pub api: Arc<Api>,
+    /// NexusService's other methods (the same `Api`).
     pub nexus: NexusServiceServer<Api>,
     /// The other gRPC services (health, reflection), by their routes; unknown services answer
     /// UNIMPLEMENTED there.
@@ -47,7 +52,9 @@ impl GrpcFront {
                 }
             }
         };
-        let mut response = if req.uri().path().starts_with(NEXUS_SERVICE) {
+        let mut response = if unary::takes(&req) {
+            unary::serve(&self.api, req).await
+        } else if req.uri().path().starts_with(NEXUS_SERVICE) {
             match self.nexus.oneshot(req).await {
                 Ok(r) => r.map(Body::new),
                 Err(never) => match never {},

@@ -564,8 +564,10 @@ async fn router(
         .prepare()
         .into_axum_router();
     // Every call is logged and authenticated here, before any service sees it.
+    let api = Arc::new(api);
     let front = front::GrpcFront {
-        nexus: NexusServiceServer::new(api),
+        nexus: NexusServiceServer::from_arc(api.clone()),
+        api,
         others,
         auth: auth.clone(),
         access: access_log::AccessLog::new(metrics.clone(), access_log),

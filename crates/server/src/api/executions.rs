@@ -68,7 +68,7 @@ impl Api {
         Ok((self.engine.check(request)?, slot))
     }
 
-    pub(super) async fn execute_pattern(
+    pub(crate) async fn execute_pattern(
         &self,
         req: Request<pb::ExecutePatternRequest>,
     ) -> Result<Response<pb::ExecutePatternResponse>, ApiError> {

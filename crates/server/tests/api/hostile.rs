@@ -8,6 +8,8 @@ use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use nexus_core::pb;
+use prost::Message as _;
 use serde_json::json;
 
 use crate::{
@@ -19,14 +21,27 @@ const EXECUTE: &str = "/nexus.v1.NexusService/ExecutePattern";
 
 /// A native gRPC call over h2c with a raw payload: (grpc-status, grpc-message, message frames).
 async fn grpc_raw(addr: SocketAddr, path: &str, payload: &[u8]) -> Result<(String, String, Bytes)> {
+    grpc_raw_body(addr, path, &[], frame(0, payload)).await
+}
+
+/// A native gRPC call with extra headers and a body as given (framed or not).
+async fn grpc_raw_body(
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Bytes,
+) -> Result<(String, String, Bytes)> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
     let connection = tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{addr}{path}"))
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(frame(0, payload)))?;
+        .header("te", "trailers");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body))?;
     let response = sender.send_request(request).await?;
     let headers = response.headers().clone();
     let collected = response.into_body().collect().await?;
@@ -151,6 +166,42 @@ async fn malformed_and_oversized_messages_are_the_callers_error_on_every_transpo
     let big = Bytes::from(format!("{{\"pattern_name\": \"{}\"}}", "x".repeat(5 << 20)));
     let (status, body) = connect_early(h.addr, EXECUTE, big).await?;
     ensure!(status == 429 && body["code"] == "resource_exhausted", "{status} {body}");
+    h.stop().await;
+    Ok(())
+}
+
+/// ExecutePattern's own native path reads the gRPC framing itself: each way a body can break it
+/// is refused with what is wrong, as tonic refuses it on the other methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_pattern_refuses_broken_grpc_framing_with_what_is_wrong() -> Result<()> {
+    let h = Harness::start().await?;
+    let request = pb::ExecutePatternRequest { pattern_name: "no_such_pattern".into(), ..Default::default() };
+    let message = request.encode_to_vec();
+    let whole = frame(0, &message);
+    let mut compressed = whole.to_vec();
+    compressed[0] = 1;
+    let two = [whole.clone(), whole.clone()].concat();
+    // body, extra headers → gRPC status, a fragment of its message.
+    type Case<'a> = (Bytes, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (whole.clone(), vec![], "5", "no_such_pattern"),
+        (Bytes::new(), vec![], "13", "Missing request message"),
+        (whole.slice(..whole.len() - 1), vec![], "13", "ended inside its message"),
+        (whole.slice(..3), vec![], "13", "5-byte prefix"),
+        (Bytes::from(compressed), vec![], "13", "compressed-flag but no grpc-encoding"),
+        (Bytes::from(two), vec![], "13", "more than one request message"),
+        // A declared encoding goes to tonic, which names it and lists what it accepts.
+        (whole.clone(), vec![("grpc-encoding", "gzip")], "12", "gzip"),
+        (whole.clone(), vec![("grpc-encoding", "identity")], "5", "no_such_pattern"),
+    ];
+    for (body, extra, code, fragment) in cases {
+        let shown = format!("{} bytes, {extra:?}", body.len());
+        let (status, message, _) = grpc_raw_body(h.addr, EXECUTE, &extra, body).await.context(shown.clone())?;
+        ensure!(
+            status == code && message.contains(fragment),
+            "{shown}: {status} {message:?}, expected {code} {fragment}"
+        );
+    }
     h.stop().await;
     Ok(())
 }
