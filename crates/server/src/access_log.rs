@@ -89,8 +89,9 @@ impl Pending {
         if !self.state.log {
             return;
         }
-        let message = meta.and_then(|m| m.get("grpc-message")).and_then(|v| v.to_str().ok()).map(percent_decoded);
-        if let Some(id) = meta.and_then(|m| m.get(crate::EXECUTION_ID_HEADER)).and_then(|v| v.to_str().ok()) {
+        let message =
+            meta.and_then(|m| m.get(crate::headers::GRPC_MESSAGE)).and_then(|v| v.to_str().ok()).map(percent_decoded);
+        if let Some(id) = meta.and_then(|m| m.get(crate::headers::EXECUTION_ID)).and_then(|v| v.to_str().ok()) {
             self.execution = Some(id.to_string());
         }
         log(&self, code, took, message.as_deref());
@@ -135,7 +136,7 @@ impl AccessLog {
     pub fn start(&self, req: &axum::extract::Request) -> Started {
         let trace_id = self
             .log
-            .then(|| req.headers().get("traceparent").and_then(|v| v.to_str().ok()))
+            .then(|| req.headers().get(crate::headers::TRACEPARENT).and_then(|v| v.to_str().ok()))
             .flatten()
             .and_then(nexus_engine::trace::parse_traceparent)
             .map(|t| t.trace_id);
@@ -152,7 +153,7 @@ impl AccessLog {
     ) -> axum::response::Response {
         let (principal, execution) = if self.log {
             let execution =
-                response.headers().get(crate::EXECUTION_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                response.headers().get(crate::headers::EXECUTION_ID).and_then(|v| v.to_str().ok()).map(str::to_string);
             (principal, execution)
         } else {
             (None, None)
@@ -178,7 +179,7 @@ fn shortened(s: &str, max: usize) -> String {
 }
 
 fn status_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
-    let v = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    let v = headers.get(crate::headers::GRPC_STATUS)?.to_str().ok()?.parse::<i32>().ok()?;
     Some(tonic::Code::from_i32(v))
 }
 

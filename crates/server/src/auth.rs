@@ -192,7 +192,7 @@ fn credentials(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
         })?;
         return Ok(Some(token.trim()));
     }
-    if let Some(v) = headers.get("x-api-key") {
+    if let Some(v) = headers.get(crate::headers::X_API_KEY) {
         let v = v.to_str().map_err(|_| ApiError::Unauthenticated("the x-api-key header is not text".into()))?;
         return Ok(Some(v.trim()));
     }

@@ -78,23 +78,23 @@ pub fn not_protobuf<U>(detail: &str) -> Status {
 /// answers (HTTP 429) for a body over its limit. Rewrites that one status of a trailers-only
 /// response (the refusal comes before any message is sent), on the native and gRPC-Web paths.
 pub fn oversize_is_resource_exhausted(headers: &mut http::HeaderMap) {
-    let is_oversize = headers.get("grpc-status").is_some_and(|v| v == "11")
+    let is_oversize = headers.get(crate::headers::GRPC_STATUS).is_some_and(|v| v == "11")
         && headers
-            .get("grpc-message")
+            .get(crate::headers::GRPC_MESSAGE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
     if is_oversize {
         let text = headers
-            .get("grpc-message")
+            .get(crate::headers::GRPC_MESSAGE)
             .and_then(|v| v.to_str().ok())
             .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
             .unwrap_or_default();
         let detail = text.split_once(": ").map_or(text.as_str(), |(_, rest)| rest);
         let message = format!("the request message is too large: {detail}");
         let encoded = percent_encoding::utf8_percent_encode(&message, percent_encoding::NON_ALPHANUMERIC).to_string();
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(crate::headers::GRPC_STATUS, http::HeaderValue::from_static("8"));
         if let Ok(v) = http::HeaderValue::from_str(&encoded) {
-            headers.insert("grpc-message", v);
+            headers.insert(crate::headers::GRPC_MESSAGE, v);
         }
     }
 }

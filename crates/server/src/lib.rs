@@ -18,6 +18,7 @@ mod error;
 pub mod events;
 mod front;
 mod graph;
+mod headers;
 mod invoker;
 mod journal;
 mod lifecycle;

@@ -5,17 +5,14 @@ use std::{pin::Pin, sync::Arc};
 use futures::{Stream, StreamExt};
 use nexus_core::{pb, value};
 use nexus_engine::{Event, ExecuteRequest, ExecutionEvent, ExecutionStatus, HistoryFilter};
-use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tonic::{Request, Response, Status};
 
 use super::{
     Api,
     access::{Asking, READ, RUN, not_found_execution},
     metadata, page_size, principal,
 };
-use crate::{
-    convert,
-    error::{ApiError, EXECUTION_ID_HEADER},
-};
+use crate::{convert, error::ApiError};
 
 /// Events buffered between an execution and its ExecutePatternStream caller. Small on purpose:
 /// it is what lets a slow reader hold back the execution (and the backend streams it forwards).
@@ -87,11 +84,11 @@ impl Api {
             return Err(ApiError::Execution { error, response: Box::new(response) });
         }
         let mut resp = Response::new(response);
-        if let Ok(mut id) = MetadataValue::try_from(&*record.id) {
+        if let Ok(mut id) = http::HeaderValue::from_str(&record.id) {
             // New on every response: an HPACK literal no table indexes (see the invoker's
             // `http_request`).
             id.set_sensitive(true);
-            resp.metadata_mut().insert(EXECUTION_ID_HEADER, id);
+            resp.metadata_mut().as_mut().insert(crate::headers::EXECUTION_ID, id);
         }
         Ok(resp)
     }

@@ -7,7 +7,7 @@ use tonic::Request;
 
 /// The caller's deadline, from the `grpc-timeout` header.
 pub fn deadline<T>(req: &Request<T>) -> Option<Instant> {
-    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let v = req.metadata().as_ref().get(crate::headers::GRPC_TIMEOUT)?.to_str().ok()?;
     Some(Instant::now() + parse_timeout(v)?)
 }
 
@@ -32,12 +32,13 @@ fn parse_timeout(v: &str) -> Option<Duration> {
 
 /// The caller's W3C `traceparent`, continued by every backend call.
 pub fn traceparent<T>(req: &Request<T>) -> Option<String> {
-    req.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string)
+    req.metadata().as_ref().get(crate::headers::TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 /// The caller's W3C `tracestate` (several headers are one list, in order).
 pub fn tracestate<T>(req: &Request<T>) -> Option<String> {
-    let parts: Vec<&str> = req.metadata().get_all("tracestate").iter().filter_map(|v| v.to_str().ok()).collect();
+    let parts: Vec<&str> =
+        req.metadata().as_ref().get_all(crate::headers::TRACESTATE).iter().filter_map(|v| v.to_str().ok()).collect();
     (!parts.is_empty()).then(|| parts.join(","))
 }
 

@@ -35,7 +35,7 @@ const PREFIX: usize = 5;
 /// declaring a `grpc-encoding` goes to tonic, which answers UNIMPLEMENTED naming the encoding and
 /// listing what it accepts.
 pub(super) fn takes(req: &Request) -> bool {
-    req.uri().path() == PATH && req.headers().get("grpc-encoding").is_none_or(|v| v == "identity")
+    req.uri().path() == PATH && req.headers().get(crate::headers::GRPC_ENCODING).is_none_or(|v| v == "identity")
 }
 
 /// The call's response: the execution's, or a trailers-only response carrying the refusal.
@@ -187,7 +187,7 @@ impl http_body::Body for OneMessage {
         }
         if std::mem::take(&mut self.trailers) {
             let mut trailers = HeaderMap::with_capacity(1);
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert(crate::headers::GRPC_STATUS, HeaderValue::from_static("0"));
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
         }
         Poll::Ready(None)

@@ -214,10 +214,7 @@ fn framed(message: &Bytes) -> Result<Bytes, CallError> {
     Ok(body.freeze())
 }
 
-const GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
-const IDEMPOTENCY_KEY: header::HeaderName = header::HeaderName::from_static("nexus-idempotency-key");
-const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
-const TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
+use crate::headers::{GRPC_TIMEOUT, IDEMPOTENCY_KEY, TRACEPARENT, TRACESTATE};
 
 /// A deadline as `grpc-timeout` writes it: at most 8 digits, in the finest unit that fits.
 #[cfg(test)]
@@ -403,7 +400,7 @@ fn missing_message(output: &MessageDescriptor) -> CallError {
 /// `grpc-status` (and `grpc-message`) of a header map: `Some(Ok)` for OK, `Some(Err)` for an
 /// error status, `None` without one.
 fn status_of(headers: &HeaderMap) -> Option<Result<(), CallError>> {
-    let value = headers.get("grpc-status")?;
+    let value = headers.get(crate::headers::GRPC_STATUS)?;
     let code = std::str::from_utf8(value.as_bytes())
         .ok()
         .and_then(|v| v.trim().parse::<i32>().ok())
@@ -412,7 +409,7 @@ fn status_of(headers: &HeaderMap) -> Option<Result<(), CallError>> {
         return Some(Ok(()));
     }
     let message = headers
-        .get("grpc-message")
+        .get(crate::headers::GRPC_MESSAGE)
         .map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
         .unwrap_or_default();
     Some(Err(CallError::new(code, message)))
