@@ -6,7 +6,8 @@
 //! oneofs, proto2 defaults and groups, well-known types, recursion); the rest is the bytes.
 //!
 //! Property: no panic; `decode_to_cel` gives exactly what prost-reflect's decode followed by
-//! `message_to_cel` gives — the same value, or an error for both; and when the bytes decode,
+//! `message_to_cel` gives — the same value, or an error for both; reading one field of them
+//! (`decode_to_cel_reading`) gives that field as the whole decode does; and when the bytes decode,
 //! `encode_from_cel` of the value gives the message `to_message` gives (compared decoded, in CEL
 //! form), or the same error.
 
@@ -56,6 +57,29 @@ fuzz_target!(|data: &[u8]| {
         (Err(_), Err(_)) => return,
         (a, b) => panic!("{}: prost-reflect {:?}, wire {:?}", desc.full_name(), a.is_ok(), b.is_ok()),
     };
+    // Reading only the first field (whole): what decodes whole decodes read in part, and the
+    // field read is the one the whole decode gives.
+    if let Some(first) = desc.fields().next() {
+        let mut reads = wire::Reads::NONE;
+        reads.add(&[first.name()]);
+        let part = wire::decode_to_cel_reading(desc, bytes, &reads);
+        let (Ok(Cel::Map(part)), Cel::Map(whole)) = (&part, &value) else {
+            panic!("{}: read in part: {part:?}", desc.full_name());
+        };
+        let key = cel::objects::Key::String(std::sync::Arc::new(first.name().to_string()));
+        let grouped = desc.fields().any(|f| f.is_group());
+        assert!(
+            grouped && part.map.len() == whole.map.len()
+                || part.map.len() <= 1
+                    && match (part.map.get(&key), whole.map.get(&key)) {
+                        (Some(a), Some(b)) => same(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    },
+            "{}: {first:?} read as {part:?}, whole {whole:?}",
+            desc.full_name()
+        );
+    }
     let by_message = value::to_message(&value, desc).map(|m| m.encode_to_vec());
     let by_wire = wire::encode_from_cel(&value, desc);
     match (by_message, by_wire) {

@@ -48,8 +48,58 @@ fn malformed(what: &str) -> DecodeError {
 /// `bytes` as `desc`'s message, in CEL form: what `message_to_cel(&DynamicMessage::decode(desc,
 /// bytes)?)` gives, without the message in between.
 pub fn decode_to_cel(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Cel, DecodeError> {
+    decode_to_cel_reading(desc, bytes, &Reads::All)
+}
+
+/// [`decode_to_cel`] of only the fields `reads` names: the others are skipped on the wire as
+/// unknown fields are (their framing checked, not their types) and absent from the value. A field of a `oneof` is always read,
+/// so that a later member still clears an earlier one as the encoding defines.
+pub fn decode_to_cel_reading(desc: &MessageDescriptor, bytes: &[u8], reads: &Reads) -> Result<Cel, DecodeError> {
     // As prost counts: the top-level message is not a level of nesting.
-    decode_message(desc, &[bytes], RECURSION_LIMIT + 1)
+    decode_message(desc, &[bytes], RECURSION_LIMIT + 1, reads)
+}
+
+/// The fields of a message that something reads: all of them, or some, each with what is read
+/// of it. Built from the paths a pattern's expressions read of a step's output
+/// (`steps.user.user.id` reads `user.id` of UserService's response): a path reads every field on
+/// it and all of its last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reads {
+    All,
+    Fields(Vec<(String, Reads)>),
+}
+
+static READS_ALL: Reads = Reads::All;
+
+impl Reads {
+    /// Nothing read yet.
+    pub const NONE: Reads = Reads::Fields(Vec::new());
+
+    /// Adds a path (field names from the message down).
+    pub fn add<S: AsRef<str>>(&mut self, path: &[S]) {
+        let Reads::Fields(fields) = self else { return };
+        let Some((first, rest)) = path.split_first() else {
+            *self = Reads::All;
+            return;
+        };
+        let first = first.as_ref();
+        let i = match fields.iter().position(|(name, _)| name == first) {
+            Some(i) => i,
+            None => {
+                fields.push((first.to_string(), Reads::NONE));
+                fields.len() - 1
+            }
+        };
+        fields[i].1.add(rest);
+    }
+
+    /// What is read of the field `name`, if it is read.
+    fn field(&self, name: &str) -> Option<&Reads> {
+        match self {
+            Reads::All => Some(&READS_ALL),
+            Reads::Fields(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, r)| r),
+        }
+    }
 }
 
 /// A field's value while its message is read.
@@ -107,7 +157,7 @@ impl<'b> Slots<'b> {
 }
 
 /// `parts`: the bytes of each occurrence of the message, read one after the other.
-fn decode_message(desc: &MessageDescriptor, parts: &[&[u8]], depth: u32) -> Result<Cel, DecodeError> {
+fn decode_message(desc: &MessageDescriptor, parts: &[&[u8]], depth: u32, reads: &Reads) -> Result<Cel, DecodeError> {
     if depth == 0 {
         return Err(malformed("recursion limit reached"));
     }
@@ -129,14 +179,23 @@ fn decode_message(desc: &MessageDescriptor, parts: &[&[u8]], depth: u32) -> Resu
                 skip_field(wire_type, number, &mut buf, DecodeContext::default())?;
                 continue;
             };
+            if reads.field(field.name()).is_none() && field.containing_oneof().is_none() && !field.is_group() {
+                skip_field(wire_type, number, &mut buf, DecodeContext::default())?;
+                continue;
+            }
             if field.is_group() {
                 return by_prost_reflect(desc, parts);
             }
             read_field(&field, wire_type, &mut buf, &mut slots, depth)?;
         }
     }
-    let mut out = HashMap::with_capacity(desc.fields().len());
+    let capacity = match reads {
+        Reads::All => desc.fields().len(),
+        Reads::Fields(fields) => fields.len(),
+    };
+    let mut out = HashMap::with_capacity(capacity);
     for field in desc.fields() {
+        let Some(field_reads) = reads.field(field.name()) else { continue };
         let number = field.number();
         let value = if field.is_list() {
             match slots.take(number) {
@@ -152,7 +211,7 @@ fn decode_message(desc: &MessageDescriptor, parts: &[&[u8]], depth: u32) -> Resu
             match slots.take(number) {
                 Some(Slot::Scalar(v)) => v,
                 Some(Slot::Message(parts)) => match field.kind() {
-                    Kind::Message(m) => decode_message(&m, &parts, depth - 1)?,
+                    Kind::Message(m) => decode_message(&m, &parts, depth - 1, field_reads)?,
                     _ => continue,
                 },
                 Some(Slot::List(_) | Slot::Map(_)) => continue,
@@ -273,7 +332,7 @@ fn read_single(kind: &Kind, wire_type: WireType, buf: &mut &[u8], depth: u32) ->
     match kind {
         Kind::Message(m) => {
             let bytes = delimited(wire_type, buf)?;
-            decode_message(m, &[bytes], depth - 1)
+            decode_message(m, &[bytes], depth - 1, &Reads::All)
         }
         _ => read_scalar(kind, wire_type, buf),
     }
@@ -391,7 +450,7 @@ fn read_map_entry(entry: &MessageDescriptor, bytes: &[u8], depth: u32) -> Result
         _ => return Err(malformed("unsupported map key type")),
     };
     let value = match &value_kind {
-        Kind::Message(m) => decode_message(m, &message_parts, depth - 1)?,
+        Kind::Message(m) => decode_message(m, &message_parts, depth - 1, &Reads::All)?,
         _ => value.unwrap_or_else(|| scalar_to_cel(&value_field.default_value(), &value_kind)),
     };
     Ok((k, value))

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use cel::Value as Cel;
 use nexus_core::{
     value::{message_to_cel, to_message},
-    wire::{decode_to_cel, encode_from_cel},
+    wire::{Reads, decode_to_cel, decode_to_cel_reading, encode_from_cel},
 };
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
@@ -342,4 +342,119 @@ fn a_field_never_runs_from_one_occurrence_of_a_message_into_the_next() {
         bytes.extend(part);
     }
     assert!(!agree(&all, &bytes));
+}
+
+/// Random reads of `desc`: some of its fields, each read whole or in part (a message field's
+/// own fields, recursively).
+fn random_reads(rng: &mut Rng, desc: &MessageDescriptor, depth: u32) -> Reads {
+    if depth > 3 || rng.chance(6) {
+        return Reads::All;
+    }
+    let mut reads = Reads::NONE;
+    for field in desc.fields() {
+        if !rng.chance(2) {
+            continue;
+        }
+        match field.kind() {
+            Kind::Message(m) if !field.is_list() && !field.is_map() && rng.chance(2) => {
+                // A path through this field into one of its own, or the field whole.
+                match random_reads(rng, &m, depth + 1) {
+                    Reads::All => reads.add(&[field.name()]),
+                    Reads::Fields(inner) if inner.is_empty() => reads.add(&[field.name()]),
+                    Reads::Fields(inner) => {
+                        for (name, sub) in inner {
+                            add_nested(&mut reads, &[field.name().to_string(), name], &sub);
+                        }
+                    }
+                }
+            }
+            _ => reads.add(&[field.name()]),
+        }
+    }
+    reads
+}
+
+/// Adds `prefix` followed by every path of `sub`.
+fn add_nested(reads: &mut Reads, prefix: &[String], sub: &Reads) {
+    match sub {
+        Reads::All => reads.add(prefix),
+        Reads::Fields(fields) if fields.is_empty() => reads.add(prefix),
+        Reads::Fields(fields) => {
+            for (name, inner) in fields {
+                let mut path = prefix.to_vec();
+                path.push(name.clone());
+                add_nested(reads, &path, inner);
+            }
+        }
+    }
+}
+
+/// What `decode_to_cel_reading` must give: the full decode, keeping of each message only the
+/// fields read. Lists, maps and well-known types are kept whole.
+fn restrict(desc: &MessageDescriptor, value: &Cel, reads: &Reads) -> Cel {
+    let (Reads::Fields(fields), Cel::Map(m)) = (reads, value) else { return value.clone() };
+    if desc.full_name().starts_with("google.protobuf.") {
+        return value.clone();
+    }
+    let mut out = std::collections::HashMap::new();
+    for (name, sub) in fields {
+        let key = cel::objects::Key::String(std::sync::Arc::new(name.clone()));
+        let Some(v) = m.map.get(&key) else { continue };
+        let field = desc.get_field_by_name(name).unwrap();
+        let v = match field.kind() {
+            Kind::Message(inner) if !field.is_list() && !field.is_map() => restrict(&inner, v, sub),
+            _ => v.clone(),
+        };
+        out.insert(key, v);
+    }
+    Cel::Map(cel::objects::Map { map: std::sync::Arc::new(out) })
+}
+
+#[test]
+fn reading_some_fields_gives_those_fields_as_the_whole_decode_gives_them() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for desc in descriptors() {
+        for _ in 0..400 {
+            let m = message(&mut rng, &desc, 0);
+            // Sometimes two encodings in a row: merged messages and a later oneof member.
+            let mut bytes = m.encode_to_vec();
+            if rng.chance(3) {
+                bytes.extend(message(&mut rng, &desc, 0).encode_to_vec());
+            }
+            let reads = random_reads(&mut rng, &desc, 0);
+            let whole = decode_to_cel(&desc, &bytes).unwrap();
+            let got = decode_to_cel_reading(&desc, &bytes, &reads).unwrap();
+            let expected = restrict(&desc, &whole, &reads);
+            // A message whose bytes hold a proto2 group is decoded by prost-reflect, whole.
+            let grouped = desc.fields().any(|f| f.is_group()) && same(&got, &whole);
+            assert!(
+                grouped || same(&expected, &got),
+                "{}: reads {reads:?}\nexpected {expected:?}\n     got {got:?}",
+                desc.full_name()
+            );
+        }
+    }
+    // Nothing read: an empty map; everything read: the whole decode.
+    let desc = &descriptors()[0];
+    let bytes = message(&mut rng, desc, 0).encode_to_vec();
+    let nothing = decode_to_cel_reading(desc, &bytes, &Reads::NONE).unwrap();
+    assert!(matches!(&nothing, Cel::Map(m) if m.map.is_empty()), "{nothing:?}");
+    assert!(same(&decode_to_cel_reading(desc, &bytes, &Reads::All).unwrap(), &decode_to_cel(desc, &bytes).unwrap()));
+}
+
+#[test]
+fn a_field_not_read_is_still_checked_for_framing() {
+    let desc = &descriptors()[0];
+    let mut rng = Rng(7);
+    let bytes = loop {
+        let b = message(&mut rng, desc, 0).encode_to_vec();
+        if b.len() > 4 {
+            break b;
+        }
+    };
+    // Cut inside the last field: whatever is read, the message is refused.
+    let cut = &bytes[..bytes.len() - 1];
+    if decode_to_cel(desc, cut).is_err() {
+        assert!(decode_to_cel_reading(desc, cut, &Reads::NONE).is_err());
+    }
 }

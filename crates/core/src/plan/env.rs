@@ -2,13 +2,14 @@
 //! the output message of what step X calls. Known once calls resolve; used to resolve paths and
 //! to type-check requests.
 
-use std::collections::HashMap;
+use std::{cell::RefCell, collections::HashMap};
 
 use crate::{
     expr::{self, Expr},
     input::InputSchema,
     pb,
     typecheck::{Ty, TypeEnv},
+    wire::Reads,
 };
 
 use super::{
@@ -20,6 +21,9 @@ pub(super) struct Env<'a> {
     input: &'a InputSchema,
     step_types: HashMap<String, Ty>,
     patterns: &'a dyn PatternLookup,
+    /// What the expressions read of each step's output, noted as their references are checked
+    /// (`references::check_reference`, which every `steps.X…` read passes).
+    reads: RefCell<Vec<Reads>>,
 }
 
 impl<'a> Env<'a> {
@@ -52,7 +56,19 @@ impl<'a> Env<'a> {
                 Some((s.id.clone(), ty))
             })
             .collect();
-        Self { input, step_types, patterns }
+        Self { input, step_types, patterns, reads: RefCell::new(vec![Reads::NONE; doc.steps.len()]) }
+    }
+
+    /// Notes that an expression reads `path` (field names below the output) of step `step`'s output.
+    pub(super) fn note_read(&self, step: usize, path: &[String]) {
+        if let Some(reads) = self.reads.borrow_mut().get_mut(step) {
+            reads.add(path);
+        }
+    }
+
+    /// What the expressions read of each step's output, by step index.
+    pub(super) fn into_reads(self) -> Vec<Reads> {
+        self.reads.into_inner()
     }
 
     /// The type a variable path reads, or why the path does not exist (`event.data` as `dyn`).

@@ -40,6 +40,7 @@ use crate::{
     expr::{Expr, Template},
     input::InputSchema,
     pb, value,
+    wire::Reads,
 };
 
 /// What the per-step passes made of one step, before the graph is known.
@@ -91,13 +92,15 @@ pub fn compile(
     typing::check_requests(&drafts, &env, &mut diags);
     let output = output::compile(doc, &ids, &env, &mut diags);
     graph::check_cycles(&deps, doc, &mut diags);
+    let reads = env.into_reads();
 
     // Only a document without errors becomes a plan: the engine relies on every step having a
     // target and the graph being acyclic.
     if diags.has_errors() {
         return Err(sorted(diags.into_vec()));
     }
-    Ok((assemble(doc, input, drafts, deps, output, triggers, schedule), sorted(diags.into_vec())))
+    let parts = Parts { input, drafts, deps, output, reads, triggers, schedule };
+    Ok((assemble(doc, parts), sorted(diags.into_vec())))
 }
 
 fn drafts(
@@ -126,24 +129,38 @@ fn drafts(
         .collect()
 }
 
-/// The plan of a document that compiled without errors.
-fn assemble(
-    doc: &pb::Pattern,
+/// What a document that compiled without errors is assembled from.
+struct Parts {
     input: InputSchema,
     drafts: Vec<Draft>,
     deps: Vec<Vec<usize>>,
     output: Option<Vec<model::OutputField>>,
+    /// What the expressions read of each step's output.
+    reads: Vec<Reads>,
     triggers: Vec<model::TriggerPlan>,
     schedule: Option<SchedulePlan>,
-) -> CompiledPattern {
+}
+
+/// The plan of a document that compiled without errors.
+fn assemble(doc: &pb::Pattern, parts: Parts) -> CompiledPattern {
+    let Parts { input, drafts, deps, output, reads, triggers, schedule } = parts;
     let dependants = graph::dependants(&deps);
     let roots = graph::roots(&deps);
+    // Without an output mapping the execution's output is every step's whole output.
+    let mapped = output.is_some();
     let steps = drafts
         .into_iter()
         .zip(&doc.steps)
         .zip(deps.into_iter().zip(dependants))
+        .zip(reads)
         .enumerate()
-        .filter_map(|(i, ((draft, step), (deps, dependants)))| {
+        .filter_map(|(i, (((draft, step), (deps, dependants)), reads))| {
+            // Only a unary call's one message is decoded by what is read of it; a list (for_each,
+            // a collected stream) and a sub-pattern's or an event's output are kept whole.
+            let reads = match &draft.target {
+                Some(Target::Action(a)) if mapped && draft.for_each.is_none() && !a.is_server_streaming() => reads,
+                _ => Reads::All,
+            };
             Some(CompiledStep {
                 index: i,
                 id: Arc::from(step.id.as_str()),
@@ -171,6 +188,7 @@ fn assemble(
                     n => (n as usize).min(MAX_CONCURRENCY),
                 },
                 compensate: draft.compensate,
+                reads,
             })
         })
         .collect();

@@ -204,6 +204,9 @@ pub struct CompiledStep {
     /// Fan-out concurrency cap (for_each).
     pub concurrency: usize,
     pub compensate: Option<Compensation>,
+    /// What the pattern's expressions read of this step's output: a unary call's response is
+    /// decoded into CEL with only those fields ([`crate::wire::decode_to_cel_reading`]).
+    pub reads: crate::wire::Reads,
 }
 
 /// The action that undoes a completed step when its execution fails.

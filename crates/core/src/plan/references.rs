@@ -158,6 +158,7 @@ pub(super) fn check_reference(
                 diags.error(path, unknown_step(step, ids));
                 return None;
             };
+            env.note_read(target, &r.segments[1..]);
             // A step reading itself is reported once by the caller, not again as a bad path.
             if scope.in_step != Some(step)
                 && let Err(msg) = env.resolve(r)

@@ -15,6 +15,7 @@ use nexus_core::{
     CompiledPattern, CompiledStep, Target,
     expr::{Budget, EvalError, EvalErrorKind, ExecutionVar, Scope},
     value,
+    wire::Reads,
 };
 use tokio::time::Instant;
 use tonic::Code;
@@ -603,7 +604,7 @@ impl<'a> Run<'a> {
                 if let StepResponse::Cancelled(reason) = response {
                     return Err(self.fail_step(i, Code::Cancelled, cancelled_message(&reason)));
                 }
-                let output = match response_to_cel(&response, &step.target) {
+                let output = match response_to_cel(&response, &step.target, &step.reads) {
                     Ok(output) => output,
                     Err(e) => {
                         return Err(self.fail_step(i, Code::DataLoss, format!("its journaled result: {}", e.message)));
@@ -986,7 +987,7 @@ fn wait_outcome(text: &str, target: &Target) -> Result<Outcome, CallError> {
     match crate::journal::decode_result(text, target) {
         Ok(StepResponse::TimedOut(message)) => Err(CallError::new(Code::DeadlineExceeded, message)),
         Ok(StepResponse::Cancelled(reason)) => Err(CallError::new(Code::Cancelled, cancelled_message(&reason))),
-        Ok(response) => Ok(Outcome { output: response_to_cel(&response, target)?, response }),
+        Ok(response) => Ok(Outcome { output: response_to_cel(&response, target, &Reads::All)?, response }),
         Err(e) => Err(CallError::new(Code::Internal, format!("unreadable wait result: {e}"))),
     }
 }

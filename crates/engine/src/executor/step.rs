@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use cel::Value as Cel;
 use futures::StreamExt;
-use nexus_core::{CompiledStep, Target, value::message_to_cel};
+use nexus_core::{CompiledStep, Target, value::message_to_cel, wire::Reads};
 use prost_reflect::DynamicMessage;
 use rand::Rng;
 use tokio::time::Instant;
@@ -68,24 +68,30 @@ fn decoded(payload: &Payload) -> Result<DynamicMessage, CallError> {
 /// A message as the pattern's expressions see it, read from its bytes (no `DynamicMessage` in
 /// between: [`nexus_core::wire`]); bytes that are not the declared message fail the call.
 fn payload_to_cel(payload: &Payload) -> Result<Cel, CallError> {
-    nexus_core::wire::decode_to_cel(payload.descriptor(), payload.bytes()).map_err(|e| {
+    payload_to_cel_reading(payload, &Reads::All)
+}
+
+/// [`payload_to_cel`] of the fields the pattern reads (the step's [`CompiledStep::reads`]).
+fn payload_to_cel_reading(payload: &Payload, reads: &Reads) -> Result<Cel, CallError> {
+    nexus_core::wire::decode_to_cel_reading(payload.descriptor(), payload.bytes(), reads).map_err(|e| {
         CallError::new(Code::Internal, format!("decoding {} response: {e}", payload.descriptor().full_name()))
     })
 }
 
-/// A recorded response's output (a journaled one, on resume, or a wait's result).
-pub(super) fn response_to_cel(response: &StepResponse, target: &Target) -> Result<Cel, CallError> {
+/// A recorded response's output (a journaled one, on resume, or a wait's result); `reads`: what
+/// the pattern reads of a unary call's message.
+pub(super) fn response_to_cel(response: &StepResponse, target: &Target, reads: &Reads) -> Result<Cel, CallError> {
     Ok(match response {
-        StepResponse::Message(m) => payload_to_cel(m)?,
+        StepResponse::Message(m) => payload_to_cel_reading(m, reads)?,
         StepResponse::Stream(ms) => Cel::List(Arc::new(ms.iter().map(payload_to_cel).collect::<Result<_, _>>()?)),
         StepResponse::Forwarded { last, .. } => match (last, target) {
             (Some(m), _) => payload_to_cel(m)?,
             (None, Target::Action(a)) => message_to_cel(&DynamicMessage::new(a.method.output())),
             (None, _) => Cel::Null,
         },
-        StepResponse::Items(items) => {
-            Cel::List(Arc::new(items.iter().map(|r| response_to_cel(r, target)).collect::<Result<_, _>>()?))
-        }
+        StepResponse::Items(items) => Cel::List(Arc::new(
+            items.iter().map(|r| response_to_cel(r, target, &Reads::All)).collect::<Result<_, _>>()?,
+        )),
         StepResponse::Pattern { output, .. } => output.cel().into_owned(),
         StepResponse::Event(event) => event.cel().into_owned(),
         StepResponse::TimedOut(_) | StepResponse::Cancelled(_) => Cel::Null,
@@ -201,7 +207,7 @@ async fn call_once(
     };
     if !action.is_server_streaming() {
         let response = ctx.services.invoker.unary(call).await?;
-        let output = payload_to_cel(&response)?;
+        let output = payload_to_cel_reading(&response, &step.reads)?;
         return Ok(Outcome { response: StepResponse::Message(response), output });
     }
     let mut stream = ctx.services.invoker.server_streaming(call).await?;
