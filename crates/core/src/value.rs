@@ -373,22 +373,29 @@ impl serde::Serialize for CelJson<'_> {
                 seq.end()
             }
             Cel::Map(m) => {
-                let sorted: std::collections::BTreeMap<String, &Cel> = m
+                // Sorted by key text, string keys borrowed (only the rare non-string key is
+                // written out); keys of different kinds with one text (`1` and `"1"`) are one
+                // JSON key: the entry iterated last wins, as a map collected from them keeps.
+                let mut sorted: Vec<(std::borrow::Cow<'_, str>, &Cel)> = m
                     .map
                     .iter()
                     .map(|(k, v)| {
                         let k = match k {
-                            Key::String(s) => s.as_str().to_owned(),
-                            Key::Int(i) => i.to_string(),
-                            Key::Uint(u) => u.to_string(),
-                            Key::Bool(b) => b.to_string(),
+                            Key::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                            Key::Int(i) => std::borrow::Cow::Owned(i.to_string()),
+                            Key::Uint(u) => std::borrow::Cow::Owned(u.to_string()),
+                            Key::Bool(b) => std::borrow::Cow::Owned(b.to_string()),
                         };
                         (k, v)
                     })
                     .collect();
-                let mut map = ser.serialize_map(Some(sorted.len()))?;
-                for (k, v) in &sorted {
-                    map.serialize_entry(k, &CelJson(v))?;
+                // Stable: equal keys keep their iteration order, and the last of each run is kept.
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                let kept =
+                    sorted.iter().enumerate().filter(|(i, (k, _))| sorted.get(i + 1).is_none_or(|next| next.0 != *k));
+                let mut map = ser.serialize_map(None)?;
+                for (_, (k, v)) in kept {
+                    map.serialize_entry(k.as_ref(), &CelJson(v))?;
                 }
                 map.end()
             }
@@ -738,6 +745,15 @@ mod tests {
                 (key("a"), map(HashMap::from([(key("z"), Cel::Null), (key("y"), Cel::Float(0.25))]))),
                 (Key::Int(10), Cel::Bool(false)),
             ])),
+            // Keys of different kinds with one text: one JSON key.
+            map(HashMap::from([
+                (Key::Int(1), Cel::Int(1)),
+                (key("1"), Cel::Int(2)),
+                (Key::Bool(true), Cel::Int(3)),
+                (key("true"), Cel::Int(4)),
+                (key("0"), Cel::Null),
+            ])),
+            map((0..40).map(|i| (key(&format!("k{}", (i * 7) % 40)), Cel::Int(i))).collect()),
         ];
         for v in &values {
             assert_eq!(cel_to_json_string(v), cel_to_serde(v).to_string(), "{v:?}");

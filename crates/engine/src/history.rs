@@ -153,6 +153,38 @@ mod byte_limit_tests {
     }
 
     #[test]
+    fn small_values_are_kept_as_they_are_and_large_ones_as_json_read_alike() {
+        use cel::Value as Cel;
+
+        use crate::record::RecordValue;
+        let history = History::with_byte_limit(10, 1 << 30);
+        history.insert(record("small", 10));
+        history.insert(record("large", 4096));
+        assert!(matches!(history.get("small").unwrap().input, RecordValue::Cel(_)));
+        assert!(matches!(history.get("large").unwrap().input, RecordValue::Json(_)));
+        // Whichever form is kept, a reader applying the JSON mapping sees the same value.
+        let ts = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00.5Z").unwrap();
+        let v = nexus_core::value::map(
+            [
+                ("text", Cel::String(Arc::new("é\"".into()))),
+                ("big", Cel::Int(1 << 60)),
+                ("whole", Cel::Float(3.0)),
+                ("nan", Cel::Float(f64::NAN)),
+                ("bytes", Cel::Bytes(Arc::new(vec![0, 255]))),
+                ("at", Cel::Timestamp(ts)),
+                ("list", Cel::List(Arc::new(vec![Cel::UInt(7), Cel::Null, Cel::Bool(true)]))),
+            ]
+            .into_iter()
+            .map(|(k, v)| (nexus_core::value::key(k), v))
+            .collect(),
+        );
+        let kept = RecordValue::Cel(v.clone()).compacted();
+        assert!(matches!(kept, RecordValue::Cel(_)));
+        let as_json = RecordValue::Json(Arc::from(nexus_core::value::cel_to_json_string(&v)));
+        assert_eq!(nexus_core::value::cel_to_serde(&kept.cel()), nexus_core::value::cel_to_serde(&as_json.cel()));
+    }
+
+    #[test]
     fn the_history_is_bounded_by_bytes_as_well_as_count() {
         let history = History::with_byte_limit(1000, 3 << 20);
         for i in 0..10 {

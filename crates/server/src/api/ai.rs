@@ -490,16 +490,17 @@ fn trace(r: &ExecutionRecord) -> mine::Trace {
     }
 }
 
-/// Top-level scalar values worth correlating, hashed.
+/// Top-level scalar values worth correlating, hashed. Read through the JSON mapping, so a value
+/// gives the same text whether the record kept it as CEL or as JSON (the history keeps small
+/// values as they are: a timestamp is its RFC 3339 text either way).
 fn values(v: &cel::Value) -> Vec<(String, mine::ValueHash)> {
     let cel::Value::Map(m) = v else { return Vec::new() };
     let mut out = Vec::new();
     for (k, v) in m.map.iter() {
         let cel::objects::Key::String(k) = k else { continue };
-        let text = match v {
-            cel::Value::String(s) => s.to_string(),
-            cel::Value::Int(i) => i.to_string(),
-            cel::Value::UInt(u) => u.to_string(),
+        let text = match nexus_core::value::cel_to_serde(v) {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
             _ => continue,
         };
         if mine::correlatable(&text) {
