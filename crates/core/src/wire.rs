@@ -469,6 +469,38 @@ pub fn encode_from_cel(value: &Cel, desc: &MessageDescriptor) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// How a request template whose top level is an object (`with: {email: …, name: …}`) is
+/// written without the CEL map in between: the field each key names, in field-number order, with
+/// the index of its key. `None` where such a template must go through [`encode_from_cel`]: a key
+/// naming no field, two keys naming one field or members of one `oneof` (which the map's order
+/// decides), a group, a well-known type.
+pub fn request_fields<S: AsRef<str>>(desc: &MessageDescriptor, keys: &[S]) -> Option<Vec<(usize, FieldDescriptor)>> {
+    if desc.full_name().starts_with("google.protobuf.") {
+        return None;
+    }
+    let mut fields: Vec<(usize, FieldDescriptor)> = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let key = key.as_ref();
+        let field = desc.get_field_by_name(key).or_else(|| desc.get_field_by_json_name(key))?;
+        let clashes = |other: &FieldDescriptor| {
+            other.number() == field.number()
+                || matches!((other.containing_oneof(), field.containing_oneof()), (Some(a), Some(b)) if a == b)
+        };
+        if field.is_group() || fields.iter().any(|(_, f)| clashes(f)) {
+            return None;
+        }
+        fields.push((i, field));
+    }
+    fields.sort_by_key(|(_, f)| f.number());
+    Some(fields)
+}
+
+/// One field of a message written from its CEL value, as [`encode_from_cel`] writes it (`null`
+/// is for the caller to skip: it means "not set").
+pub fn encode_field_from_cel(field: &FieldDescriptor, value: &Cel, out: &mut Vec<u8>) -> Result<(), ConvertError> {
+    encode_field(field, value, out)
+}
+
 fn encode_message(value: &Cel, desc: &MessageDescriptor, out: &mut Vec<u8>) -> Result<(), ConvertError> {
     if desc.full_name().starts_with("google.protobuf.") {
         return by_to_message(value, desc, out);

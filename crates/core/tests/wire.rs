@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use cel::Value as Cel;
 use nexus_core::{
     value::{message_to_cel, to_message},
-    wire::{Reads, decode_to_cel, decode_to_cel_reading, encode_from_cel},
+    wire::{Reads, decode_to_cel, decode_to_cel_reading, encode_field_from_cel, encode_from_cel, request_fields},
 };
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
@@ -457,4 +457,63 @@ fn a_field_not_read_is_still_checked_for_framing() {
     if decode_to_cel(desc, cut).is_err() {
         assert!(decode_to_cel_reading(desc, cut, &Reads::NONE).is_err());
     }
+}
+
+/// A request written field by field from an object's keys (`request_fields` +
+/// `encode_field_from_cel`, what the engine does for `with: {…}`): the message `encode_from_cel`
+/// writes for the same object, or an error where it gives one.
+#[test]
+fn an_object_written_field_by_field_is_the_object_written_whole() {
+    let mut rng = Rng(0x0bad_cafe_f00d_d00d);
+    let (mut same_message, mut general) = (0, 0);
+    for desc in descriptors() {
+        for _ in 0..1500 {
+            let value = message_to_cel(&message(&mut rng, &desc, 0));
+            let value = if rng.chance(2) { mutated(&mut rng, &value, 0) } else { value };
+            let Cel::Map(m) = &value else { continue };
+            let entries: Vec<(String, Cel)> = m
+                .map
+                .iter()
+                .filter_map(|(k, v)| match k {
+                    cel::objects::Key::String(s) => Some((s.to_string(), v.clone())),
+                    _ => None,
+                })
+                .collect();
+            let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+            let Some(fields) = request_fields(&desc, &keys) else {
+                general += 1;
+                continue;
+            };
+            let whole: Cel =
+                nexus_core::value::map(entries.iter().map(|(k, v)| (nexus_core::value::key(k), v.clone())).collect());
+            let mut out = Vec::new();
+            let mut by_field = Ok(());
+            for (i, field) in &fields {
+                let v = &entries[*i].1;
+                if matches!(v, Cel::Null) {
+                    continue;
+                }
+                if let Err(e) = encode_field_from_cel(field, v, &mut out) {
+                    by_field = Err(e);
+                    break;
+                }
+            }
+            match (by_field, encode_from_cel(&whole, &desc)) {
+                (Ok(()), Ok(bytes)) => {
+                    // Compared decoded: a Struct's entries are written in its hash map's order,
+                    // which differs from one conversion to the next.
+                    let (a, b) = (
+                        DynamicMessage::decode(desc.clone(), out.as_slice()).unwrap(),
+                        DynamicMessage::decode(desc.clone(), bytes.as_slice()).unwrap(),
+                    );
+                    assert!(a == b, "{}: the messages differ, from {whole:?}", desc.full_name());
+                    same_message += 1;
+                }
+                // Which field's error comes first depends on the map's order in the whole path.
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{}: from {whole:?}\nby field {a:?}\n   whole {b:?}", desc.full_name()),
+            }
+        }
+    }
+    assert!(same_message > 500 && general > 10, "same message {same_message}, general path {general}");
 }

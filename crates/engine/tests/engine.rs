@@ -421,6 +421,46 @@ async fn input_that_violates_the_schema_is_refused_before_any_call() {
     assert_eq!(script.trace(), "");
 }
 
+/// A request whose value does not fit its field fails the step before any call, naming the
+/// message and the key; `null` leaves a field unset.
+#[tokio::test(start_paused = true)]
+async fn a_request_value_that_does_not_fit_its_field_fails_before_the_call() {
+    let doc = r#"
+name: bad_request
+version: 1.0.0
+input:
+  type: object
+  properties:
+    x: {}
+steps:
+  - id: user
+    call: demo.user.v1.UserService/CreateUser
+    with:
+      display_name: "${{ input.x }}"
+      email: "a@b.c"
+output:
+  id: "${{ steps.user.user.id }}"
+"#;
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()])]);
+    let record = run(doc, &script, serde_json::json!({"x": [1, 2]})).await;
+    assert_eq!(script.trace(), "");
+    let error = record.error.as_ref().expect("failed");
+    assert_eq!(error.code, Code::InvalidArgument);
+    assert!(
+        error.message.contains("building the demo.user.v1.CreateUserRequest request: display_name: "),
+        "{}",
+        error.message
+    );
+    let script = Script::new(&[(CREATE_USER, vec![user_ok()])]);
+    let record = run(doc, &script, serde_json::json!({"x": null})).await;
+    assert!(record.error.is_none(), "{:?}", record.error);
+    expect![[r#"
+        0ms call CreateUser {"email":"a@b.c"} key=user
+        10ms reply CreateUser ok
+    "#]]
+    .assert_eq(&script.trace());
+}
+
 const DELETE_USER: &str = "demo.user.v1.UserService/DeleteUser";
 
 #[tokio::test(start_paused = true)]

@@ -161,6 +161,13 @@ fn assemble(doc: &pb::Pattern, parts: Parts) -> CompiledPattern {
                 Some(Target::Action(a)) if mapped && draft.for_each.is_none() && !a.is_server_streaming() => reads,
                 _ => Reads::All,
             };
+            let request_fields = match (&draft.target, &draft.request) {
+                (Some(Target::Action(a)), Template::Object(keys)) => {
+                    let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+                    crate::wire::request_fields(&a.method.input(), &names)
+                }
+                _ => None,
+            };
             Some(CompiledStep {
                 index: i,
                 id: Arc::from(step.id.as_str()),
@@ -176,6 +183,7 @@ fn assemble(doc: &pb::Pattern, parts: Parts) -> CompiledPattern {
                 // Always present: an unresolved call is an error, and errors stop before here.
                 target: draft.target?,
                 request: draft.request,
+                request_fields,
                 when: draft.when,
                 deps,
                 dependants,

@@ -192,6 +192,10 @@ pub struct CompiledStep {
     pub target: Target,
     /// The request template; evaluates to a map converted into the action's input message.
     pub request: Template,
+    /// For an action whose `with` is an object: the input message's field each key names, in
+    /// field-number order, with the key's index ([`crate::wire::request_fields`]); the request is
+    /// then written from the keys' values with no map in between.
+    pub request_fields: Option<Vec<(usize, prost_reflect::FieldDescriptor)>>,
     pub when: Option<Expr>,
     pub deps: Vec<usize>,
     pub dependants: Vec<usize>,

@@ -13,7 +13,7 @@ use cel::{Value as Cel, objects::Key};
 use futures::{StreamExt, stream::FuturesUnordered};
 use nexus_core::{
     CompiledPattern, CompiledStep, Target,
-    expr::{Budget, EvalError, EvalErrorKind, ExecutionVar, Scope},
+    expr::{Budget, EvalError, EvalErrorKind, ExecutionVar, Scope, Template},
     value,
     wire::Reads,
 };
@@ -729,6 +729,11 @@ impl<'a> Run<'a> {
 
     fn build_requests(&self, step: &CompiledStep) -> Result<Requests, (Code, String)> {
         let build = |scope: &Scope<'_>| -> Result<Request, (Code, String)> {
+            if let (Target::Action(a), Some(fields), Template::Object(keys)) =
+                (&step.target, &step.request_fields, &step.request)
+            {
+                return self.build_message(scope, &a.method.input(), keys, fields).map(Request::Message);
+            }
             let template = match &step.target {
                 Target::Emit(plan) => &plan.data,
                 _ => &step.request,
@@ -772,6 +777,36 @@ impl<'a> Run<'a> {
             requests.push(build(&scope).map_err(|(c, m)| (c, format!("item {index}: {m}")))?);
         }
         Ok(Requests::Items(requests))
+    }
+
+    /// A request written straight from the template's keys (`CompiledStep::request_fields`): the
+    /// values evaluated in the template's order (the first failure is the one reported, as when
+    /// the object is evaluated whole), then each written as its field, in field-number order,
+    /// `null` left unset — the message `Payload::from_cel` writes for the object (it too puts the
+    /// fields in number order), and an error where it gives one
+    /// (`core/tests/wire.rs::an_object_written_field_by_field_is_the_object_written_whole`).
+    fn build_message(
+        &self,
+        scope: &Scope<'_>,
+        input: &prost_reflect::MessageDescriptor,
+        keys: &[(String, Template)],
+        fields: &[(usize, prost_reflect::FieldDescriptor)],
+    ) -> Result<Payload, (Code, String)> {
+        let costly = keys.iter().any(|(_, t)| t.is_costly());
+        let values =
+            evaluate(costly, &self.budget, || keys.iter().map(|(_, t)| t.eval(scope)).collect::<Result<Vec<_>, _>>())
+                .map_err(|e| (eval_code(&e, Code::InvalidArgument), format!("building the request: {e}")))?;
+        let mut out = Vec::with_capacity(64);
+        for (i, field) in fields {
+            let (Some((key, _)), Some(value)) = (keys.get(*i), values.get(*i)) else { continue };
+            if matches!(value, Cel::Null) {
+                continue;
+            }
+            nexus_core::wire::encode_field_from_cel(field, value, &mut out).map_err(|e| {
+                (Code::InvalidArgument, format!("building the {} request: {key}: {}", input.full_name(), e.message))
+            })?;
+        }
+        Ok(Payload::new(input.clone(), bytes::Bytes::from(out)))
     }
 
     /// The event an emit step publishes. Its identity is the execution and the step, so a
