@@ -180,7 +180,13 @@ fn decode_message(desc: &MessageDescriptor, parts: &[&[u8]], depth: u32, reads: 
                 continue;
             };
             if reads.field(field.name()).is_none() && field.containing_oneof().is_none() && !field.is_group() {
-                skip_field(wire_type, number, &mut buf, DecodeContext::default())?;
+                if field.is_map() {
+                    // Consumed as `read_field` consumes it (a map entry's length is read whatever
+                    // the wire type says), so that what decodes whole decodes read in part.
+                    delimited(WireType::LengthDelimited, &mut buf)?;
+                } else {
+                    skip_field(wire_type, number, &mut buf, DecodeContext::default())?;
+                }
                 continue;
             }
             if field.is_group() {
